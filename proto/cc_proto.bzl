@@ -1,0 +1,58 @@
+"""C++ code generation for .proto files with the system protoc.
+
+Debian's protobuf-compiler and grpc_cpp_plugin stand in for rules_proto and
+the gRPC Bazel rules, which cannot be fetched offline.
+"""
+
+def cc_proto_genrule(name, srcs, import_root, grpc = False, deps = [], visibility = None):
+    """Generates and compiles C++ message (and optionally gRPC) code.
+
+    Args:
+      name: the cc_library to define.
+      srcs: .proto files.
+      import_root: execroot-relative directory that imports are resolved
+        against; generated files keep their path below it.
+      grpc: also run grpc_cpp_plugin.
+      deps: cc_proto_genrule libraries whose protos these import.
+      visibility: of the cc_library.
+    """
+    rels = []
+    for src in srcs:
+        label = Label(src) if src.startswith("@") else None
+        path = label.name if label else src
+        rels.append(path)
+
+    outs = []
+    for rel in rels:
+        base = rel[:-len(".proto")]
+        outs += [base + ".pb.h", base + ".pb.cc"]
+        if grpc:
+            outs += [base + ".grpc.pb.h", base + ".grpc.pb.cc"]
+
+    plugin = ""
+    if grpc:
+        plugin = (" --plugin=protoc-gen-grpc=$$(command -v grpc_cpp_plugin)" +
+                  " --grpc_out=$(@D)")
+
+    # $(@D) is the package's output directory when there are several outputs;
+    # generated files land below it at their import-relative path.
+    native.genrule(
+        name = name + "_gen",
+        srcs = srcs + [d + "_srcs" for d in deps],
+        outs = outs,
+        cmd = ("protoc -I" + import_root + " -Iproto" +
+               " --cpp_out=$(@D)" + plugin + " " +
+               " ".join(["$(location " + s + ")" for s in srcs])),
+    )
+    native.filegroup(
+        name = name + "_srcs",
+        srcs = srcs,
+    )
+    native.cc_library(
+        name = name,
+        srcs = [o for o in outs if o.endswith(".cc")],
+        hdrs = [o for o in outs if o.endswith(".h")],
+        includes = ["."],
+        deps = deps + ["//third_party:protobuf"] + (["//third_party:grpc"] if grpc else []),
+        visibility = visibility,
+    )
