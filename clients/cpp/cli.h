@@ -1,0 +1,53 @@
+// The `pyexec` command-line tool, minus flag parsing (see pyexec_main.cc).
+
+#ifndef PYEXEC_CLIENTS_CPP_CLI_H_
+#define PYEXEC_CLIENTS_CPP_CLI_H_
+
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "absl/time/time.h"
+
+namespace pyexec {
+
+// Exit codes of the CLI.
+inline constexpr int kExitOk = 0;
+// The Python code raised; the traceback went to stderr.
+inline constexpr int kExitPythonError = 1;
+// The RPC failed; "pyexec: CODE: message" went to stderr.
+inline constexpr int kExitRpcError = 2;
+// Bad command line (sysexits.h EX_USAGE).
+inline constexpr int kExitUsage = 64;
+
+// Settings of one CLI run, filled from flags.
+struct CliOptions {
+  // Server address, host:port.
+  std::string addr = "127.0.0.1:50051";
+  // Deadline of each RPC; zero sends none.
+  absl::Duration timeout = absl::Seconds(30);
+  // Session token for eval/exec/call; empty runs on a pooled interpreter.
+  std::string session;
+  // Idle timeout that `bind` asks for; zero asks for the server default.
+  absl::Duration idle_timeout = absl::ZeroDuration();
+};
+
+// One-paragraph usage text listing the commands.
+extern const char kCliUsage[];
+
+// Runs one command: `args` are the positional arguments after the flags,
+// e.g. {"eval", "1+1"}. Values are printed to `out` as Python's repr() would,
+// one per line; captured stdout of the call goes to `out` and captured stderr
+// to `err` before it. Returns one of the kExit* codes:
+//   eval CODE                        prints the value
+//   exec CODE                        prints nothing but the output
+//   call MODULE FUNCTION [ARG...]    ARGs parsed by ParseLiteralArg
+//   bind                             prints the token
+//   unbind TOKEN                     prints nothing
+//   stats                            prints "name: value" per GetStats field
+int RunCli(const CliOptions& options, const std::vector<std::string>& args,
+           std::ostream& out, std::ostream& err);
+
+}  // namespace pyexec
+
+#endif  // PYEXEC_CLIENTS_CPP_CLI_H_

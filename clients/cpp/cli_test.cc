@@ -1,0 +1,127 @@
+#include "clients/cpp/cli.h"
+
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "clients/cpp/fake_pyexec.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace pyexec {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+
+class CliTest : public ::testing::Test {
+ protected:
+  // Runs the CLI against the fake server; returns the exit code.
+  int Run(std::vector<std::string> args) {
+    out_.str("");
+    err_.str("");
+    options_.addr = server_.address();
+    return RunCli(options_, args, out_, err_);
+  }
+
+  fakes::FakePyExecServer server_;
+  CliOptions options_;
+  std::ostringstream out_;
+  std::ostringstream err_;
+};
+
+TEST_F(CliTest, EvalPrintsRepr) {
+  EXPECT_EQ(Run({"eval", "1+1"}), kExitOk);
+  EXPECT_EQ(out_.str(), "out('', '1+1', {})\n");
+  EXPECT_EQ(err_.str(), "err");
+}
+
+TEST_F(CliTest, EvalPrintsCapturedOutputFirst) {
+  EXPECT_EQ(Run({"eval", "print"}), kExitOk);
+  EXPECT_EQ(out_.str(), "hello\nNone\n");
+  EXPECT_EQ(err_.str(), "warn\n");
+}
+
+TEST_F(CliTest, SessionFlagIsSent) {
+  options_.session = "tok";
+  EXPECT_EQ(Run({"exec", "x = 1"}), kExitOk);
+  EXPECT_EQ(out_.str(), "x = 1");
+  EXPECT_THAT(server_.service().sessions_seen(), ElementsAre("tok"));
+}
+
+TEST_F(CliTest, PythonErrorPrintsTracebackAndExits1) {
+  EXPECT_EQ(Run({"eval", "raise"}), kExitPythonError);
+  EXPECT_THAT(err_.str(), StartsWith("Traceback (most recent call last):\n"));
+  EXPECT_THAT(err_.str(), HasSubstr("ZeroDivisionError: division by zero\n"));
+  EXPECT_EQ(out_.str(), "");
+}
+
+TEST_F(CliTest, ErrorWithoutTracebackPrintsTypeAndMessage) {
+  EXPECT_EQ(Run({"exec", "raise"}), kExitPythonError);
+  EXPECT_EQ(err_.str(), "ValueError: bad\n");
+}
+
+TEST_F(CliTest, RpcErrorExits2) {
+  EXPECT_EQ(Run({"eval", "fail:5"}), kExitRpcError);
+  EXPECT_EQ(err_.str(), "pyexec: NOT_FOUND: scripted\n");
+  EXPECT_EQ(Run({"eval", "fail:4"}), kExitRpcError);
+  EXPECT_EQ(err_.str(), "pyexec: DEADLINE_EXCEEDED: scripted\n");
+}
+
+TEST_F(CliTest, TimeoutBecomesDeadline) {
+  options_.timeout = absl::Seconds(3);
+  EXPECT_EQ(Run({"eval", "deadline?"}), kExitOk);
+  double remaining = std::stod(out_.str());
+  EXPECT_GT(remaining, 1.0);
+  EXPECT_LE(remaining, 3.0);
+}
+
+TEST_F(CliTest, CallParsesLiteralArgs) {
+  EXPECT_EQ(Run({"call", "math", "fsum", "1", "2.5", "'x'", "None", "word",
+                 "b'\\x00'", "99999999999999999999"}),
+            kExitOk);
+  EXPECT_EQ(out_.str(),
+            "['math', 'fsum', 1, 2.5, 'x', None, 'word', b'\\x00', "
+            "99999999999999999999]\n");
+}
+
+TEST_F(CliTest, BindPrintsTokenAndUnbindSendsIt) {
+  options_.idle_timeout = absl::Seconds(42);
+  EXPECT_EQ(Run({"bind"}), kExitOk);
+  EXPECT_EQ(out_.str(), "s1\n");
+  EXPECT_EQ(Run({"unbind", "s1"}), kExitOk);
+  EXPECT_EQ(out_.str(), "");
+  EXPECT_THAT(server_.service().unbound(), ElementsAre("s1"));
+}
+
+TEST_F(CliTest, StatsPrintsEveryField) {
+  EXPECT_EQ(Run({"stats"}), kExitOk);
+  EXPECT_THAT(out_.str(), StartsWith("num_workers: 4\navailable_workers: 3\n"));
+  EXPECT_THAT(out_.str(), HasSubstr("\npending_requests: 0\n"));
+}
+
+TEST_F(CliTest, UsageErrorsExit64) {
+  EXPECT_EQ(Run({}), kExitUsage);
+  EXPECT_THAT(err_.str(), HasSubstr("usage: pyexec"));
+  EXPECT_EQ(Run({"frobnicate"}), kExitUsage);
+  EXPECT_EQ(Run({"eval"}), kExitUsage);
+  EXPECT_EQ(Run({"eval", "1", "2"}), kExitUsage);
+  EXPECT_EQ(Run({"call", "math"}), kExitUsage);
+  EXPECT_EQ(Run({"call", "m", "f", "'unterminated"}), kExitUsage);
+  EXPECT_EQ(Run({"unbind"}), kExitUsage);
+  EXPECT_EQ(Run({"bind", "x"}), kExitUsage);
+  EXPECT_TRUE(server_.service().sessions_seen().empty());
+}
+
+TEST_F(CliTest, UnreachableServerExits2) {
+  options_.timeout = absl::Seconds(5);
+  std::ostringstream out, err;
+  CliOptions options = options_;
+  options.addr = "127.0.0.1:1";
+  EXPECT_EQ(RunCli(options, {"stats"}, out, err), kExitRpcError);
+  EXPECT_THAT(err.str(), StartsWith("pyexec: UNAVAILABLE: "));
+}
+
+}  // namespace
+}  // namespace pyexec

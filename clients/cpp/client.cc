@@ -1,0 +1,221 @@
+#include "clients/cpp/client.h"
+
+#include <chrono>
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "clients/cpp/status_util.h"
+#include "clients/cpp/value.h"
+#include "grpcpp/client_context.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+
+namespace pyexec {
+namespace {
+
+// How long a Session's destructor waits for its Unbind.
+constexpr absl::Duration kDestructorUnbindTimeout = absl::Seconds(5);
+
+void ApplyOptions(const CallOptions& options, grpc::ClientContext* context) {
+  if (options.timeout > absl::ZeroDuration() &&
+      options.timeout != absl::InfiniteDuration()) {
+    context->set_deadline(absl::ToChronoTime(absl::Now() + options.timeout));
+  }
+}
+
+void CopyMap(const ValueMap& from,
+             google::protobuf::Map<std::string, v1::Value>* to) {
+  for (const auto& [name, value] : from) (*to)[name] = value;
+}
+
+// Eval and Call responses have the same shape.
+template <typename Response>
+Result ToResult(Response& response) {
+  Result result;
+  if (response.has_error()) {
+    result.error = std::move(*response.mutable_error());
+  } else {
+    result.value = std::move(*response.mutable_value());
+  }
+  result.stdout_text = std::move(*response.mutable_stdout());
+  result.stderr_text = std::move(*response.mutable_stderr());
+  return result;
+}
+
+// A released or moved-from Session must not fall back to a pooled
+// interpreter, which an empty token would mean.
+absl::Status ReleasedError() {
+  return absl::FailedPreconditionError("session was released or moved from");
+}
+
+}  // namespace
+
+absl::StatusOr<Client> Client::Connect(absl::string_view address) {
+  if (address.empty()) return absl::InvalidArgumentError("empty address");
+  return Client(grpc::CreateChannel(std::string(address),
+                                    grpc::InsecureChannelCredentials()));
+}
+
+Client::Client(std::shared_ptr<grpc::Channel> channel)
+    : channel_(std::move(channel)), stub_(v1::PyExec::NewStub(channel_)) {}
+
+absl::StatusOr<BindResult> Client::Bind(absl::Duration idle_timeout,
+                                        const CallOptions& options) const {
+  grpc::ClientContext context;
+  ApplyOptions(options, &context);
+  v1::BindRequest request;
+  request.set_idle_timeout_seconds(
+      static_cast<uint32_t>(absl::ToInt64Seconds(idle_timeout)));
+  v1::BindResponse response;
+  absl::Status status = FromGrpcStatus(stub_->Bind(&context, request, &response));
+  if (!status.ok()) return status;
+  return BindResult{response.session(),
+                    absl::Seconds(response.idle_timeout_seconds())};
+}
+
+absl::Status Client::Unbind(absl::string_view session,
+                            const CallOptions& options) const {
+  grpc::ClientContext context;
+  ApplyOptions(options, &context);
+  v1::UnbindRequest request;
+  request.set_session(std::string(session));
+  v1::UnbindResponse response;
+  return FromGrpcStatus(stub_->Unbind(&context, request, &response));
+}
+
+absl::StatusOr<Result> Client::Eval(absl::string_view session,
+                                    absl::string_view code,
+                                    const ValueMap& locals,
+                                    const CallOptions& options) const {
+  grpc::ClientContext context;
+  ApplyOptions(options, &context);
+  v1::EvalRequest request;
+  request.set_session(std::string(session));
+  request.set_code(std::string(code));
+  CopyMap(locals, request.mutable_locals());
+  v1::EvalResponse response;
+  absl::Status status = FromGrpcStatus(stub_->Eval(&context, request, &response));
+  if (!status.ok()) return status;
+  return ToResult(response);
+}
+
+absl::StatusOr<Result> Client::Exec(absl::string_view session,
+                                    absl::string_view code,
+                                    const ValueMap& locals,
+                                    const CallOptions& options) const {
+  grpc::ClientContext context;
+  ApplyOptions(options, &context);
+  v1::ExecRequest request;
+  request.set_session(std::string(session));
+  request.set_code(std::string(code));
+  CopyMap(locals, request.mutable_locals());
+  v1::ExecResponse response;
+  absl::Status status = FromGrpcStatus(stub_->Exec(&context, request, &response));
+  if (!status.ok()) return status;
+  Result result;
+  if (response.has_error()) {
+    result.error = std::move(*response.mutable_error());
+  } else {
+    result.value = MakeNone();
+  }
+  result.stdout_text = std::move(*response.mutable_stdout());
+  result.stderr_text = std::move(*response.mutable_stderr());
+  return result;
+}
+
+absl::StatusOr<Result> Client::Call(absl::string_view session,
+                                    absl::string_view module,
+                                    absl::string_view function,
+                                    const std::vector<v1::Value>& args,
+                                    const ValueMap& kwargs,
+                                    const CallOptions& options) const {
+  grpc::ClientContext context;
+  ApplyOptions(options, &context);
+  v1::CallRequest request;
+  request.set_session(std::string(session));
+  request.set_module(std::string(module));
+  request.set_function(std::string(function));
+  for (const v1::Value& arg : args) *request.add_args() = arg;
+  CopyMap(kwargs, request.mutable_kwargs());
+  v1::CallResponse response;
+  absl::Status status = FromGrpcStatus(stub_->Call(&context, request, &response));
+  if (!status.ok()) return status;
+  return ToResult(response);
+}
+
+absl::StatusOr<v1::GetStatsResponse> Client::GetStats(
+    const CallOptions& options) const {
+  grpc::ClientContext context;
+  ApplyOptions(options, &context);
+  v1::GetStatsResponse response;
+  absl::Status status = FromGrpcStatus(
+      stub_->GetStats(&context, v1::GetStatsRequest(), &response));
+  if (!status.ok()) return status;
+  return response;
+}
+
+absl::StatusOr<Session> Session::Bind(const Client& client,
+                                      absl::Duration idle_timeout,
+                                      const CallOptions& options) {
+  absl::StatusOr<BindResult> bound = client.Bind(idle_timeout, options);
+  if (!bound.ok()) return bound.status();
+  return Session(client, *std::move(bound));
+}
+
+Session::Session(Client client, BindResult bound)
+    : client_(std::move(client)),
+      token_(std::move(bound.session)),
+      idle_timeout_(bound.idle_timeout) {}
+
+Session::Session(Session&& other) noexcept
+    : client_(other.client_),
+      token_(std::exchange(other.token_, std::string())),
+      idle_timeout_(other.idle_timeout_) {}
+
+Session& Session::operator=(Session&& other) noexcept {
+  if (this != &other) {
+    if (!token_.empty()) (void)Unbind(CallOptions{kDestructorUnbindTimeout});
+    client_ = other.client_;
+    token_ = std::exchange(other.token_, std::string());
+    idle_timeout_ = other.idle_timeout_;
+  }
+  return *this;
+}
+
+Session::~Session() {
+  if (!token_.empty()) (void)Unbind(CallOptions{kDestructorUnbindTimeout});
+}
+
+absl::StatusOr<Result> Session::Eval(absl::string_view code,
+                                     const ValueMap& locals,
+                                     const CallOptions& options) const {
+  if (token_.empty()) return ReleasedError();
+  return client_.Eval(token_, code, locals, options);
+}
+
+absl::StatusOr<Result> Session::Exec(absl::string_view code,
+                                     const ValueMap& locals,
+                                     const CallOptions& options) const {
+  if (token_.empty()) return ReleasedError();
+  return client_.Exec(token_, code, locals, options);
+}
+
+absl::StatusOr<Result> Session::Call(absl::string_view module,
+                                     absl::string_view function,
+                                     const std::vector<v1::Value>& args,
+                                     const ValueMap& kwargs,
+                                     const CallOptions& options) const {
+  if (token_.empty()) return ReleasedError();
+  return client_.Call(token_, module, function, args, kwargs, options);
+}
+
+absl::Status Session::Unbind(const CallOptions& options) {
+  if (token_.empty()) return absl::OkStatus();
+  const std::string token = std::exchange(token_, std::string());
+  return client_.Unbind(token, options);
+}
+
+std::string Session::Release() { return std::exchange(token_, std::string()); }
+
+}  // namespace pyexec

@@ -1,0 +1,171 @@
+// A small C++ client for the pyexec.v1.PyExec service.
+//
+//   absl::StatusOr<pyexec::Client> client = pyexec::Client::Connect("127.0.0.1:50051");
+//   absl::StatusOr<pyexec::Session> session = pyexec::Session::Bind(*client);
+//   session->Exec("x = 41");
+//   absl::StatusOr<pyexec::Result> r = session->Eval("x + 1");
+//   // r->value holds 42; the session is unbound when `session` goes away.
+//
+// A Python exception is a Result with `error` set; a non-OK absl::Status
+// means a service-level failure (NOT_FOUND, ABORTED, DEADLINE_EXCEEDED...).
+
+#ifndef PYEXEC_CLIENTS_CPP_CLIENT_H_
+#define PYEXEC_CLIENTS_CPP_CLIENT_H_
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "grpcpp/channel.h"
+#include "pyexec/v1/pyexec.grpc.pb.h"
+
+namespace pyexec {
+
+// Names bound for one call (Eval/Exec `locals`, Call `kwargs`).
+using ValueMap = std::map<std::string, v1::Value>;
+
+// Per-call options.
+struct CallOptions {
+  // Sent as the gRPC deadline. Zero or infinite sends no deadline, and the
+  // server applies its default (30 s unless configured otherwise).
+  absl::Duration timeout = absl::ZeroDuration();
+};
+
+// The outcome of an Eval, Exec or Call that reached Python.
+struct Result {
+  // The returned value; None for Exec, unset (no kind) when `error` is set.
+  v1::Value value;
+  // Set when the Python code raised.
+  std::optional<v1::PythonError> error;
+  // Output the call printed, as captured by the server (bounded there).
+  std::string stdout_text;
+  std::string stderr_text;
+
+  // True when the Python code did not raise.
+  bool ok() const { return !error.has_value(); }
+};
+
+// What Bind granted.
+struct BindResult {
+  // Opaque session token for Eval/Exec/Call/Unbind.
+  std::string session;
+  // The idle timeout the server granted.
+  absl::Duration idle_timeout;
+};
+
+// A connection to a pyexec server. Cheap to copy: copies share the channel.
+// This class is thread-safe.
+class Client {
+ public:
+  // Opens an insecure (plaintext) channel to `address` ("host:port"). The
+  // channel connects lazily, so an unreachable server shows up as UNAVAILABLE
+  // on the first call. INVALID_ARGUMENT if `address` is empty.
+  static absl::StatusOr<Client> Connect(absl::string_view address);
+
+  // Wraps an existing channel, e.g. one with TLS credentials. REQUIRES:
+  // `channel` is not null.
+  explicit Client(std::shared_ptr<grpc::Channel> channel);
+
+  // Dedicates an interpreter to the caller. `idle_timeout` of zero asks for
+  // the server default. RESOURCE_EXHAUSTED when the pool is at its limit.
+  absl::StatusOr<BindResult> Bind(absl::Duration idle_timeout = absl::ZeroDuration(),
+                                  const CallOptions& options = {}) const;
+
+  // Releases a session. An unknown or expired token is OK.
+  absl::Status Unbind(absl::string_view session,
+                      const CallOptions& options = {}) const;
+
+  // Evaluates one expression. An empty `session` runs on a pooled
+  // interpreter. `locals` are visible to this call only.
+  absl::StatusOr<Result> Eval(absl::string_view session, absl::string_view code,
+                              const ValueMap& locals = {},
+                              const CallOptions& options = {}) const;
+
+  // Executes statements; Result::value is None on success.
+  absl::StatusOr<Result> Exec(absl::string_view session, absl::string_view code,
+                              const ValueMap& locals = {},
+                              const CallOptions& options = {}) const;
+
+  // Calls module.function(*args, **kwargs). `function` may be a dotted path.
+  absl::StatusOr<Result> Call(absl::string_view session, absl::string_view module,
+                              absl::string_view function,
+                              const std::vector<v1::Value>& args = {},
+                              const ValueMap& kwargs = {},
+                              const CallOptions& options = {}) const;
+
+  // Returns the server's pool figures.
+  absl::StatusOr<v1::GetStatsResponse> GetStats(
+      const CallOptions& options = {}) const;
+
+  // The stub, for callers that need the raw RPCs (e.g. benchmarks).
+  v1::PyExec::StubInterface& stub() const { return *stub_; }
+
+ private:
+  std::shared_ptr<grpc::Channel> channel_;
+  std::shared_ptr<v1::PyExec::StubInterface> stub_;
+};
+
+// A bound session that is unbound when it goes out of scope. Movable, not
+// copyable. Calls are forwarded to the Client with the session's token. Not
+// thread-safe for concurrent use of one Session; the server runs one call per
+// session at a time anyway.
+class Session {
+ public:
+  // Binds a new session on `client`. See Client::Bind.
+  static absl::StatusOr<Session> Bind(
+      const Client& client, absl::Duration idle_timeout = absl::ZeroDuration(),
+      const CallOptions& options = {});
+
+  Session(Session&& other) noexcept;
+  Session& operator=(Session&& other) noexcept;
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  // Unbinds the session (best effort, errors ignored) unless already released.
+  ~Session();
+
+  // The session token; empty once released or moved from.
+  const std::string& token() const { return token_; }
+
+  // The idle timeout the server granted.
+  absl::Duration idle_timeout() const { return idle_timeout_; }
+
+  // See Client::Eval. FAILED_PRECONDITION once released or moved from (this
+  // holds for Exec and Call too).
+  absl::StatusOr<Result> Eval(absl::string_view code, const ValueMap& locals = {},
+                              const CallOptions& options = {}) const;
+
+  // See Client::Exec.
+  absl::StatusOr<Result> Exec(absl::string_view code, const ValueMap& locals = {},
+                              const CallOptions& options = {}) const;
+
+  // See Client::Call.
+  absl::StatusOr<Result> Call(absl::string_view module, absl::string_view function,
+                              const std::vector<v1::Value>& args = {},
+                              const ValueMap& kwargs = {},
+                              const CallOptions& options = {}) const;
+
+  // Unbinds now and reports the outcome. Afterwards token() is empty and the
+  // destructor does nothing.
+  absl::Status Unbind(const CallOptions& options = {});
+
+  // Gives up ownership without unbinding; returns the token.
+  std::string Release();
+
+ private:
+  Session(Client client, BindResult bound);
+
+  Client client_;
+  std::string token_;
+  absl::Duration idle_timeout_;
+};
+
+}  // namespace pyexec
+
+#endif  // PYEXEC_CLIENTS_CPP_CLIENT_H_

@@ -1,0 +1,90 @@
+// pyexec: command-line client for a pyexec server. See cli.h for commands.
+
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/reflection.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "absl/time/time.h"
+#include "clients/cpp/cli.h"
+
+ABSL_FLAG(std::string, addr, "127.0.0.1:50051", "pyexec server, HOST:PORT");
+ABSL_FLAG(absl::Duration, timeout, absl::Seconds(30),
+          "deadline of each RPC (e.g. 500ms, 30s); 0 sends none and the "
+          "server default applies");
+ABSL_FLAG(std::string, session, "",
+          "session token for eval/exec/call; empty runs on a pooled "
+          "interpreter");
+ABSL_FLAG(absl::Duration, idle_timeout, absl::ZeroDuration(),
+          "bind: idle timeout to ask for; 0 means the server default");
+
+namespace {
+
+// absl::ParseCommandLine exits with status 1 on an unknown flag or a bad
+// value; the CLI promises 64 for usage errors, so check first. Returns an
+// empty string if every flag argument is known and parses.
+std::string CheckFlags(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    absl::string_view arg = argv[i];
+    if (arg == "--") break;
+    if (arg.size() < 2 || arg[0] != '-') continue;
+    absl::string_view body = absl::StripPrefix(absl::StripPrefix(arg, "-"), "-");
+    const size_t eq = body.find('=');
+    absl::string_view name = body.substr(0, eq);
+    if (absl::StartsWith(name, "help") || name == "version" ||
+        name == "flagfile" || name == "fromenv" || name == "tryfromenv" ||
+        name == "undefok") {
+      continue;
+    }
+    absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
+    if (flag == nullptr && absl::StartsWith(name, "no") && eq == body.npos) {
+      // --nofoo for a bool flag foo.
+      absl::CommandLineFlag* negated = absl::FindCommandLineFlag(name.substr(2));
+      if (negated != nullptr && negated->IsOfType<bool>()) continue;
+    }
+    if (flag == nullptr) {
+      return absl::StrCat("unknown flag ", arg,
+                          " (put -- before arguments that start with '-')");
+    }
+    if (eq == body.npos) {
+      // "--flag value" form: absl takes the next argument as the value.
+      if (!flag->IsOfType<bool>() && ++i == argc) {
+        return absl::StrCat("missing value for ", arg);
+      }
+      if (flag->IsOfType<bool>()) continue;
+    }
+    std::string value(eq == body.npos ? argv[i] : body.substr(eq + 1));
+    std::string error;
+    // A scratch parse: the real one below sets the same value again.
+    if (!flag->ParseFrom(value, &error)) {
+      return absl::StrCat("bad value for --", name, ": ", error);
+    }
+  }
+  return "";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(pyexec::kCliUsage);
+  if (std::string problem = CheckFlags(argc, argv); !problem.empty()) {
+    std::cerr << "pyexec: " << problem << "\n" << pyexec::kCliUsage;
+    return pyexec::kExitUsage;
+  }
+  std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
+  pyexec::CliOptions options;
+  options.addr = absl::GetFlag(FLAGS_addr);
+  options.timeout = absl::GetFlag(FLAGS_timeout);
+  options.session = absl::GetFlag(FLAGS_session);
+  options.idle_timeout = absl::GetFlag(FLAGS_idle_timeout);
+  std::vector<std::string> args(positional.begin() + 1, positional.end());
+  const int code = pyexec::RunCli(options, args, std::cout, std::cerr);
+  std::cout.flush();
+  return code;
+}

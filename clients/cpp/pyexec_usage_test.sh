@@ -1,0 +1,28 @@
+#!/bin/bash
+# The pyexec binary exits 64 on usage errors, including the ones that
+# absl::ParseCommandLine would otherwise turn into exit status 1.
+set -u
+bin="${TEST_SRCDIR}/pyexec/clients/cpp/pyexec"
+fail=0
+
+expect() {  # expect CODE ARGS...
+  local want=$1; shift
+  "$bin" "$@" >/dev/null 2>"${TEST_TMPDIR}/err"
+  local got=$?
+  if [[ $got != "$want" ]]; then
+    echo "FAIL: pyexec $* exited $got, want $want"; cat "${TEST_TMPDIR}/err"; fail=1
+  fi
+}
+
+expect 64
+expect 64 --bogus=1 stats
+expect 64 --timeout=soon stats
+expect 64 --timeout
+expect 64 call math fabs -3        # a negative number without --
+expect 64 nonsense
+# Unreachable server with a short deadline: an RPC error.
+expect 2 --addr=127.0.0.1:1 --timeout=2s stats
+expect 2 --addr=127.0.0.1:1 --timeout 2s call math fabs -- -3
+"$bin" --addr=127.0.0.1:1 --timeout=2s stats 2>&1 | grep -q '^pyexec: UNAVAILABLE: ' \
+  || { echo "FAIL: no 'pyexec: UNAVAILABLE:' line"; fail=1; }
+exit $fail
