@@ -1,0 +1,830 @@
+#include "context_pool/context_pool.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/logging.h"
+
+namespace pyexec {
+namespace {
+
+// Epoll keys: 0 is the wake eventfd; a worker's socket is key*2 and its exit
+// fd key*2+1 (worker keys start at 1).
+constexpr uint64_t kWakeKey = 0;
+
+std::string DurationText(absl::Duration d) { return absl::FormatDuration(d); }
+
+}  // namespace
+
+struct ContextPool::Call {
+  CallId id = 0;
+  internal::WorkerRequest request;
+  absl::Time deadline;
+  CallDone done;
+  bool has_deadline_timer = false;
+  TimerMap::iterator deadline_timer;
+  bool has_kill_timer = false;
+  TimerMap::iterator kill_timer;
+  // Why the call was interrupted (DEADLINE_EXCEEDED or CANCELLED); OK if not.
+  absl::StatusCode interrupted = absl::StatusCode::kOk;
+};
+
+struct ContextPool::Worker {
+  enum class State { kStarting, kReady, kDying };
+
+  Worker(uint64_t key, std::unique_ptr<WorkerProcess> process,
+         size_t max_frame_bytes)
+      : key(key), process(std::move(process)), decoder(max_frame_bytes) {}
+
+  const uint64_t key;
+  const std::unique_ptr<WorkerProcess> process;
+  State state = State::kStarting;
+  bool checked_out = false;
+  // Discarded by Release or Shutdown: its end is expected.
+  bool released = false;
+  bool socket_registered = false;
+  bool exit_registered = false;
+  bool want_write = false;
+  // Set when the pool killed the worker; explains its death.
+  std::string condemned_reason;
+  std::unique_ptr<Call> current;
+  std::deque<std::unique_ptr<Call>> queue;  // session calls waiting to run
+  std::string outbuf;                        // frame bytes not yet written
+  FrameDecoder decoder;
+  bool has_startup_timer = false;
+  TimerMap::iterator startup_timer;
+};
+
+struct ContextPool::Waiter {
+  uint64_t id = 0;
+  AcquireDone done;
+  TimerMap::iterator timer;
+};
+
+ContextPool::ContextPool(ContextPoolOptions options,
+                         std::unique_ptr<WorkerLauncher> launcher)
+    : options_(options), launcher_(std::move(launcher)) {}
+
+ContextPool::~ContextPool() { Shutdown(); }
+
+void ContextPool::SetWorkerLostListener(WorkerLostListener listener) {
+  lost_listener_ = std::move(listener);
+}
+
+absl::Status ContextPool::Start() {
+  epoll_fd_.reset(epoll_create1(EPOLL_CLOEXEC));
+  wake_fd_.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!epoll_fd_.valid() || !wake_fd_.valid()) {
+    return absl::InternalError(absl::StrCat("epoll/eventfd: ", strerror(errno)));
+  }
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = kWakeKey;
+  epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, wake_fd_.get(), &ev);
+  {
+    absl::MutexLock lock(&mu_);
+    started_ = true;
+  }
+  io_thread_ = std::thread([this] { IoLoop(); });
+  return absl::OkStatus();
+}
+
+bool ContextPool::WaitUntilWarm(absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  auto warm = [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    return static_cast<int>(idle_.size()) >= options_.workers;
+  };
+  return mu_.AwaitWithTimeout(absl::Condition(&warm), timeout);
+}
+
+void ContextPool::Wake() {
+  uint64_t one = 1;
+  ssize_t ignored = write(wake_fd_.get(), &one, sizeof(one));
+  (void)ignored;
+}
+
+ContextPool::TimerMap::iterator ContextPool::AddTimer(absl::Time when,
+                                                      TimerKind kind,
+                                                      uint64_t id) {
+  auto it = timers_.emplace(when, std::make_pair(kind, id));
+  if (when < next_wake_) {
+    next_wake_ = when;
+    Wake();
+  }
+  return it;
+}
+
+void ContextPool::RunDeferred(Deferred* deferred) {
+  for (auto& fn : *deferred) fn();
+  deferred->clear();
+}
+
+int ContextPool::PendingCount() const {
+  int n = static_cast<int>(pending_.size() + waiters_.size());
+  for (const auto& [key, w] : workers_) n += static_cast<int>(w->queue.size());
+  return n;
+}
+
+// ---------------------------------------------------------------------------
+// Public entry points (any thread).
+
+void ContextPool::Acquire(absl::Time deadline, AcquireDone done) {
+  absl::Status refused;
+  WorkerId granted = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    if (draining_ || stopping_) {
+      refused = absl::UnavailableError("server is shutting down");
+    } else if (checked_out_ + static_cast<int>(waiters_.size()) >=
+               options_.max_workers) {
+      refused = absl::ResourceExhaustedError(absl::StrCat(
+          "no_workers_available: all ", options_.max_workers,
+          " workers are bound to sessions"));
+    } else if (!idle_.empty()) {
+      granted = idle_.back();
+      idle_.pop_back();
+      Worker* w = workers_[granted].get();
+      w->checked_out = true;
+      ++checked_out_;
+      Wake();  // spawn a replacement for the warm pool
+    } else if (static_cast<int>(waiters_.size()) >= options_.max_pending) {
+      refused = absl::ResourceExhaustedError("too many binds waiting");
+    } else {
+      auto waiter = std::make_unique<Waiter>();
+      waiter->id = next_call_id_++;
+      waiter->done = std::move(done);
+      waiter->timer =
+          AddTimer(deadline, TimerKind::kAcquireDeadline, waiter->id);
+      waiters_.push_back(std::move(waiter));
+      Wake();
+      return;
+    }
+  }
+  if (granted != 0) {
+    done(granted);
+  } else {
+    done(refused);
+  }
+}
+
+void ContextPool::Release(WorkerId worker) {
+  Deferred deferred;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = workers_.find(worker);
+    if (it == workers_.end() || !it->second->checked_out) return;
+    Worker* w = it->second.get();
+    w->checked_out = false;
+    w->released = true;
+    --checked_out_;
+    if (w->current != nullptr) {
+      FinishCall(std::move(w->current),
+                 absl::AbortedError("the session was unbound during the call"),
+                 &deferred);
+    }
+    while (!w->queue.empty()) {
+      std::unique_ptr<Call> call = std::move(w->queue.front());
+      w->queue.pop_front();
+      FinishCall(std::move(call),
+                 absl::AbortedError("the session was unbound before the call ran"),
+                 &deferred);
+    }
+    Condemn(w, "released");
+  }
+  RunDeferred(&deferred);
+}
+
+CallId ContextPool::Submit(WorkerId worker, internal::WorkerRequest request,
+                           absl::Time deadline, CallDone done) {
+  absl::Status refused;
+  CallId id = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    id = next_call_id_++;
+    if (draining_ || stopping_) {
+      refused = absl::UnavailableError("server is shutting down");
+    } else {
+      auto call = std::make_unique<Call>();
+      call->id = id;
+      request.set_id(id);
+      call->request = std::move(request);
+      call->deadline = deadline;
+      Worker* w = nullptr;
+      if (worker != 0) {
+        auto it = workers_.find(worker);
+        if (it == workers_.end() || !it->second->checked_out ||
+            it->second->state == Worker::State::kDying) {
+          refused = absl::NotFoundError("session not found: its interpreter is gone");
+        } else {
+          w = it->second.get();
+          if (w->current != nullptr || !w->queue.empty()) {
+            if (static_cast<int>(w->queue.size()) >= options_.max_pending) {
+              refused = absl::ResourceExhaustedError(
+                  "too many calls waiting for this session");
+            } else {
+              call_location_[id] = w->key;
+              w->queue.push_back(std::move(call));
+            }
+            w = nullptr;  // queued, not started
+          }
+        }
+      } else if (!idle_.empty()) {
+        w = workers_[idle_.back()].get();
+        idle_.pop_back();
+        ++busy_unbound_;
+      } else if (static_cast<int>(pending_.size()) >= options_.max_pending) {
+        refused = absl::ResourceExhaustedError(absl::StrCat(
+            "too many calls waiting for a worker (limit ", options_.max_pending,
+            ")"));
+      } else {
+        call_location_[id] = 0;
+        pending_.push_back(std::move(call));
+      }
+      if (refused.ok()) {
+        ++open_calls_;
+        Call* timed = nullptr;
+        if (w != nullptr) {
+          call_location_[id] = w->key;
+          call->done = std::move(done);
+          timed = call.get();
+          StartCall(w, std::move(call));
+        } else {
+          // Queued: the call now lives in a queue; find it to attach `done`.
+          Call* queued = worker != 0 ? workers_[worker]->queue.back().get()
+                                     : pending_.back().get();
+          queued->done = std::move(done);
+          timed = queued;
+        }
+        timed->deadline_timer =
+            AddTimer(deadline, TimerKind::kCallDeadline, id);
+        timed->has_deadline_timer = true;
+      }
+    }
+  }
+  if (!refused.ok()) done(refused);
+  return id;
+}
+
+void ContextPool::Cancel(CallId call) {
+  Deferred deferred;
+  {
+    absl::MutexLock lock(&mu_);
+    auto loc = call_location_.find(call);
+    if (loc == call_location_.end()) return;
+    if (!FinishQueuedCall(call, absl::CancelledError("cancelled by the client"),
+                          &deferred)) {
+      auto it = workers_.find(loc->second);
+      if (it != workers_.end() && it->second->current != nullptr &&
+          it->second->current->id == call) {
+        InterruptCall(it->second.get(), absl::StatusCode::kCancelled);
+      }
+    }
+  }
+  RunDeferred(&deferred);
+}
+
+void ContextPool::BeginDrain() {
+  std::deque<std::unique_ptr<Waiter>> waiters;
+  {
+    absl::MutexLock lock(&mu_);
+    draining_ = true;
+    // Binds that were waiting will not get a worker now.
+    for (auto& waiter : waiters_) timers_.erase(waiter->timer);
+    waiters.swap(waiters_);
+  }
+  for (auto& waiter : waiters) {
+    waiter->done(absl::UnavailableError("server is shutting down"));
+  }
+}
+
+bool ContextPool::WaitForCallsToFinish(absl::Time deadline) {
+  absl::MutexLock lock(&mu_);
+  auto done = [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    return open_calls_ == 0;
+  };
+  return mu_.AwaitWithDeadline(absl::Condition(&done), deadline);
+}
+
+PoolStats ContextPool::GetStats() const {
+  absl::MutexLock lock(&mu_);
+  PoolStats stats;
+  stats.available_workers = static_cast<int>(idle_.size());
+  stats.checked_out = checked_out_;
+  stats.pending_requests = PendingCount();
+  stats.starting_workers = starting_;
+  stats.busy_workers = busy_unbound_;
+  for (const auto& [key, w] : workers_) {
+    if (w->state != Worker::State::kReady) continue;
+    ++stats.num_workers;
+    if (w->checked_out && w->current != nullptr) ++stats.busy_workers;
+  }
+  stats.workers_spawned = workers_spawned_;
+  stats.workers_died = workers_died_;
+  stats.calls_total = calls_total_;
+  return stats;
+}
+
+void ContextPool::Shutdown() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (!started_ || stopping_) return;
+    stopping_ = true;
+    Wake();
+  }
+  if (io_thread_.joinable()) io_thread_.join();
+
+  Deferred deferred;
+  std::vector<std::unique_ptr<Worker>> doomed;
+  {
+    absl::MutexLock lock(&mu_);
+    const absl::Status gone = absl::UnavailableError("server is shutting down");
+    for (auto& [key, w] : workers_) {
+      w->released = true;
+      w->process->Kill();
+      if (w->current != nullptr) FinishCall(std::move(w->current), gone, &deferred);
+      while (!w->queue.empty()) {
+        FinishCall(std::move(w->queue.front()), gone, &deferred);
+        w->queue.pop_front();
+      }
+      doomed.push_back(std::move(w));
+    }
+    workers_.clear();
+    idle_.clear();
+    while (!pending_.empty()) {
+      FinishCall(std::move(pending_.front()), gone, &deferred);
+      pending_.pop_front();
+    }
+    for (auto& waiter : waiters_) {
+      deferred.push_back([done = std::move(waiter->done), gone] { done(gone); });
+    }
+    waiters_.clear();
+    timers_.clear();
+  }
+  // Destroying a process object waits for it to exit.
+  for (auto& w : doomed) {
+    std::optional<std::string> how = w->process->TryReap();
+    LogInfo(absl::StrCat("worker pid ", w->process->pid(), " stopped",
+                         how ? absl::StrCat(" (", *how, ")") : ""));
+  }
+  doomed.clear();
+  RunDeferred(&deferred);
+}
+
+// ---------------------------------------------------------------------------
+// I/O thread.
+
+void ContextPool::IoLoop() {
+  constexpr int kMaxEvents = 64;
+  epoll_event events[kMaxEvents];
+  while (true) {
+    int timeout_ms = -1;
+    int spawns = 0;
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopping_) break;
+      absl::Time now = absl::Now();
+      absl::Time next = timers_.empty() ? absl::InfiniteFuture()
+                                        : timers_.begin()->first;
+      spawns = SpawnsNeeded();
+      if (spawns > 0 && next_spawn_attempt_ > now) {
+        next = std::min(next, next_spawn_attempt_);
+        spawns = 0;
+      }
+      next_wake_ = next;
+      if (spawns == 0 && next != absl::InfiniteFuture()) {
+        // Round up so that a timer is never polled for early.
+        timeout_ms = static_cast<int>(std::max<int64_t>(
+            0, absl::ToInt64Milliseconds(next - now + absl::Microseconds(999))));
+      } else if (spawns > 0) {
+        timeout_ms = 0;
+      }
+    }
+    if (spawns > 0) SpawnWorkers(spawns);
+
+    int n = epoll_wait(epoll_fd_.get(), events, kMaxEvents, timeout_ms);
+    if (n < 0 && errno != EINTR) {
+      LogError(absl::StrCat("epoll_wait: ", strerror(errno)));
+    }
+    Deferred deferred;
+    {
+      absl::MutexLock lock(&mu_);
+      for (int i = 0; i < n; ++i) {
+        if (events[i].data.u64 == kWakeKey) {
+          uint64_t count;
+          ssize_t ignored = read(wake_fd_.get(), &count, sizeof(count));
+          (void)ignored;
+          continue;
+        }
+        OnWorkerEvent(events[i].data.u64, events[i].events, &deferred);
+      }
+      FireTimers(absl::Now(), &deferred);
+      Dispatch(&deferred);
+    }
+    RunDeferred(&deferred);
+  }
+}
+
+int ContextPool::SpawnsNeeded() const {
+  if (stopping_ || draining_) return 0;
+  int unbound = static_cast<int>(idle_.size()) + busy_unbound_ + starting_;
+  return std::max(0, options_.workers + static_cast<int>(waiters_.size()) -
+                         unbound);
+}
+
+void ContextPool::SpawnWorkers(int count) {
+  for (int i = 0; i < count; ++i) {
+    absl::StatusOr<std::unique_ptr<WorkerProcess>> process = launcher_->Launch();
+    absl::MutexLock lock(&mu_);
+    if (!process.ok()) {
+      ++consecutive_spawn_failures_;
+      absl::Duration backoff = std::min(
+          absl::Milliseconds(100) * (1 << std::min(consecutive_spawn_failures_, 6)),
+          absl::Seconds(5));
+      next_spawn_attempt_ = absl::Now() + backoff;
+      LogError(absl::StrCat("worker spawn failed (retrying in ",
+                            DurationText(backoff), "): ",
+                            process.status().message()));
+      return;
+    }
+    consecutive_spawn_failures_ = 0;
+    uint64_t key = next_key_++;
+    auto w = std::make_unique<Worker>(key, std::move(*process),
+                                      options_.max_frame_bytes);
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLRDHUP;
+    ev.data.u64 = key * 2;
+    epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, w->process->socket_fd(), &ev);
+    w->socket_registered = true;
+    ev.events = EPOLLIN;
+    ev.data.u64 = key * 2 + 1;
+    epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, w->process->exit_fd(), &ev);
+    w->exit_registered = true;
+    w->startup_timer = AddTimer(absl::Now() + options_.startup_timeout,
+                                TimerKind::kStartup, key);
+    w->has_startup_timer = true;
+    ++starting_;
+    ++workers_spawned_;
+    LogInfo(absl::StrCat("worker pid ", w->process->pid(), " spawned"));
+    workers_.emplace(key, std::move(w));
+  }
+}
+
+void ContextPool::OnWorkerEvent(uint64_t epoll_key, uint32_t events,
+                                Deferred* deferred) {
+  auto it = workers_.find(epoll_key / 2);
+  if (it == workers_.end()) return;  // already gone
+  Worker* w = it->second.get();
+  if (epoll_key % 2 == 1) {
+    if (std::optional<std::string> how = w->process->TryReap()) {
+      Bury(w, *how, deferred);
+    }
+    return;
+  }
+  if (events & EPOLLOUT) FlushWrites(w);
+  if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+    ReadFromWorker(w, deferred);
+  }
+}
+
+void ContextPool::ReadFromWorker(Worker* w, Deferred* deferred) {
+  char buffer[65536];
+  while (w->socket_registered) {
+    ssize_t n = recv(w->process->socket_fd(), buffer, sizeof(buffer), 0);
+    if (n > 0) {
+      w->decoder.Append(buffer, static_cast<size_t>(n));
+      while (true) {
+        absl::StatusOr<std::optional<std::string>> frame = w->decoder.Next();
+        if (!frame.ok()) {
+          Condemn(w, absl::StrCat("protocol error: ", frame.status().message()));
+          return;
+        }
+        if (!frame->has_value()) break;
+        HandleFrame(w, **frame, deferred);
+        if (!w->socket_registered) return;  // condemned by the frame
+      }
+      if (static_cast<size_t>(n) < sizeof(buffer)) return;
+    } else if (n == 0) {
+      Condemn(w, "protocol error: the worker closed its socket");
+      return;
+    } else {
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+      if (errno == EINTR) continue;
+      Condemn(w, absl::StrCat("socket error: ", strerror(errno)));
+      return;
+    }
+  }
+}
+
+void ContextPool::HandleFrame(Worker* w, const std::string& payload,
+                              Deferred* deferred) {
+  internal::WorkerResponse response;
+  if (!ParseFramePayload(payload, &response)) {
+    Condemn(w, "protocol error: the worker sent a frame that does not parse");
+    return;
+  }
+  if (response.has_hello()) {
+    if (w->state != Worker::State::kStarting) {
+      Condemn(w, "protocol error: unexpected hello");
+      return;
+    }
+    w->state = Worker::State::kReady;
+    --starting_;
+    if (w->has_startup_timer) {
+      timers_.erase(w->startup_timer);
+      w->has_startup_timer = false;
+    }
+    idle_.push_back(w->key);
+    return;
+  }
+  if (w->current == nullptr || response.id() != w->current->id) {
+    Condemn(w, absl::StrCat("protocol error: unexpected response id ",
+                            response.id()));
+    return;
+  }
+  std::unique_ptr<Call> call = std::move(w->current);
+  if (call->interrupted == absl::StatusCode::kDeadlineExceeded) {
+    FinishCall(std::move(call),
+               absl::DeadlineExceededError(
+                   "deadline exceeded; the Python code was interrupted"),
+               deferred);
+  } else if (call->interrupted == absl::StatusCode::kCancelled) {
+    FinishCall(std::move(call),
+               absl::CancelledError(
+                   "cancelled by the client; the Python code was interrupted"),
+               deferred);
+  } else {
+    FinishCall(std::move(call), std::move(response), deferred);
+  }
+  if (w->checked_out) {
+    if (!w->queue.empty()) {
+      std::unique_ptr<Call> next = std::move(w->queue.front());
+      w->queue.pop_front();
+      StartCall(w, std::move(next));
+    }
+  } else if (!w->released) {
+    --busy_unbound_;
+    idle_.push_back(w->key);
+  }
+}
+
+void ContextPool::StartCall(Worker* w, std::unique_ptr<Call> call) {
+  call_location_[call->id] = w->key;
+  AppendFrame(call->request, &w->outbuf);
+  call->request.Clear();  // only the bytes are needed from here on
+  w->current = std::move(call);
+  FlushWrites(w);
+}
+
+void ContextPool::FlushWrites(Worker* w) {
+  size_t done = 0;
+  while (done < w->outbuf.size()) {
+    ssize_t n = send(w->process->socket_fd(), w->outbuf.data() + done,
+                     w->outbuf.size() - done, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n > 0) {
+      done += static_cast<size_t>(n);
+    } else if (n < 0 && errno == EINTR) {
+      continue;
+    } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      break;
+    } else {
+      w->outbuf.clear();
+      Condemn(w, absl::StrCat("socket write failed: ", strerror(errno)));
+      return;
+    }
+  }
+  w->outbuf.erase(0, done);
+  bool want_write = !w->outbuf.empty();
+  if (want_write != w->want_write && w->socket_registered) {
+    w->want_write = want_write;
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLRDHUP | (want_write ? EPOLLOUT : 0);
+    ev.data.u64 = w->key * 2;
+    epoll_ctl(epoll_fd_.get(), EPOLL_CTL_MOD, w->process->socket_fd(), &ev);
+  }
+}
+
+void ContextPool::Condemn(Worker* w, const std::string& reason) {
+  if (w->state != Worker::State::kDying) {
+    w->condemned_reason = reason;
+    if (w->state == Worker::State::kStarting) --starting_;
+    w->state = Worker::State::kDying;
+    if (w->has_startup_timer) {
+      timers_.erase(w->startup_timer);
+      w->has_startup_timer = false;
+    }
+    if (!w->released) {
+      LogWarning(absl::StrCat("killing worker pid ", w->process->pid(), ": ",
+                              reason));
+    }
+  }
+  auto idle = std::find(idle_.begin(), idle_.end(), w->key);
+  if (idle != idle_.end()) idle_.erase(idle);
+  w->process->Kill();
+  if (w->socket_registered) {
+    epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, w->process->socket_fd(), nullptr);
+    w->socket_registered = false;
+  }
+}
+
+void ContextPool::Bury(Worker* w, const std::string& how, Deferred* deferred) {
+  const uint64_t key = w->key;
+  const bool expected = w->released || stopping_;
+  std::string reason =
+      w->condemned_reason.empty() || w->condemned_reason == "released"
+          ? absl::StrCat("worker pid ", w->process->pid(), " ", how)
+          : absl::StrCat(w->condemned_reason, " (worker pid ", w->process->pid(),
+                         " ", how, ")");
+  if (expected) {
+    LogInfo(absl::StrCat("worker pid ", w->process->pid(), " exited (", how,
+                         ")"));
+  } else {
+    ++workers_died_;
+    LogWarning(absl::StrCat("worker lost: ", reason));
+  }
+  if (w->state == Worker::State::kStarting) --starting_;
+  w->state = Worker::State::kDying;
+  if (w->has_startup_timer) timers_.erase(w->startup_timer);
+  auto idle = std::find(idle_.begin(), idle_.end(), key);
+  if (idle != idle_.end()) idle_.erase(idle);
+
+  if (w->current != nullptr) {
+    if (!w->checked_out && !w->released) --busy_unbound_;
+    FinishCall(std::move(w->current),
+               absl::AbortedError(absl::StrCat(
+                   "the worker died during the call: ", reason,
+                   w->checked_out ? "; the session is gone" : "")),
+               deferred);
+  }
+  while (!w->queue.empty()) {
+    FinishCall(std::move(w->queue.front()),
+               absl::AbortedError(absl::StrCat(
+                   "the session's worker died before the call ran: ", reason)),
+               deferred);
+    w->queue.pop_front();
+  }
+  if (w->checked_out) {
+    --checked_out_;
+    if (lost_listener_) {
+      deferred->push_back(
+          [listener = lost_listener_, key, reason] { listener(key, reason); });
+    }
+  }
+  if (w->socket_registered) {
+    epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, w->process->socket_fd(), nullptr);
+  }
+  if (w->exit_registered) {
+    epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, w->process->exit_fd(), nullptr);
+  }
+  workers_.erase(key);
+}
+
+void ContextPool::FireTimers(absl::Time now, Deferred* deferred) {
+  while (!timers_.empty() && timers_.begin()->first <= now) {
+    auto [kind, id] = timers_.begin()->second;
+    timers_.erase(timers_.begin());
+    switch (kind) {
+      case TimerKind::kCallDeadline: {
+        auto loc = call_location_.find(id);
+        if (loc == call_location_.end()) break;
+        // Mark the timer gone before the call can be finished.
+        auto mark = [id](Call* c) {
+          if (c != nullptr && c->id == id) c->has_deadline_timer = false;
+        };
+        if (loc->second == 0) {
+          for (auto& c : pending_) mark(c.get());
+        } else if (auto it = workers_.find(loc->second); it != workers_.end()) {
+          mark(it->second->current.get());
+          for (auto& c : it->second->queue) mark(c.get());
+        }
+        if (!FinishQueuedCall(
+                id,
+                absl::DeadlineExceededError(
+                    "deadline exceeded while waiting for a worker"),
+                deferred)) {
+          auto it = workers_.find(loc->second);
+          if (it != workers_.end() && it->second->current != nullptr &&
+              it->second->current->id == id) {
+            InterruptCall(it->second.get(), absl::StatusCode::kDeadlineExceeded);
+          }
+        }
+        break;
+      }
+      case TimerKind::kKill: {
+        auto loc = call_location_.find(id);
+        if (loc == call_location_.end()) break;
+        auto it = workers_.find(loc->second);
+        if (it == workers_.end() || it->second->current == nullptr ||
+            it->second->current->id != id) {
+          break;
+        }
+        it->second->current->has_kill_timer = false;
+        Condemn(it->second.get(),
+                absl::StrCat("the call did not stop within --kill_grace (",
+                             DurationText(options_.kill_grace),
+                             ") after it was interrupted"));
+        break;
+      }
+      case TimerKind::kStartup: {
+        auto it = workers_.find(id);
+        if (it == workers_.end()) break;
+        it->second->has_startup_timer = false;
+        if (it->second->state == Worker::State::kStarting) {
+          Condemn(it->second.get(),
+                  absl::StrCat("not ready within ",
+                               DurationText(options_.startup_timeout)));
+        }
+        break;
+      }
+      case TimerKind::kAcquireDeadline: {
+        auto it = std::find_if(waiters_.begin(), waiters_.end(),
+                               [id](const auto& w) { return w->id == id; });
+        if (it == waiters_.end()) break;
+        AcquireDone done = std::move((*it)->done);
+        waiters_.erase(it);
+        deferred->push_back([done = std::move(done)] {
+          done(absl::DeadlineExceededError(
+              "deadline exceeded while waiting for a worker to start"));
+        });
+        break;
+      }
+    }
+  }
+}
+
+void ContextPool::InterruptCall(Worker* w, absl::StatusCode reason) {
+  Call* call = w->current.get();
+  if (call->interrupted != absl::StatusCode::kOk) return;
+  call->interrupted = reason;
+  w->process->Interrupt();
+  call->kill_timer =
+      AddTimer(absl::Now() + options_.kill_grace, TimerKind::kKill, call->id);
+  call->has_kill_timer = true;
+}
+
+void ContextPool::Dispatch(Deferred* deferred) {
+  while (!idle_.empty() && !waiters_.empty()) {
+    uint64_t key = idle_.back();
+    idle_.pop_back();
+    std::unique_ptr<Waiter> waiter = std::move(waiters_.front());
+    waiters_.pop_front();
+    timers_.erase(waiter->timer);
+    Worker* w = workers_[key].get();
+    w->checked_out = true;
+    ++checked_out_;
+    deferred->push_back(
+        [done = std::move(waiter->done), key] { done(WorkerId{key}); });
+  }
+  while (!idle_.empty() && !pending_.empty()) {
+    uint64_t key = idle_.back();
+    idle_.pop_back();
+    std::unique_ptr<Call> call = std::move(pending_.front());
+    pending_.pop_front();
+    ++busy_unbound_;
+    StartCall(workers_[key].get(), std::move(call));
+  }
+}
+
+void ContextPool::FinishCall(std::unique_ptr<Call> call,
+                             absl::StatusOr<internal::WorkerResponse> result,
+                             Deferred* deferred) {
+  if (call->has_deadline_timer) timers_.erase(call->deadline_timer);
+  if (call->has_kill_timer) timers_.erase(call->kill_timer);
+  call_location_.erase(call->id);
+  --open_calls_;
+  ++calls_total_;
+  deferred->push_back([done = std::move(call->done),
+                       result = std::move(result)]() mutable {
+    done(std::move(result));
+  });
+}
+
+bool ContextPool::FinishQueuedCall(CallId id, const absl::Status& status,
+                                   Deferred* deferred) {
+  auto loc = call_location_.find(id);
+  if (loc == call_location_.end()) return false;
+  std::deque<std::unique_ptr<Call>>* queue = nullptr;
+  if (loc->second == 0) {
+    queue = &pending_;
+  } else {
+    auto it = workers_.find(loc->second);
+    if (it == workers_.end()) return false;
+    queue = &it->second->queue;
+  }
+  auto it = std::find_if(queue->begin(), queue->end(),
+                         [id](const auto& c) { return c->id == id; });
+  if (it == queue->end()) return false;
+  std::unique_ptr<Call> call = std::move(*it);
+  queue->erase(it);
+  FinishCall(std::move(call), status, deferred);
+  return true;
+}
+
+}  // namespace pyexec

@@ -1,0 +1,224 @@
+#ifndef PYEXEC_CONTEXT_POOL_CONTEXT_POOL_H_
+#define PYEXEC_CONTEXT_POOL_CONTEXT_POOL_H_
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/unique_fd.h"
+#include "context_pool/frame.h"
+#include "context_pool/worker_launcher.h"
+#include "pyexec/v1/worker.pb.h"
+
+namespace pyexec {
+
+// Settings of a ContextPool.
+struct ContextPoolOptions {
+  // Idle, unbound workers kept warm for stateless calls and fast binds.
+  int workers = 4;
+  // Most workers checked out (bound to sessions) at once.
+  int max_workers = 16;
+  // Most calls and binds waiting for a worker; more are refused with
+  // RESOURCE_EXHAUSTED.
+  int max_pending = 1024;
+  // How long an interrupted call may take to stop before its worker is
+  // SIGKILLed.
+  absl::Duration kill_grace = absl::Seconds(2);
+  // How long a new worker may take to say hello before it is killed.
+  absl::Duration startup_timeout = absl::Seconds(60);
+  // Largest frame accepted from a worker.
+  size_t max_frame_bytes = 64 << 20;
+};
+
+// Figures reported by GetStats.
+struct PoolStats {
+  int num_workers = 0;        // ready workers: available + busy + checked out
+  int available_workers = 0;  // idle, unbound, ready
+  int checked_out = 0;        // bound to sessions
+  int pending_requests = 0;   // calls and binds waiting for a worker
+  int starting_workers = 0;   // spawned, not yet ready
+  int busy_workers = 0;       // running a call
+  uint64_t workers_spawned = 0;
+  uint64_t workers_died = 0;  // deaths the pool did not ask for
+  uint64_t calls_total = 0;   // calls answered
+};
+
+// Identifies a checked-out worker (a session's interpreter). Never reused.
+using WorkerId = uint64_t;
+// Identifies a submitted call, for Cancel. Never reused.
+using CallId = uint64_t;
+
+// Receives the outcome of a call: the worker's response, or a service-level
+// error (DEADLINE_EXCEEDED, CANCELLED, ABORTED, NOT_FOUND, UNAVAILABLE,
+// RESOURCE_EXHAUSTED, INVALID_ARGUMENT).
+using CallDone =
+    std::function<void(absl::StatusOr<internal::WorkerResponse> result)>;
+// Receives the outcome of Acquire.
+using AcquireDone = std::function<void(absl::StatusOr<WorkerId> worker)>;
+// Told when a checked-out worker is gone without Release (death, kill).
+using WorkerLostListener =
+    std::function<void(WorkerId worker, const std::string& reason)>;
+
+// The pool of Python worker processes: spawns them, hands out workers to
+// sessions, dispatches calls, enforces deadlines (interrupt, then kill after
+// kill_grace), notices deaths at once and heals itself.
+//
+// Thread-safe. No method blocks on a worker: results arrive through
+// callbacks, which run on the pool's I/O thread, or on the calling thread for
+// calls refused at once, and never with the pool's lock held (they may call
+// back into the pool).
+class ContextPool {
+ public:
+  ContextPool(ContextPoolOptions options,
+              std::unique_ptr<WorkerLauncher> launcher);
+  ContextPool(const ContextPool&) = delete;
+  ContextPool& operator=(const ContextPool&) = delete;
+  // Shuts down if Start succeeded.
+  ~ContextPool();
+
+  // Starts the I/O thread, which spawns the initial workers. REQUIRES: called
+  // once, before anything else.
+  absl::Status Start();
+
+  // Waits until `options.workers` workers are ready. Returns false on timeout.
+  bool WaitUntilWarm(absl::Duration timeout);
+
+  // Checks out a worker exclusively, spawning one when none is idle. Fails
+  // with RESOURCE_EXHAUSTED "no_workers_available" when max_workers are
+  // checked out, and DEADLINE_EXCEEDED if none is ready by `deadline`.
+  void Acquire(absl::Time deadline, AcquireDone done);
+
+  // Gives back a checked-out worker. Its process is discarded, so no state
+  // leaks to the next session; a call still running on it ends ABORTED.
+  // Unknown ids are ignored.
+  void Release(WorkerId worker);
+
+  // Runs `request` on checked-out `worker`, or on any idle unbound worker
+  // when `worker` is 0. Calls on one worker run in submission order.
+  // `request.id` is assigned by the pool.
+  CallId Submit(WorkerId worker, internal::WorkerRequest request,
+                absl::Time deadline, CallDone done);
+
+  // The client gave up on `call`: drops it if it is still waiting, or
+  // interrupts it (and kills after kill_grace). It ends CANCELLED. Unknown or
+  // finished calls are ignored.
+  void Cancel(CallId call);
+
+  // Registers the listener for lost workers. REQUIRES: before Start.
+  void SetWorkerLostListener(WorkerLostListener listener);
+
+  // From now on refuses new binds and calls with UNAVAILABLE; calls already
+  // accepted carry on.
+  void BeginDrain();
+  // Waits until no call is running or waiting. Returns false on timeout.
+  bool WaitForCallsToFinish(absl::Time deadline);
+
+  // Stops the I/O thread, kills every worker and waits for them to exit.
+  // Calls still open end UNAVAILABLE. Idempotent.
+  void Shutdown();
+
+  PoolStats GetStats() const;
+  int max_workers() const { return options_.max_workers; }
+
+ private:
+  struct Call;
+  struct Worker;
+  struct Waiter;
+  enum class TimerKind { kCallDeadline, kKill, kStartup, kAcquireDeadline };
+  using TimerMap = std::multimap<absl::Time, std::pair<TimerKind, uint64_t>>;
+  // Work to run once the lock is released.
+  using Deferred = std::vector<std::function<void()>>;
+
+  void IoLoop();
+  void Wake();
+  // Handles readiness of one worker's descriptors.
+  void OnWorkerEvent(uint64_t worker_key, uint32_t events, Deferred* deferred)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ReadFromWorker(Worker* w, Deferred* deferred)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void HandleFrame(Worker* w, const std::string& payload, Deferred* deferred)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FlushWrites(Worker* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Something is wrong with the worker (protocol error, socket closed,
+  // timeout): kill it; it is cleaned up once its exit is observed.
+  void Condemn(Worker* w, const std::string& reason)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The process has exited (or is being discarded): finish its calls, tell
+  // listeners, forget it.
+  void Bury(Worker* w, const std::string& how, Deferred* deferred)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FireTimers(absl::Time now, Deferred* deferred)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Gives idle workers work: acquire waiters first, then pending calls.
+  void Dispatch(Deferred* deferred) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void StartCall(Worker* w, std::unique_ptr<Call> call)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FinishCall(std::unique_ptr<Call> call,
+                  absl::StatusOr<internal::WorkerResponse> result,
+                  Deferred* deferred) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Ends a call that is still waiting in a queue. Returns false if not found.
+  bool FinishQueuedCall(CallId id, const absl::Status& status,
+                        Deferred* deferred) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void InterruptCall(Worker* w, absl::StatusCode reason)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // How many workers to spawn to keep the warm pool and waiting binds served.
+  int SpawnsNeeded() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SpawnWorkers(int count) ABSL_LOCKS_EXCLUDED(mu_);
+  TimerMap::iterator AddTimer(absl::Time when, TimerKind kind, uint64_t id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RunDeferred(Deferred* deferred) ABSL_LOCKS_EXCLUDED(mu_);
+  int PendingCount() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const ContextPoolOptions options_;
+  const std::unique_ptr<WorkerLauncher> launcher_;
+  WorkerLostListener lost_listener_;
+
+  UniqueFd epoll_fd_;
+  UniqueFd wake_fd_;  // eventfd
+  std::thread io_thread_;
+
+  mutable absl::Mutex mu_;
+  bool started_ ABSL_GUARDED_BY(mu_) = false;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  bool draining_ ABSL_GUARDED_BY(mu_) = false;
+  // Every live worker process, by key (a WorkerId once checked out).
+  absl::flat_hash_map<uint64_t, std::unique_ptr<Worker>> workers_
+      ABSL_GUARDED_BY(mu_);
+  // Idle, ready, unbound workers, most recently used last.
+  std::vector<uint64_t> idle_ ABSL_GUARDED_BY(mu_);
+  // Stateless calls waiting for an idle worker.
+  std::deque<std::unique_ptr<Call>> pending_ ABSL_GUARDED_BY(mu_);
+  // Binds waiting for a worker to become ready.
+  std::deque<std::unique_ptr<Waiter>> waiters_ ABSL_GUARDED_BY(mu_);
+  // Where each open call is: the worker running it or queued on it (0 for
+  // the stateless queue).
+  absl::flat_hash_map<CallId, uint64_t> call_location_ ABSL_GUARDED_BY(mu_);
+  TimerMap timers_ ABSL_GUARDED_BY(mu_);
+  absl::Time next_wake_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
+  uint64_t next_key_ ABSL_GUARDED_BY(mu_) = 1;
+  uint64_t next_call_id_ ABSL_GUARDED_BY(mu_) = 1;
+  int starting_ ABSL_GUARDED_BY(mu_) = 0;
+  int checked_out_ ABSL_GUARDED_BY(mu_) = 0;
+  int busy_unbound_ ABSL_GUARDED_BY(mu_) = 0;
+  int open_calls_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t workers_spawned_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t workers_died_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t calls_total_ ABSL_GUARDED_BY(mu_) = 0;
+  int consecutive_spawn_failures_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Time next_spawn_attempt_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+};
+
+}  // namespace pyexec
+
+#endif  // PYEXEC_CONTEXT_POOL_CONTEXT_POOL_H_

@@ -1,0 +1,51 @@
+#ifndef PYEXEC_CONTEXT_POOL_PROCESS_WORKER_LAUNCHER_H_
+#define PYEXEC_CONTEXT_POOL_PROCESS_WORKER_LAUNCHER_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "context_pool/worker_launcher.h"
+
+namespace pyexec {
+
+// Settings passed to every pyexec_worker process.
+struct WorkerProcessOptions {
+  // Path of the pyexec_worker binary.
+  std::string worker_binary;
+  // Captured stdout/stderr per call, each.
+  uint64_t max_output_bytes = 1 << 20;
+  // Container nesting limit of Values.
+  int max_value_depth = 64;
+  // Largest frame either side accepts.
+  uint64_t max_frame_bytes = 64 << 20;
+  // RLIMIT_AS in MiB, 0 = none.
+  uint64_t memory_limit_mb = 0;
+  // RLIMIT_NOFILE, 0 = inherited.
+  uint64_t max_open_files = 0;
+};
+
+// Starts pyexec_worker processes with posix_spawn. Each worker gets a Unix
+// socketpair end as fd 3, /dev/null as stdin, the server's stderr, its own
+// process group (so that Kill() also ends what user code started) and a pidfd
+// for exit notification.
+class ProcessWorkerLauncher final : public WorkerLauncher {
+ public:
+  explicit ProcessWorkerLauncher(WorkerProcessOptions options)
+      : options_(std::move(options)) {}
+
+  absl::StatusOr<std::unique_ptr<WorkerProcess>> Launch() override;
+
+ private:
+  const WorkerProcessOptions options_;
+};
+
+// "SIGKILL", "SIGSEGV", ... or "signal N".
+std::string SignalName(int signal);
+
+// Describes a wait status: "exited with code 3", "killed by signal SIGSEGV".
+std::string DescribeWaitStatus(int status);
+
+}  // namespace pyexec
+
+#endif  // PYEXEC_CONTEXT_POOL_PROCESS_WORKER_LAUNCHER_H_

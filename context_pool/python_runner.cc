@@ -1,0 +1,446 @@
+#include "context_pool/python_runner.h"
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "context_pool/python_value.h"
+
+namespace pyexec {
+
+// The Python half of the runner. Kept in Python where that is clearer than
+// the C API: output capture, the code cache, namespaces and exception
+// formatting. Names are private to the module `_pyexec_runner`.
+static const char kRunnerSource[] = R"PY(
+import builtins
+import importlib
+import io
+import linecache
+import sys
+import traceback
+
+_MISSING = object()
+_main = sys.modules['__main__'].__dict__
+
+
+class Capture(io.TextIOBase):
+    """A bounded stand-in for sys.stdout/sys.stderr during one call."""
+
+    def __init__(self, limit):
+        self._parts = []
+        self._size = 0
+        self._limit = limit
+        self.truncated = False
+
+    def writable(self):
+        return True
+
+    def isatty(self):
+        return False
+
+    @property
+    def encoding(self):
+        return 'utf-8'
+
+    def write(self, s):
+        if not isinstance(s, str):
+            raise TypeError('write() argument must be str, not %s' % type(s).__name__)
+        n = len(s)
+        if not self.truncated:
+            room = self._limit - self._size
+            if n > room:
+                s = s[:room]
+                self.truncated = True
+            self._parts.append(s)
+            self._size += len(s)
+        return n
+
+    def getvalue(self):
+        return ''.join(self._parts)
+
+
+class _CodeCache:
+    """Compiled code by (source, mode). Source lines are registered with
+    linecache under a unique filename so that tracebacks show them."""
+
+    def __init__(self, capacity):
+        self._capacity = capacity
+        self._entries = {}
+        self._serial = 0
+
+    def get(self, source, mode):
+        key = (source, mode)
+        code = self._entries.get(key)
+        if code is None:
+            if len(self._entries) >= self._capacity:
+                for old in self._entries.values():
+                    linecache.cache.pop(old.co_filename, None)
+                self._entries.clear()
+            self._serial += 1
+            filename = '<pyexec-%d>' % self._serial
+            code = compile(source, filename, mode)
+            linecache.cache[filename] = (len(source), None,
+                                         source.splitlines(True), filename)
+            self._entries[key] = code
+        return code
+
+
+_cache = _CodeCache(512)
+
+
+def _namespace(fresh):
+    if fresh:
+        return {'__name__': '__main__', '__builtins__': builtins}
+    return _main
+
+
+def _run_with_locals(ns, local_values, fn):
+    """Runs fn with local_values bound in ns for this call only. A name the
+    code rebinds keeps its new value; the others are restored."""
+    if not local_values:
+        return fn()
+    saved = {k: ns.get(k, _MISSING) for k in local_values}
+    ns.update(local_values)
+    try:
+        return fn()
+    finally:
+        for k, old in saved.items():
+            if ns.get(k, _MISSING) is local_values[k]:
+                if old is _MISSING:
+                    ns.pop(k, None)
+                else:
+                    ns[k] = old
+
+
+def run_eval(source, fresh, local_values):
+    code = _cache.get(source, 'eval')
+    ns = _namespace(fresh)
+    return _run_with_locals(ns, local_values, lambda: eval(code, ns))
+
+
+def run_exec(source, fresh, local_values):
+    code = _cache.get(source, 'exec')
+    ns = _namespace(fresh)
+    _run_with_locals(ns, local_values, lambda: exec(code, ns))
+    return None
+
+
+def run_call(module, function, args, kwargs, fresh):
+    ns = _namespace(fresh)
+    path = function.split('.')
+    if module in ('__main__', ''):
+        if path[0] in ns:
+            target = ns[path[0]]
+        elif hasattr(builtins, path[0]):
+            target = getattr(builtins, path[0])
+        else:
+            raise NameError("name '%s' is not defined in __main__" % path[0])
+        path = path[1:]
+    else:
+        target = importlib.import_module(module)
+    for name in path:
+        target = getattr(target, name)
+    return target(*args, **kwargs)
+
+
+def format_exception(exc):
+    """(type name, message, formatted traceback) without runner frames."""
+    tb = exc.__traceback__
+    # Drop the frames of this module and of the lambda wrappers above the
+    # user's code; keep everything from the first user frame on.
+    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
+    if isinstance(exc, SyntaxError):
+        tb = None
+    lines = traceback.format_exception(type(exc), exc, tb)
+    return type(exc).__name__, str(exc), ''.join(lines)
+)PY";
+
+// Borrowed references to the helper functions.
+struct Helpers {
+  PyObject* capture_type;
+  PyObject* run_eval;
+  PyObject* run_exec;
+  PyObject* run_call;
+  PyObject* format_exception;
+};
+
+namespace {
+
+class PyRef {
+ public:
+  explicit PyRef(PyObject* object = nullptr) : object_(object) {}
+  PyRef(const PyRef&) = delete;
+  PyRef& operator=(const PyRef&) = delete;
+  ~PyRef() { Py_XDECREF(object_); }
+  PyObject* get() const { return object_; }
+  explicit operator bool() const { return object_ != nullptr; }
+  void reset(PyObject* object) {
+    Py_XDECREF(object_);
+    object_ = object;
+  }
+
+ private:
+  PyObject* object_;
+};
+
+// Describes the pending Python exception in `error` and clears it.
+void TakeException(Helpers* helpers, v1::PythonError* error,
+                   absl::string_view context = "") {
+  PyObject *type, *value, *traceback;
+  PyErr_Fetch(&type, &value, &traceback);
+  PyErr_NormalizeException(&type, &value, &traceback);
+  if (traceback != nullptr && value != nullptr) {
+    PyException_SetTraceback(value, traceback);
+  }
+  PyRef owned_type(type), owned_value(value), owned_tb(traceback);
+  if (value == nullptr) {
+    error->set_type("SystemError");
+    error->set_message("an exception was expected but none was set");
+    return;
+  }
+  PyRef formatted(
+      PyObject_CallOneArg(helpers->format_exception, value));
+  const char *name = nullptr, *message = nullptr, *tb_text = nullptr;
+  if (formatted && PyTuple_Check(formatted.get()) &&
+      PyTuple_GET_SIZE(formatted.get()) == 3) {
+    name = PyUnicode_AsUTF8(PyTuple_GET_ITEM(formatted.get(), 0));
+    message = PyUnicode_AsUTF8(PyTuple_GET_ITEM(formatted.get(), 1));
+    tb_text = PyUnicode_AsUTF8(PyTuple_GET_ITEM(formatted.get(), 2));
+  }
+  if (name == nullptr || message == nullptr || tb_text == nullptr) {
+    // Formatting itself failed (e.g. a __str__ that raises): say what we can.
+    PyErr_Clear();
+    error->set_type(PythonTypeName(value));
+    error->set_message("<exception str() failed>");
+    error->set_traceback("");
+  } else {
+    error->set_type(name);
+    error->set_message(absl::StrCat(context, message));
+    error->set_traceback(tb_text);
+  }
+}
+
+// Converts request values into a dict of names (locals or kwargs).
+absl::StatusOr<PyObject*> MapToDict(
+    const google::protobuf::Map<std::string, v1::Value>& values,
+    int max_depth) {
+  PyRef dict(PyDict_New());
+  for (const auto& [name, value] : values) {
+    absl::StatusOr<PyObject*> object = ValueToPython(value, max_depth);
+    if (!object.ok()) {
+      return absl::Status(object.status().code(),
+                          absl::StrCat("'", name, "': ", object.status().message()));
+    }
+    PyRef owned(*object);
+    if (PyDict_SetItemString(dict.get(), name.c_str(), owned.get()) < 0) {
+      PyErr_Clear();
+      return absl::InvalidArgumentError(absl::StrCat("bad name '", name, "'"));
+    }
+  }
+  PyObject* result = dict.get();
+  Py_INCREF(result);
+  return result;
+}
+
+PyObject* NewStr(const std::string& s) {
+  return PyUnicode_DecodeUTF8(s.data(), s.size(), "strict");
+}
+
+// Cuts `text` to at most `limit` bytes on a UTF-8 character boundary and
+// appends a marker when anything was cut.
+void BoundOutput(std::string text, bool truncated, size_t limit,
+                 std::string* out) {
+  if (text.size() > limit) {
+    size_t cut = limit;
+    while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) {
+      --cut;
+    }
+    text.resize(cut);
+    truncated = true;
+  }
+  if (truncated) {
+    absl::StrAppend(&text, "\n[pyexec: output truncated at ", limit,
+                    " bytes]\n");
+  }
+  *out = std::move(text);
+}
+
+// Reads a Capture's text and truncation flag.
+void TakeCapture(PyObject* capture, size_t limit, std::string* out) {
+  PyRef value(PyObject_CallMethod(capture, "getvalue", nullptr));
+  PyRef truncated(PyObject_GetAttrString(capture, "truncated"));
+  std::string text;
+  if (value && PyUnicode_Check(value.get())) {
+    Py_ssize_t size;
+    const char* utf8 = PyUnicode_AsUTF8AndSize(value.get(), &size);
+    if (utf8 == nullptr) {
+      PyErr_Clear();
+      PyRef encoded(
+          PyUnicode_AsEncodedString(value.get(), "utf-8", "backslashreplace"));
+      if (encoded) {
+        text.assign(PyBytes_AS_STRING(encoded.get()),
+                    PyBytes_GET_SIZE(encoded.get()));
+      }
+    } else {
+      text.assign(utf8, size);
+    }
+  }
+  PyErr_Clear();
+  BoundOutput(std::move(text), truncated && PyObject_IsTrue(truncated.get()),
+              limit, out);
+  PyErr_Clear();
+}
+
+}  // namespace
+
+const char* PythonRunner::PythonVersion() { return Py_GetVersion(); }
+
+absl::Status PythonRunner::Initialize() {
+  PyConfig config;
+  PyConfig_InitPythonConfig(&config);
+  config.install_signal_handlers = 1;  // SIGINT -> KeyboardInterrupt
+  config.parse_argv = 0;
+  config.buffered_stdio = 0;
+  PyStatus status = PyConfig_SetString(&config, &config.program_name,
+                                       L"pyexec_worker");
+  if (!PyStatus_Exception(status)) status = Py_InitializeFromConfig(&config);
+  PyConfig_Clear(&config);
+  if (PyStatus_Exception(status)) {
+    return absl::InternalError(absl::StrCat(
+        "Python initialisation failed: ",
+        status.err_msg != nullptr ? status.err_msg : "unknown error"));
+  }
+  // Big ints cross the wire as decimal strings; lift 3.11's 4300-digit limit
+  // on int<->str so that they round-trip (sizes are bounded by the message
+  // size limit instead).
+  PyRun_SimpleString("import sys; sys.set_int_max_str_digits(0)");
+
+  PyRef code(Py_CompileString(kRunnerSource, "<pyexec-runner>", Py_file_input));
+  if (!code) {
+    PyErr_Print();
+    return absl::InternalError("runner helpers do not compile");
+  }
+  PyRef module(PyImport_ExecCodeModuleEx("_pyexec_runner", code.get(),
+                                         "<pyexec-runner>"));
+  if (!module) {
+    PyErr_Print();
+    return absl::InternalError("runner helpers failed to load");
+  }
+  auto get = [&](const char* name) {
+    return PyObject_GetAttrString(module.get(), name);  // kept for life
+  };
+  helpers_ = new Helpers{get("Capture"), get("run_eval"), get("run_exec"),
+                         get("run_call"), get("format_exception")};
+  if (!helpers_->capture_type || !helpers_->run_eval || !helpers_->run_exec ||
+      !helpers_->run_call || !helpers_->format_exception) {
+    PyErr_Print();
+    return absl::InternalError("runner helpers are incomplete");
+  }
+  return absl::OkStatus();
+}
+
+void PythonRunner::Handle(const internal::WorkerRequest& request,
+                          internal::WorkerResponse* response) {
+  response->set_id(request.id());
+  // A SIGINT meant for the previous call may still be pending if it arrived
+  // after that call finished. Drop it so that it does not interrupt this one.
+  if (PyErr_CheckSignals() < 0) PyErr_Clear();
+
+  const int depth = limits_.max_value_depth;
+  auto fail = [&](const absl::Status& status) {
+    response->mutable_failure()->set_code(static_cast<int>(status.code()));
+    response->mutable_failure()->set_message(std::string(status.message()));
+  };
+
+  // Convert the inputs before touching sys.stdout, so that a bad request
+  // leaves no trace.
+  PyRef fresh(PyBool_FromLong(request.fresh_namespace()));
+  PyRef callable, args;
+  switch (request.op_case()) {
+    case internal::WorkerRequest::kEval:
+    case internal::WorkerRequest::kExec: {
+      const bool eval = request.op_case() == internal::WorkerRequest::kEval;
+      const std::string& source =
+          eval ? request.eval().code() : request.exec().code();
+      const auto& locals =
+          eval ? request.eval().locals() : request.exec().locals();
+      absl::StatusOr<PyObject*> local_values = MapToDict(locals, depth);
+      if (!local_values.ok()) return fail(local_values.status());
+      PyRef owned_locals(*local_values);
+      PyRef code(NewStr(source));
+      if (!code) {
+        PyErr_Clear();
+        return fail(absl::InvalidArgumentError("code is not valid UTF-8"));
+      }
+      callable.reset(eval ? helpers_->run_eval : helpers_->run_exec);
+      Py_INCREF(callable.get());
+      args.reset(PyTuple_Pack(3, code.get(), fresh.get(), owned_locals.get()));
+      break;
+    }
+    case internal::WorkerRequest::kCall: {
+      const v1::CallRequest& call = request.call();
+      PyRef list(PyList_New(call.args_size()));
+      for (int i = 0; i < call.args_size(); ++i) {
+        absl::StatusOr<PyObject*> arg = ValueToPython(call.args(i), depth);
+        if (!arg.ok()) {
+          return fail(absl::Status(arg.status().code(),
+                                   absl::StrCat("args[", i, "]: ",
+                                                arg.status().message())));
+        }
+        PyList_SET_ITEM(list.get(), i, *arg);
+      }
+      absl::StatusOr<PyObject*> kwargs = MapToDict(call.kwargs(), depth);
+      if (!kwargs.ok()) return fail(kwargs.status());
+      PyRef owned_kwargs(*kwargs);
+      PyRef module(NewStr(call.module()));
+      PyRef function(NewStr(call.function()));
+      PyRef tuple(PyList_AsTuple(list.get()));
+      if (!module || !function || !tuple) {
+        PyErr_Clear();
+        return fail(absl::InvalidArgumentError("bad module or function name"));
+      }
+      callable.reset(helpers_->run_call);
+      Py_INCREF(callable.get());
+      args.reset(PyTuple_Pack(5, module.get(), function.get(), tuple.get(),
+                              owned_kwargs.get(), fresh.get()));
+      break;
+    }
+    case internal::WorkerRequest::OP_NOT_SET:
+      return fail(absl::InvalidArgumentError("request has no operation"));
+  }
+
+  // Capture sys.stdout/sys.stderr for the duration of the call.
+  PyObject* sys_module = PyImport_AddModule("sys");  // borrowed
+  PyRef limit(PyLong_FromSize_t(limits_.max_output_bytes));
+  PyRef out(PyObject_CallOneArg(helpers_->capture_type, limit.get()));
+  PyRef err(PyObject_CallOneArg(helpers_->capture_type, limit.get()));
+  PyRef saved_out(PyObject_GetAttrString(sys_module, "stdout"));
+  PyRef saved_err(PyObject_GetAttrString(sys_module, "stderr"));
+  PyErr_Clear();
+  PyObject_SetAttrString(sys_module, "stdout", out.get());
+  PyObject_SetAttrString(sys_module, "stderr", err.get());
+
+  PyRef result(PyObject_Call(callable.get(), args.get(), nullptr));
+  if (!result) {
+    TakeException(helpers_, response->mutable_error());
+  } else if (request.op_case() != internal::WorkerRequest::kExec) {
+    absl::Status converted =
+        PythonToValue(result.get(), depth, response->mutable_value());
+    if (!converted.ok()) {
+      response->clear_value();
+      TakeException(helpers_, response->mutable_error(),
+                    "while converting the result: ");
+    }
+  }
+
+  PyObject_SetAttrString(sys_module, "stdout", saved_out.get());
+  PyObject_SetAttrString(sys_module, "stderr", saved_err.get());
+  PyErr_Clear();
+  TakeCapture(out.get(), limits_.max_output_bytes, response->mutable_stdout());
+  TakeCapture(err.get(), limits_.max_output_bytes, response->mutable_stderr());
+}
+
+}  // namespace pyexec

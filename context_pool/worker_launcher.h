@@ -1,0 +1,53 @@
+#ifndef PYEXEC_CONTEXT_POOL_WORKER_LAUNCHER_H_
+#define PYEXEC_CONTEXT_POOL_WORKER_LAUNCHER_H_
+
+// How the pool creates worker processes. This is the one place to change
+// for a zygote that forks pre-initialised workers (see DESIGN.md), and the
+// seam where unit tests substitute in-process fake workers.
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+
+namespace pyexec {
+
+// One running worker, as seen by the pool. The pool calls its methods from
+// its own threads, serialised by the pool's lock.
+class WorkerProcess {
+ public:
+  virtual ~WorkerProcess() = default;
+
+  // Process id, for logs and stats (a fake may return 0).
+  virtual int pid() const = 0;
+  // The pool's end of the frame socket; owned by this object. Non-blocking.
+  virtual int socket_fd() const = 0;
+  // Becomes readable when the process has exited (a pidfd, or an eventfd for
+  // a fake). The pool cleans up a worker only once this fires.
+  virtual int exit_fd() const = 0;
+
+  // Asks the worker to stop the call it is running (SIGINT, which Python
+  // turns into KeyboardInterrupt).
+  virtual void Interrupt() = 0;
+  // Kills the worker and everything in its process group at once.
+  virtual void Kill() = 0;
+  // Once the process has exited: reaps it and says how it ended, e.g.
+  // "exited with code 3" or "killed by signal SIGSEGV". std::nullopt while it
+  // is still running.
+  virtual std::optional<std::string> TryReap() = 0;
+};
+
+// Creates workers. Called from the pool's I/O thread only, which lives as
+// long as the pool: a launcher may rely on that thread being the workers'
+// parent thread (PR_SET_PDEATHSIG is tied to it).
+class WorkerLauncher {
+ public:
+  virtual ~WorkerLauncher() = default;
+  // Starts a worker. It is ready once it sends its hello frame.
+  virtual absl::StatusOr<std::unique_ptr<WorkerProcess>> Launch() = 0;
+};
+
+}  // namespace pyexec
+
+#endif  // PYEXEC_CONTEXT_POOL_WORKER_LAUNCHER_H_

@@ -1,0 +1,123 @@
+// pyexec_worker: one embedded CPython interpreter serving framed requests
+// from pyexecd over an inherited Unix socket, one at a time.
+//
+// It is started by ProcessWorkerLauncher, never by hand. It exits when the
+// socket closes, and dies with its parent through PR_SET_PDEATHSIG, so that no
+// worker outlives pyexecd even when pyexecd is SIGKILLed.
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/str_cat.h"
+#include "common/logging.h"
+#include "context_pool/frame.h"
+#include "context_pool/python_runner.h"
+#include "pyexec/v1/worker.pb.h"
+
+ABSL_FLAG(int, socket_fd, 3, "Inherited socket connected to pyexecd.");
+ABSL_FLAG(int, parent_pid, 0,
+          "pid of pyexecd; the worker exits at once if its parent differs "
+          "(the parent died before PR_SET_PDEATHSIG took effect).");
+ABSL_FLAG(uint64_t, max_output_bytes, 1 << 20,
+          "Captured stdout and stderr per call, each.");
+ABSL_FLAG(int, max_value_depth, 64, "Container nesting limit of Values.");
+ABSL_FLAG(uint64_t, max_frame_bytes, 64 << 20, "Largest request frame.");
+ABSL_FLAG(uint64_t, memory_limit_mb, 0,
+          "Address-space limit (RLIMIT_AS) in MiB; 0 = none.");
+ABSL_FLAG(uint64_t, max_open_files, 0, "RLIMIT_NOFILE; 0 = inherited.");
+
+namespace pyexec {
+namespace {
+
+// Applies the per-worker OS limits before Python allocates anything.
+void ApplyLimits() {
+  if (uint64_t mb = absl::GetFlag(FLAGS_memory_limit_mb); mb > 0) {
+    rlimit limit{mb << 20, mb << 20};
+    if (setrlimit(RLIMIT_AS, &limit) != 0) LogWarning("setrlimit(RLIMIT_AS) failed");
+  }
+  if (uint64_t n = absl::GetFlag(FLAGS_max_open_files); n > 0) {
+    rlimit limit{n, n};
+    if (setrlimit(RLIMIT_NOFILE, &limit) != 0) {
+      LogWarning("setrlimit(RLIMIT_NOFILE) failed");
+    }
+  }
+}
+
+int Serve() {
+  const int fd = absl::GetFlag(FLAGS_socket_fd);
+  const size_t max_frame = absl::GetFlag(FLAGS_max_frame_bytes);
+
+  // Die with the parent. The ppid check closes the race where the parent
+  // died between fork and prctl.
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (int parent = absl::GetFlag(FLAGS_parent_pid);
+      parent != 0 && getppid() != parent) {
+    return 1;
+  }
+  // Programs that user code starts must not inherit the control socket.
+  fcntl(fd, F_SETFD, FD_CLOEXEC);
+  // The launcher blocks every signal around spawning; start clean.
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, nullptr);
+  ApplyLimits();
+
+  RunnerLimits limits;
+  limits.max_output_bytes = absl::GetFlag(FLAGS_max_output_bytes);
+  limits.max_value_depth = absl::GetFlag(FLAGS_max_value_depth);
+  PythonRunner runner(limits);
+  if (absl::Status s = runner.Initialize(); !s.ok()) {
+    LogError(absl::StrCat("worker: ", s.message()));
+    return 2;
+  }
+
+  internal::WorkerResponse hello;
+  hello.mutable_hello()->set_pid(getpid());
+  hello.mutable_hello()->set_python_version(PythonRunner::PythonVersion());
+  if (!WriteFrame(fd, hello).ok()) return 3;
+
+  std::string payload;
+  internal::WorkerRequest request;
+  internal::WorkerResponse response;
+  while (true) {
+    absl::StatusOr<bool> got;
+    // Let Python threads that user code started run while we wait.
+    Py_BEGIN_ALLOW_THREADS
+    got = ReadFrame(fd, max_frame, &payload);
+    Py_END_ALLOW_THREADS
+    if (!got.ok()) {
+      LogError(absl::StrCat("worker: ", got.status().message()));
+      return 4;
+    }
+    if (!*got) return 0;  // pyexecd closed the socket: we are done.
+    request.Clear();
+    response.Clear();
+    if (!ParseFramePayload(payload, &request)) {
+      // The server already checked the request; this is a protocol fault.
+      LogError("worker: request frame does not parse");
+      return 5;
+    }
+    runner.Handle(request, &response);
+    if (!WriteFrame(fd, response).ok()) return 6;
+  }
+}
+
+}  // namespace
+}  // namespace pyexec
+
+int main(int argc, char** argv) {
+  pyexec::SetLogProgramName("pyexec_worker");
+  absl::ParseCommandLine(argc, argv);
+  return pyexec::Serve();
+}
