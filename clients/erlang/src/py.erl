@@ -1,0 +1,371 @@
+%% @doc The erlang_python `py' API, served by a remote pyexec server.
+%%
+%% Both generations of the API are here:
+%% - 1.x (workers): call/eval/exec without a context run on the process's
+%%   bound session if it has one (bind/0, py_context_router:bind_context/1),
+%%   else statelessly on any pooled interpreter; bind/0,1, unbind/0,1,
+%%   is_bound/0, with_context/1 and the ctx_* functions manage sessions.
+%% - 2.x (contexts): context/0,1 return shared contexts, and call/eval/exec
+%%   take a context as their first argument.
+%%
+%% Results follow erlang_python: `{ok, Value}' or `ok'; a Python exception
+%% is `{error, {TypeAtom, MessageCharlist}}' and its traceback is then
+%% available from last_traceback/0; a timeout is `{error, timeout}'.
+%% Other failures (see README.md):
+%%   {error, no_workers_available}       bind past the server's --max_workers
+%%   {error, session_lost}               the process's session or a shared
+%%                                       context's session is gone (server
+%%                                       restart, idle expiry); it has been
+%%                                       dropped, the next call or bind starts afresh
+%%   {error, {bad_value, Term}}          Term has no Python counterpart
+%%   {error, {grpc, Code, Message}}      any other gRPC failure, e.g.
+%%                                       {grpc, unavailable, _} while the
+%%                                       server is unreachable
+%%   error(context_not_bound)            raised by a call naming a private
+%%                                       context that was unbound or lost
+-module(py).
+
+-export([call/3, call/4, call/5,
+         eval/1, eval/2, eval/3,
+         exec/1, exec/2,
+         bind/0, bind/1, unbind/0, unbind/1, is_bound/0,
+         with_context/1,
+         ctx_call/4, ctx_call/5, ctx_call/6,
+         ctx_eval/2, ctx_eval/3, ctx_eval/4,
+         ctx_exec/2, ctx_exec/3,
+         context/0, context/1, contexts_started/0,
+         last_traceback/0, last_output/0]).
+
+-export_type([ctx/0, code/0, name/0, value/0, py_result/0]).
+
+-include("pyexec_ctx.hrl").
+
+-opaque ctx() :: #py_ctx{}.
+-type code() :: unicode:chardata().
+-type name() :: atom() | binary() | string().
+-type value() :: pyexec_value:term_in() | pyexec_value:term_out().
+-type py_error() :: {atom(), string()} | timeout | session_lost | no_workers_available
+                  | {bad_value, term()} | pyexec_rpc:grpc_error().
+-type py_result() :: {ok, value()} | {error, py_error()}.
+
+-define(TRACEBACK_KEY, '$pyexec_last_traceback').
+-define(OUTPUT_KEY, '$pyexec_last_output').
+
+%%====================================================================
+%% call / eval / exec
+%%====================================================================
+
+%% @doc Calls Module.Function(*Args).
+-spec call(name(), name(), [value()]) -> py_result().
+call(Module, Function, Args) ->
+    call(Module, Function, Args, #{}).
+
+%% @doc `call(Module, Function, Args, Kwargs)' (1.x) or
+%% `call(Ctx, Module, Function, Args)' (2.x).
+-spec call(ctx() | name(), name(), name() | [value()], [value()] | map()) -> py_result().
+call(#py_ctx{} = Ctx, Module, Function, Args) ->
+    call(Ctx, Module, Function, Args, #{});
+call(Module, Function, Args, Kwargs) ->
+    call(Module, Function, Args, Kwargs, default_timeout()).
+
+%% @doc `call(Module, Function, Args, Kwargs, Timeout)' (1.x) or
+%% `call(Ctx, Module, Function, Args, Opts)' (2.x), where Opts is a map or
+%% proplist with optional `kwargs' and `timeout'.
+-spec call(ctx() | name(), name(), name() | [value()], [value()] | map(), timeout() | map() | list()) ->
+          py_result().
+call(#py_ctx{id = Id}, Module, Function, Args, Opts) when is_map(Opts); is_list(Opts) ->
+    O = maps:from_list(if is_map(Opts) -> maps:to_list(Opts); true -> proplists:unfold(Opts) end),
+    do_call({ctx, Id}, Module, Function, Args, maps:get(kwargs, O, #{}),
+            maps:get(timeout, O, default_timeout()));
+call(Module, Function, Args, Kwargs, Timeout) ->
+    do_call(default, Module, Function, Args, Kwargs, Timeout).
+
+%% @doc Evaluates one Python expression.
+-spec eval(code()) -> py_result().
+eval(Code) ->
+    eval(Code, #{}).
+
+%% @doc `eval(Code, Locals)' (1.x) or `eval(Ctx, Code)' (2.x). Locals are
+%% visible to this evaluation only.
+-spec eval(ctx() | code(), code() | map()) -> py_result().
+eval(#py_ctx{id = Id}, Code) ->
+    do_eval({ctx, Id}, Code, #{}, default_timeout());
+eval(Code, Locals) when is_map(Locals) ->
+    do_eval(default, Code, Locals, default_timeout()).
+
+%% @doc `eval(Code, Locals, Timeout)' (1.x) or `eval(Ctx, Code, Locals)' (2.x).
+-spec eval(ctx() | code(), code() | map(), map() | timeout()) -> py_result().
+eval(#py_ctx{id = Id}, Code, Locals) when is_map(Locals) ->
+    do_eval({ctx, Id}, Code, Locals, default_timeout());
+eval(Code, Locals, Timeout) when is_map(Locals) ->
+    do_eval(default, Code, Locals, Timeout).
+
+%% @doc Executes Python statements.
+-spec exec(code()) -> ok | {error, py_error()}.
+exec(Code) ->
+    exec(Code, #{}).
+
+%% @doc `exec(Code, Locals)' (1.x) or `exec(Ctx, Code)' (2.x).
+-spec exec(ctx() | code(), code() | map()) -> ok | {error, py_error()}.
+exec(#py_ctx{id = Id}, Code) ->
+    do_exec({ctx, Id}, Code, #{}, default_timeout());
+exec(Code, Locals) when is_map(Locals) ->
+    do_exec(default, Code, Locals, default_timeout()).
+
+%%====================================================================
+%% Binding (1.x)
+%%====================================================================
+
+%% @doc Binds the calling process to a dedicated session: its later
+%% call/eval/exec share one interpreter. Binding twice does nothing.
+%% Returns `{error, no_workers_available}' when the server is at its limit.
+%%
+%% `bind(new)' instead returns a new context for the ctx_* functions, owned
+%% by the calling process.
+-spec bind() -> ok | {error, py_error()}.
+bind() ->
+    case is_bound() of
+        true -> ok;
+        false ->
+            case pyexec_registry:bind(self(), implicit) of
+                {ok, _Id} -> ok;
+                {error, _} = E -> E
+            end
+    end.
+
+-spec bind(new) -> {ok, ctx()} | {error, py_error()}.
+bind(new) ->
+    case pyexec_registry:bind(self(), explicit) of
+        {ok, Id} -> {ok, #py_ctx{id = Id}};
+        {error, _} = E -> E
+    end.
+
+%% @doc Releases the calling process's binding (its session, if bind/0
+%% created it). Always returns ok.
+-spec unbind() -> ok.
+unbind() ->
+    case whereis(pyexec_registry) =/= undefined andalso pyexec_registry:unbind_process(self()) of
+        {ok, Session} -> unbind_session(Session);
+        _ -> ok
+    end.
+
+%% @doc Releases a context from bind(new). Always returns ok; shared
+%% contexts (context/1) are left alone.
+-spec unbind(ctx()) -> ok.
+unbind(#py_ctx{id = Id}) ->
+    case whereis(pyexec_registry) =/= undefined andalso pyexec_registry:release(Id) of
+        {ok, Session} -> unbind_session(Session);
+        _ -> ok
+    end.
+
+%% @doc Whether the calling process is bound (bind/0 or bind_context/1).
+-spec is_bound() -> boolean().
+is_bound() ->
+    bound_id() =/= none.
+
+%% @doc Runs Fun with a session bound for its duration and releases it
+%% afterwards, even if Fun throws. A fun/0 runs with the process bound (if
+%% the process is already bound, that binding is used and kept); a fun/1
+%% gets a fresh context from bind(new). Returns what Fun returns, or
+%% `{error, Reason}' if no session could be bound.
+-spec with_context(fun(() -> Result) | fun((ctx()) -> Result)) -> Result | {error, py_error()}.
+with_context(Fun) when is_function(Fun, 0) ->
+    case is_bound() of
+        true -> Fun();
+        false ->
+            case bind() of
+                ok -> try Fun() after unbind() end;
+                {error, _} = E -> E
+            end
+    end;
+with_context(Fun) when is_function(Fun, 1) ->
+    case bind(new) of
+        {ok, Ctx} -> try Fun(Ctx) after unbind(Ctx) end;
+        {error, _} = E -> E
+    end.
+
+%%====================================================================
+%% Explicit contexts (1.x ctx_*)
+%%====================================================================
+
+-spec ctx_call(ctx(), name(), name(), [value()]) -> py_result().
+ctx_call(Ctx, Module, Function, Args) ->
+    ctx_call(Ctx, Module, Function, Args, #{}).
+
+-spec ctx_call(ctx(), name(), name(), [value()], map()) -> py_result().
+ctx_call(Ctx, Module, Function, Args, Kwargs) ->
+    ctx_call(Ctx, Module, Function, Args, Kwargs, default_timeout()).
+
+-spec ctx_call(ctx(), name(), name(), [value()], map(), timeout()) -> py_result().
+ctx_call(#py_ctx{id = Id}, Module, Function, Args, Kwargs, Timeout) ->
+    do_call({ctx, Id}, Module, Function, Args, Kwargs, Timeout).
+
+-spec ctx_eval(ctx(), code()) -> py_result().
+ctx_eval(Ctx, Code) ->
+    ctx_eval(Ctx, Code, #{}).
+
+-spec ctx_eval(ctx(), code(), map()) -> py_result().
+ctx_eval(Ctx, Code, Locals) ->
+    ctx_eval(Ctx, Code, Locals, default_timeout()).
+
+-spec ctx_eval(ctx(), code(), map(), timeout()) -> py_result().
+ctx_eval(#py_ctx{id = Id}, Code, Locals, Timeout) ->
+    do_eval({ctx, Id}, Code, Locals, Timeout).
+
+-spec ctx_exec(ctx(), code()) -> ok | {error, py_error()}.
+ctx_exec(Ctx, Code) ->
+    ctx_exec(Ctx, Code, #{}).
+
+-spec ctx_exec(ctx(), code(), map()) -> ok | {error, py_error()}.
+ctx_exec(#py_ctx{id = Id}, Code, Locals) ->
+    do_exec({ctx, Id}, Code, Locals, default_timeout()).
+
+%%====================================================================
+%% Shared contexts (2.x)
+%%====================================================================
+
+%% @doc The calling process's context in the default pool: chosen by
+%% scheduler, then remembered, so a process always gets the same one.
+-spec context() -> ctx().
+context() ->
+    py_context_router:get_context().
+
+%% @doc The N-th (1-based) context of the default pool.
+-spec context(pos_integer()) -> ctx().
+context(N) ->
+    py_context_router:context(default, N).
+
+%% @doc Whether the context pools are available (the application runs).
+-spec contexts_started() -> boolean().
+contexts_started() ->
+    py_context_router:pool_started(default).
+
+%%====================================================================
+%% Diagnostics
+%%====================================================================
+
+%% @doc The formatted Python traceback of the most recent call from this
+%% process that returned `{error, {Type, Message}}', or undefined. Kept in
+%% the process dictionary, so it costs nothing unless an exception occurs.
+-spec last_traceback() -> binary() | undefined.
+last_traceback() ->
+    get(?TRACEBACK_KEY).
+
+%% @doc What the most recent call from this process printed:
+%% `#{stdout => Binary, stderr => Binary}' (bounded by the server).
+-spec last_output() -> #{stdout := binary(), stderr := binary()}.
+last_output() ->
+    case get(?OUTPUT_KEY) of
+        undefined -> #{stdout => <<>>, stderr => <<>>};
+        {Out, Err} -> #{stdout => Out, stderr => Err}
+    end.
+
+%%====================================================================
+%% Internals
+%%====================================================================
+
+do_call(Target, Module, Function, Args, Kwargs, Timeout) when is_list(Args), is_map(Kwargs) ->
+    run(Target, call, #{module => name(Module), function => name(Function),
+                        args => Args, kwargs => Kwargs}, Timeout).
+
+do_eval(Target, Code, Locals, Timeout) when is_map(Locals) ->
+    run(Target, eval, #{code => code(Code), locals => Locals}, Timeout).
+
+do_exec(Target, Code, Locals, Timeout) when is_map(Locals) ->
+    run(Target, exec, #{code => code(Code), locals => Locals}, Timeout).
+
+run(Target, Method, Req, Timeout) when Timeout =:= infinity;
+                                       is_integer(Timeout), Timeout >= 0 ->
+    case session(Target) of
+        {ok, Session, Id} ->
+            Result = try pyexec_rpc:call(Method, Req#{session => Session}, Timeout)
+                     catch throw:{pyexec_bad_value, Bad} -> {error, {bad_value, Bad}}
+                     end,
+            result(Method, Result, Target, Id, Session);
+        {error, _} = E ->
+            E
+    end;
+run(_Target, _Method, _Req, Timeout) ->
+    error({badarg, {timeout, Timeout}}).
+
+%% Which session a call uses. `default' is the process's binding, if any,
+%% else a stateless call (empty session); `{ctx, Id}' is an explicit context.
+session(default) ->
+    case bound_id() of
+        none -> {ok, <<>>, none};
+        Id ->
+            case session_of(Id) of
+                {ok, Session} -> {ok, Session, Id};
+                not_bound -> {error, session_lost};
+                {error, _} = E -> E
+            end
+    end;
+session({ctx, Id}) ->
+    case session_of(Id) of
+        {ok, Session} -> {ok, Session, Id};
+        not_bound -> error(context_not_bound);
+        {error, _} = E -> E
+    end.
+
+session_of({_Pool, _N} = Id) ->
+    pyexec_registry:ensure_shared(Id);
+session_of(Id) ->
+    case ets:lookup(?CTX_TABLE, Id) of
+        [{_, Session, _, _}] -> {ok, Session};
+        [] -> not_bound
+    end.
+
+bound_id() ->
+    try ets:lookup(?BOUND_TABLE, self()) of
+        [{_, Id}] -> Id;
+        [] -> none
+    catch
+        error:badarg -> none    % application not started
+    end.
+
+result(Method, {ok, Resp}, _Target, _Id, _Session) ->
+    put(?OUTPUT_KEY, {maps:get(stdout, Resp), maps:get(stderr, Resp)}),
+    case Resp of
+        #{error := #{type := Type, message := Msg, traceback := Tb}} ->
+            put(?TRACEBACK_KEY, Tb),
+            {error, {binary_to_atom(Type, utf8), unicode:characters_to_list(Msg)}};
+        _ when Method =:= exec ->
+            ok;
+        _ ->
+            {ok, maps:get(value, Resp, none)}
+    end;
+result(_Method, {error, {grpc, deadline_exceeded, _}}, _Target, _Id, _Session) ->
+    {error, timeout};
+result(_Method, {error, {grpc, not_found, _}}, Target, Id, Session) when Session =/= <<>> ->
+    %% The server forgot the session (restart, idle expiry, worker crash).
+    ok = pyexec_registry:lost(Id, Session),
+    case {Target, Id} of
+        {{ctx, _}, {_Pool, _N}} -> {error, session_lost};   % shared: rebinds next time
+        {{ctx, _}, _} -> error(context_not_bound);
+        {default, _} -> {error, session_lost}
+    end;
+result(_Method, {error, {grpc, aborted, _}} = E, _Target, Id, Session) when Session =/= <<>> ->
+    %% The worker died during the call and its session died with it.
+    ok = pyexec_registry:lost(Id, Session),
+    E;
+result(_Method, {error, _} = E, _Target, _Id, _Session) ->
+    E.
+
+unbind_session(Session) ->
+    %% Unbind is idempotent on the server and "unbind always returns ok":
+    %% a failure here (server down) leaves the session to its idle timeout.
+    _ = pyexec_rpc:call(unbind, #{session => Session}, default_timeout()),
+    ok.
+
+code(Code) ->
+    case unicode:characters_to_binary(Code) of
+        Bin when is_binary(Bin) -> Bin;
+        _ -> error({badarg, {code, Code}})
+    end.
+
+name(A) when is_atom(A) -> atom_to_binary(A, utf8);
+name(B) when is_binary(B) -> B;
+name(L) when is_list(L) -> code(L).
+
+default_timeout() ->
+    pyexec_config:get(default_timeout).

@@ -1,0 +1,195 @@
+%% @doc The built-in gRPC transport: unary calls over pyexec_conn.
+%%
+%% This runs in the calling process: it encodes the request, hands it to a
+%% connection, waits for the reply and decodes it, so that protobuf work is
+%% spread over all callers instead of serialised in the connection process.
+-module(pyexec_grpc).
+-behaviour(pyexec_rpc).
+
+-export([unary/3, request/3, decode_status/2, percent_decode/1]).
+
+-define(TABLE, pyexec_conns).
+
+%% @doc One PyExec RPC. Timeout is in milliseconds, or infinity.
+-spec unary(pyexec_rpc:method(), map(), timeout()) ->
+          {ok, map()} | {error, pyexec_rpc:grpc_error()}.
+unary(Method, Request, Timeout) ->
+    {Path, ReqType, RespType} = pyexec_rpc:method(Method),
+    Msg = pyexec_pb:encode_msg(ReqType, Request),
+    case request(Path, Msg, Timeout) of
+        {ok, Bin} ->
+            try
+                {ok, pyexec_pb:decode_msg(RespType, Bin)}
+            catch
+                error:_ -> {error, {grpc, internal, <<"cannot parse response message">>}}
+            end;
+        {error, _} = E ->
+            E
+    end.
+
+%% @doc A raw unary call: Path and a serialized request in, the serialized
+%% response out. Used by unary/3 and by tests that talk to other services.
+-spec request(binary(), iodata(), timeout()) -> {ok, binary()} | {error, pyexec_rpc:grpc_error()}.
+request(Path, Msg, Timeout) ->
+    Body = [<<0, (iolist_size(Msg)):32>> | Msg],
+    Deadline = case Timeout of
+                   infinity -> infinity;
+                   _ -> erlang:monotonic_time(millisecond) + Timeout
+               end,
+    attempt(Path, Body, Deadline, connection_count()).
+
+%% A call the server never saw (connection down, stream refused, GOAWAY
+%% before processing) is retried on another connection; anything else is
+%% returned as is, because Exec is not idempotent.
+attempt(Path, Body, Deadline, Tries) ->
+    case pick() of
+        {ok, Conn} ->
+            case send_and_wait(Conn, Path, Body, Deadline) of
+                {retry, _Err} when Tries > 1 ->
+                    attempt(Path, Body, Deadline, Tries - 1);
+                {retry, Err} ->
+                    {error, Err};
+                Result ->
+                    Result
+            end;
+        {error, _} = E ->
+            E
+    end.
+
+send_and_wait(Conn, Path, Body, Deadline) ->
+    %% The reply comes through an alias of this monitor: once we stop
+    %% waiting, late replies are dropped by the runtime, not queued here.
+    Mref = erlang:monitor(process, Conn, [{alias, demonitor}]),
+    Conn ! {pyexec_req, Mref, self(), Path, Body, Deadline},
+    Wait = case Deadline of
+               infinity -> infinity;
+               _ -> max(0, Deadline - erlang:monotonic_time(millisecond))
+                        + pyexec_config:get(deadline_grace)
+           end,
+    receive
+        {Mref, Result} ->
+            erlang:demonitor(Mref, [flush]),
+            result(Result);
+        {'DOWN', Mref, process, _, Reason} ->
+            {error, {grpc, unavailable, fmt("connection process exited: ~p", [Reason])}}
+    after Wait ->
+            %% The server should have answered DEADLINE_EXCEEDED by now;
+            %% reset the stream so it stops working for us anyway.
+            erlang:demonitor(Mref, [flush]),
+            Conn ! {pyexec_cancel, Mref},
+            {error, {grpc, deadline_exceeded, <<"deadline exceeded (no answer from server)">>}}
+    end.
+
+result({ok, Headers, Body, Trailers}) ->
+    case decode_status(Headers, Trailers) of
+        ok -> message(Body);
+        {error, _} = E -> E
+    end;
+result({error, {unavailable, Msg}}) -> {retry, {grpc, unavailable, Msg}};
+result({error, {refused, Msg}}) -> {retry, {grpc, unavailable, Msg}};
+result({error, {closed, Msg}}) -> {error, {grpc, unavailable, Msg}};
+result({error, deadline}) -> {error, {grpc, deadline_exceeded, <<"deadline exceeded before sending">>}};
+result({error, {too_large, Size}}) ->
+    {error, {grpc, resource_exhausted, fmt("response larger than max_message_size (~b octets)", [Size])}};
+result({error, {rst_stream, Name}}) ->
+    Code = case Name of
+               cancel -> cancelled;
+               refused_stream -> unavailable;
+               enhance_your_calm -> resource_exhausted;
+               _ -> internal
+           end,
+    {error, {grpc, Code, fmt("stream reset by server: ~p", [Name])}};
+result({error, {protocol, Msg}}) ->
+    {error, {grpc, internal, Msg}}.
+
+%% One length-prefixed message; we never ask for compression, so a
+%% compressed message is a server error.
+message(<<0, Len:32, Msg:Len/binary>>) -> {ok, Msg};
+message(<<>>) -> {error, {grpc, internal, <<"OK status without a response message">>}};
+message(<<1, _/binary>>) -> {error, {grpc, internal, <<"compressed response not supported">>}};
+message(_) -> {error, {grpc, internal, <<"malformed gRPC message framing">>}}.
+
+%% @doc Status of a response from its headers and trailers (the same list
+%% for a trailers-only response). Without grpc-status, the HTTP status is
+%% mapped as the gRPC spec says (http-grpc-status-mapping.md).
+-spec decode_status([{binary(), binary()}], [{binary(), binary()}]) ->
+          ok | {error, pyexec_rpc:grpc_error()}.
+decode_status(Headers, Trailers) ->
+    case lists:keyfind(<<"grpc-status">>, 1, Trailers) of
+        {_, <<"0">>} ->
+            ok;
+        {_, Code} ->
+            Msg = case lists:keyfind(<<"grpc-message">>, 1, Trailers) of
+                      {_, M} -> percent_decode(M);
+                      false -> <<>>
+                  end,
+            {error, {grpc, pyexec_rpc:code(binary_to_integer_safe(Code)), Msg}};
+        false ->
+            case lists:keyfind(<<":status">>, 1, Headers) of
+                {_, <<"200">>} ->
+                    {error, {grpc, internal, <<"response without grpc-status">>}};
+                {_, Http} ->
+                    {error, {grpc, http_code(Http), <<"HTTP status ", Http/binary>>}};
+                false ->
+                    {error, {grpc, internal, <<"response without :status">>}}
+            end
+    end.
+
+http_code(<<"400">>) -> internal;
+http_code(<<"401">>) -> unauthenticated;
+http_code(<<"403">>) -> permission_denied;
+http_code(<<"404">>) -> unimplemented;
+http_code(S) when S =:= <<"429">>; S =:= <<"502">>; S =:= <<"503">>; S =:= <<"504">> -> unavailable;
+http_code(_) -> unknown.
+
+binary_to_integer_safe(B) ->
+    try binary_to_integer(B) catch error:badarg -> 2 end.
+
+%% @doc grpc-message is percent-encoded UTF-8 (gRPC over HTTP/2 spec). A
+%% malformed escape is kept literally rather than failing the call.
+-spec percent_decode(binary()) -> binary().
+percent_decode(Bin) ->
+    percent_decode(Bin, <<>>).
+
+percent_decode(<<$%, H1, H2, Rest/binary>>, Acc) ->
+    case {hex(H1), hex(H2)} of
+        {X, Y} when is_integer(X), is_integer(Y) ->
+            percent_decode(Rest, <<Acc/binary, (X * 16 + Y)>>);
+        _ ->
+            percent_decode(<<H1, H2, Rest/binary>>, <<Acc/binary, $%>>)
+    end;
+percent_decode(<<C, Rest/binary>>, Acc) ->
+    percent_decode(Rest, <<Acc/binary, C>>);
+percent_decode(<<>>, Acc) ->
+    Acc.
+
+hex(C) when C >= $0, C =< $9 -> C - $0;
+hex(C) when C >= $a, C =< $f -> C - $a + 10;
+hex(C) when C >= $A, C =< $F -> C - $A + 10;
+hex(_) -> bad.
+
+%% Round robin over the connections, skipping those that are down; if all
+%% are down, the next one answers with the reason it is down.
+pick() ->
+    N = connection_count(),
+    try atomics:add_get(persistent_term:get({pyexec_grpc, rr}), 1, 1) of
+        Start -> pick(Start, N, N, undefined)
+    catch
+        error:badarg -> {error, {grpc, unavailable, <<"pyexec is not started">>}}
+    end.
+
+pick(_I, _N, 0, undefined) ->
+    {error, {grpc, unavailable, <<"pyexec is not started">>}};
+pick(_I, _N, 0, Fallback) ->
+    {ok, Fallback};
+pick(I, N, Left, Fallback) ->
+    case ets:lookup(?TABLE, (I rem N) + 1) of
+        [{_, Pid, true}] -> {ok, Pid};
+        [{_, Pid, false}] when Fallback =:= undefined -> pick(I + 1, N, Left - 1, Pid);
+        _ -> pick(I + 1, N, Left - 1, Fallback)
+    end.
+
+connection_count() ->
+    pyexec_config:get(connections).
+
+fmt(F, A) -> iolist_to_binary(io_lib:format(F, A)).

@@ -1,0 +1,96 @@
+%% @doc Optional transport over grpcbox (https://github.com/tsloughter/grpcbox),
+%% selected with `{transport, grpcbox}', for systems that already run grpcbox
+%% and want one HTTP/2 stack.
+%%
+%% grpcbox is not a dependency of the default build: this module must
+%% compile and load without it. It therefore never includes grpcbox.hrl; the
+%% #grpcbox_def{} record is declared below with the same fields, and grpcbox
+%% and ctx are reached through ordinary remote calls, which are resolved at
+%% run time. The `grpcbox' rebar3 profile adds the real dependency.
+%%
+%% Messages are (un)marshalled by our own codec (pyexec_pb), so grpcbox's
+%% code generator (gpb) is not needed either.
+-module(pyexec_grpcbox).
+-behaviour(pyexec_rpc).
+
+-export([start_link/0, unary/3, definition/1, channel_endpoints/0]).
+
+%% Same layout as the record in grpcbox/include/grpcbox.hrl.
+-record(grpcbox_def, {service :: atom(),
+                      message_type = <<>> :: binary(),
+                      marshal_fun :: fun((map()) -> binary()),
+                      unmarshal_fun :: fun((binary()) -> map())}).
+
+%% @doc Starts the grpcbox channel named by `grpcbox_channel' towards the
+%% configured endpoints, then steps aside (`ignore'): grpcbox supervises
+%% the channel itself. A channel of that name that already exists (started
+%% by the user's own grpcbox configuration) is used as is.
+-spec start_link() -> ignore | {error, term()}.
+start_link() ->
+    case application:ensure_all_started(grpcbox) of
+        {ok, _} ->
+            Name = pyexec_config:get(grpcbox_channel),
+            case grpcbox_channel_sup:start_child(Name, channel_endpoints(), #{}) of
+                {ok, _} -> ignore;
+                {error, {already_started, _}} -> ignore;
+                {error, _} = E -> E
+            end;
+        {error, Reason} ->
+            {error, {grpcbox_not_available, Reason}}
+    end.
+
+%% @doc The configured endpoints in grpcbox's form.
+-spec channel_endpoints() -> [{http | https, string(), inet:port_number(), list()}].
+channel_endpoints() ->
+    {Scheme, SslOpts} = case pyexec_config:get(tls) of
+                            false -> {http, []};
+                            true -> {https, []};
+                            Opts -> {https, Opts}
+                        end,
+    [{Scheme, Host, Port, SslOpts} || {Host, Port} <- pyexec_config:endpoints()].
+
+%% @doc The grpcbox service definition of a method, built from our codec.
+-spec definition(pyexec_rpc:method()) -> {binary(), tuple()}.
+definition(Method) ->
+    {Path, ReqType, RespType} = pyexec_rpc:method(Method),
+    Def = #grpcbox_def{service = 'pyexec.v1.PyExec',
+                       message_type = atom_to_binary(ReqType, utf8),
+                       marshal_fun = fun(Msg) -> iolist_to_binary(pyexec_pb:encode_msg(ReqType, Msg)) end,
+                       unmarshal_fun = fun(Bin) -> pyexec_pb:decode_msg(RespType, Bin) end},
+    {Path, Def}.
+
+-spec unary(pyexec_rpc:method(), map(), timeout()) ->
+          {ok, map()} | {error, pyexec_rpc:grpc_error()}.
+unary(Method, Request, Timeout) ->
+    {Path, Def} = definition(Method),
+    %% grpcbox sends the ctx deadline as grpc-timeout, which is what makes
+    %% the server interrupt the Python code on timeout.
+    Ctx = case Timeout of
+              infinity -> ctx:new();
+              _ -> ctx:with_deadline_after(Timeout, millisecond)
+          end,
+    Options = #{channel => pyexec_config:get(grpcbox_channel)},
+    try grpcbox_client:unary(Ctx, Path, Request, Def, Options) of
+        {ok, Response, _Meta} ->
+            {ok, Response};
+        {error, {Status, Message}, _Meta} ->
+            {error, {grpc, status(Status), message(Message)}};
+        {http_error, {Status, _}, _Meta} ->
+            {error, {grpc, unknown, <<"HTTP status ", (to_bin(Status))/binary>>}};
+        {error, timeout} ->
+            {error, {grpc, deadline_exceeded, <<"deadline exceeded">>}};
+        {error, Reason} ->
+            {error, {grpc, unavailable, iolist_to_binary(io_lib:format("grpcbox: ~p", [Reason]))}}
+    catch
+        error:undef ->
+            {error, {grpc, unavailable, <<"grpcbox is not installed">>}}
+    end.
+
+status(S) when is_binary(S) -> pyexec_rpc:code(binary_to_integer(S));
+status(S) when is_integer(S) -> pyexec_rpc:code(S).
+
+message(undefined) -> <<>>;
+message(M) -> pyexec_grpc:percent_decode(to_bin(M)).
+
+to_bin(B) when is_binary(B) -> B;
+to_bin(Other) -> iolist_to_binary(io_lib:format("~p", [Other])).

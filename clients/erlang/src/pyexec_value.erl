@@ -1,0 +1,192 @@
+%% @doc Erlang term <-> pyexec.v1.Value, straight to and from protobuf bytes.
+%%
+%% There is no intermediate record form: requests are encoded from the terms
+%% the user passed and responses decode into the terms the user gets, which
+%% halves the allocation on the hot path.
+%%
+%% Mapping (Erlang -> Python):
+%%   integer            int (Value.int when it fits int64, else Value.big_int)
+%%   float              float;  nan | infinity | neg_infinity -> float specials
+%%   true | false       bool
+%%   nil | none | undefined -> None
+%%   other atom         str
+%%   binary             str (must be UTF-8; use {bytes, B} for raw bytes)
+%%   {bytes, Bin}       bytes
+%%   {set, List}        set
+%%   list               list (a charlist arrives as a list of ints)
+%%   tuple              tuple
+%%   map                dict (keys may be any supported term)
+%%
+%% Python -> Erlang: None -> none, bool -> true|false, int -> integer (any
+%% size), float -> float | nan | infinity | neg_infinity, str -> binary,
+%% bytes -> {bytes, Bin} (or a bare binary with `{decode_bytes, binary}`),
+%% list -> list, tuple -> tuple, dict -> map, set -> {set, List},
+%% anything else -> {opaque, TypeBinary, ReprBinary}.
+-module(pyexec_value).
+
+-export([encode/1, decode/1, decode/2, encode_field/2]).
+
+-export_type([term_in/0, term_out/0]).
+
+-type term_in() :: integer() | float() | atom() | binary() | {bytes, binary()}
+                 | {set, list()} | list() | tuple() | map().
+-type term_out() :: none | boolean() | integer() | float() | nan | infinity
+                  | neg_infinity | binary() | {bytes, binary()} | {set, list()}
+                  | {opaque, binary(), binary()} | list() | tuple() | map().
+
+-define(INT64_MIN, -16#8000000000000000).
+-define(INT64_MAX, 16#7fffffffffffffff).
+
+%% Field tags (field number << 3 | wire type) of pyexec.v1.Value.
+-define(T_NONE, 16#0a).
+-define(T_BOOL, 16#10).
+-define(T_INT, 16#18).
+-define(T_BIGINT, 16#22).
+-define(T_FLOAT, 16#29).
+-define(T_STR, 16#32).
+-define(T_BYTES, 16#3a).
+-define(T_LIST, 16#40).
+-define(T_TUPLE, 16#48).
+-define(T_DICT, 16#50).
+-define(T_SET, 16#58).
+-define(T_OPAQUE, 16#62).
+-define(T_ITEMS, 16#6a).
+-define(T_KEYS, 16#72).
+
+%%====================================================================
+%% Encoding
+%%====================================================================
+
+%% @doc Encodes a term as the body of a Value message. Throws
+%% `{pyexec_bad_value, Term}' for a term with no Python counterpart.
+-spec encode(term_in()) -> iodata().
+encode(Term) ->
+    {Io, _Size} = enc(Term),
+    Io.
+
+%% @doc Encodes Term as a length-delimited Value field with the given tag
+%% octet(s), for use inside an enclosing message.
+-spec encode_field(binary(), term_in()) -> {iodata(), non_neg_integer()}.
+encode_field(Tag, Term) ->
+    sub(Tag, enc(Term)).
+
+%% Each clause returns {IoData, ByteSize} so nested lengths are computed once
+%% instead of re-walking the iolist at every level.
+enc(I) when is_integer(I), I >= ?INT64_MIN, I =< ?INT64_MAX ->
+    V = pyexec_pb:varint((I bsl 1) bxor (I bsr 63)),
+    {[?T_INT | V], 1 + byte_size(V)};
+enc(I) when is_integer(I) ->
+    len_field(?T_BIGINT, integer_to_binary(I));
+enc(F) when is_float(F) ->
+    {<<?T_FLOAT, F:64/float-little>>, 9};
+enc(true) -> {<<?T_BOOL, 1>>, 2};
+enc(false) -> {<<?T_BOOL, 0>>, 2};
+enc(none) -> {<<?T_NONE, 0>>, 2};
+enc(nil) -> {<<?T_NONE, 0>>, 2};
+enc(undefined) -> {<<?T_NONE, 0>>, 2};
+enc(nan) -> {<<?T_FLOAT, 0, 0, 0, 0, 0, 0, 16#f8, 16#7f>>, 9};
+enc(infinity) -> {<<?T_FLOAT, 0, 0, 0, 0, 0, 0, 16#f0, 16#7f>>, 9};
+enc(neg_infinity) -> {<<?T_FLOAT, 0, 0, 0, 0, 0, 0, 16#f0, 16#ff>>, 9};
+enc(A) when is_atom(A) ->
+    len_field(?T_STR, atom_to_binary(A, utf8));
+enc(B) when is_binary(B) ->
+    case unicode:characters_to_binary(B) of
+        B2 when is_binary(B2) -> len_field(?T_STR, B);
+        _ -> throw({pyexec_bad_value, B})
+    end;
+enc({bytes, B}) when is_binary(B) ->
+    len_field(?T_BYTES, B);
+enc({set, L}) when is_list(L) ->
+    container(?T_SET, L);
+enc(L) when is_list(L) ->
+    container(?T_LIST, L);
+enc(T) when is_tuple(T) ->
+    container(?T_TUPLE, tuple_to_list(T));
+enc(M) when is_map(M) ->
+    {Keys, Items} = lists:unzip(maps:to_list(M)),
+    {KIo, KSz} = items(?T_KEYS, Keys),
+    {VIo, VSz} = items(?T_ITEMS, Items),
+    {[<<?T_DICT, 1>>, KIo | VIo], 2 + KSz + VSz};
+enc(Other) ->
+    throw({pyexec_bad_value, Other}).
+
+len_field(Tag, Bin) ->
+    Len = pyexec_pb:varint(byte_size(Bin)),
+    {[Tag, Len | Bin], 1 + byte_size(Len) + byte_size(Bin)}.
+
+container(Marker, Elems) ->
+    {Io, Sz} = items(?T_ITEMS, Elems),
+    {[<<Marker, 1>> | Io], 2 + Sz}.
+
+items(Tag, Elems) ->
+    items(Tag, Elems, [], 0).
+
+items(_Tag, [], Acc, Sz) ->
+    {lists:reverse(Acc), Sz};
+items(Tag, [E | Rest], Acc, Sz) ->
+    {Io, S} = sub(<<Tag>>, enc(E)),
+    items(Tag, Rest, [Io | Acc], Sz + S);
+items(_Tag, Improper, _Acc, _Sz) ->
+    throw({pyexec_bad_value, Improper}).
+
+sub(Tag, {Io, Size}) ->
+    Len = pyexec_pb:varint(Size),
+    {[Tag, Len | Io], byte_size(Tag) + byte_size(Len) + Size}.
+
+%%====================================================================
+%% Decoding
+%%====================================================================
+
+%% @doc Decodes the body of a Value message, with the application's
+%% `decode_bytes' setting.
+-spec decode(binary()) -> term_out().
+decode(Bin) ->
+    decode(Bin, pyexec_config:decode_bytes()).
+
+-spec decode(binary(), tagged | binary) -> term_out().
+decode(Bin, BytesAs) ->
+    dec(Bin, BytesAs, none, [], []).
+
+%% Kind is the scalar or container marker seen so far; Items/Keys collect the
+%% repeated elements (reversed). Fields may come in any order, and a C++
+%% serializer writes items (13) before keys (14).
+dec(<<>>, _B, Kind, Items, Keys) ->
+    finish(Kind, Items, Keys);
+dec(Bin, B, Kind, Items, Keys) ->
+    case pyexec_pb:read_field(Bin) of
+        {1, _NoneValue, Rest} -> dec(Rest, B, none, Items, Keys);
+        {2, V, Rest} -> dec(Rest, B, V =/= 0, Items, Keys);
+        {3, V, Rest} -> dec(Rest, B, {int, (V bsr 1) bxor -(V band 1)}, Items, Keys);
+        {4, S, Rest} -> dec(Rest, B, {int, binary_to_integer(S)}, Items, Keys);
+        {5, F, Rest} -> dec(Rest, B, {float, F}, Items, Keys);
+        {6, S, Rest} -> dec(Rest, B, {str, S}, Items, Keys);
+        {7, S, Rest} when B =:= tagged -> dec(Rest, B, {str, {bytes, S}}, Items, Keys);
+        {7, S, Rest} -> dec(Rest, B, {str, S}, Items, Keys);
+        {8, _, Rest} -> dec(Rest, B, list, Items, Keys);
+        {9, _, Rest} -> dec(Rest, B, tuple, Items, Keys);
+        {10, _, Rest} -> dec(Rest, B, dict, Items, Keys);
+        {11, _, Rest} -> dec(Rest, B, set, Items, Keys);
+        {12, O, Rest} -> dec(Rest, B, {opaque, O}, Items, Keys);
+        {13, V, Rest} -> dec(Rest, B, Kind, [dec(V, B, none, [], []) | Items], Keys);
+        {14, V, Rest} -> dec(Rest, B, Kind, Items, [dec(V, B, none, [], []) | Keys]);
+        {_Unknown, _, Rest} -> dec(Rest, B, Kind, Items, Keys)
+    end.
+
+finish(none, _, _) -> none;
+finish(Bool, _, _) when is_boolean(Bool) -> Bool;
+finish({int, I}, _, _) -> I;
+finish({str, S}, _, _) -> S;
+finish({float, F}, _, _) -> double(F);
+finish(list, Items, _) -> lists:reverse(Items);
+finish(tuple, Items, _) -> list_to_tuple(lists:reverse(Items));
+finish(set, Items, _) -> {set, lists:reverse(Items)};
+finish(dict, Items, Keys) -> maps:from_list(lists:zip(lists:reverse(Keys), lists:reverse(Items)));
+finish({opaque, O}, _, _) ->
+    #{type := T, repr := R} = pyexec_pb:decode_msg(opaque, O),
+    {opaque, T, R}.
+
+%% IEEE 754 specials have no Erlang float; they become atoms.
+double(<<0:48, 16#f0, 16#7f>>) -> infinity;
+double(<<0:48, 16#f0, 16#ff>>) -> neg_infinity;
+double(<<F:64/float-little>>) -> F;
+double(<<_:64>>) -> nan.
