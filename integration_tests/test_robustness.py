@@ -528,8 +528,9 @@ class MalformedRequestTest(fx.ServerTestCase):
             self.assertIs(self.value_of(resp), True)
 
     def test_64_levels_of_nesting_in_requests(self):
-        depth_fn = ("(lambda f: f(f, v))(lambda f, x: 1 + f(f, x[0]) "
-                    "if isinstance(x, (list, tuple)) else (1 + f(f, x['k']) if isinstance(x, dict) else 0))")
+        # Only the top level of the expression names `v`: nested scopes do not see call locals.
+        depth_fn = ("(lambda f, x: f(f, x))(lambda f, x: 1 + f(f, x[0]) if isinstance(x, (list, tuple))"
+                    " else (1 + f(f, x['k']) if isinstance(x, dict) else 0), v)")
         self.assertEqual(self.ev(depth_fn, locals={"v": fx.nested_list_value(64)}), 64)
         # Tuples and dicts nest too.
         tup, dic = None, None
