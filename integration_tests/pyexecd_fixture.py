@@ -293,8 +293,11 @@ class Server:
         return self.proc.returncode
 
     def cleanup(self):
+        """Stops the server; the log stays until remove_log()."""
         self.stop()
         self._log.close()
+
+    def remove_log(self):
         if os.environ.get("PYEXEC_KEEP_LOGS") is None:
             try:
                 os.unlink(self.log_path)
@@ -467,12 +470,14 @@ class ServerTestCase(unittest.TestCase):
                 cls.server.start()
             except BaseException:
                 cls.server.cleanup()
+                cls.server.remove_log()
                 raise
 
     @classmethod
     def tearDownClass(cls):
         if not cls.PER_TEST_SERVER and cls.server is not None:
             cls.server.cleanup()
+            cls.server.remove_log()
             cls.server = None
         super().tearDownClass()
 
@@ -491,11 +496,16 @@ class ServerTestCase(unittest.TestCase):
             return super().run(result)
         before = len(result.failures) + len(result.errors)
         out = super().run(result)
-        if len(result.failures) + len(result.errors) > before:
-            srv = self.server or type(self).server
-            if srv is not None:
-                sys.stderr.write("\n---- pyexecd stderr during %s ----\n%s\n---- end of log ----\n"
-                                 % (self.id(), srv.log_since(getattr(self, "_log_offset", 0))))
+        srv = self.__dict__.get("server") or type(self).server
+        if srv is not None and len(result.failures) + len(result.errors) > before:
+            try:
+                log = srv.log_since(getattr(self, "_log_offset", 0))
+            except OSError as e:
+                log = "(no log: %s)" % e
+            sys.stderr.write("\n---- pyexecd stderr during %s ----\n%s\n---- end of log ----\n"
+                             % (self.id(), log))
+        if self.PER_TEST_SERVER and "server" in self.__dict__:
+            self.server.remove_log()
         return out
 
     # -- API shortcuts; every call carries a deadline unless timeout=None is passed

@@ -529,8 +529,10 @@ class OrphanTest(fx.ServerTestCase):
         fut = self.stub.Exec.future(pb.ExecRequest(
             session=busy, code=self.touch_code(path) + "while True: pass"), timeout=30)
         self.wait_file(path)
+        # 2 bound workers, and the pool refills to 2 idle ones.
+        srv.wait_pool_size(sessions=2)
+        fx.wait_until(lambda: len(srv.worker_pids()) >= 4, 10.0, what="4 worker processes")
         workers = {p: fx.proc_stat(p)[2] for p in srv.worker_pids()}
-        self.assertGreaterEqual(len(workers), 4, "expected 2 bound + 2 idle workers: %s" % workers)
         self.assertNotIn(grandchild, workers)
         gc = {grandchild: fx.proc_stat(grandchild)[2]}
         for pid, st in list(workers.items()) + list(gc.items()):

@@ -32,10 +32,10 @@ class DrainTest(fx.ServerTestCase):
         self.ex("x = 1", s)
         p1, p2 = self.marker(), self.marker()
         bound = self.stub.Exec.future(pb.ExecRequest(
-            session=s, code=self.touch_code(p1) + "import time\ntime.sleep(2.5)\nprint('done', x)"),
+            session=s, code=self.touch_code(p1) + "import time\ntime.sleep(4)\nprint('done', x)"),
             timeout=30)
         stateless = self.stub.Eval.future(pb.EvalRequest(
-            code="(" + self.touch_code(p2).strip() + ", __import__('time').sleep(2.5), 'ok')[2]"),
+            code="(" + self.touch_code(p2).strip() + ", __import__('time').sleep(4), 'ok')[2]"),
             timeout=30)
         self.wait_file(p1)
         self.wait_file(p2)
