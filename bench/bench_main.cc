@@ -1,0 +1,242 @@
+// pyexec_bench: compares pyexec Eval with a bare gRPC echo (--mode=compare,
+// the default) or soaks pyexecd under mixed load with injected faults
+// (--mode=soak). Starts pyexecd and the echo server as child processes
+// unless --pyexec_addr / --echo_addr point at running ones.
+//
+// Exit status: 0 when the run completed (a MISS against a target does not
+// fail it); 1 when a server could not be started or reached, or when a soak
+// saw unexpected failures or hangs; 64 for bad flags.
+
+#include <unistd.h>
+
+#include <cstdlib>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/time.h"
+#include "bench/compare.h"
+#include "bench/process.h"
+#include "bench/soak.h"
+#include "clients/cpp/client.h"
+
+ABSL_FLAG(std::string, mode, "compare", "compare | soak");
+ABSL_FLAG(std::string, pyexecd, "",
+          "pyexecd binary to start; default: $PYEXECD, else bazel-bin's "
+          "server/pyexecd found next to this binary or in the workspace");
+ABSL_FLAG(std::string, pyexec_addr, "",
+          "use a running pyexecd at HOST:PORT instead of starting one");
+ABSL_FLAG(int, pyexecd_pid, 0,
+          "pid of the running pyexecd given by --pyexec_addr, for soak kills "
+          "and /proc figures");
+ABSL_FLAG(std::vector<std::string>, pyexecd_args, {},
+          "extra comma-separated arguments for the started pyexecd");
+ABSL_FLAG(std::string, echo_server, "",
+          "echo server binary to start; default: echo_server_main next to "
+          "this binary");
+ABSL_FLAG(std::string, echo_addr, "",
+          "use a running echo server at HOST:PORT instead of starting one");
+ABSL_FLAG(int, workers, 0,
+          "pyexecd --workers; 0 means concurrency + 1 (compare) or 4 (soak)");
+ABSL_FLAG(int, max_workers, 16, "pyexecd --max_workers");
+ABSL_FLAG(std::string, server_log, "",
+          "file for the started servers' stderr; default "
+          "/tmp/pyexec_bench.<pid>.log");
+ABSL_FLAG(absl::Duration, warmup, absl::Seconds(1), "compare: warmup per phase");
+ABSL_FLAG(absl::Duration, duration, absl::ZeroDuration(),
+          "compare: measured time per phase (default 5s); soak: total time "
+          "(default 300s)");
+ABSL_FLAG(int, concurrency, 8, "compare: concurrent clients for throughput");
+ABSL_FLAG(bool, shared_channel, false,
+          "compare: all concurrent clients share one channel (one HTTP/2 "
+          "connection) instead of one channel each");
+ABSL_FLAG(int, echo_payload_bytes, 48, "compare: echo payload size");
+ABSL_FLAG(int, bound_threads, 3, "soak: threads with bound sessions");
+ABSL_FLAG(int, stateless_threads, 3, "soak: threads of stateless calls");
+ABSL_FLAG(absl::Duration, kill_interval, absl::Seconds(1),
+          "soak: time between worker SIGKILLs; 0 disables");
+ABSL_FLAG(double, runaway_probability, 0.01,
+          "soak: chance per call of a `while True: pass` runaway");
+ABSL_FLAG(absl::Duration, runaway_timeout, absl::Milliseconds(300),
+          "soak: deadline of runaway calls");
+ABSL_FLAG(double, exit_probability, 0.005,
+          "soak: chance per bound-session call of os._exit");
+ABSL_FLAG(uint64_t, seed, 1, "soak: random seed");
+
+namespace {
+
+using pyexec::bench::ServerProcess;
+
+std::string Dirname(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  return slash == std::string::npos ? "." : path.substr(0, slash);
+}
+
+std::string SelfDir() {
+  char buf[4096];
+  const ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  return n > 0 ? Dirname(std::string(buf, n)) : ".";
+}
+
+// The first executable among `candidates`, or "".
+std::string FirstExecutable(const std::vector<std::string>& candidates) {
+  for (const std::string& c : candidates) {
+    if (!c.empty() && access(c.c_str(), X_OK) == 0) return c;
+  }
+  return "";
+}
+
+std::string Env(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? v : "";
+}
+
+std::string FindPyexecd() {
+  if (!absl::GetFlag(FLAGS_pyexecd).empty()) return absl::GetFlag(FLAGS_pyexecd);
+  if (!Env("PYEXECD").empty()) return Env("PYEXECD");
+  std::vector<std::string> candidates = {SelfDir() + "/../server/pyexecd"};
+  if (!Env("BUILD_WORKSPACE_DIRECTORY").empty()) {
+    candidates.push_back(Env("BUILD_WORKSPACE_DIRECTORY") + "/bazel-bin/server/pyexecd");
+  }
+  candidates.push_back("bazel-bin/server/pyexecd");
+  const std::string found = FirstExecutable(candidates);
+  return found.empty() ? candidates[0] : found;
+}
+
+std::string FindEchoServer() {
+  if (!absl::GetFlag(FLAGS_echo_server).empty()) {
+    return absl::GetFlag(FLAGS_echo_server);
+  }
+  return SelfDir() + "/echo_server_main";
+}
+
+// Waits until the pool has `workers` available workers (warm) or `timeout`.
+bool WaitWarm(const pyexec::Client& client, int workers, absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (absl::Now() < deadline) {
+    absl::StatusOr<pyexec::v1::GetStatsResponse> stats =
+        client.GetStats(pyexec::CallOptions{absl::Seconds(2)});
+    if (stats.ok() && stats->available_workers() >= static_cast<uint32_t>(workers)) {
+      return true;
+    }
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  return false;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  const std::string mode = absl::GetFlag(FLAGS_mode);
+  if (mode != "compare" && mode != "soak") {
+    std::cerr << "pyexec_bench: --mode must be compare or soak\n";
+    return 64;
+  }
+  const bool soak = mode == "soak";
+  const int concurrency = absl::GetFlag(FLAGS_concurrency);
+  int workers = absl::GetFlag(FLAGS_workers);
+  if (workers <= 0) workers = soak ? 4 : concurrency + 1;
+  std::string log_path = absl::GetFlag(FLAGS_server_log);
+  if (log_path.empty()) log_path = absl::StrCat("/tmp/pyexec_bench.", getpid(), ".log");
+
+  // pyexecd: started here unless given.
+  std::unique_ptr<ServerProcess> pyexecd;
+  std::string pyexec_addr = absl::GetFlag(FLAGS_pyexec_addr);
+  pid_t server_pid = absl::GetFlag(FLAGS_pyexecd_pid);
+  if (pyexec_addr.empty()) {
+    std::vector<std::string> args = {
+        FindPyexecd(), "--listen=127.0.0.1:0", absl::StrCat("--workers=", workers),
+        absl::StrCat("--max_workers=", absl::GetFlag(FLAGS_max_workers))};
+    for (const std::string& a : absl::GetFlag(FLAGS_pyexecd_args)) args.push_back(a);
+    std::cout << "starting " << absl::StrJoin(args, " ") << " (stderr -> "
+              << log_path << ")" << std::endl;
+    auto started = ServerProcess::Start(args, log_path, absl::Seconds(60));
+    if (!started.ok()) {
+      std::cerr << "pyexec_bench: " << started.status()
+                << "\n(build it with `bazel build //server:pyexecd "
+                   "//context_pool:pyexec_worker`, or pass --pyexecd / $PYEXECD)\n";
+      return 1;
+    }
+    pyexecd = *std::move(started);
+    pyexec_addr = pyexecd->address();
+    server_pid = pyexecd->pid();
+  }
+  pyexec::Client client(pyexec::bench::MakeChannel(pyexec_addr, false));
+  if (!WaitWarm(client, pyexecd ? workers : 1, absl::Seconds(60))) {
+    std::cerr << "pyexec_bench: pyexecd at " << pyexec_addr
+              << " did not report a warm pool within 60s\n";
+    return 1;
+  }
+  std::cout << "pyexecd at " << pyexec_addr << " (pid " << server_pid << ")"
+            << std::endl;
+
+  if (soak) {
+    pyexec::bench::SoakOptions options;
+    const absl::Duration d = absl::GetFlag(FLAGS_duration);
+    if (d > absl::ZeroDuration()) options.duration = d;
+    options.bound_threads = absl::GetFlag(FLAGS_bound_threads);
+    options.stateless_threads = absl::GetFlag(FLAGS_stateless_threads);
+    options.kill_interval = absl::GetFlag(FLAGS_kill_interval);
+    options.runaway_probability = absl::GetFlag(FLAGS_runaway_probability);
+    options.runaway_timeout = absl::GetFlag(FLAGS_runaway_timeout);
+    options.exit_probability = absl::GetFlag(FLAGS_exit_probability);
+    options.server_pid = server_pid;
+    options.expected_workers = pyexecd ? workers : 0;
+    options.seed = absl::GetFlag(FLAGS_seed);
+    if (server_pid <= 0) {
+      std::cout << "no pyexecd pid (--pyexecd_pid): no worker kills, no /proc "
+                   "figures"
+                << std::endl;
+    }
+    std::cout << "soaking for " << absl::FormatDuration(options.duration) << "..."
+              << std::endl;
+    pyexec::bench::SoakReport report = pyexec::bench::RunSoak(pyexec_addr, options);
+    std::cout << pyexec::bench::FormatSoakReport(report);
+    if (pyexecd) std::cout << "pyexecd stopped: " << pyexecd->Stop() << "\n";
+    return report.unexpected_total() == 0 && report.hangs == 0 ? 0 : 1;
+  }
+
+  // The echo baseline runs as its own process, like pyexecd, so both sides
+  // pay for the same process boundary and neither shares the bench's cores
+  // through in-process threads.
+  std::unique_ptr<ServerProcess> echo;
+  std::string echo_addr = absl::GetFlag(FLAGS_echo_addr);
+  if (echo_addr.empty()) {
+    auto started = ServerProcess::Start({FindEchoServer(), "--listen=127.0.0.1:0"},
+                                        log_path, absl::Seconds(30));
+    if (!started.ok()) {
+      std::cerr << "pyexec_bench: " << started.status() << "\n";
+      return 1;
+    }
+    echo = *std::move(started);
+    echo_addr = echo->address();
+  }
+  std::cout << "echo server at " << echo_addr << std::endl;
+
+  pyexec::bench::CompareOptions options;
+  options.phase.warmup = absl::GetFlag(FLAGS_warmup);
+  const absl::Duration d = absl::GetFlag(FLAGS_duration);
+  if (d > absl::ZeroDuration()) options.phase.duration = d;
+  options.concurrency = concurrency;
+  options.shared_channel = absl::GetFlag(FLAGS_shared_channel);
+  options.echo_payload_bytes = absl::GetFlag(FLAGS_echo_payload_bytes);
+  std::cout << "4 phases x (" << absl::FormatDuration(options.phase.warmup)
+            << " warmup + " << absl::FormatDuration(options.phase.duration)
+            << "), " << concurrency << " clients with "
+            << (options.shared_channel ? "one shared channel" : "a channel each")
+            << std::endl;
+  absl::StatusOr<pyexec::bench::CompareReport> report =
+      pyexec::bench::RunCompare(pyexec_addr, echo_addr, options);
+  if (!report.ok()) {
+    std::cerr << "pyexec_bench: " << report.status() << "\n";
+    return 1;
+  }
+  std::cout << pyexec::bench::FormatCompareTable(*report, options);
+  return 0;
+}

@@ -1,0 +1,191 @@
+#include "bench/compare.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "clients/cpp/client.h"
+#include "clients/cpp/status_util.h"
+#include "echo.grpc.pb.h"
+#include "grpcpp/client_context.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+#include "grpcpp/support/channel_arguments.h"
+
+namespace pyexec {
+namespace bench {
+namespace {
+
+absl::Status WaitConnected(grpc::Channel& channel, const std::string& what) {
+  if (!channel.WaitForConnected(absl::ToChronoTime(absl::Now() + absl::Seconds(10)))) {
+    return absl::UnavailableError(absl::StrCat("cannot connect to ", what));
+  }
+  return absl::OkStatus();
+}
+
+// Channels for `n` clients, following options.shared_channel.
+absl::StatusOr<std::vector<std::shared_ptr<grpc::Channel>>> Channels(
+    const std::string& address, int n, bool shared) {
+  std::vector<std::shared_ptr<grpc::Channel>> channels;
+  for (int i = 0; i < n; ++i) {
+    if (shared && i > 0) {
+      channels.push_back(channels[0]);
+      continue;
+    }
+    channels.push_back(MakeChannel(address, /*own_connection=*/!shared));
+    absl::Status s = WaitConnected(*channels.back(), address);
+    if (!s.ok()) return s;
+  }
+  return channels;
+}
+
+CallFn EchoCall(const std::shared_ptr<grpc::Channel>& channel,
+                const CompareOptions& options) {
+  std::shared_ptr<Echo::Stub> stub = Echo::NewStub(channel);
+  auto request = std::make_shared<EchoRequest>();
+  request->set_payload(std::string(options.echo_payload_bytes, 'x'));
+  const absl::Duration timeout = options.call_timeout;
+  return [stub, request, timeout] {
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+    EchoResponse response;
+    return FromGrpcStatus(stub->Echo(&context, *request, &response));
+  };
+}
+
+CallFn EvalCall(const Client& client, const std::string& session,
+                const CompareOptions& options) {
+  const CallOptions call_options{options.call_timeout};
+  return [client, session, call_options]() -> absl::Status {
+    absl::StatusOr<Result> r = client.Eval(session, "1+1", {}, call_options);
+    if (!r.ok()) return r.status();
+    if (!r->ok() || r->value.int_() != 2) {
+      return absl::InternalError("Eval(\"1+1\") did not return 2");
+    }
+    return absl::OkStatus();
+  };
+}
+
+// Binds one session per client, runs the phase, unbinds.
+absl::StatusOr<PhaseResult> RunEvalPhase(
+    const std::vector<std::shared_ptr<grpc::Channel>>& channels,
+    const CompareOptions& options) {
+  std::vector<Client> clients;
+  std::vector<Session> sessions;
+  std::vector<CallFn> calls;
+  for (const auto& channel : channels) {
+    clients.emplace_back(channel);
+    absl::StatusOr<Session> session =
+        Session::Bind(clients.back(), absl::ZeroDuration(),
+                      CallOptions{options.call_timeout});
+    if (!session.ok()) return session.status();
+    calls.push_back(EvalCall(clients.back(), session->token(), options));
+    sessions.push_back(*std::move(session));
+  }
+  return RunPhase(calls, options.phase);
+}
+
+std::string Ratio(double r) { return absl::StrFormat("%.2fx", r); }
+
+}  // namespace
+
+std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address,
+                                           bool own_connection) {
+  grpc::ChannelArguments args;
+  if (own_connection) args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(),
+                                   args);
+}
+
+absl::StatusOr<CompareReport> RunCompare(const std::string& pyexec_address,
+                                         const std::string& echo_address,
+                                         const CompareOptions& options) {
+  CompareReport report;
+  absl::StatusOr<std::vector<std::shared_ptr<grpc::Channel>>> echo1 =
+      Channels(echo_address, 1, false);
+  if (!echo1.ok()) return echo1.status();
+  absl::StatusOr<std::vector<std::shared_ptr<grpc::Channel>>> eval1 =
+      Channels(pyexec_address, 1, false);
+  if (!eval1.ok()) return eval1.status();
+  absl::StatusOr<std::vector<std::shared_ptr<grpc::Channel>>> echo_n =
+      Channels(echo_address, options.concurrency, options.shared_channel);
+  if (!echo_n.ok()) return echo_n.status();
+  absl::StatusOr<std::vector<std::shared_ptr<grpc::Channel>>> eval_n =
+      Channels(pyexec_address, options.concurrency, options.shared_channel);
+  if (!eval_n.ok()) return eval_n.status();
+
+  report.echo_latency = RunPhase({EchoCall((*echo1)[0], options)}, options.phase);
+  absl::StatusOr<PhaseResult> eval = RunEvalPhase(*eval1, options);
+  if (!eval.ok()) return eval.status();
+  report.eval_latency = *std::move(eval);
+
+  std::vector<CallFn> echo_calls;
+  for (const auto& channel : *echo_n) echo_calls.push_back(EchoCall(channel, options));
+  report.echo_throughput = RunPhase(echo_calls, options.phase);
+  eval = RunEvalPhase(*eval_n, options);
+  if (!eval.ok()) return eval.status();
+  report.eval_throughput = *std::move(eval);
+  return report;
+}
+
+std::string FormatCompareTable(const CompareReport& r,
+                               const CompareOptions& options) {
+  const double latency_ratio =
+      absl::ToDoubleMicroseconds(r.eval_latency.latency.p50) /
+      std::max(absl::ToDoubleMicroseconds(r.echo_latency.latency.p50), 1e-9);
+  const double p99_ratio =
+      absl::ToDoubleMicroseconds(r.eval_latency.latency.p99) /
+      std::max(absl::ToDoubleMicroseconds(r.echo_latency.latency.p99), 1e-9);
+  const double throughput_ratio =
+      r.eval_throughput.throughput / std::max(r.echo_throughput.throughput, 1e-9);
+  const bool latency_ok = latency_ratio <= options.latency_target;
+  const bool throughput_ok = throughput_ratio >= options.throughput_target;
+
+  std::string out;
+  const char* row = "%-30s %12s %12s %8s %9s %6s\n";
+  absl::StrAppendFormat(&out, row, "", "echo", "pyexec Eval", "ratio", "target",
+                        "");
+  absl::StrAppendFormat(&out, row, "p50 latency, 1 client",
+                        FormatMicros(r.echo_latency.latency.p50),
+                        FormatMicros(r.eval_latency.latency.p50),
+                        Ratio(latency_ratio),
+                        absl::StrCat("<=", Ratio(options.latency_target)),
+                        latency_ok ? "PASS" : "MISS");
+  absl::StrAppendFormat(&out, row, "p99 latency, 1 client",
+                        FormatMicros(r.echo_latency.latency.p99),
+                        FormatMicros(r.eval_latency.latency.p99),
+                        Ratio(p99_ratio), "", "");
+  absl::StrAppendFormat(
+      &out, row,
+      absl::StrCat("throughput, ", options.concurrency, " clients"),
+      absl::StrFormat("%.0f/s", r.echo_throughput.throughput),
+      absl::StrFormat("%.0f/s", r.eval_throughput.throughput),
+      Ratio(throughput_ratio),
+      absl::StrCat(">=", Ratio(options.throughput_target)),
+      throughput_ok ? "PASS" : "MISS");
+  absl::StrAppendFormat(
+      &out, row,
+      absl::StrCat("p50/p99 latency, ", options.concurrency, " clients"),
+      absl::StrCat(FormatMicros(r.echo_throughput.latency.p50), "/",
+                   FormatMicros(r.echo_throughput.latency.p99)),
+      absl::StrCat(FormatMicros(r.eval_throughput.latency.p50), "/",
+                   FormatMicros(r.eval_throughput.latency.p99)),
+      "", "", "");
+  const std::pair<const char*, const PhaseResult*> phases[] = {
+      {"echo, 1 client", &r.echo_latency},
+      {"eval, 1 client", &r.eval_latency},
+      {"echo, N clients", &r.echo_throughput},
+      {"eval, N clients", &r.eval_throughput}};
+  for (const auto& [name, phase] : phases) {
+    for (const auto& [code, count] : phase->errors) {
+      absl::StrAppendFormat(&out, "errors in %s: %s x%d\n", name, code, count);
+    }
+  }
+  return out;
+}
+
+}  // namespace bench
+}  // namespace pyexec

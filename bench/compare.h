@@ -1,0 +1,65 @@
+// The pyexec-vs-echo comparison: Eval("1+1") on bound sessions against a
+// bare gRPC echo, 1 client for latency and N clients for throughput.
+
+#ifndef PYEXEC_BENCH_COMPARE_H_
+#define PYEXEC_BENCH_COMPARE_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "bench/load.h"
+#include "grpcpp/channel.h"
+
+namespace pyexec {
+namespace bench {
+
+// Settings of a comparison run.
+struct CompareOptions {
+  // Warmup and measured time of each of the four phases.
+  PhaseOptions phase;
+  // Concurrent clients (each its own thread and session) for throughput.
+  int concurrency = 8;
+  // true: all clients share one channel (one HTTP/2 connection); false:
+  // each client gets its own channel and connection.
+  bool shared_channel = false;
+  // Deadline of every measured call.
+  absl::Duration call_timeout = absl::Seconds(10);
+  // Echo payload size in bytes, about the size of an Eval request.
+  int echo_payload_bytes = 48;
+  // Targets: Eval p50 <= latency_target x echo p50.
+  double latency_target = 1.25;
+  // Eval throughput >= throughput_target x echo throughput.
+  double throughput_target = 0.6;
+};
+
+// Figures of a comparison run.
+struct CompareReport {
+  PhaseResult echo_latency;
+  PhaseResult eval_latency;
+  PhaseResult echo_throughput;
+  PhaseResult eval_throughput;
+};
+
+// Creates an insecure channel to `address`. With `own_connection` the
+// channel gets a private subchannel pool, so it opens its own TCP connection
+// instead of sharing one with other channels to the same address.
+std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address,
+                                           bool own_connection);
+
+// Runs the four phases against a pyexec server and an echo server. Sessions
+// are bound before and unbound after each Eval phase. UNAVAILABLE if a
+// server cannot be reached; a Bind failure is returned as is.
+absl::StatusOr<CompareReport> RunCompare(const std::string& pyexec_address,
+                                         const std::string& echo_address,
+                                         const CompareOptions& options);
+
+// The results table with ratios and PASS/MISS against the targets.
+std::string FormatCompareTable(const CompareReport& report,
+                               const CompareOptions& options);
+
+}  // namespace bench
+}  // namespace pyexec
+
+#endif  // PYEXEC_BENCH_COMPARE_H_

@@ -1,0 +1,37 @@
+// echo_server: the bench baseline as its own process, like pyexecd.
+// Prints "listening on HOST:PORT" once serving; stops on SIGTERM/SIGINT.
+
+#include <signal.h>
+
+#include <iostream>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "bench/echo_server.h"
+
+ABSL_FLAG(std::string, listen, "127.0.0.1:0",
+          "address to serve on; port 0 picks a free port");
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  // Block the stop signals before gRPC starts threads so that they inherit
+  // the mask, then wait for one synchronously.
+  sigset_t stop;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGTERM);
+  sigaddset(&stop, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+
+  absl::StatusOr<pyexec::bench::EchoServer> echo =
+      pyexec::bench::StartEchoServer(absl::GetFlag(FLAGS_listen));
+  if (!echo.ok()) {
+    std::cerr << "echo_server: " << echo.status() << "\n";
+    return 1;
+  }
+  std::cout << "listening on " << echo->address << std::endl;
+  int sig = 0;
+  sigwait(&stop, &sig);
+  echo->server->Shutdown();
+  return 0;
+}

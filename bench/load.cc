@@ -1,0 +1,72 @@
+#include "bench/load.h"
+
+#include <atomic>
+#include <thread>
+
+#include "absl/synchronization/barrier.h"
+#include "absl/synchronization/notification.h"
+
+namespace pyexec {
+namespace bench {
+namespace {
+
+// What one caller saw while measuring.
+struct CallerTally {
+  std::vector<absl::Duration> samples;
+  std::map<std::string, int64_t> errors;
+};
+
+}  // namespace
+
+PhaseResult RunPhase(const std::vector<CallFn>& calls,
+                     const PhaseOptions& options) {
+  const size_t n = calls.size();
+  std::vector<CallerTally> tallies(n);
+  // Callers and this thread meet after their own warmups, then measure until
+  // `stop`; the shared start keeps every caller inside the same window.
+  absl::Barrier* start = new absl::Barrier(static_cast<int>(n) + 1);
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> threads;
+  threads.reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    threads.emplace_back([&, i] {
+      const absl::Time warm_until = absl::Now() + options.warmup;
+      while (absl::Now() < warm_until) (void)calls[i]();
+      if (start->Block()) delete start;
+      CallerTally& tally = tallies[i];
+      while (!stop.load(std::memory_order_relaxed)) {
+        const absl::Time t0 = absl::Now();
+        absl::Status status = calls[i]();
+        const absl::Duration latency = absl::Now() - t0;
+        if (stop.load(std::memory_order_relaxed)) break;  // Past the window.
+        if (status.ok()) {
+          tally.samples.push_back(latency);
+        } else {
+          ++tally.errors[absl::StatusCodeToString(status.code())];
+        }
+      }
+    });
+  }
+  if (start->Block()) delete start;
+  const absl::Time t0 = absl::Now();
+  absl::SleepFor(options.duration);
+  stop.store(true);
+  const absl::Duration elapsed = absl::Now() - t0;
+  for (std::thread& t : threads) t.join();
+
+  PhaseResult result;
+  result.elapsed = elapsed;
+  std::vector<absl::Duration> all;
+  for (CallerTally& tally : tallies) {
+    all.insert(all.end(), tally.samples.begin(), tally.samples.end());
+    for (const auto& [code, count] : tally.errors) result.errors[code] += count;
+  }
+  result.ok = static_cast<int64_t>(all.size());
+  result.latency = Summarize(all);
+  result.throughput =
+      static_cast<double>(result.ok) / absl::ToDoubleSeconds(elapsed);
+  return result;
+}
+
+}  // namespace bench
+}  // namespace pyexec

@@ -1,0 +1,54 @@
+// Closed-loop load: one caller measured for latency, N callers for throughput.
+
+#ifndef PYEXEC_BENCH_LOAD_H_
+#define PYEXEC_BENCH_LOAD_H_
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "bench/latency.h"
+
+namespace pyexec {
+namespace bench {
+
+// One blocking call; returns its outcome.
+using CallFn = std::function<absl::Status()>;
+
+// How long to run a phase.
+struct PhaseOptions {
+  // Calls made and discarded before measuring (connections, caches, JIT-less
+  // Python warm-up).
+  absl::Duration warmup = absl::Seconds(1);
+  // Measured time.
+  absl::Duration duration = absl::Seconds(5);
+};
+
+// Outcome of a phase.
+struct PhaseResult {
+  // Latency of the successful measured calls.
+  LatencySummary latency;
+  // Successful measured calls per second, over all callers.
+  double throughput = 0;
+  // Successful measured calls.
+  int64_t ok = 0;
+  // Failed measured calls by status code name.
+  std::map<std::string, int64_t> errors;
+  // Wall time measured.
+  absl::Duration elapsed;
+};
+
+// Runs `calls.size()` callers, each on its own thread calling its CallFn back
+// to back: warmup first (all callers together), then `duration` measured. A
+// single CallFn gives the sequential-latency phase.
+PhaseResult RunPhase(const std::vector<CallFn>& calls,
+                     const PhaseOptions& options);
+
+}  // namespace bench
+}  // namespace pyexec
+
+#endif  // PYEXEC_BENCH_LOAD_H_

@@ -1,0 +1,93 @@
+#include "bench/process.h"
+
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace pyexec {
+namespace bench {
+namespace {
+
+using ::testing::HasSubstr;
+
+TEST(ParseListeningLineTest, Parses) {
+  EXPECT_EQ(ParseListeningLine("listening on 127.0.0.1:4242\n"), "127.0.0.1:4242");
+  EXPECT_EQ(ParseListeningLine("listening on [::1]:1"), "[::1]:1");
+  EXPECT_EQ(ParseListeningLine("starting"), "");
+  EXPECT_EQ(ParseListeningLine("listening on "), "");
+}
+
+// A fake server: a shell script that prints noise, then the line, then
+// keeps printing until stopped.
+std::string WriteScript(const std::string& body) {
+  std::string path = std::string(getenv("TEST_TMPDIR")) + "/server.sh";
+  FILE* f = fopen(path.c_str(), "w");
+  fprintf(f, "#!/bin/sh\n%s\n", body.c_str());
+  fclose(f);
+  chmod(path.c_str(), 0755);
+  return path;
+}
+
+TEST(ServerProcessTest, ReadsListeningLineAndStops) {
+  const std::string script = WriteScript(
+      "echo booting; echo listening on 127.0.0.1:5555; sleep 0.5 & wait; "
+      "exec sleep 60");
+  absl::StatusOr<std::unique_ptr<ServerProcess>> p =
+      ServerProcess::Start({script}, "", absl::Seconds(10));
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ((*p)->address(), "127.0.0.1:5555");
+  EXPECT_GT(RssKb((*p)->pid()), 0);
+  EXPECT_GE(FdCount((*p)->pid()), 3);
+  EXPECT_EQ((*p)->Stop(), "signal 15");
+  EXPECT_EQ((*p)->Stop(), "signal 15");  // Idempotent.
+}
+
+TEST(ServerProcessTest, SilentServerTimesOut) {
+  const std::string script = WriteScript("exec sleep 60");
+  absl::StatusOr<std::unique_ptr<ServerProcess>> p =
+      ServerProcess::Start({script}, "", absl::Milliseconds(300));
+  EXPECT_EQ(p.status().code(), absl::StatusCode::kUnavailable);
+}
+
+TEST(ServerProcessTest, ExitingServerFailsFast) {
+  const std::string script = WriteScript("echo oops; exit 3");
+  const absl::Time t0 = absl::Now();
+  absl::StatusOr<std::unique_ptr<ServerProcess>> p =
+      ServerProcess::Start({script}, "", absl::Seconds(30));
+  EXPECT_EQ(p.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(p.status().message(), HasSubstr("exit 3"));
+  EXPECT_LT(absl::Now() - t0, absl::Seconds(10));
+}
+
+TEST(ServerProcessTest, MissingBinary) {
+  EXPECT_EQ(ServerProcess::Start({"/nonexistent/x"}, "", absl::Seconds(1))
+                .status()
+                .code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST(ChildPidsTest, SeesForkedChild) {
+  const pid_t child = fork();
+  if (child == 0) {
+    pause();
+    _exit(0);
+  }
+  std::vector<pid_t> children = ChildPids(getpid());
+  EXPECT_NE(std::find(children.begin(), children.end(), child), children.end());
+  kill(child, SIGKILL);
+  waitpid(child, nullptr, 0);
+  EXPECT_EQ(RssKb(child), -1);
+  EXPECT_EQ(FdCount(child), -1);
+}
+
+}  // namespace
+}  // namespace bench
+}  // namespace pyexec
