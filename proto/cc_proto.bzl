@@ -4,7 +4,15 @@ Debian's protobuf-compiler and grpc_cpp_plugin stand in for rules_proto and
 the gRPC Bazel rules, which cannot be fetched offline.
 """
 
-def cc_proto_genrule(name, srcs, import_root, grpc = False, deps = [], visibility = None):
+def cc_proto_genrule(
+        name,
+        srcs,
+        import_root,
+        grpc = False,
+        grpc_header_includes = [],
+        extra_hdrs = [],
+        deps = [],
+        visibility = None):
     """Generates and compiles C++ message (and optionally gRPC) code.
 
     Args:
@@ -13,6 +21,9 @@ def cc_proto_genrule(name, srcs, import_root, grpc = False, deps = [], visibilit
       import_root: execroot-relative directory that imports are resolved
         against; generated files keep their path below it.
       grpc: also run grpc_cpp_plugin.
+      grpc_header_includes: headers (import-root relative) that the generated
+        .grpc.pb.h includes right after the message header.
+      extra_hdrs: hand-written headers that belong to the library.
       deps: cc_proto_genrule libraries whose protos these import.
       visibility: of the cc_library.
     """
@@ -31,8 +42,11 @@ def cc_proto_genrule(name, srcs, import_root, grpc = False, deps = [], visibilit
 
     plugin = ""
     if grpc:
+        params = ""
+        if grpc_header_includes:
+            params = "additional_header_includes=" + ":".join(grpc_header_includes) + ":"
         plugin = (" --plugin=protoc-gen-grpc=$$(command -v grpc_cpp_plugin)" +
-                  " --grpc_out=$(@D)")
+                  " --grpc_out=" + params + "$(@D)")
 
     # $(@D) is the package's output directory when there are several outputs;
     # generated files land below it at their import-relative path.
@@ -51,7 +65,7 @@ def cc_proto_genrule(name, srcs, import_root, grpc = False, deps = [], visibilit
     native.cc_library(
         name = name,
         srcs = [o for o in outs if o.endswith(".cc")],
-        hdrs = [o for o in outs if o.endswith(".h")],
+        hdrs = [o for o in outs if o.endswith(".h")] + extra_hdrs,
         includes = ["."],
         deps = deps + ["//third_party:protobuf"] + (["//third_party:grpc"] if grpc else []),
         visibility = visibility,

@@ -1,0 +1,145 @@
+// pyexecd: runs Python for programs written in any language, over gRPC.
+// Flags are defined here only; they fill ServerOptions.
+
+#include <limits.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "common/logging.h"
+#include "server/pyexec_server.h"
+
+ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
+          "host:port to listen on; port 0 picks a free port.");
+ABSL_FLAG(int, workers, 4,
+          "Idle interpreters kept warm for stateless calls and fast binds.");
+ABSL_FLAG(int, max_workers, 16,
+          "Most interpreters bound to sessions at once; Bind past it answers "
+          "RESOURCE_EXHAUSTED no_workers_available.");
+ABSL_FLAG(int, max_pending, 1024,
+          "Most calls waiting for a worker; more answer RESOURCE_EXHAUSTED.");
+ABSL_FLAG(absl::Duration, session_idle_timeout, absl::Minutes(10),
+          "Idle time after which a session is unbound (Bind may ask for its "
+          "own).");
+ABSL_FLAG(absl::Duration, max_session_idle_timeout, absl::Hours(24),
+          "Longest idle timeout a Bind may ask for.");
+ABSL_FLAG(absl::Duration, default_timeout, absl::Seconds(30),
+          "Deadline of calls that carry none.");
+ABSL_FLAG(absl::Duration, kill_grace, absl::Seconds(2),
+          "Time an interrupted call gets to stop before its worker is "
+          "SIGKILLed.");
+ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(30),
+          "On SIGTERM, how long in-flight calls may take to finish.");
+ABSL_FLAG(std::string, worker_binary, "",
+          "Path of pyexec_worker; default: next to pyexecd, or "
+          "../context_pool/pyexec_worker relative to it (the Bazel layout).");
+ABSL_FLAG(uint64_t, worker_memory_limit_mb, 4096,
+          "Address-space limit per worker in MiB (RLIMIT_AS); 0 = none.");
+ABSL_FLAG(uint64_t, worker_max_open_files, 1024,
+          "Open-file limit per worker (RLIMIT_NOFILE); 0 = inherited.");
+ABSL_FLAG(uint64_t, max_output_bytes, 1 << 20,
+          "Captured stdout and stderr per call, each; the rest is cut.");
+ABSL_FLAG(int, max_message_bytes, 64 << 20,
+          "Largest gRPC request or response.");
+ABSL_FLAG(int, max_value_depth, 64,
+          "Deepest container nesting of values (at most 100).");
+
+namespace pyexec {
+namespace {
+
+std::string DefaultWorkerBinary() {
+  char self[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+  if (n <= 0) return "pyexec_worker";
+  self[n] = '\0';
+  std::string dir(self);
+  dir.resize(dir.rfind('/'));
+  for (const std::string& candidate :
+       {dir + "/pyexec_worker", dir + "/../context_pool/pyexec_worker"}) {
+    if (access(candidate.c_str(), X_OK) == 0) return candidate;
+  }
+  return dir + "/pyexec_worker";
+}
+
+ServerOptions OptionsFromFlags() {
+  ServerOptions o;
+  o.listen = absl::GetFlag(FLAGS_listen);
+  o.pool.workers = std::max(1, absl::GetFlag(FLAGS_workers));
+  o.pool.max_workers = std::max(0, absl::GetFlag(FLAGS_max_workers));
+  o.pool.max_pending = std::max(0, absl::GetFlag(FLAGS_max_pending));
+  o.pool.kill_grace = absl::GetFlag(FLAGS_kill_grace);
+  o.core.session_idle_timeout = absl::GetFlag(FLAGS_session_idle_timeout);
+  o.core.max_session_idle_timeout =
+      std::max(absl::GetFlag(FLAGS_max_session_idle_timeout),
+               o.core.session_idle_timeout);
+  o.default_timeout = absl::GetFlag(FLAGS_default_timeout);
+  o.drain_timeout = absl::GetFlag(FLAGS_drain_timeout);
+  o.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  o.worker.worker_binary = absl::GetFlag(FLAGS_worker_binary);
+  if (o.worker.worker_binary.empty()) o.worker.worker_binary = DefaultWorkerBinary();
+  o.worker.max_output_bytes = absl::GetFlag(FLAGS_max_output_bytes);
+  o.worker.max_value_depth =
+      std::clamp(absl::GetFlag(FLAGS_max_value_depth), 1, 100);
+  // A request frame carries one gRPC message plus a little framing.
+  o.worker.max_frame_bytes = static_cast<uint64_t>(o.max_message_bytes) + 4096;
+  o.pool.max_frame_bytes =
+      o.worker.max_frame_bytes + 2 * o.worker.max_output_bytes;
+  o.worker.memory_limit_mb = absl::GetFlag(FLAGS_worker_memory_limit_mb);
+  o.worker.max_open_files = absl::GetFlag(FLAGS_worker_max_open_files);
+  return o;
+}
+
+int Run() {
+  // Block the stop signals in every thread (threads inherit the mask) and
+  // take them synchronously below.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  PyExecServer server(OptionsFromFlags());
+  absl::StatusOr<std::string> address = server.Start();
+  if (!address.ok()) {
+    LogError(absl::StrCat("cannot start: ", address.status().message()));
+    server.Shutdown();
+    return 1;
+  }
+  std::printf("listening on %s\n", address->c_str());
+  std::fflush(stdout);
+
+  int signal_number = 0;
+  sigwait(&stop_signals, &signal_number);
+  LogInfo(absl::StrCat("received ", signal_number == SIGTERM ? "SIGTERM" : "SIGINT"));
+  // A second signal during the drain stops at once.
+  std::thread second([&stop_signals, &server] {
+    int again = 0;
+    sigwait(&stop_signals, &again);
+    LogWarning("second stop signal: stopping now");
+    _exit(0);  // PR_SET_PDEATHSIG takes the workers down with us.
+  });
+  second.detach();
+  server.Drain();
+  server.Shutdown();
+  return 0;
+}
+
+}  // namespace
+}  // namespace pyexec
+
+int main(int argc, char** argv) {
+  pyexec::SetLogProgramName("pyexecd");
+  absl::SetProgramUsageMessage(
+      "pyexecd: runs Python for programs written in any language, over gRPC.\n"
+      "  pyexecd --listen=127.0.0.1:50051 --workers=4 --max_workers=16");
+  absl::ParseCommandLine(argc, argv);
+  return pyexec::Run();
+}

@@ -1,0 +1,185 @@
+#include "server/pyexec_core.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/logging.h"
+
+namespace pyexec {
+
+std::string TokenForLog(absl::string_view token) {
+  return absl::StrCat(token.substr(0, 8), "…");
+}
+
+PyExecCore::PyExecCore(const CoreOptions& options, SessionTable* sessions,
+                       ContextPool* pool)
+    : options_(options), sessions_(sessions), pool_(pool) {}
+
+void PyExecCore::Bind(const v1::BindRequest& request, absl::Time deadline,
+                      v1::BindResponse* response, RpcDone done) {
+  absl::Duration idle = options_.session_idle_timeout;
+  if (request.idle_timeout_seconds() > 0) {
+    idle = std::min(absl::Seconds(request.idle_timeout_seconds()),
+                    options_.max_session_idle_timeout);
+  }
+  pool_->Acquire(deadline, [this, idle, response,
+                            done = std::move(done)](absl::StatusOr<WorkerId> worker) {
+    if (!worker.ok()) {
+      done(worker.status());
+      return;
+    }
+    std::string token = sessions_->Add(*worker, idle);
+    LogInfo(absl::StrCat("bind session ", TokenForLog(token), " idle_timeout ",
+                         absl::FormatDuration(idle)));
+    response->set_session(std::move(token));
+    response->set_idle_timeout_seconds(
+        static_cast<uint32_t>(absl::ToInt64Seconds(idle)));
+    done(absl::OkStatus());
+  });
+}
+
+absl::Status PyExecCore::Unbind(const v1::UnbindRequest& request) {
+  std::optional<WorkerId> worker = sessions_->Remove(request.session());
+  if (worker.has_value()) {
+    LogInfo(absl::StrCat("unbind session ", TokenForLog(request.session())));
+    pool_->Release(*worker);
+  }
+  return absl::OkStatus();
+}
+
+CallId PyExecCore::Run(const std::string& session,
+                       internal::WorkerRequest request, absl::Time deadline,
+                       std::function<void(internal::WorkerResponse&)> fill,
+                       RpcDone done) {
+  WorkerId worker = 0;
+  if (!session.empty()) {
+    absl::StatusOr<WorkerId> found = sessions_->BeginCall(session);
+    if (!found.ok()) {
+      done(found.status());
+      return 0;
+    }
+    worker = *found;
+  }
+  return pool_->Submit(
+      worker, std::move(request), deadline,
+      [this, session, fill = std::move(fill), done = std::move(done)](
+          absl::StatusOr<internal::WorkerResponse> result) {
+        if (!session.empty()) sessions_->EndCall(session);
+        if (!result.ok()) {
+          done(result.status());
+        } else if (result->has_failure()) {
+          done(absl::Status(
+              static_cast<absl::StatusCode>(result->failure().code()),
+              result->failure().message()));
+        } else {
+          fill(*result);
+          done(absl::OkStatus());
+        }
+      });
+}
+
+CallId PyExecCore::Eval(const v1::EvalRequest& request, absl::Time deadline,
+                        v1::EvalResponse* response, RpcDone done) {
+  if (request.code().empty()) {
+    done(absl::InvalidArgumentError("code is empty"));
+    return 0;
+  }
+  internal::WorkerRequest work;
+  work.set_fresh_namespace(request.session().empty());
+  *work.mutable_eval() = request;
+  work.mutable_eval()->clear_session();
+  return Run(
+      request.session(), std::move(work), deadline,
+      [response](internal::WorkerResponse& r) {
+        if (r.has_error()) {
+          response->mutable_error()->Swap(r.mutable_error());
+        } else {
+          response->mutable_value()->Swap(r.mutable_value());
+        }
+        response->mutable_stdout()->swap(*r.mutable_stdout());
+        response->mutable_stderr()->swap(*r.mutable_stderr());
+      },
+      std::move(done));
+}
+
+CallId PyExecCore::Exec(const v1::ExecRequest& request, absl::Time deadline,
+                        v1::ExecResponse* response, RpcDone done) {
+  if (request.code().empty()) {
+    done(absl::InvalidArgumentError("code is empty"));
+    return 0;
+  }
+  internal::WorkerRequest work;
+  work.set_fresh_namespace(request.session().empty());
+  *work.mutable_exec() = request;
+  work.mutable_exec()->clear_session();
+  return Run(
+      request.session(), std::move(work), deadline,
+      [response](internal::WorkerResponse& r) {
+        if (r.has_error()) response->mutable_error()->Swap(r.mutable_error());
+        response->mutable_stdout()->swap(*r.mutable_stdout());
+        response->mutable_stderr()->swap(*r.mutable_stderr());
+      },
+      std::move(done));
+}
+
+CallId PyExecCore::Call(const v1::CallRequest& request, absl::Time deadline,
+                        v1::CallResponse* response, RpcDone done) {
+  if (request.function().empty()) {
+    done(absl::InvalidArgumentError("function is empty"));
+    return 0;
+  }
+  if (request.module().empty()) {
+    done(absl::InvalidArgumentError(
+        "module is empty (use \"builtins\" or \"__main__\")"));
+    return 0;
+  }
+  internal::WorkerRequest work;
+  work.set_fresh_namespace(request.session().empty());
+  *work.mutable_call() = request;
+  work.mutable_call()->clear_session();
+  return Run(
+      request.session(), std::move(work), deadline,
+      [response](internal::WorkerResponse& r) {
+        if (r.has_error()) {
+          response->mutable_error()->Swap(r.mutable_error());
+        } else {
+          response->mutable_value()->Swap(r.mutable_value());
+        }
+        response->mutable_stdout()->swap(*r.mutable_stdout());
+        response->mutable_stderr()->swap(*r.mutable_stderr());
+      },
+      std::move(done));
+}
+
+v1::GetStatsResponse PyExecCore::GetStats() const {
+  PoolStats stats = pool_->GetStats();
+  v1::GetStatsResponse response;
+  response.set_num_workers(stats.num_workers);
+  response.set_available_workers(stats.available_workers);
+  response.set_checked_out(stats.checked_out);
+  response.set_pending_requests(stats.pending_requests);
+  response.set_max_workers(pool_->max_workers());
+  response.set_starting_workers(stats.starting_workers);
+  response.set_busy_workers(stats.busy_workers);
+  response.set_workers_spawned(stats.workers_spawned);
+  response.set_workers_died(stats.workers_died);
+  response.set_calls_total(stats.calls_total);
+  response.set_sessions(static_cast<uint32_t>(sessions_->size()));
+  return response;
+}
+
+void PyExecCore::ReapExpiredSessions() {
+  for (const auto& [token, worker] : sessions_->TakeExpired()) {
+    LogInfo(absl::StrCat("session ", TokenForLog(token), " expired (idle)"));
+    pool_->Release(worker);
+  }
+}
+
+void PyExecCore::OnWorkerLost(WorkerId worker, const std::string& reason) {
+  if (std::optional<std::string> token = sessions_->RemoveByWorker(worker)) {
+    LogWarning(absl::StrCat("session ", TokenForLog(*token), " lost: ", reason));
+  }
+}
+
+}  // namespace pyexec

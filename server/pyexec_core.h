@@ -1,0 +1,78 @@
+#ifndef PYEXEC_SERVER_PYEXEC_CORE_H_
+#define PYEXEC_SERVER_PYEXEC_CORE_H_
+
+#include <functional>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "context_pool/context_pool.h"
+#include "pyexec/v1/pyexec.pb.h"
+#include "server/session_table.h"
+
+namespace pyexec {
+
+// Settings of PyExecCore.
+struct CoreOptions {
+  // Idle timeout of a session that asks for none.
+  absl::Duration session_idle_timeout = absl::Minutes(10);
+  // Longest idle timeout a Bind may ask for.
+  absl::Duration max_session_idle_timeout = absl::Hours(24);
+};
+
+// Receives the outcome of an RPC once its response has been filled in.
+using RpcDone = std::function<void(absl::Status status)>;
+
+// The PyExec API's logic, free of gRPC: validates requests, resolves
+// sessions, runs calls on the pool and fills in responses. The gRPC service
+// is a thin adapter over it.
+//
+// Thread-safe. `done` callbacks may run on the calling thread (for requests
+// answered at once) or on the pool's I/O thread; the response object must
+// stay alive until then.
+class PyExecCore {
+ public:
+  // `sessions` and `pool` must outlive the core.
+  PyExecCore(const CoreOptions& options, SessionTable* sessions,
+             ContextPool* pool);
+
+  void Bind(const v1::BindRequest& request, absl::Time deadline,
+            v1::BindResponse* response, RpcDone done);
+  // Always OK: unknown and expired tokens are fine.
+  absl::Status Unbind(const v1::UnbindRequest& request);
+
+  // Eval/Exec/Call return the pool's CallId, for Cancel (0 if the call was
+  // answered at once).
+  CallId Eval(const v1::EvalRequest& request, absl::Time deadline,
+              v1::EvalResponse* response, RpcDone done);
+  CallId Exec(const v1::ExecRequest& request, absl::Time deadline,
+              v1::ExecResponse* response, RpcDone done);
+  CallId Call(const v1::CallRequest& request, absl::Time deadline,
+              v1::CallResponse* response, RpcDone done);
+  // The client went away: interrupts the call.
+  void Cancel(CallId call) { pool_->Cancel(call); }
+
+  v1::GetStatsResponse GetStats() const;
+
+  // Unbinds sessions idle past their timeout.
+  void ReapExpiredSessions();
+  // The pool lost a checked-out worker: its session is gone.
+  void OnWorkerLost(WorkerId worker, const std::string& reason);
+
+ private:
+  // Runs `request` on the session's worker (or a pooled one) and hands the
+  // worker's response to `fill`.
+  CallId Run(const std::string& session, internal::WorkerRequest request,
+             absl::Time deadline,
+             std::function<void(internal::WorkerResponse&)> fill, RpcDone done);
+
+  const CoreOptions options_;
+  SessionTable* const sessions_;
+  ContextPool* const pool_;
+};
+
+// A short, loggable prefix of a session token (never log whole tokens).
+std::string TokenForLog(absl::string_view token);
+
+}  // namespace pyexec
+
+#endif  // PYEXEC_SERVER_PYEXEC_CORE_H_

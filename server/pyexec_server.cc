@@ -1,0 +1,131 @@
+#include "server/pyexec_server.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/logging.h"
+#include "grpc/health/v1/health.pb.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/security/server_credentials.h"
+#include "grpcpp/server_builder.h"
+
+namespace pyexec {
+namespace {
+
+constexpr char kPyExecServiceName[] = "pyexec.v1.PyExec";
+
+}  // namespace
+
+std::string WithPort(absl::string_view host_port, int port) {
+  size_t colon = host_port.rfind(':');
+  absl::string_view host =
+      colon == absl::string_view::npos ? host_port : host_port.substr(0, colon);
+  return absl::StrCat(host, ":", port);
+}
+
+PyExecServer::PyExecServer(ServerOptions options)
+    : options_(std::move(options)) {}
+
+PyExecServer::~PyExecServer() { Shutdown(); }
+
+absl::StatusOr<std::string> PyExecServer::Start() {
+  pool_ = std::make_unique<ContextPool>(
+      options_.pool, std::make_unique<ProcessWorkerLauncher>(options_.worker));
+  sessions_ = std::make_unique<SessionTable>();
+  core_ = std::make_unique<PyExecCore>(options_.core, sessions_.get(),
+                                       pool_.get());
+  PyExecCore* core = core_.get();
+  pool_->SetWorkerLostListener(
+      [core](WorkerId worker, const std::string& reason) {
+        core->OnWorkerLost(worker, reason);
+      });
+  service_ = std::make_unique<PyExecService>(core, options_.default_timeout);
+
+  // Link the health messages' descriptors so that reflection can describe
+  // the built-in Health service.
+  (void)grpc::health::v1::HealthCheckRequest::descriptor();
+  std::vector<std::string> services = {
+      kPyExecServiceName, "grpc.health.v1.Health",
+      "grpc.reflection.v1alpha.ServerReflection",
+      "grpc.reflection.v1.ServerReflection"};
+  reflection_v1alpha_ = std::make_unique<ReflectionV1AlphaService>(services);
+  reflection_v1_ = std::make_unique<ReflectionV1Service>(services);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(options_.listen, grpc::InsecureServerCredentials(),
+                           &port);
+  builder.SetMaxReceiveMessageSize(options_.max_message_bytes);
+  builder.SetMaxSendMessageSize(options_.max_message_bytes);
+  builder.RegisterService(service_.get());
+  builder.RegisterService(reflection_v1alpha_.get());
+  builder.RegisterService(reflection_v1_.get());
+  server_ = builder.BuildAndStart();
+  if (server_ == nullptr || port == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", options_.listen));
+  }
+  SetServing(false);
+
+  if (absl::Status s = pool_->Start(); !s.ok()) return s;
+  if (!pool_->WaitUntilWarm(options_.warmup_timeout)) {
+    return absl::DeadlineExceededError(absl::StrCat(
+        "the worker pool did not warm up within ",
+        absl::FormatDuration(options_.warmup_timeout),
+        " (is --worker_binary right? see the log above)"));
+  }
+  reaper_ = std::thread([this] { ReaperLoop(); });
+  SetServing(true);
+  std::string address = WithPort(options_.listen, port);
+  LogInfo(absl::StrCat("serving on ", address, " with ", options_.pool.workers,
+                       " warm workers, at most ", options_.pool.max_workers,
+                       " sessions"));
+  return address;
+}
+
+void PyExecServer::SetServing(bool serving) {
+  grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
+  if (health == nullptr) return;
+  health->SetServingStatus(serving);
+  health->SetServingStatus(kPyExecServiceName, serving);
+}
+
+void PyExecServer::ReaperLoop() {
+  // Expiry is checked once a second: idle timeouts are minutes, and a
+  // session's deadline never passes while a call is in flight.
+  while (!stop_reaper_.WaitForNotificationWithTimeout(absl::Seconds(1))) {
+    core_->ReapExpiredSessions();
+  }
+}
+
+bool PyExecServer::Drain() {
+  LogInfo(absl::StrCat("draining: waiting up to ",
+                       absl::FormatDuration(options_.drain_timeout),
+                       " for calls in flight"));
+  SetServing(false);
+  pool_->BeginDrain();
+  bool finished =
+      pool_->WaitForCallsToFinish(absl::Now() + options_.drain_timeout);
+  if (!finished) LogWarning("drain timed out; stopping calls still running");
+  return finished;
+}
+
+void PyExecServer::Shutdown() {
+  if (shut_down_) return;
+  shut_down_ = true;
+  if (reaper_.joinable()) {
+    stop_reaper_.Notify();
+    reaper_.join();
+  }
+  // Stop the pool first: open calls end UNAVAILABLE, which completes their
+  // reactors, so the gRPC shutdown below does not wait on them.
+  if (pool_ != nullptr) pool_->Shutdown();
+  if (server_ != nullptr) {
+    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    server_->Wait();
+  }
+  LogInfo("stopped");
+}
+
+}  // namespace pyexec

@@ -1,0 +1,84 @@
+#ifndef PYEXEC_SERVER_PYEXEC_SERVER_H_
+#define PYEXEC_SERVER_PYEXEC_SERVER_H_
+
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/status/status.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "context_pool/context_pool.h"
+#include "context_pool/process_worker_launcher.h"
+#include "grpcpp/server.h"
+#include "server/pyexec_core.h"
+#include "server/pyexec_service.h"
+#include "server/reflection_service.h"
+#include "server/session_table.h"
+
+namespace pyexec {
+
+// Everything pyexecd can be told. Filled from flags in main.cc.
+struct ServerOptions {
+  // host:port to listen on; port 0 picks a free port.
+  std::string listen = "127.0.0.1:50051";
+  // Pool sizing and deadlines (see ContextPoolOptions).
+  ContextPoolOptions pool;
+  // Settings passed to each worker process.
+  WorkerProcessOptions worker;
+  // Session idle timeouts.
+  CoreOptions core;
+  // Deadline applied to calls that carry none.
+  absl::Duration default_timeout = absl::Seconds(30);
+  // How long SIGTERM waits for in-flight calls before stopping workers.
+  absl::Duration drain_timeout = absl::Seconds(30);
+  // Largest gRPC message either way.
+  int max_message_bytes = 64 << 20;
+  // How long start-up waits for the warm pool.
+  absl::Duration warmup_timeout = absl::Seconds(60);
+};
+
+// pyexecd: the gRPC server, the pool, the session table, health and
+// reflection, wired together.
+//
+// Start, then Drain and/or Shutdown from one controlling thread.
+class PyExecServer {
+ public:
+  explicit PyExecServer(ServerOptions options);
+  ~PyExecServer();
+
+  // Binds the port, warms the pool and marks health SERVING. Returns the
+  // address actually listened on ("127.0.0.1:PORT").
+  absl::StatusOr<std::string> Start();
+
+  // Graceful stop: health NOT_SERVING, new binds and calls UNAVAILABLE,
+  // in-flight calls get up to drain_timeout. Returns false if calls were
+  // still open at the deadline.
+  bool Drain();
+
+  // Stops serving, kills the workers and waits for them. Idempotent.
+  void Shutdown();
+
+ private:
+  void SetServing(bool serving);
+  void ReaperLoop();
+
+  const ServerOptions options_;
+  std::unique_ptr<ContextPool> pool_;
+  std::unique_ptr<SessionTable> sessions_;
+  std::unique_ptr<PyExecCore> core_;
+  std::unique_ptr<PyExecService> service_;
+  std::unique_ptr<ReflectionV1AlphaService> reflection_v1alpha_;
+  std::unique_ptr<ReflectionV1Service> reflection_v1_;
+  std::unique_ptr<grpc::Server> server_;
+  absl::Notification stop_reaper_;
+  std::thread reaper_;
+  bool shut_down_ = false;
+};
+
+// Replaces the port of a host:port (IPv6 hosts in brackets) with `port`.
+std::string WithPort(absl::string_view host_port, int port);
+
+}  // namespace pyexec
+
+#endif  // PYEXEC_SERVER_PYEXEC_SERVER_H_

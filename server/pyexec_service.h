@@ -1,0 +1,50 @@
+#ifndef PYEXEC_SERVER_PYEXEC_SERVICE_H_
+#define PYEXEC_SERVER_PYEXEC_SERVICE_H_
+
+#include "absl/time/time.h"
+#include "pyexec/v1/pyexec.grpc.pb.h"
+#include "server/pyexec_core.h"
+
+namespace pyexec {
+
+// The pyexec.v1.PyExec gRPC service on the callback API. Stateless and thin:
+// per RPC it works out the deadline, calls PyExecCore, wires client
+// cancellation to the pool and converts the status. No handler blocks: the
+// reply completes the reactor from the pool's thread.
+class PyExecService final : public v1::PyExec::CallbackService {
+ public:
+  // `core` must outlive the service. Calls without a deadline get
+  // `default_timeout`.
+  PyExecService(PyExecCore* core, absl::Duration default_timeout)
+      : core_(core), default_timeout_(default_timeout) {}
+
+  grpc::ServerUnaryReactor* Bind(grpc::CallbackServerContext* context,
+                                 const v1::BindRequest* request,
+                                 v1::BindResponse* response) override;
+  grpc::ServerUnaryReactor* Unbind(grpc::CallbackServerContext* context,
+                                   const v1::UnbindRequest* request,
+                                   v1::UnbindResponse* response) override;
+  grpc::ServerUnaryReactor* Eval(grpc::CallbackServerContext* context,
+                                 const v1::EvalRequest* request,
+                                 v1::EvalResponse* response) override;
+  grpc::ServerUnaryReactor* Exec(grpc::CallbackServerContext* context,
+                                 const v1::ExecRequest* request,
+                                 v1::ExecResponse* response) override;
+  grpc::ServerUnaryReactor* Call(grpc::CallbackServerContext* context,
+                                 const v1::CallRequest* request,
+                                 v1::CallResponse* response) override;
+  grpc::ServerUnaryReactor* GetStats(grpc::CallbackServerContext* context,
+                                     const v1::GetStatsRequest* request,
+                                     v1::GetStatsResponse* response) override;
+
+ private:
+  // The call's deadline, or now + default_timeout when it has none.
+  absl::Time DeadlineOf(const grpc::CallbackServerContext& context) const;
+
+  PyExecCore* const core_;
+  const absl::Duration default_timeout_;
+};
+
+}  // namespace pyexec
+
+#endif  // PYEXEC_SERVER_PYEXEC_SERVICE_H_

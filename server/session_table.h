@@ -1,0 +1,70 @@
+#ifndef PYEXEC_SERVER_SESSION_TABLE_H_
+#define PYEXEC_SERVER_SESSION_TABLE_H_
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "context_pool/context_pool.h"
+
+namespace pyexec {
+
+// Maps session tokens to the workers checked out for them and tracks idle
+// deadlines.
+//
+// Tokens carry 128 bits from the OS CSPRNG (getrandom), hex-encoded. A
+// session whose calls are in flight never expires; its idle clock restarts
+// when its last call ends. Thread-safe.
+class SessionTable {
+ public:
+  // `now` is injected so that tests control time.
+  explicit SessionTable(std::function<absl::Time()> now = absl::Now)
+      : now_(std::move(now)) {}
+
+  // Registers a session for `worker` and returns its new token.
+  std::string Add(WorkerId worker, absl::Duration idle_timeout);
+
+  // Marks a call on the session as started and returns its worker, or
+  // NOT_FOUND for an unknown, expired or unbound token. Every successful
+  // BeginCall must be paired with EndCall.
+  absl::StatusOr<WorkerId> BeginCall(absl::string_view token);
+  // Marks a call as ended; the idle clock restarts. Unknown tokens are
+  // ignored (the session may have been unbound meanwhile).
+  void EndCall(absl::string_view token);
+
+  // Removes a session, returning its worker if it existed.
+  std::optional<WorkerId> Remove(absl::string_view token);
+  // Removes the session bound to `worker` (its worker died). Returns the
+  // token if there was one.
+  std::optional<std::string> RemoveByWorker(WorkerId worker);
+  // Removes and returns the sessions idle past their timeout, with no call
+  // in flight.
+  std::vector<std::pair<std::string, WorkerId>> TakeExpired();
+
+  size_t size() const;
+
+ private:
+  struct Session {
+    WorkerId worker;
+    absl::Duration idle_timeout;
+    absl::Time last_used;
+    int calls_in_flight = 0;
+  };
+
+  const std::function<absl::Time()> now_;
+  mutable absl::Mutex mu_;
+  absl::flat_hash_map<std::string, Session> sessions_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<WorkerId, std::string> by_worker_ ABSL_GUARDED_BY(mu_);
+};
+
+// 128 random bits from getrandom(2), as 32 lowercase hex digits.
+std::string NewSessionToken();
+
+}  // namespace pyexec
+
+#endif  // PYEXEC_SERVER_SESSION_TABLE_H_
