@@ -63,14 +63,9 @@ definition(Method) ->
           {ok, map()} | {error, pyexec_rpc:grpc_error()}.
 unary(Method, Request, Timeout) ->
     {Path, Def} = definition(Method),
-    %% grpcbox sends the ctx deadline as grpc-timeout, which is what makes
-    %% the server interrupt the Python code on timeout.
-    Ctx = case Timeout of
-              infinity -> ctx:new();
-              _ -> ctx:with_deadline_after(Timeout, millisecond)
-          end,
     Options = #{channel => pyexec_config:get(grpcbox_channel)},
-    try grpcbox_client:unary(Ctx, Path, Request, Def, Options) of
+    %% ctx and grpcbox are optional: `undef' from either means not installed.
+    try grpcbox_client:unary(deadline_ctx(Timeout), Path, Request, Def, Options) of
         {ok, Response, _Meta} ->
             {ok, Response};
         {error, {Status, Message}, _Meta} ->
@@ -82,9 +77,19 @@ unary(Method, Request, Timeout) ->
         {error, Reason} ->
             {error, {grpc, unavailable, iolist_to_binary(io_lib:format("grpcbox: ~p", [Reason]))}}
     catch
-        error:undef ->
-            {error, {grpc, unavailable, <<"grpcbox is not installed">>}}
+        error:undef:Stack ->
+            case Stack of
+                [{M, _, _, _} | _] when M =:= grpcbox_client; M =:= ctx ->
+                    {error, {grpc, unavailable, <<"grpcbox is not installed">>}};
+                _ ->
+                    erlang:raise(error, undef, Stack)
+            end
     end.
+
+%% grpcbox sends the ctx deadline as grpc-timeout, which is what makes the
+%% server interrupt the Python code on timeout.
+deadline_ctx(infinity) -> ctx:new();
+deadline_ctx(Ms) -> ctx:with_deadline_after(Ms, millisecond).
 
 status(S) when is_binary(S) -> pyexec_rpc:code(binary_to_integer(S));
 status(S) when is_integer(S) -> pyexec_rpc:code(S).
