@@ -40,7 +40,8 @@
 
 -include("pyexec_ctx.hrl").
 
--opaque ctx() :: #py_ctx{}.
+%% A context handle. Treat it as opaque: its layout may change.
+-type ctx() :: #py_ctx{}.
 -type code() :: unicode:chardata().
 -type name() :: atom() | binary() | string().
 -type value() :: pyexec_value:term_in() | pyexec_value:term_out().

@@ -62,7 +62,9 @@
           dec :: pyexec_hpack:decoder(),
           next_id = 1 :: pos_integer(),
           streams = #{} :: #{pos_integer() => #stream{}},
-          refs = #{} :: #{reference() => pos_integer()},  % alias or caller monitor -> stream
+          %% Caller alias or our monitor on the caller -> its stream id, or
+          %% `queued' for a request still waiting for a stream.
+          refs = #{} :: #{reference() => pos_integer() | queued},
           queue = queue:new() :: queue:queue(tuple()),    % requests waiting for a stream
           %% Peer settings and our send windows.
           max_streams = infinity :: non_neg_integer() | infinity,

@@ -31,7 +31,7 @@ unary(Method, Request, Timeout) ->
 %% response out. Used by unary/3 and by tests that talk to other services.
 -spec request(binary(), iodata(), timeout()) -> {ok, binary()} | {error, pyexec_rpc:grpc_error()}.
 request(Path, Msg, Timeout) ->
-    Body = [<<0, (iolist_size(Msg)):32>> | Msg],
+    Body = [<<0, (iolist_size(Msg)):32>>, Msg],
     Deadline = case Timeout of
                    infinity -> infinity;
                    _ -> erlang:monotonic_time(millisecond) + Timeout

@@ -66,9 +66,9 @@ enc_field(_N, _Type, undefined) -> [];
 enc_field(_N, string, <<>>) -> [];
 enc_field(N, string, S) -> len(N, S);
 enc_field(_N, uint32, 0) -> [];
-enc_field(N, uint32, I) -> [key(N, 0) | varint(I)];
+enc_field(N, uint32, I) -> [key(N, 0), varint(I)];
 enc_field(_N, uint64, 0) -> [];
-enc_field(N, uint64, I) -> [key(N, 0) | varint(I)];
+enc_field(N, uint64, I) -> [key(N, 0), varint(I)];
 enc_field(N, value, Term) ->
     {Io, _} = pyexec_value:encode_field(key(N, 2), Term),
     Io;
@@ -81,14 +81,14 @@ enc_field(N, {map, value}, Map) ->
     [begin
          KeyIo = len(1, map_key(K)),
          {ValIo, _} = pyexec_value:encode_field(<<16#12>>, V),
-         Entry = [KeyIo | ValIo],
-         [Key, varint(iolist_size(Entry)) | Entry]
+         Entry = [KeyIo, ValIo],
+         [Key, varint(iolist_size(Entry)), Entry]
      end || {K, V} <- maps:to_list(Map)];
 enc_field(N, {message, Name}, Msg) ->
     len(N, encode_msg(Name, Msg)).
 
 len(N, Io) ->
-    [key(N, 2), varint(iolist_size(Io)) | Io].
+    [key(N, 2), varint(iolist_size(Io)), Io].
 
 key(N, WireType) -> varint((N bsl 3) bor WireType).
 

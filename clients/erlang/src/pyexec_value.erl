@@ -74,7 +74,7 @@ encode_field(Tag, Term) ->
 %% instead of re-walking the iolist at every level.
 enc(I) when is_integer(I), I >= ?INT64_MIN, I =< ?INT64_MAX ->
     V = pyexec_pb:varint((I bsl 1) bxor (I bsr 63)),
-    {[?T_INT | V], 1 + byte_size(V)};
+    {[?T_INT, V], 1 + byte_size(V)};
 enc(I) when is_integer(I) ->
     len_field(?T_BIGINT, integer_to_binary(I));
 enc(F) when is_float(F) ->
@@ -106,17 +106,17 @@ enc(M) when is_map(M) ->
     {Keys, Items} = lists:unzip(maps:to_list(M)),
     {KIo, KSz} = items(?T_KEYS, Keys),
     {VIo, VSz} = items(?T_ITEMS, Items),
-    {[<<?T_DICT, 1>>, KIo | VIo], 2 + KSz + VSz};
+    {[<<?T_DICT, 1>>, KIo, VIo], 2 + KSz + VSz};
 enc(Other) ->
     throw({pyexec_bad_value, Other}).
 
 len_field(Tag, Bin) ->
     Len = pyexec_pb:varint(byte_size(Bin)),
-    {[Tag, Len | Bin], 1 + byte_size(Len) + byte_size(Bin)}.
+    {[Tag, Len, Bin], 1 + byte_size(Len) + byte_size(Bin)}.
 
 container(Marker, Elems) ->
     {Io, Sz} = items(?T_ITEMS, Elems),
-    {[<<Marker, 1>> | Io], 2 + Sz}.
+    {[<<Marker, 1>>, Io], 2 + Sz}.
 
 items(Tag, Elems) ->
     items(Tag, Elems, [], 0).
@@ -131,7 +131,7 @@ items(_Tag, Improper, _Acc, _Sz) ->
 
 sub(Tag, {Io, Size}) ->
     Len = pyexec_pb:varint(Size),
-    {[Tag, Len | Io], byte_size(Tag) + byte_size(Len) + Size}.
+    {[Tag, Len, Io], byte_size(Tag) + byte_size(Len) + Size}.
 
 %%====================================================================
 %% Decoding

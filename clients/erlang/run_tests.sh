@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Tests of the Erlang client: compile (offline, no dependencies), xref,
+# EUnit (codec, HPACK/RFC 7541 Appendix C, framing), then the Common Test
+# suites, which start a real pyexecd (and a grpcio test server) themselves.
+#
+#   clients/erlang/run_tests.sh            # everything
+#   clients/erlang/run_tests.sh eunit      # EUnit only (no server needed)
+#
+# PYEXECD: the pyexecd binary; default <repo>/bazel-bin/server/pyexecd
+# (build: bazel build //server:pyexecd //context_pool:pyexec_worker).
+# Needs: erlang-nox erlang-dev rebar3 erlang-common-test erlang-eunit, and
+# /usr/bin/python3 with grpcio (python3-grpcio) for the HTTP/2 suite.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+cd "$here"
+
+export PYEXECD="${PYEXECD:-$root/bazel-bin/server/pyexecd}"
+what="${1:-all}"
+
+rebar3 compile
+rebar3 xref
+rebar3 eunit
+
+if [ "$what" = "eunit" ]; then
+  exit 0
+fi
+
+if [ ! -x "$PYEXECD" ]; then
+  echo "run_tests.sh: pyexecd not found at $PYEXECD" >&2
+  echo "  build it: (cd $root && bazel build //server:pyexecd //context_pool:pyexec_worker)" >&2
+  exit 1
+fi
+rebar3 ct --verbose=false
