@@ -23,7 +23,8 @@ main(Args) ->
     true = code:add_patha(filename:join(filename:dirname(Here), "_build/default/lib/pyexec/ebin")),
     Pyexecd = env("PYEXECD", filename:join(Root, "bazel-bin/server/pyexecd")),
     Echo = env("ECHO_SERVER", filename:join(Root, "bazel-bin/bench/echo_server_main")),
-    {PyPort, PyOs} = start(Pyexecd, ["--listen=127.0.0.1:0", "--workers=4", "--max_workers=16"]),
+    %% The same server flags as the C++ bench's compare mode.
+    {PyPort, PyOs} = start(Pyexecd, ["--listen=127.0.0.1:0", "--workers=9", "--max_workers=16"]),
     io:format("pyexecd on port ~b; ~b s per phase; ~b processes for throughput; ~b schedulers~n",
               [PyPort, Secs, Procs, erlang:system_info(schedulers_online)]),
     app([{endpoints, [{"127.0.0.1", PyPort}]}, {connections, 2}]),
@@ -31,10 +32,14 @@ main(Args) ->
     {ok, 2} = py:eval(<<"1+1">>),
     EvalLat = phase(1, Secs, fun() -> {ok, 2} = py:eval(<<"1+1">>) end),
     ok = py:unbind(),
+    %% Like the C++ bench: 8 clients, each with its own bound session.
+    Eval8 = phase(8, Secs, fun() -> {ok, 2} = py:eval(<<"1+1">>) end,
+                  fun() -> ok = py:bind() end),
     EvalTput = phase(Procs, Secs, fun() -> {ok, 2} = py:eval(<<"1+1">>) end),
     kill(PyOs),
     Rows = [{"pyexec Eval \"1+1\", 1 process, bound session", EvalLat},
-            {io_lib:format("pyexec Eval \"1+1\", ~b processes, stateless", [Procs]), EvalTput}],
+            {io_lib:format("pyexec Eval \"1+1\", ~b processes, stateless", [Procs]), EvalTput},
+            {"pyexec Eval \"1+1\", 8 processes, bound session each", Eval8}],
     EchoRows = case filelib:is_regular(Echo) of
                    true ->
                        {EPort, EOs} = start(Echo, ["--listen=127.0.0.1:0"]),
@@ -47,7 +52,8 @@ main(Args) ->
                        Call(),
                        R = [{"bare gRPC echo, 1 process", phase(1, Secs, Call)},
                             {io_lib:format("bare gRPC echo, ~b processes", [Procs]),
-                             phase(Procs, Secs, Call)}],
+                             phase(Procs, Secs, Call)},
+                            {"bare gRPC echo, 8 processes", phase(8, Secs, Call)}],
                        kill(EOs),
                        R;
                    false ->
@@ -58,20 +64,30 @@ main(Args) ->
     [io:format("~-52s ~10b ~10b ~10b~n", [Name, Rate, P50, P99])
      || {Name, #{rate := Rate, p50 := P50, p99 := P99}} <- Rows ++ EchoRows],
     case EchoRows of
-        [{_, #{p50 := E50}}, {_, #{rate := ERate}}] ->
-            [{_, #{p50 := P50}}, {_, #{rate := PRate}}] = Rows,
-            io:format("~nEval/echo: latency p50 ~.2fx, throughput ~.2fx~n",
-                      [P50 / max(E50, 1), PRate / max(ERate, 1)]);
+        [{_, #{p50 := E50}}, {_, #{rate := ERate}}, {_, #{rate := E8}}] ->
+            [{_, #{p50 := P50}}, {_, #{rate := PRate}}, {_, #{rate := P8}}] = Rows,
+            io:format("~nEval/echo: latency p50 ~.2fx; throughput ~.2fx (~b processes), "
+                      "~.2fx (8 processes)~n",
+                      [P50 / max(E50, 1), PRate / max(ERate, 1), Procs, P8 / max(E8, 1)]);
         _ -> ok
     end,
     application:stop(pyexec).
 
-%% Runs Fun in a loop in N processes for Secs seconds; returns the call rate
-%% and latency percentiles over all calls.
 phase(N, Secs, Fun) ->
+    phase(N, Secs, Fun, fun() -> ok end).
+
+%% Runs Setup then Fun in a loop in N processes for Secs seconds; returns the
+%% call rate and latency percentiles over all calls.
+phase(N, Secs, Fun, Setup) ->
     Parent = self(),
+    Pids = [spawn_link(fun() ->
+                               Setup(),
+                               Parent ! {ready, self()},
+                               receive {go, Until} -> Parent ! {self(), loop(Fun, Until, [])} end
+                       end) || _ <- lists:seq(1, N)],
+    [receive {ready, P} -> ok end || P <- Pids],
     Until = erlang:monotonic_time(microsecond) + Secs * 1000000,
-    Pids = [spawn_link(fun() -> Parent ! {self(), loop(Fun, Until, [])} end) || _ <- lists:seq(1, N)],
+    [P ! {go, Until} || P <- Pids],
     Lats = lists:sort(lists:append([receive {P, L} -> L end || P <- Pids])),
     Count = length(Lats),
     #{rate => round(Count / Secs), p50 => pct(Lats, Count, 0.50), p99 => pct(Lats, Count, 0.99)}.

@@ -273,11 +273,11 @@ publish(#s{index = I, status = Status}) ->
 
 %% Connection-level protocol error: tell the server why, then drop it.
 conn_error(Code, Why, #s{mod = Mod, sock = Sock} = S) ->
-    _ = Mod:send(Sock, pyexec_h2_frame:goaway(last_peer_stream(S), pyexec_h2_frame:error_code(Code),
-                                               list_to_binary(io_lib:format("~p", [Why])))),
+    %% Last stream id 0: the server never opens streams towards us.
+    _ = Mod:send(Sock, pyexec_h2_frame:goaway(0, pyexec_h2_frame:error_code(Code), fmt("~p", [Why]))),
+    %% status = up so that disconnect/2 applies the backoff, as after any
+    %% failure (only a server's GOAWAY counts as a graceful drain).
     disconnect(fmt("HTTP/2 ~s: ~p", [Code, Why]), S#s{status = up}).
-
-last_peer_stream(_S) -> 0.   % the server never opens streams to us
 
 %%====================================================================
 %% Sending requests
