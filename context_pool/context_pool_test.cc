@@ -1,0 +1,315 @@
+#include "context_pool/context_pool.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "context_pool/fake_worker_launcher.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace pyexec {
+namespace {
+
+using ::testing::HasSubstr;
+
+// Collects one asynchronous result.
+template <typename T>
+struct Result {
+  absl::Notification done;
+  absl::StatusOr<T> value = absl::UnknownError("not called");
+
+  std::function<void(absl::StatusOr<T>)> Callback() {
+    return [this](absl::StatusOr<T> v) {
+      value = std::move(v);
+      done.Notify();
+    };
+  }
+  const absl::StatusOr<T>& Wait() {
+    EXPECT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+    return value;
+  }
+};
+
+using CallResult = Result<internal::WorkerResponse>;
+
+internal::WorkerRequest Eval(const std::string& code) {
+  internal::WorkerRequest request;
+  request.mutable_eval()->set_code(code);
+  return request;
+}
+
+absl::Time In(absl::Duration d) { return absl::Now() + d; }
+
+class ContextPoolTest : public ::testing::Test {
+ protected:
+  void StartPool(ContextPoolOptions options) {
+    auto launcher = std::make_unique<FakeWorkerLauncher>();
+    launcher_ = launcher.get();
+    pool_ = std::make_unique<ContextPool>(options, std::move(launcher));
+    pool_->SetWorkerLostListener([this](WorkerId id, const std::string& why) {
+      absl::MutexLock lock(&mu_);
+      lost_.push_back(id);
+      lost_reasons_.push_back(why);
+    });
+    ASSERT_TRUE(pool_->Start().ok());
+    ASSERT_TRUE(pool_->WaitUntilWarm(absl::Seconds(10)));
+  }
+
+  WorkerId Acquire() {
+    Result<WorkerId> r;
+    pool_->Acquire(In(absl::Seconds(5)), r.Callback());
+    EXPECT_TRUE(r.Wait().ok()) << r.Wait().status();
+    return r.Wait().value_or(0);
+  }
+
+  // Runs code and waits for the outcome.
+  absl::StatusOr<internal::WorkerResponse> Run(
+      WorkerId worker, const std::string& code,
+      absl::Duration timeout = absl::Seconds(5)) {
+    CallResult r;
+    pool_->Submit(worker, Eval(code), In(timeout), r.Callback());
+    return r.Wait();
+  }
+
+  // Waits until the pool is back to `n` idle workers.
+  void ExpectHealsTo(int n) {
+    absl::Time until = In(absl::Seconds(10));
+    while (pool_->GetStats().available_workers != n && absl::Now() < until) {
+      absl::SleepFor(absl::Milliseconds(5));
+    }
+    EXPECT_EQ(pool_->GetStats().available_workers, n);
+  }
+
+  FakeWorkerLauncher* launcher_ = nullptr;
+  std::unique_ptr<ContextPool> pool_;
+  absl::Mutex mu_;
+  std::vector<WorkerId> lost_;
+  std::vector<std::string> lost_reasons_;
+};
+
+TEST_F(ContextPoolTest, WarmsUpToWorkers) {
+  ContextPoolOptions options;
+  options.workers = 3;
+  StartPool(options);
+  PoolStats stats = pool_->GetStats();
+  EXPECT_EQ(stats.num_workers, 3);
+  EXPECT_EQ(stats.available_workers, 3);
+  EXPECT_EQ(stats.checked_out, 0);
+  EXPECT_EQ(stats.pending_requests, 0);
+}
+
+TEST_F(ContextPoolTest, StatelessCallRunsOnAnIdleWorker) {
+  StartPool({});
+  auto r = Run(0, "hello");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_THAT(r->value().str(), HasSubstr(":hello"));
+}
+
+TEST_F(ContextPoolTest, AcquiredWorkerServesItsSessionOnly) {
+  ContextPoolOptions options;
+  options.workers = 2;
+  StartPool(options);
+  WorkerId a = Acquire();
+  WorkerId b = Acquire();
+  ASSERT_NE(a, b);
+  auto ra1 = Run(a, "x");
+  auto ra2 = Run(a, "y");
+  auto rb = Run(b, "x");
+  ASSERT_TRUE(ra1.ok() && ra2.ok() && rb.ok());
+  // The fake answers with its worker index: the same for one session.
+  std::string wa = ra1->value().str().substr(0, ra1->value().str().find(':'));
+  EXPECT_EQ(ra2->value().str(), wa + ":y");
+  EXPECT_NE(rb->value().str(), wa + ":x");
+  EXPECT_EQ(pool_->GetStats().checked_out, 2);
+  // Replacements keep the warm pool at size.
+  ExpectHealsTo(2);
+}
+
+TEST_F(ContextPoolTest, AcquirePastMaxWorkersIsRefusedButStatelessWorks) {
+  ContextPoolOptions options;
+  options.workers = 1;
+  options.max_workers = 2;
+  StartPool(options);
+  Acquire();
+  Acquire();
+  Result<WorkerId> third;
+  pool_->Acquire(In(absl::Seconds(5)), third.Callback());
+  EXPECT_EQ(third.Wait().status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(third.Wait().status().message(), HasSubstr("no_workers_available"));
+  EXPECT_TRUE(Run(0, "still").ok());
+}
+
+TEST_F(ContextPoolTest, ReleaseDiscardsTheWorker) {
+  ContextPoolOptions options;
+  options.workers = 1;
+  options.max_workers = 1;
+  StartPool(options);
+  WorkerId a = Acquire();
+  pool_->Release(a);
+  EXPECT_EQ(pool_->GetStats().checked_out, 0);
+  EXPECT_EQ(Run(a, "x").status().code(), absl::StatusCode::kNotFound);
+  // The limit counts only bound workers: a new bind works.
+  WorkerId b = Acquire();
+  EXPECT_NE(a, b);
+  pool_->Release(12345);  // unknown: ignored
+}
+
+TEST_F(ContextPoolTest, DeadlineInterruptsAndTheSessionSurvives) {
+  StartPool({});
+  WorkerId a = Acquire();
+  absl::Time start = absl::Now();
+  auto r = Run(a, "sleep:10000", absl::Milliseconds(100));
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(2));
+  auto again = Run(a, "after");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_THAT(again->value().str(), HasSubstr(":after"));
+}
+
+TEST_F(ContextPoolTest, CallThatIgnoresTheInterruptIsKilledAfterGrace) {
+  ContextPoolOptions options;
+  options.workers = 2;
+  options.kill_grace = absl::Milliseconds(200);
+  StartPool(options);
+  WorkerId a = Acquire();
+  auto r = Run(a, "spin", absl::Milliseconds(50));
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kAborted);
+  EXPECT_THAT(r.status().message(), HasSubstr("kill_grace"));
+  EXPECT_EQ(Run(a, "x").status().code(), absl::StatusCode::kNotFound);
+  {
+    absl::MutexLock lock(&mu_);
+    ASSERT_EQ(lost_.size(), 1u);
+    EXPECT_EQ(lost_[0], a);
+  }
+  ExpectHealsTo(2);
+}
+
+TEST_F(ContextPoolTest, WorkerDeathAbortsTheCallWithTheReason) {
+  ContextPoolOptions options;
+  options.workers = 2;
+  StartPool(options);
+  WorkerId a = Acquire();
+  WorkerId b = Acquire();
+  auto r = Run(a, "exit:3");
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kAborted);
+  EXPECT_THAT(r.status().message(), HasSubstr("exited with code 3"));
+  EXPECT_EQ(Run(a, "x").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(Run(b, "x").ok());  // the other session is untouched
+  EXPECT_EQ(pool_->GetStats().workers_died, 1u);
+  ExpectHealsTo(2);
+}
+
+TEST_F(ContextPoolTest, StatelessWorkerDeathHeals) {
+  ContextPoolOptions options;
+  options.workers = 2;
+  StartPool(options);
+  auto r = Run(0, "exit:9");
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kAborted);
+  ExpectHealsTo(2);
+  absl::MutexLock lock(&mu_);
+  EXPECT_TRUE(lost_.empty());  // no session was involved
+}
+
+TEST_F(ContextPoolTest, GarbageFromAWorkerIsAProtocolError) {
+  StartPool({});
+  auto r = Run(0, "garbage");
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kAborted);
+  EXPECT_THAT(r.status().message(), HasSubstr("protocol error"));
+}
+
+TEST_F(ContextPoolTest, AClosedSocketIsAProtocolError) {
+  StartPool({});
+  auto r = Run(0, "close");
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kAborted);
+  EXPECT_THAT(r.status().message(), HasSubstr("closed its socket"));
+}
+
+TEST_F(ContextPoolTest, FullWaitQueueIsRefused) {
+  ContextPoolOptions options;
+  options.workers = 1;
+  options.max_pending = 1;
+  StartPool(options);
+  CallResult running, queued, refused;
+  pool_->Submit(0, Eval("sleep:300"), In(absl::Seconds(5)), running.Callback());
+  pool_->Submit(0, Eval("q"), In(absl::Seconds(5)), queued.Callback());
+  pool_->Submit(0, Eval("r"), In(absl::Seconds(5)), refused.Callback());
+  EXPECT_EQ(refused.Wait().status().code(),
+            absl::StatusCode::kResourceExhausted);
+  EXPECT_TRUE(running.Wait().ok());
+  EXPECT_TRUE(queued.Wait().ok());
+}
+
+TEST_F(ContextPoolTest, QueuedCallTimesOutWhileWaiting) {
+  ContextPoolOptions options;
+  options.workers = 1;
+  StartPool(options);
+  CallResult running, queued;
+  pool_->Submit(0, Eval("sleep:500"), In(absl::Seconds(5)), running.Callback());
+  pool_->Submit(0, Eval("q"), In(absl::Milliseconds(50)), queued.Callback());
+  EXPECT_EQ(queued.Wait().status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_THAT(queued.Wait().status().message(), HasSubstr("waiting"));
+  EXPECT_TRUE(running.Wait().ok());
+}
+
+TEST_F(ContextPoolTest, CancelInterruptsARunningCall) {
+  StartPool({});
+  WorkerId a = Acquire();
+  CallResult r;
+  CallId id = pool_->Submit(a, Eval("sleep:10000"), In(absl::Seconds(30)),
+                            r.Callback());
+  absl::SleepFor(absl::Milliseconds(20));
+  pool_->Cancel(id);
+  EXPECT_EQ(r.Wait().status().code(), absl::StatusCode::kCancelled);
+  EXPECT_TRUE(Run(a, "alive").ok());
+  pool_->Cancel(id);  // finished: ignored
+}
+
+TEST_F(ContextPoolTest, SessionCallsRunInOrder) {
+  StartPool({});
+  WorkerId a = Acquire();
+  CallResult first, second, third;
+  pool_->Submit(a, Eval("sleep:50"), In(absl::Seconds(5)), first.Callback());
+  pool_->Submit(a, Eval("two"), In(absl::Seconds(5)), second.Callback());
+  pool_->Submit(a, Eval("three"), In(absl::Seconds(5)), third.Callback());
+  EXPECT_EQ(pool_->GetStats().pending_requests, 2);
+  ASSERT_TRUE(third.Wait().ok());
+  EXPECT_TRUE(first.done.HasBeenNotified());
+  EXPECT_TRUE(second.done.HasBeenNotified());
+}
+
+TEST_F(ContextPoolTest, DrainRefusesNewWorkAndWaitsForOpenCalls) {
+  StartPool({});
+  CallResult running;
+  pool_->Submit(0, Eval("sleep:200"), In(absl::Seconds(5)), running.Callback());
+  pool_->BeginDrain();
+  EXPECT_EQ(Run(0, "new").status().code(), absl::StatusCode::kUnavailable);
+  Result<WorkerId> bind;
+  pool_->Acquire(In(absl::Seconds(1)), bind.Callback());
+  EXPECT_EQ(bind.Wait().status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_TRUE(pool_->WaitForCallsToFinish(In(absl::Seconds(5))));
+  EXPECT_TRUE(running.Wait().ok());
+}
+
+TEST_F(ContextPoolTest, ShutdownEndsOpenCalls) {
+  StartPool({});
+  CallResult running;
+  pool_->Submit(0, Eval("spin"), In(absl::Seconds(30)), running.Callback());
+  pool_->Shutdown();
+  EXPECT_EQ(running.Wait().status().code(), absl::StatusCode::kUnavailable);
+}
+
+TEST_F(ContextPoolTest, SpawnFailuresAreRetried) {
+  auto launcher = std::make_unique<FakeWorkerLauncher>();
+  launcher->FailNextLaunches(2);
+  ContextPoolOptions options;
+  options.workers = 1;
+  pool_ = std::make_unique<ContextPool>(options, std::move(launcher));
+  ASSERT_TRUE(pool_->Start().ok());
+  EXPECT_TRUE(pool_->WaitUntilWarm(absl::Seconds(10)));
+}
+
+}  // namespace
+}  // namespace pyexec

@@ -1,0 +1,178 @@
+#include "context_pool/python_runner.h"
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace pyexec {
+namespace {
+
+using ::testing::HasSubstr;
+
+class PythonRunnerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    RunnerLimits limits;
+    limits.max_output_bytes = 1000;
+    limits.max_value_depth = 64;
+    runner_ = new PythonRunner(limits);
+    ASSERT_TRUE(runner_->Initialize().ok());
+  }
+
+  static internal::WorkerResponse Eval(const std::string& code,
+                                       bool fresh = false) {
+    internal::WorkerRequest request;
+    request.set_fresh_namespace(fresh);
+    request.mutable_eval()->set_code(code);
+    return Handle(request);
+  }
+  static internal::WorkerResponse Exec(const std::string& code,
+                                       bool fresh = false) {
+    internal::WorkerRequest request;
+    request.set_fresh_namespace(fresh);
+    request.mutable_exec()->set_code(code);
+    return Handle(request);
+  }
+  static internal::WorkerResponse Handle(const internal::WorkerRequest& r) {
+    internal::WorkerResponse response;
+    runner_->Handle(r, &response);
+    return response;
+  }
+
+  static PythonRunner* runner_;
+};
+
+PythonRunner* PythonRunnerTest::runner_ = nullptr;
+
+TEST_F(PythonRunnerTest, StatePersistsInTheMainNamespace) {
+  EXPECT_FALSE(Exec("counter = 1").has_error());
+  EXPECT_FALSE(Exec("counter += 1").has_error());
+  EXPECT_EQ(Eval("counter").value().int_(), 2);
+}
+
+TEST_F(PythonRunnerTest, FreshNamespaceSeesNoState) {
+  Exec("secret = 1");
+  internal::WorkerResponse r = Eval("secret", /*fresh=*/true);
+  EXPECT_EQ(r.error().type(), "NameError");
+  EXPECT_FALSE(Exec("leak = 2", /*fresh=*/true).has_error());
+  EXPECT_EQ(Eval("leak").error().type(), "NameError");
+}
+
+TEST_F(PythonRunnerTest, ExceptionsCarryTypeMessageAndTraceback) {
+  Exec("def inner():\n    raise KeyError('k')\n");
+  internal::WorkerResponse r = Eval("inner()");
+  EXPECT_EQ(r.error().type(), "KeyError");
+  EXPECT_EQ(r.error().message(), "'k'");
+  EXPECT_THAT(r.error().traceback(), HasSubstr("in inner"));
+  EXPECT_THAT(r.error().traceback(), HasSubstr("raise KeyError('k')"));
+  // The runner's own frames are not shown.
+  EXPECT_THAT(r.error().traceback(), ::testing::Not(HasSubstr("pyexec-runner")));
+}
+
+TEST_F(PythonRunnerTest, SyntaxErrorIsReported) {
+  internal::WorkerResponse r = Exec("def f(:\n");
+  EXPECT_EQ(r.error().type(), "SyntaxError");
+  EXPECT_THAT(r.error().traceback(), HasSubstr("def f(:"));
+}
+
+TEST_F(PythonRunnerTest, OutputIsCapturedPerCallAndBounded) {
+  internal::WorkerResponse r =
+      Exec("import sys\nprint('out')\nprint('err', file=sys.stderr)");
+  EXPECT_EQ(r.stdout(), "out\n");
+  EXPECT_EQ(r.stderr(), "err\n");
+  EXPECT_EQ(Exec("pass").stdout(), "");
+  internal::WorkerResponse flood = Exec("print('x' * 5000)");
+  EXPECT_THAT(flood.stdout(), HasSubstr("truncated at 1000 bytes"));
+  EXPECT_LT(flood.stdout().size(), 1100u);
+  // Multi-byte characters are never cut in half.
+  internal::WorkerResponse wide = Exec("print('é' * 5000)");
+  EXPECT_THAT(wide.stdout(), HasSubstr("truncated"));
+}
+
+TEST_F(PythonRunnerTest, LocalsAreVisibleForOneCallOnly) {
+  internal::WorkerRequest request;
+  request.mutable_eval()->set_code("[i * k for i in range(3)]");
+  (*request.mutable_eval()->mutable_locals())["k"].set_int_(2);
+  internal::WorkerResponse r = Handle(request);
+  ASSERT_FALSE(r.has_error()) << r.error().message();
+  EXPECT_EQ(r.value().items(2).int_(), 4);
+  EXPECT_EQ(Eval("k").error().type(), "NameError");
+
+  // A name the code binds while using a local persists.
+  internal::WorkerRequest exec;
+  exec.mutable_exec()->set_code("doubled = item * 2");
+  (*exec.mutable_exec()->mutable_locals())["item"].set_int_(21);
+  EXPECT_FALSE(Handle(exec).has_error());
+  EXPECT_EQ(Eval("doubled").value().int_(), 42);
+  EXPECT_EQ(Eval("item").error().type(), "NameError");
+}
+
+TEST_F(PythonRunnerTest, CallResolvesModulesMainAndDottedNames) {
+  internal::WorkerRequest call;
+  call.mutable_call()->set_module("os.path");
+  call.mutable_call()->set_function("join");
+  call.mutable_call()->add_args()->set_str("a");
+  call.mutable_call()->add_args()->set_str("b");
+  EXPECT_EQ(Handle(call).value().str(), "a/b");
+
+  Exec("def add(a, b=0):\n    return a + b\n");
+  internal::WorkerRequest main;
+  main.mutable_call()->set_module("__main__");
+  main.mutable_call()->set_function("add");
+  main.mutable_call()->add_args()->set_int_(1);
+  (*main.mutable_call()->mutable_kwargs())["b"].set_int_(41);
+  EXPECT_EQ(Handle(main).value().int_(), 42);
+
+  internal::WorkerRequest dotted;
+  dotted.mutable_call()->set_module("builtins");
+  dotted.mutable_call()->set_function("str.upper");
+  dotted.mutable_call()->add_args()->set_str("x");
+  EXPECT_EQ(Handle(dotted).value().str(), "X");
+
+  internal::WorkerRequest missing;
+  missing.mutable_call()->set_module("no_such_module_here");
+  missing.mutable_call()->set_function("f");
+  EXPECT_EQ(Handle(missing).error().type(), "ModuleNotFoundError");
+}
+
+TEST_F(PythonRunnerTest, BadInputValuesAreFailuresNotExceptions) {
+  internal::WorkerRequest request;
+  request.mutable_eval()->set_code("x");
+  v1::Value& x = (*request.mutable_eval()->mutable_locals())["x"];
+  x.set_big_int("not a number");
+  internal::WorkerResponse r = Handle(request);
+  EXPECT_EQ(r.failure().code(),
+            static_cast<int>(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(r.failure().message(), HasSubstr("'x'"));
+}
+
+TEST_F(PythonRunnerTest, UnconvertibleResultIsAPythonError) {
+  Exec("class Bad:\n    def __repr__(self): raise RuntimeError('boom')\n");
+  internal::WorkerResponse r = Eval("Bad()");
+  EXPECT_EQ(r.error().type(), "RuntimeError");
+  EXPECT_THAT(r.error().message(), HasSubstr("while converting the result"));
+  EXPECT_FALSE(r.has_value());
+}
+
+TEST_F(PythonRunnerTest, SystemExitDoesNotEndTheWorker) {
+  EXPECT_EQ(Exec("raise SystemExit(3)").error().type(), "SystemExit");
+  EXPECT_EQ(Eval("1 + 1").value().int_(), 2);
+}
+
+TEST_F(PythonRunnerTest, PendingInterruptDoesNotLeakIntoTheNextCall) {
+  // A SIGINT that lands between calls must not interrupt the next call.
+  Exec("import signal, os");
+  Exec("os.kill(os.getpid(), signal.SIGINT) if False else None");
+  raise(SIGINT);
+  EXPECT_EQ(Eval("1 + 1").value().int_(), 2);
+}
+
+TEST_F(PythonRunnerTest, InterruptRaisesKeyboardInterrupt) {
+  internal::WorkerResponse r =
+      Exec("import os, signal\nos.kill(os.getpid(), signal.SIGINT)\n"
+           "while True: pass\n");
+  EXPECT_EQ(r.error().type(), "KeyboardInterrupt");
+  EXPECT_EQ(Eval("2").value().int_(), 2);
+}
+
+}  // namespace
+}  // namespace pyexec

@@ -1,0 +1,122 @@
+#include "server/pyexec_core.h"
+
+#include "absl/synchronization/notification.h"
+#include "context_pool/fake_worker_launcher.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace pyexec {
+namespace {
+
+using ::testing::HasSubstr;
+
+class PyExecCoreTest : public ::testing::Test {
+ protected:
+  PyExecCoreTest() {
+    ContextPoolOptions options;
+    options.workers = 2;
+    options.max_workers = 2;
+    pool_ = std::make_unique<ContextPool>(
+        options, std::make_unique<FakeWorkerLauncher>());
+    core_ = std::make_unique<PyExecCore>(CoreOptions{}, &sessions_, pool_.get());
+    pool_->SetWorkerLostListener([this](WorkerId w, const std::string& why) {
+      core_->OnWorkerLost(w, why);
+    });
+    EXPECT_TRUE(pool_->Start().ok());
+    EXPECT_TRUE(pool_->WaitUntilWarm(absl::Seconds(10)));
+  }
+
+  absl::Time Deadline() { return absl::Now() + absl::Seconds(5); }
+
+  absl::StatusOr<std::string> Bind(uint32_t idle_seconds = 0) {
+    v1::BindRequest request;
+    request.set_idle_timeout_seconds(idle_seconds);
+    v1::BindResponse response;
+    absl::Notification done;
+    absl::Status status;
+    core_->Bind(request, Deadline(), &response, [&](absl::Status s) {
+      status = s;
+      done.Notify();
+    });
+    done.WaitForNotification();
+    if (!status.ok()) return status;
+    last_idle_ = response.idle_timeout_seconds();
+    return response.session();
+  }
+
+  absl::StatusOr<v1::EvalResponse> Eval(const std::string& session,
+                                        const std::string& code) {
+    v1::EvalRequest request;
+    request.set_session(session);
+    request.set_code(code);
+    v1::EvalResponse response;
+    absl::Notification done;
+    absl::Status status;
+    core_->Eval(request, Deadline(), &response, [&](absl::Status s) {
+      status = s;
+      done.Notify();
+    });
+    done.WaitForNotification();
+    if (!status.ok()) return status;
+    return response;
+  }
+
+  SessionTable sessions_;
+  std::unique_ptr<ContextPool> pool_;
+  std::unique_ptr<PyExecCore> core_;
+  uint32_t last_idle_ = 0;
+};
+
+TEST_F(PyExecCoreTest, BindEvalUnbind) {
+  auto token = Bind();
+  ASSERT_TRUE(token.ok());
+  EXPECT_EQ(last_idle_, 600u);  // the default
+  auto r = Eval(*token, "x");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_THAT(r->value().str(), HasSubstr(":x"));
+  EXPECT_EQ(core_->GetStats().sessions(), 1u);
+  EXPECT_TRUE(core_->Unbind([&] {
+    v1::UnbindRequest u;
+    u.set_session(*token);
+    return u;
+  }()).ok());
+  EXPECT_EQ(Eval(*token, "x").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(core_->Unbind(v1::UnbindRequest()).ok());  // idempotent
+}
+
+TEST_F(PyExecCoreTest, BindMayAskForItsIdleTimeout) {
+  ASSERT_TRUE(Bind(42).ok());
+  EXPECT_EQ(last_idle_, 42u);
+}
+
+TEST_F(PyExecCoreTest, EmptyCodeIsInvalid) {
+  EXPECT_EQ(Eval("", "").status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(PyExecCoreTest, UnknownSessionIsNotFound) {
+  EXPECT_EQ(Eval("0123", "x").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(PyExecCoreTest, ExhaustionSaysNoWorkersAvailable) {
+  ASSERT_TRUE(Bind().ok());
+  ASSERT_TRUE(Bind().ok());
+  auto third = Bind();
+  EXPECT_EQ(third.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(third.status().message(), HasSubstr("no_workers_available"));
+  EXPECT_EQ(core_->GetStats().max_workers(), 2u);
+}
+
+TEST_F(PyExecCoreTest, WorkerDeathEndsTheSession) {
+  auto token = Bind();
+  ASSERT_TRUE(token.ok());
+  EXPECT_EQ(Eval(*token, "exit:1").status().code(), absl::StatusCode::kAborted);
+  // The pool tells the core, which forgets the token.
+  absl::Time until = absl::Now() + absl::Seconds(5);
+  while (sessions_.size() != 0 && absl::Now() < until) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  EXPECT_EQ(Eval(*token, "x").status().code(), absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace pyexec

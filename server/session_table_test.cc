@@ -1,0 +1,64 @@
+#include "server/session_table.h"
+
+#include "absl/container/flat_hash_set.h"
+#include "gtest/gtest.h"
+
+namespace pyexec {
+namespace {
+
+class SessionTableTest : public ::testing::Test {
+ protected:
+  absl::Time now_ = absl::FromUnixSeconds(1000);
+  SessionTable table_{[this] { return now_; }};
+};
+
+TEST_F(SessionTableTest, TokensAre128BitHexAndUnique) {
+  absl::flat_hash_set<std::string> seen;
+  for (int i = 0; i < 1000; ++i) {
+    std::string token = NewSessionToken();
+    EXPECT_EQ(token.size(), 32u);
+    EXPECT_EQ(token.find_first_not_of("0123456789abcdef"), std::string::npos);
+    EXPECT_TRUE(seen.insert(token).second);
+  }
+}
+
+TEST_F(SessionTableTest, LookupAndRemove) {
+  std::string token = table_.Add(7, absl::Minutes(1));
+  auto worker = table_.BeginCall(token);
+  ASSERT_TRUE(worker.ok());
+  EXPECT_EQ(*worker, 7u);
+  table_.EndCall(token);
+  EXPECT_EQ(table_.BeginCall("nope").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(table_.Remove(token), 7u);
+  EXPECT_FALSE(table_.Remove(token).has_value());
+  EXPECT_EQ(table_.BeginCall(token).status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(SessionTableTest, IdleSessionsExpireButNotWhileACallRuns) {
+  std::string idle = table_.Add(1, absl::Seconds(10));
+  std::string busy = table_.Add(2, absl::Seconds(10));
+  ASSERT_TRUE(table_.BeginCall(busy).ok());
+  now_ += absl::Seconds(9);
+  EXPECT_TRUE(table_.TakeExpired().empty());
+  now_ += absl::Seconds(2);
+  auto expired = table_.TakeExpired();
+  ASSERT_EQ(expired.size(), 1u);
+  EXPECT_EQ(expired[0].first, idle);
+  // The idle clock restarts when the call ends.
+  table_.EndCall(busy);
+  now_ += absl::Seconds(9);
+  EXPECT_TRUE(table_.TakeExpired().empty());
+  now_ += absl::Seconds(1);
+  EXPECT_EQ(table_.TakeExpired().size(), 1u);
+  EXPECT_EQ(table_.size(), 0u);
+}
+
+TEST_F(SessionTableTest, RemoveByWorker) {
+  std::string token = table_.Add(5, absl::Minutes(1));
+  EXPECT_EQ(table_.RemoveByWorker(5), token);
+  EXPECT_FALSE(table_.RemoveByWorker(5).has_value());
+  EXPECT_EQ(table_.BeginCall(token).status().code(), absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace pyexec
