@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Quick start, command 2: installs what the tests need, builds everything and
+# runs every suite: C++ unit and integration tests (Bazel), the Python grpcio
+# integration and fault-injection suites, and the Erlang client's EUnit and
+# Common Test suites. All servers under test listen on loopback, port 0.
+#
+#   scripts/test.sh                # everything
+#   SUITES="bazel python" scripts/test.sh
+#
+# Ends with one line "N passed, M failed" (suites) and exits non-zero if any
+# suite failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+root="$(pwd)"
+
+scripts/install_deps.sh || exit 1
+
+suites="${SUITES:-bazel python erlang}"
+passed=0
+failed=0
+failed_names=()
+
+run_suite() {
+  local name="$1"; shift
+  echo
+  echo "=== $name ==="
+  local start=$SECONDS
+  if "$@"; then
+    echo "=== $name: PASSED in $((SECONDS - start))s ==="
+    passed=$((passed + 1))
+  else
+    echo "=== $name: FAILED in $((SECONDS - start))s ==="
+    failed=$((failed + 1))
+    failed_names+=("$name")
+  fi
+}
+
+echo "=== build ==="
+if ! bazel build //...; then
+  echo "build failed"
+  echo "0 passed, 1 failed"
+  exit 1
+fi
+export PYEXECD="$root/bazel-bin/server/pyexecd"
+
+for suite in $suites; do
+  case "$suite" in
+    bazel)
+      run_suite "C++ unit and integration tests (bazel test //...)" \
+        bazel test //... --test_output=errors ;;
+    python)
+      run_suite "Python grpcio integration and fault-injection tests" \
+        integration_tests/run_python_tests.sh ;;
+    erlang)
+      run_suite "Erlang client: EUnit and Common Test" \
+        clients/erlang/run_tests.sh ;;
+    *)
+      echo "unknown suite: $suite"; failed=$((failed + 1)); failed_names+=("$suite") ;;
+  esac
+done
+
+echo
+if ((failed)); then echo "failed suites: ${failed_names[*]}"; fi
+echo "$passed passed, $failed failed"
+((failed == 0))
