@@ -56,7 +56,6 @@
           status = down :: down | up | draining,
           last_error = <<"not connected yet">> :: binary(),
           backoff :: pos_integer(),
-          reconnect_timer = undefined :: undefined | reference(),
           buf = <<>> :: binary(),
           enc :: pyexec_hpack:encoder(),
           dec :: pyexec_hpack:decoder(),
@@ -72,7 +71,6 @@
           max_frame = ?DEFAULT_MAX_FRAME :: pos_integer(),
           send_window = ?DEFAULT_WINDOW :: integer(),
           blocked = [] :: [pos_integer()],              % streams with unsent body
-          peer_settings_seen = false :: boolean(),
           %% Receive side.
           stream_window :: pos_integer(),               % our initial stream window
           conn_window :: pos_integer(),                 % our connection window
@@ -154,7 +152,7 @@ handle_info({Tag, Sock}, #s{sock = Sock} = S) when Tag =:= tcp_closed; Tag =:= s
 handle_info({Tag, Sock, Reason}, #s{sock = Sock} = S) when Tag =:= tcp_error; Tag =:= ssl_error ->
     {noreply, disconnect(fmt("socket error: ~p", [Reason]), S)};
 handle_info(reconnect, S) ->
-    {noreply, connect(S#s{reconnect_timer = undefined})};
+    {noreply, connect(S)};
 handle_info(keepalive, S) ->
     schedule_keepalive(S#s.cfg),
     {noreply, keepalive(S)};
@@ -203,7 +201,7 @@ connect(#s{host = Host, port = Port, tls = Tls, cfg = Cfg} = S0) ->
                              next_id = 1, max_streams = infinity,
                              peer_window = ?DEFAULT_WINDOW, max_frame = ?DEFAULT_MAX_FRAME,
                              send_window = ?DEFAULT_WINDOW, blocked = [],
-                             peer_settings_seen = false, conn_unacked = 0,
+                             conn_unacked = 0,
                              cont = undefined, ping = undefined},
                     publish(S1),
                     drain_queue(S1);
@@ -243,7 +241,8 @@ connect_failed(Reason, #s{cfg = Cfg, backoff = Backoff} = S) ->
     %% Jitter of +-20% keeps many clients from reconnecting in lockstep.
     Delay = round(Backoff * (0.8 + 0.4 * rand:uniform())),
     Next = min(Backoff * 2, maps:get(reconnect_backoff_max, Cfg)),
-    S1#s{backoff = Next, reconnect_timer = erlang:send_after(Delay, self(), reconnect)}.
+    erlang:send_after(Delay, self(), reconnect),
+    S1#s{backoff = Next}.
 
 %% The connection is gone: fail what was in flight and reconnect. After a
 %% graceful GOAWAY we reconnect at once and keep queued calls; otherwise the
@@ -606,8 +605,7 @@ apply_settings(Pairs, S0) ->
             S1 = send(pyexec_h2_frame:settings_ack(), S),
             %% The server answered, so the endpoint is healthy: reset the
             %% reconnect backoff.
-            S2 = S1#s{peer_settings_seen = true,
-                      backoff = maps:get(reconnect_backoff_min, S1#s.cfg)},
+            S2 = S1#s{backoff = maps:get(reconnect_backoff_min, S1#s.cfg)},
             drain_queue(flush_blocked(S2))
     end.
 
