@@ -72,7 +72,8 @@ TEST_F(ClientTest, TimeoutIsSentAsDeadline) {
       client_->Eval("", "deadline?", {}, CallOptions{absl::Seconds(7)});
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_GT(r->value.float_(), 5.0);
-  EXPECT_LE(r->value.float_(), 7.0);
+  // gRPC sends the timeout rounded up, so allow a little over 7 s.
+  EXPECT_LE(r->value.float_(), 7.5);
 }
 
 TEST_F(ClientTest, NoTimeoutSendsNoDeadline) {
