@@ -548,7 +548,8 @@ class OrphanTest(fx.ServerTestCase):
         out = {}
         for p in pids:
             try:
-                out[p] = open("/proc/%d/cmdline" % p, "rb").read()
+                with open("/proc/%d/cmdline" % p, "rb") as f:
+                    out[p] = f.read()
             except OSError:
                 out[p] = None
         return out
