@@ -126,6 +126,7 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> ProcessWorkerLauncher::Launch() {
       absl::StrCat("--max_output_bytes=", options_.max_output_bytes),
       absl::StrCat("--max_value_depth=", options_.max_value_depth),
       absl::StrCat("--max_frame_bytes=", options_.max_frame_bytes),
+      absl::StrCat("--max_response_bytes=", options_.max_response_bytes),
       absl::StrCat("--memory_limit_mb=", options_.memory_limit_mb),
       absl::StrCat("--max_open_files=", options_.max_open_files),
   };

@@ -17,8 +17,10 @@ struct WorkerProcessOptions {
   uint64_t max_output_bytes = 1 << 20;
   // Container nesting limit of Values.
   int max_value_depth = 64;
-  // Largest frame either side accepts.
+  // Largest request frame the worker accepts.
   uint64_t max_frame_bytes = 64 << 20;
+  // Largest response the worker sends; bigger results are refused.
+  uint64_t max_response_bytes = 64 << 20;
   // RLIMIT_AS in MiB, 0 = none.
   uint64_t memory_limit_mb = 0;
   // RLIMIT_NOFILE, 0 = inherited.

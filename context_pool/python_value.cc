@@ -66,16 +66,19 @@ bool IsContainer(const v1::Value& value) {
   }
 }
 
+// `hashable`: the object will be a dict key or a set element, so a set
+// becomes a frozenset (and a tuple passes that on to its elements).
 absl::StatusOr<PyObject*> ToPython(const v1::Value& value, int depth,
-                                   int max_depth);
+                                   int max_depth, bool hashable);
 
 // Converts value.items() into a new list.
 absl::StatusOr<PyObject*> ItemsToList(const v1::Value& value, int depth,
-                                      int max_depth) {
+                                      int max_depth, bool hashable) {
   PyRef list(PyList_New(value.items_size()));
   if (!list) return absl::ResourceExhaustedError(TakePythonErrorText());
   for (int i = 0; i < value.items_size(); ++i) {
-    absl::StatusOr<PyObject*> item = ToPython(value.items(i), depth, max_depth);
+    absl::StatusOr<PyObject*> item =
+        ToPython(value.items(i), depth, max_depth, hashable);
     if (!item.ok()) return item.status();
     PyList_SET_ITEM(list.get(), i, *item);  // steals the reference
   }
@@ -83,7 +86,7 @@ absl::StatusOr<PyObject*> ItemsToList(const v1::Value& value, int depth,
 }
 
 absl::StatusOr<PyObject*> ToPython(const v1::Value& value, int depth,
-                                   int max_depth) {
+                                   int max_depth, bool hashable) {
   if (IsContainer(value)) {
     if (depth >= max_depth) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -126,18 +129,21 @@ absl::StatusOr<PyObject*> ToPython(const v1::Value& value, int depth,
       return PyBytes_FromStringAndSize(value.bytes().data(),
                                        value.bytes().size());
     case v1::Value::kList:
-      return ItemsToList(value, depth, max_depth);
+      return ItemsToList(value, depth, max_depth, /*hashable=*/false);
     case v1::Value::kTuple: {
-      absl::StatusOr<PyObject*> list = ItemsToList(value, depth, max_depth);
+      absl::StatusOr<PyObject*> list =
+          ItemsToList(value, depth, max_depth, hashable);
       if (!list.ok()) return list.status();
       PyRef owned(*list);
       return PyList_AsTuple(owned.get());
     }
     case v1::Value::kSet: {
-      absl::StatusOr<PyObject*> list = ItemsToList(value, depth, max_depth);
+      absl::StatusOr<PyObject*> list =
+          ItemsToList(value, depth, max_depth, /*hashable=*/true);
       if (!list.ok()) return list.status();
       PyRef owned(*list);
-      PyObject* set = PySet_New(owned.get());
+      PyObject* set = hashable ? PyFrozenSet_New(owned.get())
+                               : PySet_New(owned.get());
       if (set == nullptr) {
         return absl::InvalidArgumentError(absl::StrCat(
             "set element cannot be used: ", TakePythonErrorText()));
@@ -153,11 +159,12 @@ absl::StatusOr<PyObject*> ToPython(const v1::Value& value, int depth,
       PyRef dict(PyDict_New());
       if (!dict) return absl::ResourceExhaustedError(TakePythonErrorText());
       for (int i = 0; i < value.keys_size(); ++i) {
-        absl::StatusOr<PyObject*> key = ToPython(value.keys(i), depth, max_depth);
+        absl::StatusOr<PyObject*> key =
+            ToPython(value.keys(i), depth, max_depth, /*hashable=*/true);
         if (!key.ok()) return key.status();
         PyRef owned_key(*key);
         absl::StatusOr<PyObject*> item =
-            ToPython(value.items(i), depth, max_depth);
+            ToPython(value.items(i), depth, max_depth, /*hashable=*/false);
         if (!item.ok()) return item.status();
         PyRef owned_item(*item);
         if (PyDict_SetItem(dict.get(), owned_key.get(), owned_item.get()) < 0) {
@@ -177,8 +184,9 @@ absl::StatusOr<PyObject*> ToPython(const v1::Value& value, int depth,
   return absl::InvalidArgumentError("Value has an unknown kind");
 }
 
-// Appends the UTF-8 of a str; lone surrogates are backslash-escaped, since a
-// protobuf string must be valid UTF-8. Returns false with an exception set.
+// The UTF-8 of display text (a repr, a big int's digits); lone surrogates are
+// backslash-escaped, since a protobuf string must be valid UTF-8. Returns
+// false with an exception set.
 bool StrToUtf8(PyObject* str, std::string* out) {
   Py_ssize_t size;
   const char* utf8 = PyUnicode_AsUTF8AndSize(str, &size);
@@ -257,9 +265,13 @@ absl::Status FromPython(PyObject* object, int depth, int max_depth,
   } else if (PyFloat_Check(object)) {
     out->set_float_(PyFloat_AS_DOUBLE(object));
   } else if (PyUnicode_Check(object)) {
-    if (!StrToUtf8(object, out->mutable_str())) {
-      return absl::InternalError("str is not encodable");
-    }
+    // Strict: a str with lone surrogates has no UTF-8 form, and escaping it
+    // would hand back a different string. The caller gets the
+    // UnicodeEncodeError instead.
+    Py_ssize_t size;
+    const char* utf8 = PyUnicode_AsUTF8AndSize(object, &size);
+    if (utf8 == nullptr) return absl::InvalidArgumentError("str is not UTF-8");
+    out->set_str(utf8, size);
   } else if (PyBytes_Check(object)) {
     out->set_bytes(PyBytes_AS_STRING(object), PyBytes_GET_SIZE(object));
   } else if (PyByteArray_Check(object)) {
@@ -326,7 +338,7 @@ std::string PythonTypeName(PyObject* object) {
 }
 
 absl::StatusOr<PyObject*> ValueToPython(const v1::Value& value, int max_depth) {
-  return ToPython(value, 0, max_depth);
+  return ToPython(value, 0, max_depth, /*hashable=*/false);
 }
 
 absl::Status PythonToValue(PyObject* object, int max_depth, v1::Value* out) {

@@ -15,7 +15,8 @@ namespace pyexec {
 
 // Converts a Value arriving in a request into a new Python reference.
 // `max_depth` bounds container nesting: a scalar has depth 0, [1] depth 1.
-// Errors are INVALID_ARGUMENT (bad value, nesting too deep, unhashable set
+// A set that is a dict key or a set element becomes a frozenset, the only
+// hashable kind of set. Errors are INVALID_ARGUMENT (bad value, nesting too deep, unhashable set
 // element or dict key); no Python exception is left set.
 absl::StatusOr<PyObject*> ValueToPython(const v1::Value& value, int max_depth);
 

@@ -92,6 +92,11 @@ TEST_F(PythonValueTest, FrozensetComesBackAsSet) {
   Py_DECREF(fs);
 }
 
+TEST_F(PythonValueTest, SetsInHashablePositionsBecomeFrozensets) {
+  ExpectRoundTrip("{frozenset({1, 2}): 'k', (1, frozenset()): 2}");
+  ExpectRoundTrip("{frozenset({frozenset({3})})}");
+}
+
 TEST_F(PythonValueTest, BytearrayBecomesBytesAndStrStaysStr) {
   PyObject* ba = Py("bytearray(b'ab')");
   Value v;
@@ -181,12 +186,21 @@ TEST_F(PythonValueTest, BadRequestValuesAreInvalidArgument) {
   EXPECT_FALSE(PyErr_Occurred());
 }
 
-TEST_F(PythonValueTest, LoneSurrogatesAreEscaped) {
+TEST_F(PythonValueTest, LoneSurrogatesAreAnErrorNotSilentlyChanged) {
   PyObject* s = Py("'a\\udc80b'");
   Value v;
-  ASSERT_TRUE(PythonToValue(s, 64, &v).ok());
-  EXPECT_EQ(v.str(), "a\\udc80b");
+  EXPECT_FALSE(PythonToValue(s, 64, &v).ok());
+  EXPECT_TRUE(PyErr_ExceptionMatches(PyExc_UnicodeEncodeError));
+  PyErr_Clear();
   Py_DECREF(s);
+  // In display text (an opaque object's repr) they are escaped instead.
+  PyRun_SimpleString(
+      "class Odd:\n    def __repr__(self): return 'x\\udc80'\n");
+  PyObject* o = Py("Odd()");
+  Value w;
+  ASSERT_TRUE(PythonToValue(o, 64, &w).ok());
+  EXPECT_EQ(w.opaque().repr(), "x\\udc80");
+  Py_DECREF(o);
 }
 
 }  // namespace

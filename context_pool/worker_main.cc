@@ -2,17 +2,22 @@
 // from pyexecd over an inherited Unix socket, one at a time.
 //
 // It is started by ProcessWorkerLauncher, never by hand. It exits when the
-// socket closes, and dies with its parent through PR_SET_PDEATHSIG, so that no
-// worker outlives pyexecd even when pyexecd is SIGKILLed.
+// socket closes, and a watchdog thread kills its whole process group (the
+// worker and whatever user code started) when pyexecd exits, so that nothing
+// outlives pyexecd even when pyexecd is SIGKILLed.
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
+
+#include <thread>
 
 #include <cstdint>
 #include <string>
@@ -33,6 +38,9 @@ ABSL_FLAG(uint64_t, max_output_bytes, 1 << 20,
           "Captured stdout and stderr per call, each.");
 ABSL_FLAG(int, max_value_depth, 64, "Container nesting limit of Values.");
 ABSL_FLAG(uint64_t, max_frame_bytes, 64 << 20, "Largest request frame.");
+ABSL_FLAG(uint64_t, max_response_bytes, 64 << 20,
+          "Largest response; a bigger result is refused with "
+          "RESOURCE_EXHAUSTED and the worker lives on.");
 ABSL_FLAG(uint64_t, memory_limit_mb, 0,
           "Address-space limit (RLIMIT_AS) in MiB; 0 = none.");
 ABSL_FLAG(uint64_t, max_open_files, 0, "RLIMIT_NOFILE; 0 = inherited.");
@@ -54,17 +62,55 @@ void ApplyLimits() {
   }
 }
 
+// Ties the worker's process group to pyexecd's life. PR_SET_PDEATHSIG alone
+// would kill only the worker and leave the programs user code started
+// running, so a thread (not Python; unaffected by what user code does with
+// signals) waits on a pidfd of the parent and then kills the whole group.
+// Returns false if the parent is already gone.
+bool WatchParent(int parent) {
+  if (parent == 0) return true;
+  int pidfd = static_cast<int>(syscall(SYS_pidfd_open, parent, 0));
+  if (pidfd < 0) {
+    // No pidfd: fall back to dying alone with the parent.
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    return getppid() == parent;
+  }
+  // The ppid check after pidfd_open closes the race where the parent died
+  // before we started watching it.
+  if (getppid() != parent) return false;
+  std::thread([pidfd] {
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, nullptr);
+    pollfd p{pidfd, POLLIN, 0};
+    while (poll(&p, 1, -1) < 0 && errno == EINTR) {
+    }
+    kill(0, SIGKILL);  // our process group: the worker and its children
+  }).detach();
+  return true;
+}
+
+// Replaces a response too big for gRPC with a failure, so that the worker
+// and its session survive an oversized result.
+void CapResponse(size_t max_bytes, internal::WorkerResponse* response) {
+  size_t size = response->ByteSizeLong();
+  if (size <= max_bytes) return;
+  uint64_t id = response->id();
+  response->Clear();
+  response->set_id(id);
+  response->mutable_failure()->set_code(
+      static_cast<int>(absl::StatusCode::kResourceExhausted));
+  response->mutable_failure()->set_message(absl::StrCat(
+      "the result is ", size, " bytes, more than --max_message_bytes (",
+      max_bytes, "); the session is intact"));
+}
+
 int Serve() {
   const int fd = absl::GetFlag(FLAGS_socket_fd);
   const size_t max_frame = absl::GetFlag(FLAGS_max_frame_bytes);
+  const size_t max_response = absl::GetFlag(FLAGS_max_response_bytes);
 
-  // Die with the parent. The ppid check closes the race where the parent
-  // died between fork and prctl.
-  prctl(PR_SET_PDEATHSIG, SIGKILL);
-  if (int parent = absl::GetFlag(FLAGS_parent_pid);
-      parent != 0 && getppid() != parent) {
-    return 1;
-  }
+  if (!WatchParent(absl::GetFlag(FLAGS_parent_pid))) return 1;
   // Programs that user code starts must not inherit the control socket.
   fcntl(fd, F_SETFD, FD_CLOEXEC);
   // The launcher blocks every signal around spawning; start clean.
@@ -109,6 +155,7 @@ int Serve() {
       return 5;
     }
     runner.Handle(request, &response);
+    CapResponse(max_response, &response);
     if (!WriteFrame(fd, response).ok()) return 6;
   }
 }

@@ -89,8 +89,10 @@ ServerOptions OptionsFromFlags() {
       std::clamp(absl::GetFlag(FLAGS_max_value_depth), 1, 100);
   // A request frame carries one gRPC message plus a little framing.
   o.worker.max_frame_bytes = static_cast<uint64_t>(o.max_message_bytes) + 4096;
-  o.pool.max_frame_bytes =
-      o.worker.max_frame_bytes + 2 * o.worker.max_output_bytes;
+  // A response carries the result plus the captured output, all of which
+  // must fit one gRPC message.
+  o.worker.max_response_bytes = static_cast<uint64_t>(o.max_message_bytes);
+  o.pool.max_frame_bytes = o.worker.max_response_bytes + 4096;
   o.worker.memory_limit_mb = absl::GetFlag(FLAGS_worker_memory_limit_mb);
   o.worker.max_open_files = absl::GetFlag(FLAGS_worker_max_open_files);
   return o;

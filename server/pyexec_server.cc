@@ -122,7 +122,9 @@ void PyExecServer::Shutdown() {
   // reactors, so the gRPC shutdown below does not wait on them.
   if (pool_ != nullptr) pool_->Shutdown();
   if (server_ != nullptr) {
-    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    // Calls were drained above. gRPC 1.51 otherwise waits out the whole
+    // deadline whenever a client still holds an idle connection open.
+    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
     server_->Wait();
   }
   LogInfo("stopped");
