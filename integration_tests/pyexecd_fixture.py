@@ -502,6 +502,10 @@ class ServerTestCase(unittest.TestCase):
                 log = srv.log_since(getattr(self, "_log_offset", 0))
             except OSError as e:
                 log = "(no log: %s)" % e
+            rc = srv.proc.poll() if srv.proc is not None else None
+            if rc is not None:
+                log += "\n(pyexecd has exited with status %s%s)" % (
+                    rc, " = %s" % signal.Signals(-rc).name if rc < 0 else "")
             sys.stderr.write("\n---- pyexecd stderr during %s ----\n%s\n---- end of log ----\n"
                              % (self.id(), log))
         if self.PER_TEST_SERVER and "server" in self.__dict__:
