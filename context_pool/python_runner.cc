@@ -6,6 +6,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "context_pool/py_ref.h"
 #include "context_pool/python_value.h"
 
 namespace pyexec {
@@ -168,23 +169,6 @@ struct Helpers {
 };
 
 namespace {
-
-class PyRef {
- public:
-  explicit PyRef(PyObject* object = nullptr) : object_(object) {}
-  PyRef(const PyRef&) = delete;
-  PyRef& operator=(const PyRef&) = delete;
-  ~PyRef() { Py_XDECREF(object_); }
-  PyObject* get() const { return object_; }
-  explicit operator bool() const { return object_ != nullptr; }
-  void reset(PyObject* object) {
-    Py_XDECREF(object_);
-    object_ = object;
-  }
-
- private:
-  PyObject* object_;
-};
 
 // Describes the pending Python exception in `error` and clears it.
 void TakeException(Helpers* helpers, v1::PythonError* error,

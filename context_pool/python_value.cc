@@ -4,28 +4,10 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "context_pool/py_ref.h"
 
 namespace pyexec {
 namespace {
-
-// Owns one Python reference.
-class PyRef {
- public:
-  explicit PyRef(PyObject* object = nullptr) : object_(object) {}
-  PyRef(const PyRef&) = delete;
-  PyRef& operator=(const PyRef&) = delete;
-  ~PyRef() { Py_XDECREF(object_); }
-  PyObject* get() const { return object_; }
-  PyObject* release() {
-    PyObject* o = object_;
-    object_ = nullptr;
-    return o;
-  }
-  explicit operator bool() const { return object_ != nullptr; }
-
- private:
-  PyObject* object_;
-};
 
 // Takes the pending Python exception as text and clears it.
 std::string TakePythonErrorText() {

@@ -1,12 +1,42 @@
 #include "server/pyexec_core.h"
 
 #include <algorithm>
+#include <type_traits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
 
 namespace pyexec {
+
+namespace {
+
+// Moves a worker's answer into an Eval, Exec or Call response.
+template <typename Response>
+void MoveResult(internal::WorkerResponse& from, Response* to) {
+  if (from.has_error()) {
+    to->mutable_error()->Swap(from.mutable_error());
+  } else if constexpr (!std::is_same_v<Response, v1::ExecResponse>) {
+    to->mutable_value()->Swap(from.mutable_value());
+  }
+  to->mutable_stdout()->swap(*from.mutable_stdout());
+  to->mutable_stderr()->swap(*from.mutable_stderr());
+}
+
+// The worker request for a public request: the same message minus the
+// session, which the server resolves.
+template <typename Request>
+internal::WorkerRequest ToWorkerRequest(
+    const Request& request, Request* (internal::WorkerRequest::*field)()) {
+  internal::WorkerRequest work;
+  work.set_fresh_namespace(request.session().empty());
+  Request* op = (work.*field)();
+  *op = request;
+  op->clear_session();
+  return work;
+}
+
+}  // namespace
 
 std::string TokenForLog(absl::string_view token) {
   return absl::StrCat(token.substr(0, 8), "…");
@@ -85,22 +115,11 @@ CallId PyExecCore::Eval(const v1::EvalRequest& request, absl::Time deadline,
     done(absl::InvalidArgumentError("code is empty"));
     return 0;
   }
-  internal::WorkerRequest work;
-  work.set_fresh_namespace(request.session().empty());
-  *work.mutable_eval() = request;
-  work.mutable_eval()->clear_session();
-  return Run(
-      request.session(), std::move(work), deadline,
-      [response](internal::WorkerResponse& r) {
-        if (r.has_error()) {
-          response->mutable_error()->Swap(r.mutable_error());
-        } else {
-          response->mutable_value()->Swap(r.mutable_value());
-        }
-        response->mutable_stdout()->swap(*r.mutable_stdout());
-        response->mutable_stderr()->swap(*r.mutable_stderr());
-      },
-      std::move(done));
+  return Run(request.session(),
+             ToWorkerRequest(request, &internal::WorkerRequest::mutable_eval),
+             deadline,
+             [response](internal::WorkerResponse& r) { MoveResult(r, response); },
+             std::move(done));
 }
 
 CallId PyExecCore::Exec(const v1::ExecRequest& request, absl::Time deadline,
@@ -109,18 +128,11 @@ CallId PyExecCore::Exec(const v1::ExecRequest& request, absl::Time deadline,
     done(absl::InvalidArgumentError("code is empty"));
     return 0;
   }
-  internal::WorkerRequest work;
-  work.set_fresh_namespace(request.session().empty());
-  *work.mutable_exec() = request;
-  work.mutable_exec()->clear_session();
-  return Run(
-      request.session(), std::move(work), deadline,
-      [response](internal::WorkerResponse& r) {
-        if (r.has_error()) response->mutable_error()->Swap(r.mutable_error());
-        response->mutable_stdout()->swap(*r.mutable_stdout());
-        response->mutable_stderr()->swap(*r.mutable_stderr());
-      },
-      std::move(done));
+  return Run(request.session(),
+             ToWorkerRequest(request, &internal::WorkerRequest::mutable_exec),
+             deadline,
+             [response](internal::WorkerResponse& r) { MoveResult(r, response); },
+             std::move(done));
 }
 
 CallId PyExecCore::Call(const v1::CallRequest& request, absl::Time deadline,
@@ -134,22 +146,11 @@ CallId PyExecCore::Call(const v1::CallRequest& request, absl::Time deadline,
         "module is empty (use \"builtins\" or \"__main__\")"));
     return 0;
   }
-  internal::WorkerRequest work;
-  work.set_fresh_namespace(request.session().empty());
-  *work.mutable_call() = request;
-  work.mutable_call()->clear_session();
-  return Run(
-      request.session(), std::move(work), deadline,
-      [response](internal::WorkerResponse& r) {
-        if (r.has_error()) {
-          response->mutable_error()->Swap(r.mutable_error());
-        } else {
-          response->mutable_value()->Swap(r.mutable_value());
-        }
-        response->mutable_stdout()->swap(*r.mutable_stdout());
-        response->mutable_stderr()->swap(*r.mutable_stderr());
-      },
-      std::move(done));
+  return Run(request.session(),
+             ToWorkerRequest(request, &internal::WorkerRequest::mutable_call),
+             deadline,
+             [response](internal::WorkerResponse& r) { MoveResult(r, response); },
+             std::move(done));
 }
 
 v1::GetStatsResponse PyExecCore::GetStats() const {

@@ -93,43 +93,38 @@ grpc::ServerUnaryReactor* PyExecService::Unbind(
   return Finished(core_->Unbind(*request));
 }
 
-grpc::ServerUnaryReactor* PyExecService::Eval(
-    grpc::CallbackServerContext* context, const v1::EvalRequest* request,
-    v1::EvalResponse* response) {
+template <typename Request, typename Response>
+grpc::ServerUnaryReactor* PyExecService::RunOnPool(
+    grpc::CallbackServerContext* context, const Request* request,
+    Response* response,
+    CallId (PyExecCore::*run)(const Request&, absl::Time, Response*, RpcDone)) {
   if (absl::Status bad = v1::MalformedRequestError(*request); !bad.ok()) {
     return Finished(bad);
   }
   auto* reactor = new PoolCallReactor(core_);
   reactor->Run([&](RpcDone done) {
-    return core_->Eval(*request, DeadlineOf(*context), response, std::move(done));
+    return (core_->*run)(*request, DeadlineOf(*context), response,
+                         std::move(done));
   });
   return reactor;
+}
+
+grpc::ServerUnaryReactor* PyExecService::Eval(
+    grpc::CallbackServerContext* context, const v1::EvalRequest* request,
+    v1::EvalResponse* response) {
+  return RunOnPool(context, request, response, &PyExecCore::Eval);
 }
 
 grpc::ServerUnaryReactor* PyExecService::Exec(
     grpc::CallbackServerContext* context, const v1::ExecRequest* request,
     v1::ExecResponse* response) {
-  if (absl::Status bad = v1::MalformedRequestError(*request); !bad.ok()) {
-    return Finished(bad);
-  }
-  auto* reactor = new PoolCallReactor(core_);
-  reactor->Run([&](RpcDone done) {
-    return core_->Exec(*request, DeadlineOf(*context), response, std::move(done));
-  });
-  return reactor;
+  return RunOnPool(context, request, response, &PyExecCore::Exec);
 }
 
 grpc::ServerUnaryReactor* PyExecService::Call(
     grpc::CallbackServerContext* context, const v1::CallRequest* request,
     v1::CallResponse* response) {
-  if (absl::Status bad = v1::MalformedRequestError(*request); !bad.ok()) {
-    return Finished(bad);
-  }
-  auto* reactor = new PoolCallReactor(core_);
-  reactor->Run([&](RpcDone done) {
-    return core_->Call(*request, DeadlineOf(*context), response, std::move(done));
-  });
-  return reactor;
+  return RunOnPool(context, request, response, &PyExecCore::Call);
 }
 
 grpc::ServerUnaryReactor* PyExecService::GetStats(

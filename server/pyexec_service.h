@@ -38,6 +38,14 @@ class PyExecService final : public v1::PyExec::CallbackService {
                                      v1::GetStatsResponse* response) override;
 
  private:
+  // Eval/Exec/Call: checks the request, runs it on the pool through `run`,
+  // and interrupts it if the client goes away.
+  template <typename Request, typename Response>
+  grpc::ServerUnaryReactor* RunOnPool(
+      grpc::CallbackServerContext* context, const Request* request,
+      Response* response,
+      CallId (PyExecCore::*run)(const Request&, absl::Time, Response*, RpcDone));
+
   // The call's deadline, or now + default_timeout when it has none.
   absl::Time DeadlineOf(const grpc::CallbackServerContext& context) const;
 

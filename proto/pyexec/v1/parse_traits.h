@@ -72,15 +72,21 @@ inline absl::Status MalformedRequestError(
   return absl::OkStatus();
 }
 
-// Traits for a request type: parse failures become a marked, empty message.
+// Serialization is gRPC's own; only parsing differs.
 template <typename T>
-class RequestSerializationTraits {
+class StockSerialize {
  public:
   static grpc::Status Serialize(const grpc::protobuf::MessageLite& msg,
                                 grpc::ByteBuffer* bb, bool* own_buffer) {
     return grpc::GenericSerialize<grpc::ProtoBufferWriter, T>(msg, bb,
                                                               own_buffer);
   }
+};
+
+// Traits for a request type: parse failures become a marked, empty message.
+template <typename T>
+class RequestSerializationTraits : public StockSerialize<T> {
+ public:
   static grpc::Status Deserialize(grpc::ByteBuffer* buffer, T* message) {
     std::string why;
     if (!ParseDeep(buffer, message, &why)) {
@@ -96,13 +102,8 @@ class RequestSerializationTraits {
 
 // Traits for a response type: a deeper recursion limit, failures reported.
 template <typename T>
-class ResponseSerializationTraits {
+class ResponseSerializationTraits : public StockSerialize<T> {
  public:
-  static grpc::Status Serialize(const grpc::protobuf::MessageLite& msg,
-                                grpc::ByteBuffer* bb, bool* own_buffer) {
-    return grpc::GenericSerialize<grpc::ProtoBufferWriter, T>(msg, bb,
-                                                              own_buffer);
-  }
   static grpc::Status Deserialize(grpc::ByteBuffer* buffer, T* message) {
     std::string why;
     bool ok = ParseDeep(buffer, message, &why);
