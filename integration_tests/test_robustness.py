@@ -356,7 +356,20 @@ class ChildProcessTest(RobustBase):
 class LimitsTest(RobustBase):
     SERVER_FLAGS = ("--worker_memory_limit_mb=512", "--worker_max_open_files=64",
                     "--max_output_bytes=4096", "--max_message_bytes=1048576",
-                    "--kill_grace=1s")
+                    "--max_value_depth=10", "--kill_grace=1s")
+
+    def test_max_value_depth_flag(self):
+        s, pid = self.bound_with_state()
+        self.assertEqual(fx.nested_depth(self.ev("v", s, locals={"v": fx.nested_list_value(8)})),
+                         (8, None))
+        self.assertRpcError(SC.INVALID_ARGUMENT, self.eval, "1", s,
+                            locals={"v": fx.nested_list_value(12)})
+        self.ex("deep = None\nfor _ in range(12):\n    deep = [deep]\n", s)
+        resp = self.eval("deep", s)
+        self.assertTrue(resp.HasField("error"), "result deeper than --max_value_depth accepted")
+        self.assertRegex(resp.error.type + " " + resp.error.message, r"(?i)depth|deep|nest|recurs")
+        self.assertEqual(self.ev("kept", s), "state")
+        self.assertEqual(self.session_pid(s), pid)
 
     def _memory_outcome(self, code, s):
         """Runs code that exceeds the memory limit: MemoryError, or ABORTED with a reason."""
@@ -450,6 +463,25 @@ class LimitsTest(RobustBase):
         self.assertEqual(self.server.health_status(), fx.SERVING)
         self.assertEqual(self.ev("1 + 1"), 2)
         self.server.wait_pool_size()
+
+
+class IdleTimeoutFlagTest(fx.ServerTestCase):
+    SERVER_FLAGS = ("--session_idle_timeout=1s",)
+
+    def test_default_idle_timeout_from_flag(self):
+        resp = self.stub.Bind(pb.BindRequest(), timeout=10)
+        self.addCleanup(self.unbind_quietly, resp.session)
+        self.assertEqual(resp.idle_timeout_seconds, 1)
+        pid = self.session_pid(resp.session)
+        self.assertFalse(fx.wait_gone({pid: None}, 10.0), "idle session's worker not reaped")
+        self.assertRpcError(SC.NOT_FOUND, self.eval, "1", resp.session)
+        self.server.wait_pool_size(sessions=0)
+
+    def test_running_call_is_not_idle(self):
+        s = self.stub.Bind(pb.BindRequest(), timeout=10).session
+        self.addCleanup(self.unbind_quietly, s)
+        self.ex("import time\ntime.sleep(2.5)\nx = 1", s, timeout=10)
+        self.assertEqual(self.ev("x", s), 1)
 
 
 class MalformedRequestTest(fx.ServerTestCase):
