@@ -2,6 +2,7 @@
 
 import math
 import os
+import re
 import signal
 import subprocess
 import time
@@ -47,6 +48,14 @@ class SessionsTest(fx.ServerTestCase):
         # Module state is per interpreter too.
         self.ex("import sys\nsys.pyexec_marker = 1", a)
         self.assertFalse(self.ev("hasattr(__import__('sys'), 'pyexec_marker')", b))
+
+    def test_lifecycle_is_logged_and_stdout_has_one_line(self):
+        s = self.bind(cleanup=False)
+        self.stub.Unbind(pb.UnbindRequest(session=s), timeout=5)
+        fx.wait_until(lambda: re.search(r"(?i)\bbind\b.*\n(.*\n)*.*\bunbind\b",
+                                        self.server.log_since(self._log_offset)), 5.0,
+                      what="bind and unbind lines in the log")
+        self.assertEqual(self.server.extra_stdout, b"", "pyexecd printed more than one stdout line")
 
     def test_session_tokens_are_long_and_distinct(self):
         tokens = {self.bind() for _ in range(3)}

@@ -192,6 +192,9 @@ class WorkerFailureTest(RobustBase):
         err = self.assertRpcError(SC.ABORTED, self.exec, code, s, timeout=20)
         self.assertLess(time.monotonic() - t0, 8.0, "worker failure not noticed promptly")
         self.assertRegex(err.details(), reason_re, "ABORTED message carries no reason")
+        # The reason is logged too.
+        fx.wait_until(lambda: re.search(reason_re, self.server.log_since(self._log_offset)), 5.0,
+                      what="the failure reason in pyexecd's log")
         if bound:
             self.assertRpcError(SC.NOT_FOUND, self.eval, "kept", s)
             self.assertFalse(fx.wait_gone({pid: None}, 5.0), "failed worker still alive")
