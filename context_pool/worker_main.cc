@@ -62,6 +62,13 @@ void ApplyLimits() {
   }
 }
 
+// Ends the worker together with every process user code started in its
+// process group. Only when the worker leads its group (as the launcher
+// arranges): a worker started by hand must not kill whoever started it.
+void KillOwnProcessGroup() {
+  if (getpgrp() == getpid()) kill(0, SIGKILL);
+}
+
 // Ties the worker's process group to pyexecd's life. PR_SET_PDEATHSIG alone
 // would kill only the worker and leave the programs user code started
 // running, so a thread (not Python; unaffected by what user code does with
@@ -85,7 +92,7 @@ bool WatchParent(int parent) {
     pollfd p{pidfd, POLLIN, 0};
     while (poll(&p, 1, -1) < 0 && errno == EINTR) {
     }
-    kill(0, SIGKILL);  // our process group: the worker and its children
+    KillOwnProcessGroup();
   }).detach();
   return true;
 }
@@ -166,5 +173,9 @@ int Serve() {
 int main(int argc, char** argv) {
   pyexec::SetLogProgramName("pyexec_worker");
   absl::ParseCommandLine(argc, argv);
-  return pyexec::Serve();
+  int code = pyexec::Serve();
+  // The socket closed (pyexecd is gone or let us go) or failed. The watchdog
+  // may not have run yet: take user code's processes down with us now.
+  pyexec::KillOwnProcessGroup();
+  return code;
 }

@@ -389,7 +389,9 @@ timeout_interrupts_while_true(_Config) ->
     ?assertEqual({error, timeout}, py:call(builtins, exec, [<<"while True: pass">>], #{}, 500)),
     Elapsed = erlang:monotonic_time(millisecond) - T0,
     ct:log("stateless timeout returned after ~b ms", [Elapsed]),
-    ?assert(Elapsed >= 500),
+    %% The client keeps its deadline in whole milliseconds, so an answer
+    %% that is exactly on time can measure as 499 ms here.
+    ?assert(Elapsed >= 495),
     ?assert(Elapsed < 2400),
     %% In a session: the loop is interrupted, the session and its state
     %% survive.
