@@ -27,7 +27,6 @@ std::string DurationText(absl::Duration d) { return absl::FormatDuration(d); }
 struct ContextPool::Call {
   CallId id = 0;
   internal::WorkerRequest request;
-  absl::Time deadline;
   CallDone done;
   bool has_deadline_timer = false;
   TimerMap::iterator deadline_timer;
@@ -209,63 +208,53 @@ CallId ContextPool::Submit(WorkerId worker, internal::WorkerRequest request,
   {
     absl::MutexLock lock(&mu_);
     id = next_call_id_++;
+    // Where the call goes: started at once on `start`, or appended to
+    // `queue` (a session's queue, or the stateless one).
+    Worker* start = nullptr;
+    std::deque<std::unique_ptr<Call>>* queue = nullptr;
+    uint64_t queue_location = 0;
     if (draining_ || stopping_) {
       refused = absl::UnavailableError("server is shutting down");
+    } else if (worker != 0) {
+      auto it = workers_.find(worker);
+      if (it == workers_.end() || !it->second->checked_out ||
+          it->second->state == Worker::State::kDying) {
+        refused = absl::NotFoundError("session not found: its interpreter is gone");
+      } else if (Worker* w = it->second.get();
+                 w->current == nullptr && w->queue.empty()) {
+        start = w;
+      } else if (static_cast<int>(w->queue.size()) >= options_.max_pending) {
+        refused = absl::ResourceExhaustedError(
+            "too many calls waiting for this session");
+      } else {
+        queue = &w->queue;
+        queue_location = w->key;
+      }
+    } else if (!idle_.empty()) {
+      start = workers_[idle_.back()].get();
+      idle_.pop_back();
+      ++busy_unbound_;
+    } else if (static_cast<int>(pending_.size()) >= options_.max_pending) {
+      refused = absl::ResourceExhaustedError(absl::StrCat(
+          "too many calls waiting for a worker (limit ", options_.max_pending,
+          ")"));
     } else {
+      queue = &pending_;
+    }
+    if (refused.ok()) {
       auto call = std::make_unique<Call>();
       call->id = id;
       request.set_id(id);
       call->request = std::move(request);
-      call->deadline = deadline;
-      Worker* w = nullptr;
-      if (worker != 0) {
-        auto it = workers_.find(worker);
-        if (it == workers_.end() || !it->second->checked_out ||
-            it->second->state == Worker::State::kDying) {
-          refused = absl::NotFoundError("session not found: its interpreter is gone");
-        } else {
-          w = it->second.get();
-          if (w->current != nullptr || !w->queue.empty()) {
-            if (static_cast<int>(w->queue.size()) >= options_.max_pending) {
-              refused = absl::ResourceExhaustedError(
-                  "too many calls waiting for this session");
-            } else {
-              call_location_[id] = w->key;
-              w->queue.push_back(std::move(call));
-            }
-            w = nullptr;  // queued, not started
-          }
-        }
-      } else if (!idle_.empty()) {
-        w = workers_[idle_.back()].get();
-        idle_.pop_back();
-        ++busy_unbound_;
-      } else if (static_cast<int>(pending_.size()) >= options_.max_pending) {
-        refused = absl::ResourceExhaustedError(absl::StrCat(
-            "too many calls waiting for a worker (limit ", options_.max_pending,
-            ")"));
+      call->done = std::move(done);
+      call->deadline_timer = AddTimer(deadline, TimerKind::kCallDeadline, id);
+      call->has_deadline_timer = true;
+      ++open_calls_;
+      if (start != nullptr) {
+        StartCall(start, std::move(call));
       } else {
-        call_location_[id] = 0;
-        pending_.push_back(std::move(call));
-      }
-      if (refused.ok()) {
-        ++open_calls_;
-        Call* timed = nullptr;
-        if (w != nullptr) {
-          call_location_[id] = w->key;
-          call->done = std::move(done);
-          timed = call.get();
-          StartCall(w, std::move(call));
-        } else {
-          // Queued: the call now lives in a queue; find it to attach `done`.
-          Call* queued = worker != 0 ? workers_[worker]->queue.back().get()
-                                     : pending_.back().get();
-          queued->done = std::move(done);
-          timed = queued;
-        }
-        timed->deadline_timer =
-            AddTimer(deadline, TimerKind::kCallDeadline, id);
-        timed->has_deadline_timer = true;
+        call_location_[id] = queue_location;
+        queue->push_back(std::move(call));
       }
     }
   }
@@ -273,19 +262,44 @@ CallId ContextPool::Submit(WorkerId worker, internal::WorkerRequest request,
   return id;
 }
 
+std::deque<std::unique_ptr<ContextPool::Call>>* ContextPool::QueueAt(
+    uint64_t location) {
+  if (location == 0) return &pending_;
+  auto it = workers_.find(location);
+  return it == workers_.end() ? nullptr : &it->second->queue;
+}
+
+ContextPool::Call* ContextPool::FindCall(CallId id, Worker** running_on) {
+  *running_on = nullptr;
+  auto loc = call_location_.find(id);
+  if (loc == call_location_.end()) return nullptr;
+  if (loc->second != 0) {
+    auto it = workers_.find(loc->second);
+    if (it != workers_.end() && it->second->current != nullptr &&
+        it->second->current->id == id) {
+      *running_on = it->second.get();
+      return it->second->current.get();
+    }
+  }
+  std::deque<std::unique_ptr<Call>>* queue = QueueAt(loc->second);
+  if (queue == nullptr) return nullptr;
+  for (auto& call : *queue) {
+    if (call->id == id) return call.get();
+  }
+  return nullptr;
+}
+
 void ContextPool::Cancel(CallId call) {
   Deferred deferred;
   {
     absl::MutexLock lock(&mu_);
-    auto loc = call_location_.find(call);
-    if (loc == call_location_.end()) return;
-    if (!FinishQueuedCall(call, absl::CancelledError("cancelled by the client"),
-                          &deferred)) {
-      auto it = workers_.find(loc->second);
-      if (it != workers_.end() && it->second->current != nullptr &&
-          it->second->current->id == call) {
-        InterruptCall(it->second.get(), absl::StatusCode::kCancelled);
-      }
+    Worker* running_on;
+    if (FindCall(call, &running_on) == nullptr) return;
+    if (running_on != nullptr) {
+      InterruptCall(running_on, absl::StatusCode::kCancelled);
+    } else {
+      FinishQueuedCall(call, absl::CancelledError("cancelled by the client"),
+                       &deferred);
     }
   }
   RunDeferred(&deferred);
@@ -692,41 +706,26 @@ void ContextPool::FireTimers(absl::Time now, Deferred* deferred) {
     timers_.erase(timers_.begin());
     switch (kind) {
       case TimerKind::kCallDeadline: {
-        auto loc = call_location_.find(id);
-        if (loc == call_location_.end()) break;
-        // Mark the timer gone before the call can be finished.
-        auto mark = [id](Call* c) {
-          if (c != nullptr && c->id == id) c->has_deadline_timer = false;
-        };
-        if (loc->second == 0) {
-          for (auto& c : pending_) mark(c.get());
-        } else if (auto it = workers_.find(loc->second); it != workers_.end()) {
-          mark(it->second->current.get());
-          for (auto& c : it->second->queue) mark(c.get());
-        }
-        if (!FinishQueuedCall(
-                id,
-                absl::DeadlineExceededError(
-                    "deadline exceeded while waiting for a worker"),
-                deferred)) {
-          auto it = workers_.find(loc->second);
-          if (it != workers_.end() && it->second->current != nullptr &&
-              it->second->current->id == id) {
-            InterruptCall(it->second.get(), absl::StatusCode::kDeadlineExceeded);
-          }
+        Worker* running_on;
+        Call* call = FindCall(id, &running_on);
+        if (call == nullptr) break;
+        call->has_deadline_timer = false;  // fired: nothing to erase
+        if (running_on != nullptr) {
+          InterruptCall(running_on, absl::StatusCode::kDeadlineExceeded);
+        } else {
+          FinishQueuedCall(id,
+                           absl::DeadlineExceededError(
+                               "deadline exceeded while waiting for a worker"),
+                           deferred);
         }
         break;
       }
       case TimerKind::kKill: {
-        auto loc = call_location_.find(id);
-        if (loc == call_location_.end()) break;
-        auto it = workers_.find(loc->second);
-        if (it == workers_.end() || it->second->current == nullptr ||
-            it->second->current->id != id) {
-          break;
-        }
-        it->second->current->has_kill_timer = false;
-        Condemn(it->second.get(),
+        Worker* running_on;
+        Call* call = FindCall(id, &running_on);
+        if (call == nullptr || running_on == nullptr) break;
+        call->has_kill_timer = false;
+        Condemn(running_on,
                 absl::StrCat("the call did not stop within --kill_grace (",
                              DurationText(options_.kill_grace),
                              ") after it was interrupted"));
@@ -806,25 +805,18 @@ void ContextPool::FinishCall(std::unique_ptr<Call> call,
   });
 }
 
-bool ContextPool::FinishQueuedCall(CallId id, const absl::Status& status,
+void ContextPool::FinishQueuedCall(CallId id, const absl::Status& status,
                                    Deferred* deferred) {
   auto loc = call_location_.find(id);
-  if (loc == call_location_.end()) return false;
-  std::deque<std::unique_ptr<Call>>* queue = nullptr;
-  if (loc->second == 0) {
-    queue = &pending_;
-  } else {
-    auto it = workers_.find(loc->second);
-    if (it == workers_.end()) return false;
-    queue = &it->second->queue;
-  }
+  if (loc == call_location_.end()) return;
+  std::deque<std::unique_ptr<Call>>* queue = QueueAt(loc->second);
+  if (queue == nullptr) return;
   auto it = std::find_if(queue->begin(), queue->end(),
                          [id](const auto& c) { return c->id == id; });
-  if (it == queue->end()) return false;
+  if (it == queue->end()) return;
   std::unique_ptr<Call> call = std::move(*it);
   queue->erase(it);
   FinishCall(std::move(call), status, deferred);
-  return true;
 }
 
 }  // namespace pyexec

@@ -167,8 +167,16 @@ class ContextPool {
   void FinishCall(std::unique_ptr<Call> call,
                   absl::StatusOr<internal::WorkerResponse> result,
                   Deferred* deferred) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Ends a call that is still waiting in a queue. Returns false if not found.
-  bool FinishQueuedCall(CallId id, const absl::Status& status,
+  // The open call `id` and, if it is running, its worker (else
+  // *running_on = nullptr: it is queued). nullptr if it is not open.
+  Call* FindCall(CallId id, Worker** running_on)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The wait queue at a call location: the stateless queue for 0, else that
+  // worker's session queue; nullptr if the worker is gone.
+  std::deque<std::unique_ptr<Call>>* QueueAt(uint64_t location)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Ends a call that is still waiting in a queue; ignores unknown ids.
+  void FinishQueuedCall(CallId id, const absl::Status& status,
                         Deferred* deferred) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void InterruptCall(Worker* w, absl::StatusCode reason)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
