@@ -6,6 +6,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "common/utf8.h"
 #include "context_pool/py_ref.h"
 #include "context_pool/python_value.h"
 
@@ -238,11 +239,7 @@ PyObject* NewStr(const std::string& s) {
 void BoundOutput(std::string text, bool truncated, size_t limit,
                  std::string* out) {
   if (text.size() > limit) {
-    size_t cut = limit;
-    while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) {
-      --cut;
-    }
-    text.resize(cut);
+    text.resize(Utf8PrefixLength(text, limit));
     truncated = true;
   }
   if (truncated) {
@@ -258,19 +255,7 @@ void TakeCapture(PyObject* capture, size_t limit, std::string* out) {
   PyRef truncated(PyObject_GetAttrString(capture, "truncated"));
   std::string text;
   if (value && PyUnicode_Check(value.get())) {
-    Py_ssize_t size;
-    const char* utf8 = PyUnicode_AsUTF8AndSize(value.get(), &size);
-    if (utf8 == nullptr) {
-      PyErr_Clear();
-      PyRef encoded(
-          PyUnicode_AsEncodedString(value.get(), "utf-8", "backslashreplace"));
-      if (encoded) {
-        text.assign(PyBytes_AS_STRING(encoded.get()),
-                    PyBytes_GET_SIZE(encoded.get()));
-      }
-    } else {
-      text.assign(utf8, size);
-    }
+    DisplayTextToUtf8(value.get(), &text);
   }
   PyErr_Clear();
   BoundOutput(std::move(text), truncated && PyObject_IsTrue(truncated.get()),

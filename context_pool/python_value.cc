@@ -166,24 +166,6 @@ absl::StatusOr<PyObject*> ToPython(const v1::Value& value, int depth,
   return absl::InvalidArgumentError("Value has an unknown kind");
 }
 
-// The UTF-8 of display text (a repr, a big int's digits); lone surrogates are
-// backslash-escaped, since a protobuf string must be valid UTF-8. Returns
-// false with an exception set.
-bool StrToUtf8(PyObject* str, std::string* out) {
-  Py_ssize_t size;
-  const char* utf8 = PyUnicode_AsUTF8AndSize(str, &size);
-  if (utf8 != nullptr) {
-    out->assign(utf8, size);
-    return true;
-  }
-  PyErr_Clear();
-  PyRef encoded(PyUnicode_AsEncodedString(str, "utf-8", "backslashreplace"));
-  if (!encoded) return false;
-  out->assign(PyBytes_AS_STRING(encoded.get()),
-              PyBytes_GET_SIZE(encoded.get()));
-  return true;
-}
-
 absl::Status FromPython(PyObject* object, int depth, int max_depth,
                         v1::Value* out);
 
@@ -219,7 +201,7 @@ absl::Status OpaqueFromPython(PyObject* object, v1::Value* out) {
   opaque->set_type(PythonTypeName(object));
   PyRef repr(PyObject_Repr(object));
   if (!repr) return absl::InternalError("repr() failed");
-  if (!StrToUtf8(repr.get(), opaque->mutable_repr())) {
+  if (!DisplayTextToUtf8(repr.get(), opaque->mutable_repr())) {
     return absl::InternalError("repr() is not encodable");
   }
   return absl::OkStatus();
@@ -240,7 +222,7 @@ absl::Status FromPython(PyObject* object, int depth, int max_depth,
     } else {
       PyRef decimal(PyNumber_ToBase(object, 10));
       if (!decimal) return absl::InternalError("int to decimal failed");
-      if (!StrToUtf8(decimal.get(), out->mutable_big_int())) {
+      if (!DisplayTextToUtf8(decimal.get(), out->mutable_big_int())) {
         return absl::InternalError("int to decimal failed");
       }
     }
@@ -297,6 +279,21 @@ absl::Status FromPython(PyObject* object, int depth, int max_depth,
 }
 
 }  // namespace
+
+bool DisplayTextToUtf8(PyObject* str, std::string* out) {
+  Py_ssize_t size;
+  const char* utf8 = PyUnicode_AsUTF8AndSize(str, &size);
+  if (utf8 != nullptr) {
+    out->assign(utf8, size);
+    return true;
+  }
+  PyErr_Clear();
+  PyRef encoded(PyUnicode_AsEncodedString(str, "utf-8", "backslashreplace"));
+  if (!encoded) return false;
+  out->assign(PyBytes_AS_STRING(encoded.get()),
+              PyBytes_GET_SIZE(encoded.get()));
+  return true;
+}
 
 std::string PythonTypeName(PyObject* object) {
   PyTypeObject* type = Py_TYPE(object);

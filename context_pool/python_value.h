@@ -27,6 +27,11 @@ absl::StatusOr<PyObject*> ValueToPython(const v1::Value& value, int max_depth);
 // describing it, so that the caller can report it as a PythonError.
 absl::Status PythonToValue(PyObject* object, int max_depth, v1::Value* out);
 
+// The UTF-8 of a str that is display text (a repr, captured output, an
+// int's digits): lone surrogates are backslash-escaped, since a protobuf
+// string must be valid UTF-8. Returns false with an exception set.
+bool DisplayTextToUtf8(PyObject* str, std::string* out);
+
 // The qualified type name Python shows for `object`, e.g. "datetime.date";
 // builtins drop the module. Never fails.
 std::string PythonTypeName(PyObject* object);
