@@ -34,6 +34,11 @@ struct ContextPool::Call {
   TimerMap::iterator kill_timer;
   // Why the call was interrupted (DEADLINE_EXCEEDED or CANCELLED); OK if not.
   absl::StatusCode interrupted = absl::StatusCode::kOk;
+  // Interrupted by InterruptWorker rather than by its own client.
+  bool by_interrupt_request = false;
+  // Streamed calls: where events go, and how many are not yet consumed.
+  CallEvent events;
+  int events_outstanding = 0;
 };
 
 struct ContextPool::Worker {
@@ -52,6 +57,9 @@ struct ContextPool::Worker {
   bool socket_registered = false;
   bool exit_registered = false;
   bool want_write = false;
+  // Backpressure: a streamed call's consumer is behind, so the socket is
+  // not read (EPOLLIN off) until it catches up.
+  bool reading_paused = false;
   // Set when the pool killed the worker; explains its death.
   std::string condemned_reason;
   std::unique_ptr<Call> current;
@@ -202,7 +210,8 @@ void ContextPool::Release(WorkerId worker) {
 }
 
 CallId ContextPool::Submit(WorkerId worker, internal::WorkerRequest request,
-                           absl::Time deadline, CallDone done) {
+                           absl::Time deadline, CallDone done,
+                           CallEvent events) {
   absl::Status refused;
   CallId id = 0;
   {
@@ -247,6 +256,7 @@ CallId ContextPool::Submit(WorkerId worker, internal::WorkerRequest request,
       request.set_id(id);
       call->request = std::move(request);
       call->done = std::move(done);
+      call->events = std::move(events);
       call->deadline_timer = AddTimer(deadline, TimerKind::kCallDeadline, id);
       call->has_deadline_timer = true;
       ++open_calls_;
@@ -296,13 +306,49 @@ void ContextPool::Cancel(CallId call) {
     Worker* running_on;
     if (FindCall(call, &running_on) == nullptr) return;
     if (running_on != nullptr) {
-      InterruptCall(running_on, absl::StatusCode::kCancelled);
+      InterruptCall(running_on, absl::StatusCode::kCancelled, &deferred);
     } else {
       FinishQueuedCall(call, absl::CancelledError("cancelled by the client"),
                        &deferred);
     }
   }
   RunDeferred(&deferred);
+}
+
+void ContextPool::EventConsumed(CallId id) {
+  Deferred deferred;
+  {
+    absl::MutexLock lock(&mu_);
+    Worker* running_on;
+    Call* call = FindCall(id, &running_on);
+    if (call == nullptr || running_on == nullptr) return;
+    if (call->events_outstanding > 0) --call->events_outstanding;
+    if (running_on->reading_paused &&
+        call->events_outstanding < options_.max_buffered_events) {
+      ResumeReading(running_on, &deferred);
+    }
+  }
+  RunDeferred(&deferred);
+}
+
+bool ContextPool::InterruptWorker(WorkerId worker) {
+  Deferred deferred;
+  bool running = false;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = workers_.find(worker);
+    if (it == workers_.end() || !it->second->checked_out) return false;
+    Worker* w = it->second.get();
+    if (w->current != nullptr && w->state == Worker::State::kReady) {
+      running = true;
+      if (w->current->interrupted == absl::StatusCode::kOk) {
+        w->current->by_interrupt_request = true;
+      }
+      InterruptCall(w, absl::StatusCode::kCancelled, &deferred);
+    }
+  }
+  RunDeferred(&deferred);
+  return running;
 }
 
 void ContextPool::BeginDrain() {
@@ -508,22 +554,44 @@ void ContextPool::OnWorkerEvent(uint64_t epoll_key, uint32_t events,
   }
 }
 
+bool ContextPool::DecodeFrames(Worker* w, Deferred* deferred) {
+  while (!w->reading_paused) {
+    absl::StatusOr<std::optional<std::string>> frame = w->decoder.Next();
+    if (!frame.ok()) {
+      Condemn(w, absl::StrCat("protocol error: ", frame.status().message()));
+      return false;
+    }
+    if (!frame->has_value()) return true;
+    HandleFrame(w, **frame, deferred);
+    if (!w->socket_registered) return false;  // condemned by the frame
+  }
+  return false;
+}
+
+void ContextPool::ResumeReading(Worker* w, Deferred* deferred) {
+  w->reading_paused = false;
+  // Frames read before the pause come first; they may pause it again.
+  if (!DecodeFrames(w, deferred)) return;
+  UpdateEpoll(w);
+}
+
+void ContextPool::UpdateEpoll(Worker* w) {
+  if (!w->socket_registered) return;
+  epoll_event ev{};
+  ev.events = (w->reading_paused ? 0 : EPOLLIN | EPOLLRDHUP) |
+              (w->want_write ? EPOLLOUT : 0);
+  ev.data.u64 = w->key * 2;
+  epoll_ctl(epoll_fd_.get(), EPOLL_CTL_MOD, w->process->socket_fd(), &ev);
+}
+
 void ContextPool::ReadFromWorker(Worker* w, Deferred* deferred) {
   char buffer[65536];
-  while (w->socket_registered) {
+  // While paused, a hang-up is left to the exit fd, which buries the worker.
+  while (w->socket_registered && !w->reading_paused) {
     ssize_t n = recv(w->process->socket_fd(), buffer, sizeof(buffer), 0);
     if (n > 0) {
       w->decoder.Append(buffer, static_cast<size_t>(n));
-      while (true) {
-        absl::StatusOr<std::optional<std::string>> frame = w->decoder.Next();
-        if (!frame.ok()) {
-          Condemn(w, absl::StrCat("protocol error: ", frame.status().message()));
-          return;
-        }
-        if (!frame->has_value()) break;
-        HandleFrame(w, **frame, deferred);
-        if (!w->socket_registered) return;  // condemned by the frame
-      }
+      if (!DecodeFrames(w, deferred)) return;
       if (static_cast<size_t>(n) < sizeof(buffer)) return;
     } else if (n == 0) {
       Condemn(w, "protocol error: the worker closed its socket");
@@ -563,8 +631,31 @@ void ContextPool::HandleFrame(Worker* w, const std::string& payload,
                             response.id()));
     return;
   }
+  if (response.partial()) {
+    Call* call = w->current.get();
+    // Nobody wants the events of an interrupted call; dropping them also
+    // keeps the worker unblocked so that it sees the interrupt.
+    if (!call->events || call->interrupted != absl::StatusCode::kOk) return;
+    ++call->events_outstanding;
+    deferred->push_back([events = call->events, id = call->id,
+                         event = std::move(response)]() mutable {
+      events(id, std::move(event));
+    });
+    if (call->events_outstanding >= options_.max_buffered_events) {
+      w->reading_paused = true;
+      UpdateEpoll(w);
+    }
+    return;
+  }
   std::unique_ptr<Call> call = std::move(w->current);
-  if (call->interrupted == absl::StatusCode::kDeadlineExceeded) {
+  if (call->by_interrupt_request &&
+      call->interrupted == absl::StatusCode::kCancelled) {
+    FinishCall(std::move(call),
+               absl::CancelledError(
+                   "interrupted by an Interrupt request; the Python code was "
+                   "interrupted and the session keeps its state"),
+               deferred);
+  } else if (call->interrupted == absl::StatusCode::kDeadlineExceeded) {
     FinishCall(std::move(call),
                absl::DeadlineExceededError(
                    "deadline exceeded; the Python code was interrupted"),
@@ -616,12 +707,9 @@ void ContextPool::FlushWrites(Worker* w) {
   }
   w->outbuf.erase(0, done);
   bool want_write = !w->outbuf.empty();
-  if (want_write != w->want_write && w->socket_registered) {
+  if (want_write != w->want_write) {
     w->want_write = want_write;
-    epoll_event ev{};
-    ev.events = EPOLLIN | EPOLLRDHUP | (want_write ? EPOLLOUT : 0);
-    ev.data.u64 = w->key * 2;
-    epoll_ctl(epoll_fd_.get(), EPOLL_CTL_MOD, w->process->socket_fd(), &ev);
+    UpdateEpoll(w);
   }
 }
 
@@ -711,7 +799,8 @@ void ContextPool::FireTimers(absl::Time now, Deferred* deferred) {
         if (call == nullptr) break;
         call->has_deadline_timer = false;  // fired: nothing to erase
         if (running_on != nullptr) {
-          InterruptCall(running_on, absl::StatusCode::kDeadlineExceeded);
+          InterruptCall(running_on, absl::StatusCode::kDeadlineExceeded,
+                        deferred);
         } else {
           FinishQueuedCall(id,
                            absl::DeadlineExceededError(
@@ -758,7 +847,8 @@ void ContextPool::FireTimers(absl::Time now, Deferred* deferred) {
   }
 }
 
-void ContextPool::InterruptCall(Worker* w, absl::StatusCode reason) {
+void ContextPool::InterruptCall(Worker* w, absl::StatusCode reason,
+                                Deferred* deferred) {
   Call* call = w->current.get();
   if (call->interrupted != absl::StatusCode::kOk) return;
   call->interrupted = reason;
@@ -766,6 +856,9 @@ void ContextPool::InterruptCall(Worker* w, absl::StatusCode reason) {
   call->kill_timer =
       AddTimer(absl::Now() + options_.kill_grace, TimerKind::kKill, call->id);
   call->has_kill_timer = true;
+  // A stream paused by backpressure must flow again: the worker may be
+  // blocked writing an event and would never see the interrupt.
+  if (w->reading_paused) ResumeReading(w, deferred);
 }
 
 void ContextPool::Dispatch(Deferred* deferred) {

@@ -41,6 +41,11 @@ struct ContextPoolOptions {
   absl::Duration startup_timeout = absl::Seconds(60);
   // Largest frame accepted from a worker.
   size_t max_frame_bytes = kDefaultMaxFrameBytes;
+  // Events of a streamed call handed to its consumer and not yet consumed
+  // (EventConsumed). At this bound the pool stops reading that worker's
+  // socket, so the worker blocks in write() and its Python code pauses:
+  // server memory per stream stays bounded however slow the client is.
+  int max_buffered_events = 8;
 };
 
 // Figures reported by GetStats.
@@ -62,6 +67,12 @@ struct PoolStats {
 // RESOURCE_EXHAUSTED, INVALID_ARGUMENT).
 using CallDone =
     std::function<void(absl::StatusOr<internal::WorkerResponse> result)>;
+// Receives each intermediate event of a streamed call (a WorkerResponse with
+// `partial` set: one output chunk or one value), in order and before its
+// CallDone. The consumer calls ContextPool::EventConsumed(call) once it has
+// passed the event on.
+using CallEvent =
+    std::function<void(CallId call, internal::WorkerResponse event)>;
 // Receives the outcome of Acquire.
 using AcquireDone = std::function<void(absl::StatusOr<WorkerId> worker)>;
 // Told when a checked-out worker is gone without Release (death, kill).
@@ -105,8 +116,22 @@ class ContextPool {
   // Runs `request` on checked-out `worker`, or on any idle unbound worker
   // when `worker` is 0. Calls on one worker run in submission order.
   // `request.id` is assigned by the pool.
+  // With `events`, the request is streamed (`request.stream` is set): its
+  // partial responses go to `events`, with backpressure (see
+  // max_buffered_events). Events of an interrupted call are dropped.
   CallId Submit(WorkerId worker, internal::WorkerRequest request,
-                absl::Time deadline, CallDone done);
+                absl::Time deadline, CallDone done, CallEvent events = nullptr);
+
+  // The consumer of a streamed call has passed one event on; reading from
+  // its worker resumes if it was paused. Unknown calls are ignored. May run
+  // the call's callbacks on the calling thread: call it without holding a
+  // lock that those callbacks take.
+  void EventConsumed(CallId call);
+
+  // Interrupts the call running on checked-out `worker`, as Cancel does; it
+  // ends CANCELLED. Returns false (and does nothing) if no call is running
+  // or the worker is unknown.
+  bool InterruptWorker(WorkerId worker);
 
   // The client gave up on `call`: drops it if it is still waiting, or
   // interrupts it (and kills after kill_grace). It ends CANCELLED. Unknown or
@@ -176,8 +201,17 @@ class ContextPool {
   // Ends a call that is still waiting in a queue; ignores unknown ids.
   void FinishQueuedCall(CallId id, const absl::Status& status,
                         Deferred* deferred) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void InterruptCall(Worker* w, absl::StatusCode reason)
+  void InterruptCall(Worker* w, absl::StatusCode reason, Deferred* deferred)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Handles the complete frames already read from `w`; false if it stopped
+  // because the worker was condemned or reading is paused.
+  bool DecodeFrames(Worker* w, Deferred* deferred)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Lifts a backpressure pause: handles buffered frames, then reads again.
+  void ResumeReading(Worker* w, Deferred* deferred)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Sets the worker socket's epoll interest from its write and pause state.
+  void UpdateEpoll(Worker* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // How many workers to spawn to keep the warm pool and waiting binds served.
   int SpawnsNeeded() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SpawnWorkers(int count) ABSL_LOCKS_EXCLUDED(mu_);

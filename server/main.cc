@@ -31,6 +31,9 @@ ABSL_FLAG(absl::Duration, session_idle_timeout, absl::Minutes(10),
           "own).");
 ABSL_FLAG(absl::Duration, max_session_idle_timeout, absl::Hours(24),
           "Longest idle timeout a Bind may ask for.");
+ABSL_FLAG(uint32_t, max_refs_per_session, 10000,
+          "Live object references (Value.ref) a session may hold; a result "
+          "that would make more answers RESOURCE_EXHAUSTED.");
 ABSL_FLAG(absl::Duration, default_timeout, absl::Seconds(30),
           "Deadline of calls that carry none.");
 ABSL_FLAG(absl::Duration, kill_grace, absl::Seconds(2),
@@ -80,6 +83,7 @@ ServerOptions OptionsFromFlags() {
   o.core.max_session_idle_timeout =
       std::max(absl::GetFlag(FLAGS_max_session_idle_timeout),
                o.core.session_idle_timeout);
+  o.core.max_refs_per_session = absl::GetFlag(FLAGS_max_refs_per_session);
   o.default_timeout = absl::GetFlag(FLAGS_default_timeout);
   o.drain_timeout = absl::GetFlag(FLAGS_drain_timeout);
   o.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);

@@ -36,6 +36,26 @@ internal::WorkerRequest ToWorkerRequest(
   return work;
 }
 
+// A worker's partial or final response as a stream event.
+template <typename Event>
+Event ToEvent(internal::WorkerResponse& from) {
+  Event event;
+  if (from.partial()) {
+    if (!from.stdout().empty()) {
+      event.set_stdout(std::move(*from.mutable_stdout()));
+    } else if (!from.stderr().empty()) {
+      event.set_stderr(std::move(*from.mutable_stderr()));
+    } else if constexpr (std::is_same_v<Event, v1::CallEvent>) {
+      if (from.has_value()) event.mutable_value()->Swap(from.mutable_value());
+    }
+  } else if (from.has_error()) {
+    event.mutable_end()->mutable_error()->Swap(from.mutable_error());
+  } else {
+    event.mutable_end();
+  }
+  return event;
+}
+
 }  // namespace
 
 std::string TokenForLog(absl::string_view token) {
@@ -81,7 +101,8 @@ absl::Status PyExecCore::Unbind(const v1::UnbindRequest& request) {
 CallId PyExecCore::Run(const std::string& session,
                        internal::WorkerRequest request, absl::Time deadline,
                        std::function<void(internal::WorkerResponse&)> fill,
-                       RpcDone done) {
+                       RpcDone done, CallEvent events) {
+  request.set_max_refs(options_.max_refs_per_session);
   WorkerId worker = 0;
   if (!session.empty()) {
     absl::StatusOr<WorkerId> found = sessions_->BeginCall(session);
@@ -106,13 +127,18 @@ CallId PyExecCore::Run(const std::string& session,
           fill(*result);
           done(absl::OkStatus());
         }
-      });
+      },
+      std::move(events));
 }
 
 CallId PyExecCore::Eval(const v1::EvalRequest& request, absl::Time deadline,
                         v1::EvalResponse* response, RpcDone done) {
   if (request.code().empty()) {
     done(absl::InvalidArgumentError("code is empty"));
+    return 0;
+  }
+  if (request.result_as_ref() && request.session().empty()) {
+    done(absl::InvalidArgumentError("result_as_ref needs a bound session"));
     return 0;
   }
   return Run(request.session(),
@@ -137,13 +163,8 @@ CallId PyExecCore::Exec(const v1::ExecRequest& request, absl::Time deadline,
 
 CallId PyExecCore::Call(const v1::CallRequest& request, absl::Time deadline,
                         v1::CallResponse* response, RpcDone done) {
-  if (request.function().empty()) {
-    done(absl::InvalidArgumentError("function is empty"));
-    return 0;
-  }
-  if (request.module().empty()) {
-    done(absl::InvalidArgumentError(
-        "module is empty (use \"builtins\" or \"__main__\")"));
+  if (absl::Status bad = CheckCall(request); !bad.ok()) {
+    done(bad);
     return 0;
   }
   return Run(request.session(),
@@ -151,6 +172,106 @@ CallId PyExecCore::Call(const v1::CallRequest& request, absl::Time deadline,
              deadline,
              [response](internal::WorkerResponse& r) { MoveResult(r, response); },
              std::move(done));
+}
+
+absl::Status PyExecCore::CheckCall(const v1::CallRequest& request) {
+  if (request.function().empty()) {
+    return absl::InvalidArgumentError("function is empty");
+  }
+  if (!request.target_ref().empty()) {
+    if (!request.module().empty()) {
+      return absl::InvalidArgumentError(
+          "module must be empty when target_ref is set");
+    }
+    if (request.session().empty()) {
+      return absl::InvalidArgumentError("target_ref needs a bound session");
+    }
+  } else if (request.module().empty()) {
+    return absl::InvalidArgumentError(
+        "module is empty (use \"builtins\" or \"__main__\")");
+  }
+  if (request.get_attribute() &&
+      (request.args_size() > 0 || request.kwargs_size() > 0)) {
+    return absl::InvalidArgumentError(
+        "get_attribute reads an attribute: args and kwargs must be empty");
+  }
+  if (request.result_as_ref() && request.session().empty()) {
+    return absl::InvalidArgumentError("result_as_ref needs a bound session");
+  }
+  return absl::OkStatus();
+}
+
+CallId PyExecCore::ExecStream(const v1::ExecRequest& request,
+                              absl::Time deadline,
+                              StreamSink<v1::ExecEvent> sink, RpcDone done) {
+  if (request.code().empty()) {
+    done(absl::InvalidArgumentError("code is empty"));
+    return 0;
+  }
+  internal::WorkerRequest work =
+      ToWorkerRequest(request, &internal::WorkerRequest::mutable_exec);
+  work.set_stream(true);
+  return Run(
+      request.session(), std::move(work), deadline,
+      [sink](internal::WorkerResponse& r) {
+        sink(ToEvent<v1::ExecEvent>(r), 0);
+      },
+      std::move(done),
+      [sink](CallId id, internal::WorkerResponse event) {
+        sink(ToEvent<v1::ExecEvent>(event), id);
+      });
+}
+
+CallId PyExecCore::CallStream(const v1::CallRequest& request,
+                              absl::Time deadline,
+                              StreamSink<v1::CallEvent> sink, RpcDone done) {
+  if (absl::Status bad = CheckCall(request); !bad.ok()) {
+    done(bad);
+    return 0;
+  }
+  internal::WorkerRequest work =
+      ToWorkerRequest(request, &internal::WorkerRequest::mutable_call);
+  work.set_stream(true);
+  return Run(
+      request.session(), std::move(work), deadline,
+      [sink](internal::WorkerResponse& r) {
+        sink(ToEvent<v1::CallEvent>(r), 0);
+      },
+      std::move(done),
+      [sink](CallId id, internal::WorkerResponse event) {
+        sink(ToEvent<v1::CallEvent>(event), id);
+      });
+}
+
+CallId PyExecCore::Release(const v1::ReleaseRequest& request,
+                           absl::Time deadline, v1::ReleaseResponse* response,
+                           RpcDone done) {
+  if (request.session().empty()) {
+    done(absl::InvalidArgumentError(
+        "session is empty: only bound sessions hold refs"));
+    return 0;
+  }
+  internal::WorkerRequest work;
+  *work.mutable_release() = request;
+  work.mutable_release()->clear_session();
+  return Run(
+      request.session(), std::move(work), deadline,
+      [response](internal::WorkerResponse& r) {
+        response->set_released(r.released());
+      },
+      std::move(done));
+}
+
+absl::Status PyExecCore::Interrupt(const v1::InterruptRequest& request,
+                                   v1::InterruptResponse* response) {
+  absl::StatusOr<WorkerId> worker = sessions_->BeginCall(request.session());
+  if (!worker.ok()) return worker.status();
+  sessions_->EndCall(request.session());
+  response->set_interrupted(pool_->InterruptWorker(*worker));
+  if (response->interrupted()) {
+    LogInfo(absl::StrCat("interrupt session ", TokenForLog(request.session())));
+  }
+  return absl::OkStatus();
 }
 
 v1::GetStatsResponse PyExecCore::GetStats() const {

@@ -17,10 +17,20 @@ struct CoreOptions {
   absl::Duration session_idle_timeout = absl::Minutes(10);
   // Longest idle timeout a Bind may ask for.
   absl::Duration max_session_idle_timeout = absl::Hours(24);
+  // Live object references a session may hold; a result that would make
+  // more is refused with RESOURCE_EXHAUSTED.
+  uint32_t max_refs_per_session = 10000;
 };
 
 // Receives the outcome of an RPC once its response has been filled in.
 using RpcDone = std::function<void(absl::Status status)>;
+
+// Receives the events of a streaming RPC in order, all before its RpcDone
+// (the last one, on success, is the `end` event). `ack` is nonzero for
+// events that hold back the worker: the receiver calls EventConsumed(ack)
+// once it has written the event, which is the stream's backpressure.
+template <typename Event>
+using StreamSink = std::function<void(Event event, CallId ack)>;
 
 // The PyExec API's logic, free of gRPC: validates requests, resolves
 // sessions, runs calls on the pool and fills in responses. The gRPC service
@@ -51,6 +61,23 @@ class PyExecCore {
   // The client went away: interrupts the call.
   void Cancel(CallId call) { pool_->Cancel(call); }
 
+  // Exec and Call with their output (and Call's values: each item of an
+  // iterator result, else the result) streamed to `sink` as they come.
+  CallId ExecStream(const v1::ExecRequest& request, absl::Time deadline,
+                    StreamSink<v1::ExecEvent> sink, RpcDone done);
+  CallId CallStream(const v1::CallRequest& request, absl::Time deadline,
+                    StreamSink<v1::CallEvent> sink, RpcDone done);
+  // A stream event has been written; see StreamSink.
+  void EventConsumed(CallId ack) { pool_->EventConsumed(ack); }
+
+  // Drops refs of the session (after any call queued on it).
+  CallId Release(const v1::ReleaseRequest& request, absl::Time deadline,
+                 v1::ReleaseResponse* response, RpcDone done);
+  // Interrupts the call running on the session. NOT_FOUND for an unknown
+  // session; OK with interrupted=false when nothing runs.
+  absl::Status Interrupt(const v1::InterruptRequest& request,
+                         v1::InterruptResponse* response);
+
   v1::GetStatsResponse GetStats() const;
 
   // Unbinds sessions idle past their timeout.
@@ -61,9 +88,13 @@ class PyExecCore {
  private:
   // Runs `request` on the session's worker (or a pooled one) and hands the
   // worker's response to `fill`.
+  // With `events`, the call is streamed (see ContextPool::Submit).
   CallId Run(const std::string& session, internal::WorkerRequest request,
              absl::Time deadline,
-             std::function<void(internal::WorkerResponse&)> fill, RpcDone done);
+             std::function<void(internal::WorkerResponse&)> fill, RpcDone done,
+             CallEvent events = nullptr);
+  // The checks Call and CallStream share.
+  static absl::Status CheckCall(const v1::CallRequest& request);
 
   const CoreOptions options_;
   SessionTable* const sessions_;

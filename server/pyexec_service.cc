@@ -1,6 +1,8 @@
 #include "server/pyexec_service.h"
 
 #include <chrono>
+#include <deque>
+#include <utility>
 
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
@@ -46,6 +48,132 @@ class PoolCallReactor final : public grpc::ServerUnaryReactor {
   absl::Mutex mu_;
   CallId call_ ABSL_GUARDED_BY(mu_) = 0;
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+// A server stream whose call runs on the pool. Events from the pool are
+// queued and written one at a time (gRPC allows one outstanding write); each
+// written event is acknowledged to the pool, which stops reading the worker
+// while too many are unacknowledged, so this queue stays short. OnCancel
+// (client cancelled or gone, deadline) interrupts the Python code.
+//
+// Lifetime: the reactor is deleted once both gRPC (OnDone) and the pool (the
+// RpcDone) are through with it, since pool events may still arrive after a
+// broken stream was finished.
+template <typename Event>
+class PoolStreamReactor final : public grpc::ServerWriteReactor<Event> {
+ public:
+  explicit PoolStreamReactor(PyExecCore* core) : core_(core) {}
+
+  // As PoolCallReactor::Run; `start` gets the sink and the RpcDone.
+  template <typename Start>
+  void Run(Start start) {
+    CallId id = start(
+        [this](Event event, CallId ack) { OnEvent(std::move(event), ack); },
+        [this](absl::Status status) { OnEnd(std::move(status)); });
+    absl::MutexLock lock(&mu_);
+    call_ = id;
+    if (cancelled_ && call_ != 0) core_->Cancel(call_);
+  }
+
+  void OnWriteDone(bool ok) override {
+    CallId ack;
+    CallId cancel = 0;
+    {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+      ack = queue_.front().ack;
+      queue_.pop_front();
+      if (!ok) {
+        // The stream is broken (client gone): stop, interrupt the call.
+        cancel = call_;
+        FinishLocked(absl::CancelledError("the stream to the client broke"));
+      } else {
+        PumpLocked();
+      }
+    }
+    // Without our lock: the pool may deliver the next event right here.
+    if (ack != 0) core_->EventConsumed(ack);
+    if (cancel != 0) core_->Cancel(cancel);
+  }
+
+  void OnCancel() override {
+    CallId id;
+    {
+      absl::MutexLock lock(&mu_);
+      cancelled_ = true;
+      id = call_;
+    }
+    if (id != 0) core_->Cancel(id);
+  }
+
+  void OnDone() override { Unref(); }
+
+ private:
+  struct Pending {
+    Event event;
+    CallId ack;
+  };
+
+  void OnEvent(Event event, CallId ack) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (!finished_) {
+        queue_.push_back({std::move(event), ack});
+        PumpLocked();
+        return;
+      }
+    }
+    if (ack != 0) core_->EventConsumed(ack);  // nobody will write it
+  }
+
+  void OnEnd(absl::Status status) {
+    {
+      absl::MutexLock lock(&mu_);
+      ended_ = true;
+      end_status_ = std::move(status);
+      PumpLocked();
+    }
+    Unref();
+  }
+
+  // Starts the next write, or finishes once everything is written.
+  void PumpLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (writing_ || finished_) return;
+    if (!queue_.empty()) {
+      writing_ = true;
+      // A deque keeps the element's address while others are appended.
+      this->StartWrite(&queue_.front().event);
+    } else if (ended_) {
+      FinishLocked(end_status_);
+    }
+  }
+
+  void FinishLocked(const absl::Status& status)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finished_) return;
+    finished_ = true;
+    this->Finish(ToGrpcStatus(status));
+  }
+
+  void Unref() {
+    bool last;
+    {
+      absl::MutexLock lock(&mu_);
+      last = --refs_ == 0;
+    }
+    if (last) delete this;
+  }
+
+  PyExecCore* const core_;
+  absl::Mutex mu_;
+  CallId call_ ABSL_GUARDED_BY(mu_) = 0;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  std::deque<Pending> queue_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool ended_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status end_status_ ABSL_GUARDED_BY(mu_);
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  int refs_ ABSL_GUARDED_BY(mu_) = 2;  // gRPC's OnDone and the pool's RpcDone
 };
 
 // A reactor for RPCs answered without the pool.
@@ -125,6 +253,49 @@ grpc::ServerUnaryReactor* PyExecService::Call(
     grpc::CallbackServerContext* context, const v1::CallRequest* request,
     v1::CallResponse* response) {
   return RunOnPool(context, request, response, &PyExecCore::Call);
+}
+
+template <typename Request, typename Event>
+grpc::ServerWriteReactor<Event>* PyExecService::StreamOnPool(
+    grpc::CallbackServerContext* context, const Request* request,
+    CallId (PyExecCore::*run)(const Request&, absl::Time, StreamSink<Event>,
+                              RpcDone)) {
+  auto* reactor = new PoolStreamReactor<Event>(core_);
+  absl::Status bad = v1::MalformedRequestError(*request);
+  reactor->Run([&](StreamSink<Event> sink, RpcDone done) -> CallId {
+    if (!bad.ok()) {
+      done(bad);
+      return 0;
+    }
+    return (core_->*run)(*request, DeadlineOf(*context), std::move(sink),
+                         std::move(done));
+  });
+  return reactor;
+}
+
+grpc::ServerWriteReactor<v1::ExecEvent>* PyExecService::ExecStream(
+    grpc::CallbackServerContext* context, const v1::ExecRequest* request) {
+  return StreamOnPool(context, request, &PyExecCore::ExecStream);
+}
+
+grpc::ServerWriteReactor<v1::CallEvent>* PyExecService::CallStream(
+    grpc::CallbackServerContext* context, const v1::CallRequest* request) {
+  return StreamOnPool(context, request, &PyExecCore::CallStream);
+}
+
+grpc::ServerUnaryReactor* PyExecService::Release(
+    grpc::CallbackServerContext* context, const v1::ReleaseRequest* request,
+    v1::ReleaseResponse* response) {
+  return RunOnPool(context, request, response, &PyExecCore::Release);
+}
+
+grpc::ServerUnaryReactor* PyExecService::Interrupt(
+    grpc::CallbackServerContext* /*context*/,
+    const v1::InterruptRequest* request, v1::InterruptResponse* response) {
+  if (absl::Status bad = v1::MalformedRequestError(*request); !bad.ok()) {
+    return Finished(bad);
+  }
+  return Finished(core_->Interrupt(*request, response));
 }
 
 grpc::ServerUnaryReactor* PyExecService::GetStats(

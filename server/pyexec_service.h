@@ -36,6 +36,18 @@ class PyExecService final : public v1::PyExec::CallbackService {
   grpc::ServerUnaryReactor* GetStats(grpc::CallbackServerContext* context,
                                      const v1::GetStatsRequest* request,
                                      v1::GetStatsResponse* response) override;
+  grpc::ServerWriteReactor<v1::ExecEvent>* ExecStream(
+      grpc::CallbackServerContext* context,
+      const v1::ExecRequest* request) override;
+  grpc::ServerWriteReactor<v1::CallEvent>* CallStream(
+      grpc::CallbackServerContext* context,
+      const v1::CallRequest* request) override;
+  grpc::ServerUnaryReactor* Release(grpc::CallbackServerContext* context,
+                                    const v1::ReleaseRequest* request,
+                                    v1::ReleaseResponse* response) override;
+  grpc::ServerUnaryReactor* Interrupt(grpc::CallbackServerContext* context,
+                                      const v1::InterruptRequest* request,
+                                      v1::InterruptResponse* response) override;
 
  private:
   // Eval/Exec/Call: checks the request, runs it on the pool through `run`,
@@ -45,6 +57,14 @@ class PyExecService final : public v1::PyExec::CallbackService {
       grpc::CallbackServerContext* context, const Request* request,
       Response* response,
       CallId (PyExecCore::*run)(const Request&, absl::Time, Response*, RpcDone));
+
+  // ExecStream/CallStream: as RunOnPool, with the events written to the
+  // client one at a time.
+  template <typename Request, typename Event>
+  grpc::ServerWriteReactor<Event>* StreamOnPool(
+      grpc::CallbackServerContext* context, const Request* request,
+      CallId (PyExecCore::*run)(const Request&, absl::Time, StreamSink<Event>,
+                                RpcDone));
 
   // The call's deadline, or now + default_timeout when it has none.
   absl::Time DeadlineOf(const grpc::CallbackServerContext& context) const;

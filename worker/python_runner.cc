@@ -3,8 +3,13 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
-#include <string>
+#include <sys/random.h>
 
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "common/utf8.h"
 #include "worker/py_ref.h"
@@ -16,13 +21,115 @@ namespace pyexec {
 // Borrowed references to the helper functions.
 struct Helpers {
   PyObject* capture_type;
+  PyObject* streamer_type;
   PyObject* run_eval;
   PyObject* run_exec;
   PyObject* run_call;
   PyObject* format_exception;
 };
 
+// The live objects of a bound session, by ref id. Ids are 96 random bits
+// from getrandom(2), so that a ref cannot be guessed; each worker holds only
+// its own session's objects, so no id reaches another session's object.
+class RefTable final : public RefHooks {
+ public:
+  ~RefTable() override { Clear(); }
+
+  // Starts converting one result: refs made from now on can be rolled back,
+  // and at most `max_refs` may be live.
+  void BeginValue(uint32_t max_refs) {
+    max_refs_ = max_refs;
+    made_.clear();
+    limit_hit_ = false;
+  }
+  // Drops the refs made since BeginValue (the result was not delivered).
+  void RollBack() {
+    for (const std::string& id : made_) Drop(id);
+    made_.clear();
+  }
+  bool limit_hit() const { return limit_hit_; }
+  uint32_t max_refs() const { return max_refs_; }
+
+  absl::StatusOr<PyObject*> Resolve(const std::string& id) override {
+    auto it = objects_.find(id);
+    if (it == objects_.end()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "unknown ref '", id.substr(0, 24),
+          "': released, made by another session, or never made"));
+    }
+    Py_INCREF(it->second);
+    return it->second;
+  }
+
+  absl::Status Make(PyObject* object, v1::Ref* out) override {
+    if (objects_.size() >= max_refs_) {
+      limit_hit_ = true;
+      PyErr_SetString(PyExc_MemoryError, "too many live refs");
+      return absl::ResourceExhaustedError("too many live refs");
+    }
+    PyRef repr(PyObject_Repr(object));
+    if (!repr) return absl::InternalError("repr() failed");
+    if (!DisplayTextToUtf8(repr.get(), out->mutable_repr())) {
+      return absl::InternalError("repr() is not encodable");
+    }
+    out->set_type(PythonTypeName(object));
+    unsigned char bits[12];
+    size_t got = 0;
+    while (got < sizeof(bits)) {
+      ssize_t n = getrandom(bits + got, sizeof(bits) - got, 0);
+      if (n > 0) got += static_cast<size_t>(n);
+    }
+    std::string id = absl::BytesToHexString(absl::string_view(
+        reinterpret_cast<const char*>(bits), sizeof(bits)));
+    Py_INCREF(object);
+    objects_[id] = object;
+    made_.push_back(id);
+    out->set_id(std::move(id));
+    return absl::OkStatus();
+  }
+
+  // Drops `id` if live; returns whether it was.
+  bool Drop(const std::string& id) {
+    auto it = objects_.find(id);
+    if (it == objects_.end()) return false;
+    PyObject* object = it->second;
+    objects_.erase(it);
+    Py_DECREF(object);  // may run __del__, hence after the erase
+    return true;
+  }
+
+  void Clear() {
+    while (!objects_.empty()) Drop(objects_.begin()->first);
+  }
+
+ private:
+  absl::flat_hash_map<std::string, PyObject*> objects_;
+  std::vector<std::string> made_;
+  uint32_t max_refs_ = 0;
+  bool limit_hit_ = false;
+};
+
+// _pyexec_emit(kind, text): the Streamer's way out to pyexecd.
+PyObject* EmitText(PyObject* self, PyObject* args) {
+  auto* runner = static_cast<PythonRunner*>(PyCapsule_GetPointer(self, nullptr));
+  int kind;
+  PyObject* text;
+  if (runner == nullptr || !PyArg_ParseTuple(args, "iU", &kind, &text)) {
+    return nullptr;
+  }
+  if (!runner->SendText(kind, text)) {
+    if (!PyErr_Occurred()) {
+      PyErr_SetString(PyExc_OSError, "pyexec: the output stream is closed");
+    }
+    return nullptr;
+  }
+  Py_RETURN_NONE;
+}
+
 namespace {
+
+PyMethodDef kEmitDef = {"_pyexec_emit", EmitText, METH_VARARGS,
+                        "Sends a chunk of streamed output."};
 
 // Describes the pending Python exception in `error` and clears it.
 void TakeException(Helpers* helpers, v1::PythonError* error,
@@ -64,10 +171,10 @@ void TakeException(Helpers* helpers, v1::PythonError* error,
 // Converts request values into a dict of names (locals or kwargs).
 absl::StatusOr<PyObject*> MapToDict(
     const google::protobuf::Map<std::string, v1::Value>& values,
-    int max_depth) {
+    int max_depth, RefHooks* refs) {
   PyRef dict(PyDict_New());
   for (const auto& [name, value] : values) {
-    absl::StatusOr<PyObject*> object = ValueToPython(value, max_depth);
+    absl::StatusOr<PyObject*> object = ValueToPython(value, max_depth, refs);
     if (!object.ok()) {
       return absl::Status(object.status().code(),
                           absl::StrCat("'", name, "': ", object.status().message()));
@@ -118,7 +225,31 @@ void TakeCapture(PyObject* capture, size_t limit, std::string* out) {
 
 }  // namespace
 
+PythonRunner::PythonRunner(const RunnerLimits& limits, FrameSender send)
+    : limits_(limits), send_(std::move(send)), refs_(new RefTable()) {}
+
+// The interpreter is never finalised: the refs' objects die with the process.
+PythonRunner::~PythonRunner() { (void)refs_.release(); }
+
 const char* PythonRunner::PythonVersion() { return Py_GetVersion(); }
+
+bool PythonRunner::SendPartial(internal::WorkerResponse* partial) {
+  partial->set_id(current_id_);
+  partial->set_partial(true);
+  bool sent;
+  Py_BEGIN_ALLOW_THREADS
+  sent = send_(*partial);
+  Py_END_ALLOW_THREADS
+  return sent;
+}
+
+bool PythonRunner::SendText(int kind, PyObject* text) {
+  internal::WorkerResponse partial;
+  std::string* out =
+      kind == 2 ? partial.mutable_stderr() : partial.mutable_stdout();
+  if (!DisplayTextToUtf8(text, out)) return false;
+  return SendPartial(&partial);
+}
 
 absl::Status PythonRunner::Initialize() {
   PyConfig config;
@@ -154,9 +285,13 @@ absl::Status PythonRunner::Initialize() {
   auto get = [&](const char* name) {
     return PyObject_GetAttrString(module.get(), name);  // kept for life
   };
-  helpers_ = new Helpers{get("Capture"), get("run_eval"), get("run_exec"),
-                         get("run_call"), get("format_exception")};
-  if (!helpers_->capture_type || !helpers_->run_eval || !helpers_->run_exec ||
+  helpers_ = new Helpers{get("Capture"), get("Streamer"), get("run_eval"),
+                         get("run_exec"), get("run_call"),
+                         get("format_exception")};
+  PyRef capsule(PyCapsule_New(this, nullptr, nullptr));
+  emit_ = PyCFunction_New(&kEmitDef, capsule.get());
+  if (!emit_ || !helpers_->streamer_type || !helpers_->capture_type ||
+      !helpers_->run_eval || !helpers_->run_exec ||
       !helpers_->run_call || !helpers_->format_exception) {
     PyErr_Print();
     return absl::InternalError("runner helpers are incomplete");
@@ -167,20 +302,44 @@ absl::Status PythonRunner::Initialize() {
 void PythonRunner::Handle(const internal::WorkerRequest& request,
                           internal::WorkerResponse* response) {
   response->set_id(request.id());
+  current_id_ = request.id();
   // A SIGINT meant for the previous call may still be pending if it arrived
   // after that call finished. Drop it so that it does not interrupt this one.
   if (PyErr_CheckSignals() < 0) PyErr_Clear();
 
   const int depth = limits_.max_value_depth;
   auto fail = [&](const absl::Status& status) {
+    response->clear_value();
+    response->clear_error();
+    response->clear_stdout();
+    response->clear_stderr();
     response->mutable_failure()->set_code(static_cast<int>(status.code()));
     response->mutable_failure()->set_message(std::string(status.message()));
   };
+  // Refs live only in a bound session's namespace; stateless calls get
+  // opaque values and may not name refs.
+  RefTable* refs = request.fresh_namespace() ? nullptr : refs_.get();
+  auto ref_limit_error = [&] {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the session holds --max_refs_per_session (", refs_->max_refs(),
+        ") live refs; Release some first"));
+  };
+
+  if (request.op_case() == internal::WorkerRequest::kRelease) {
+    uint32_t released = 0;
+    for (const std::string& id : request.release().ref_ids()) {
+      if (refs != nullptr && refs->Drop(id)) ++released;
+    }
+    PyErr_Clear();  // a __del__ that raised is not the caller's problem
+    response->set_released(released);
+    return;
+  }
 
   // Convert the inputs before touching sys.stdout, so that a bad request
   // leaves no trace.
   PyRef fresh(PyBool_FromLong(request.fresh_namespace()));
   PyRef callable, args;
+  bool result_as_ref = false;
   switch (request.op_case()) {
     case internal::WorkerRequest::kEval:
     case internal::WorkerRequest::kExec: {
@@ -189,7 +348,8 @@ void PythonRunner::Handle(const internal::WorkerRequest& request,
           eval ? request.eval().code() : request.exec().code();
       const auto& locals =
           eval ? request.eval().locals() : request.exec().locals();
-      absl::StatusOr<PyObject*> local_values = MapToDict(locals, depth);
+      result_as_ref = eval && request.eval().result_as_ref();
+      absl::StatusOr<PyObject*> local_values = MapToDict(locals, depth, refs);
       if (!local_values.ok()) return fail(local_values.status());
       PyRef owned_locals(*local_values);
       PyRef code(NewStr(source));
@@ -204,9 +364,10 @@ void PythonRunner::Handle(const internal::WorkerRequest& request,
     }
     case internal::WorkerRequest::kCall: {
       const v1::CallRequest& call = request.call();
+      result_as_ref = call.result_as_ref();
       PyRef list(PyList_New(call.args_size()));
       for (int i = 0; i < call.args_size(); ++i) {
-        absl::StatusOr<PyObject*> arg = ValueToPython(call.args(i), depth);
+        absl::StatusOr<PyObject*> arg = ValueToPython(call.args(i), depth, refs);
         if (!arg.ok()) {
           return fail(absl::Status(arg.status().code(),
                                    absl::StrCat("args[", i, "]: ",
@@ -214,9 +375,23 @@ void PythonRunner::Handle(const internal::WorkerRequest& request,
         }
         PyList_SET_ITEM(list.get(), i, *arg);
       }
-      absl::StatusOr<PyObject*> kwargs = MapToDict(call.kwargs(), depth);
+      absl::StatusOr<PyObject*> kwargs = MapToDict(call.kwargs(), depth, refs);
       if (!kwargs.ok()) return fail(kwargs.status());
       PyRef owned_kwargs(*kwargs);
+      PyRef target;
+      if (!call.target_ref().empty()) {
+        if (refs == nullptr) {
+          return fail(absl::InvalidArgumentError(
+              "target_ref: refs exist only on the bound session that made them"));
+        }
+        absl::StatusOr<PyObject*> object = refs->Resolve(call.target_ref());
+        if (!object.ok()) {
+          return fail(absl::Status(object.status().code(),
+                                   absl::StrCat("target_ref: ",
+                                                object.status().message())));
+        }
+        target.reset(*object);
+      }
       PyRef module(NewStr(call.module()));
       PyRef function(NewStr(call.function()));
       PyRef tuple(PyList_AsTuple(list.get()));
@@ -226,43 +401,137 @@ void PythonRunner::Handle(const internal::WorkerRequest& request,
       }
       callable.reset(helpers_->run_call);
       Py_INCREF(callable.get());
-      args.reset(PyTuple_Pack(5, module.get(), function.get(), tuple.get(),
-                              owned_kwargs.get(), fresh.get()));
+      if (target) {
+        args.reset(PyTuple_Pack(7, module.get(), function.get(), tuple.get(),
+                                owned_kwargs.get(), fresh.get(), target.get(),
+                                call.get_attribute() ? Py_True : Py_False));
+      } else if (call.get_attribute()) {
+        PyRef missing(PyObject_GetAttrString(helpers_->run_call, "__defaults__"));
+        // run_call's default for `target` is its private "missing" marker.
+        PyObject* marker = missing && PyTuple_Check(missing.get())
+                               ? PyTuple_GET_ITEM(missing.get(), 0)
+                               : Py_None;
+        args.reset(PyTuple_Pack(7, module.get(), function.get(), tuple.get(),
+                                owned_kwargs.get(), fresh.get(), marker,
+                                Py_True));
+      } else {
+        args.reset(PyTuple_Pack(5, module.get(), function.get(), tuple.get(),
+                                owned_kwargs.get(), fresh.get()));
+      }
       break;
     }
+    case internal::WorkerRequest::kRelease:
     case internal::WorkerRequest::OP_NOT_SET:
       return fail(absl::InvalidArgumentError("request has no operation"));
   }
+  if (result_as_ref && refs == nullptr) {
+    return fail(absl::InvalidArgumentError(
+        "result_as_ref needs a bound session"));
+  }
 
-  // Capture sys.stdout/sys.stderr for the duration of the call.
+  // Capture sys.stdout/sys.stderr for the duration of the call; a streamed
+  // request forwards them to pyexecd as they are written.
   PyObject* sys_module = PyImport_AddModule("sys");  // borrowed
   PyRef limit(PyLong_FromSize_t(limits_.max_output_bytes));
-  PyRef out(PyObject_CallOneArg(helpers_->capture_type, limit.get()));
-  PyRef err(PyObject_CallOneArg(helpers_->capture_type, limit.get()));
+  PyRef streamer;
+  if (request.stream()) {
+    streamer.reset(PyObject_CallOneArg(helpers_->streamer_type, emit_));
+    if (!streamer) {
+      PyErr_Print();
+      return fail(absl::InternalError("cannot start the output streamer"));
+    }
+  }
+  auto make_capture = [&](int kind) {
+    if (!streamer) return PyObject_CallOneArg(helpers_->capture_type, limit.get());
+    PyRef k(PyLong_FromLong(kind));
+    return PyObject_CallFunctionObjArgs(helpers_->capture_type, limit.get(),
+                                        streamer.get(), k.get(), nullptr);
+  };
+  PyRef out(make_capture(1));
+  PyRef err(make_capture(2));
   PyRef saved_out(PyObject_GetAttrString(sys_module, "stdout"));
   PyRef saved_err(PyObject_GetAttrString(sys_module, "stderr"));
   PyErr_Clear();
   PyObject_SetAttrString(sys_module, "stdout", out.get());
   PyObject_SetAttrString(sys_module, "stderr", err.get());
 
-  PyRef result(PyObject_Call(callable.get(), args.get(), nullptr));
-  if (!result) {
-    TakeException(helpers_, response->mutable_error());
-  } else if (request.op_case() != internal::WorkerRequest::kExec) {
+  // Converts one result (or item) into `value`; refs made for it are rolled
+  // back if it cannot be delivered. Returns false with response filled in
+  // (a PythonError, or a failure past the ref limit).
+  auto convert = [&](PyObject* object, v1::Value* value) {
+    if (refs != nullptr) refs->BeginValue(request.max_refs());
     absl::Status converted =
-        PythonToValue(result.get(), depth, response->mutable_value());
-    if (!converted.ok()) {
-      response->clear_value();
+        result_as_ref ? refs->Make(object, value->mutable_ref())
+                      : PythonToValue(object, depth, value, refs);
+    if (converted.ok()) return true;
+    value->Clear();
+    if (refs != nullptr) refs->RollBack();
+    if (refs != nullptr && refs->limit_hit()) {
+      PyErr_Clear();
+      fail(ref_limit_error());
+    } else {
       TakeException(helpers_, response->mutable_error(),
                     "while converting the result: ");
     }
+    return false;
+  };
+  // Sends one value of a streamed call as a partial response.
+  auto send_value = [&](PyObject* object) {
+    internal::WorkerResponse partial;
+    if (!convert(object, partial.mutable_value())) return false;
+    if (partial.ByteSizeLong() > limits_.max_response_bytes) {
+      fail(absl::ResourceExhaustedError(absl::StrCat(
+          "a streamed value is ", partial.ByteSizeLong(),
+          " bytes, more than --max_message_bytes (",
+          limits_.max_response_bytes, "); the session is intact")));
+      return false;
+    }
+    // Output printed before the value goes out before it.
+    PyRef flushed(PyObject_CallMethod(streamer.get(), "flush", nullptr));
+    if (!flushed) {
+      TakeException(helpers_, response->mutable_error());
+      return false;
+    }
+    if (!SendPartial(&partial)) {
+      fail(absl::UnavailableError("the stream to pyexecd is closed"));
+      return false;
+    }
+    return true;
+  };
+
+  PyRef result(PyObject_Call(callable.get(), args.get(), nullptr));
+  if (!result) {
+    TakeException(helpers_, response->mutable_error());
+  } else if (request.op_case() == internal::WorkerRequest::kExec) {
+    // no value
+  } else if (!request.stream()) {
+    convert(result.get(), response->mutable_value());
+  } else if (!result_as_ref && PyIter_Check(result.get())) {
+    // A generator or iterator: one value per item, as they are produced.
+    while (true) {
+      PyRef item(PyIter_Next(result.get()));
+      if (!item) {
+        if (PyErr_Occurred()) TakeException(helpers_, response->mutable_error());
+        break;
+      }
+      if (!send_value(item.get())) break;
+    }
+  } else {
+    send_value(result.get());
   }
 
+  if (streamer) {
+    PyRef closed(PyObject_CallMethod(streamer.get(), "close", nullptr));
+    if (!closed) PyErr_Clear();
+  }
   PyObject_SetAttrString(sys_module, "stdout", saved_out.get());
   PyObject_SetAttrString(sys_module, "stderr", saved_err.get());
   PyErr_Clear();
-  TakeCapture(out.get(), limits_.max_output_bytes, response->mutable_stdout());
-  TakeCapture(err.get(), limits_.max_output_bytes, response->mutable_stderr());
+  if (response->has_failure()) return;
+  if (!streamer) {
+    TakeCapture(out.get(), limits_.max_output_bytes, response->mutable_stdout());
+    TakeCapture(err.get(), limits_.max_output_bytes, response->mutable_stderr());
+  }
 }
 
 }  // namespace pyexec

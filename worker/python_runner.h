@@ -2,10 +2,13 @@
 #define PYEXEC_WORKER_PYTHON_RUNNER_H_
 
 #include <cstddef>
+#include <functional>
+#include <memory>
 
 #include "absl/status/status.h"
 #include "common/limits.h"
 #include "pyexec/v1/worker.pb.h"
+#include "worker/py_ref.h"
 
 namespace pyexec {
 
@@ -16,7 +19,15 @@ struct RunnerLimits {
   size_t max_output_bytes = kDefaultMaxOutputBytes;
   // Container nesting of Values in requests and results.
   int max_value_depth = kDefaultMaxValueDepth;
+  // Largest partial response (one streamed value); a bigger item ends the
+  // stream with RESOURCE_EXHAUSTED.
+  size_t max_response_bytes = kDefaultMaxMessageBytes;
 };
+
+// Sends one frame to pyexecd. Called with the GIL released, from the main
+// thread or from the output flusher thread; must be thread-safe. Returns
+// false if the frame could not be written.
+using FrameSender = std::function<bool(const internal::WorkerResponse&)>;
 
 // Runs Eval/Exec/Call requests in the embedded interpreter of this process.
 //
@@ -24,7 +35,9 @@ struct RunnerLimits {
 // the worker handles one request at a time on its main thread.
 class PythonRunner {
  public:
-  explicit PythonRunner(const RunnerLimits& limits) : limits_(limits) {}
+  // `send` carries the partial responses of streamed requests.
+  PythonRunner(const RunnerLimits& limits, FrameSender send);
+  ~PythonRunner();
   PythonRunner(const PythonRunner&) = delete;
   PythonRunner& operator=(const PythonRunner&) = delete;
 
@@ -34,6 +47,8 @@ class PythonRunner {
 
   // Runs one request and fills `response` (id, value or error, output, or a
   // failure for a request that cannot be run, e.g. a Value nested too deep).
+  // A request with `stream` set sends its output chunks and values through
+  // the FrameSender first, as partial responses.
   void Handle(const internal::WorkerRequest& request,
               internal::WorkerResponse* response);
 
@@ -41,7 +56,21 @@ class PythonRunner {
   static const char* PythonVersion();
 
  private:
+  // Sends one partial response carrying a chunk of output (kind 1 stdout, 2
+  // stderr). Called by the Python Streamer, with the GIL held.
+  bool SendText(int kind, PyObject* text);
+  friend PyObject* EmitText(PyObject* self, PyObject* args);
+  // Sends one partial response (GIL held; released while writing).
+  bool SendPartial(internal::WorkerResponse* partial);
+
   const RunnerLimits limits_;
+  const FrameSender send_;
+  // The live refs of this worker's session.
+  std::unique_ptr<class RefTable> refs_;
+  // The id of the request running now, for its partial responses.
+  uint64_t current_id_ = 0;
+  // Python's handle on SendText (a builtin function bound to this runner).
+  PyObject* emit_ = nullptr;
   // Borrowed from the helper module, alive for the process lifetime.
   struct Helpers* helpers_ = nullptr;
 };

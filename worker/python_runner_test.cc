@@ -1,5 +1,8 @@
 #include "worker/python_runner.h"
 
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -14,7 +17,13 @@ class PythonRunnerTest : public ::testing::Test {
     RunnerLimits limits;
     limits.max_output_bytes = 1000;
     limits.max_value_depth = 64;
-    runner_ = new PythonRunner(limits);
+    sent_ = new std::vector<internal::WorkerResponse>();
+    runner_ = new PythonRunner(limits, [](const internal::WorkerResponse& r) {
+      // The flusher thread may send too.
+      absl::MutexLock lock(&sent_mu_);
+      sent_->push_back(r);
+      return true;
+    });
     ASSERT_TRUE(runner_->Initialize().ok());
   }
 
@@ -22,6 +31,7 @@ class PythonRunnerTest : public ::testing::Test {
                                        bool fresh = false) {
     internal::WorkerRequest request;
     request.set_fresh_namespace(fresh);
+    request.set_max_refs(100);
     request.mutable_eval()->set_code(code);
     return Handle(request);
   }
@@ -38,10 +48,81 @@ class PythonRunnerTest : public ::testing::Test {
     return response;
   }
 
+  static std::vector<internal::WorkerResponse> TakeSent() {
+    absl::MutexLock lock(&sent_mu_);
+    std::vector<internal::WorkerResponse> out;
+    out.swap(*sent_);
+    return out;
+  }
+
   static PythonRunner* runner_;
+  static absl::Mutex sent_mu_;
+  static std::vector<internal::WorkerResponse>* sent_;
 };
 
 PythonRunner* PythonRunnerTest::runner_ = nullptr;
+absl::Mutex PythonRunnerTest::sent_mu_;
+std::vector<internal::WorkerResponse>* PythonRunnerTest::sent_ = nullptr;
+
+TEST_F(PythonRunnerTest, BoundResultWithNoKindIsARefThatResolves) {
+  internal::WorkerRequest request;
+  request.set_max_refs(2);
+  request.mutable_eval()->set_code("[object(), 1]");
+  internal::WorkerResponse r = Handle(request);
+  ASSERT_EQ(r.value().items(0).kind_case(), v1::Value::kRef) << r.DebugString();
+  const std::string id = r.value().items(0).ref().id();
+  EXPECT_EQ(id.size(), 24u);
+  EXPECT_EQ(r.value().items(0).ref().type(), "object");
+
+  internal::WorkerRequest call;
+  call.set_max_refs(2);
+  call.mutable_call()->set_module("builtins");
+  call.mutable_call()->set_function("type");
+  call.mutable_call()->add_args()->mutable_ref()->set_id(id);
+  r = Handle(call);
+  ASSERT_EQ(r.value().kind_case(), v1::Value::kRef) << r.DebugString();
+
+  // Two refs are live; a third is past the limit and leaves none behind.
+  request.mutable_eval()->set_code("object()");
+  r = Handle(request);
+  EXPECT_EQ(r.failure().code(),
+            static_cast<int>(absl::StatusCode::kResourceExhausted));
+  internal::WorkerRequest release;
+  release.mutable_release()->add_ref_ids(id);
+  release.mutable_release()->add_ref_ids("not-a-ref");
+  EXPECT_EQ(Handle(release).released(), 1u);
+  r = Handle(call);
+  EXPECT_EQ(r.failure().code(),
+            static_cast<int>(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(r.failure().message(), HasSubstr("unknown ref"));
+  // Stateless calls keep opaque values and refuse refs.
+  request.set_fresh_namespace(true);
+  EXPECT_EQ(Handle(request).value().kind_case(), v1::Value::kOpaque);
+}
+
+TEST_F(PythonRunnerTest, StreamSendsOutputAndItemsBeforeTheEnd) {
+  TakeSent();
+  Exec("def gen(n):\n    for i in range(n):\n        print('item', i)\n        yield i\n");
+  internal::WorkerRequest request;
+  request.set_id(7);
+  request.set_stream(true);
+  request.mutable_call()->set_module("__main__");
+  request.mutable_call()->set_function("gen");
+  request.mutable_call()->add_args()->set_int_(2);
+  internal::WorkerResponse r = Handle(request);
+  EXPECT_FALSE(r.has_error());
+  EXPECT_FALSE(r.partial());
+  std::vector<internal::WorkerResponse> sent = TakeSent();
+  ASSERT_EQ(sent.size(), 4u);
+  EXPECT_EQ(sent[0].stdout(), "item 0\n");
+  EXPECT_EQ(sent[1].value().int_(), 0);
+  EXPECT_EQ(sent[2].stdout(), "item 1\n");
+  EXPECT_EQ(sent[3].value().int_(), 1);
+  for (const auto& s : sent) {
+    EXPECT_TRUE(s.partial());
+    EXPECT_EQ(s.id(), 7u);
+  }
+}
 
 TEST_F(PythonRunnerTest, StatePersistsInTheMainNamespace) {
   EXPECT_FALSE(Exec("counter = 1").has_error());

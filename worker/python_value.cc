@@ -51,16 +51,16 @@ bool IsContainer(const v1::Value& value) {
 // `hashable`: the object will be a dict key or a set element, so a set
 // becomes a frozenset (and a tuple passes that on to its elements).
 absl::StatusOr<PyObject*> ToPython(const v1::Value& value, int depth,
-                                   int max_depth, bool hashable);
+                                   int max_depth, RefHooks* refs, bool hashable);
 
 // Converts value.items() into a new list.
 absl::StatusOr<PyObject*> ItemsToList(const v1::Value& value, int depth,
-                                      int max_depth, bool hashable) {
+                                      int max_depth, RefHooks* refs, bool hashable) {
   PyRef list(PyList_New(value.items_size()));
   if (!list) return absl::ResourceExhaustedError(TakePythonErrorText());
   for (int i = 0; i < value.items_size(); ++i) {
     absl::StatusOr<PyObject*> item =
-        ToPython(value.items(i), depth, max_depth, hashable);
+        ToPython(value.items(i), depth, max_depth, refs, hashable);
     if (!item.ok()) return item.status();
     PyList_SET_ITEM(list.get(), i, *item);  // steals the reference
   }
@@ -68,7 +68,7 @@ absl::StatusOr<PyObject*> ItemsToList(const v1::Value& value, int depth,
 }
 
 absl::StatusOr<PyObject*> ToPython(const v1::Value& value, int depth,
-                                   int max_depth, bool hashable) {
+                                   int max_depth, RefHooks* refs, bool hashable) {
   if (IsContainer(value)) {
     if (depth >= max_depth) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -111,17 +111,17 @@ absl::StatusOr<PyObject*> ToPython(const v1::Value& value, int depth,
       return PyBytes_FromStringAndSize(value.bytes().data(),
                                        value.bytes().size());
     case v1::Value::kList:
-      return ItemsToList(value, depth, max_depth, /*hashable=*/false);
+      return ItemsToList(value, depth, max_depth, refs, /*hashable=*/false);
     case v1::Value::kTuple: {
       absl::StatusOr<PyObject*> list =
-          ItemsToList(value, depth, max_depth, hashable);
+          ItemsToList(value, depth, max_depth, refs, hashable);
       if (!list.ok()) return list.status();
       PyRef owned(*list);
       return PyList_AsTuple(owned.get());
     }
     case v1::Value::kSet: {
       absl::StatusOr<PyObject*> list =
-          ItemsToList(value, depth, max_depth, /*hashable=*/true);
+          ItemsToList(value, depth, max_depth, refs, /*hashable=*/true);
       if (!list.ok()) return list.status();
       PyRef owned(*list);
       PyObject* set = hashable ? PyFrozenSet_New(owned.get())
@@ -142,11 +142,11 @@ absl::StatusOr<PyObject*> ToPython(const v1::Value& value, int depth,
       if (!dict) return absl::ResourceExhaustedError(TakePythonErrorText());
       for (int i = 0; i < value.keys_size(); ++i) {
         absl::StatusOr<PyObject*> key =
-            ToPython(value.keys(i), depth, max_depth, /*hashable=*/true);
+            ToPython(value.keys(i), depth, max_depth, refs, /*hashable=*/true);
         if (!key.ok()) return key.status();
         PyRef owned_key(*key);
         absl::StatusOr<PyObject*> item =
-            ToPython(value.items(i), depth, max_depth, /*hashable=*/false);
+            ToPython(value.items(i), depth, max_depth, refs, /*hashable=*/false);
         if (!item.ok()) return item.status();
         PyRef owned_item(*item);
         if (PyDict_SetItem(dict.get(), owned_key.get(), owned_item.get()) < 0) {
@@ -156,6 +156,12 @@ absl::StatusOr<PyObject*> ToPython(const v1::Value& value, int depth,
       }
       return dict.release();
     }
+    case v1::Value::kRef:
+      if (refs == nullptr) {
+        return absl::InvalidArgumentError(
+            "unknown ref: refs exist only on the bound session that made them");
+      }
+      return refs->Resolve(value.ref().id());
     case v1::Value::kOpaque:
       return absl::InvalidArgumentError(absl::StrCat(
           "an opaque value (", value.opaque().type(),
@@ -166,7 +172,7 @@ absl::StatusOr<PyObject*> ToPython(const v1::Value& value, int depth,
   return absl::InvalidArgumentError("Value has an unknown kind");
 }
 
-absl::Status FromPython(PyObject* object, int depth, int max_depth,
+absl::Status FromPython(PyObject* object, int depth, int max_depth, RefHooks* refs,
                         v1::Value* out);
 
 absl::Status EnterContainer(int* depth, int max_depth) {
@@ -180,7 +186,7 @@ absl::Status EnterContainer(int* depth, int max_depth) {
   return absl::OkStatus();
 }
 
-absl::Status SequenceFromPython(PyObject* sequence, int depth, int max_depth,
+absl::Status SequenceFromPython(PyObject* sequence, int depth, int max_depth, RefHooks* refs,
                                 v1::Value* out) {
   // PySequence_Fast gives lists and tuples (including subclasses) direct
   // item access and copies anything else, e.g. a set, into a list.
@@ -190,7 +196,7 @@ absl::Status SequenceFromPython(PyObject* sequence, int depth, int max_depth,
   PyObject** items = PySequence_Fast_ITEMS(fast.get());
   out->mutable_items()->Reserve(static_cast<int>(n));
   for (Py_ssize_t i = 0; i < n; ++i) {
-    absl::Status s = FromPython(items[i], depth, max_depth, out->add_items());
+    absl::Status s = FromPython(items[i], depth, max_depth, refs, out->add_items());
     if (!s.ok()) return s;
   }
   return absl::OkStatus();
@@ -207,7 +213,7 @@ absl::Status OpaqueFromPython(PyObject* object, v1::Value* out) {
   return absl::OkStatus();
 }
 
-absl::Status FromPython(PyObject* object, int depth, int max_depth,
+absl::Status FromPython(PyObject* object, int depth, int max_depth, RefHooks* refs,
                         v1::Value* out) {
   if (object == Py_None) {
     out->mutable_none();
@@ -248,12 +254,12 @@ absl::Status FromPython(PyObject* object, int depth, int max_depth,
     } else {
       out->set_tuple(true);
     }
-    return SequenceFromPython(object, depth, max_depth, out);
+    return SequenceFromPython(object, depth, max_depth, refs, out);
   } else if (PyAnySet_Check(object)) {
     absl::Status s = EnterContainer(&depth, max_depth);
     if (!s.ok()) return s;
     out->set_set(true);
-    return SequenceFromPython(object, depth, max_depth, out);
+    return SequenceFromPython(object, depth, max_depth, refs, out);
   } else if (PyDict_Check(object)) {
     absl::Status s = EnterContainer(&depth, max_depth);
     if (!s.ok()) return s;
@@ -265,13 +271,15 @@ absl::Status FromPython(PyObject* object, int depth, int max_depth,
     Py_ssize_t n = PyList_GET_SIZE(items.get());
     for (Py_ssize_t i = 0; i < n; ++i) {
       PyObject* pair = PyList_GET_ITEM(items.get(), i);
-      s = FromPython(PyTuple_GET_ITEM(pair, 0), depth, max_depth,
+      s = FromPython(PyTuple_GET_ITEM(pair, 0), depth, max_depth, refs,
                      out->add_keys());
       if (!s.ok()) return s;
-      s = FromPython(PyTuple_GET_ITEM(pair, 1), depth, max_depth,
+      s = FromPython(PyTuple_GET_ITEM(pair, 1), depth, max_depth, refs,
                      out->add_items());
       if (!s.ok()) return s;
     }
+  } else if (refs != nullptr) {
+    return refs->Make(object, out->mutable_ref());
   } else {
     return OpaqueFromPython(object, out);
   }
@@ -316,12 +324,14 @@ std::string PythonTypeName(PyObject* object) {
   return name;
 }
 
-absl::StatusOr<PyObject*> ValueToPython(const v1::Value& value, int max_depth) {
-  return ToPython(value, 0, max_depth, /*hashable=*/false);
+absl::StatusOr<PyObject*> ValueToPython(const v1::Value& value, int max_depth,
+                                        RefHooks* refs) {
+  return ToPython(value, 0, max_depth, refs, /*hashable=*/false);
 }
 
-absl::Status PythonToValue(PyObject* object, int max_depth, v1::Value* out) {
-  absl::Status s = FromPython(object, 0, max_depth, out);
+absl::Status PythonToValue(PyObject* object, int max_depth, v1::Value* out,
+                           RefHooks* refs) {
+  absl::Status s = FromPython(object, 0, max_depth, refs, out);
   if (!s.ok() && !PyErr_Occurred()) {
     PyErr_SetString(PyExc_ValueError, std::string(s.message()).c_str());
   }

@@ -7,25 +7,43 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <string>
+
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "pyexec/v1/pyexec.pb.h"
 
 namespace pyexec {
 
+// Object references of a bound session. With hooks, a ref Value resolves to
+// its object and an object with no Value kind becomes a ref; without (a
+// stateless call), a ref is refused and such objects become Opaque.
+class RefHooks {
+ public:
+  virtual ~RefHooks() = default;
+  // A new reference to the object `id` names, or INVALID_ARGUMENT ("unknown
+  // ref") with no Python exception set.
+  virtual absl::StatusOr<PyObject*> Resolve(const std::string& id) = 0;
+  // Holds `object` and describes it in `out`. On failure (the session's ref
+  // limit) returns the error and leaves a Python exception set.
+  virtual absl::Status Make(PyObject* object, v1::Ref* out) = 0;
+};
+
 // Converts a Value arriving in a request into a new Python reference.
 // `max_depth` bounds container nesting: a scalar has depth 0, [1] depth 1.
 // A set that is a dict key or a set element becomes a frozenset, the only
 // hashable kind of set. Errors are INVALID_ARGUMENT (bad value, nesting too deep, unhashable set
 // element or dict key); no Python exception is left set.
-absl::StatusOr<PyObject*> ValueToPython(const v1::Value& value, int max_depth);
+absl::StatusOr<PyObject*> ValueToPython(const v1::Value& value, int max_depth,
+                                        RefHooks* refs = nullptr);
 
 // Converts a Python object into a Value for a response. Objects with no Value
 // kind become Opaque {type, repr}. On failure (nesting deeper than
 // `max_depth`, or a Python exception raised while converting, e.g. by a
 // __repr__) returns an error status and leaves a Python exception set
 // describing it, so that the caller can report it as a PythonError.
-absl::Status PythonToValue(PyObject* object, int max_depth, v1::Value* out);
+absl::Status PythonToValue(PyObject* object, int max_depth, v1::Value* out,
+                           RefHooks* refs = nullptr);
 
 // The UTF-8 of a str that is display text (a repr, captured output, an
 // int's digits): lone surrogates are backslash-escaped, since a protobuf

@@ -11,19 +11,107 @@ import importlib
 import io
 import linecache
 import sys
+import threading
+import time
 import traceback
 
 _MISSING = object()
 _main = sys.modules['__main__'].__dict__
 
 
-class Capture(io.TextIOBase):
-    """A bounded stand-in for sys.stdout/sys.stderr during one call."""
+class Streamer:
+    """Sends the output of a streamed call as chunks through emit(kind, text)
+    (kind 1 = stdout, 2 = stderr) while the call runs.
 
-    def __init__(self, limit):
+    A chunk goes out at a line end, when 16 KiB are pending, when the other
+    stream is written (so that the order of stdout and stderr is kept), or at
+    most 50 ms after its first character was written (a timer thread; the
+    main thread may be busy in user code). emit blocks while the server
+    is not reading, which pauses the code that prints: that is the
+    backpressure. Thread-safe: user code may print from its own threads.
+    """
+
+    CHUNK_BYTES = 16384
+    INTERVAL_S = 0.05
+
+    def __init__(self, emit):
+        self._emit = emit
+        self._cond = threading.Condition(threading.Lock())
+        self._kind = 0
+        self._parts = []
+        self._size = 0
+        self._first = 0.0
+        self._active = True
+        threading.Thread(target=self._timer, name='pyexec-stream-flush',
+                         daemon=True).start()
+
+    def write(self, kind, s):
+        with self._cond:
+            if not self._active or not s:
+                return
+            if self._kind != kind:
+                self._flush_locked()
+                self._kind = kind
+            if not self._parts:
+                self._first = time.monotonic()
+                self._cond.notify()
+            self._parts.append(s)
+            self._size += len(s)
+            if '\n' in s or self._size >= self.CHUNK_BYTES:
+                self._flush_locked()
+
+    def flush(self):
+        with self._cond:
+            if self._active:
+                self._flush_locked()
+
+    def close(self):
+        """Sends what is pending; nothing is sent afterwards."""
+        with self._cond:
+            if self._active:
+                self._flush_locked()
+            self._active = False
+            self._cond.notify()
+
+    def _flush_locked(self):
+        if not self._parts:
+            return
+        text = ''.join(self._parts)
+        self._parts = []
+        self._size = 0
+        while text:
+            # At most CHUNK_BYTES of UTF-8 (a character is at most 4 bytes).
+            n = self.CHUNK_BYTES
+            chunk = text[:n]
+            while len(chunk.encode('utf-8', 'surrogatepass')) > self.CHUNK_BYTES:
+                n //= 2
+                chunk = text[:n]
+            text = text[n:]
+            self._emit(self._kind, chunk)
+
+    def _timer(self):
+        with self._cond:
+            while self._active:
+                if not self._parts:
+                    self._cond.wait()
+                    continue
+                remaining = self._first + self.INTERVAL_S - time.monotonic()
+                if remaining > 0:
+                    self._cond.wait(remaining)
+                    continue
+                self._flush_locked()
+
+
+class Capture(io.TextIOBase):
+    """A bounded stand-in for sys.stdout/sys.stderr during one call, or, with
+    a Streamer, one that forwards what is written as stream `kind`."""
+
+    def __init__(self, limit, streamer=None, kind=0):
         self._parts = []
         self._size = 0
         self._limit = limit
+        self._streamer = streamer
+        self._kind = kind
         self.truncated = False
 
     def writable(self):
@@ -40,6 +128,9 @@ class Capture(io.TextIOBase):
         if not isinstance(s, str):
             raise TypeError('write() argument must be str, not %s' % type(s).__name__)
         n = len(s)
+        if self._streamer is not None:
+            self._streamer.write(self._kind, s)
+            return n
         if not self.truncated:
             room = self._limit - self._size
             if n > room:
@@ -48,6 +139,10 @@ class Capture(io.TextIOBase):
             self._parts.append(s)
             self._size += len(s)
         return n
+
+    def flush(self):
+        if self._streamer is not None:
+            self._streamer.flush()
 
     def getvalue(self):
         return ''.join(self._parts)
@@ -119,10 +214,16 @@ def run_exec(source, fresh, local_values):
     return None
 
 
-def run_call(module, function, args, kwargs, fresh):
+def run_call(module, function, args, kwargs, fresh, target=_MISSING,
+             get_attribute=False):
+    """Calls module.function(*args, **kwargs), or target.function(...) when a
+    target object (a resolved ref) is given; with get_attribute, returns the
+    attribute instead of calling it."""
     ns = _namespace(fresh)
     path = function.split('.')
-    if module in ('__main__', ''):
+    if target is not _MISSING:
+        pass
+    elif module in ('__main__', ''):
         if path[0] in ns:
             target = ns[path[0]]
         elif hasattr(builtins, path[0]):
@@ -134,6 +235,8 @@ def run_call(module, function, args, kwargs, fresh):
         target = importlib.import_module(module)
     for name in path:
         target = getattr(target, name)
+    if get_attribute:
+        return target
     return target(*args, **kwargs)
 
 

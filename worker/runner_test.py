@@ -21,6 +21,43 @@ class CaptureTest(unittest.TestCase):
             runner.Capture(10).write(b'x')
 
 
+class StreamerTest(unittest.TestCase):
+    def test_flushes_at_line_ends_keeps_order_and_closes(self):
+        sent = []
+        st = runner.Streamer(lambda kind, text: sent.append((kind, text)))
+        out = runner.Capture(10, st, 1)
+        err = runner.Capture(10, st, 2)
+        out.write('a')
+        self.assertEqual(sent, [])
+        err.write('e\n')
+        out.write('b\n')
+        st.close()
+        out.write('late\n')
+        self.assertEqual(sent, [(1, 'a'), (2, 'e\n'), (1, 'b\n')])
+
+    def test_timer_flushes_a_partial_line(self):
+        import threading
+        got = threading.Event()
+        st = runner.Streamer(lambda kind, text: got.set())
+        st.write(1, 'no newline')
+        self.assertTrue(got.wait(5))
+        st.close()
+
+    def test_chunks_are_bounded_in_utf8_bytes(self):
+        sent = []
+        st = runner.Streamer(lambda kind, text: sent.append(text))
+        st.write(1, '\u20ac' * 20000)
+        st.close()
+        self.assertEqual(''.join(sent), '\u20ac' * 20000)
+        self.assertTrue(all(len(t.encode()) <= 16384 for t in sent))
+
+
+class RunCallTest(unittest.TestCase):
+    def test_target_method_and_attribute(self):
+        self.assertEqual(runner.run_call('', 'upper', (), {}, True, 'ab'), 'AB')
+        self.assertEqual(runner.run_call('', 'real', (), {}, True, 3 + 4j, True), 3.0)
+
+
 class CodeCacheTest(unittest.TestCase):
     def test_same_source_compiles_once_and_registers_lines(self):
         cache = runner._CodeCache(4)

@@ -17,6 +17,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <mutex>
 #include <thread>
 
 #include <cstdint>
@@ -130,7 +131,16 @@ int Serve() {
   RunnerLimits limits;
   limits.max_output_bytes = absl::GetFlag(FLAGS_max_output_bytes);
   limits.max_value_depth = absl::GetFlag(FLAGS_max_value_depth);
-  PythonRunner runner(limits);
+  limits.max_response_bytes = max_response;
+  // Partial responses come from the main thread and from the runner's output
+  // flusher thread; one frame at a time. A blocking write is the
+  // backpressure: pyexecd stops reading while a client is slow.
+  std::mutex write_mu;
+  auto send = [fd, &write_mu](const internal::WorkerResponse& frame) {
+    std::lock_guard<std::mutex> lock(write_mu);
+    return WriteFrame(fd, frame).ok();
+  };
+  PythonRunner runner(limits, send);
   if (absl::Status s = runner.Initialize(); !s.ok()) {
     LogError(absl::StrCat("worker: ", s.message()));
     return 2;
@@ -164,7 +174,7 @@ int Serve() {
     }
     runner.Handle(request, &response);
     CapResponse(max_response, &response);
-    if (!WriteFrame(fd, response).ok()) return 6;
+    if (!send(response)) return 6;
   }
 }
 
