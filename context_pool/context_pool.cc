@@ -331,15 +331,18 @@ void ContextPool::EventConsumed(CallId id) {
   RunDeferred(&deferred);
 }
 
-bool ContextPool::InterruptWorker(WorkerId worker) {
+absl::StatusOr<bool> ContextPool::InterruptWorker(WorkerId worker) {
   Deferred deferred;
   bool running = false;
   {
     absl::MutexLock lock(&mu_);
     auto it = workers_.find(worker);
-    if (it == workers_.end() || !it->second->checked_out) return false;
+    if (it == workers_.end() || !it->second->checked_out ||
+        it->second->state == Worker::State::kDying) {
+      return absl::NotFoundError("session not found: its interpreter is gone");
+    }
     Worker* w = it->second.get();
-    if (w->current != nullptr && w->state == Worker::State::kReady) {
+    if (w->current != nullptr) {
       running = true;
       if (w->current->interrupted == absl::StatusCode::kOk) {
         w->current->by_interrupt_request = true;

@@ -129,9 +129,9 @@ class ContextPool {
   void EventConsumed(CallId call);
 
   // Interrupts the call running on checked-out `worker`, as Cancel does; it
-  // ends CANCELLED. Returns false (and does nothing) if no call is running
-  // or the worker is unknown.
-  bool InterruptWorker(WorkerId worker);
+  // ends CANCELLED. Returns whether a call was running, or NOT_FOUND if the
+  // worker is gone or dying (as Submit would).
+  absl::StatusOr<bool> InterruptWorker(WorkerId worker);
 
   // The client gave up on `call`: drops it if it is still waiting, or
   // interrupts it (and kills after kill_grace). It ends CANCELLED. Unknown or

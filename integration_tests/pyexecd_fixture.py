@@ -360,11 +360,24 @@ class Opaque(tuple):
     repr = property(lambda self: self[1])
 
 
+class Ref(tuple):
+    """A live object held by a session, as seen by the client: (id, type, repr)."""
+
+    def __new__(cls, id_, type_, repr_):
+        return tuple.__new__(cls, (id_, type_, repr_))
+
+    id = property(lambda self: self[0])
+    type = property(lambda self: self[1])
+    repr = property(lambda self: self[2])
+
+
 def to_value(x):
     """Python object -> pb.Value (client side). Containers are flat: a marker
     kind plus `items` (and `keys` for a dict)."""
     v = pb.Value()
-    if x is None:
+    if isinstance(x, Ref):
+        v.ref.id = x.id
+    elif x is None:
         v.none.SetInParent()
     elif isinstance(x, bool):
         v.bool = x
@@ -421,6 +434,8 @@ def from_value(v):
         return {from_value(k): from_value(i) for k, i in zip(v.keys, v.items)}
     if kind == "opaque":
         return Opaque(v.opaque.type, v.opaque.repr)
+    if kind == "ref":
+        return Ref(v.ref.id, v.ref.type, v.ref.repr)
     raise AssertionError("Value with no kind set: %r" % v)
 
 

@@ -267,7 +267,9 @@ absl::Status PyExecCore::Interrupt(const v1::InterruptRequest& request,
   absl::StatusOr<WorkerId> worker = sessions_->BeginCall(request.session());
   if (!worker.ok()) return worker.status();
   sessions_->EndCall(request.session());
-  response->set_interrupted(pool_->InterruptWorker(*worker));
+  absl::StatusOr<bool> interrupted = pool_->InterruptWorker(*worker);
+  if (!interrupted.ok()) return interrupted.status();
+  response->set_interrupted(*interrupted);
   if (response->interrupted()) {
     LogInfo(absl::StrCat("interrupt session ", TokenForLog(request.session())));
   }

@@ -505,7 +505,9 @@ void PythonRunner::Handle(const internal::WorkerRequest& request,
   } else if (request.op_case() == internal::WorkerRequest::kExec) {
     // no value
   } else if (!request.stream()) {
-    convert(result.get(), response->mutable_value());
+    if (!convert(result.get(), response->mutable_value())) {
+      response->clear_value();
+    }
   } else if (!result_as_ref && PyIter_Check(result.get())) {
     // A generator or iterator: one value per item, as they are produced.
     while (true) {
