@@ -10,6 +10,8 @@ PACKAGES=(
   # tests and bench
   libgtest-dev libgmock-dev libbenchmark-dev python3-grpcio python3-protobuf
   procps
+  # scale-out: /metrics server; balancer, manifest and metrics checks
+  libcivetweb-dev nginx-light haproxy prometheus python3-yaml util-linux
   # Erlang client
   erlang-nox erlang-dev rebar3 erlang-common-test erlang-eunit erlang-proper
 )
@@ -27,4 +29,14 @@ if ((${#missing[@]})); then
   if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
+
+# `kubectl kustomize` renders deploy/kubernetes for the scale-out tests. Any
+# kubectl will do; without one, Debian's kubernetes-client provides it.
+if ! command -v kubectl >/dev/null 2>&1; then
+  echo "install_deps: installing kubernetes-client (kubectl)" >&2
+  SUDO=""
+  if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends kubernetes-client >&2
 fi

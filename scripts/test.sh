@@ -15,7 +15,7 @@ root="$(pwd)"
 
 scripts/install_deps.sh || exit 1
 
-suites="${SUITES:-bazel python erlang}"
+suites="${SUITES:-bazel python erlang scaleout}"
 passed=0
 failed=0
 failed_names=()
@@ -54,6 +54,9 @@ for suite in $suites; do
     erlang)
       run_suite "Erlang client: EUnit and Common Test" \
         clients/erlang/run_tests.sh ;;
+    scaleout)
+      run_suite "Scale-out: 3 replicas behind nginx and HAProxy, manifests, metrics" \
+        integration_tests/run_python_tests.sh test_scaleout ;;
     *)
       echo "unknown suite: $suite"; failed=$((failed + 1)); failed_names+=("$suite") ;;
   esac
