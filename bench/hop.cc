@@ -12,9 +12,10 @@ namespace pyexec {
 namespace bench {
 namespace {
 
-absl::StatusOr<std::shared_ptr<grpc::Channel>> Connected(const std::string& address) {
+absl::StatusOr<std::shared_ptr<grpc::Channel>> Connected(const std::string& address,
+                                                         absl::Duration timeout) {
   std::shared_ptr<grpc::Channel> channel = MakeChannel(address, true);
-  if (!channel->WaitForConnected(absl::ToChronoTime(absl::Now() + absl::Seconds(10)))) {
+  if (!channel->WaitForConnected(absl::ToChronoTime(absl::Now() + timeout))) {
     return absl::UnavailableError(absl::StrCat("cannot connect to ", address));
   }
   return channel;
@@ -44,13 +45,14 @@ struct Callers {
 
 absl::StatusOr<std::unique_ptr<Callers>> MakeCallers(const std::string& owner,
                                                      const std::string& other,
-                                                     int n, absl::Duration timeout) {
+                                                     int n, const HopOptions& options) {
+  const absl::Duration timeout = options.call_timeout;
   auto callers = std::make_unique<Callers>();
   callers->owner_clients.reserve(n);
   for (int i = 0; i < n; ++i) {
-    absl::StatusOr<std::shared_ptr<grpc::Channel>> to_owner = Connected(owner);
+    absl::StatusOr<std::shared_ptr<grpc::Channel>> to_owner = Connected(owner, options.connect_timeout);
     if (!to_owner.ok()) return to_owner.status();
-    absl::StatusOr<std::shared_ptr<grpc::Channel>> to_other = Connected(other);
+    absl::StatusOr<std::shared_ptr<grpc::Channel>> to_other = Connected(other, options.connect_timeout);
     if (!to_other.ok()) return to_other.status();
     callers->owner_clients.emplace_back(*to_owner);
     absl::StatusOr<Session> session = Session::Bind(
@@ -73,13 +75,13 @@ absl::StatusOr<HopReport> RunHop(const std::string& owner_address,
                                  const HopOptions& options) {
   HopReport report;
   absl::StatusOr<std::unique_ptr<Callers>> one =
-      MakeCallers(owner_address, other_address, 1, options.call_timeout);
+      MakeCallers(owner_address, other_address, 1, options);
   if (!one.ok()) return one.status();
   report.direct_latency = RunPhase((*one)->direct, options.phase);
   report.forwarded_latency = RunPhase((*one)->forwarded, options.phase);
   one->reset();  // unbinds
   absl::StatusOr<std::unique_ptr<Callers>> many = MakeCallers(
-      owner_address, other_address, options.concurrency, options.call_timeout);
+      owner_address, other_address, options.concurrency, options);
   if (!many.ok()) return many.status();
   report.direct_throughput = RunPhase((*many)->direct, options.phase);
   report.forwarded_throughput = RunPhase((*many)->forwarded, options.phase);

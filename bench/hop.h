@@ -23,6 +23,8 @@ struct HopOptions {
   int concurrency = 8;
   // Deadline of every measured call.
   absl::Duration call_timeout = absl::Seconds(10);
+  // How long to wait for each connection.
+  absl::Duration connect_timeout = absl::Seconds(10);
 };
 
 // Figures of a hop run: "direct" calls go to the owner, "forwarded" calls
