@@ -21,7 +21,7 @@ import grpc.aio
 from . import _core
 from ._core import Bound, Result, Stats
 from ._stubs import pb_grpc
-from .errors import PyExecError, SessionNotFound, WorkerDied, from_rpc_error
+from .errors import InvalidArgument, PyExecError, SessionNotFound, WorkerDied, from_rpc_error
 
 
 class _Calls:
@@ -196,6 +196,15 @@ class Client(_Calls):
     def session(self, idle_timeout: Optional[int] = None) -> Session:
         """A session handle; bound by `async with` (or await bind())."""
         return Session(self, idle_timeout)
+
+    def attach(self, token: str) -> Session:
+        """A handle on a session bound elsewhere (e.g. by `pyexec bind`), already
+        bound; leaving its `with` block unbinds it."""
+        if not token:
+            raise InvalidArgument("pyexec_client: empty session token")
+        s = Session(self)
+        s._bound = Bound(token, 0)
+        return s
 
     def context(self, n: Optional[int] = None) -> Context:
         """Shared context number n (1..num_contexts); None picks the next one in turn."""
