@@ -23,6 +23,9 @@ ABSL_FLAG(std::string, session, "",
           "interpreter");
 ABSL_FLAG(absl::Duration, idle_timeout, absl::ZeroDuration(),
           "bind: idle timeout to ask for; 0 means the server default");
+ABSL_FLAG(bool, json, false,
+          "print one JSON object per command on stdout (values in the tagged "
+          "form of clients/conformance/README.md, errors as {\"error\": ...})");
 
 namespace {
 
@@ -83,6 +86,7 @@ int main(int argc, char** argv) {
   options.timeout = absl::GetFlag(FLAGS_timeout);
   options.session = absl::GetFlag(FLAGS_session);
   options.idle_timeout = absl::GetFlag(FLAGS_idle_timeout);
+  options.json = absl::GetFlag(FLAGS_json);
   std::vector<std::string> args(positional.begin() + 1, positional.end());
   const int code = pyexec::RunCli(options, args, std::cout, std::cerr);
   std::cout.flush();
