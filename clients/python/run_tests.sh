@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Tests of the Python client (unittest) against a real pyexecd: value mapping,
 # the sync and asyncio clients, TLS/mTLS/bearer token against a fake server,
-# and the `conformance` runner (clients/conformance/vectors.json, sync + aio).
+# and the `conformance` runner (clients/conformance/vectors.json, sync + aio);
+# first, mypy checks the package's type hints.
 # pyexecd comes from $PYEXECD, else <repo>/bazel-bin/server/pyexecd.
 #
 # Usage: clients/python/run_tests.sh [unittest names, e.g. test_conformance]
@@ -23,6 +24,11 @@ if (($#)); then
   tests=("$@")
 else
   tests=(test_values test_client test_tls_auth test_conformance)
+fi
+if ((! $#)); then
+  # The public API is fully typed: check it (Debian's mypy, no cache left behind).
+  (cd "$here" && mypy --cache-dir=/dev/null --python-executable /usr/bin/python3 \
+    --ignore-missing-imports --disallow-untyped-defs --disallow-incomplete-defs pyexec_client)
 fi
 cd "$here/tests"
 timeout --signal=TERM --kill-after=30 600 /usr/bin/python3 -B -m unittest -v "${tests[@]}"

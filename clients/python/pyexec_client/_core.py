@@ -130,10 +130,8 @@ def call_request(session: str, module: str, function: str, args: Sequence[Any],
 def result(resp: Any, has_value: bool) -> Result:
     """Decodes an Eval/Exec/Call response; raises PythonError if the code raised."""
     if resp.HasField("error"):
-        err = PythonError(resp.error.type, resp.error.message, resp.error.traceback)
-        err.stdout = resp.stdout
-        err.stderr = resp.stderr
-        raise err
+        raise PythonError(resp.error.type, resp.error.message, resp.error.traceback,
+                          resp.stdout, resp.stderr)
     return Result(from_value(resp.value) if has_value else None, resp.stdout, resp.stderr)
 
 

@@ -30,11 +30,15 @@ class PyExecError(Exception):
 class PythonError(PyExecError):
     """The remote Python code raised. The session (if any) is intact."""
 
-    def __init__(self, type: str, message: str, traceback: str) -> None:  # noqa: A002
+    def __init__(self, type: str, message: str, traceback: str,  # noqa: A002
+                 stdout: str = "", stderr: str = "") -> None:
         super().__init__("%s: %s" % (type, message) if message else type)
         self.type = type
         self.message = message
         self.traceback = traceback
+        # Output the call printed before it raised.
+        self.stdout = stdout
+        self.stderr = stderr
 
 
 class SessionNotFound(PyExecError):
