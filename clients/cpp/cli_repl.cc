@@ -12,7 +12,6 @@
 #include <cstdlib>
 #include <functional>
 #include <iostream>
-#include <optional>
 #include <string>
 #include <vector>
 

@@ -22,6 +22,8 @@ namespace pyexec {
 //   statement means until a blank line.
 // - An expression is evaluated and its repr printed (None prints nothing);
 //   anything else is executed. Tracebacks go to stderr.
+// - Each statement, and the Bind, carries options.timeout as its deadline
+//   (DEADLINE_EXCEEDED is reported and the REPL goes on).
 // - Ctrl-C while code runs cancels the RPC, which interrupts the Python code;
 //   the session and its state are kept. Ctrl-C at the prompt drops the
 //   pending input.
