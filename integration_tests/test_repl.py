@@ -100,7 +100,8 @@ class ReplTest(fx.ServerTestCase):
         term = Terminal([cli, "--addr=127.0.0.1:%d" % self.server.port, "--timeout=60s"]
                         + list(flags) + ["repl"], env)
         self.addCleanup(term.close)
-        term.expect(r"session ([0-9a-f]+)")
+        term.expect(r"session ")
+        self.token = term.expect(r"[. ]")
         term.expect(r">>> ")
         return term, home
 
@@ -180,6 +181,35 @@ class ReplTest(fx.ServerTestCase):
         term.send("\x04")
         self.assertEqual(term.wait(), 0)
         self.assertEqual(self.stats().sessions, 0)
+
+    def test_lost_session_is_replaced_and_said_so(self):
+        term, _ = self.start_repl()
+        term.send("x = 1\r")
+        term.expect(r">>> ")
+        old = self.token
+        self.stub.Unbind(pb.UnbindRequest(session=old), timeout=10)
+        term.send("x\r")
+        out = term.expect(r">>> ")
+        self.assertIn("NOT_FOUND", out)
+        self.assertIn("session lost; new session", out)
+        term.send("x\r")  # the new session starts empty
+        self.assertIn("NameError", term.expect(r">>> "))
+        self.assertEqual(self.stats().sessions, 1)
+        term.send("\x04")
+        self.assertEqual(term.wait(), 0)
+        self.assertEqual(self.stats().sessions, 0)
+
+    def test_attached_session_is_left_bound(self):
+        token = self.stub.Bind(pb.BindRequest(), timeout=10).session
+        self.addCleanup(self.stub.Unbind, pb.UnbindRequest(session=token), timeout=10)
+        self.stub.Exec(pb.ExecRequest(session=token, code="y = 7"), timeout=10)
+        term, _ = self.start_repl("--session=" + token)
+        self.assertEqual(self.token, token)
+        term.send("y\r")
+        self.assertIn("7\r\n", term.expect(r">>> "))
+        term.send("\x04")
+        self.assertEqual(term.wait(), 0)
+        self.assertEqual(self.stats().sessions, 1)
 
 
 if __name__ == "__main__":
