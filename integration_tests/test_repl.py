@@ -161,8 +161,10 @@ class ReplTest(fx.ServerTestCase):
         term.send("time.sleep(30); x = 99\r")
         # The call has reached a worker once one is busy (a stateless probe
         # call before it is not: it ends before the session call starts).
-        fx.wait_until(lambda: self.stats().busy_workers >= 1 and
-                      self.stats().calls_total >= before + 1, 15, what="call running")
+        def running():
+            st = self.stats()  # one snapshot: the probe must be answered
+            return st.busy_workers >= 1 and st.calls_total >= before + 1
+        fx.wait_until(running, 15, what="call running")
         start = time.monotonic()
         term.send("\x03")
         out = term.expect(r">>> ")

@@ -92,6 +92,9 @@ class Repl {
   int Loop() {
     std::vector<std::string> buffer;
     while (true) {
+      // Ctrl-C bytes from before this prompt are stale; one that arrives after
+      // the line was read (even during the codeop probe) cancels the call.
+      DrainPipe();
       g_interrupted = 0;
       char* raw = readline(buffer.empty() ? ">>> " : "... ");
       if (raw == nullptr) {
@@ -136,7 +139,6 @@ class Repl {
     if (options_.timeout > absl::ZeroDuration() && options_.timeout != absl::InfiniteDuration()) {
       context.set_deadline(absl::ToChronoTime(absl::Now() + options_.timeout));
     }
-    DrainPipe();
     grpc::Status status;
     start(&context, [&status](grpc::Status s) {
       status = std::move(s);
