@@ -10,6 +10,8 @@ PACKAGES=(
   # tests and bench
   libgtest-dev libgmock-dev libbenchmark-dev python3-grpcio python3-protobuf
   procps
+  # Python client (TLS test certificates, type check), C++ CLI (line editing), C++ conformance (JSON)
+  openssl libedit-dev nlohmann-json3-dev mypy
   # scale-out: /metrics server; balancer, manifest and metrics checks
   libcivetweb-dev nginx-light haproxy prometheus python3-yaml util-linux
   # Erlang client
