@@ -6,7 +6,7 @@ module pyexec.dev/go
 go 1.19
 
 require (
-	github.com/golang/protobuf v1.5.2
+	github.com/golang/protobuf v1.5.2 // indirect
 	google.golang.org/grpc v1.33.3
 	google.golang.org/protobuf v1.28.1
 )
