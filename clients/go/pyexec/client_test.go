@@ -304,12 +304,29 @@ func TestWorkerDiedThenSessionNotFound(t *testing.T) {
 }
 
 func TestNumberedContextsShared(t *testing.T) {
-	c := dial(t, pyexec.WithContexts(2))
-	other := dial(t)
+	// Its own server, so that the session count is this test's alone.
+	srv, err := startServer(pyexecdPath(), "--workers=1", "--drain_timeout=1s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Stop()
+	c, err := pyexec.Dial(srv.Addr, pyexec.WithInsecure(), pyexec.WithContexts(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	other, err := pyexec.Dial(srv.Addr, pyexec.WithInsecure())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
 	ctx := testCtx(t)
 	before, err := other.Stats(ctx)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if before.Sessions != 0 {
+		t.Fatalf("%d sessions before any call, want 0 (contexts bind lazily)", before.Sessions)
 	}
 	if c.NumContexts() != 2 || c.Context(2).N() != 2 {
 		t.Fatal("NumContexts/N")

@@ -24,9 +24,11 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
 
 	"pyexec.dev/go/pyexec"
 	pb "pyexec.dev/go/pyexecv1"
@@ -36,6 +38,8 @@ import (
 // client certificate's CN it saw, and answers every call successfully.
 type fakePyExec struct {
 	pb.UnimplementedPyExecServer
+	want string // when set, calls without "Bearer <want>" get UNAUTHENTICATED
+
 	mu   sync.Mutex
 	auth map[string][]string // method -> authorization values
 	tls  map[string]string   // method -> "tls" / "tls cn=NAME" / "plaintext"
@@ -70,6 +74,11 @@ func (f *fakePyExec) Unbind(ctx context.Context, _ *pb.UnbindRequest) (*pb.Unbin
 
 func (f *fakePyExec) Eval(ctx context.Context, _ *pb.EvalRequest) (*pb.EvalResponse, error) {
 	f.record(ctx, "Eval")
+	if f.want != "" {
+		if got := f.auth["Eval"]; len(got) != 1 || got[0] != "Bearer "+f.want {
+			return nil, status.Error(codes.Unauthenticated, "missing or invalid credentials")
+		}
+	}
 	return &pb.EvalResponse{Value: &pb.Value{Kind: &pb.Value_Int{Int: 1}}}, nil
 }
 
@@ -90,6 +99,10 @@ func (f *fakePyExec) GetStats(ctx context.Context, _ *pb.GetStatsRequest) (*pb.G
 
 // startFake serves a fakePyExec on 127.0.0.1:0, with TLS when creds is set.
 func startFake(t *testing.T, creds credentials.TransportCredentials) (*fakePyExec, string) {
+	return startFakeWanting(t, creds, "")
+}
+
+func startFakeWanting(t *testing.T, creds credentials.TransportCredentials, want string) (*fakePyExec, string) {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -100,7 +113,7 @@ func startFake(t *testing.T, creds credentials.TransportCredentials) (*fakePyExe
 		opts = append(opts, grpc.Creds(creds))
 	}
 	srv := grpc.NewServer(opts...)
-	f := &fakePyExec{auth: map[string][]string{}, tls: map[string]string{}}
+	f := &fakePyExec{want: want, auth: map[string][]string{}, tls: map[string]string{}}
 	pb.RegisterPyExecServer(srv, f)
 	go srv.Serve(lis)
 	t.Cleanup(srv.Stop)
@@ -351,5 +364,32 @@ func TestDialOptionErrors(t *testing.T) {
 	}
 	if _, err := pyexec.TLSFiles(filepath.Join(t.TempDir(), "missing.pem"), "", ""); err == nil {
 		t.Error("TLSFiles with a missing CA must fail")
+	}
+}
+
+func TestWrongTokenIsErrUnauthenticated(t *testing.T) {
+	_, addr := startFakeWanting(t, nil, "right")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, opts := range [][]pyexec.Option{
+		{pyexec.WithInsecure(), pyexec.WithToken("wrong")},
+		{pyexec.WithInsecure()},
+	} {
+		c, err := pyexec.Dial(addr, opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Eval(ctx, "1"); !errors.Is(err, pyexec.ErrUnauthenticated) {
+			t.Errorf("err = %v, want ErrUnauthenticated", err)
+		}
+		c.Close()
+	}
+	c, err := pyexec.Dial(addr, pyexec.WithInsecure(), pyexec.WithToken("right"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Eval(ctx, "1"); err != nil {
+		t.Fatalf("right token: %v", err)
 	}
 }
