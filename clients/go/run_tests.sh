@@ -10,7 +10,7 @@
 #
 # PYEXECD: the pyexecd binary; default <repo>/bazel-bin/server/pyexecd.
 # ECHO_SERVER (bench): default <repo>/bazel-bin/bench/echo_server_main.
-# Build them: bazel build //server:pyexecd //context_pool:pyexec_worker //bench:echo_server_main
+# Build them: bazel build //server:pyexecd //worker:pyexec_worker //bench:echo_server_main
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -29,7 +29,7 @@ pkgs=(./pyexec ./pyexecv1 ./internal/echopb ./bench)
 
 if [ ! -x "$PYEXECD" ]; then
   echo "run_tests.sh: pyexecd not found at $PYEXECD" >&2
-  echo "  build it: (cd $root && bazel build //server:pyexecd //context_pool:pyexec_worker)" >&2
+  echo "  build it: (cd $root && bazel build //server:pyexecd //worker:pyexec_worker)" >&2
   exit 1
 fi
 
