@@ -107,7 +107,7 @@ func TestMain(m *testing.M) {
 		"--drain_timeout=2s", "--kill_grace=1s")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "TestMain:", err)
-		fmt.Fprintln(os.Stderr, "  build it: bazel build //server:pyexecd //context_pool:pyexec_worker, or set $PYEXECD")
+		fmt.Fprintln(os.Stderr, "  build it: bazel build //server:pyexecd //worker:pyexec_worker, or set $PYEXECD")
 		os.Exit(1)
 	}
 	shared = s
