@@ -437,6 +437,7 @@ func TestNativeMapping(t *testing.T) {
 		{float32(0.5), "0.5", 0.5, ""},
 		{uint8(200), "200", int64(200), ""},
 		{[]byte(nil), "b''", nil, "[]byte"},
+		{[2]byte{1, 255}, "b'\\x01\\xff'", nil, ""},
 		{(*int)(nil), "None", nil, "nil"},
 		{pyexec.Set{pyexec.Tuple{1, 2}}, "{(1, 2)}", nil, "Set"},
 		{pyexec.Dict{{Key: pyexec.Tuple{1}, Value: []byte("v")}}, "{(1,): b'v'}", nil, "Dict"},
