@@ -146,11 +146,12 @@ func toValueMap(m map[string]any) (map[string]*pb.Value, error) {
 	return out, nil
 }
 
-func pyError(e *pb.PythonError) error {
+func pyError(e *pb.PythonError, stdout, stderr string) error {
 	if e == nil {
 		return nil
 	}
-	return &PythonError{Type: e.Type, Message: e.Message, Traceback: e.Traceback}
+	return &PythonError{Type: e.Type, Message: e.Message, Traceback: e.Traceback,
+		Stdout: stdout, Stderr: stderr}
 }
 
 func (cfg *callConfig) setOutput(stdout, stderr string) {
@@ -176,7 +177,7 @@ func (c *Client) eval(ctx context.Context, session, code string, opts []CallOpti
 	}
 	cfg.setOutput(resp.Stdout, resp.Stderr)
 	if resp.Error != nil {
-		return nil, pyError(resp.Error)
+		return nil, pyError(resp.Error, resp.Stdout, resp.Stderr)
 	}
 	return FromValue(resp.Value)
 }
@@ -197,7 +198,7 @@ func (c *Client) exec(ctx context.Context, session, code string, opts []CallOpti
 		return fromRPC(err)
 	}
 	cfg.setOutput(resp.Stdout, resp.Stderr)
-	return pyError(resp.Error)
+	return pyError(resp.Error, resp.Stdout, resp.Stderr)
 }
 
 func (c *Client) call(ctx context.Context, session, module, function string, args []any, opts []CallOption) (any, error) {
@@ -226,7 +227,7 @@ func (c *Client) call(ctx context.Context, session, module, function string, arg
 	}
 	cfg.setOutput(resp.Stdout, resp.Stderr)
 	if resp.Error != nil {
-		return nil, pyError(resp.Error)
+		return nil, pyError(resp.Error, resp.Stdout, resp.Stderr)
 	}
 	return FromValue(resp.Value)
 }

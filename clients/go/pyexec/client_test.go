@@ -64,6 +64,9 @@ func TestOutputCaptured(t *testing.T) {
 	if out.Stdout != "hi\n" || out.Stderr != "oops\n" {
 		t.Fatalf("output = %+v", out)
 	}
+	if pe.Stdout != "hi\n" || pe.Stderr != "oops\n" {
+		t.Fatalf("PythonError output = %q, %q", pe.Stdout, pe.Stderr)
+	}
 }
 
 func TestPythonErrorIsTypedAndNotAStatus(t *testing.T) {

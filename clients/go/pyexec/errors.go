@@ -49,6 +49,8 @@ type PythonError struct {
 	Type      string // exception class name, e.g. "ZeroDivisionError"
 	Message   string // str(exception)
 	Traceback string // formatted traceback, with the user's source lines
+	Stdout    string // output the call printed before it raised
+	Stderr    string
 }
 
 func (e *PythonError) Error() string {
