@@ -16,6 +16,9 @@ PACKAGES=(
   libcivetweb-dev nginx-light haproxy prometheus python3-yaml util-linux
   # Erlang client
   erlang-nox erlang-dev rebar3 erlang-common-test erlang-eunit erlang-proper
+  # Go client (grpc-go needs golang/protobuf 1.5, not Debian's default 1.3)
+  golang-go golang-google-grpc-dev golang-google-protobuf-dev
+  golang-github-golang-protobuf-1-5-dev protoc-gen-go protoc-gen-go-grpc
 )
 
 missing=()

@@ -15,7 +15,7 @@ root="$(pwd)"
 
 scripts/install_deps.sh || exit 1
 
-suites="${SUITES:-bazel python erlang pyclient scaleout}"
+suites="${SUITES:-bazel python erlang pyclient scaleout go}"
 passed=0
 failed=0
 failed_names=()
@@ -59,6 +59,8 @@ for suite in $suites; do
     scaleout)
       run_suite "Scale-out: 3 replicas behind nginx and HAProxy, manifests, metrics" \
         integration_tests/run_python_tests.sh test_scaleout ;;
+    go)
+      run_suite "Go client: go test with conformance" clients/go/run_tests.sh ;;
     *)
       echo "unknown suite: $suite"; failed=$((failed + 1)); failed_names+=("$suite") ;;
   esac
