@@ -13,7 +13,18 @@
 //            JS bigint -> int, JS number -> float always. Round trips keep
 //            int and float apart.
 
+import { status } from '@grpc/grpc-js';
+
+import { InvalidArgumentError } from './errors';
 import type { WireValue } from './wire';
+
+/**
+ * Deepest value the client sends. protobufjs, like protoc, refuses messages
+ * nested deeper than 100, and a request adds a few levels around the value;
+ * the check also turns a cyclic structure into an error instead of a stack
+ * overflow. pyexecd's own limit (--max_value_depth, default 64) is lower.
+ */
+export const MAX_SEND_DEPTH = 96;
 
 /** Options for the value mapping; see the module comment. */
 export interface ValueOptions {
@@ -116,7 +127,13 @@ function isPlainObject(v: object): v is Record<string, unknown> {
 }
 
 /** Converts a native value to a wire Value. Throws TypeError on a value with no Python mapping. */
-export function toWire(v: unknown, opts: ValueOptions = {}): WireValue {
+export function toWire(v: unknown, opts: ValueOptions = {}, depth = 1): WireValue {
+  if (depth > MAX_SEND_DEPTH) {
+    throw new InvalidArgumentError(
+      status.INVALID_ARGUMENT,
+      `value nested deeper than ${MAX_SEND_DEPTH} levels (or cyclic); not sent`,
+    );
+  }
   const exact = opts.ints === 'bigint';
   switch (typeof v) {
     case 'undefined':
@@ -139,15 +156,15 @@ export function toWire(v: unknown, opts: ValueOptions = {}): WireValue {
   if (v === null) return { none: {} };
   if (v instanceof Float) return { float: v.value };
   if (v instanceof Uint8Array) return { bytes: Buffer.from(v.buffer, v.byteOffset, v.byteLength) };
-  if (v instanceof Tuple) return { tuple: true, items: Array.from(v, (x) => toWire(x, opts)) };
-  if (Array.isArray(v)) return { list: true, items: Array.from(v, (x) => toWire(x, opts)) };
-  if (v instanceof Set) return { set: true, items: Array.from(v, (x) => toWire(x, opts)) };
+  if (v instanceof Tuple) return { tuple: true, items: Array.from(v, (x) => toWire(x, opts, depth + 1)) };
+  if (Array.isArray(v)) return { list: true, items: Array.from(v, (x) => toWire(x, opts, depth + 1)) };
+  if (v instanceof Set) return { set: true, items: Array.from(v, (x) => toWire(x, opts, depth + 1)) };
   if (v instanceof Map) {
     const keys: WireValue[] = [];
     const items: WireValue[] = [];
     for (const [k, x] of v) {
-      keys.push(toWire(k, opts));
-      items.push(toWire(x, opts));
+      keys.push(toWire(k, opts, depth + 1));
+      items.push(toWire(x, opts, depth + 1));
     }
     return { dict: true, keys, items };
   }
@@ -159,7 +176,7 @@ export function toWire(v: unknown, opts: ValueOptions = {}): WireValue {
     const items: WireValue[] = [];
     for (const k of Object.keys(v)) {
       keys.push({ str: k });
-      items.push(toWire(v[k], opts));
+      items.push(toWire(v[k], opts, depth + 1));
     }
     return { dict: true, keys, items };
   }
