@@ -1,4 +1,5 @@
-// Starts a real pyexecd for a test: loopback, port 0, address read from its
+// Starts a real pyexecd (or the bench's echo server) for a test: loopback,
+// port 0, address read from its
 // "listening on HOST:PORT" line. Bounded: startup fails after 30 s, and
 // stop() kills the process if SIGTERM's drain takes over 10 s.
 
@@ -18,8 +19,14 @@ export interface RunningServer {
   stop(): Promise<void>;
 }
 
+/** A real pyexecd on 127.0.0.1:0 with 2 warm workers, plus `extraArgs`. */
 export function startPyexecd(extraArgs: string[] = []): Promise<RunningServer> {
-  const proc = spawn(pyexecdPath(), ['--listen=127.0.0.1:0', '--workers=2', ...extraArgs], {
+  return startServer(pyexecdPath(), ['--listen=127.0.0.1:0', '--workers=2', ...extraArgs]);
+}
+
+/** Starts any server that prints "listening on HOST:PORT" on stdout. */
+export function startServer(binary: string, args: string[]): Promise<RunningServer> {
+  const proc = spawn(binary, args, {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stderr = '';
@@ -37,15 +44,15 @@ export function startPyexecd(extraArgs: string[] = []): Promise<RunningServer> {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       void stop();
-      reject(new Error(`pyexecd did not report its address in 30 s; stderr:\n${stderr}`));
+      reject(new Error(`${binary} did not report its address in 30 s; stderr:\n${stderr}`));
     }, 30_000);
     proc.once('error', (e) => {
       clearTimeout(timer);
-      reject(new Error(`cannot start ${pyexecdPath()}: ${e.message} (build it or set $PYEXECD)`));
+      reject(new Error(`cannot start ${binary}: ${e.message} (build it with bazel, or set $PYEXECD)`));
     });
     proc.once('exit', (code) => {
       clearTimeout(timer);
-      reject(new Error(`pyexecd exited with ${code} before listening; stderr:\n${stderr}`));
+      reject(new Error(`${binary} exited with ${code} before listening; stderr:\n${stderr}`));
     });
     const lines = readline.createInterface({ input: proc.stdout! });
     lines.on('line', (line) => {
