@@ -9,7 +9,7 @@
 #   clients/node/run_tests.sh
 #
 # PYEXECD: the pyexecd binary; default <repo>/bazel-bin/server/pyexecd
-# (build: bazel build //server:pyexecd //context_pool:pyexec_worker).
+# (build: bazel build //server:pyexecd //worker:pyexec_worker).
 # Needs node >= 18 and npm on PATH (scripts/install_deps.sh installs Debian's
 # nodejs and npm when there is no node), and openssl.
 set -euo pipefail
