@@ -248,9 +248,12 @@ export abstract class Executor {
     return this.core.options.values ?? {};
   }
 
-  /** Evaluates one expression; resolves to its value, or rejects with PythonError. */
-  async eval(code: string, opts: EvalOptions = {}): Promise<PyValue> {
-    return (await this.evalResult(code, opts)).value;
+  /**
+   * Evaluates one expression; resolves to its value, or rejects with
+   * PythonError. `T` is an unchecked annotation (`eval<number>('1+1')`).
+   */
+  async eval<T extends PyValue = PyValue>(code: string, opts: EvalOptions = {}): Promise<T> {
+    return (await this.evalResult(code, opts)).value as T;
   }
 
   /** Like eval, with the call's stdout and stderr. */
@@ -280,9 +283,15 @@ export abstract class Executor {
   /**
    * Calls module.fn(*args, **kwargs). `module` may be "builtins" or
    * "__main__" (the session's namespace); `fn` may be dotted ("str.upper").
+   * `T` is an unchecked annotation, as for eval.
    */
-  async call(module: string, fn: string, args: readonly PyInput[] = [], opts: CallFnOptions = {}): Promise<PyValue> {
-    return (await this.callResult(module, fn, args, opts)).value;
+  async call<T extends PyValue = PyValue>(
+    module: string,
+    fn: string,
+    args: readonly PyInput[] = [],
+    opts: CallFnOptions = {},
+  ): Promise<T> {
+    return (await this.callResult(module, fn, args, opts)).value as T;
   }
 
   /** Like call, with the call's stdout and stderr. */

@@ -15,7 +15,7 @@
 
 import { status } from '@grpc/grpc-js';
 
-import { InvalidArgumentError } from './errors';
+import { InvalidArgumentError, PyExecError } from './errors';
 import type { WireValue } from './wire';
 
 /**
@@ -202,7 +202,7 @@ export function toWireMap(
 
 /** Converts a wire Value to a native value. */
 export function fromWire(w: WireValue | null | undefined, opts: ValueOptions = {}): PyValue {
-  if (w == null) throw new Error('pyexec: response has no value');
+  if (w == null) throw new PyExecError('pyexec: response has no value');
   const items = () => (w.items ?? []).map((x) => fromWire(x, opts));
   switch (w.kind) {
     case 'none':
@@ -232,7 +232,7 @@ export function fromWire(w: WireValue | null | undefined, opts: ValueOptions = {
     case 'dict': {
       const keys = (w.keys ?? []).map((x) => fromWire(x, opts));
       const vals = items();
-      if (keys.length !== vals.length) throw new Error('pyexec: malformed dict in response');
+      if (keys.length !== vals.length) throw new PyExecError('pyexec: malformed dict in response');
       if (opts.dicts !== 'map' && keys.every((k) => typeof k === 'string')) {
         const o: { [key: string]: PyValue } = {};
         keys.forEach((k, i) => {
@@ -246,6 +246,6 @@ export function fromWire(w: WireValue | null | undefined, opts: ValueOptions = {
       return new Opaque(w.opaque?.type ?? '', w.opaque?.repr ?? '');
     default:
       // A Value kind added to the API after this client was built.
-      throw new Error(`pyexec: unknown Value kind ${String(w.kind)}`);
+      throw new PyExecError(`pyexec: unknown Value kind ${String(w.kind)}`);
   }
 }

@@ -53,6 +53,9 @@ describe('stateless calls', () => {
     assert.equal(await client.call('math', 'gcd', [12, 18]), 6);
     assert.equal(await client.call('builtins', 'int', ['ff'], { kwargs: { base: 16 } }), 255);
     assert.equal(await client.call('builtins', 'str.upper', ['abc']), 'ABC');
+    const n: number = await client.eval<number>('1+1'); // typed without a cast
+    const up: string = await client.call<string>('builtins', 'str.upper', ['x']);
+    assert.deepEqual([n, up], [2, 'X']);
   });
 
   test('evalResult and callResult carry output', async () => {
