@@ -2,18 +2,16 @@
 // (pyexecd has no auth yet: issue 8). The fake records each call's metadata
 // and the client certificate it saw, and checks tokens the way pyexecd will
 // (UNAUTHENTICATED without the right `authorization: Bearer TOKEN`).
-// Certificates are made per run with openssl.
+// Certificates are made per run with openssl (certs.ts).
 
 import { after, before, describe, test } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { execFileSync } from 'child_process';
-import * as fs from 'fs';
-import * as os from 'os';
 import * as path from 'path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 
 import { Client, UnauthenticatedError, UnavailableError } from '../src';
+import { Certs, makeCerts } from './certs';
 
 interface Seen {
   method: string;
@@ -28,31 +26,8 @@ interface Fake {
   stop(): Promise<void>;
 }
 
-let dir: string;
-const pem: Record<string, Buffer> = {};
-
-function openssl(...args: string[]): void {
-  execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
-}
-
-function makeCerts(): void {
-  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
-  openssl('req', '-x509', ...ec, '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '1', '-subj', '/CN=pyexec-test-ca');
-  for (const [name, cn, san] of [
-    ['server', 'pyexec.test', 'subjectAltName=DNS:pyexec.test,IP:127.0.0.1'],
-    ['client', 'client-1', 'extendedKeyUsage=clientAuth'],
-  ]) {
-    fs.writeFileSync(path.join(dir, `${name}.ext`), `${san}\n`);
-    openssl('req', ...ec, '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${cn}`);
-    openssl('x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial',
-      '-out', `${name}.pem`, '-days', '1', '-extfile', `${name}.ext`);
-  }
-  // A second CA the server does not trust, for the negative mTLS case.
-  openssl('req', '-x509', ...ec, '-keyout', 'rogue.key', '-out', 'rogue.pem', '-days', '1', '-subj', '/CN=rogue');
-  for (const f of ['ca.pem', 'server.pem', 'server.key', 'client.pem', 'client.key', 'rogue.pem', 'rogue.key']) {
-    pem[f] = fs.readFileSync(path.join(dir, f));
-  }
-}
+let certs: Certs;
+let pem: Record<string, Buffer>;
 
 function service(): grpc.ServiceDefinition {
   const file = path.join(__dirname, '..', 'proto', 'pyexec', 'v1', 'pyexec.proto');
@@ -100,12 +75,12 @@ async function startFake(creds: grpc.ServerCredentials, token?: string): Promise
 }
 
 before(() => {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pyexec-node-tls-'));
-  makeCerts();
+  certs = makeCerts();
+  pem = certs.pem;
 });
 
 after(() => {
-  fs.rmSync(dir, { recursive: true, force: true });
+  certs.remove();
 });
 
 describe('bearer token (plaintext fake server)', () => {
