@@ -3,13 +3,15 @@
 // server (bench/echo_server_main.cc) in the same run, so the ratio is what
 // pyexec adds over a minimal gRPC round trip from Node.
 //
-//   npm run bench                         # 3 s per phase
-//   BENCH_SECONDS=5 BENCH_INFLIGHT=32 npm run bench
+//   npm run bench                         # 3 rounds of 2 s phases
+//   BENCH_SECONDS=5 BENCH_ROUNDS=5 BENCH_INFLIGHT=32 npm run bench
 //
 // PYEXECD and ECHO_SERVER default to <repo>/bazel-bin/server/pyexecd and
 // <repo>/bazel-bin/bench/echo_server_main (bazel build //bench:echo_server_main).
 // Phases: 1 call in flight on one connection (latency), then BENCH_INFLIGHT
-// calls in flight on the same one connection (throughput).
+// calls in flight on the same one connection (throughput). The pyexec and
+// echo phases alternate, round after round, and each figure is the median
+// over rounds, so a busy machine skews both sides alike.
 
 import * as path from 'path';
 import * as grpc from '@grpc/grpc-js';
@@ -24,7 +26,8 @@ interface Phase {
   p99: number;
 }
 
-const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 2);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const INFLIGHT = Number(process.env.BENCH_INFLIGHT ?? 32);
 
 /** Runs `op` with `inflight` loops for SECONDS; latencies in microseconds. */
@@ -73,25 +76,37 @@ async function main(): Promise<void> {
     new Promise<void>((resolve, reject) =>
       ec.Echo({ payload }, (err: Error | null) => (err ? reject(err) : resolve())),
     );
-  const rows: [string, Phase][] = [];
+  const names = [
+    'pyexec Eval "1+1", 1 in flight, bound session',
+    `pyexec Eval "1+1", ${INFLIGHT} in flight, stateless`,
+    'echo, 1 in flight',
+    `echo, ${INFLIGHT} in flight`,
+  ];
+  const runs: Phase[][] = names.map(() => []);
   try {
     await client.withSession(async (s) => {
-      rows.push(['pyexec Eval "1+1", 1 in flight, bound session', await phase(1, async () => {
-        if ((await s.eval('1+1')) !== 2) throw new Error('wrong result');
-      })]);
+      const evalOnce = async (e: { eval(code: string): Promise<unknown> }) => {
+        if ((await e.eval('1+1')) !== 2) throw new Error('wrong result');
+      };
+      for (let r = 0; r < ROUNDS; r++) {
+        runs[0].push(await phase(1, () => evalOnce(s)));
+        runs[2].push(await phase(1, echoOnce));
+        runs[1].push(await phase(INFLIGHT, () => evalOnce(client)));
+        runs[3].push(await phase(INFLIGHT, echoOnce));
+      }
     });
-    rows.push([`pyexec Eval "1+1", ${INFLIGHT} in flight, stateless`, await phase(INFLIGHT, async () => {
-      if ((await client.eval('1+1')) !== 2) throw new Error('wrong result');
-    })]);
-    rows.push(['echo, 1 in flight', await phase(1, echoOnce)]);
-    rows.push([`echo, ${INFLIGHT} in flight`, await phase(INFLIGHT, echoOnce)]);
   } finally {
     ec.close();
     await client.close();
     await py.stop();
     await echo.stop();
   }
-  console.log(`\n${'phase (one connection each)'.padEnd(50)} ${'calls/s'.padStart(9)} ${'p50 us'.padStart(8)} ${'p99 us'.padStart(8)}`);
+  const median = (xs: number[]) => xs.slice().sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+  const rows: [string, Phase][] = names.map((n, i) => [
+    n,
+    { rate: median(runs[i].map((p) => p.rate)), p50: median(runs[i].map((p) => p.p50)), p99: median(runs[i].map((p) => p.p99)) },
+  ]);
+  console.log(`\nmedians of ${ROUNDS} rounds of ${SECONDS} s phases\n${'phase (one connection each)'.padEnd(50)} ${'calls/s'.padStart(9)} ${'p50 us'.padStart(8)} ${'p99 us'.padStart(8)}`);
   for (const [name, r] of rows) {
     console.log(`${name.padEnd(50)} ${String(r.rate).padStart(9)} ${String(r.p50).padStart(8)} ${String(r.p99).padStart(8)}`);
   }
