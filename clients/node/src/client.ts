@@ -193,17 +193,19 @@ export class Core {
     return new Promise<Resp>((resolve, reject) => {
       const fn = (this.stub as unknown as Record<string, Function>)[method];
       let onAbort: (() => void) | undefined;
-      const call: grpc.ClientUnaryCall = fn.call(
-        this.stub,
-        req,
-        this.metadata,
-        callOpts,
-        (err: grpc.ServiceError | null, resp: Resp) => {
+      let call: grpc.ClientUnaryCall;
+      try {
+        call = fn.call(this.stub, req, this.metadata, callOpts, (err: grpc.ServiceError | null, resp: Resp) => {
           if (onAbort) signal!.removeEventListener('abort', onAbort);
           if (err) reject(fromGrpcError(err));
           else resolve(resp);
-        },
-      );
+        });
+      } catch (e) {
+        // grpc-js throws synchronously on a closed channel or a request it
+        // cannot serialize; keep the one error hierarchy.
+        reject(fromGrpcError(e));
+        return;
+      }
       if (signal) {
         onAbort = () => call.cancel();
         signal.addEventListener('abort', onAbort, { once: true });

@@ -17,6 +17,7 @@ import {
   InvalidArgumentError,
   Opaque,
   PoolExhaustedError,
+  PyExecError,
   PyInput,
   PythonError,
   SessionNotFoundError,
@@ -323,6 +324,7 @@ describe('shared contexts', () => {
       assert.throws(() => c.context(3), RangeError);
       await c.close();
       assert.equal(await sessions(), s0);
+      await assert.rejects(c.eval('1'), PyExecError); // the channel is closed
     } finally {
       await c.close();
     }
