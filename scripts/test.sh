@@ -15,7 +15,7 @@ root="$(pwd)"
 
 scripts/install_deps.sh || exit 1
 
-suites="${SUITES:-bazel python erlang pyclient scaleout go}"
+suites="${SUITES:-bazel python erlang pyclient scaleout go node}"
 passed=0
 failed=0
 failed_names=()
@@ -61,6 +61,8 @@ for suite in $suites; do
         integration_tests/run_python_tests.sh test_scaleout ;;
     go)
       run_suite "Go client: go test with conformance" clients/go/run_tests.sh ;;
+    node)
+      run_suite "Node client: node --test" clients/node/run_tests.sh ;;
     *)
       echo "unknown suite: $suite"; failed=$((failed + 1)); failed_names+=("$suite") ;;
   esac
