@@ -150,3 +150,12 @@ frame_test_() ->
      ?_assertEqual({error, protocol_error}, pyexec_h2_frame:strip_padding(8, <<9, "abc">>)),
      ?_assertEqual({ok, [{4, 65535}, {3, 100}]},
                    pyexec_h2_frame:parse_settings(<<0, 4, 0, 0, 255, 255, 0, 3, 0, 0, 0, 100>>))].
+
+%% WINDOW_UPDATE carries 31 bits: an increment outside 1..2^31-1 must be
+%% refused, never silently truncated.
+window_update_test_() ->
+    F = fun(Io) -> iolist_to_binary(Io) end,
+    [?_assertEqual(<<0, 0, 4, 8, 0, 0, 0, 0, 3, 16#7f, 16#ff, 16#ff, 16#ff>>,
+                   F(pyexec_h2_frame:window_update(3, 16#7fffffff))),
+     ?_assertError(_, pyexec_h2_frame:window_update(0, 16#80000000)),
+     ?_assertError(_, pyexec_h2_frame:window_update(0, 0))].

@@ -11,9 +11,11 @@
 
 -compile([export_all, nowarn_export_all]).
 
+-define(HUGE_WINDOW, (1 bsl 30 + 32768)).
+
 all() ->
     [echo, concurrent_streams, large_request_flow_control, large_response_flow_control,
-     max_message_size, continuation_both_ways, status_and_percent_encoded_message,
+     huge_window_no_stall, max_message_size, continuation_both_ways, status_and_percent_encoded_message,
      deadline_sent_as_grpc_timeout, infinity_timeout, caller_death_resets_stream,
      goaway_finishes_inflight_then_reconnects, reconnect_with_backoff, keepalive_ping, tls_alpn_h2].
 
@@ -30,6 +32,7 @@ init_per_testcase(TC, Config) ->
                 continuation_both_ways ->
                     [{metadata, [{<<"x-echo-big">>, binary:copy(<<"m">>, 40000)}]}];
                 max_message_size -> [{max_message_size, 1000000}];
+                huge_window_no_stall -> [{window_size, ?HUGE_WINDOW}];
                 keepalive_ping -> [{keepalive_interval, 200}];
                 _ -> []
             end,
@@ -92,6 +95,16 @@ large_response_flow_control(_Config) ->
     {ok, Bin} = rpc(<<"Big">>, integer_to_binary(N), 60000),
     ?assertEqual(N, byte_size(Bin)),
     ?assertEqual(binary:copy(<<"z">>, N), Bin).
+
+%% A stream window just above 1 GiB: the connection window (twice the
+%% stream window, but never above 2^31-1) must still reach the server in
+%% full. Packing 2 * W - 65535 into WINDOW_UPDATE's 31 bits would leave the
+%% server a 64 KiB connection window that we never top up (we ack at half
+%% our window), and this 20 MB response would stall until the deadline.
+huge_window_no_stall(_Config) ->
+    N = 20 * 1024 * 1024,
+    {ok, Bin} = rpc(<<"Big">>, integer_to_binary(N), 20000),
+    ?assertEqual(N, byte_size(Bin)).
 
 max_message_size(_Config) ->
     ?assertMatch({error, {grpc, resource_exhausted, _}}, rpc(<<"Big">>, <<"2000000">>)),
