@@ -517,9 +517,16 @@ result(_Method, {error, _} = E, _Target, _Id, _Session) ->
 %% built-in exception, and any name the application itself mentions), else
 %% as a binary: creating atoms from names chosen by Python code would let
 %% it exhaust the node's atom table, which is never garbage collected.
+%% Python's built-in names are atoms of pyexec_value
+%% (builtin_exception_types/0), which an interactive node may not have
+%% loaded yet: an exec error decodes no Value.
 exception_type(Type) ->
     try binary_to_existing_atom(Type, utf8)
-    catch error:badarg -> Type
+    catch error:badarg ->
+            {module, _} = code:ensure_loaded(pyexec_value),
+            try binary_to_existing_atom(Type, utf8)
+            catch error:badarg -> Type
+            end
     end.
 
 unbind_session(Session) ->

@@ -24,7 +24,7 @@
 %% anything else -> {opaque, TypeBinary, ReprBinary}.
 -module(pyexec_value).
 
--export([encode/1, decode/1, decode/2, encode_field/2]).
+-export([encode/1, decode/1, decode/2, encode_field/2, builtin_exception_types/0]).
 
 -export_type([term_in/0, term_out/0]).
 
@@ -190,3 +190,26 @@ double(<<0:48, 16#f0, 16#7f>>) -> infinity;
 double(<<0:48, 16#f0, 16#ff>>) -> neg_infinity;
 double(<<F:64/float-little>>) -> F;
 double(<<_:64>>) -> nan.
+
+%% @doc Python's built-in exception class names (3.11). Listing them here
+%% makes them atoms of this module, so that py's `{error, {Type, Msg}}'
+%% carries an atom for every built-in exception even though it never
+%% creates atoms from exception names (see py:exception_type/1).
+-spec builtin_exception_types() -> [atom()].
+builtin_exception_types() ->
+    ['ArithmeticError', 'AssertionError', 'AttributeError', 'BaseException',
+     'BaseExceptionGroup', 'BlockingIOError', 'BrokenPipeError', 'BufferError',
+     'BytesWarning', 'ChildProcessError', 'ConnectionAbortedError', 'ConnectionError',
+     'ConnectionRefusedError', 'ConnectionResetError', 'DeprecationWarning', 'EOFError',
+     'EncodingWarning', 'EnvironmentError', 'Exception', 'ExceptionGroup',
+     'FileExistsError', 'FileNotFoundError', 'FloatingPointError', 'FutureWarning',
+     'GeneratorExit', 'IOError', 'ImportError', 'ImportWarning', 'IndentationError',
+     'IndexError', 'InterruptedError', 'IsADirectoryError', 'KeyError', 'KeyboardInterrupt',
+     'LookupError', 'MemoryError', 'ModuleNotFoundError', 'NameError', 'NotADirectoryError',
+     'NotImplementedError', 'OSError', 'OverflowError', 'PendingDeprecationWarning',
+     'PermissionError', 'ProcessLookupError', 'RecursionError', 'ReferenceError',
+     'ResourceWarning', 'RuntimeError', 'RuntimeWarning', 'StopAsyncIteration',
+     'StopIteration', 'SyntaxError', 'SyntaxWarning', 'SystemError', 'SystemExit',
+     'TabError', 'TimeoutError', 'TypeError', 'UnboundLocalError', 'UnicodeDecodeError',
+     'UnicodeEncodeError', 'UnicodeError', 'UnicodeTranslateError', 'UnicodeWarning',
+     'UserWarning', 'ValueError', 'Warning', 'ZeroDivisionError'].
