@@ -18,22 +18,28 @@
 %% one picked by scheduler (see get_context/1).
 -spec get_context() -> py:ctx().
 get_context() ->
-    case bound_context() of
-        none -> get_context(default);
-        Ctx -> Ctx
-    end.
+    get_context(default).
 
 %% @doc `get_context(N)' with an integer is the N-th (1-based) context of the
 %% default pool, as py:context(N) (erlang_python 4.x).
 %%
-%% `get_context(Pool)' is the calling process's context in Pool: picked by
+%% `get_context(Pool)' is the calling process's context in Pool: for the
+%% default pool the context bound with bind_context/1 if any; else picked by
 %% the scheduler the process runs on the first time (so processes on one
 %% scheduler share a context), then remembered in the process dictionary so
 %% that the same process always gets the same context even after migrating.
 -spec get_context(pos_integer() | atom()) -> py:ctx().
 get_context(N) when is_integer(N) ->
     context(default, N);
+get_context(default) ->
+    case bound_context() of
+        none -> pool_context(default);
+        Ctx -> Ctx
+    end;
 get_context(Pool) when is_atom(Pool) ->
+    pool_context(Pool).
+
+pool_context(Pool) ->
     Key = {?MODULE, Pool},
     case get(Key) of
         undefined ->
