@@ -7,9 +7,12 @@ PACKAGES=(
   # build
   bazel-bootstrap g++ protobuf-compiler protobuf-compiler-grpc
   libgrpc++-dev libprotobuf-dev libabsl-dev python3-dev grpc-proto
+  libseccomp-dev
   # tests and bench
   libgtest-dev libgmock-dev libbenchmark-dev python3-grpcio python3-protobuf
   procps
+  # fuzzing, sanitizers and -Wthread-safety (clang-14 and its compiler-rt)
+  clang-14 libclang-rt-14-dev
   # Erlang client
   erlang-nox erlang-dev rebar3 erlang-common-test erlang-eunit erlang-proper
 )
@@ -27,4 +30,11 @@ if ((${#missing[@]})); then
   if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
+
+# The unprivileged user workers run as when pyexecd runs as root
+# (--worker_user); a dedicated one, so that RLIMIT_NPROC counts only workers.
+if [[ $(id -u) -eq 0 ]] && ! getent passwd pyexec-worker >/dev/null; then
+  useradd --system --no-create-home --home-dir /nonexistent \
+    --shell /usr/sbin/nologin pyexec-worker
 fi

@@ -218,7 +218,7 @@ int Run() {
   sigwait(&stop_signals, &signal_number);
   LogInfo(absl::StrCat("received ", signal_number == SIGTERM ? "SIGTERM" : "SIGINT"));
   // A second signal during the drain stops at once.
-  std::thread second([&stop_signals, &server] {
+  std::thread second([&stop_signals] {
     int again = 0;
     sigwait(&stop_signals, &again);
     LogWarning("second stop signal: stopping now");
