@@ -17,7 +17,9 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/unique_fd.h"
-#include "context_pool/frame.h"
+#include "common/frame.h"
+#include "common/limits.h"
+#include "context_pool/pool_ids.h"
 #include "context_pool/worker_launcher.h"
 #include "pyexec/v1/worker.pb.h"
 
@@ -38,7 +40,7 @@ struct ContextPoolOptions {
   // How long a new worker may take to say hello before it is killed.
   absl::Duration startup_timeout = absl::Seconds(60);
   // Largest frame accepted from a worker.
-  size_t max_frame_bytes = 64 << 20;
+  size_t max_frame_bytes = kDefaultMaxFrameBytes;
 };
 
 // Figures reported by GetStats.
@@ -54,10 +56,6 @@ struct PoolStats {
   uint64_t calls_total = 0;   // calls answered
 };
 
-// Identifies a checked-out worker (a session's interpreter). Never reused.
-using WorkerId = uint64_t;
-// Identifies a submitted call, for Cancel. Never reused.
-using CallId = uint64_t;
 
 // Receives the outcome of a call: the worker's response, or a service-level
 // error (DEADLINE_EXCEEDED, CANCELLED, ABORTED, NOT_FOUND, UNAVAILABLE,

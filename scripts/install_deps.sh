@@ -11,6 +11,8 @@ PACKAGES=(
   # tests and bench
   libgtest-dev libgmock-dev libbenchmark-dev python3-grpcio python3-protobuf
   procps
+  # Python client (TLS test certificates, type check), C++ CLI (line editing), C++ conformance (JSON)
+  openssl libedit-dev nlohmann-json3-dev mypy
   # fuzzing, sanitizers and -Wthread-safety (clang-14 and its compiler-rt)
   clang-14 libclang-rt-14-dev
   # Erlang client

@@ -16,7 +16,7 @@ root="$(pwd)"
 
 scripts/install_deps.sh || exit 1
 
-suites="${SUITES:-bazel python erlang fuzz asan tsa}"
+suites="${SUITES:-bazel python erlang pyclient fuzz asan tsa}"
 passed=0
 failed=0
 failed_names=()
@@ -55,11 +55,13 @@ for suite in $suites; do
     erlang)
       run_suite "Erlang client: EUnit and Common Test" \
         clients/erlang/run_tests.sh ;;
+    pyclient)
+      run_suite "Python client: unittest and conformance" clients/python/run_tests.sh ;;
     fuzz)
       run_suite "libFuzzer smoke, 20 s per target (scripts/fuzz.sh)" scripts/fuzz.sh ;;
     asan)
       run_suite "ASan+UBSan: C++ unit tests and fuzz regressions (--config=asan)" \
-        bazel test --config=asan //common/... //context_pool/... //server/... //clients/cpp/... ;;
+        bazel test --config=asan //common/... //context_pool/... //worker/... //server/... //clients/cpp/... ;;
     tsa)
       run_suite "clang thread-safety analysis build (--config=tsa)" \
         bazel build --config=tsa //... ;;

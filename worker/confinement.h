@@ -1,5 +1,5 @@
-#ifndef PYEXEC_CONTEXT_POOL_CONFINEMENT_H_
-#define PYEXEC_CONTEXT_POOL_CONFINEMENT_H_
+#ifndef PYEXEC_WORKER_CONFINEMENT_H_
+#define PYEXEC_WORKER_CONFINEMENT_H_
 
 // Confinement of a worker process: the unprivileged user, no_new_privs,
 // rlimits, a seccomp filter, a private HOME/TMPDIR and an optional empty
@@ -80,4 +80,4 @@ extern const char* const kDeniedSyscalls[];
 
 }  // namespace pyexec
 
-#endif  // PYEXEC_CONTEXT_POOL_CONFINEMENT_H_
+#endif  // PYEXEC_WORKER_CONFINEMENT_H_

@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "context_pool/frame.h"
+#include "common/frame.h"
 #include "pyexec/v1/worker.pb.h"
 
 namespace {

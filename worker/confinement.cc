@@ -1,4 +1,4 @@
-#include "context_pool/confinement.h"
+#include "worker/confinement.h"
 
 #include <errno.h>
 #include <fcntl.h>

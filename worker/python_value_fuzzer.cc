@@ -16,8 +16,8 @@
 
 #include "google/protobuf/stubs/logging.h"
 
-#include "context_pool/frame.h"
-#include "context_pool/python_value.h"
+#include "common/frame.h"
+#include "worker/python_value.h"
 #include "pyexec/v1/pyexec.pb.h"
 
 namespace {
