@@ -491,7 +491,8 @@ class HealthAndReflectionTest(fx.ServerTestCase):
             pool.Add(fds[0])
             svc = pool.FindServiceByName(fx.SERVICE)
             self.assertEqual({m.name for m in svc.methods},
-                             {"Bind", "Unbind", "Eval", "Exec", "Call", "GetStats"})
+                             {"Bind", "Unbind", "Eval", "Exec", "Call", "GetStats",
+                              "ExecStream", "CallStream", "Release", "Interrupt"})
             self.assertEqual(pool.FindMessageTypeByName("pyexec.v1.Value").oneofs[0].name, "kind")
 
         fds = files(resps[2])

@@ -11,12 +11,36 @@
 namespace pyexec {
 namespace {
 
+// A unary reactor that counts its answer (RPC, code, latency) in Metrics.
+class MeteredReactor : public grpc::ServerUnaryReactor {
+ public:
+  MeteredReactor(Metrics* metrics, Rpc rpc)
+      : metrics_(metrics), rpc_(rpc), received_(absl::Now()) {}
+
+  // Counts and finishes the call; `this` may be gone afterwards.
+  void Answer(const absl::Status& status) {
+    grpc::Status reply = ToGrpcStatus(status);
+    if (metrics_ != nullptr) {
+      metrics_->RecordCall(rpc_, reply.error_code(), absl::Now() - received_);
+    }
+    Finish(reply);
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  Metrics* const metrics_;
+  const Rpc rpc_;
+  const absl::Time received_;
+};
+
 // A unary reactor whose call runs on the pool. OnCancel (client cancelled or
 // disconnected, or the deadline passed) interrupts the Python code; the pool
 // then answers and Finish runs as usual.
-class PoolCallReactor final : public grpc::ServerUnaryReactor {
+class PoolCallReactor final : public MeteredReactor {
  public:
-  explicit PoolCallReactor(PyExecCore* core) : core_(core) {}
+  PoolCallReactor(PyExecCore* core, Metrics* metrics, Rpc rpc)
+      : MeteredReactor(metrics, rpc), core_(core) {}
 
   // Submits through `start`, which returns the pool's CallId. `done` may
   // Finish the call on another thread before `start` returns; touching `this`
@@ -24,7 +48,7 @@ class PoolCallReactor final : public grpc::ServerUnaryReactor {
   // handler, which calls Run, has returned the reactor.
   template <typename Start>
   void Run(Start start) {
-    CallId id = start([this](absl::Status status) { Finish(ToGrpcStatus(status)); });
+    CallId id = start([this](absl::Status status) { Answer(status); });
     absl::MutexLock lock(&mu_);
     call_ = id;
     // OnCancel may have run before we knew the id.
@@ -40,8 +64,6 @@ class PoolCallReactor final : public grpc::ServerUnaryReactor {
     }
     if (id != 0) core_->Cancel(id);
   }
-
-  void OnDone() override { delete this; }
 
  private:
   PyExecCore* const core_;
@@ -62,7 +84,8 @@ class PoolCallReactor final : public grpc::ServerUnaryReactor {
 template <typename Event>
 class PoolStreamReactor final : public grpc::ServerWriteReactor<Event> {
  public:
-  explicit PoolStreamReactor(PyExecCore* core) : core_(core) {}
+  PoolStreamReactor(PyExecCore* core, Metrics* metrics, Rpc rpc)
+      : core_(core), metrics_(metrics), rpc_(rpc), received_(absl::Now()) {}
 
   // As PoolCallReactor::Run; `start` gets the sink and the RpcDone.
   template <typename Start>
@@ -152,7 +175,11 @@ class PoolStreamReactor final : public grpc::ServerWriteReactor<Event> {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (finished_) return;
     finished_ = true;
-    this->Finish(ToGrpcStatus(status));
+    grpc::Status reply = ToGrpcStatus(status);
+    if (metrics_ != nullptr) {
+      metrics_->RecordCall(rpc_, reply.error_code(), absl::Now() - received_);
+    }
+    this->Finish(reply);
   }
 
   void Unref() {
@@ -165,6 +192,9 @@ class PoolStreamReactor final : public grpc::ServerWriteReactor<Event> {
   }
 
   PyExecCore* const core_;
+  Metrics* const metrics_;
+  const Rpc rpc_;
+  const absl::Time received_;
   absl::Mutex mu_;
   CallId call_ ABSL_GUARDED_BY(mu_) = 0;
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
@@ -176,15 +206,23 @@ class PoolStreamReactor final : public grpc::ServerWriteReactor<Event> {
   int refs_ ABSL_GUARDED_BY(mu_) = 2;  // gRPC's OnDone and the pool's RpcDone
 };
 
-// A reactor for RPCs answered without the pool.
-class SimpleReactor final : public grpc::ServerUnaryReactor {
+// A server stream answered at once with a status (malformed request, or a
+// session owned by a replica that is gone).
+template <typename Event>
+class FinishedStream final : public grpc::ServerWriteReactor<Event> {
  public:
+  FinishedStream(const absl::Status& status, Metrics* metrics, Rpc rpc) {
+    grpc::Status reply = ToGrpcStatus(status);
+    if (metrics != nullptr) metrics->RecordCall(rpc, reply.error_code(), absl::ZeroDuration());
+    this->Finish(reply);
+  }
   void OnDone() override { delete this; }
 };
 
-grpc::ServerUnaryReactor* Finished(const absl::Status& status) {
-  auto* reactor = new SimpleReactor();
-  reactor->Finish(ToGrpcStatus(status));
+grpc::ServerUnaryReactor* Finished(const absl::Status& status, Metrics* metrics,
+                                   Rpc rpc) {
+  auto* reactor = new MeteredReactor(metrics, rpc);
+  reactor->Answer(status);
   return reactor;
 }
 
@@ -198,38 +236,63 @@ absl::Time PyExecService::DeadlineOf(
   return std::min(absl::FromChrono(deadline), fallback + absl::Hours(24 * 365));
 }
 
+grpc::ServerUnaryReactor* PyExecService::RouteElsewhere(
+    grpc::CallbackServerContext* context, const std::string& session, Rpc rpc,
+    absl::Time received, Forwarder::StartCall forward) {
+  if (forwarder_ == nullptr) return nullptr;
+  absl::StatusOr<std::shared_ptr<const Peer>> owner =
+      forwarder_->Route(context, session, rpc);
+  if (!owner.ok()) return Finished(owner.status(), metrics_, rpc);
+  if (*owner == nullptr) return nullptr;
+  return forwarder_->Forward(context, std::move(*owner), rpc, received,
+                             std::move(forward));
+}
+
 grpc::ServerUnaryReactor* PyExecService::Bind(
     grpc::CallbackServerContext* context, const v1::BindRequest* request,
     v1::BindResponse* response) {
   if (absl::Status bad = v1::MalformedRequestError(*request); !bad.ok()) {
-    return Finished(bad);
+    return Finished(bad, metrics_, Rpc::kBind);
   }
-  auto* reactor = new SimpleReactor();
+  auto* reactor = new MeteredReactor(metrics_, Rpc::kBind);
   core_->Bind(*request, DeadlineOf(*context), response,
-              [reactor](absl::Status status) {
-                reactor->Finish(ToGrpcStatus(status));
-              });
+              [reactor](absl::Status status) { reactor->Answer(status); });
   return reactor;
 }
 
 grpc::ServerUnaryReactor* PyExecService::Unbind(
-    grpc::CallbackServerContext* /*context*/, const v1::UnbindRequest* request,
-    v1::UnbindResponse* /*response*/) {
+    grpc::CallbackServerContext* context, const v1::UnbindRequest* request,
+    v1::UnbindResponse* response) {
   if (absl::Status bad = v1::MalformedRequestError(*request); !bad.ok()) {
-    return Finished(bad);
+    return Finished(bad, metrics_, Rpc::kUnbind);
   }
-  return Finished(core_->Unbind(*request));
+  if (grpc::ServerUnaryReactor* elsewhere = RouteElsewhere(
+          context, request->session(), Rpc::kUnbind, absl::Now(),
+          [request, response](const Peer& peer, grpc::ClientContext* client,
+                              std::function<void(grpc::Status)> done) {
+            peer.stub->async()->Unbind(client, request, response,
+                                       std::move(done));
+          })) {
+    return elsewhere;
+  }
+  return Finished(core_->Unbind(*request), metrics_, Rpc::kUnbind);
 }
 
 template <typename Request, typename Response>
 grpc::ServerUnaryReactor* PyExecService::RunOnPool(
     grpc::CallbackServerContext* context, const Request* request,
-    Response* response,
-    CallId (PyExecCore::*run)(const Request&, absl::Time, Response*, RpcDone)) {
+    Response* response, Rpc rpc,
+    CallId (PyExecCore::*run)(const Request&, absl::Time, Response*, RpcDone),
+    Forwarder::StartCall forward) {
+  const absl::Time received = absl::Now();
   if (absl::Status bad = v1::MalformedRequestError(*request); !bad.ok()) {
-    return Finished(bad);
+    return Finished(bad, metrics_, rpc);
   }
-  auto* reactor = new PoolCallReactor(core_);
+  if (grpc::ServerUnaryReactor* elsewhere = RouteElsewhere(
+          context, request->session(), rpc, received, std::move(forward))) {
+    return elsewhere;
+  }
+  auto* reactor = new PoolCallReactor(core_, metrics_, rpc);
   reactor->Run([&](RpcDone done) {
     return (core_->*run)(*request, DeadlineOf(*context), response,
                          std::move(done));
@@ -240,33 +303,57 @@ grpc::ServerUnaryReactor* PyExecService::RunOnPool(
 grpc::ServerUnaryReactor* PyExecService::Eval(
     grpc::CallbackServerContext* context, const v1::EvalRequest* request,
     v1::EvalResponse* response) {
-  return RunOnPool(context, request, response, &PyExecCore::Eval);
+  return RunOnPool(context, request, response, Rpc::kEval, &PyExecCore::Eval,
+                   [request, response](const Peer& peer, grpc::ClientContext* client,
+                                       std::function<void(grpc::Status)> done) {
+                     peer.stub->async()->Eval(client, request, response,
+                                              std::move(done));
+                   });
 }
 
 grpc::ServerUnaryReactor* PyExecService::Exec(
     grpc::CallbackServerContext* context, const v1::ExecRequest* request,
     v1::ExecResponse* response) {
-  return RunOnPool(context, request, response, &PyExecCore::Exec);
+  return RunOnPool(context, request, response, Rpc::kExec, &PyExecCore::Exec,
+                   [request, response](const Peer& peer, grpc::ClientContext* client,
+                                       std::function<void(grpc::Status)> done) {
+                     peer.stub->async()->Exec(client, request, response,
+                                              std::move(done));
+                   });
 }
 
 grpc::ServerUnaryReactor* PyExecService::Call(
     grpc::CallbackServerContext* context, const v1::CallRequest* request,
     v1::CallResponse* response) {
-  return RunOnPool(context, request, response, &PyExecCore::Call);
+  return RunOnPool(context, request, response, Rpc::kCall, &PyExecCore::Call,
+                   [request, response](const Peer& peer, grpc::ClientContext* client,
+                                       std::function<void(grpc::Status)> done) {
+                     peer.stub->async()->Call(client, request, response,
+                                              std::move(done));
+                   });
 }
 
 template <typename Request, typename Event>
 grpc::ServerWriteReactor<Event>* PyExecService::StreamOnPool(
-    grpc::CallbackServerContext* context, const Request* request,
+    grpc::CallbackServerContext* context, const Request* request, Rpc rpc,
     CallId (PyExecCore::*run)(const Request&, absl::Time, StreamSink<Event>,
-                              RpcDone)) {
-  auto* reactor = new PoolStreamReactor<Event>(core_);
-  absl::Status bad = v1::MalformedRequestError(*request);
-  reactor->Run([&](StreamSink<Event> sink, RpcDone done) -> CallId {
-    if (!bad.ok()) {
-      done(bad);
-      return 0;
+                              RpcDone),
+    StreamStarter<Request, Event> forward) {
+  const absl::Time received = absl::Now();
+  if (absl::Status bad = v1::MalformedRequestError(*request); !bad.ok()) {
+    return new FinishedStream<Event>(bad, metrics_, rpc);
+  }
+  if (forwarder_ != nullptr) {
+    absl::StatusOr<std::shared_ptr<const Peer>> owner =
+        forwarder_->Route(context, request->session(), rpc);
+    if (!owner.ok()) return new FinishedStream<Event>(owner.status(), metrics_, rpc);
+    if (*owner != nullptr) {
+      return forwarder_->ForwardStream<Request, Event>(
+          context, std::move(*owner), rpc, received, request, std::move(forward));
     }
+  }
+  auto* reactor = new PoolStreamReactor<Event>(core_, metrics_, rpc);
+  reactor->Run([&](StreamSink<Event> sink, RpcDone done) -> CallId {
     return (core_->*run)(*request, DeadlineOf(*context), std::move(sink),
                          std::move(done));
   });
@@ -275,34 +362,62 @@ grpc::ServerWriteReactor<Event>* PyExecService::StreamOnPool(
 
 grpc::ServerWriteReactor<v1::ExecEvent>* PyExecService::ExecStream(
     grpc::CallbackServerContext* context, const v1::ExecRequest* request) {
-  return StreamOnPool(context, request, &PyExecCore::ExecStream);
+  return StreamOnPool<v1::ExecRequest, v1::ExecEvent>(
+      context, request, Rpc::kExecStream, &PyExecCore::ExecStream,
+      [](v1::PyExec::Stub* stub, grpc::ClientContext* client,
+         const v1::ExecRequest* req,
+         grpc::ClientReadReactor<v1::ExecEvent>* reactor) {
+        stub->async()->ExecStream(client, req, reactor);
+      });
 }
 
 grpc::ServerWriteReactor<v1::CallEvent>* PyExecService::CallStream(
     grpc::CallbackServerContext* context, const v1::CallRequest* request) {
-  return StreamOnPool(context, request, &PyExecCore::CallStream);
+  return StreamOnPool<v1::CallRequest, v1::CallEvent>(
+      context, request, Rpc::kCallStream, &PyExecCore::CallStream,
+      [](v1::PyExec::Stub* stub, grpc::ClientContext* client,
+         const v1::CallRequest* req,
+         grpc::ClientReadReactor<v1::CallEvent>* reactor) {
+        stub->async()->CallStream(client, req, reactor);
+      });
 }
 
 grpc::ServerUnaryReactor* PyExecService::Release(
     grpc::CallbackServerContext* context, const v1::ReleaseRequest* request,
     v1::ReleaseResponse* response) {
-  return RunOnPool(context, request, response, &PyExecCore::Release);
+  return RunOnPool(context, request, response, Rpc::kRelease,
+                   &PyExecCore::Release,
+                   [request, response](const Peer& peer, grpc::ClientContext* client,
+                                       std::function<void(grpc::Status)> done) {
+                     peer.stub->async()->Release(client, request, response,
+                                                 std::move(done));
+                   });
 }
 
 grpc::ServerUnaryReactor* PyExecService::Interrupt(
-    grpc::CallbackServerContext* /*context*/,
-    const v1::InterruptRequest* request, v1::InterruptResponse* response) {
+    grpc::CallbackServerContext* context, const v1::InterruptRequest* request,
+    v1::InterruptResponse* response) {
   if (absl::Status bad = v1::MalformedRequestError(*request); !bad.ok()) {
-    return Finished(bad);
+    return Finished(bad, metrics_, Rpc::kInterrupt);
   }
-  return Finished(core_->Interrupt(*request, response));
+  if (grpc::ServerUnaryReactor* elsewhere = RouteElsewhere(
+          context, request->session(), Rpc::kInterrupt, absl::Now(),
+          [request, response](const Peer& peer, grpc::ClientContext* client,
+                              std::function<void(grpc::Status)> done) {
+            peer.stub->async()->Interrupt(client, request, response,
+                                          std::move(done));
+          })) {
+    return elsewhere;
+  }
+  return Finished(core_->Interrupt(*request, response), metrics_,
+                  Rpc::kInterrupt);
 }
 
 grpc::ServerUnaryReactor* PyExecService::GetStats(
     grpc::CallbackServerContext* /*context*/,
     const v1::GetStatsRequest* /*request*/, v1::GetStatsResponse* response) {
   *response = core_->GetStats();
-  return Finished(absl::OkStatus());
+  return Finished(absl::OkStatus(), metrics_, Rpc::kGetStats);
 }
 
 }  // namespace pyexec
