@@ -374,6 +374,26 @@ class InterruptTest(Base):
                             pb.InterruptRequest(session="no-such-token"), timeout=5)
 
 
+class StreamDrainTest(Base):
+    PER_TEST_SERVER = True
+
+    def test_a_stream_in_flight_finishes_during_drain(self):
+        s = self.bind(cleanup=False)
+        stream = self.stub.ExecStream(pb.ExecRequest(
+            session=s, code="import time\nprint('first', flush=True)\ntime.sleep(2)\n"
+                            "print('last')"), timeout=30)
+        self.assertEqual(next(stream).stdout, "first\n")
+        self.server.signal(signal.SIGTERM)
+        fx.wait_until(lambda: self.server.health_status("", timeout=1.0) in (
+            fx.NOT_SERVING, SC.UNAVAILABLE), 5.0, interval=0.01, what="health NOT_SERVING")
+        # New streams are refused while this one runs on.
+        with self.assertRaises(grpc.RpcError) as cm:
+            list(self.stub.ExecStream(pb.ExecRequest(code="1"), timeout=5))
+        self.assertEqual(cm.exception.code(), SC.UNAVAILABLE)
+        self.assertEqual(self.collect(stream), [("stdout", "last\n"), ("end", None)])
+        self.assertEqual(self.server.wait_exit(20.0), 0)
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
