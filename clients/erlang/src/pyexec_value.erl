@@ -21,7 +21,9 @@
 %% size), float -> float | nan | infinity | neg_infinity, str -> binary,
 %% bytes -> {bytes, Bin} (or a bare binary with `{decode_bytes, binary}`),
 %% list -> list, tuple -> tuple, dict -> map, set -> {set, List},
-%% anything else -> {opaque, TypeBinary, ReprBinary}.
+%% anything else -> {opaque, TypeBinary, ReprBinary}, or on a bound session
+%% {ref, IdBinary, TypeBinary, ReprBinary} (a live object the session holds;
+%% decoded only here, see issue 10 for the py API that sends it back).
 -module(pyexec_value).
 
 -export([encode/1, decode/1, decode/2, encode_field/2, builtin_exception_types/0]).
@@ -32,7 +34,8 @@
                  | {set, list()} | list() | tuple() | map().
 -type term_out() :: none | boolean() | integer() | float() | nan | infinity
                   | neg_infinity | binary() | {bytes, binary()} | {set, list()}
-                  | {opaque, binary(), binary()} | list() | tuple() | map().
+                  | {opaque, binary(), binary()}
+                  | {ref, binary(), binary(), binary()} | list() | tuple() | map().
 
 -define(INT64_MIN, -16#8000000000000000).
 -define(INT64_MAX, 16#7fffffffffffffff).
@@ -167,6 +170,7 @@ dec(Bin, B, Kind, Items, Keys) ->
         {10, _, Rest} -> dec(Rest, B, dict, Items, Keys);
         {11, _, Rest} -> dec(Rest, B, set, Items, Keys);
         {12, O, Rest} -> dec(Rest, B, {opaque, O}, Items, Keys);
+        {15, R, Rest} -> dec(Rest, B, {ref, R}, Items, Keys);
         {13, V, Rest} -> dec(Rest, B, Kind, [dec(V, B, none, [], []) | Items], Keys);
         {14, V, Rest} -> dec(Rest, B, Kind, Items, [dec(V, B, none, [], []) | Keys]);
         {_Unknown, _, Rest} -> dec(Rest, B, Kind, Items, Keys)
@@ -183,7 +187,10 @@ finish(set, Items, _) -> {set, lists:reverse(Items)};
 finish(dict, Items, Keys) -> maps:from_list(lists:zip(lists:reverse(Keys), lists:reverse(Items)));
 finish({opaque, O}, _, _) ->
     #{type := T, repr := R} = pyexec_pb:decode_msg(opaque, O),
-    {opaque, T, R}.
+    {opaque, T, R};
+finish({ref, Ref}, _, _) ->
+    #{id := Id, type := T, repr := R} = pyexec_pb:decode_msg(ref, Ref),
+    {ref, Id, T, R}.
 
 %% IEEE 754 specials have no Erlang float; they become atoms.
 double(<<0:48, 16#f0, 16#7f>>) -> infinity;
