@@ -8,6 +8,7 @@
 
 #include <cstdio>
 #include <string>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -78,6 +79,19 @@ ABSL_FLAG(int, max_message_bytes, pyexec::kDefaultMaxMessageBytes,
           "Largest gRPC request or response.");
 ABSL_FLAG(int, max_value_depth, pyexec::kDefaultMaxValueDepth,
           "Deepest container nesting of values (at most 100).");
+ABSL_FLAG(std::string, advertise_address, "",
+          "HOST:PORT at which peers reach this replica; default: --listen "
+          "unless it is a wildcard. In Kubernetes: $(POD_IP):50051.");
+ABSL_FLAG(std::vector<std::string>, peers, {},
+          "The replicas, this one included: comma-separated HOST:PORT or "
+          "dns:///NAME:PORT (re-resolved periodically, e.g. a headless "
+          "Service). Calls on a session another replica owns are forwarded "
+          "there. Empty: run alone.");
+ABSL_FLAG(absl::Duration, peers_refresh_interval, absl::Seconds(5),
+          "How often dns:/// --peers entries are resolved again.");
+ABSL_FLAG(std::string, metrics_listen, "",
+          "HOST:PORT serving Prometheus metrics at GET /metrics; empty: "
+          "none.");
 
 namespace pyexec {
 namespace {
@@ -151,6 +165,13 @@ ServerOptions OptionsFromFlags() {
   o.pool.max_frame_bytes = o.worker.max_response_bytes + kFrameOverheadBytes;
   o.worker.memory_limit_mb = absl::GetFlag(FLAGS_worker_memory_limit_mb);
   o.worker.max_open_files = absl::GetFlag(FLAGS_worker_max_open_files);
+  o.advertise_address = absl::GetFlag(FLAGS_advertise_address);
+  for (const std::string& peer : absl::GetFlag(FLAGS_peers)) {
+    if (!peer.empty()) o.peers.push_back(peer);
+  }
+  o.peers_refresh_interval =
+      std::max(absl::GetFlag(FLAGS_peers_refresh_interval), absl::Milliseconds(100));
+  o.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   return o;
 }
 
