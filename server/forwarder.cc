@@ -72,8 +72,6 @@ class ForwardReactor final : public grpc::ServerUnaryReactor {
 
 std::vector<std::pair<std::string, std::string>> ForwardMetadata(
     const grpc::CallbackServerContext& /*context*/) {
-  // With authentication (branch secserver) this also sends
-  // {kPrincipalHeader, <the caller's principal>}.
   return {{kForwardedHeader, "1"}};
 }
 
@@ -81,8 +79,9 @@ std::shared_ptr<grpc::ChannelCredentials> PeerCredentials() {
   return grpc::InsecureChannelCredentials();
 }
 
-std::shared_ptr<grpc::Channel> PeerChannel(const std::string& address,
-                                           int max_message_bytes) {
+std::shared_ptr<grpc::Channel> PeerChannel(
+    const std::string& address, int max_message_bytes,
+    std::shared_ptr<grpc::ChannelCredentials> credentials) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(max_message_bytes);
   args.SetMaxSendMessageSize(max_message_bytes);
@@ -94,7 +93,7 @@ std::shared_ptr<grpc::Channel> PeerChannel(const std::string& address,
   // Each peer gets a channel (and connection) of its own, even when two
   // PeerSets in one process name the same address (tests).
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  return grpc::CreateCustomChannel(address, PeerCredentials(), args);
+  return grpc::CreateCustomChannel(address, std::move(credentials), args);
 }
 
 bool IsForwarded(const grpc::CallbackServerContext& context) {
@@ -136,7 +135,7 @@ grpc::ServerUnaryReactor* Forwarder::Forward(
     deadline = absl::ToChronoTime(absl::Now() + default_timeout_);
   }
   client->set_deadline(deadline);
-  for (auto& [key, value] : ForwardMetadata(*context)) {
+  for (auto& [key, value] : metadata_(*context)) {
     client->AddMetadata(key, value);
   }
   start(reactor->peer(), client,
