@@ -763,7 +763,7 @@ void ContextPool::FireTimers(absl::Time now, Deferred* deferred) {
       }
       case TimerKind::kAcquireDeadline: {
         auto it = std::find_if(waiters_.begin(), waiters_.end(),
-                               [id](const auto& w) { return w->id == id; });
+                               [id = id](const auto& w) { return w->id == id; });
         if (it == waiters_.end()) break;
         AcquireDone done = std::move((*it)->done);
         waiters_.erase(it);
