@@ -72,6 +72,8 @@ class ForwardReactor final : public grpc::ServerUnaryReactor {
 
 std::vector<std::pair<std::string, std::string>> ForwardMetadata(
     const grpc::CallbackServerContext& /*context*/) {
+  // With authentication (branch secserver) this also sends
+  // {kPrincipalHeader, <the caller's principal>}.
   return {{kForwardedHeader, "1"}};
 }
 
@@ -79,9 +81,8 @@ std::shared_ptr<grpc::ChannelCredentials> PeerCredentials() {
   return grpc::InsecureChannelCredentials();
 }
 
-std::shared_ptr<grpc::Channel> PeerChannel(
-    const std::string& address, int max_message_bytes,
-    std::shared_ptr<grpc::ChannelCredentials> credentials) {
+std::shared_ptr<grpc::Channel> PeerChannel(const std::string& address,
+                                           int max_message_bytes) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(max_message_bytes);
   args.SetMaxSendMessageSize(max_message_bytes);
@@ -93,7 +94,7 @@ std::shared_ptr<grpc::Channel> PeerChannel(
   // Each peer gets a channel (and connection) of its own, even when two
   // PeerSets in one process name the same address (tests).
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  return grpc::CreateCustomChannel(address, std::move(credentials), args);
+  return grpc::CreateCustomChannel(address, PeerCredentials(), args);
 }
 
 bool IsForwarded(const grpc::CallbackServerContext& context) {
@@ -135,7 +136,7 @@ grpc::ServerUnaryReactor* Forwarder::Forward(
     deadline = absl::ToChronoTime(absl::Now() + default_timeout_);
   }
   client->set_deadline(deadline);
-  for (auto& [key, value] : metadata_(*context)) {
+  for (auto& [key, value] : ForwardMetadata(*context)) {
     client->AddMetadata(key, value);
   }
   start(reactor->peer(), client,

@@ -23,31 +23,29 @@ namespace pyexec {
 // receives it serves the call itself and never forwards again (a session it
 // does not hold is NOT_FOUND), so a call crosses at most one extra hop.
 inline constexpr char kForwardedHeader[] = "x-pyexec-forwarded";
+// The caller's principal, sent with forwarded calls once authentication
+// exists (branch secserver); the owner accepts it only from an
+// authenticated peer.
+inline constexpr char kPrincipalHeader[] = "x-pyexec-principal";
 // Trailing metadata the owner adds to a forwarded call it answered: its
 // replica id. Tells the forwarder "the owner answered" apart from "the hop
 // failed" when both carry, say, UNAVAILABLE.
 inline constexpr char kServedByTrailer[] = "x-pyexec-replica";
 
-// Metadata to send with one forwarded call, given the incoming call.
-using ForwardMetadataFn = std::function<std::vector<std::pair<std::string, std::string>>(
-    const grpc::CallbackServerContext& context)>;
-
-// The default ForwardMetadataFn: the forwarded marker only. With
-// authentication the hook also sends the caller's principal
-// (x-pyexec-principal) and the peer's proof; pass that as the Forwarder's
-// `metadata`.
+// The metadata a forwarded call carries to the owner. The one hook for
+// what a peer must learn about the original caller: today the forwarded
+// marker; with authentication, also kPrincipalHeader.
 std::vector<std::pair<std::string, std::string>> ForwardMetadata(
     const grpc::CallbackServerContext& context);
 
-// The default credentials a replica uses to reach its peers: insecure.
-// Peer TLS/mTLS plugs in by passing other credentials to PeerChannel.
+// Credentials a replica uses to reach its peers. The one place peer
+// authentication (mTLS, a peer token) plugs in; insecure until then.
 std::shared_ptr<grpc::ChannelCredentials> PeerCredentials();
 
-// A long-lived channel to a peer (message size limits, quick reconnects).
-// pyexec_server.cc's PeerChannelFactory.
-std::shared_ptr<grpc::Channel> PeerChannel(
-    const std::string& address, int max_message_bytes,
-    std::shared_ptr<grpc::ChannelCredentials> credentials = PeerCredentials());
+// A long-lived channel to a peer (PeerCredentials, message size limits,
+// quick reconnects). The default PeerChannelFactory.
+std::shared_ptr<grpc::Channel> PeerChannel(const std::string& address,
+                                           int max_message_bytes);
 
 // True if the call came from a peer's forwarder.
 bool IsForwarded(const grpc::CallbackServerContext& context);
@@ -63,12 +61,8 @@ bool IsForwarded(const grpc::CallbackServerContext& context);
 // Thread-safe. `peers` and `metrics` (may be null) must outlive it.
 class Forwarder {
  public:
-  // `metadata` makes what each forwarded call carries (the hook for the
-  // caller's principal).
-  Forwarder(PeerSet* peers, Metrics* metrics, absl::Duration default_timeout,
-            ForwardMetadataFn metadata = ForwardMetadata)
-      : peers_(peers), metrics_(metrics), default_timeout_(default_timeout),
-        metadata_(std::move(metadata)) {}
+  Forwarder(PeerSet* peers, Metrics* metrics, absl::Duration default_timeout)
+      : peers_(peers), metrics_(metrics), default_timeout_(default_timeout) {}
 
   // Where a call on `session` runs:
   //   - null: here (a stateless call, a token of ours, a token without a
@@ -98,7 +92,6 @@ class Forwarder {
   PeerSet* const peers_;
   Metrics* const metrics_;
   const absl::Duration default_timeout_;
-  const ForwardMetadataFn metadata_;
 };
 
 }  // namespace pyexec
