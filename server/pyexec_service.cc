@@ -62,22 +62,32 @@ grpc::ServerUnaryReactor* Finished(const absl::Status& status) {
 
 }  // namespace
 
+absl::StatusOr<std::string> PyExecService::Authenticate(
+    const grpc::CallbackServerContext& context) const {
+  return auth_->Authenticate(AuthRequestFrom(context));
+}
+
 absl::Time PyExecService::DeadlineOf(
     const grpc::CallbackServerContext& context) const {
-  absl::Time fallback = absl::Now() + default_timeout_;
-  std::chrono::system_clock::time_point deadline = context.deadline();
-  if (deadline == std::chrono::system_clock::time_point::max()) return fallback;
-  return std::min(absl::FromChrono(deadline), fallback + absl::Hours(24 * 365));
+  const absl::Time now = absl::Now();
+  absl::Time deadline = now + std::min(default_timeout_, max_timeout_);
+  std::chrono::system_clock::time_point asked = context.deadline();
+  if (asked != std::chrono::system_clock::time_point::max()) {
+    deadline = std::min(absl::FromChrono(asked), now + max_timeout_);
+  }
+  return deadline;
 }
 
 grpc::ServerUnaryReactor* PyExecService::Bind(
     grpc::CallbackServerContext* context, const v1::BindRequest* request,
     v1::BindResponse* response) {
+  absl::StatusOr<std::string> principal = Authenticate(*context);
+  if (!principal.ok()) return Finished(principal.status());
   if (absl::Status bad = v1::MalformedRequestError(*request); !bad.ok()) {
     return Finished(bad);
   }
   auto* reactor = new SimpleReactor();
-  core_->Bind(*request, DeadlineOf(*context), response,
+  core_->Bind(*principal, *request, DeadlineOf(*context), response,
               [reactor](absl::Status status) {
                 reactor->Finish(ToGrpcStatus(status));
               });
@@ -85,25 +95,30 @@ grpc::ServerUnaryReactor* PyExecService::Bind(
 }
 
 grpc::ServerUnaryReactor* PyExecService::Unbind(
-    grpc::CallbackServerContext* /*context*/, const v1::UnbindRequest* request,
+    grpc::CallbackServerContext* context, const v1::UnbindRequest* request,
     v1::UnbindResponse* /*response*/) {
+  absl::StatusOr<std::string> principal = Authenticate(*context);
+  if (!principal.ok()) return Finished(principal.status());
   if (absl::Status bad = v1::MalformedRequestError(*request); !bad.ok()) {
     return Finished(bad);
   }
-  return Finished(core_->Unbind(*request));
+  return Finished(core_->Unbind(*principal, *request));
 }
 
 template <typename Request, typename Response>
 grpc::ServerUnaryReactor* PyExecService::RunOnPool(
     grpc::CallbackServerContext* context, const Request* request,
     Response* response,
-    CallId (PyExecCore::*run)(const Request&, absl::Time, Response*, RpcDone)) {
+    CallId (PyExecCore::*run)(absl::string_view, const Request&, absl::Time,
+                              Response*, RpcDone)) {
+  absl::StatusOr<std::string> principal = Authenticate(*context);
+  if (!principal.ok()) return Finished(principal.status());
   if (absl::Status bad = v1::MalformedRequestError(*request); !bad.ok()) {
     return Finished(bad);
   }
   auto* reactor = new PoolCallReactor(core_);
   reactor->Run([&](RpcDone done) {
-    return (core_->*run)(*request, DeadlineOf(*context), response,
+    return (core_->*run)(*principal, *request, DeadlineOf(*context), response,
                          std::move(done));
   });
   return reactor;
@@ -128,8 +143,10 @@ grpc::ServerUnaryReactor* PyExecService::Call(
 }
 
 grpc::ServerUnaryReactor* PyExecService::GetStats(
-    grpc::CallbackServerContext* /*context*/,
+    grpc::CallbackServerContext* context,
     const v1::GetStatsRequest* /*request*/, v1::GetStatsResponse* response) {
+  absl::StatusOr<std::string> principal = Authenticate(*context);
+  if (!principal.ok()) return Finished(principal.status());
   *response = core_->GetStats();
   return Finished(absl::OkStatus());
 }
