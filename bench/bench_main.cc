@@ -160,7 +160,7 @@ int main(int argc, char** argv) {
     if (!started.ok()) {
       std::cerr << "pyexec_bench: " << started.status()
                 << "\n(build it with `bazel build //server:pyexecd "
-                   "//context_pool:pyexec_worker`, or pass --pyexecd / $PYEXECD)\n";
+                   "//worker:pyexec_worker`, or pass --pyexecd / $PYEXECD)\n";
       return 1;
     }
     pyexecd = *std::move(started);

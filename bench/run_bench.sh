@@ -11,7 +11,7 @@ SOAK_DURATION="${SOAK_DURATION:-30s}"
 JOBS="${JOBS:-2}"
 
 bazel build --jobs="$JOBS" //bench:pyexec_bench //bench:echo_server_main \
-  //server:pyexecd //context_pool:pyexec_worker
+  //server:pyexecd //worker:pyexec_worker
 
 bin="$(bazel info bazel-bin 2>/dev/null)"
 export PYEXECD="${PYEXECD:-$bin/server/pyexecd}"

@@ -472,23 +472,12 @@ void ContextPool::IoLoop() {
 int ContextPool::SpawnsNeeded() const {
   if (stopping_ || draining_) return 0;
   int unbound = static_cast<int>(idle_.size()) + busy_unbound_ + starting_;
-  int needed = options_.workers + static_cast<int>(waiters_.size()) - unbound;
-  // Keep one fresh worker ready (or starting) for the next Bind, since
-  // workers that ran stateless calls cannot serve one. With a single warm
-  // worker this would recycle it after every stateless call, so a Bind then
-  // waits for a spawn instead.
-  if (options_.workers >= 2 && CleanIdleCount() + starting_ == 0) {
-    needed = std::max(needed, 1);
-  }
-  return std::max(0, needed);
-}
-
-int ContextPool::CleanIdleCount() const {
-  int clean = 0;
-  for (uint64_t key : idle_) {
-    if (!workers_.at(key)->tainted) ++clean;
-  }
-  return clean;
+  // A Bind that finds only used workers idle waits in waiters_ and gets a
+  // spawn of its own. Keeping a fresh worker in reserve instead was tried:
+  // under stateless load it was taken whenever all used workers were busy,
+  // so the pool spawned and retired a worker over and over.
+  return std::max(0, options_.workers + static_cast<int>(waiters_.size()) -
+                         unbound);
 }
 
 uint64_t ContextPool::TakeIdleFor(absl::string_view principal) {
@@ -671,12 +660,11 @@ void ContextPool::HandleFrame(Worker* w, const std::string& payload,
 }
 
 void ContextPool::TrimIdle() {
-  // The pool grows past --workers to spawn fresh workers (for binds, or a
-  // principal switch); shrink it back by retiring the least recently used
-  // workers that ran stateless calls, keeping a fresh one for binds.
+  // The pool can grow past --workers when a Bind that had a spawn started
+  // for it gives up (deadline, drain); shrink it back by retiring the least
+  // recently used workers that ran stateless calls.
   while (static_cast<int>(idle_.size()) + busy_unbound_ + starting_ >
-               options_.workers + static_cast<int>(waiters_.size()) &&
-           CleanIdleCount() + starting_ > 0) {
+         options_.workers + static_cast<int>(waiters_.size())) {
     auto lru = std::find_if(idle_.begin(), idle_.end(), [this](uint64_t key) {
       return workers_.at(key)->tainted;
     });

@@ -18,7 +18,9 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/unique_fd.h"
-#include "context_pool/frame.h"
+#include "common/frame.h"
+#include "common/limits.h"
+#include "context_pool/pool_ids.h"
 #include "context_pool/worker_launcher.h"
 #include "pyexec/v1/worker.pb.h"
 
@@ -39,7 +41,7 @@ struct ContextPoolOptions {
   // How long a new worker may take to say hello before it is killed.
   absl::Duration startup_timeout = absl::Seconds(60);
   // Largest frame accepted from a worker.
-  size_t max_frame_bytes = 64 << 20;
+  size_t max_frame_bytes = kDefaultMaxFrameBytes;
   // Most request bytes waiting in queues (stateless and per session), so
   // that a few huge requests cannot pile up memory; past it, RESOURCE_EXHAUSTED.
   // One call may always wait, whatever its size.
@@ -59,10 +61,6 @@ struct PoolStats {
   uint64_t calls_total = 0;   // calls answered
 };
 
-// Identifies a checked-out worker (a session's interpreter). Never reused.
-using WorkerId = uint64_t;
-// Identifies a submitted call, for Cancel. Never reused.
-using CallId = uint64_t;
 
 // Receives the outcome of a call: the worker's response, or a service-level
 // error (DEADLINE_EXCEEDED, CANCELLED, ABORTED, NOT_FOUND, UNAVAILABLE,
@@ -208,7 +206,6 @@ class ContextPool {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Takes an idle worker that has never run a call, for a session. 0 if none.
   uint64_t TakeCleanIdle() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  int CleanIdleCount() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Retires idle used workers while the pool is past its size.
   void TrimIdle() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Bookkeeping of an unbound worker whose stateless call ended.

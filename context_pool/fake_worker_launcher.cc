@@ -13,7 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/unique_fd.h"
-#include "context_pool/frame.h"
+#include "common/frame.h"
 #include "pyexec/v1/worker.pb.h"
 
 namespace pyexec {

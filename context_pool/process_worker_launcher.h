@@ -5,6 +5,7 @@
 #include <memory>
 #include <string>
 
+#include "common/limits.h"
 #include "context_pool/worker_launcher.h"
 
 namespace pyexec {
@@ -14,13 +15,13 @@ struct WorkerProcessOptions {
   // Path of the pyexec_worker binary.
   std::string worker_binary;
   // Captured stdout/stderr per call, each.
-  uint64_t max_output_bytes = 1 << 20;
+  uint64_t max_output_bytes = kDefaultMaxOutputBytes;
   // Container nesting limit of Values.
-  int max_value_depth = 64;
+  int max_value_depth = kDefaultMaxValueDepth;
   // Largest request frame the worker accepts.
-  uint64_t max_frame_bytes = 64 << 20;
+  uint64_t max_frame_bytes = kDefaultMaxFrameBytes;
   // Largest response the worker sends; bigger results are refused.
-  uint64_t max_response_bytes = 64 << 20;
+  uint64_t max_response_bytes = kDefaultMaxMessageBytes;
   // RLIMIT_AS in MiB, 0 = none.
   uint64_t memory_limit_mb = 0;
   // RLIMIT_NOFILE, 0 = inherited.

@@ -10,6 +10,8 @@ PACKAGES=(
   # tests and bench
   libgtest-dev libgmock-dev libbenchmark-dev python3-grpcio python3-protobuf
   procps
+  # Python client (TLS test certificates, type check), C++ CLI (line editing), C++ conformance (JSON)
+  openssl libedit-dev nlohmann-json3-dev mypy
   # Erlang client
   erlang-nox erlang-dev rebar3 erlang-common-test erlang-eunit erlang-proper
 )

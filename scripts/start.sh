@@ -11,5 +11,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install_deps.sh
-bazel build //server:pyexecd //context_pool:pyexec_worker //clients/cpp:pyexec
+bazel build //server:pyexecd //worker:pyexec_worker //clients/cpp:pyexec
 exec bazel-bin/server/pyexecd "$@"

@@ -15,7 +15,7 @@ root="$(pwd)"
 
 scripts/install_deps.sh || exit 1
 
-suites="${SUITES:-bazel python erlang}"
+suites="${SUITES:-bazel python erlang pyclient}"
 passed=0
 failed=0
 failed_names=()
@@ -54,6 +54,8 @@ for suite in $suites; do
     erlang)
       run_suite "Erlang client: EUnit and Common Test" \
         clients/erlang/run_tests.sh ;;
+    pyclient)
+      run_suite "Python client: unittest and conformance" clients/python/run_tests.sh ;;
     *)
       echo "unknown suite: $suite"; failed=$((failed + 1)); failed_names+=("$suite") ;;
   esac

@@ -14,6 +14,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "common/limits.h"
 #include "common/logging.h"
 #include "server/pyexec_server.h"
 
@@ -40,16 +41,16 @@ ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(30),
           "On SIGTERM, how long in-flight calls may take to finish.");
 ABSL_FLAG(std::string, worker_binary, "",
           "Path of pyexec_worker; default: next to pyexecd, or "
-          "../context_pool/pyexec_worker relative to it (the Bazel layout).");
+          "../worker/pyexec_worker relative to it (the Bazel layout).");
 ABSL_FLAG(uint64_t, worker_memory_limit_mb, 4096,
           "Address-space limit per worker in MiB (RLIMIT_AS); 0 = none.");
 ABSL_FLAG(uint64_t, worker_max_open_files, 1024,
           "Open-file limit per worker (RLIMIT_NOFILE); 0 = inherited.");
-ABSL_FLAG(uint64_t, max_output_bytes, 1 << 20,
+ABSL_FLAG(uint64_t, max_output_bytes, pyexec::kDefaultMaxOutputBytes,
           "Captured stdout and stderr per call, each; the rest is cut.");
-ABSL_FLAG(int, max_message_bytes, 64 << 20,
+ABSL_FLAG(int, max_message_bytes, pyexec::kDefaultMaxMessageBytes,
           "Largest gRPC request or response.");
-ABSL_FLAG(int, max_value_depth, 64,
+ABSL_FLAG(int, max_value_depth, pyexec::kDefaultMaxValueDepth,
           "Deepest container nesting of values (at most 100).");
 ABSL_FLAG(absl::Duration, max_timeout, absl::Hours(1),
           "Longest a call may run: longer client deadlines are cut to it.");
@@ -95,7 +96,7 @@ std::string DefaultWorkerBinary() {
   std::string dir(self);
   dir.resize(dir.rfind('/'));
   for (const std::string& candidate :
-       {dir + "/pyexec_worker", dir + "/../context_pool/pyexec_worker"}) {
+       {dir + "/pyexec_worker", dir + "/../worker/pyexec_worker"}) {
     if (access(candidate.c_str(), X_OK) == 0) return candidate;
   }
   return dir + "/pyexec_worker";
@@ -132,13 +133,13 @@ ServerOptions OptionsFromFlags() {
   if (o.worker.worker_binary.empty()) o.worker.worker_binary = DefaultWorkerBinary();
   o.worker.max_output_bytes = absl::GetFlag(FLAGS_max_output_bytes);
   o.worker.max_value_depth =
-      std::clamp(absl::GetFlag(FLAGS_max_value_depth), 1, 100);
+      std::clamp(absl::GetFlag(FLAGS_max_value_depth), 1, kMaxValueDepthCeiling);
   // A request frame carries one gRPC message plus a little framing.
-  o.worker.max_frame_bytes = static_cast<uint64_t>(o.max_message_bytes) + 4096;
+  o.worker.max_frame_bytes = static_cast<uint64_t>(o.max_message_bytes) + kFrameOverheadBytes;
   // A response carries the result plus the captured output, all of which
   // must fit one gRPC message.
   o.worker.max_response_bytes = static_cast<uint64_t>(o.max_message_bytes);
-  o.pool.max_frame_bytes = o.worker.max_response_bytes + 4096;
+  o.pool.max_frame_bytes = o.worker.max_response_bytes + kFrameOverheadBytes;
   o.worker.memory_limit_mb = absl::GetFlag(FLAGS_worker_memory_limit_mb);
   o.worker.max_open_files = absl::GetFlag(FLAGS_worker_max_open_files);
   return o;

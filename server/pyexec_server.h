@@ -8,6 +8,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include "common/limits.h"
 #include "context_pool/context_pool.h"
 #include "context_pool/process_worker_launcher.h"
 #include "grpcpp/server.h"
@@ -45,7 +46,7 @@ struct ServerOptions {
   // How long SIGTERM waits for in-flight calls before stopping workers.
   absl::Duration drain_timeout = absl::Seconds(30);
   // Largest gRPC message either way.
-  int max_message_bytes = 64 << 20;
+  int max_message_bytes = kDefaultMaxMessageBytes;
   // How long start-up waits for the warm pool.
   absl::Duration warmup_timeout = absl::Seconds(60);
 };

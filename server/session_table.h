@@ -2,6 +2,7 @@
 #define PYEXEC_SERVER_SESSION_TABLE_H_
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -10,7 +11,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "context_pool/context_pool.h"
+#include "context_pool/pool_ids.h"
 
 namespace pyexec {
 

@@ -7,7 +7,7 @@
 #   clients/erlang/run_tests.sh eunit      # EUnit only (no server needed)
 #
 # PYEXECD: the pyexecd binary; default <repo>/bazel-bin/server/pyexecd
-# (build: bazel build //server:pyexecd //context_pool:pyexec_worker).
+# (build: bazel build //server:pyexecd //worker:pyexec_worker).
 # Needs: erlang-nox erlang-dev rebar3 erlang-common-test erlang-eunit, and
 # /usr/bin/python3 with grpcio (python3-grpcio) for the HTTP/2 suite.
 set -euo pipefail
@@ -28,7 +28,7 @@ fi
 
 if [ ! -x "$PYEXECD" ]; then
   echo "run_tests.sh: pyexecd not found at $PYEXECD" >&2
-  echo "  build it: (cd $root && bazel build //server:pyexecd //context_pool:pyexec_worker)" >&2
+  echo "  build it: (cd $root && bazel build //server:pyexecd //worker:pyexec_worker)" >&2
   exit 1
 fi
 rebar3 ct --verbose=false

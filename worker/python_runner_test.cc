@@ -1,4 +1,4 @@
-#include "context_pool/python_runner.h"
+#include "worker/python_runner.h"
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"

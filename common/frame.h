@@ -1,5 +1,5 @@
-#ifndef PYEXEC_CONTEXT_POOL_FRAME_H_
-#define PYEXEC_CONTEXT_POOL_FRAME_H_
+#ifndef PYEXEC_COMMON_FRAME_H_
+#define PYEXEC_COMMON_FRAME_H_
 
 // Framing of the server <-> worker protocol: each message is a 4-byte
 // big-endian payload length followed by the serialized protobuf.
@@ -66,4 +66,4 @@ absl::StatusOr<bool> ReadFrame(int fd, size_t max_payload_bytes,
 
 }  // namespace pyexec
 
-#endif  // PYEXEC_CONTEXT_POOL_FRAME_H_
+#endif  // PYEXEC_COMMON_FRAME_H_

@@ -1,4 +1,4 @@
-#include "context_pool/frame.h"
+#include "common/frame.h"
 
 #include <errno.h>
 #include <unistd.h>

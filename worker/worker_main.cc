@@ -26,19 +26,20 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
-#include "context_pool/frame.h"
-#include "context_pool/python_runner.h"
+#include "common/frame.h"
+#include "common/limits.h"
+#include "worker/python_runner.h"
 #include "pyexec/v1/worker.pb.h"
 
 ABSL_FLAG(int, socket_fd, 3, "Inherited socket connected to pyexecd.");
 ABSL_FLAG(int, parent_pid, 0,
           "pid of pyexecd; the worker exits at once if its parent differs "
           "(the parent died before PR_SET_PDEATHSIG took effect).");
-ABSL_FLAG(uint64_t, max_output_bytes, 1 << 20,
+ABSL_FLAG(uint64_t, max_output_bytes, pyexec::kDefaultMaxOutputBytes,
           "Captured stdout and stderr per call, each.");
-ABSL_FLAG(int, max_value_depth, 64, "Container nesting limit of Values.");
-ABSL_FLAG(uint64_t, max_frame_bytes, 64 << 20, "Largest request frame.");
-ABSL_FLAG(uint64_t, max_response_bytes, 64 << 20,
+ABSL_FLAG(int, max_value_depth, pyexec::kDefaultMaxValueDepth, "Container nesting limit of Values.");
+ABSL_FLAG(uint64_t, max_frame_bytes, pyexec::kDefaultMaxFrameBytes, "Largest request frame.");
+ABSL_FLAG(uint64_t, max_response_bytes, pyexec::kDefaultMaxMessageBytes,
           "Largest response; a bigger result is refused with "
           "RESOURCE_EXHAUSTED and the worker lives on.");
 ABSL_FLAG(uint64_t, memory_limit_mb, 0,

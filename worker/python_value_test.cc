@@ -1,4 +1,4 @@
-#include "context_pool/python_value.h"
+#include "worker/python_value.h"
 
 #include <cmath>
 #include <limits>

@@ -1,10 +1,10 @@
-#include "context_pool/python_value.h"
+#include "worker/python_value.h"
 
 #include <string>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
-#include "context_pool/py_ref.h"
+#include "worker/py_ref.h"
 
 namespace pyexec {
 namespace {

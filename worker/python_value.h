@@ -1,5 +1,5 @@
-#ifndef PYEXEC_CONTEXT_POOL_PYTHON_VALUE_H_
-#define PYEXEC_CONTEXT_POOL_PYTHON_VALUE_H_
+#ifndef PYEXEC_WORKER_PYTHON_VALUE_H_
+#define PYEXEC_WORKER_PYTHON_VALUE_H_
 
 // Conversion between pyexec.v1.Value and Python objects, following the value
 // table in DESIGN.md. Requires the GIL.
@@ -38,4 +38,4 @@ std::string PythonTypeName(PyObject* object);
 
 }  // namespace pyexec
 
-#endif  // PYEXEC_CONTEXT_POOL_PYTHON_VALUE_H_
+#endif  // PYEXEC_WORKER_PYTHON_VALUE_H_

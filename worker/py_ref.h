@@ -1,5 +1,5 @@
-#ifndef PYEXEC_CONTEXT_POOL_PY_REF_H_
-#define PYEXEC_CONTEXT_POOL_PY_REF_H_
+#ifndef PYEXEC_WORKER_PY_REF_H_
+#define PYEXEC_WORKER_PY_REF_H_
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -35,4 +35,4 @@ class PyRef {
 
 }  // namespace pyexec
 
-#endif  // PYEXEC_CONTEXT_POOL_PY_REF_H_
+#endif  // PYEXEC_WORKER_PY_REF_H_

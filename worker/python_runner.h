@@ -1,9 +1,10 @@
-#ifndef PYEXEC_CONTEXT_POOL_PYTHON_RUNNER_H_
-#define PYEXEC_CONTEXT_POOL_PYTHON_RUNNER_H_
+#ifndef PYEXEC_WORKER_PYTHON_RUNNER_H_
+#define PYEXEC_WORKER_PYTHON_RUNNER_H_
 
 #include <cstddef>
 
 #include "absl/status/status.h"
+#include "common/limits.h"
 #include "pyexec/v1/worker.pb.h"
 
 namespace pyexec {
@@ -12,9 +13,9 @@ namespace pyexec {
 struct RunnerLimits {
   // Captured stdout and stderr per call, each; longer output is cut and a
   // marker line saying so is appended.
-  size_t max_output_bytes = 1 << 20;
+  size_t max_output_bytes = kDefaultMaxOutputBytes;
   // Container nesting of Values in requests and results.
-  int max_value_depth = 64;
+  int max_value_depth = kDefaultMaxValueDepth;
 };
 
 // Runs Eval/Exec/Call requests in the embedded interpreter of this process.
@@ -47,4 +48,4 @@ class PythonRunner {
 
 }  // namespace pyexec
 
-#endif  // PYEXEC_CONTEXT_POOL_PYTHON_RUNNER_H_
+#endif  // PYEXEC_WORKER_PYTHON_RUNNER_H_

@@ -1,0 +1,87 @@
+"""Tests of runner.py on its own, with a plain python3 (no worker)."""
+
+import os
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import runner  # noqa: E402
+
+
+class CaptureTest(unittest.TestCase):
+    def test_keeps_output_up_to_the_limit(self):
+        c = runner.Capture(5)
+        self.assertEqual(c.write('abc'), 3)
+        self.assertEqual(c.write('defgh'), 5)
+        self.assertEqual(c.getvalue(), 'abcde')
+        self.assertTrue(c.truncated)
+
+    def test_refuses_bytes(self):
+        with self.assertRaises(TypeError):
+            runner.Capture(10).write(b'x')
+
+
+class CodeCacheTest(unittest.TestCase):
+    def test_same_source_compiles_once_and_registers_lines(self):
+        cache = runner._CodeCache(4)
+        a = cache.get('1 + 1', 'eval')
+        self.assertIs(cache.get('1 + 1', 'eval'), a)
+        self.assertIsNot(cache.get('1 + 1', 'exec'), a)
+        import linecache
+        self.assertEqual(linecache.getline(a.co_filename, 1), '1 + 1')
+
+    def test_full_cache_is_emptied_with_its_lines(self):
+        cache = runner._CodeCache(2)
+        first = cache.get('1', 'eval')
+        cache.get('2', 'eval')
+        cache.get('3', 'eval')
+        import linecache
+        self.assertNotIn(first.co_filename, linecache.cache)
+
+
+class RunTest(unittest.TestCase):
+    def test_eval_in_a_fresh_namespace_sees_only_its_locals(self):
+        self.assertEqual(runner.run_eval('x * 2', True, {'x': 21}), 42)
+        with self.assertRaises(NameError):
+            runner.run_eval('x', True, {})
+
+    def test_locals_are_restored_unless_rebound(self):
+        ns = runner._main
+        ns.pop('pyexec_t1', None)
+        runner.run_exec('pyexec_t2 = pyexec_t1 + 1', False, {'pyexec_t1': 1})
+        self.assertNotIn('pyexec_t1', ns)
+        self.assertEqual(ns.pop('pyexec_t2'), 2)
+        runner.run_exec('pyexec_t1 = 5', False, {'pyexec_t1': 1})
+        self.assertEqual(ns.pop('pyexec_t1'), 5)
+
+    def test_call_resolves_modules_builtins_and_dotted_names(self):
+        self.assertEqual(runner.run_call('math', 'floor', (2.5,), {}, True), 2)
+        self.assertEqual(runner.run_call('__main__', 'len', ([1, 2],), {}, True), 2)
+        self.assertEqual(
+            runner.run_call('os', 'path.join', ('a', 'b'), {}, True), 'a/b')
+        with self.assertRaises(NameError):
+            runner.run_call('__main__', 'no_such_name', (), {}, True)
+
+    def test_format_exception_drops_runner_frames(self):
+        try:
+            runner.run_exec('def f():\n    raise ValueError("boom")\nf()',
+                            True, {})
+        except ValueError as e:
+            # The worker calls run_exec from C: drop this test's own frame.
+            e.__traceback__ = e.__traceback__.tb_next
+            name, message, tb = runner.format_exception(e)
+        self.assertEqual((name, message), ('ValueError', 'boom'))
+        self.assertNotIn('runner.py', tb)
+        self.assertIn('raise ValueError("boom")', tb)
+
+    def test_syntax_error_has_no_traceback_frames(self):
+        try:
+            runner.run_eval('1 +', True, {})
+        except SyntaxError as e:
+            name, _, tb = runner.format_exception(e)
+        self.assertEqual(name, 'SyntaxError')
+        self.assertNotIn('Traceback', tb)
+
+
+if __name__ == '__main__':
+    unittest.main()
