@@ -13,7 +13,9 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/logging.h"
 #include "common/unique_fd.h"
+#include "context_pool/private_dir.h"
 
 extern char** environ;
 
@@ -22,14 +24,26 @@ namespace {
 
 class ChildProcess final : public WorkerProcess {
  public:
-  ChildProcess(pid_t pid, UniqueFd socket, UniqueFd pidfd)
-      : pid_(pid), socket_(std::move(socket)), pidfd_(std::move(pidfd)) {}
+  ChildProcess(pid_t pid, UniqueFd socket, UniqueFd pidfd, std::string private_dir)
+      : pid_(pid),
+        socket_(std::move(socket)),
+        pidfd_(std::move(pidfd)),
+        private_dir_(std::move(private_dir)) {}
 
+  // The pool destroys a worker once it has exited (at Unbind, expiry or
+  // death), so this is where its private directory goes.
   ~ChildProcess() override {
     if (!reaped_) {
       Kill();
       int status;
       waitpid(pid_, &status, 0);
+    }
+    if (!private_dir_.empty()) {
+      if (absl::Status s = RemoveTree(private_dir_); !s.ok()) {
+        LogWarning(absl::StrCat("worker pid ", pid_,
+                                ": cannot remove its private directory: ",
+                                s.message()));
+      }
     }
   }
 
@@ -66,6 +80,7 @@ class ChildProcess final : public WorkerProcess {
   const pid_t pid_;
   UniqueFd socket_;
   UniqueFd pidfd_;
+  const std::string private_dir_;
   bool reaped_ = false;
   std::string description_;
 };
@@ -119,6 +134,23 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> ProcessWorkerLauncher::Launch() {
   posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
                                       POSIX_SPAWN_SETPGROUP);
 
+  std::string private_dir;
+  if (!options_.private_dir_root.empty()) {
+    absl::StatusOr<std::string> dir =
+        CreatePrivateDir(options_.private_dir_root, options_.confinement.uid,
+                         options_.confinement.gid);
+    if (!dir.ok()) return dir.status();
+    private_dir = *std::move(dir);
+  }
+  // Removes the directory if the spawn fails below.
+  struct DirGuard {
+    const std::string* path;
+    ~DirGuard() {
+      if (path != nullptr) RemoveTree(*path).IgnoreError();
+    }
+  } dir_guard{private_dir.empty() ? nullptr : &private_dir};
+
+  const ConfinementOptions& c = options_.confinement;
   std::vector<std::string> args = {
       options_.worker_binary,
       "--socket_fd=3",
@@ -129,6 +161,14 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> ProcessWorkerLauncher::Launch() {
       absl::StrCat("--max_response_bytes=", options_.max_response_bytes),
       absl::StrCat("--memory_limit_mb=", options_.memory_limit_mb),
       absl::StrCat("--max_open_files=", options_.max_open_files),
+      absl::StrCat("--uid=", c.uid),
+      absl::StrCat("--gid=", c.gid),
+      absl::StrCat("--max_processes=", c.max_processes),
+      absl::StrCat("--cpu_seconds=", c.cpu_seconds),
+      absl::StrCat("--max_file_bytes=", c.max_file_bytes),
+      absl::StrCat("--seccomp=", c.seccomp ? "true" : "false"),
+      absl::StrCat("--network=", c.network == WorkerNetwork::kNone ? "none" : "host"),
+      absl::StrCat("--private_dir=", private_dir),
   };
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
@@ -153,7 +193,9 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> ProcessWorkerLauncher::Launch() {
     return absl::InternalError(absl::StrCat("pidfd_open: ", strerror(errno)));
   }
   fcntl(ours.get(), F_SETFL, fcntl(ours.get(), F_GETFL) | O_NONBLOCK);
-  return std::make_unique<ChildProcess>(pid, std::move(ours), std::move(pidfd));
+  dir_guard.path = nullptr;  // the ChildProcess owns it now
+  return std::make_unique<ChildProcess>(pid, std::move(ours), std::move(pidfd),
+                                        std::move(private_dir));
 }
 
 }  // namespace pyexec

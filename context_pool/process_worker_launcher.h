@@ -6,6 +6,7 @@
 #include <string>
 
 #include "common/limits.h"
+#include "worker/confinement.h"
 #include "context_pool/worker_launcher.h"
 
 namespace pyexec {
@@ -26,12 +27,20 @@ struct WorkerProcessOptions {
   uint64_t memory_limit_mb = 0;
   // RLIMIT_NOFILE, 0 = inherited.
   uint64_t max_open_files = 0;
+  // User, rlimits, seccomp and network applied by the worker itself
+  // (ConfineWorker). Its private_dir is ignored: see private_dir_root.
+  ConfinementOptions confinement;
+  // When set, each worker gets a fresh private directory under it (owned by
+  // confinement.uid/gid) as HOME, TMPDIR and working directory, removed once
+  // the worker has exited.
+  std::string private_dir_root;
 };
 
 // Starts pyexec_worker processes with posix_spawn. Each worker gets a Unix
 // socketpair end as fd 3, /dev/null as stdin, the server's stderr, its own
 // process group (so that Kill() also ends what user code started) and a pidfd
-// for exit notification.
+// for exit notification. The worker confines itself (ConfineWorker) with
+// options.confinement before it runs any user code.
 class ProcessWorkerLauncher final : public WorkerLauncher {
  public:
   explicit ProcessWorkerLauncher(WorkerProcessOptions options)

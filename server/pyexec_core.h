@@ -3,7 +3,9 @@
 
 #include <functional>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "context_pool/context_pool.h"
 #include "pyexec/v1/pyexec.pb.h"
@@ -61,6 +63,9 @@ class PyExecCore {
   void Cancel(CallId call) { pool_->Cancel(call); }
 
   v1::GetStatsResponse GetStats() const;
+  // This replica's advertised address, reported by GetStats. Set once the
+  // port is known (it may be picked at listen time).
+  void SetReplica(std::string replica) ABSL_LOCKS_EXCLUDED(replica_mu_);
 
   // Unbinds sessions idle past their timeout.
   void ReapExpiredSessions();
@@ -78,6 +83,8 @@ class PyExecCore {
   const CoreOptions options_;
   SessionTable* const sessions_;
   ContextPool* const pool_;
+  mutable absl::Mutex replica_mu_;
+  std::string replica_ ABSL_GUARDED_BY(replica_mu_);
 };
 
 // A short, loggable prefix of a session token (never log whole tokens).

@@ -4,6 +4,8 @@
 #include "absl/time/time.h"
 #include "pyexec/v1/pyexec.grpc.pb.h"
 #include "server/auth.h"
+#include "server/forwarder.h"
+#include "server/metrics.h"
 #include "server/pyexec_core.h"
 
 namespace pyexec {
@@ -12,20 +14,26 @@ namespace pyexec {
 // per RPC it authenticates the caller, works out the deadline, calls
 // PyExecCore with the caller's principal, wires client cancellation to the
 // pool and converts the status. No handler blocks: the reply completes the
-// reactor from the pool's thread.
+// reactor from the pool's thread. Calls on sessions that another replica
+// owns go to the Forwarder instead, with the caller's principal; every
+// answer is counted in Metrics.
 //
 // Every RPC of this service, present and future, must start with
 // Authenticate: health and reflection are separate services and stay open.
 class PyExecService final : public v1::PyExec::CallbackService {
  public:
-  // `core` and `auth` must outlive the service. Calls without a deadline
-  // get `default_timeout`; no call runs longer than `max_timeout`.
+  // `core` and `auth` must outlive the service, and so must `forwarder` and
+  // `metrics` when given (null: run alone, count nothing). Calls without a
+  // deadline get `default_timeout`; no call runs longer than `max_timeout`.
   PyExecService(PyExecCore* core, const Authenticator* auth,
-                absl::Duration default_timeout, absl::Duration max_timeout)
+                absl::Duration default_timeout, absl::Duration max_timeout,
+                const Forwarder* forwarder = nullptr, Metrics* metrics = nullptr)
       : core_(core),
         auth_(auth),
         default_timeout_(default_timeout),
-        max_timeout_(max_timeout) {}
+        max_timeout_(max_timeout),
+        forwarder_(forwarder),
+        metrics_(metrics) {}
 
   grpc::ServerUnaryReactor* Bind(grpc::CallbackServerContext* context,
                                  const v1::BindRequest* request,
@@ -52,9 +60,19 @@ class PyExecService final : public v1::PyExec::CallbackService {
   template <typename Request, typename Response>
   grpc::ServerUnaryReactor* RunOnPool(
       grpc::CallbackServerContext* context, const Request* request,
-      Response* response,
+      Response* response, Rpc rpc,
       CallId (PyExecCore::*run)(absl::string_view, const Request&, absl::Time,
-                                Response*, RpcDone));
+                                Response*, RpcDone),
+      Forwarder::StartCall forward);
+
+  // Non-null when the session's owner is another replica: the reactor of
+  // the forwarded call (which carries `principal`), or of the NOT_FOUND for
+  // an unknown owner.
+  grpc::ServerUnaryReactor* RouteElsewhere(grpc::CallbackServerContext* context,
+                                           const std::string& session, Rpc rpc,
+                                           absl::Time received,
+                                           const std::string& principal,
+                                           Forwarder::StartCall forward);
 
   // The caller's principal, or UNAUTHENTICATED.
   absl::StatusOr<std::string> Authenticate(
@@ -68,6 +86,8 @@ class PyExecService final : public v1::PyExec::CallbackService {
   const Authenticator* const auth_;
   const absl::Duration default_timeout_;
   const absl::Duration max_timeout_;
+  const Forwarder* const forwarder_;
+  Metrics* const metrics_;
 };
 
 }  // namespace pyexec

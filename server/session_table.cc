@@ -27,7 +27,7 @@ std::string NewSessionToken() {
 
 std::string SessionTable::Add(WorkerId worker, absl::Duration idle_timeout,
                               absl::string_view owner) {
-  std::string token = NewSessionToken();
+  std::string token = token_prefix_ + NewSessionToken();
   absl::MutexLock lock(&mu_);
   sessions_[token] =
       Session{worker, idle_timeout, now_(), 0, std::string(owner)};

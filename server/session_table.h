@@ -23,14 +23,17 @@ namespace pyexec {
 // foreign token reveals nothing. Without authentication every caller is the
 // principal "" and owns every session.
 //
-// Tokens carry 128 bits from the OS CSPRNG (getrandom), hex-encoded. A
+// Tokens carry 128 bits from the OS CSPRNG (getrandom), hex-encoded, after
+// an optional fixed prefix that names the owning replica. A
 // session whose calls are in flight never expires; its idle clock restarts
 // when its last call ends. Thread-safe.
 class SessionTable {
  public:
-  // `now` is injected so that tests control time.
-  explicit SessionTable(std::function<absl::Time()> now = absl::Now)
-      : now_(std::move(now)) {}
+  // `now` is injected so that tests control time. Tokens start with
+  // `token_prefix` (with --peers: "<replica id>.", see peer_set.h).
+  explicit SessionTable(std::function<absl::Time()> now = absl::Now,
+                        std::string token_prefix = "")
+      : now_(std::move(now)), token_prefix_(std::move(token_prefix)) {}
 
   // Registers a session for `worker` owned by `owner` and returns its new
   // token.
@@ -83,6 +86,7 @@ class SessionTable {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::function<absl::Time()> now_;
+  const std::string token_prefix_;
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, Session> sessions_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<WorkerId, std::string> by_worker_ ABSL_GUARDED_BY(mu_);

@@ -28,6 +28,7 @@
 #include "common/logging.h"
 #include "common/frame.h"
 #include "common/limits.h"
+#include "worker/confinement.h"
 #include "worker/python_runner.h"
 #include "pyexec/v1/worker.pb.h"
 
@@ -45,6 +46,16 @@ ABSL_FLAG(uint64_t, max_response_bytes, pyexec::kDefaultMaxMessageBytes,
 ABSL_FLAG(uint64_t, memory_limit_mb, 0,
           "Address-space limit (RLIMIT_AS) in MiB; 0 = none.");
 ABSL_FLAG(uint64_t, max_open_files, 0, "RLIMIT_NOFILE; 0 = inherited.");
+// Confinement (ConfinementOptions); pyexecd passes all of them.
+ABSL_FLAG(int64_t, uid, -1, "Run as this uid when started as root; -1 = keep.");
+ABSL_FLAG(int64_t, gid, -1, "Run as this gid when started as root; -1 = keep.");
+ABSL_FLAG(uint64_t, max_processes, 0, "RLIMIT_NPROC; 0 = inherited.");
+ABSL_FLAG(uint64_t, cpu_seconds, 0, "RLIMIT_CPU in seconds; 0 = none.");
+ABSL_FLAG(uint64_t, max_file_bytes, 0, "RLIMIT_FSIZE in bytes; 0 = none.");
+ABSL_FLAG(bool, seccomp, true, "Install the seccomp filter.");
+ABSL_FLAG(std::string, network, "host", "host, or none: an empty network namespace.");
+ABSL_FLAG(std::string, private_dir, "",
+          "Private directory: HOME, TMPDIR and working directory.");
 
 namespace pyexec {
 namespace {
@@ -126,6 +137,26 @@ int Serve() {
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, nullptr);
   ApplyLimits();
+
+  // Confined before Python starts, so that the interpreter itself (and
+  // os.environ, which it copies at start-up) sees the final user, HOME and
+  // TMPDIR; the parent watchdog thread gets the seccomp filter too.
+  ConfinementOptions confinement;
+  confinement.uid = absl::GetFlag(FLAGS_uid);
+  confinement.gid = absl::GetFlag(FLAGS_gid);
+  confinement.max_processes = absl::GetFlag(FLAGS_max_processes);
+  confinement.cpu_seconds = absl::GetFlag(FLAGS_cpu_seconds);
+  confinement.max_file_bytes = absl::GetFlag(FLAGS_max_file_bytes);
+  confinement.seccomp = absl::GetFlag(FLAGS_seccomp);
+  confinement.private_dir = absl::GetFlag(FLAGS_private_dir);
+  if (!ParseWorkerNetwork(absl::GetFlag(FLAGS_network), &confinement.network)) {
+    LogError("worker: --network must be host or none");
+    return 7;
+  }
+  if (absl::Status s = ConfineWorker(confinement); !s.ok()) {
+    LogError(absl::StrCat("worker: cannot confine: ", s.message()));
+    return 7;
+  }
 
   RunnerLimits limits;
   limits.max_output_bytes = absl::GetFlag(FLAGS_max_output_bytes);
