@@ -9,6 +9,7 @@ Tokens and certificates are made in a temporary directory for each class
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -259,6 +260,71 @@ class TokenAuthTest(fx.ServerTestCase):
         as_bob = Client(self, (("x-pyexec-forwarded", "1"), ("x-pyexec-principal", "bob00"),
                                ("x-pyexec-peer-secret", PEER_SECRET)))
         self.assertRpcError(SC.NOT_FOUND, as_bob.eval, "x", session)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class TwoReplicasTest(unittest.TestCase):
+    """The principal travels with calls forwarded between replicas (--peers)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = tempfile.mkdtemp(prefix="pyexec_sec_")
+        tokens = os.path.join(cls.dir, "tokens")
+        write_tokens(tokens, TOKENS)
+        secret = os.path.join(cls.dir, "peer_secret")
+        with open(secret, "w") as f:
+            f.write(PEER_SECRET + "\n")
+        addresses = ["127.0.0.1:%d" % free_port() for _ in range(2)]
+        cls.replicas = []
+        for address in addresses:
+            r = fx.Server("--listen=" + address, "--advertise_address=" + address,
+                          "--peers=" + ",".join(addresses), "--auth_tokens_file=" + tokens,
+                          "--peer_secret_file=" + secret, workers=1, max_workers=4)
+            cls.replicas.append(r)
+            try:
+                r.start()
+            except BaseException:
+                for started in cls.replicas:
+                    started.cleanup()
+                raise
+
+    @classmethod
+    def tearDownClass(cls):
+        for r in cls.replicas:
+            r.cleanup()
+            r.remove_log()
+        shutil.rmtree(cls.dir, True)
+
+    def test_forwarded_calls_keep_the_callers_principal(self):
+        owner, other = (pb_grpc.PyExecStub(r.channel) for r in self.replicas)
+        session = owner.Bind(pb.BindRequest(), metadata=auth("alice"), timeout=10).session
+        self.addCleanup(lambda: owner.Unbind(pb.UnbindRequest(session=session),
+                                             metadata=auth("alice"), timeout=10))
+        owner.Exec(pb.ExecRequest(session=session, code="x = 'alice data'"),
+                   metadata=auth("alice"), timeout=10)
+        # Through the other replica: alice reaches her session...
+        resp = other.Eval(pb.EvalRequest(session=session, code="x"), metadata=auth("alice"),
+                          timeout=10)
+        self.assertEqual(fx.from_value(resp.value), "alice data")
+        # ...bob gets NOT_FOUND from the owner, and his Unbind does nothing.
+        with self.assertRaises(grpc.RpcError) as cm:
+            other.Eval(pb.EvalRequest(session=session, code="x"), metadata=auth("bob00"),
+                       timeout=10)
+        self.assertEqual(cm.exception.code(), SC.NOT_FOUND, cm.exception.details())
+        other.Unbind(pb.UnbindRequest(session=session), metadata=auth("bob00"), timeout=10)
+        resp = other.Eval(pb.EvalRequest(session=session, code="x"), metadata=auth("alice"),
+                          timeout=10)
+        self.assertEqual(fx.from_value(resp.value), "alice data")
+        # A client cannot pose as a forwarding peer.
+        forged = auth("bob00") + (("x-pyexec-forwarded", "1"), ("x-pyexec-principal", "alice"))
+        with self.assertRaises(grpc.RpcError) as cm:
+            owner.Eval(pb.EvalRequest(session=session, code="x"), metadata=forged, timeout=10)
+        self.assertEqual(cm.exception.code(), SC.UNAUTHENTICATED)
 
 
 class IsolationWithoutAuthTest(fx.ServerTestCase):
