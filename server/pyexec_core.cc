@@ -104,9 +104,15 @@ CallId PyExecCore::Run(absl::string_view principal, const std::string& session,
   }
   return pool_->Submit(
       worker, std::move(request), deadline,
-      [this, session, fill = std::move(fill), done = std::move(done)](
+      [this, session, worker, fill = std::move(fill), done = std::move(done)](
           absl::StatusOr<internal::WorkerResponse> result) {
         if (!session.empty()) sessions_->EndCall(session);
+        if (!session.empty() && result.status().code() == absl::StatusCode::kNotFound) {
+          // The pool no longer has the worker: it died between the Bind
+          // that granted it and the session's registration, so the
+          // worker-lost notice found no session to drop. Drop it now.
+          sessions_->RemoveByWorker(worker);
+        }
         if (!result.ok()) {
           done(result.status());
         } else if (result->has_failure()) {
