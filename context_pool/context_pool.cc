@@ -474,12 +474,17 @@ void ContextPool::IoLoop() {
 int ContextPool::SpawnsNeeded() const {
   if (stopping_ || draining_) return 0;
   int unbound = static_cast<int>(idle_.size()) + busy_unbound_ + starting_;
-  // A Bind that finds only used workers idle waits in waiters_ and gets a
-  // spawn of its own. Keeping a fresh worker in reserve instead was tried:
-  // under stateless load it was taken whenever all used workers were busy,
-  // so the pool spawned and retired a worker over and over.
-  return std::max(0, options_.workers + static_cast<int>(waiters_.size()) -
-                         unbound);
+  const int for_pool = std::max(0, options_.workers - unbound);
+  // Binds need fresh workers: idle ones that never ran a call, or ones on
+  // their way (including those just counted for the pool). Only waiters
+  // beyond those get spawns of their own, so that a replacement already
+  // starting serves a Bind instead of a second spawn the pool would then
+  // have to retire. (Keeping a fresh worker in reserve for binds was tried:
+  // under stateless load it was taken whenever the used workers were all
+  // busy, and the pool spawned and retired workers over and over.)
+  int fresh = starting_ + for_pool;
+  for (uint64_t key : idle_) fresh += workers_.at(key)->tainted ? 0 : 1;
+  return for_pool + std::max(0, static_cast<int>(waiters_.size()) - fresh);
 }
 
 uint64_t ContextPool::TakeIdleFor(absl::string_view principal) {
