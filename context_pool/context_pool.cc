@@ -926,14 +926,17 @@ void ContextPool::Dispatch(Deferred* deferred) {
     }
     uint64_t key = TakeIdleFor((*best)->principal);
     if (key == 0) {
-      // Every idle worker ran another principal's calls. Recycle the least
-      // recently used one unless a fresh worker is already starting for
-      // this call.
+      // Every idle worker ran another principal's calls. A principal with
+      // nothing running must not starve: recycle the least recently used
+      // idle worker for it (unless a fresh one is already on its way).
+      // Otherwise another waiting call may still use the idle workers.
       blocked.push_back(best->get());
-      if (static_cast<int>(blocked.size()) > spare_starting) {
-        Worker* victim = workers_[idle_.front()].get();
-        victim->released = true;
-        Condemn(victim, "recycled for another principal");
+      if (best_rank.first == 0) {
+        if (spare_starting > 0) {
+          --spare_starting;
+        } else {
+          Recycle(workers_.at(idle_.front()).get());
+        }
       }
       continue;
     }
@@ -942,6 +945,36 @@ void ContextPool::Dispatch(Deferred* deferred) {
     ++busy_unbound_;
     StartCall(workers_[key].get(), std::move(call));
   }
+  // Idle workers left now are of no use to any waiting call. Rebalance: a
+  // blocked principal gets a worker of a principal that runs at least two
+  // more stateless calls than it does. Each recycle costs a spawn, so shares
+  // only move towards equal, never back and forth.
+  for (const Call* call : blocked) {
+    if (idle_.empty()) break;
+    int mine = RunningStateless(call->principal);
+    if (mine == 0) continue;  // handled above
+    if (spare_starting > 0) {
+      --spare_starting;
+      continue;
+    }
+    for (uint64_t key : idle_) {
+      Worker* w = workers_.at(key).get();
+      if (RunningStateless(w->principal) > mine + 1) {
+        Recycle(w);
+        break;
+      }
+    }
+  }
+}
+
+int ContextPool::RunningStateless(const std::string& principal) const {
+  auto it = running_stateless_.find(principal);
+  return it == running_stateless_.end() ? 0 : it->second;
+}
+
+void ContextPool::Recycle(Worker* w) {
+  w->released = true;
+  Condemn(w, "recycled for another principal");
 }
 
 void ContextPool::FinishCall(std::unique_ptr<Call> call,

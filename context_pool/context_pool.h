@@ -209,6 +209,12 @@ class ContextPool {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Takes an idle worker that has never run a call, for a session. 0 if none.
   uint64_t TakeCleanIdle() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Stateless calls of `principal` running now.
+  int RunningStateless(const std::string& principal) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Kills an idle worker that ran another principal's calls; the pool
+  // spawns a fresh one in its place.
+  void Recycle(Worker* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Retires idle used workers while the pool is past its size.
   void TrimIdle() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Bookkeeping of an unbound worker whose stateless call ended.
