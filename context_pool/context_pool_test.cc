@@ -214,7 +214,7 @@ TEST_F(ContextPoolTest, StreamEventsAreBoundedUntilConsumed) {
   internal::WorkerRequest request = Eval("stream:20");
   request.set_stream(true);
   CallId id = pool_->Submit(
-      a, std::move(request), In(absl::Seconds(10)), r.Callback(),
+      a, std::move(request), In(absl::Seconds(10)), r.Callback(), "",
       [&](CallId, internal::WorkerResponse event) {
         absl::MutexLock lock(&events_mu);
         events.push_back(event.value().int_());

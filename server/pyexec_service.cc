@@ -353,8 +353,8 @@ grpc::ServerUnaryReactor* PyExecService::Call(
 template <typename Request, typename Event>
 grpc::ServerWriteReactor<Event>* PyExecService::StreamOnPool(
     grpc::CallbackServerContext* context, const Request* request, Rpc rpc,
-    CallId (PyExecCore::*run)(const Request&, absl::Time, StreamSink<Event>,
-                              RpcDone),
+    CallId (PyExecCore::*run)(absl::string_view, const Request&, absl::Time,
+                              StreamSink<Event>, RpcDone),
     StreamStarter<Request, Event> forward) {
   const absl::Time received = absl::Now();
   absl::StatusOr<std::string> principal = Authenticate(*context);
