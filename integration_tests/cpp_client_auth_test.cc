@@ -96,7 +96,8 @@ class CppClientAuthTest : public ::testing::Test {
   }
 
   // Runs the CLI with `args` (and `env`, e.g. "PYEXEC_TOKEN=..."): its
-  // combined output; the exit status goes to *status.
+  // combined output; the exit status goes to *status. `stdin_text` is a
+  // printf format (use "\\n" for newlines).
   std::string Cli(const std::string& args, int* status,
                   const std::string& env = "",
                   const std::string& stdin_text = "") const {
@@ -104,7 +105,8 @@ class CppClientAuthTest : public ::testing::Test {
                                        " --addr=", server_->address(),
                                        " --timeout=20s ", args, " 2>&1");
     if (!stdin_text.empty()) {
-      command = absl::StrCat("printf '%s' '", stdin_text, "' | ", command);
+      // printf interprets the \n escapes in `stdin_text`.
+      command = absl::StrCat("printf '", stdin_text, "' | ", command);
     } else {
       command += " </dev/null";
     }
