@@ -762,7 +762,7 @@ void ContextPool::InterruptCall(Worker* w, absl::StatusCode reason) {
   Call* call = w->current.get();
   if (call->interrupted != absl::StatusCode::kOk) return;
   call->interrupted = reason;
-  w->process->Interrupt();
+  w->process->Interrupt(call->id);
   call->kill_timer =
       AddTimer(absl::Now() + options_.kill_grace, TimerKind::kKill, call->id);
   call->has_kill_timer = true;

@@ -180,7 +180,10 @@ TEST_F(ContextPoolTest, CallThatIgnoresTheInterruptIsKilledAfterGrace) {
   EXPECT_THAT(r.status().message(), HasSubstr("kill_grace"));
   EXPECT_EQ(Run(a, "x").status().code(), absl::StatusCode::kNotFound);
   {
+    // The listener runs on the I/O thread after the call's callback.
     absl::MutexLock lock(&mu_);
+    auto told = [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return !lost_.empty(); };
+    mu_.AwaitWithTimeout(absl::Condition(&told), absl::Seconds(5));
     ASSERT_EQ(lost_.size(), 1u);
     EXPECT_EQ(lost_[0], a);
   }

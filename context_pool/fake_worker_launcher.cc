@@ -42,7 +42,7 @@ class FakeProcess final : public WorkerProcess {
   int pid() const override { return 100000 + index_; }
   int socket_fd() const override { return pool_end_.get(); }
   int exit_fd() const override { return exit_fd_.get(); }
-  void Interrupt() override { interrupted_ = true; }
+  void Interrupt(uint64_t) override { interrupted_ = true; }
   void Kill() override {
     if (!killed_.exchange(true)) {
       absl::MutexLock lock(&mu_);

@@ -29,8 +29,18 @@ PyExecServer::PyExecServer(ServerOptions options)
 PyExecServer::~PyExecServer() { Shutdown(); }
 
 absl::StatusOr<std::string> PyExecServer::Start() {
-  pool_ = std::make_unique<ContextPool>(
-      options_.pool, std::make_unique<ProcessWorkerLauncher>(options_.worker));
+  // The zygote is exec'd first, before any gRPC thread exists, and is the
+  // only process that forks (grpc/grpc#22624).
+  std::unique_ptr<WorkerLauncher> launcher;
+  if (options_.launcher == LauncherKind::kZygote) {
+    auto zygote =
+        std::make_unique<ZygoteWorkerLauncher>(options_.worker, options_.zygote);
+    if (absl::Status s = zygote->Start(); !s.ok()) return s;
+    launcher = std::move(zygote);
+  } else {
+    launcher = std::make_unique<ProcessWorkerLauncher>(options_.worker);
+  }
+  pool_ = std::make_unique<ContextPool>(options_.pool, std::move(launcher));
   sessions_ = std::make_unique<SessionTable>();
   core_ = std::make_unique<PyExecCore>(options_.core, sessions_.get(),
                                        pool_.get());

@@ -11,6 +11,7 @@
 #include "common/limits.h"
 #include "context_pool/context_pool.h"
 #include "context_pool/process_worker_launcher.h"
+#include "context_pool/zygote_worker_launcher.h"
 #include "grpcpp/server.h"
 #include "server/pyexec_core.h"
 #include "server/pyexec_service.h"
@@ -18,6 +19,15 @@
 #include "server/session_table.h"
 
 namespace pyexec {
+
+// How worker processes are created.
+enum class LauncherKind {
+  // Forked from a pre-initialised zygote (about a millisecond, shared
+  // preloads).
+  kZygote,
+  // posix_spawn of pyexec_worker, each initialising its own CPython.
+  kSpawn,
+};
 
 // Everything pyexecd can be told. Filled from flags in main.cc.
 struct ServerOptions {
@@ -27,6 +37,10 @@ struct ServerOptions {
   ContextPoolOptions pool;
   // Settings passed to each worker process.
   WorkerProcessOptions worker;
+  // How workers are created.
+  LauncherKind launcher = LauncherKind::kZygote;
+  // Preloads and timeouts of the zygote (kZygote only).
+  ZygoteOptions zygote;
   // Session idle timeouts.
   CoreOptions core;
   // Deadline applied to calls that carry none.
