@@ -2,8 +2,11 @@
 #define PYEXEC_SERVER_PYEXEC_CORE_H_
 
 #include <functional>
+#include <memory>
+#include <string>
 
 #include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "context_pool/context_pool.h"
 #include "pyexec/v1/pyexec.pb.h"
@@ -29,14 +32,36 @@ using RpcDone = std::function<void(absl::Status status)>;
 // Thread-safe. `done` callbacks may run on the calling thread (for requests
 // answered at once) or on the pool's I/O thread; the response object must
 // stay alive until then.
+class PyExecCore;
+
+// One Bind in progress, shared by the core and the RPC. Thread-safe.
+class BindHandle {
+ public:
+  explicit BindHandle(PyExecCore* core) : core_(core) {}
+  // The client is gone: a worker granted later is released and the Bind
+  // ends CANCELLED; a session already made is unbound.
+  void Cancel();
+
+ private:
+  friend class PyExecCore;
+  PyExecCore* const core_;
+  absl::Mutex mu_;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  std::string token_ ABSL_GUARDED_BY(mu_);
+};
+
 class PyExecCore {
  public:
   // `sessions` and `pool` must outlive the core.
   PyExecCore(const CoreOptions& options, SessionTable* sessions,
              ContextPool* pool);
 
-  void Bind(const v1::BindRequest& request, absl::Time deadline,
-            v1::BindResponse* response, RpcDone done);
+  // Binds a session. The returned handle lets the RPC say that its client
+  // went away (cancelled, disconnected, deadline), so that the session is
+  // not created, or is unbound at once, instead of idling for its timeout.
+  std::shared_ptr<BindHandle> Bind(const v1::BindRequest& request,
+                                   absl::Time deadline,
+                                   v1::BindResponse* response, RpcDone done);
   // Always OK: unknown and expired tokens are fine.
   absl::Status Unbind(const v1::UnbindRequest& request);
 

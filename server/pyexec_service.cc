@@ -48,6 +48,40 @@ class PoolCallReactor final : public grpc::ServerUnaryReactor {
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
 };
 
+// A Bind: OnCancel (client cancelled or disconnected, or the deadline
+// passed) tells the core, so that no session outlives its client's
+// interest.
+class BindReactor final : public grpc::ServerUnaryReactor {
+ public:
+  void Start(std::shared_ptr<BindHandle> handle) {
+    bool cancelled;
+    {
+      absl::MutexLock lock(&mu_);
+      handle_ = handle;
+      cancelled = cancelled_;
+    }
+    // OnCancel may have run before we had the handle.
+    if (cancelled) handle->Cancel();
+  }
+
+  void OnCancel() override {
+    std::shared_ptr<BindHandle> handle;
+    {
+      absl::MutexLock lock(&mu_);
+      cancelled_ = true;
+      handle = handle_;
+    }
+    if (handle != nullptr) handle->Cancel();
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  absl::Mutex mu_;
+  std::shared_ptr<BindHandle> handle_ ABSL_GUARDED_BY(mu_);
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+};
+
 // A reactor for RPCs answered without the pool.
 class SimpleReactor final : public grpc::ServerUnaryReactor {
  public:
@@ -76,11 +110,11 @@ grpc::ServerUnaryReactor* PyExecService::Bind(
   if (absl::Status bad = v1::MalformedRequestError(*request); !bad.ok()) {
     return Finished(bad);
   }
-  auto* reactor = new SimpleReactor();
-  core_->Bind(*request, DeadlineOf(*context), response,
-              [reactor](absl::Status status) {
-                reactor->Finish(ToGrpcStatus(status));
-              });
+  auto* reactor = new BindReactor();
+  reactor->Start(core_->Bind(*request, DeadlineOf(*context), response,
+                             [reactor](absl::Status status) {
+                               reactor->Finish(ToGrpcStatus(status));
+                             }));
   return reactor;
 }
 
