@@ -8,7 +8,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
-#include "absl/time/clock.h"
+#include "common/clock.h"
 
 namespace pyexec {
 namespace {
@@ -32,7 +32,7 @@ absl::Status ReadAll(int fd, void* data, size_t size, absl::Time deadline) {
   char* p = static_cast<char*>(data);
   while (size > 0) {
     if (deadline != absl::InfiniteFuture()) {
-      int64_t ms = absl::ToInt64Milliseconds(deadline - absl::Now());
+      int64_t ms = absl::ToInt64Milliseconds(deadline - MonotonicNow());
       pollfd pfd{fd, POLLIN, 0};
       int r = ms <= 0 ? 0 : poll(&pfd, 1, static_cast<int>(ms));
       if (r < 0 && errno == EINTR) continue;

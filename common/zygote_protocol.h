@@ -34,7 +34,7 @@ absl::Status WriteZygoteReady(int control, const absl::Status& preload);
 absl::StatusOr<UniqueFd> ReceiveZygoteRequest(int control);
 absl::Status WriteZygoteReply(int control, pid_t pid_or_errno);
 
-// pyexecd side. Each waits at most until `deadline`.
+// pyexecd side. Each waits at most until `deadline`, a MonotonicNow() time.
 // OK when the zygote is ready; FAILED_PRECONDITION with its traceback when
 // a preload failed; UNAVAILABLE if it died or timed out.
 absl::Status ReadZygoteReady(int control, absl::Time deadline);

@@ -3,7 +3,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 
-#include "absl/time/clock.h"
+#include "common/clock.h"
 #include "gtest/gtest.h"
 
 namespace pyexec {
@@ -17,7 +17,7 @@ class ZygoteProtocolTest : public ::testing::Test {
     server_.reset(fds[0]);
     zygote_.reset(fds[1]);
   }
-  absl::Time Soon() { return absl::Now() + absl::Seconds(5); }
+  absl::Time Soon() { return MonotonicNow() + absl::Seconds(5); }
   UniqueFd server_, zygote_;
 };
 
@@ -54,7 +54,7 @@ TEST_F(ZygoteProtocolTest, RequestCarriesTheSocketAndReplyThePid) {
 }
 
 TEST_F(ZygoteProtocolTest, ClosedOrSilentZygoteIsUnavailable) {
-  EXPECT_EQ(ReadZygoteReply(server_.get(), absl::Now() + absl::Milliseconds(50))
+  EXPECT_EQ(ReadZygoteReply(server_.get(), MonotonicNow() + absl::Milliseconds(50))
                 .status()
                 .code(),
             absl::StatusCode::kUnavailable);

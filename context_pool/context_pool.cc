@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/clock.h"
 #include "common/logging.h"
 
 namespace pyexec {
@@ -87,7 +88,9 @@ absl::Status ContextPool::Start() {
   epoll_event ev{};
   ev.events = EPOLLIN;
   ev.data.u64 = kWakeKey;
-  epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, wake_fd_.get(), &ev);
+  if (epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, wake_fd_.get(), &ev) != 0) {
+    return absl::InternalError(absl::StrCat("epoll_ctl: ", strerror(errno)));
+  }
   {
     absl::MutexLock lock(&mu_);
     started_ = true;
@@ -161,7 +164,8 @@ void ContextPool::Acquire(absl::Time deadline, AcquireDone done) {
       waiter->id = next_call_id_++;
       waiter->done = std::move(done);
       waiter->timer =
-          AddTimer(deadline, TimerKind::kAcquireDeadline, waiter->id);
+          AddTimer(WallToMonotonic(deadline, options_.wall_clock()),
+                   TimerKind::kAcquireDeadline, waiter->id);
       waiters_.push_back(std::move(waiter));
       Wake();
       return;
@@ -247,7 +251,8 @@ CallId ContextPool::Submit(WorkerId worker, internal::WorkerRequest request,
       request.set_id(id);
       call->request = std::move(request);
       call->done = std::move(done);
-      call->deadline_timer = AddTimer(deadline, TimerKind::kCallDeadline, id);
+      call->deadline_timer = AddTimer(WallToMonotonic(deadline, options_.wall_clock()),
+                                    TimerKind::kCallDeadline, id);
       call->has_deadline_timer = true;
       ++open_calls_;
       if (start != nullptr) {
@@ -324,7 +329,8 @@ bool ContextPool::WaitForCallsToFinish(absl::Time deadline) {
   auto done = [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
     return open_calls_ == 0;
   };
-  return mu_.AwaitWithDeadline(absl::Condition(&done), deadline);
+  return mu_.AwaitWithTimeout(absl::Condition(&done),
+                              deadline - options_.wall_clock());
 }
 
 PoolStats ContextPool::GetStats() const {
@@ -404,7 +410,7 @@ void ContextPool::IoLoop() {
     {
       absl::MutexLock lock(&mu_);
       if (stopping_) break;
-      absl::Time now = absl::Now();
+      absl::Time now = MonotonicNow();
       absl::Time next = timers_.empty() ? absl::InfiniteFuture()
                                         : timers_.begin()->first;
       spawns = SpawnsNeeded();
@@ -439,7 +445,7 @@ void ContextPool::IoLoop() {
         }
         OnWorkerEvent(events[i].data.u64, events[i].events, &deferred);
       }
-      FireTimers(absl::Now(), &deferred);
+      FireTimers(MonotonicNow(), &deferred);
       Dispatch(&deferred);
     }
     RunDeferred(&deferred);
@@ -457,37 +463,65 @@ void ContextPool::SpawnWorkers(int count) {
   for (int i = 0; i < count; ++i) {
     absl::StatusOr<std::unique_ptr<WorkerProcess>> process = launcher_->Launch();
     absl::MutexLock lock(&mu_);
+    uint64_t key = next_key_;
+    if (process.ok()) {
+      // A worker whose socket or exit we cannot watch would hang its calls
+      // or die unseen: refuse it like a failed spawn (destroying it kills
+      // and reaps it).
+      absl::Status watched = Watch(**process, key);
+      if (!watched.ok()) process = watched;
+    }
     if (!process.ok()) {
       ++consecutive_spawn_failures_;
       absl::Duration backoff = std::min(
           absl::Milliseconds(100) * (1 << std::min(consecutive_spawn_failures_, 6)),
           absl::Seconds(5));
-      next_spawn_attempt_ = absl::Now() + backoff;
+      next_spawn_attempt_ = MonotonicNow() + backoff;
       LogError(absl::StrCat("worker spawn failed (retrying in ",
                             DurationText(backoff), "): ",
                             process.status().message()));
       return;
     }
     consecutive_spawn_failures_ = 0;
-    uint64_t key = next_key_++;
+    ++next_key_;
     auto w = std::make_unique<Worker>(key, std::move(*process),
                                       options_.max_frame_bytes);
-    epoll_event ev{};
-    ev.events = EPOLLIN | EPOLLRDHUP;
-    ev.data.u64 = key * 2;
-    epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, w->process->socket_fd(), &ev);
     w->socket_registered = true;
-    ev.events = EPOLLIN;
-    ev.data.u64 = key * 2 + 1;
-    epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, w->process->exit_fd(), &ev);
     w->exit_registered = true;
-    w->startup_timer = AddTimer(absl::Now() + options_.startup_timeout,
+    w->startup_timer = AddTimer(MonotonicNow() + options_.startup_timeout,
                                 TimerKind::kStartup, key);
     w->has_startup_timer = true;
     ++starting_;
     ++workers_spawned_;
     LogInfo(absl::StrCat("worker pid ", w->process->pid(), " spawned"));
     workers_.emplace(key, std::move(w));
+  }
+}
+
+absl::Status ContextPool::Watch(const WorkerProcess& process, uint64_t key) {
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLRDHUP;
+  ev.data.u64 = key * 2;
+  if (epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, process.socket_fd(), &ev) != 0) {
+    return absl::InternalError(
+        absl::StrCat("cannot watch the worker's socket: ", strerror(errno)));
+  }
+  ev.events = EPOLLIN;
+  ev.data.u64 = key * 2 + 1;
+  if (epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, process.exit_fd(), &ev) != 0) {
+    int saved = errno;
+    Unwatch(process.socket_fd());
+    return absl::InternalError(
+        absl::StrCat("cannot watch the worker's exit: ", strerror(saved)));
+  }
+  return absl::OkStatus();
+}
+
+void ContextPool::Unwatch(int fd) {
+  // ENOENT/EBADF: not registered or already closed, which is what we want.
+  if (epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, fd, nullptr) != 0 &&
+      errno != ENOENT && errno != EBADF) {
+    LogError(absl::StrCat("epoll_ctl(DEL): ", strerror(errno)));
   }
 }
 
@@ -621,7 +655,11 @@ void ContextPool::FlushWrites(Worker* w) {
     epoll_event ev{};
     ev.events = EPOLLIN | EPOLLRDHUP | (want_write ? EPOLLOUT : 0);
     ev.data.u64 = w->key * 2;
-    epoll_ctl(epoll_fd_.get(), EPOLL_CTL_MOD, w->process->socket_fd(), &ev);
+    if (epoll_ctl(epoll_fd_.get(), EPOLL_CTL_MOD, w->process->socket_fd(),
+                  &ev) != 0) {
+      // Unseen writability would stall the call: give the worker up.
+      Condemn(w, absl::StrCat("epoll_ctl(MOD): ", strerror(errno)));
+    }
   }
 }
 
@@ -643,7 +681,7 @@ void ContextPool::Condemn(Worker* w, const std::string& reason) {
   if (idle != idle_.end()) idle_.erase(idle);
   w->process->Kill();
   if (w->socket_registered) {
-    epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, w->process->socket_fd(), nullptr);
+    Unwatch(w->process->socket_fd());
     w->socket_registered = false;
   }
 }
@@ -692,10 +730,10 @@ void ContextPool::Bury(Worker* w, const std::string& how, Deferred* deferred) {
     }
   }
   if (w->socket_registered) {
-    epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, w->process->socket_fd(), nullptr);
+    Unwatch(w->process->socket_fd());
   }
   if (w->exit_registered) {
-    epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, w->process->exit_fd(), nullptr);
+    Unwatch(w->process->exit_fd());
   }
   workers_.erase(key);
 }
@@ -764,7 +802,7 @@ void ContextPool::InterruptCall(Worker* w, absl::StatusCode reason) {
   call->interrupted = reason;
   w->process->Interrupt(call->id);
   call->kill_timer =
-      AddTimer(absl::Now() + options_.kill_grace, TimerKind::kKill, call->id);
+      AddTimer(MonotonicNow() + options_.kill_grace, TimerKind::kKill, call->id);
   call->has_kill_timer = true;
 }
 

@@ -15,6 +15,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/unique_fd.h"
 #include "common/frame.h"
@@ -41,6 +42,9 @@ struct ContextPoolOptions {
   absl::Duration startup_timeout = absl::Seconds(60);
   // Largest frame accepted from a worker.
   size_t max_frame_bytes = kDefaultMaxFrameBytes;
+  // Reads the wall clock that callers' deadlines (absl::Time) refer to.
+  // Tests inject one that jumps.
+  std::function<absl::Time()> wall_clock = absl::Now;
 };
 
 // Figures reported by GetStats.
@@ -181,6 +185,11 @@ class ContextPool {
   // How many workers to spawn to keep the warm pool and waiting binds served.
   int SpawnsNeeded() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SpawnWorkers(int count) ABSL_LOCKS_EXCLUDED(mu_);
+  // Registers a new worker's socket and exit fd with epoll under `key`.
+  absl::Status Watch(const WorkerProcess& process, uint64_t key)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Removes `fd` from epoll.
+  void Unwatch(int fd) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   TimerMap::iterator AddTimer(absl::Time when, TimerKind kind, uint64_t id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RunDeferred(Deferred* deferred) ABSL_LOCKS_EXCLUDED(mu_);
@@ -210,6 +219,8 @@ class ContextPool {
   // Where each open call is: the worker running it or queued on it (0 for
   // the stateless queue).
   absl::flat_hash_map<CallId, uint64_t> call_location_ ABSL_GUARDED_BY(mu_);
+  // Keyed by MonotonicNow() time; callers' wall-clock deadlines are
+  // converted once, on entry.
   TimerMap timers_ ABSL_GUARDED_BY(mu_);
   absl::Time next_wake_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
   uint64_t next_key_ ABSL_GUARDED_BY(mu_) = 1;

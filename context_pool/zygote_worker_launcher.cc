@@ -12,7 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/time/clock.h"
+#include "common/clock.h"
 #include "common/logging.h"
 #include "common/zygote_protocol.h"
 #include "context_pool/child_process.h"
@@ -56,7 +56,7 @@ absl::Status ZygoteWorkerLauncher::StartZygoteLocked() {
   control_ = std::move(ours);
   zygote_pid_ = *pid;
   absl::Status ready =
-      ReadZygoteReady(control_.get(), absl::Now() + zygote_.start_timeout);
+      ReadZygoteReady(control_.get(), MonotonicNow() + zygote_.start_timeout);
   if (!ready.ok()) {
     StopZygoteLocked();
     if (ready.code() == absl::StatusCode::kFailedPrecondition) {
@@ -88,7 +88,7 @@ void ZygoteWorkerLauncher::StopZygoteLocked() {
 absl::StatusOr<pid_t> ZygoteWorkerLauncher::ForkLocked(int worker_socket) {
   absl::Status sent = SendZygoteRequest(control_.get(), worker_socket);
   if (!sent.ok()) return sent;
-  return ReadZygoteReply(control_.get(), absl::Now() + zygote_.fork_timeout);
+  return ReadZygoteReply(control_.get(), MonotonicNow() + zygote_.fork_timeout);
 }
 
 absl::StatusOr<std::unique_ptr<WorkerProcess>> ZygoteWorkerLauncher::Launch() {

@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/clock.h"
 #include "context_pool/pool_ids.h"
 
 namespace pyexec {
@@ -23,8 +24,9 @@ namespace pyexec {
 // when its last call ends. Thread-safe.
 class SessionTable {
  public:
-  // `now` is injected so that tests control time.
-  explicit SessionTable(std::function<absl::Time()> now = absl::Now)
+  // `now` is injected so that tests control time. Idle expiry runs on the
+  // monotonic clock, so that setting the wall clock expires nothing.
+  explicit SessionTable(std::function<absl::Time()> now = MonotonicNow)
       : now_(std::move(now)) {}
 
   // Registers a session for `worker` and returns its new token.

@@ -23,6 +23,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -267,6 +268,7 @@ void ReseedAfterFork() {
   // user code starts, and not its siblings. (The intermediate process does
   // the same, whichever runs first.)
   setpgid(0, 0);
+  prctl(PR_SET_NAME, "pyexec_worker");
   StartParentWatchdog(parent_pidfd);
   ApplyLimits();
   ReseedAfterFork();
@@ -290,9 +292,15 @@ pid_t ForkWorker(int socket, int control, int parent_pidfd,
     pid_t worker = fork();
     if (worker == 0) {
       close(pipe_fds[1]);
-      close(control);
+      // The frame socket takes fd 3 (the control socket's number in the
+      // zygote), as in a spawned worker.
+      if (socket != 3) {
+        dup2(socket, 3);
+        close(socket);
+      }
+      if (control != 3) close(control);
       PyOS_AfterFork_Child();
-      RunForked(socket, parent_pidfd, runner);
+      RunForked(3, parent_pidfd, runner);
     }
     int32_t reply = worker > 0 ? worker : -errno;
     if (worker > 0) setpgid(worker, worker);
@@ -323,6 +331,9 @@ pid_t ForkWorker(int socket, int control, int parent_pidfd,
 // ZygoteReply with its pid. Single-threaded: fork() copies only the calling
 // thread, so the zygote must never have had another.
 int RunZygote() {
+  // Tells the zygote from its workers in ps and /proc/PID/comm (they share
+  // its command line).
+  prctl(PR_SET_NAME, "pyexec_zygote");
   const int control = absl::GetFlag(FLAGS_control_fd);
   fcntl(control, F_SETFD, FD_CLOEXEC);
   int parent_pidfd = OpenParentPidfd(absl::GetFlag(FLAGS_parent_pid));
