@@ -96,6 +96,7 @@ absl::Status ContextPool::Start() {
     started_ = true;
   }
   io_thread_ = std::thread([this] { IoLoop(); });
+  spawn_thread_ = std::thread([this] { SpawnLoop(); });
   return absl::OkStatus();
 }
 
@@ -339,7 +340,7 @@ PoolStats ContextPool::GetStats() const {
   stats.available_workers = static_cast<int>(idle_.size());
   stats.checked_out = checked_out_;
   stats.pending_requests = PendingCount();
-  stats.starting_workers = starting_;
+  stats.starting_workers = starting_ + launching_;
   stats.busy_workers = busy_unbound_;
   for (const auto& [key, w] : workers_) {
     if (w->state != Worker::State::kReady) continue;
@@ -360,6 +361,7 @@ void ContextPool::Shutdown() {
     Wake();
   }
   if (io_thread_.joinable()) io_thread_.join();
+  if (spawn_thread_.joinable()) spawn_thread_.join();
 
   Deferred deferred;
   std::vector<std::unique_ptr<Worker>> doomed;
@@ -418,16 +420,19 @@ void ContextPool::IoLoop() {
         next = std::min(next, next_spawn_attempt_);
         spawns = 0;
       }
+      // Launching may block (a fork in the zygote, an exec): the spawner
+      // thread does it, so that calls on other workers never wait for it.
+      if (spawns > 0) {
+        spawn_requests_ += spawns;
+        launching_ += spawns;
+      }
       next_wake_ = next;
-      if (spawns == 0 && next != absl::InfiniteFuture()) {
+      if (next != absl::InfiniteFuture()) {
         // Round up so that a timer is never polled for early.
         timeout_ms = static_cast<int>(std::max<int64_t>(
             0, absl::ToInt64Milliseconds(next - now + absl::Microseconds(999))));
-      } else if (spawns > 0) {
-        timeout_ms = 0;
       }
     }
-    if (spawns > 0) SpawnWorkers(spawns);
 
     int n = epoll_wait(epoll_fd_.get(), events, kMaxEvents, timeout_ms);
     if (n < 0 && errno != EINTR) {
@@ -454,15 +459,34 @@ void ContextPool::IoLoop() {
 
 int ContextPool::SpawnsNeeded() const {
   if (stopping_ || draining_) return 0;
-  int unbound = static_cast<int>(idle_.size()) + busy_unbound_ + starting_;
+  int unbound = static_cast<int>(idle_.size()) + busy_unbound_ + starting_ +
+                launching_;
   return std::max(0, options_.workers + static_cast<int>(waiters_.size()) -
                          unbound);
 }
 
-void ContextPool::SpawnWorkers(int count) {
-  for (int i = 0; i < count; ++i) {
+void ContextPool::SpawnLoop() {
+  while (true) {
+    {
+      absl::MutexLock lock(&mu_);
+      auto wanted = [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+        return stopping_ || spawn_requests_ > 0;
+      };
+      mu_.Await(absl::Condition(&wanted));
+      if (stopping_) return;
+      --spawn_requests_;
+    }
+    SpawnOne();
+  }
+}
+
+void ContextPool::SpawnOne() {
+  {
     absl::StatusOr<std::unique_ptr<WorkerProcess>> process = launcher_->Launch();
     absl::MutexLock lock(&mu_);
+    --launching_;
+    Wake();  // the I/O loop re-plans spawns and timers
+    if (stopping_) return;  // destroying the process kills and reaps it
     uint64_t key = next_key_;
     if (process.ok()) {
       // A worker whose socket or exit we cannot watch would hang its calls
@@ -480,6 +504,9 @@ void ContextPool::SpawnWorkers(int count) {
       LogError(absl::StrCat("worker spawn failed (retrying in ",
                             DurationText(backoff), "): ",
                             process.status().message()));
+      // The other requests wait for the backoff too.
+      launching_ -= spawn_requests_;
+      spawn_requests_ = 0;
       return;
     }
     consecutive_spawn_failures_ = 0;

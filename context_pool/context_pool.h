@@ -184,7 +184,9 @@ class ContextPool {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // How many workers to spawn to keep the warm pool and waiting binds served.
   int SpawnsNeeded() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void SpawnWorkers(int count) ABSL_LOCKS_EXCLUDED(mu_);
+  // The spawner thread: launches workers as the I/O loop asks.
+  void SpawnLoop() ABSL_LOCKS_EXCLUDED(mu_);
+  void SpawnOne() ABSL_LOCKS_EXCLUDED(mu_);
   // Registers a new worker's socket and exit fd with epoll under `key`.
   absl::Status Watch(const WorkerProcess& process, uint64_t key)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -202,6 +204,7 @@ class ContextPool {
   UniqueFd epoll_fd_;
   UniqueFd wake_fd_;  // eventfd
   std::thread io_thread_;
+  std::thread spawn_thread_;
 
   mutable absl::Mutex mu_;
   bool started_ ABSL_GUARDED_BY(mu_) = false;
@@ -226,6 +229,10 @@ class ContextPool {
   uint64_t next_key_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t next_call_id_ ABSL_GUARDED_BY(mu_) = 1;
   int starting_ ABSL_GUARDED_BY(mu_) = 0;
+  // Launches asked of the spawner thread and not yet begun.
+  int spawn_requests_ ABSL_GUARDED_BY(mu_) = 0;
+  // Launches asked and not yet returned (includes spawn_requests_).
+  int launching_ ABSL_GUARDED_BY(mu_) = 0;
   int checked_out_ ABSL_GUARDED_BY(mu_) = 0;
   int busy_unbound_ ABSL_GUARDED_BY(mu_) = 0;
   int open_calls_ ABSL_GUARDED_BY(mu_) = 0;

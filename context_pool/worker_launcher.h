@@ -41,7 +41,8 @@ class WorkerProcess {
   virtual std::optional<std::string> TryReap() = 0;
 };
 
-// Creates workers. Called from the pool's I/O thread only.
+// Creates workers. Called from the pool's spawner thread only, one launch
+// at a time; a launch may block (fork, exec) without delaying calls.
 class WorkerLauncher {
  public:
   virtual ~WorkerLauncher() = default;
