@@ -1,12 +1,17 @@
 // pyexec_bench: compares pyexec Eval with a bare gRPC echo (--mode=compare,
 // the default) or soaks pyexecd under mixed load with injected faults
-// (--mode=soak). Starts pyexecd and the echo server as child processes
-// unless --pyexec_addr / --echo_addr point at running ones.
+// (--mode=soak), or measures the scale-out hop (--mode=hop: two replicas
+// with --peers; Eval on sessions of one, directly and through the other).
+// Starts pyexecd and the echo server as child processes unless
+// --pyexec_addr / --echo_addr point at running ones.
 //
 // Exit status: 0 when the run completed (a MISS against a target does not
 // fail it); 1 when a server could not be started or reached, or when a soak
 // saw unexpected failures or hangs; 64 for bad flags.
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -22,12 +27,13 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "bench/compare.h"
+#include "bench/hop.h"
 #include "bench/process.h"
 #include "bench/sessions.h"
 #include "bench/soak.h"
 #include "clients/cpp/client.h"
 
-ABSL_FLAG(std::string, mode, "compare", "compare | soak | sessions");
+ABSL_FLAG(std::string, mode, "compare", "compare | soak | hop | sessions");
 ABSL_FLAG(std::string, pyexecd, "",
           "pyexecd binary to start; default: $PYEXECD, else bazel-bin's "
           "server/pyexecd found next to this binary or in the workspace");
@@ -69,6 +75,7 @@ ABSL_FLAG(absl::Duration, runaway_timeout, absl::Milliseconds(300),
 ABSL_FLAG(double, exit_probability, 0.005,
           "soak: chance per bound-session call of os._exit");
 ABSL_FLAG(uint64_t, seed, 1, "soak: random seed");
+
 ABSL_FLAG(int, churn_threads, 4, "sessions: client threads of the churn run");
 ABSL_FLAG(int, sessions, 1000,
           "sessions: sessions held at once by the zygote density runs");
@@ -137,6 +144,69 @@ bool WaitWarm(const pyexec::Client& client, int workers, absl::Duration timeout)
     absl::SleepFor(absl::Milliseconds(50));
   }
   return false;
+}
+
+// A loopback port that was free a moment ago: replicas must know each
+// other's ports before they start.
+int FreePort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    close(fd);
+    return 0;
+  }
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+// --mode=hop: two replicas that name each other in --peers; sessions bound
+// on the first, called directly and through the second.
+int RunHopMode(int workers, const std::string& log_path) {
+  const std::string a = absl::StrCat("127.0.0.1:", FreePort());
+  const std::string b = absl::StrCat("127.0.0.1:", FreePort());
+  const std::string peers = absl::StrCat("--peers=", a, ",", b);
+  std::vector<std::unique_ptr<ServerProcess>> replicas;
+  for (const std::string& listen : {a, b}) {
+    std::vector<std::string> args = {
+        FindPyexecd(), absl::StrCat("--listen=", listen), peers,
+        absl::StrCat("--workers=", workers),
+        absl::StrCat("--max_workers=", std::max(absl::GetFlag(FLAGS_max_workers), workers))};
+    for (const std::string& extra : absl::GetFlag(FLAGS_pyexecd_args)) args.push_back(extra);
+    std::cout << "starting " << absl::StrJoin(args, " ") << " (stderr -> "
+              << log_path << ")" << std::endl;
+    auto started = ServerProcess::Start(args, log_path, absl::Seconds(60));
+    if (!started.ok()) {
+      std::cerr << "pyexec_bench: " << started.status() << "\n";
+      return 1;
+    }
+    pyexec::Client client(pyexec::bench::MakeChannel((*started)->address(), false));
+    if (!WaitWarm(client, workers, absl::Seconds(60))) {
+      std::cerr << "pyexec_bench: " << listen << " did not warm up\n";
+      return 1;
+    }
+    replicas.push_back(*std::move(started));
+  }
+  pyexec::bench::HopOptions options;
+  options.phase.warmup = absl::GetFlag(FLAGS_warmup);
+  const absl::Duration d = absl::GetFlag(FLAGS_duration);
+  if (d > absl::ZeroDuration()) options.phase.duration = d;
+  options.concurrency = absl::GetFlag(FLAGS_concurrency);
+  std::cout << "owner " << a << ", forwarder " << b << "; 4 phases x ("
+            << absl::FormatDuration(options.phase.warmup) << " warmup + "
+            << absl::FormatDuration(options.phase.duration) << "), "
+            << options.concurrency << " clients, a channel each" << std::endl;
+  absl::StatusOr<pyexec::bench::HopReport> report =
+      pyexec::bench::RunHop(a, b, options);
+  if (!report.ok()) {
+    std::cerr << "pyexec_bench: " << report.status() << "\n";
+    return 1;
+  }
+  std::cout << pyexec::bench::FormatHopTable(*report, options);
+  return 0;
 }
 
 // One pyexecd configuration measured by --mode=sessions.
@@ -255,8 +325,8 @@ int RunSessionsMode(const std::string& log_path) {
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   const std::string mode = absl::GetFlag(FLAGS_mode);
-  if (mode != "compare" && mode != "soak" && mode != "sessions") {
-    std::cerr << "pyexec_bench: --mode must be compare, soak or sessions\n";
+  if (mode != "compare" && mode != "soak" && mode != "hop" && mode != "sessions") {
+    std::cerr << "pyexec_bench: --mode must be compare, soak, hop or sessions\n";
     return 64;
   }
   const bool soak = mode == "soak";
@@ -265,6 +335,7 @@ int main(int argc, char** argv) {
   if (workers <= 0) workers = soak ? 4 : concurrency + 1;
   std::string log_path = absl::GetFlag(FLAGS_server_log);
   if (log_path.empty()) log_path = absl::StrCat("/tmp/pyexec_bench.", getpid(), ".log");
+  if (mode == "hop") return RunHopMode(workers, log_path);
   if (mode == "sessions") return RunSessionsMode(log_path);
 
   // pyexecd: started here unless given.

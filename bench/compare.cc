@@ -145,7 +145,7 @@ std::string FormatCompareTable(const CompareReport& r,
   const bool throughput_ok = throughput_ratio >= options.throughput_target;
 
   std::string out;
-  const char* row = "%-30s %16s %16s %8s %9s %6s\n";
+  static constexpr char row[] = "%-30s %16s %16s %8s %9s %6s\n";
   absl::StrAppendFormat(&out, row, "", "echo", "pyexec Eval", "ratio", "target",
                         "");
   absl::StrAppendFormat(&out, row, "p50 latency, 1 client",

@@ -60,9 +60,9 @@ absl::Status WriteZygoteReady(int control, const absl::Status& preload) {
   return WriteAll(control, text.data(), text.size());
 }
 
-absl::StatusOr<UniqueFd> ReceiveZygoteRequest(int control) {
-  uint32_t magic = 0;
-  iovec iov{&magic, sizeof(magic)};
+absl::StatusOr<ZygoteRequest> ReceiveZygoteRequest(int control) {
+  uint32_t header[2] = {0, 0};  // magic, private_dir length
+  iovec iov{header, sizeof(header)};
   alignas(cmsghdr) char control_buffer[CMSG_SPACE(sizeof(int))];
   msghdr msg{};
   msg.msg_iov = &iov;
@@ -83,10 +83,17 @@ absl::StatusOr<UniqueFd> ReceiveZygoteRequest(int control) {
       fd.reset(received);
     }
   }
-  if (n != sizeof(magic) || magic != kZygoteForkMagic || !fd.valid()) {
+  if (n != sizeof(header) || header[0] != kZygoteForkMagic || !fd.valid() ||
+      header[1] > 4096) {
     return absl::DataLossError("malformed zygote request");
   }
-  return fd;
+  ZygoteRequest request;
+  request.socket = std::move(fd);
+  request.private_dir.resize(header[1]);
+  absl::Status s = ReadAll(control, request.private_dir.data(), header[1],
+                           absl::InfiniteFuture());
+  if (!s.ok()) return s;
+  return request;
 }
 
 absl::Status WriteZygoteReply(int control, pid_t pid_or_errno) {
@@ -108,9 +115,11 @@ absl::Status ReadZygoteReady(int control, absl::Time deadline) {
   return absl::FailedPreconditionError(text);
 }
 
-absl::Status SendZygoteRequest(int control, int worker_socket) {
-  uint32_t magic = kZygoteForkMagic;
-  iovec iov{&magic, sizeof(magic)};
+absl::Status SendZygoteRequest(int control, int worker_socket,
+                               const std::string& private_dir) {
+  uint32_t header[2] = {kZygoteForkMagic,
+                        static_cast<uint32_t>(private_dir.size())};
+  iovec iov{header, sizeof(header)};
   alignas(cmsghdr) char control_buffer[CMSG_SPACE(sizeof(int))] = {};
   msghdr msg{};
   msg.msg_iov = &iov;
@@ -126,11 +135,11 @@ absl::Status SendZygoteRequest(int control, int worker_socket) {
   do {
     n = sendmsg(control, &msg, MSG_NOSIGNAL);
   } while (n < 0 && errno == EINTR);
-  if (n != static_cast<ssize_t>(sizeof(magic))) {
+  if (n != static_cast<ssize_t>(sizeof(header))) {
     return absl::UnavailableError(absl::StrCat("the zygote is gone (sendmsg: ",
                                                strerror(errno), ")"));
   }
-  return absl::OkStatus();
+  return WriteAll(control, private_dir.data(), private_dir.size());
 }
 
 absl::StatusOr<pid_t> ReadZygoteReply(int control, absl::Time deadline) {

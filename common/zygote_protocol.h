@@ -8,9 +8,11 @@
 //   zygote -> pyexecd, once:  ready   uint32 length + UTF-8 text; length 0
 //                                     means ready, else the preload failure
 //                                     (a Python traceback)
-//   pyexecd -> zygote:        request uint32 kZygoteForkMagic, with one
-//                                     socket attached (SCM_RIGHTS): the
-//                                     worker's end of its frame socket
+//   pyexecd -> zygote:        request uint32 kZygoteForkMagic, uint32
+//                                     length + the worker's private directory
+//                                     (may be empty), with one socket
+//                                     attached (SCM_RIGHTS): the worker's end
+//                                     of its frame socket
 //   zygote -> pyexecd:        reply   int32 pid of the forked worker, or
 //                                     -errno
 // Requests are answered in order, one at a time.
@@ -18,6 +20,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <string>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -28,17 +31,26 @@ namespace pyexec {
 
 inline constexpr uint32_t kZygoteForkMagic = 0x5a46524b;  // "ZFRK"
 
+// One fork request as the zygote receives it.
+struct ZygoteRequest {
+  // The worker's end of its frame socket.
+  UniqueFd socket;
+  // HOME/TMPDIR of the worker (ConfinementOptions::private_dir); may be "".
+  std::string private_dir;
+};
+
 // Zygote side. Blocking.
 absl::Status WriteZygoteReady(int control, const absl::Status& preload);
-// The attached socket; CANCELLED when pyexecd closed the control socket.
-absl::StatusOr<UniqueFd> ReceiveZygoteRequest(int control);
+// CANCELLED when pyexecd closed the control socket.
+absl::StatusOr<ZygoteRequest> ReceiveZygoteRequest(int control);
 absl::Status WriteZygoteReply(int control, pid_t pid_or_errno);
 
 // pyexecd side. Each waits at most until `deadline`, a MonotonicNow() time.
 // OK when the zygote is ready; FAILED_PRECONDITION with its traceback when
 // a preload failed; UNAVAILABLE if it died or timed out.
 absl::Status ReadZygoteReady(int control, absl::Time deadline);
-absl::Status SendZygoteRequest(int control, int worker_socket);
+absl::Status SendZygoteRequest(int control, int worker_socket,
+                               const std::string& private_dir);
 // The forked worker's pid. UNAVAILABLE if the zygote is gone or silent,
 // RESOURCE_EXHAUSTED if it could not fork.
 absl::StatusOr<pid_t> ReadZygoteReply(int control, absl::Time deadline);

@@ -36,9 +36,11 @@ TEST_F(ZygoteProtocolTest, RequestCarriesTheSocketAndReplyThePid) {
   int pair[2];
   ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, pair), 0);
   UniqueFd a(pair[0]), b(pair[1]);
-  ASSERT_TRUE(SendZygoteRequest(server_.get(), b.get()).ok());
-  absl::StatusOr<UniqueFd> got = ReceiveZygoteRequest(zygote_.get());
-  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_TRUE(SendZygoteRequest(server_.get(), b.get(), "/tmp/pyexec-w1").ok());
+  absl::StatusOr<ZygoteRequest> request = ReceiveZygoteRequest(zygote_.get());
+  ASSERT_TRUE(request.ok()) << request.status();
+  EXPECT_EQ(request->private_dir, "/tmp/pyexec-w1");
+  UniqueFd* got = &request->socket;
   // The received descriptor is the same socket: bytes written on `a` arrive.
   ASSERT_EQ(write(a.get(), "x", 1), 1);
   char c = 0;
@@ -61,7 +63,7 @@ TEST_F(ZygoteProtocolTest, ClosedOrSilentZygoteIsUnavailable) {
   zygote_.reset();
   EXPECT_EQ(ReadZygoteReply(server_.get(), Soon()).status().code(),
             absl::StatusCode::kUnavailable);
-  EXPECT_FALSE(SendZygoteRequest(server_.get(), 0).ok());
+  EXPECT_FALSE(SendZygoteRequest(server_.get(), 0, "").ok());
 }
 
 TEST_F(ZygoteProtocolTest, ClosedServerEndsTheZygoteLoop) {

@@ -6,6 +6,8 @@
 #include <sys/wait.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/logging.h"
+#include "context_pool/private_dir.h"
 
 namespace pyexec {
 
@@ -15,6 +17,17 @@ ChildProcess::~ChildProcess() {
     int status;
     waitpid(pid_, &status, 0);
   }
+  if (!private_dir_.empty()) {
+    if (absl::Status s = RemoveTree(private_dir_); !s.ok()) {
+      LogWarning(absl::StrCat("worker pid ", pid_,
+                              ": cannot remove its private directory: ",
+                              s.message()));
+    }
+  }
+}
+
+PrivateDirGuard::~PrivateDirGuard() {
+  if (!path_.empty()) RemoveTree(path_).IgnoreError();
 }
 
 void ChildProcess::Interrupt(uint64_t request_id) {

@@ -5,6 +5,7 @@
 
 #include <optional>
 #include <string>
+#include <utility>
 
 #include "common/unique_fd.h"
 #include "context_pool/worker_launcher.h"
@@ -17,9 +18,16 @@ namespace pyexec {
 // through a pidfd, which works for non-children too.
 class ChildProcess final : public WorkerProcess {
  public:
-  ChildProcess(pid_t pid, UniqueFd socket, UniqueFd pidfd)
-      : pid_(pid), socket_(std::move(socket)), pidfd_(std::move(pidfd)) {}
-  // Kills and reaps the process if that has not happened yet.
+  // `private_dir` (may be "") is the worker's HOME/TMPDIR, removed here.
+  ChildProcess(pid_t pid, UniqueFd socket, UniqueFd pidfd,
+               std::string private_dir = "")
+      : pid_(pid),
+        socket_(std::move(socket)),
+        pidfd_(std::move(pidfd)),
+        private_dir_(std::move(private_dir)) {}
+  // Kills and reaps the process if that has not happened yet. The pool
+  // destroys a worker once it has exited (at Unbind, expiry or death), so
+  // this is also where its private directory goes.
   ~ChildProcess() override;
 
   int pid() const override { return pid_; }
@@ -35,6 +43,7 @@ class ChildProcess final : public WorkerProcess {
   const pid_t pid_;
   UniqueFd socket_;
   UniqueFd pidfd_;
+  const std::string private_dir_;
   bool reaped_ = false;
   std::string description_;
 };
@@ -44,6 +53,21 @@ std::string SignalName(int signal);
 
 // Describes a wait status: "exited with code 3", "killed by signal SIGSEGV".
 std::string DescribeWaitStatus(int status);
+
+// Removes a worker's private directory unless released (to a ChildProcess),
+// so that a failed launch leaves nothing behind.
+class PrivateDirGuard {
+ public:
+  explicit PrivateDirGuard(std::string path) : path_(std::move(path)) {}
+  PrivateDirGuard(const PrivateDirGuard&) = delete;
+  PrivateDirGuard& operator=(const PrivateDirGuard&) = delete;
+  ~PrivateDirGuard();
+  const std::string& path() const { return path_; }
+  std::string Release() { return std::exchange(path_, std::string()); }
+
+ private:
+  std::string path_;
+};
 
 }  // namespace pyexec
 

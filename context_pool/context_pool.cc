@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/clock.h"
@@ -350,6 +351,7 @@ PoolStats ContextPool::GetStats() const {
   stats.workers_spawned = workers_spawned_;
   stats.workers_died = workers_died_;
   stats.calls_total = calls_total_;
+  stats.deaths_by_reason = deaths_by_reason_;
   return stats;
 }
 
@@ -713,6 +715,22 @@ void ContextPool::Condemn(Worker* w, const std::string& reason) {
   }
 }
 
+namespace {
+
+// A death's cause from a small fixed set (a metrics label): why the pool
+// condemned the worker, else how the process ended.
+const char* DeathCause(const std::string& condemned, const std::string& how) {
+  if (absl::StartsWith(condemned, "protocol error") ||
+      absl::StartsWith(condemned, "socket")) {
+    return "protocol_error";
+  }
+  if (absl::StrContains(condemned, "--kill_grace")) return "kill_grace";
+  if (absl::StartsWith(condemned, "not ready within")) return "startup_timeout";
+  return absl::StrContains(how, "signal") ? "signal" : "exit";
+}
+
+}  // namespace
+
 void ContextPool::Bury(Worker* w, const std::string& how, Deferred* deferred) {
   const uint64_t key = w->key;
   const bool expected = w->released || stopping_;
@@ -726,6 +744,7 @@ void ContextPool::Bury(Worker* w, const std::string& how, Deferred* deferred) {
                          ")"));
   } else {
     ++workers_died_;
+    ++deaths_by_reason_[DeathCause(w->condemned_reason, how)];
     LogWarning(absl::StrCat("worker lost: ", reason));
   }
   if (w->state == Worker::State::kStarting) --starting_;
@@ -809,7 +828,7 @@ void ContextPool::FireTimers(absl::Time now, Deferred* deferred) {
       }
       case TimerKind::kAcquireDeadline: {
         auto it = std::find_if(waiters_.begin(), waiters_.end(),
-                               [id](const auto& w) { return w->id == id; });
+                               [id = id](const auto& w) { return w->id == id; });
         if (it == waiters_.end()) break;
         AcquireDone done = std::move((*it)->done);
         waiters_.erase(it);

@@ -58,6 +58,9 @@ struct PoolStats {
   uint64_t workers_spawned = 0;
   uint64_t workers_died = 0;  // deaths the pool did not ask for
   uint64_t calls_total = 0;   // calls answered
+  // workers_died by cause, for metrics: "exit", "signal", "protocol_error",
+  // "kill_grace" (did not stop after an interrupt), "startup_timeout".
+  std::map<std::string, uint64_t> deaths_by_reason;
 };
 
 
@@ -238,6 +241,7 @@ class ContextPool {
   int open_calls_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t workers_spawned_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t workers_died_ ABSL_GUARDED_BY(mu_) = 0;
+  std::map<std::string, uint64_t> deaths_by_reason_ ABSL_GUARDED_BY(mu_);
   uint64_t calls_total_ ABSL_GUARDED_BY(mu_) = 0;
   int consecutive_spawn_failures_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Time next_spawn_attempt_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();

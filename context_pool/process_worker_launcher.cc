@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/unique_fd.h"
 #include "context_pool/child_process.h"
+#include "context_pool/private_dir.h"
 
 extern char** environ;
 
@@ -44,6 +45,7 @@ absl::StatusOr<pid_t> SpawnWorkerBinary(
   posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
                                       POSIX_SPAWN_SETPGROUP);
 
+  const ConfinementOptions& c = options.confinement;
   std::vector<std::string> args = {
       options.worker_binary,
       "--socket_fd=3",
@@ -54,6 +56,13 @@ absl::StatusOr<pid_t> SpawnWorkerBinary(
       absl::StrCat("--max_response_bytes=", options.max_response_bytes),
       absl::StrCat("--memory_limit_mb=", options.memory_limit_mb),
       absl::StrCat("--max_open_files=", options.max_open_files),
+      absl::StrCat("--uid=", c.uid),
+      absl::StrCat("--gid=", c.gid),
+      absl::StrCat("--max_processes=", c.max_processes),
+      absl::StrCat("--cpu_seconds=", c.cpu_seconds),
+      absl::StrCat("--max_file_bytes=", c.max_file_bytes),
+      absl::StrCat("--seccomp=", c.seccomp ? "true" : "false"),
+      absl::StrCat("--network=", c.network == WorkerNetwork::kNone ? "none" : "host"),
   };
   args.insert(args.end(), extra_args.begin(), extra_args.end());
   std::vector<char*> argv;
@@ -72,6 +81,13 @@ absl::StatusOr<pid_t> SpawnWorkerBinary(
   return pid;
 }
 
+absl::StatusOr<std::string> MakeWorkerPrivateDir(
+    const WorkerProcessOptions& options) {
+  if (options.private_dir_root.empty()) return std::string();
+  return CreatePrivateDir(options.private_dir_root, options.confinement.uid,
+                          options.confinement.gid);
+}
+
 absl::StatusOr<std::unique_ptr<WorkerProcess>> ProcessWorkerLauncher::Launch() {
   int pair[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
@@ -81,7 +97,11 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> ProcessWorkerLauncher::Launch() {
   UniqueFd ours(pair[0]);
   UniqueFd theirs(pair[1]);
 
-  absl::StatusOr<pid_t> spawned = SpawnWorkerBinary(options_, theirs.get(), {});
+  absl::StatusOr<std::string> dir = MakeWorkerPrivateDir(options_);
+  if (!dir.ok()) return dir.status();
+  PrivateDirGuard guard(*std::move(dir));
+  absl::StatusOr<pid_t> spawned = SpawnWorkerBinary(
+      options_, theirs.get(), {absl::StrCat("--private_dir=", guard.path())});
   if (!spawned.ok()) return spawned.status();
   const pid_t pid = *spawned;
   theirs.reset();
@@ -94,7 +114,9 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> ProcessWorkerLauncher::Launch() {
     return absl::InternalError(absl::StrCat("pidfd_open: ", strerror(errno)));
   }
   fcntl(ours.get(), F_SETFL, fcntl(ours.get(), F_GETFL) | O_NONBLOCK);
-  return std::make_unique<ChildProcess>(pid, std::move(ours), std::move(pidfd));
+  // The ChildProcess owns the directory now.
+  return std::make_unique<ChildProcess>(pid, std::move(ours), std::move(pidfd),
+                                        guard.Release());
 }
 
 }  // namespace pyexec

@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/limits.h"
+#include "worker/confinement.h"
 #include "context_pool/worker_launcher.h"
 
 namespace pyexec {
@@ -30,12 +31,20 @@ struct WorkerProcessOptions {
   uint64_t memory_limit_mb = 0;
   // RLIMIT_NOFILE, 0 = inherited.
   uint64_t max_open_files = 0;
+  // User, rlimits, seccomp and network applied by the worker itself
+  // (ConfineWorker). Its private_dir is ignored: see private_dir_root.
+  ConfinementOptions confinement;
+  // When set, each worker gets a fresh private directory under it (owned by
+  // confinement.uid/gid) as HOME, TMPDIR and working directory, removed once
+  // the worker has exited.
+  std::string private_dir_root;
 };
 
 // Starts pyexec_worker processes with posix_spawn. Each worker gets a Unix
 // socketpair end as fd 3, /dev/null as stdin, the server's stderr, its own
 // process group (so that Kill() also ends what user code started) and a pidfd
-// for exit notification.
+// for exit notification. The worker confines itself (ConfineWorker) with
+// options.confinement before it runs any user code.
 class ProcessWorkerLauncher final : public WorkerLauncher {
  public:
   explicit ProcessWorkerLauncher(WorkerProcessOptions options)
@@ -47,10 +56,14 @@ class ProcessWorkerLauncher final : public WorkerLauncher {
   const WorkerProcessOptions options_;
 };
 
+// Makes a private directory under options.private_dir_root for one worker;
+// "" when the root is unset.
+absl::StatusOr<std::string> MakeWorkerPrivateDir(const WorkerProcessOptions& options);
+
 // Starts options.worker_binary with `fd3` as its fd 3, stdin /dev/null,
 // stdout onto the server's stderr, default signal dispositions, an empty
 // signal mask and its own process group. The arguments carry the worker
-// settings, --parent_pid and `extra_args`.
+// settings and confinement, --parent_pid and `extra_args`.
 absl::StatusOr<pid_t> SpawnWorkerBinary(
     const WorkerProcessOptions& options, int fd3,
     const std::vector<std::string>& extra_args);

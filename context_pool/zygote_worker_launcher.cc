@@ -85,8 +85,9 @@ void ZygoteWorkerLauncher::StopZygoteLocked() {
   zygote_pid_ = 0;
 }
 
-absl::StatusOr<pid_t> ZygoteWorkerLauncher::ForkLocked(int worker_socket) {
-  absl::Status sent = SendZygoteRequest(control_.get(), worker_socket);
+absl::StatusOr<pid_t> ZygoteWorkerLauncher::ForkLocked(
+    int worker_socket, const std::string& private_dir) {
+  absl::Status sent = SendZygoteRequest(control_.get(), worker_socket, private_dir);
   if (!sent.ok()) return sent;
   return ReadZygoteReply(control_.get(), MonotonicNow() + zygote_.fork_timeout);
 }
@@ -99,6 +100,9 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> ZygoteWorkerLauncher::Launch() {
   }
   UniqueFd ours(pair[0]);
   UniqueFd theirs(pair[1]);
+  absl::StatusOr<std::string> dir = MakeWorkerPrivateDir(worker_);
+  if (!dir.ok()) return dir.status();
+  PrivateDirGuard guard(*std::move(dir));
 
   absl::StatusOr<pid_t> pid;
   {
@@ -109,7 +113,7 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> ZygoteWorkerLauncher::Launch() {
       if (!control_.valid()) {
         if (absl::Status s = StartZygoteLocked(); !s.ok()) return s;
       }
-      pid = ForkLocked(theirs.get());
+      pid = ForkLocked(theirs.get(), guard.path());
       if (pid.ok() || pid.status().code() != absl::StatusCode::kUnavailable) {
         break;
       }
@@ -131,7 +135,8 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> ZygoteWorkerLauncher::Launch() {
     return absl::InternalError(absl::StrCat("pidfd_open: ", strerror(errno)));
   }
   fcntl(ours.get(), F_SETFL, fcntl(ours.get(), F_GETFL) | O_NONBLOCK);
-  return std::make_unique<ChildProcess>(*pid, std::move(ours), std::move(pidfd));
+  return std::make_unique<ChildProcess>(*pid, std::move(ours), std::move(pidfd),
+                                        guard.Release());
 }
 
 pid_t ZygoteWorkerLauncher::zygote_pid() const {

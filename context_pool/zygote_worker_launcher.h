@@ -62,7 +62,8 @@ class ZygoteWorkerLauncher final : public WorkerLauncher {
  private:
   absl::Status StartZygoteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void StopZygoteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::StatusOr<pid_t> ForkLocked(int worker_socket)
+  absl::StatusOr<pid_t> ForkLocked(int worker_socket,
+                                   const std::string& private_dir)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const WorkerProcessOptions worker_;

@@ -589,6 +589,9 @@ class ServerTestCase(unittest.TestCase):
     def marker(self):
         """A fresh path; user code creates it to say that it is running."""
         d = tempfile.mkdtemp(prefix="pyexec_marker_")
+        # Workers run as an unprivileged user (--worker_user) when the tests
+        # run as root: they must be able to write here.
+        os.chmod(d, 0o777)
         self.addCleanup(shutil.rmtree, d, True)
         return os.path.join(d, "started")
 

@@ -7,12 +7,28 @@ PACKAGES=(
   # build
   bazel-bootstrap g++ protobuf-compiler protobuf-compiler-grpc
   libgrpc++-dev libprotobuf-dev libabsl-dev python3-dev grpc-proto
+  libseccomp-dev
   # tests and bench
   libgtest-dev libgmock-dev libbenchmark-dev python3-grpcio python3-protobuf
   procps
+  # Python client (TLS test certificates, type check), C++ CLI (line editing), C++ conformance (JSON)
+  openssl libedit-dev nlohmann-json3-dev mypy
+  # scale-out: /metrics server; balancer, manifest and metrics checks
+  libcivetweb-dev nginx-light haproxy prometheus python3-yaml util-linux
+  # fuzzing, sanitizers and -Wthread-safety (clang-14 and its compiler-rt)
+  clang-14 libclang-rt-14-dev
   # Erlang client
   erlang-nox erlang-dev rebar3 erlang-common-test erlang-eunit erlang-proper
+  # Go client (grpc-go needs golang/protobuf 1.5, not Debian's default 1.3)
+  golang-go golang-google-grpc-dev golang-google-protobuf-dev
+  golang-github-golang-protobuf-1-5-dev protoc-gen-go protoc-gen-go-grpc
 )
+
+# Node client: Debian's nodejs and npm, only when no node is on PATH (a newer
+# node that is already installed is used as it is).
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  PACKAGES+=(nodejs npm)
+fi
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
@@ -27,4 +43,21 @@ if ((${#missing[@]})); then
   if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
+
+# `kubectl kustomize` renders deploy/kubernetes for the scale-out tests. Any
+# kubectl will do; without one, Debian's kubernetes-client provides it.
+if ! command -v kubectl >/dev/null 2>&1; then
+  echo "install_deps: installing kubernetes-client (kubectl)" >&2
+  SUDO=""
+  if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends kubernetes-client >&2
+fi
+
+# The unprivileged user workers run as when pyexecd runs as root
+# (--worker_user); a dedicated one, so that RLIMIT_NPROC counts only workers.
+if [[ $(id -u) -eq 0 ]] && ! getent passwd pyexec-worker >/dev/null; then
+  useradd --system --no-create-home --home-dir /nonexistent \
+    --shell /usr/sbin/nologin pyexec-worker
 fi

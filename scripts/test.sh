@@ -6,6 +6,7 @@
 #
 #   scripts/test.sh                # everything
 #   SUITES="bazel python" scripts/test.sh
+#   SUITES="fuzz asan tsa" scripts/test.sh   # clang: fuzz smoke, sanitizers, -Wthread-safety
 #
 # Ends with one line "N passed, M failed" (suites) and exits non-zero if any
 # suite failed.
@@ -15,7 +16,7 @@ root="$(pwd)"
 
 scripts/install_deps.sh || exit 1
 
-suites="${SUITES:-bazel python erlang}"
+suites="${SUITES:-bazel python erlang pyclient scaleout go node fuzz asan tsa}"
 passed=0
 failed=0
 failed_names=()
@@ -54,6 +55,23 @@ for suite in $suites; do
     erlang)
       run_suite "Erlang client: EUnit and Common Test" \
         clients/erlang/run_tests.sh ;;
+    pyclient)
+      run_suite "Python client: unittest and conformance" clients/python/run_tests.sh ;;
+    scaleout)
+      run_suite "Scale-out: 3 replicas behind nginx and HAProxy, manifests, metrics" \
+        integration_tests/run_python_tests.sh test_scaleout ;;
+    go)
+      run_suite "Go client: go test with conformance" clients/go/run_tests.sh ;;
+    node)
+      run_suite "Node client: node --test" clients/node/run_tests.sh ;;
+    fuzz)
+      run_suite "libFuzzer smoke, 20 s per target (scripts/fuzz.sh)" scripts/fuzz.sh ;;
+    asan)
+      run_suite "ASan+UBSan: C++ unit tests and fuzz regressions (--config=asan)" \
+        bazel test --config=asan //common/... //context_pool/... //worker/... //server/... //clients/cpp/... ;;
+    tsa)
+      run_suite "clang thread-safety analysis build (--config=tsa)" \
+        bazel build --config=tsa //... ;;
     *)
       echo "unknown suite: $suite"; failed=$((failed + 1)); failed_names+=("$suite") ;;
   esac

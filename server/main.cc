@@ -2,6 +2,7 @@
 // Flags are defined here only; they fill ServerOptions.
 
 #include <limits.h>
+#include <pwd.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -16,7 +17,9 @@
 #include "absl/time/time.h"
 #include "common/limits.h"
 #include "common/logging.h"
+#include "context_pool/private_dir.h"
 #include "server/pyexec_server.h"
+#include "worker/confinement.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
           "host:port to listen on; port 0 picks a free port.");
@@ -57,12 +60,49 @@ ABSL_FLAG(uint64_t, worker_memory_limit_mb, 4096,
           "Address-space limit per worker in MiB (RLIMIT_AS); 0 = none.");
 ABSL_FLAG(uint64_t, worker_max_open_files, 1024,
           "Open-file limit per worker (RLIMIT_NOFILE); 0 = inherited.");
+ABSL_FLAG(std::string, worker_user, "",
+          "User the workers run as when pyexecd runs as root; default "
+          "pyexec-worker if that user exists, else nobody. \"root\" keeps "
+          "root (not recommended). Ignored when pyexecd is not root.");
+ABSL_FLAG(uint64_t, worker_max_processes, 512,
+          "RLIMIT_NPROC of workers: processes and threads of the worker "
+          "user, counted across all its workers; 0 = inherited.");
+ABSL_FLAG(uint64_t, worker_cpu_seconds, 0,
+          "RLIMIT_CPU of a worker: CPU seconds over its whole life (a "
+          "session's), after which it is killed; 0 = none.");
+ABSL_FLAG(uint64_t, worker_max_file_mb, 1024,
+          "RLIMIT_FSIZE of workers in MiB: largest file user code may "
+          "write; 0 = none.");
+ABSL_FLAG(bool, worker_seccomp, true,
+          "Install the workers' seccomp filter (refuses ptrace, mount, "
+          "namespaces, kernel modules, bpf, ... with EPERM).");
+ABSL_FLAG(std::string, worker_network, "host",
+          "host: workers share pyexecd's network; none: each worker gets an "
+          "empty network namespace (loopback only). pyexecd refuses to start "
+          "if the kernel does not allow it.");
+ABSL_FLAG(std::string, worker_home_root, "",
+          "Directory under which each worker gets a private HOME/TMPDIR, "
+          "removed when the worker ends; default a fresh "
+          "$TMPDIR/pyexecd-XXXXXX, removed at exit.");
 ABSL_FLAG(uint64_t, max_output_bytes, pyexec::kDefaultMaxOutputBytes,
           "Captured stdout and stderr per call, each; the rest is cut.");
 ABSL_FLAG(int, max_message_bytes, pyexec::kDefaultMaxMessageBytes,
           "Largest gRPC request or response.");
 ABSL_FLAG(int, max_value_depth, pyexec::kDefaultMaxValueDepth,
           "Deepest container nesting of values (at most 100).");
+ABSL_FLAG(std::string, advertise_address, "",
+          "HOST:PORT at which peers reach this replica; default: --listen "
+          "unless it is a wildcard. In Kubernetes: $(POD_IP):50051.");
+ABSL_FLAG(std::vector<std::string>, peers, {},
+          "The replicas, this one included: comma-separated HOST:PORT or "
+          "dns:///NAME:PORT (re-resolved periodically, e.g. a headless "
+          "Service). Calls on a session another replica owns are forwarded "
+          "there. Empty: run alone.");
+ABSL_FLAG(absl::Duration, peers_refresh_interval, absl::Seconds(5),
+          "How often dns:/// --peers entries are resolved again.");
+ABSL_FLAG(std::string, metrics_listen, "",
+          "HOST:PORT serving Prometheus metrics at GET /metrics; empty: "
+          "none.");
 
 namespace pyexec {
 namespace {
@@ -79,6 +119,34 @@ std::string DefaultWorkerBinary() {
     if (access(candidate.c_str(), X_OK) == 0) return candidate;
   }
   return dir + "/pyexec_worker";
+}
+
+// Fills the worker confinement from the flags. Errors name the flag.
+absl::Status ConfinementFromFlags(ConfinementOptions* c) {
+  if (geteuid() == 0) {
+    std::string user = absl::GetFlag(FLAGS_worker_user);
+    if (user.empty()) user = getpwnam("pyexec-worker") != nullptr ? "pyexec-worker" : "nobody";
+    const passwd* pw = getpwnam(user.c_str());
+    if (pw == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--worker_user=", user, ": no such user"));
+    }
+    c->uid = pw->pw_uid;
+    c->gid = pw->pw_gid;
+    if (pw->pw_uid == 0) LogWarning("--worker_user=root: workers run as root");
+  } else if (!absl::GetFlag(FLAGS_worker_user).empty()) {
+    LogWarning("--worker_user is ignored: pyexecd does not run as root");
+  }
+  c->max_processes = absl::GetFlag(FLAGS_worker_max_processes);
+  c->cpu_seconds = absl::GetFlag(FLAGS_worker_cpu_seconds);
+  c->max_file_bytes = absl::GetFlag(FLAGS_worker_max_file_mb) << 20;
+  c->seccomp = absl::GetFlag(FLAGS_worker_seccomp);
+  if (!ParseWorkerNetwork(absl::GetFlag(FLAGS_worker_network), &c->network)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--worker_network=", absl::GetFlag(FLAGS_worker_network),
+        ": must be host or none"));
+  }
+  return absl::OkStatus();
 }
 
 ServerOptions OptionsFromFlags() {
@@ -112,10 +180,54 @@ ServerOptions OptionsFromFlags() {
   o.zygote.preload_file = absl::GetFlag(FLAGS_preload_file);
   o.worker.memory_limit_mb = absl::GetFlag(FLAGS_worker_memory_limit_mb);
   o.worker.max_open_files = absl::GetFlag(FLAGS_worker_max_open_files);
+  o.advertise_address = absl::GetFlag(FLAGS_advertise_address);
+  for (const std::string& peer : absl::GetFlag(FLAGS_peers)) {
+    if (!peer.empty()) o.peers.push_back(peer);
+  }
+  o.peers_refresh_interval =
+      std::max(absl::GetFlag(FLAGS_peers_refresh_interval), absl::Milliseconds(100));
+  o.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   return o;
 }
 
+// Creates the private directory root and proves, in a forked child, that a
+// worker can be confined as configured (user, rlimits, a private directory
+// under the root, seccomp, network namespace). Runs before any thread
+// exists. Returns the root if pyexecd created it (to remove at exit).
+absl::StatusOr<std::string> PrepareWorkerConfinement(WorkerProcessOptions* worker) {
+  if (absl::Status s = ConfinementFromFlags(&worker->confinement); !s.ok()) return s;
+  const std::string given = absl::GetFlag(FLAGS_worker_home_root);
+  absl::StatusOr<std::string> root = CreatePrivateDirRoot(given);
+  if (!root.ok()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("--worker_home_root: ", root.status().message()));
+  }
+  worker->private_dir_root = *root;
+  std::string created = given.empty() ? *root : "";
+  ConfinementOptions probe = worker->confinement;
+  absl::StatusOr<std::string> dir =
+      CreatePrivateDir(*root, probe.uid, probe.gid);
+  absl::Status checked = dir.status();
+  if (dir.ok()) {
+    probe.private_dir = *dir;
+    checked = CheckConfinement(probe);
+    RemoveTree(*dir).IgnoreError();
+  }
+  if (!checked.ok()) {
+    if (!created.empty()) RemoveTree(created).IgnoreError();
+    return checked;
+  }
+  return created;
+}
+
 int Run() {
+  ServerOptions options = OptionsFromFlags();
+  absl::StatusOr<std::string> created_root = PrepareWorkerConfinement(&options.worker);
+  if (!created_root.ok()) {
+    LogError(absl::StrCat("cannot start: ", created_root.status().message()));
+    return 1;
+  }
+
   // Block the stop signals in every thread (threads inherit the mask) and
   // take them synchronously below.
   sigset_t stop_signals;
@@ -125,11 +237,15 @@ int Run() {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
-  PyExecServer server(OptionsFromFlags());
+  auto remove_root = [&created_root] {
+    if (!created_root->empty()) RemoveTree(*created_root).IgnoreError();
+  };
+  PyExecServer server(std::move(options));
   absl::StatusOr<std::string> address = server.Start();
   if (!address.ok()) {
     LogError(absl::StrCat("cannot start: ", address.status().message()));
     server.Shutdown();
+    remove_root();
     return 1;
   }
   std::printf("listening on %s\n", address->c_str());
@@ -139,7 +255,7 @@ int Run() {
   sigwait(&stop_signals, &signal_number);
   LogInfo(absl::StrCat("received ", signal_number == SIGTERM ? "SIGTERM" : "SIGINT"));
   // A second signal during the drain stops at once.
-  std::thread second([&stop_signals, &server] {
+  std::thread second([&stop_signals] {
     int again = 0;
     sigwait(&stop_signals, &again);
     LogWarning("second stop signal: stopping now");
@@ -148,6 +264,7 @@ int Run() {
   second.detach();
   server.Drain();
   server.Shutdown();
+  remove_root();
   return 0;
 }
 

@@ -199,7 +199,14 @@ v1::GetStatsResponse PyExecCore::GetStats() const {
   response.set_workers_died(stats.workers_died);
   response.set_calls_total(stats.calls_total);
   response.set_sessions(static_cast<uint32_t>(sessions_->size()));
+  absl::MutexLock lock(&replica_mu_);
+  response.set_replica(replica_);
   return response;
+}
+
+void PyExecCore::SetReplica(std::string replica) {
+  absl::MutexLock lock(&replica_mu_);
+  replica_ = std::move(replica);
 }
 
 void PyExecCore::ReapExpiredSessions() {

@@ -5,6 +5,7 @@
 #include <memory>
 #include <string>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -77,6 +78,9 @@ class PyExecCore {
   void Cancel(CallId call) { pool_->Cancel(call); }
 
   v1::GetStatsResponse GetStats() const;
+  // This replica's advertised address, reported by GetStats. Set once the
+  // port is known (it may be picked at listen time).
+  void SetReplica(std::string replica) ABSL_LOCKS_EXCLUDED(replica_mu_);
 
   // Unbinds sessions idle past their timeout.
   void ReapExpiredSessions();
@@ -93,6 +97,8 @@ class PyExecCore {
   const CoreOptions options_;
   SessionTable* const sessions_;
   ContextPool* const pool_;
+  mutable absl::Mutex replica_mu_;
+  std::string replica_ ABSL_GUARDED_BY(replica_mu_);
 };
 
 // A short, loggable prefix of a session token (never log whole tokens).

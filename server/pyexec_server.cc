@@ -2,6 +2,7 @@
 
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
 #include "grpc/health/v1/health.pb.h"
@@ -13,6 +14,11 @@ namespace pyexec {
 namespace {
 
 constexpr char kPyExecServiceName[] = "pyexec.v1.PyExec";
+
+bool IsWildcardHost(absl::string_view host) {
+  return host.empty() || host == "0.0.0.0" || host == "[::]" || host == "::" ||
+         host == "*";
+}
 
 }  // namespace
 
@@ -28,6 +34,44 @@ PyExecServer::PyExecServer(ServerOptions options)
 
 PyExecServer::~PyExecServer() { Shutdown(); }
 
+absl::StatusOr<std::string> PyExecServer::AdvertiseAddress() const {
+  if (!options_.advertise_address.empty()) return options_.advertise_address;
+  size_t colon = options_.listen.rfind(':');
+  absl::string_view host = colon == std::string::npos
+                               ? absl::string_view()
+                               : absl::string_view(options_.listen).substr(0, colon);
+  if (options_.peers.empty()) return std::string();  // filled in once listening
+  if (IsWildcardHost(host)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--listen=", options_.listen,
+        " is a wildcard: with --peers, set --advertise_address to the address "
+        "peers reach this replica at (in Kubernetes: $(POD_IP):PORT)"));
+  }
+  if (absl::EndsWith(options_.listen, ":0")) {
+    return absl::InvalidArgumentError(
+        "with --peers and --listen on port 0, set --advertise_address: peers "
+        "must know the port in advance");
+  }
+  return options_.listen;
+}
+
+MetricsSnapshot PyExecServer::Snapshot() const {
+  PoolStats stats = pool_->GetStats();
+  MetricsSnapshot s;
+  s.idle_workers = stats.available_workers;
+  s.busy_workers = stats.busy_workers;
+  s.bound_workers = stats.checked_out;
+  s.starting_workers = stats.starting_workers;
+  s.max_workers = pool_->max_workers();
+  s.pending_calls = stats.pending_requests;
+  s.sessions = static_cast<int>(sessions_->size());
+  s.draining = draining_.load();
+  s.peers = peers_ == nullptr ? 0 : peers_->size();
+  s.workers_spawned = stats.workers_spawned;
+  s.worker_deaths = std::move(stats.deaths_by_reason);
+  return s;
+}
+
 absl::StatusOr<std::string> PyExecServer::Start() {
   // The zygote is exec'd first, before any gRPC thread exists, and is the
   // only process that forks (grpc/grpc#22624).
@@ -40,8 +84,33 @@ absl::StatusOr<std::string> PyExecServer::Start() {
   } else {
     launcher = std::make_unique<ProcessWorkerLauncher>(options_.worker);
   }
+  absl::StatusOr<std::string> advertise = AdvertiseAddress();
+  if (!advertise.ok()) return advertise.status();
+  std::string token_prefix;
+  if (!options_.peers.empty()) {
+    PeerSetOptions peer_options;
+    peer_options.entries = options_.peers;
+    peer_options.self_address = *advertise;
+    peer_options.refresh_interval = options_.peers_refresh_interval;
+    const int max_message_bytes = options_.max_message_bytes;
+    peer_options.make_channel = [max_message_bytes](const std::string& address) {
+      return PeerChannel(address, max_message_bytes);
+    };
+    absl::StatusOr<std::unique_ptr<PeerSet>> peers =
+        PeerSet::Create(std::move(peer_options));
+    if (!peers.ok()) return peers.status();
+    peers_ = std::move(*peers);
+    token_prefix = absl::StrCat(peers_->self_id(), ".");
+  }
+  if (!options_.metrics_listen.empty()) {
+    metrics_ = std::make_unique<Metrics>([this] { return Snapshot(); });
+  }
+  if (peers_ != nullptr) {
+    forwarder_ = std::make_unique<Forwarder>(peers_.get(), metrics_.get(),
+                                             options_.default_timeout);
+  }
   pool_ = std::make_unique<ContextPool>(options_.pool, std::move(launcher));
-  sessions_ = std::make_unique<SessionTable>();
+  sessions_ = std::make_unique<SessionTable>(MonotonicNow, token_prefix);
   core_ = std::make_unique<PyExecCore>(options_.core, sessions_.get(),
                                        pool_.get());
   PyExecCore* core = core_.get();
@@ -49,7 +118,8 @@ absl::StatusOr<std::string> PyExecServer::Start() {
       [core](WorkerId worker, const std::string& reason) {
         core->OnWorkerLost(worker, reason);
       });
-  service_ = std::make_unique<PyExecService>(core, options_.default_timeout);
+  service_ = std::make_unique<PyExecService>(
+      core, options_.default_timeout, forwarder_.get(), metrics_.get());
 
   // Link the health messages' descriptors so that reflection can describe
   // the built-in Health service.
@@ -77,6 +147,8 @@ absl::StatusOr<std::string> PyExecServer::Start() {
         absl::StrCat("cannot listen on ", options_.listen));
   }
   SetServing(false);
+  std::string address = WithPort(options_.listen, port);
+  core_->SetReplica(advertise->empty() ? address : *advertise);
 
   if (absl::Status s = pool_->Start(); !s.ok()) return s;
   if (!pool_->WaitUntilWarm(options_.warmup_timeout)) {
@@ -86,8 +158,22 @@ absl::StatusOr<std::string> PyExecServer::Start() {
         " (is --worker_binary right? see the log above)"));
   }
   reaper_ = std::thread([this] { ReaperLoop(); });
+  if (peers_ != nullptr) {
+    peers_->Start();
+    LogInfo(absl::StrCat("replica ", peers_->self_id(), " advertised as ",
+                         *advertise, "; ", peers_->size(), " peers found"));
+  }
+  if (metrics_ != nullptr) {
+    Metrics* metrics = metrics_.get();
+    absl::StatusOr<std::unique_ptr<MetricsHttpServer>> http =
+        MetricsHttpServer::Start(options_.metrics_listen,
+                                 [metrics] { return metrics->Render(); });
+    if (!http.ok()) return http.status();
+    metrics_http_ = std::move(*http);
+    LogInfo(absl::StrCat("metrics on http://", metrics_http_->address(),
+                         "/metrics"));
+  }
   SetServing(true);
-  std::string address = WithPort(options_.listen, port);
   LogInfo(absl::StrCat("serving on ", address, " with ", options_.pool.workers,
                        " warm workers, at most ", options_.pool.max_workers,
                        " sessions"));
@@ -114,6 +200,7 @@ bool PyExecServer::Drain() {
                        absl::FormatDuration(options_.drain_timeout),
                        " for calls in flight"));
   SetServing(false);
+  draining_ = true;
   pool_->BeginDrain();
   bool finished =
       pool_->WaitForCallsToFinish(absl::Now() + options_.drain_timeout);
@@ -124,6 +211,8 @@ bool PyExecServer::Drain() {
 void PyExecServer::Shutdown() {
   if (shut_down_) return;
   shut_down_ = true;
+  // Scrapes read the pool: stop them before it goes.
+  metrics_http_.reset();
   if (reaper_.joinable()) {
     stop_reaper_.Notify();
     reaper_.join();

@@ -1,9 +1,11 @@
 #ifndef PYEXEC_SERVER_PYEXEC_SERVER_H_
 #define PYEXEC_SERVER_PYEXEC_SERVER_H_
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/synchronization/notification.h"
@@ -13,6 +15,10 @@
 #include "context_pool/process_worker_launcher.h"
 #include "context_pool/zygote_worker_launcher.h"
 #include "grpcpp/server.h"
+#include "server/forwarder.h"
+#include "server/metrics.h"
+#include "server/metrics_http.h"
+#include "server/peer_set.h"
 #include "server/pyexec_core.h"
 #include "server/pyexec_service.h"
 #include "server/reflection_service.h"
@@ -51,6 +57,16 @@ struct ServerOptions {
   int max_message_bytes = kDefaultMaxMessageBytes;
   // How long start-up waits for the warm pool.
   absl::Duration warmup_timeout = absl::Seconds(60);
+  // How peers reach this replica (HOST:PORT). Empty: the listen address,
+  // unless that is a wildcard.
+  std::string advertise_address;
+  // The replicas, this one included: "HOST:PORT" or "dns:///NAME:PORT".
+  // Empty: run alone, exactly as without scale-out.
+  std::vector<std::string> peers;
+  // How often dns:/// peers are resolved again.
+  absl::Duration peers_refresh_interval = absl::Seconds(5);
+  // HOST:PORT of the Prometheus endpoint (GET /metrics); empty: none.
+  std::string metrics_listen;
 };
 
 // pyexecd: the gRPC server, the pool, the session table, health and
@@ -78,7 +94,16 @@ class PyExecServer {
   void SetServing(bool serving);
   void ReaperLoop();
 
+  // The advertised address: options_.advertise_address or its default.
+  absl::StatusOr<std::string> AdvertiseAddress() const;
+  MetricsSnapshot Snapshot() const;
+
   const ServerOptions options_;
+  std::atomic<bool> draining_{false};
+  std::unique_ptr<PeerSet> peers_;
+  std::unique_ptr<Metrics> metrics_;
+  std::unique_ptr<Forwarder> forwarder_;
+  std::unique_ptr<MetricsHttpServer> metrics_http_;
   std::unique_ptr<ContextPool> pool_;
   std::unique_ptr<SessionTable> sessions_;
   std::unique_ptr<PyExecCore> core_;

@@ -9,12 +9,36 @@
 namespace pyexec {
 namespace {
 
+// A unary reactor that counts its answer (RPC, code, latency) in Metrics.
+class MeteredReactor : public grpc::ServerUnaryReactor {
+ public:
+  MeteredReactor(Metrics* metrics, Rpc rpc)
+      : metrics_(metrics), rpc_(rpc), received_(absl::Now()) {}
+
+  // Counts and finishes the call; `this` may be gone afterwards.
+  void Answer(const absl::Status& status) {
+    grpc::Status reply = ToGrpcStatus(status);
+    if (metrics_ != nullptr) {
+      metrics_->RecordCall(rpc_, reply.error_code(), absl::Now() - received_);
+    }
+    Finish(reply);
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  Metrics* const metrics_;
+  const Rpc rpc_;
+  const absl::Time received_;
+};
+
 // A unary reactor whose call runs on the pool. OnCancel (client cancelled or
 // disconnected, or the deadline passed) interrupts the Python code; the pool
 // then answers and Finish runs as usual.
-class PoolCallReactor final : public grpc::ServerUnaryReactor {
+class PoolCallReactor final : public MeteredReactor {
  public:
-  explicit PoolCallReactor(PyExecCore* core) : core_(core) {}
+  PoolCallReactor(PyExecCore* core, Metrics* metrics, Rpc rpc)
+      : MeteredReactor(metrics, rpc), core_(core) {}
 
   // Submits through `start`, which returns the pool's CallId. `done` may
   // Finish the call on another thread before `start` returns; touching `this`
@@ -22,7 +46,7 @@ class PoolCallReactor final : public grpc::ServerUnaryReactor {
   // handler, which calls Run, has returned the reactor.
   template <typename Start>
   void Run(Start start) {
-    CallId id = start([this](absl::Status status) { Finish(ToGrpcStatus(status)); });
+    CallId id = start([this](absl::Status status) { Answer(status); });
     absl::MutexLock lock(&mu_);
     call_ = id;
     // OnCancel may have run before we knew the id.
@@ -39,8 +63,6 @@ class PoolCallReactor final : public grpc::ServerUnaryReactor {
     if (id != 0) core_->Cancel(id);
   }
 
-  void OnDone() override { delete this; }
-
  private:
   PyExecCore* const core_;
   absl::Mutex mu_;
@@ -51,8 +73,10 @@ class PoolCallReactor final : public grpc::ServerUnaryReactor {
 // A Bind: OnCancel (client cancelled or disconnected, or the deadline
 // passed) tells the core, so that no session outlives its client's
 // interest.
-class BindReactor final : public grpc::ServerUnaryReactor {
+class BindReactor final : public MeteredReactor {
  public:
+  BindReactor(Metrics* metrics, Rpc rpc) : MeteredReactor(metrics, rpc) {}
+
   void Start(std::shared_ptr<BindHandle> handle) {
     bool cancelled;
     {
@@ -74,23 +98,16 @@ class BindReactor final : public grpc::ServerUnaryReactor {
     if (handle != nullptr) handle->Cancel();
   }
 
-  void OnDone() override { delete this; }
-
  private:
   absl::Mutex mu_;
   std::shared_ptr<BindHandle> handle_ ABSL_GUARDED_BY(mu_);
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
 };
 
-// A reactor for RPCs answered without the pool.
-class SimpleReactor final : public grpc::ServerUnaryReactor {
- public:
-  void OnDone() override { delete this; }
-};
-
-grpc::ServerUnaryReactor* Finished(const absl::Status& status) {
-  auto* reactor = new SimpleReactor();
-  reactor->Finish(ToGrpcStatus(status));
+grpc::ServerUnaryReactor* Finished(const absl::Status& status, Metrics* metrics,
+                                   Rpc rpc) {
+  auto* reactor = new MeteredReactor(metrics, rpc);
+  reactor->Answer(status);
   return reactor;
 }
 
@@ -104,38 +121,63 @@ absl::Time PyExecService::DeadlineOf(
   return std::min(absl::FromChrono(deadline), fallback + absl::Hours(24 * 365));
 }
 
+grpc::ServerUnaryReactor* PyExecService::RouteElsewhere(
+    grpc::CallbackServerContext* context, const std::string& session, Rpc rpc,
+    absl::Time received, Forwarder::StartCall forward) {
+  if (forwarder_ == nullptr) return nullptr;
+  absl::StatusOr<std::shared_ptr<const Peer>> owner =
+      forwarder_->Route(context, session, rpc);
+  if (!owner.ok()) return Finished(owner.status(), metrics_, rpc);
+  if (*owner == nullptr) return nullptr;
+  return forwarder_->Forward(context, std::move(*owner), rpc, received,
+                             std::move(forward));
+}
+
 grpc::ServerUnaryReactor* PyExecService::Bind(
     grpc::CallbackServerContext* context, const v1::BindRequest* request,
     v1::BindResponse* response) {
   if (absl::Status bad = v1::MalformedRequestError(*request); !bad.ok()) {
-    return Finished(bad);
+    return Finished(bad, metrics_, Rpc::kBind);
   }
-  auto* reactor = new BindReactor();
+  auto* reactor = new BindReactor(metrics_, Rpc::kBind);
   reactor->Start(core_->Bind(*request, DeadlineOf(*context), response,
-                             [reactor](absl::Status status) {
-                               reactor->Finish(ToGrpcStatus(status));
-                             }));
+                             [reactor](absl::Status status) { reactor->Answer(status); }));
   return reactor;
 }
 
 grpc::ServerUnaryReactor* PyExecService::Unbind(
-    grpc::CallbackServerContext* /*context*/, const v1::UnbindRequest* request,
-    v1::UnbindResponse* /*response*/) {
+    grpc::CallbackServerContext* context, const v1::UnbindRequest* request,
+    v1::UnbindResponse* response) {
   if (absl::Status bad = v1::MalformedRequestError(*request); !bad.ok()) {
-    return Finished(bad);
+    return Finished(bad, metrics_, Rpc::kUnbind);
   }
-  return Finished(core_->Unbind(*request));
+  if (grpc::ServerUnaryReactor* elsewhere = RouteElsewhere(
+          context, request->session(), Rpc::kUnbind, absl::Now(),
+          [request, response](const Peer& peer, grpc::ClientContext* client,
+                              std::function<void(grpc::Status)> done) {
+            peer.stub->async()->Unbind(client, request, response,
+                                       std::move(done));
+          })) {
+    return elsewhere;
+  }
+  return Finished(core_->Unbind(*request), metrics_, Rpc::kUnbind);
 }
 
 template <typename Request, typename Response>
 grpc::ServerUnaryReactor* PyExecService::RunOnPool(
     grpc::CallbackServerContext* context, const Request* request,
-    Response* response,
-    CallId (PyExecCore::*run)(const Request&, absl::Time, Response*, RpcDone)) {
+    Response* response, Rpc rpc,
+    CallId (PyExecCore::*run)(const Request&, absl::Time, Response*, RpcDone),
+    Forwarder::StartCall forward) {
+  const absl::Time received = absl::Now();
   if (absl::Status bad = v1::MalformedRequestError(*request); !bad.ok()) {
-    return Finished(bad);
+    return Finished(bad, metrics_, rpc);
   }
-  auto* reactor = new PoolCallReactor(core_);
+  if (grpc::ServerUnaryReactor* elsewhere = RouteElsewhere(
+          context, request->session(), rpc, received, std::move(forward))) {
+    return elsewhere;
+  }
+  auto* reactor = new PoolCallReactor(core_, metrics_, rpc);
   reactor->Run([&](RpcDone done) {
     return (core_->*run)(*request, DeadlineOf(*context), response,
                          std::move(done));
@@ -146,26 +188,41 @@ grpc::ServerUnaryReactor* PyExecService::RunOnPool(
 grpc::ServerUnaryReactor* PyExecService::Eval(
     grpc::CallbackServerContext* context, const v1::EvalRequest* request,
     v1::EvalResponse* response) {
-  return RunOnPool(context, request, response, &PyExecCore::Eval);
+  return RunOnPool(context, request, response, Rpc::kEval, &PyExecCore::Eval,
+                   [request, response](const Peer& peer, grpc::ClientContext* client,
+                                       std::function<void(grpc::Status)> done) {
+                     peer.stub->async()->Eval(client, request, response,
+                                              std::move(done));
+                   });
 }
 
 grpc::ServerUnaryReactor* PyExecService::Exec(
     grpc::CallbackServerContext* context, const v1::ExecRequest* request,
     v1::ExecResponse* response) {
-  return RunOnPool(context, request, response, &PyExecCore::Exec);
+  return RunOnPool(context, request, response, Rpc::kExec, &PyExecCore::Exec,
+                   [request, response](const Peer& peer, grpc::ClientContext* client,
+                                       std::function<void(grpc::Status)> done) {
+                     peer.stub->async()->Exec(client, request, response,
+                                              std::move(done));
+                   });
 }
 
 grpc::ServerUnaryReactor* PyExecService::Call(
     grpc::CallbackServerContext* context, const v1::CallRequest* request,
     v1::CallResponse* response) {
-  return RunOnPool(context, request, response, &PyExecCore::Call);
+  return RunOnPool(context, request, response, Rpc::kCall, &PyExecCore::Call,
+                   [request, response](const Peer& peer, grpc::ClientContext* client,
+                                       std::function<void(grpc::Status)> done) {
+                     peer.stub->async()->Call(client, request, response,
+                                              std::move(done));
+                   });
 }
 
 grpc::ServerUnaryReactor* PyExecService::GetStats(
     grpc::CallbackServerContext* /*context*/,
     const v1::GetStatsRequest* /*request*/, v1::GetStatsResponse* response) {
   *response = core_->GetStats();
-  return Finished(absl::OkStatus());
+  return Finished(absl::OkStatus(), metrics_, Rpc::kGetStats);
 }
 
 }  // namespace pyexec

@@ -3,6 +3,8 @@
 
 #include "absl/time/time.h"
 #include "pyexec/v1/pyexec.grpc.pb.h"
+#include "server/forwarder.h"
+#include "server/metrics.h"
 #include "server/pyexec_core.h"
 
 namespace pyexec {
@@ -10,13 +12,18 @@ namespace pyexec {
 // The pyexec.v1.PyExec gRPC service on the callback API. Stateless and thin:
 // per RPC it works out the deadline, calls PyExecCore, wires client
 // cancellation to the pool and converts the status. No handler blocks: the
-// reply completes the reactor from the pool's thread.
+// reply completes the reactor from the pool's thread. Calls on sessions that
+// another replica owns go to the Forwarder instead; every answer is counted
+// in Metrics.
 class PyExecService final : public v1::PyExec::CallbackService {
  public:
-  // `core` must outlive the service. Calls without a deadline get
-  // `default_timeout`.
-  PyExecService(PyExecCore* core, absl::Duration default_timeout)
-      : core_(core), default_timeout_(default_timeout) {}
+  // `core` must outlive the service, and so must `forwarder` and `metrics`
+  // when given (null: run alone, count nothing). Calls without a deadline
+  // get `default_timeout`.
+  PyExecService(PyExecCore* core, absl::Duration default_timeout,
+                const Forwarder* forwarder = nullptr, Metrics* metrics = nullptr)
+      : core_(core), default_timeout_(default_timeout), forwarder_(forwarder),
+        metrics_(metrics) {}
 
   grpc::ServerUnaryReactor* Bind(grpc::CallbackServerContext* context,
                                  const v1::BindRequest* request,
@@ -43,14 +50,24 @@ class PyExecService final : public v1::PyExec::CallbackService {
   template <typename Request, typename Response>
   grpc::ServerUnaryReactor* RunOnPool(
       grpc::CallbackServerContext* context, const Request* request,
-      Response* response,
-      CallId (PyExecCore::*run)(const Request&, absl::Time, Response*, RpcDone));
+      Response* response, Rpc rpc,
+      CallId (PyExecCore::*run)(const Request&, absl::Time, Response*, RpcDone),
+      Forwarder::StartCall forward);
+
+  // Non-null when the session's owner is another replica: the reactor of
+  // the forwarded call, or of the NOT_FOUND for an unknown owner.
+  grpc::ServerUnaryReactor* RouteElsewhere(grpc::CallbackServerContext* context,
+                                           const std::string& session, Rpc rpc,
+                                           absl::Time received,
+                                           Forwarder::StartCall forward);
 
   // The call's deadline, or now + default_timeout when it has none.
   absl::Time DeadlineOf(const grpc::CallbackServerContext& context) const;
 
   PyExecCore* const core_;
   const absl::Duration default_timeout_;
+  const Forwarder* const forwarder_;
+  Metrics* const metrics_;
 };
 
 }  // namespace pyexec

@@ -25,7 +25,7 @@ std::string NewSessionToken() {
 }
 
 std::string SessionTable::Add(WorkerId worker, absl::Duration idle_timeout) {
-  std::string token = NewSessionToken();
+  std::string token = token_prefix_ + NewSessionToken();
   absl::MutexLock lock(&mu_);
   sessions_[token] = Session{worker, idle_timeout, now_()};
   by_worker_[worker] = token;

@@ -19,15 +19,19 @@ namespace pyexec {
 // Maps session tokens to the workers checked out for them and tracks idle
 // deadlines.
 //
-// Tokens carry 128 bits from the OS CSPRNG (getrandom), hex-encoded. A
+// Tokens carry 128 bits from the OS CSPRNG (getrandom), hex-encoded, after
+// an optional fixed prefix that names the owning replica. A
 // session whose calls are in flight never expires; its idle clock restarts
 // when its last call ends. Thread-safe.
 class SessionTable {
  public:
-  // `now` is injected so that tests control time. Idle expiry runs on the
-  // monotonic clock, so that setting the wall clock expires nothing.
-  explicit SessionTable(std::function<absl::Time()> now = MonotonicNow)
-      : now_(std::move(now)) {}
+  // `now` is injected so that tests control time; idle expiry runs on the
+  // monotonic clock, so that setting the wall clock expires nothing. Tokens
+  // start with `token_prefix` (with --peers: "<replica id>.", see
+  // peer_set.h).
+  explicit SessionTable(std::function<absl::Time()> now = MonotonicNow,
+                        std::string token_prefix = "")
+      : now_(std::move(now)), token_prefix_(std::move(token_prefix)) {}
 
   // Registers a session for `worker` and returns its new token.
   std::string Add(WorkerId worker, absl::Duration idle_timeout);
@@ -60,6 +64,7 @@ class SessionTable {
   };
 
   const std::function<absl::Time()> now_;
+  const std::string token_prefix_;
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, Session> sessions_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<WorkerId, std::string> by_worker_ ABSL_GUARDED_BY(mu_);

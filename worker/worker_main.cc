@@ -45,6 +45,7 @@
 #include "common/zygote_protocol.h"
 #include "pyexec/v1/worker.pb.h"
 #include "worker/py_ref.h"
+#include "worker/confinement.h"
 #include "worker/python_runner.h"
 
 ABSL_FLAG(int, socket_fd, 3, "Inherited socket connected to pyexecd.");
@@ -70,6 +71,18 @@ ABSL_FLAG(uint64_t, max_response_bytes, pyexec::kDefaultMaxMessageBytes,
 ABSL_FLAG(uint64_t, memory_limit_mb, 0,
           "Address-space limit (RLIMIT_AS) in MiB; 0 = none.");
 ABSL_FLAG(uint64_t, max_open_files, 0, "RLIMIT_NOFILE; 0 = inherited.");
+// Confinement (ConfinementOptions); pyexecd passes all of them. The zygote
+// applies none to itself: each forked worker confines itself.
+ABSL_FLAG(int64_t, uid, -1, "Run as this uid when started as root; -1 = keep.");
+ABSL_FLAG(int64_t, gid, -1, "Run as this gid when started as root; -1 = keep.");
+ABSL_FLAG(uint64_t, max_processes, 0, "RLIMIT_NPROC; 0 = inherited.");
+ABSL_FLAG(uint64_t, cpu_seconds, 0, "RLIMIT_CPU in seconds; 0 = none.");
+ABSL_FLAG(uint64_t, max_file_bytes, 0, "RLIMIT_FSIZE in bytes; 0 = none.");
+ABSL_FLAG(bool, seccomp, true, "Install the seccomp filter.");
+ABSL_FLAG(std::string, network, "host", "host, or none: an empty network namespace.");
+ABSL_FLAG(std::string, private_dir, "",
+          "Private directory: HOME, TMPDIR and working directory (spawned "
+          "workers; the zygote gets one per fork request).");
 
 namespace pyexec {
 namespace {
@@ -141,6 +154,23 @@ void CapResponse(size_t max_bytes, internal::WorkerResponse* response) {
       max_bytes, "); the session is intact"));
 }
 
+// The confinement flags, with `private_dir`. Exits on a bad --network.
+ConfinementOptions ConfinementFromFlags(const std::string& private_dir) {
+  ConfinementOptions confinement;
+  confinement.uid = absl::GetFlag(FLAGS_uid);
+  confinement.gid = absl::GetFlag(FLAGS_gid);
+  confinement.max_processes = absl::GetFlag(FLAGS_max_processes);
+  confinement.cpu_seconds = absl::GetFlag(FLAGS_cpu_seconds);
+  confinement.max_file_bytes = absl::GetFlag(FLAGS_max_file_bytes);
+  confinement.seccomp = absl::GetFlag(FLAGS_seccomp);
+  confinement.private_dir = private_dir;
+  if (!ParseWorkerNetwork(absl::GetFlag(FLAGS_network), &confinement.network)) {
+    LogError("worker: --network must be host or none");
+    _exit(7);
+  }
+  return confinement;
+}
+
 RunnerLimits LimitsFromFlags() {
   RunnerLimits limits;
   limits.max_output_bytes = absl::GetFlag(FLAGS_max_output_bytes);
@@ -208,6 +238,15 @@ int RunSpawned() {
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, nullptr);
   ApplyLimits();
+  // Confined before Python starts, so that the interpreter itself (and
+  // os.environ, which it copies at start-up) sees the final user, HOME and
+  // TMPDIR; the parent watchdog thread gets the seccomp filter too.
+  if (absl::Status s =
+          ConfineWorker(ConfinementFromFlags(absl::GetFlag(FLAGS_private_dir)));
+      !s.ok()) {
+    LogError(absl::StrCat("worker: cannot confine: ", s.message()));
+    return 7;
+  }
   PythonRunner runner(LimitsFromFlags());
   if (absl::Status s = runner.Initialize(); !s.ok()) {
     LogError(absl::StrCat("worker: ", s.message()));
@@ -273,8 +312,28 @@ void ReseedAfterFork() {
       "del _r\n");
 }
 
+// Python copied the environment when the zygote started: point os.environ
+// (and tempfile) at the HOME and TMPDIR that ConfineWorker just set.
+void RefreshPythonEnvironment() {
+  PyRef os(PyImport_ImportModule("os"));
+  PyRef environ(os ? PyObject_GetAttrString(os.get(), "environ") : nullptr);
+  for (const char* name : {"HOME", "TMPDIR"}) {
+    const char* value = getenv(name);
+    if (!environ || value == nullptr) continue;
+    PyRef text(PyUnicode_DecodeFSDefault(value));
+    if (text) PyMapping_SetItemString(environ.get(), name, text.get());
+  }
+  PyErr_Clear();
+  PyRun_SimpleString(
+      "import sys\n"
+      "_t = sys.modules.get('tempfile')\n"
+      "if _t is not None: _t.tempdir = None\n"
+      "del _t\n");
+}
+
 // The zygote's forked worker. Never returns.
-[[noreturn]] void RunForked(int socket, int parent_pidfd, PythonRunner& runner) {
+[[noreturn]] void RunForked(int socket, int parent_pidfd, PythonRunner& runner,
+                            const std::string& private_dir) {
   // A new process group, so that Kill() of this worker also ends what its
   // user code starts, and not its siblings. (The intermediate process does
   // the same, whichever runs first.)
@@ -282,6 +341,15 @@ void ReseedAfterFork() {
   prctl(PR_SET_NAME, "pyexec_worker");
   StartParentWatchdog(parent_pidfd);
   ApplyLimits();
+  // The zygote may run as root: the worker drops to the worker user (and
+  // gets its filter, namespace and private directory) itself, before any
+  // user code runs.
+  if (absl::Status s = ConfineWorker(ConfinementFromFlags(private_dir)); !s.ok()) {
+    LogError(absl::StrCat("worker: cannot confine: ", s.message()));
+    KillOwnProcessGroup();
+    _exit(7);
+  }
+  if (!private_dir.empty()) RefreshPythonEnvironment();
   ReseedAfterFork();
   int code = Serve(socket, runner);
   KillOwnProcessGroup();
@@ -292,8 +360,8 @@ void ReseedAfterFork() {
 // is forked twice so that its parent exits at once: it is re-parented to
 // pyexecd, a child subreaper, which can then waitpid() it like a spawned
 // worker, and it carries on if the zygote dies.
-pid_t ForkWorker(int socket, int control, int parent_pidfd,
-                 PythonRunner& runner) {
+pid_t ForkWorker(int socket, const std::string& private_dir, int control,
+                 int parent_pidfd, PythonRunner& runner) {
   int pipe_fds[2];
   if (pipe2(pipe_fds, O_CLOEXEC) != 0) return -errno;
   PyOS_BeforeFork();
@@ -311,7 +379,7 @@ pid_t ForkWorker(int socket, int control, int parent_pidfd,
       }
       if (control != 3) close(control);
       PyOS_AfterFork_Child();
-      RunForked(3, parent_pidfd, runner);
+      RunForked(3, parent_pidfd, runner, private_dir);
     }
     int32_t reply = worker > 0 ? worker : -errno;
     if (worker > 0) setpgid(worker, worker);
@@ -366,12 +434,13 @@ int RunZygote() {
   if (!WriteZygoteReady(control, ready).ok() || !ready.ok()) return 2;
 
   while (true) {
-    absl::StatusOr<UniqueFd> socket = ReceiveZygoteRequest(control);
-    if (!socket.ok()) {
+    absl::StatusOr<ZygoteRequest> request = ReceiveZygoteRequest(control);
+    if (!request.ok()) {
       // pyexecd closed the control socket (it is gone, or restarting us).
-      return socket.status().code() == absl::StatusCode::kCancelled ? 0 : 4;
+      return request.status().code() == absl::StatusCode::kCancelled ? 0 : 4;
     }
-    pid_t pid = ForkWorker(socket->get(), control, parent_pidfd, runner);
+    pid_t pid = ForkWorker(request->socket.get(), request->private_dir, control,
+                           parent_pidfd, runner);
     if (!WriteZygoteReply(control, pid).ok()) return 5;
   }
 }

@@ -9,6 +9,7 @@
 #include "clients/cpp/cli_args.h"
 #include "clients/cpp/client.h"
 #include "clients/cpp/value.h"
+#include "clients/cpp/value_json.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/message.h"
 
@@ -16,7 +17,7 @@ namespace pyexec {
 
 const char kCliUsage[] =
     "usage: pyexec [--addr=HOST:PORT] [--timeout=30s] [--session=TOKEN] "
-    "COMMAND\n"
+    "[--json] COMMAND\n"
     "commands:\n"
     "  eval CODE                       evaluate an expression, print its repr\n"
     "  exec CODE                       execute statements\n"
@@ -26,26 +27,68 @@ const char kCliUsage[] =
     "  bind [--idle_timeout=10m]       bind a session, print its token\n"
     "  unbind TOKEN                    release a session\n"
     "  stats                           print pool figures\n"
+    "  repl                            interactive session: bound at start,\n"
+    "                                  unbound at exit; Ctrl-C interrupts the\n"
+    "                                  running code, Ctrl-D exits\n"
+    "--json prints one JSON object per command on stdout, errors included:\n"
+    "  {\"value\": TAGGED, \"stdout\", \"stderr\"} or {\"error\": {\"kind\", ...}}\n"
     "Put -- before arguments that start with '-' (e.g. negative numbers).\n"
     "Exit status: 0 ok, 1 Python exception, 2 RPC error, 64 usage error.\n";
 
 namespace {
 
-int Usage(std::ostream& err, absl::string_view problem) {
-  err << "pyexec: " << problem << "\n" << kCliUsage;
+// Where a command's output goes, and in which form.
+struct Output {
+  bool json;
+  std::ostream& out;
+  std::ostream& err;
+};
+
+void PrintJson(const Output& o, const nlohmann::json& json) {
+  o.out << DumpJson(json) << "\n";
+}
+
+int Usage(const Output& o, absl::string_view problem) {
+  if (o.json) {
+    PrintJson(o, {{"error", {{"kind", "usage"}, {"message", std::string(problem)}}}});
+  }
+  o.err << "pyexec: " << problem << "\n" << kCliUsage;
   return kExitUsage;
 }
 
-int RpcError(std::ostream& err, const absl::Status& status) {
-  err << "pyexec: " << absl::StatusCodeToString(status.code()) << ": "
-      << status.message() << "\n";
+int RpcError(const Output& o, const absl::Status& status) {
+  if (o.json) {
+    PrintJson(o, {{"error",
+                   {{"kind", "status"},
+                    {"code", absl::StatusCodeToString(status.code())},
+                    {"message", std::string(status.message())}}}});
+    return kExitRpcError;
+  }
+  o.err << "pyexec: " << absl::StatusCodeToString(status.code()) << ": "
+        << status.message() << "\n";
   return kExitRpcError;
 }
 
+int ReportJson(const Output& o, const Result& result, bool print_value) {
+  nlohmann::json json = {{"stdout", result.stdout_text}, {"stderr", result.stderr_text}};
+  if (result.error.has_value()) {
+    json["error"] = {{"kind", "python_error"},
+                     {"type", result.error->type()},
+                     {"message", result.error->message()},
+                     {"traceback", result.error->traceback()}};
+  } else if (print_value) {
+    json["value"] = ValueToJson(result.value);
+  }
+  PrintJson(o, json);
+  return result.error.has_value() ? kExitPythonError : kExitOk;
+}
+
 // Prints a call's outcome; `print_value` is false for exec.
-int Report(const absl::StatusOr<Result>& result, bool print_value,
-           std::ostream& out, std::ostream& err) {
-  if (!result.ok()) return RpcError(err, result.status());
+int Report(const absl::StatusOr<Result>& result, bool print_value, const Output& o) {
+  if (!result.ok()) return RpcError(o, result.status());
+  if (o.json) return ReportJson(o, *result, print_value);
+  std::ostream& out = o.out;
+  std::ostream& err = o.err;
   out << result->stdout_text;
   err << result->stderr_text;
   if (result->error.has_value()) {
@@ -64,98 +107,112 @@ int Report(const absl::StatusOr<Result>& result, bool print_value,
 
 // Prints every field of a message, zero-valued ones included, as
 // "name: value" lines, so new GetStats figures show up without code changes.
-void PrintFields(const google::protobuf::Message& message, std::ostream& out) {
+// With `json`, prints one object of the same fields instead.
+void PrintFields(const google::protobuf::Message& message, const Output& o) {
+  nlohmann::json json = nlohmann::json::object();
+  std::ostream& out = o.out;
   const google::protobuf::Descriptor* descriptor = message.GetDescriptor();
   const google::protobuf::Reflection* reflection = message.GetReflection();
   for (int i = 0; i < descriptor->field_count(); ++i) {
     const google::protobuf::FieldDescriptor* field = descriptor->field(i);
     if (field->is_repeated()) continue;
-    out << field->name() << ": ";
+    nlohmann::json& v = json[field->name()];
     switch (field->cpp_type()) {
       case google::protobuf::FieldDescriptor::CPPTYPE_UINT32:
-        out << reflection->GetUInt32(message, field);
+        v = reflection->GetUInt32(message, field);
         break;
       case google::protobuf::FieldDescriptor::CPPTYPE_UINT64:
-        out << reflection->GetUInt64(message, field);
+        v = reflection->GetUInt64(message, field);
         break;
       case google::protobuf::FieldDescriptor::CPPTYPE_INT32:
-        out << reflection->GetInt32(message, field);
+        v = reflection->GetInt32(message, field);
         break;
       case google::protobuf::FieldDescriptor::CPPTYPE_INT64:
-        out << reflection->GetInt64(message, field);
+        v = reflection->GetInt64(message, field);
         break;
       case google::protobuf::FieldDescriptor::CPPTYPE_DOUBLE:
-        out << reflection->GetDouble(message, field);
+        v = reflection->GetDouble(message, field);
         break;
       case google::protobuf::FieldDescriptor::CPPTYPE_BOOL:
-        out << (reflection->GetBool(message, field) ? "true" : "false");
+        v = reflection->GetBool(message, field);
         break;
       case google::protobuf::FieldDescriptor::CPPTYPE_STRING:
-        out << reflection->GetString(message, field);
+        v = reflection->GetString(message, field);
         break;
       default:
-        out << "(" << field->type_name() << ")";
+        v = absl::StrCat("(", field->type_name(), ")");
         break;
     }
-    out << "\n";
+    if (!o.json) {
+      out << field->name() << ": "
+          << (v.is_string() ? v.get<std::string>() : DumpJson(v)) << "\n";
+    }
   }
+  if (o.json) PrintJson(o, json);
 }
 
 }  // namespace
 
 int RunCli(const CliOptions& options, const std::vector<std::string>& args,
            std::ostream& out, std::ostream& err) {
-  if (args.empty()) return Usage(err, "missing command");
+  const Output o{options.json, out, err};
+  if (args.empty()) return Usage(o, "missing command");
   const std::string& command = args[0];
   const size_t nargs = args.size() - 1;
 
   absl::StatusOr<Client> client = Client::Connect(options.addr);
-  if (!client.ok()) return Usage(err, client.status().message());
+  if (!client.ok()) return Usage(o, client.status().message());
   const CallOptions call_options{options.timeout};
 
   if (command == "eval" || command == "exec") {
-    if (nargs != 1) return Usage(err, command + " takes exactly one CODE argument");
+    if (nargs != 1) return Usage(o, command + " takes exactly one CODE argument");
     if (command == "eval") {
       return Report(client->Eval(options.session, args[1], {}, call_options),
-                    /*print_value=*/true, out, err);
+                    /*print_value=*/true, o);
     }
     return Report(client->Exec(options.session, args[1], {}, call_options),
-                  /*print_value=*/false, out, err);
+                  /*print_value=*/false, o);
   }
   if (command == "call") {
-    if (nargs < 2) return Usage(err, "call takes MODULE FUNCTION [ARG...]");
+    if (nargs < 2) return Usage(o, "call takes MODULE FUNCTION [ARG...]");
     std::vector<v1::Value> call_args;
     for (size_t i = 3; i < args.size(); ++i) {
       absl::StatusOr<v1::Value> v = ParseLiteralArg(args[i]);
-      if (!v.ok()) return Usage(err, v.status().message());
+      if (!v.ok()) return Usage(o, v.status().message());
       call_args.push_back(*std::move(v));
     }
     return Report(client->Call(options.session, args[1], args[2], call_args, {},
                                call_options),
-                  /*print_value=*/true, out, err);
+                  /*print_value=*/true, o);
   }
   if (command == "bind") {
-    if (nargs != 0) return Usage(err, "bind takes no arguments");
+    if (nargs != 0) return Usage(o, "bind takes no arguments");
     absl::StatusOr<BindResult> bound =
         client->Bind(options.idle_timeout, call_options);
-    if (!bound.ok()) return RpcError(err, bound.status());
-    out << bound->session << "\n";
+    if (!bound.ok()) return RpcError(o, bound.status());
+    if (o.json) {
+      PrintJson(o, {{"session", bound->session},
+                    {"idle_timeout_seconds", absl::ToInt64Seconds(bound->idle_timeout)}});
+    } else {
+      out << bound->session << "\n";
+    }
     return kExitOk;
   }
   if (command == "unbind") {
-    if (nargs != 1) return Usage(err, "unbind takes exactly one TOKEN");
+    if (nargs != 1) return Usage(o, "unbind takes exactly one TOKEN");
     absl::Status status = client->Unbind(args[1], call_options);
-    if (!status.ok()) return RpcError(err, status);
+    if (!status.ok()) return RpcError(o, status);
+    if (o.json) PrintJson(o, nlohmann::json::object());
     return kExitOk;
   }
   if (command == "stats") {
-    if (nargs != 0) return Usage(err, "stats takes no arguments");
+    if (nargs != 0) return Usage(o, "stats takes no arguments");
     absl::StatusOr<v1::GetStatsResponse> stats = client->GetStats(call_options);
-    if (!stats.ok()) return RpcError(err, stats.status());
-    PrintFields(*stats, out);
+    if (!stats.ok()) return RpcError(o, stats.status());
+    PrintFields(*stats, o);
     return kExitOk;
   }
-  return Usage(err, absl::StrCat("unknown command \"", command, "\""));
+  return Usage(o, absl::StrCat("unknown command \"", command, "\""));
 }
 
 }  // namespace pyexec

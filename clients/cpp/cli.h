@@ -30,6 +30,9 @@ struct CliOptions {
   std::string session;
   // Idle timeout that `bind` asks for; zero asks for the server default.
   absl::Duration idle_timeout = absl::ZeroDuration();
+  // Print one JSON object per command on `out`, errors included, instead of
+  // Python reprs and text (exit codes unchanged). See kCliUsage.
+  bool json = false;
 };
 
 // One-paragraph usage text listing the commands.
@@ -45,6 +48,17 @@ extern const char kCliUsage[];
 //   bind                             prints the token
 //   unbind TOKEN                     prints nothing
 //   stats                            prints "name: value" per GetStats field
+// With options.json, `out` gets exactly one JSON object on one line instead:
+//   eval/call  {"value": TAGGED, "stdout": "...", "stderr": "..."}
+//   exec       {"stdout": "...", "stderr": "..."}
+//   bind       {"session": "...", "idle_timeout_seconds": N}
+//   unbind     {}
+//   stats      {"num_workers": N, ...}
+//   errors     {"error": {"kind": "python_error", "type", "message",
+//              "traceback"}, "stdout", "stderr"}, {"error": {"kind": "status",
+//              "code": "NOT_FOUND", "message"}} or {"error": {"kind": "usage",
+//              "message"}}
+// TAGGED is the lossless value form of clients/conformance/README.md.
 int RunCli(const CliOptions& options, const std::vector<std::string>& args,
            std::ostream& out, std::ostream& err);
 

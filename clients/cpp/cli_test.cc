@@ -114,6 +114,48 @@ TEST_F(CliTest, UsageErrorsExit64) {
   EXPECT_TRUE(server_.service().sessions_seen().empty());
 }
 
+TEST_F(CliTest, JsonEvalPrintsTaggedValueAndOutput) {
+  options_.json = true;
+  EXPECT_EQ(Run({"eval", "print"}), kExitOk);
+  EXPECT_EQ(out_.str(), R"({"stderr":"warn\n","stdout":"hello\n","value":{"none":null}})" "\n");
+  EXPECT_EQ(err_.str(), "");
+  EXPECT_EQ(Run({"call", "m", "f", "1", "b'\\x00'", "99999999999999999999"}), kExitOk);
+  EXPECT_EQ(out_.str(),
+            R"({"stderr":"","stdout":"","value":{"list":[{"str":"m"},{"str":"f"},)"
+            R"({"int":"1"},{"bytes":"AA=="},{"int":"99999999999999999999"}]}})" "\n");
+  EXPECT_EQ(Run({"exec", "x = 1"}), kExitOk);
+  EXPECT_EQ(out_.str(), R"({"stderr":"","stdout":"x = 1"})" "\n");
+}
+
+TEST_F(CliTest, JsonErrorsAreObjectsOnStdout) {
+  options_.json = true;
+  EXPECT_EQ(Run({"eval", "raise"}), kExitPythonError);
+  EXPECT_THAT(out_.str(), StartsWith(R"({"error":{"kind":"python_error","message":)"
+                                     R"("division by zero","traceback":"Traceback)"));
+  EXPECT_THAT(out_.str(), HasSubstr(R"("type":"ZeroDivisionError"})"));
+  EXPECT_EQ(err_.str(), "");
+  EXPECT_EQ(Run({"eval", "fail:5"}), kExitRpcError);
+  EXPECT_EQ(out_.str(),
+            R"({"error":{"code":"NOT_FOUND","kind":"status","message":"scripted"}})" "\n");
+  EXPECT_EQ(Run({"eval"}), kExitUsage);
+  EXPECT_EQ(out_.str(),
+            R"({"error":{"kind":"usage","message":"eval takes exactly one CODE argument"}})"
+            "\n");
+}
+
+TEST_F(CliTest, JsonBindUnbindStats) {
+  options_.json = true;
+  options_.idle_timeout = absl::Seconds(42);
+  EXPECT_EQ(Run({"bind"}), kExitOk);
+  EXPECT_THAT(out_.str(), StartsWith(R"({"idle_timeout_seconds":)"));
+  EXPECT_THAT(out_.str(), HasSubstr(R"("session":"s1"})"));
+  EXPECT_EQ(Run({"unbind", "s1"}), kExitOk);
+  EXPECT_EQ(out_.str(), "{}\n");
+  EXPECT_EQ(Run({"stats"}), kExitOk);
+  EXPECT_THAT(out_.str(), StartsWith("{\"available_workers\":3,"));
+  EXPECT_THAT(out_.str(), HasSubstr("\"num_workers\":4,"));
+}
+
 TEST_F(CliTest, UnreachableServerExits2) {
   options_.timeout = absl::Seconds(5);
   std::ostringstream out, err;

@@ -1,5 +1,6 @@
 // pyexec: command-line client for a pyexec server. See cli.h for commands.
 
+#include <cstdlib>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -13,6 +14,7 @@
 #include "absl/strings/strip.h"
 #include "absl/time/time.h"
 #include "clients/cpp/cli.h"
+#include "clients/cpp/cli_repl.h"
 
 ABSL_FLAG(std::string, addr, "127.0.0.1:50051", "pyexec server, HOST:PORT");
 ABSL_FLAG(absl::Duration, timeout, absl::Seconds(30),
@@ -23,6 +25,12 @@ ABSL_FLAG(std::string, session, "",
           "interpreter");
 ABSL_FLAG(absl::Duration, idle_timeout, absl::ZeroDuration(),
           "bind: idle timeout to ask for; 0 means the server default");
+ABSL_FLAG(bool, json, false,
+          "print one JSON object per command on stdout (values in the tagged "
+          "form of clients/conformance/README.md, errors as {\"error\": ...})");
+ABSL_FLAG(std::string, history_file, "",
+          "repl: line history file; empty means $HOME/.pyexec_history, "
+          "\"none\" keeps no history");
 
 namespace {
 
@@ -83,7 +91,22 @@ int main(int argc, char** argv) {
   options.timeout = absl::GetFlag(FLAGS_timeout);
   options.session = absl::GetFlag(FLAGS_session);
   options.idle_timeout = absl::GetFlag(FLAGS_idle_timeout);
+  options.json = absl::GetFlag(FLAGS_json);
   std::vector<std::string> args(positional.begin() + 1, positional.end());
+  if (!args.empty() && args[0] == "repl") {
+    if (args.size() != 1) {
+      std::cerr << "pyexec: repl takes no arguments\n" << pyexec::kCliUsage;
+      return pyexec::kExitUsage;
+    }
+    std::string history = absl::GetFlag(FLAGS_history_file);
+    if (history.empty()) {
+      const char* home = std::getenv("HOME");
+      if (home != nullptr && *home != '\0') history = absl::StrCat(home, "/.pyexec_history");
+    } else if (history == "none") {
+      history.clear();
+    }
+    return pyexec::RunRepl(options, history);
+  }
   const int code = pyexec::RunCli(options, args, std::cout, std::cerr);
   std::cout.flush();
   return code;

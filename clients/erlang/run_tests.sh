@@ -9,7 +9,8 @@
 # PYEXECD: the pyexecd binary; default <repo>/bazel-bin/server/pyexecd
 # (build: bazel build //server:pyexecd //worker:pyexec_worker).
 # Needs: erlang-nox erlang-dev rebar3 erlang-common-test erlang-eunit, and
-# /usr/bin/python3 with grpcio (python3-grpcio) for the HTTP/2 suite.
+# /usr/bin/python3 with grpcio (python3-grpcio) for the HTTP/2 suite and
+# python3-protobuf + protoc (protobuf-compiler) for the codec check.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -18,6 +19,8 @@ cd "$here"
 export PYEXECD="${PYEXECD:-$root/bazel-bin/server/pyexecd}"
 what="${1:-all}"
 
+# The protobuf codec is generated from the .proto: fail if it is stale.
+/usr/bin/python3 scripts/gen_pyexec_pb.py --check
 rebar3 compile
 rebar3 xref
 rebar3 eunit

@@ -9,7 +9,8 @@
 %%   clients/erlang/bench/pyexec_bench.escript [Seconds] [Processes]
 %%
 %% Environment: PYEXECD, ECHO_SERVER (defaults: bazel-bin/server/pyexecd,
-%% bazel-bin/bench/echo_server_main). Build first with `rebar3 compile`.
+%% bazel-bin/bench/echo_server_main), CONNECTIONS (HTTP/2 connections of the
+%% client, default 2). Build first with `rebar3 compile`.
 -mode(compile).
 
 main(Args) ->
@@ -23,11 +24,12 @@ main(Args) ->
     true = code:add_patha(filename:join(filename:dirname(Here), "_build/default/lib/pyexec/ebin")),
     Pyexecd = env("PYEXECD", filename:join(Root, "bazel-bin/server/pyexecd")),
     Echo = env("ECHO_SERVER", filename:join(Root, "bazel-bin/bench/echo_server_main")),
+    Conns = list_to_integer(env("CONNECTIONS", "2")),
     %% The same server flags as the C++ bench's compare mode.
     {PyPort, PyOs} = start(Pyexecd, ["--listen=127.0.0.1:0", "--workers=9", "--max_workers=16"]),
-    io:format("pyexecd on port ~b; ~b s per phase; ~b processes for throughput; ~b schedulers~n",
-              [PyPort, Secs, Procs, erlang:system_info(schedulers_online)]),
-    app([{endpoints, [{"127.0.0.1", PyPort}]}, {connections, 2}]),
+    io:format("pyexecd on port ~b; ~b s per phase; ~b processes for throughput; ~b schedulers; "
+              "~b connections~n", [PyPort, Secs, Procs, erlang:system_info(schedulers_online), Conns]),
+    app([{endpoints, [{"127.0.0.1", PyPort}]}, {connections, Conns}]),
     ok = py:bind(),
     {ok, 2} = py:eval(<<"1+1">>),
     EvalLat = phase(1, Secs, fun() -> {ok, 2} = py:eval(<<"1+1">>) end),
@@ -43,7 +45,7 @@ main(Args) ->
     EchoRows = case filelib:is_regular(Echo) of
                    true ->
                        {EPort, EOs} = start(Echo, ["--listen=127.0.0.1:0"]),
-                       app([{endpoints, [{"127.0.0.1", EPort}]}, {connections, 2}]),
+                       app([{endpoints, [{"127.0.0.1", EPort}]}, {connections, Conns}]),
                        Call = fun() ->
                                       {ok, <<10, 1, "x">>} =
                                           pyexec_grpc:request(<<"/pyexec.bench.Echo/Echo">>,

@@ -34,6 +34,9 @@
          ctx_eval/2, ctx_eval/3, ctx_eval/4,
          ctx_exec/2, ctx_exec/3,
          context/0, context/1, contexts_started/0,
+         cast/3, cast/4, cast/5, spawn_call/3, spawn_call/4, spawn_call/5,
+         await/1, await/2, async_call/3, async_call/4, async_await/1, async_await/2,
+         async_gather/1, async_gather/2,
          last_traceback/0, last_output/0]).
 
 -export_type([ctx/0, code/0, name/0, value/0, py_result/0]).
@@ -45,7 +48,7 @@
 -type code() :: unicode:chardata().
 -type name() :: atom() | binary() | string().
 -type value() :: pyexec_value:term_in() | pyexec_value:term_out().
--type py_error() :: {atom(), string()} | timeout | session_lost | no_workers_available
+-type py_error() :: {atom() | binary(), string()} | timeout | session_lost | no_workers_available
                   | {bad_value, term()} | pyexec_rpc:grpc_error().
 -type py_result() :: {ok, value()} | {error, py_error()}.
 
@@ -61,23 +64,34 @@
 call(Module, Function, Args) ->
     call(Module, Function, Args, #{}).
 
-%% @doc `call(Module, Function, Args, Kwargs)' (1.x) or
-%% `call(Ctx, Module, Function, Args)' (2.x).
--spec call(ctx() | name(), name(), name() | [value()], [value()] | map()) -> py_result().
+%% @doc `call(Module, Function, Args, Kwargs)' (1.x),
+%% `call(Ctx, Module, Function, Args)' (2.x) or `call(Pool, Module,
+%% Function, Args)' (4.x: on the calling process's context of Pool, e.g.
+%% `io'; told apart from 1.x by Function being an atom or binary and Args
+%% a list).
+-spec call(ctx() | atom() | name(), name(), name() | [value()], [value()] | map()) -> py_result().
 call(#py_ctx{} = Ctx, Module, Function, Args) ->
     call(Ctx, Module, Function, Args, #{});
+call(Pool, Module, Function, Args) when is_atom(Pool), is_list(Args),
+                                        (is_atom(Function) orelse is_binary(Function)) ->
+    call(py_context_router:get_context(Pool), Module, Function, Args, #{});
 call(Module, Function, Args, Kwargs) ->
     call(Module, Function, Args, Kwargs, default_timeout()).
 
-%% @doc `call(Module, Function, Args, Kwargs, Timeout)' (1.x) or
+%% @doc `call(Module, Function, Args, Kwargs, Timeout)' (1.x),
 %% `call(Ctx, Module, Function, Args, Opts)' (2.x), where Opts is a map or
-%% proplist with optional `kwargs' and `timeout'.
--spec call(ctx() | name(), name(), name() | [value()], [value()] | map(), timeout() | map() | list()) ->
-          py_result().
+%% proplist with optional `kwargs' and `timeout', or `call(Pool, Module,
+%% Function, Args, Kwargs)' (4.x).
+-spec call(ctx() | atom() | name(), name(), name() | [value()], [value()] | map(),
+           timeout() | map() | list()) -> py_result().
 call(#py_ctx{id = Id}, Module, Function, Args, Opts) when is_map(Opts); is_list(Opts) ->
     O = maps:from_list(if is_map(Opts) -> maps:to_list(Opts); true -> proplists:unfold(Opts) end),
+    maps:is_key(return, O) andalso error({badarg, {unsupported_option, return}}),
     do_call({ctx, Id}, Module, Function, Args, maps:get(kwargs, O, #{}),
             maps:get(timeout, O, default_timeout()));
+call(Pool, Module, Function, Args, Kwargs) when is_atom(Pool), is_list(Args), is_map(Kwargs),
+                                                (is_atom(Function) orelse is_binary(Function)) ->
+    call(py_context_router:get_context(Pool), Module, Function, Args, #{kwargs => Kwargs});
 call(Module, Function, Args, Kwargs, Timeout) ->
     do_call(default, Module, Function, Args, Kwargs, Timeout).
 
@@ -242,6 +256,104 @@ contexts_started() ->
     py_context_router:pool_started(default).
 
 %%====================================================================
+%% Asynchronous calls (erlang_python 4.x)
+%%====================================================================
+%%
+%% Each runs the call in a new Erlang process, on the session the caller
+%% would use for a synchronous call: the context given, else the caller's
+%% binding (bind/0, bind_context/1), else a stateless call. The call keeps
+%% its own deadline (`default_timeout'); await/2's timeout only bounds the
+%% wait, as in erlang_python.
+
+%% @doc Fire-and-forget `Module.Function(*Args)'. Always `ok'.
+-spec cast(name(), name(), [value()]) -> ok.
+cast(Module, Function, Args) ->
+    cast(Module, Function, Args, #{}).
+
+%% @doc `cast(Ctx, Module, Function, Args)' or `cast(Module, Function, Args, Kwargs)'.
+-spec cast(ctx() | name(), name(), name() | [value()], [value()] | map()) -> ok.
+cast(#py_ctx{} = Ctx, Module, Function, Args) ->
+    cast(Ctx, Module, Function, Args, #{});
+cast(Module, Function, Args, Kwargs) ->
+    _ = spawn_target(caller_target(), call, {Module, Function, Args, Kwargs}, none),
+    ok.
+
+-spec cast(ctx(), name(), name(), [value()], map()) -> ok.
+cast(#py_ctx{id = Id}, Module, Function, Args, Kwargs) ->
+    _ = spawn_target({ctx, Id}, call, {Module, Function, Args, Kwargs}, none),
+    ok.
+
+%% @doc Starts `Module.Function(*Args)' and returns at once with a reference
+%% for await/1,2.
+-spec spawn_call(name(), name(), [value()]) -> reference().
+spawn_call(Module, Function, Args) ->
+    spawn_call(Module, Function, Args, #{}).
+
+%% @doc `spawn_call(Ctx, Module, Function, Args)' or
+%% `spawn_call(Module, Function, Args, Kwargs)'.
+-spec spawn_call(ctx() | name(), name(), name() | [value()], [value()] | map()) -> reference().
+spawn_call(#py_ctx{} = Ctx, Module, Function, Args) ->
+    spawn_call(Ctx, Module, Function, Args, #{});
+spawn_call(Module, Function, Args, Kwargs) ->
+    spawn_target(caller_target(), call, {Module, Function, Args, Kwargs}, make_ref()).
+
+-spec spawn_call(ctx(), name(), name(), [value()], map()) -> reference().
+spawn_call(#py_ctx{id = Id}, Module, Function, Args, Kwargs) ->
+    spawn_target({ctx, Id}, call, {Module, Function, Args, Kwargs}, make_ref()).
+
+%% @doc The result of spawn_call/3,4,5, waiting up to 30 s.
+-spec await(reference()) -> py_result().
+await(Ref) ->
+    await(Ref, 30000).
+
+%% @doc The result of spawn_call/3,4,5 or async_call/3,4, or
+%% `{error, timeout}' if it does not arrive within Timeout (the call goes
+%% on; a later await can still collect it).
+-spec await(reference(), timeout()) -> py_result().
+await(Ref, Timeout) ->
+    receive
+        {py_response, Ref, Result} -> Result;
+        {py_error, Ref, Error} -> {error, Error}
+    after Timeout ->
+            {error, timeout}
+    end.
+
+%% @doc Calls a Python coroutine function and runs the coroutine to its end
+%% (`asyncio.run') on the server; returns a reference for async_await/1,2.
+%% A function that returns a non-coroutine has that value as its result.
+-spec async_call(name(), name(), [value()]) -> reference().
+async_call(Module, Function, Args) ->
+    async_call(Module, Function, Args, #{}).
+
+-spec async_call(name(), name(), [value()], map()) -> reference().
+async_call(Module, Function, Args, Kwargs) ->
+    spawn_target(caller_target(), async, {Module, Function, Args, Kwargs}, make_ref()).
+
+-spec async_await(reference()) -> py_result().
+async_await(Ref) ->
+    await(Ref, 30000).
+
+-spec async_await(reference(), timeout()) -> py_result().
+async_await(Ref, Timeout) ->
+    await(Ref, Timeout).
+
+%% @doc Runs the calls concurrently (one RPC each) and returns
+%% `{ok, [Result, ...]}' in the order given, or
+%% `{error, {gather_failed, [{Index, Reason}]}}' (1-based) if any failed.
+-spec async_gather([{name(), name(), [value()]}]) -> {ok, [value()]} | {error, term()}.
+async_gather(Calls) ->
+    async_gather(Calls, 30000).
+
+-spec async_gather([{name(), name(), [value()]}], timeout()) -> {ok, [value()]} | {error, term()}.
+async_gather(Calls, Timeout) when is_list(Calls) ->
+    Refs = [async_call(M, F, A) || {M, F, A} <- Calls],
+    Results = [async_await(R, Timeout) || R <- Refs],
+    case [{I, Reason} || {I, {error, Reason}} <- lists:zip(lists:seq(1, length(Results)), Results)] of
+        [] -> {ok, [V || {ok, V} <- Results]};
+        Errors -> {error, {gather_failed, Errors}}
+    end.
+
+%%====================================================================
 %% Diagnostics
 %%====================================================================
 
@@ -264,6 +376,50 @@ last_output() ->
 %%====================================================================
 %% Internals
 %%====================================================================
+
+%% The session a synchronous call from this process would use, resolved
+%% here because the spawned process has no binding of its own.
+caller_target() ->
+    case bound_id() of
+        none -> stateless;
+        Id -> {bound, Id}
+    end.
+
+%% Runs a call in a new process; sends `{py_response, Ref, Result}' to the
+%% caller unless Ref is none (cast). A raised error (context_not_bound, a
+%% bad argument) becomes `{py_error, Ref, Reason}'.
+spawn_target(Target, Kind, {Module, Function, Args, Kwargs}, Ref) ->
+    Parent = self(),
+    Timeout = default_timeout(),
+    spawn(fun() ->
+                  Result = try
+                               case Kind of
+                                   call -> do_call(Target, Module, Function, Args, Kwargs, Timeout);
+                                   async -> do_async(Target, Module, Function, Args, Kwargs, Timeout)
+                               end
+                           of
+                               R -> {py_response, Ref, R}
+                           catch
+                               error:Reason -> {py_error, Ref, Reason}
+                           end,
+                  Ref =:= none orelse (Parent ! Result)
+          end),
+    Ref.
+
+%% A coroutine function is called and its coroutine run with asyncio.run, in
+%% one Eval: the names come in as locals, and '__main__' is the session's
+%% namespace (globals()), as for Call.
+-define(ASYNC_CODE,
+        <<"(lambda asyncio, r: asyncio.run(r) if asyncio.iscoroutine(r) else r)("
+          "__import__('asyncio'), __import__('functools').reduce(getattr, _pyexec_f.split('.')[1:], "
+          "globals()[_pyexec_f.split('.')[0]] if _pyexec_m == '__main__' else "
+          "getattr(__import__('importlib').import_module(_pyexec_m), _pyexec_f.split('.')[0]))"
+          "(*_pyexec_a, **_pyexec_k))">>).
+
+do_async(Target, Module, Function, Args, Kwargs, Timeout) when is_list(Args), is_map(Kwargs) ->
+    do_eval(Target, ?ASYNC_CODE, #{<<"_pyexec_m">> => name(Module), <<"_pyexec_f">> => name(Function),
+                                   <<"_pyexec_a">> => Args, <<"_pyexec_k">> => Kwargs},
+            Timeout).
 
 do_call(Target, Module, Function, Args, Kwargs, Timeout) when is_list(Args), is_map(Kwargs) ->
     run(Target, call, #{module => name(Module), function => name(Function),
@@ -290,16 +446,21 @@ run(_Target, _Method, _Req, Timeout) ->
     error({badarg, {timeout, Timeout}}).
 
 %% Which session a call uses. `default' is the process's binding, if any,
-%% else a stateless call (empty session); `{ctx, Id}' is an explicit context.
+%% else a stateless call (empty session); `{ctx, Id}' is an explicit
+%% context; `{bound, Id}' and `stateless' are `default' as resolved in the
+%% process that started an asynchronous call.
 session(default) ->
     case bound_id() of
-        none -> {ok, <<>>, none};
-        Id ->
-            case session_of(Id) of
-                {ok, Session} -> {ok, Session, Id};
-                not_bound -> {error, session_lost};
-                {error, _} = E -> E
-            end
+        none -> session(stateless);
+        Id -> session({bound, Id})
+    end;
+session(stateless) ->
+    {ok, <<>>, none};
+session({bound, Id}) ->
+    case session_of(Id) of
+        {ok, Session} -> {ok, Session, Id};
+        not_bound -> {error, session_lost};
+        {error, _} = E -> E
     end;
 session({ctx, Id}) ->
     case session_of(Id) of
@@ -329,7 +490,7 @@ result(Method, {ok, Resp}, _Target, _Id, _Session) ->
     case Resp of
         #{error := #{type := Type, message := Msg, traceback := Tb}} ->
             put(?TRACEBACK_KEY, Tb),
-            {error, {binary_to_atom(Type, utf8), unicode:characters_to_list(Msg)}};
+            {error, {exception_type(Type), unicode:characters_to_list(Msg)}};
         _ when Method =:= exec ->
             ok;
         _ ->
@@ -343,7 +504,7 @@ result(_Method, {error, {grpc, not_found, _}}, Target, Id, Session) when Session
     case {Target, Id} of
         {{ctx, _}, {_Pool, _N}} -> {error, session_lost};   % shared: rebinds next time
         {{ctx, _}, _} -> error(context_not_bound);
-        {default, _} -> {error, session_lost}
+        {_, _} -> {error, session_lost}     % the process's own binding
     end;
 result(_Method, {error, {grpc, aborted, _}} = E, _Target, Id, Session) when Session =/= <<>> ->
     %% The worker died during the call and its session died with it.
@@ -351,6 +512,22 @@ result(_Method, {error, {grpc, aborted, _}} = E, _Target, Id, Session) when Sess
     E;
 result(_Method, {error, _} = E, _Target, _Id, _Session) ->
     E.
+
+%% The exception type as an atom when that atom already exists (every
+%% built-in exception, and any name the application itself mentions), else
+%% as a binary: creating atoms from names chosen by Python code would let
+%% it exhaust the node's atom table, which is never garbage collected.
+%% Python's built-in names are atoms of pyexec_value
+%% (builtin_exception_types/0), which an interactive node may not have
+%% loaded yet: an exec error decodes no Value.
+exception_type(Type) ->
+    try binary_to_existing_atom(Type, utf8)
+    catch error:badarg ->
+            {module, _} = code:ensure_loaded(pyexec_value),
+            try binary_to_existing_atom(Type, utf8)
+            catch error:badarg -> Type
+            end
+    end.
 
 unbind_session(Session) ->
     %% Unbind is idempotent on the server and "unbind always returns ok":

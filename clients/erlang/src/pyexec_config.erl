@@ -28,7 +28,7 @@ defaults() ->
       metadata => [],
       max_message_size => 64 * 1024 * 1024,
       window_size => 4 * 1024 * 1024,
-      decode_bytes => tagged,
+      decode_bytes => binary,
       deadline_grace => 2000,
       authority => undefined}.
 
@@ -42,6 +42,7 @@ load() ->
     Unknown =:= [] orelse error({pyexec_config, {unknown_keys, Unknown}}),
     Cfg0 = maps:merge(defaults(), maps:with(maps:keys(defaults()), Env)),
     Cfg = maps:map(fun validate/2, Cfg0),
+    check_transport(Cfg, Env),
     persistent_term:put(?KEY, Cfg),
     Cfg.
 
@@ -88,6 +89,27 @@ validate(deadline_grace, T) when is_integer(T), T >= 0 -> T;
 validate(authority, undefined) -> undefined;
 validate(authority, A) -> iolist_to_binary(A);
 validate(Key, Value) -> error({pyexec_config, {bad_value, Key, Value}}).
+
+%% grpcbox owns the connections in `{transport, grpcbox}' mode, and these
+%% settings have no per-channel equivalent there (chatterbox reads windows
+%% and frame sizes from its own application environment, the authority
+%% comes from the endpoint, reconnects and deadlines are grpcbox's). Setting
+%% one of them to anything but its default is refused rather than ignored.
+%% Honoured in grpcbox mode: endpoints, tls, metadata, connect_timeout,
+%% default_timeout and the rest of the keys that do not concern HTTP/2.
+-define(NOT_WITH_GRPCBOX, [authority, keepalive_interval, window_size, max_message_size,
+                           connections, reconnect_backoff_min, reconnect_backoff_max,
+                           deadline_grace]).
+
+check_transport(#{transport := grpcbox} = Cfg, Env) ->
+    Defaults = defaults(),
+    case [K || K <- ?NOT_WITH_GRPCBOX, is_map_key(K, Env),
+               maps:get(K, Cfg) =/= validate(K, maps:get(K, Defaults))] of
+        [] -> ok;
+        Keys -> error({pyexec_config, {unsupported_with_grpcbox, Keys}})
+    end;
+check_transport(_Cfg, _Env) ->
+    ok.
 
 timeout_value(_, infinity) -> infinity;
 timeout_value(_, T) when is_integer(T), T > 0 -> T;

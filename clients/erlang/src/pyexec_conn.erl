@@ -116,7 +116,10 @@ init({Index, {Host, Port}}) ->
     S = #s{index = Index, host = Host, port = Port, tls = Tls, cfg = Cfg,
            backoff = maps:get(reconnect_backoff_min, Cfg),
            enc = pyexec_hpack:new_encoder(), dec = pyexec_hpack:new_decoder(),
-           stream_window = Window, conn_window = 2 * Window,
+           stream_window = Window,
+           %% Twice the stream window lets two large responses flow at once,
+           %% but no flow-control window may exceed 2^31-1 (RFC 9113 6.9.1).
+           conn_window = min(2 * Window, ?MAX_WINDOW),
            scheme = case Tls of false -> <<"http">>; _ -> <<"https">> end,
            authority = Authority},
     publish(S),

@@ -68,8 +68,11 @@ ping_ack(Opaque) -> frame(?PING, ?ACK, 0, Opaque).
 -spec goaway(non_neg_integer(), non_neg_integer(), binary()) -> iodata().
 goaway(LastId, Code, Debug) -> frame(?GOAWAY, 0, 0, <<0:1, LastId:31, Code:32, Debug/binary>>).
 
--spec window_update(non_neg_integer(), pos_integer()) -> iodata().
-window_update(Id, Inc) -> frame(?WINDOW_UPDATE, 0, Id, <<0:1, Inc:31>>).
+%% The increment has 31 bits: anything outside 1..2^31-1 is a bug in the
+%% caller's window accounting, so it fails here instead of being truncated.
+-spec window_update(non_neg_integer(), 1..16#7fffffff) -> iodata().
+window_update(Id, Inc) when is_integer(Inc), Inc >= 1, Inc =< ?MAX_WINDOW ->
+    frame(?WINDOW_UPDATE, 0, Id, <<0:1, Inc:31>>).
 
 flag(true, F) -> F;
 flag(false, _) -> 0.

@@ -11,7 +11,7 @@
 
 -export_type([method/0, grpc_error/0]).
 
--type method() :: bind | unbind | eval | exec | call | get_stats.
+-type method() :: pyexec_pb:method().
 -type grpc_error() :: {grpc, atom(), binary()}.
 
 -callback unary(method(), map(), timeout()) -> {ok, map()} | {error, grpc_error()}.
@@ -25,14 +25,11 @@ call(Method, Request, Timeout) ->
         grpcbox -> pyexec_grpcbox:unary(Method, Request, Timeout)
     end.
 
-%% @doc Path, request message and response message of a method.
+%% @doc Path, request message and response message of a method (from the
+%% .proto, via the generated pyexec_pb).
 -spec method(method()) -> {binary(), pyexec_pb:msg_name(), pyexec_pb:msg_name()}.
-method(bind) -> {<<"/pyexec.v1.PyExec/Bind">>, bind_request, bind_response};
-method(unbind) -> {<<"/pyexec.v1.PyExec/Unbind">>, unbind_request, unbind_response};
-method(eval) -> {<<"/pyexec.v1.PyExec/Eval">>, eval_request, eval_response};
-method(exec) -> {<<"/pyexec.v1.PyExec/Exec">>, exec_request, exec_response};
-method(call) -> {<<"/pyexec.v1.PyExec/Call">>, call_request, call_response};
-method(get_stats) -> {<<"/pyexec.v1.PyExec/GetStats">>, get_stats_request, get_stats_response}.
+method(Method) ->
+    pyexec_pb:method(Method).
 
 %% @doc gRPC status code number to atom.
 -spec code(non_neg_integer()) -> atom().

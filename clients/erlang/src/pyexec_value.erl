@@ -24,7 +24,7 @@
 %% anything else -> {opaque, TypeBinary, ReprBinary}.
 -module(pyexec_value).
 
--export([encode/1, decode/1, decode/2, encode_field/2]).
+-export([encode/1, decode/1, decode/2, encode_field/2, builtin_exception_types/0]).
 
 -export_type([term_in/0, term_out/0]).
 
@@ -73,7 +73,7 @@ encode_field(Tag, Term) ->
 %% Each clause returns {IoData, ByteSize} so nested lengths are computed once
 %% instead of re-walking the iolist at every level.
 enc(I) when is_integer(I), I >= ?INT64_MIN, I =< ?INT64_MAX ->
-    V = pyexec_pb:varint((I bsl 1) bxor (I bsr 63)),
+    V = pyexec_pb_wire:varint((I bsl 1) bxor (I bsr 63)),
     {[?T_INT, V], 1 + byte_size(V)};
 enc(I) when is_integer(I) ->
     len_field(?T_BIGINT, integer_to_binary(I));
@@ -111,7 +111,7 @@ enc(Other) ->
     throw({pyexec_bad_value, Other}).
 
 len_field(Tag, Bin) ->
-    Len = pyexec_pb:varint(byte_size(Bin)),
+    Len = pyexec_pb_wire:varint(byte_size(Bin)),
     {[Tag, Len, Bin], 1 + byte_size(Len) + byte_size(Bin)}.
 
 container(Marker, Elems) ->
@@ -130,7 +130,7 @@ items(_Tag, Improper, _Acc, _Sz) ->
     throw({pyexec_bad_value, Improper}).
 
 sub(Tag, {Io, Size}) ->
-    Len = pyexec_pb:varint(Size),
+    Len = pyexec_pb_wire:varint(Size),
     {[Tag, Len, Io], byte_size(Tag) + byte_size(Len) + Size}.
 
 %%====================================================================
@@ -153,7 +153,7 @@ decode(Bin, BytesAs) ->
 dec(<<>>, _B, Kind, Items, Keys) ->
     finish(Kind, Items, Keys);
 dec(Bin, B, Kind, Items, Keys) ->
-    case pyexec_pb:read_field(Bin) of
+    case pyexec_pb_wire:read_field(Bin) of
         {1, _NoneValue, Rest} -> dec(Rest, B, none, Items, Keys);
         {2, V, Rest} -> dec(Rest, B, V =/= 0, Items, Keys);
         {3, V, Rest} -> dec(Rest, B, {int, (V bsr 1) bxor -(V band 1)}, Items, Keys);
@@ -190,3 +190,26 @@ double(<<0:48, 16#f0, 16#7f>>) -> infinity;
 double(<<0:48, 16#f0, 16#ff>>) -> neg_infinity;
 double(<<F:64/float-little>>) -> F;
 double(<<_:64>>) -> nan.
+
+%% @doc Python's built-in exception class names (3.11). Listing them here
+%% makes them atoms of this module, so that py's `{error, {Type, Msg}}'
+%% carries an atom for every built-in exception even though it never
+%% creates atoms from exception names (see py:exception_type/1).
+-spec builtin_exception_types() -> [atom()].
+builtin_exception_types() ->
+    ['ArithmeticError', 'AssertionError', 'AttributeError', 'BaseException',
+     'BaseExceptionGroup', 'BlockingIOError', 'BrokenPipeError', 'BufferError',
+     'BytesWarning', 'ChildProcessError', 'ConnectionAbortedError', 'ConnectionError',
+     'ConnectionRefusedError', 'ConnectionResetError', 'DeprecationWarning', 'EOFError',
+     'EncodingWarning', 'EnvironmentError', 'Exception', 'ExceptionGroup',
+     'FileExistsError', 'FileNotFoundError', 'FloatingPointError', 'FutureWarning',
+     'GeneratorExit', 'IOError', 'ImportError', 'ImportWarning', 'IndentationError',
+     'IndexError', 'InterruptedError', 'IsADirectoryError', 'KeyError', 'KeyboardInterrupt',
+     'LookupError', 'MemoryError', 'ModuleNotFoundError', 'NameError', 'NotADirectoryError',
+     'NotImplementedError', 'OSError', 'OverflowError', 'PendingDeprecationWarning',
+     'PermissionError', 'ProcessLookupError', 'RecursionError', 'ReferenceError',
+     'ResourceWarning', 'RuntimeError', 'RuntimeWarning', 'StopAsyncIteration',
+     'StopIteration', 'SyntaxError', 'SyntaxWarning', 'SystemError', 'SystemExit',
+     'TabError', 'TimeoutError', 'TypeError', 'UnboundLocalError', 'UnicodeDecodeError',
+     'UnicodeEncodeError', 'UnicodeError', 'UnicodeTranslateError', 'UnicodeWarning',
+     'UserWarning', 'ValueError', 'Warning', 'ZeroDivisionError'].

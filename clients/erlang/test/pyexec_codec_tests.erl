@@ -68,8 +68,11 @@ decode_tolerance_test_() ->
      %% NaN payloads other than the canonical one are still nan.
      ?_assertEqual(nan, D(<<16#29, 1, 0, 0, 0, 0, 0, 16#f0, 16#7f>>)),
      ?_assertEqual(nan, D(<<16#29, 0, 0, 0, 0, 0, 0, 16#f8, 16#ff>>)),
-     %% bytes as bare binaries when configured.
+     %% bytes as bare binaries (erlang_python's shape, the default), or
+     %% tagged when configured.
      ?_assertEqual(<<7>>, pyexec_value:decode(<<16#3a, 1, 7>>, binary)),
+     ?_assertEqual(<<7>>, pyexec_value:decode(<<16#3a, 1, 7>>)),
+     ?_assertEqual({bytes, <<7>>}, pyexec_value:decode(<<16#3a, 1, 7>>, tagged)),
      ?_assertError({pyexec_pb, bad_message}, D(<<16#32, 5, "ab">>))].
 
 messages_test_() ->
@@ -78,7 +81,7 @@ messages_test_() ->
             {unbind_request, #{session => <<"tok">>}},
             {unbind_response, #{}},
             {eval_request, #{session => <<"s">>, code => <<"x + 1">>,
-                             locals => #{<<"x">> => 41, <<"y">> => [none, {bytes, <<1>>}]}}},
+                             locals => #{<<"x">> => 41, <<"y">> => [none, {set, [1]}]}}},
             {exec_request, #{session => <<>>, code => <<"pass">>, locals => #{}}},
             {call_request, #{session => <<>>, module => <<"math">>, function => <<"sqrt">>,
                              args => [16, <<"a">>, #{1 => 2}], kwargs => #{<<"k">> => true}}},
@@ -150,3 +153,12 @@ frame_test_() ->
      ?_assertEqual({error, protocol_error}, pyexec_h2_frame:strip_padding(8, <<9, "abc">>)),
      ?_assertEqual({ok, [{4, 65535}, {3, 100}]},
                    pyexec_h2_frame:parse_settings(<<0, 4, 0, 0, 255, 255, 0, 3, 0, 0, 0, 100>>))].
+
+%% WINDOW_UPDATE carries 31 bits: an increment outside 1..2^31-1 must be
+%% refused, never silently truncated.
+window_update_test_() ->
+    F = fun(Io) -> iolist_to_binary(Io) end,
+    [?_assertEqual(<<0, 0, 4, 8, 0, 0, 0, 0, 3, 16#7f, 16#ff, 16#ff, 16#ff>>,
+                   F(pyexec_h2_frame:window_update(3, 16#7fffffff))),
+     ?_assertError(_, pyexec_h2_frame:window_update(0, 16#80000000)),
+     ?_assertError(_, pyexec_h2_frame:window_update(0, 0))].

@@ -11,11 +11,14 @@
 
 -compile([export_all, nowarn_export_all]).
 
+-define(HUGE_WINDOW, (1 bsl 30 + 32768)).
+
 all() ->
     [echo, concurrent_streams, large_request_flow_control, large_response_flow_control,
-     max_message_size, continuation_both_ways, status_and_percent_encoded_message,
+     huge_window_no_stall, max_message_size, continuation_both_ways, status_and_percent_encoded_message,
      deadline_sent_as_grpc_timeout, infinity_timeout, caller_death_resets_stream,
-     goaway_finishes_inflight_then_reconnects, reconnect_with_backoff, keepalive_ping, tls_alpn_h2].
+     goaway_finishes_inflight_then_reconnects, reconnect_with_backoff, keepalive_ping, tls_alpn_h2,
+     bearer_metadata_on_every_call, mtls_with_bearer].
 
 init_per_suite(Config) ->
     Script = filename:join(?config(data_dir, Config), "grpc_test_server.py"),
@@ -30,7 +33,10 @@ init_per_testcase(TC, Config) ->
                 continuation_both_ways ->
                     [{metadata, [{<<"x-echo-big">>, binary:copy(<<"m">>, 40000)}]}];
                 max_message_size -> [{max_message_size, 1000000}];
+                huge_window_no_stall -> [{window_size, ?HUGE_WINDOW}];
                 keepalive_ping -> [{keepalive_interval, 200}];
+                bearer_metadata_on_every_call ->
+                    [{metadata, [{<<"authorization">>, <<"Bearer s3cr3t">>}]}];
                 _ -> []
             end,
     ok = pyexec_test_util:start_app([{endpoints, [{"127.0.0.1", maps:get(port, Srv)}]},
@@ -92,6 +98,16 @@ large_response_flow_control(_Config) ->
     {ok, Bin} = rpc(<<"Big">>, integer_to_binary(N), 60000),
     ?assertEqual(N, byte_size(Bin)),
     ?assertEqual(binary:copy(<<"z">>, N), Bin).
+
+%% A stream window just above 1 GiB: the connection window (twice the
+%% stream window, but never above 2^31-1) must still reach the server in
+%% full. Packing 2 * W - 65535 into WINDOW_UPDATE's 31 bits would leave the
+%% server a 64 KiB connection window that we never top up (we ack at half
+%% our window), and this 20 MB response would stall until the deadline.
+huge_window_no_stall(_Config) ->
+    N = 20 * 1024 * 1024,
+    {ok, Bin} = rpc(<<"Big">>, integer_to_binary(N), 20000),
+    ?assertEqual(N, byte_size(Bin)).
 
 max_message_size(_Config) ->
     ?assertMatch({error, {grpc, resource_exhausted, _}}, rpc(<<"Big">>, <<"2000000">>)),
@@ -206,6 +222,55 @@ tls_alpn_h2(Config) ->
         ?assertEqual({ok, <<"secure">>}, rpc(<<"Echo">>, <<"secure">>)),
         Big = crypto:strong_rand_bytes(3 * 1024 * 1024),
         ?assertEqual({ok, Big}, rpc(<<"Echo">>, Big, 30000))
+    after
+        pyexec_test_util:stop_server(Srv, "KILL")
+    end.
+
+%% The configured metadata (a bearer token) reaches the server on every
+%% call, on every connection.
+bearer_metadata_on_every_call(_Config) ->
+    [begin
+         {ok, Lines} = rpc(<<"Metadata">>, <<>>),
+         ?assert(lists:member(<<"authorization=Bearer s3cr3t">>, binary:split(Lines, <<"\n">>, [global])))
+     end || _ <- lists:seq(1, 6)].
+
+%% Mutual TLS: the server requires a client certificate from our CA; the
+%% client presents one (ssl options `cert'/`key' here; `certfile'/`keyfile'
+%% work the same) and sends its bearer token. Without the client
+%% certificate the server refuses the connection.
+mtls_with_bearer(Config) ->
+    Dir = ?config(priv_dir, Config),
+    #{server_config := SrvOpts, client_config := CliOpts} =
+        public_key:pkix_test_data(#{server_chain => #{root => [{digest, sha256}, {key, {namedCurve, secp256r1}}],
+                                                      peer => [{digest, sha256}, {key, {namedCurve, secp256r1}},
+                                                               {extensions, [san("localhost")]}]},
+                                    client_chain => #{root => [{digest, sha256}, {key, {namedCurve, secp256r1}}],
+                                                      peer => [{digest, sha256}, {key, {namedCurve, secp256r1}}]}}),
+    Pem = fun(Name, Entries) ->
+                  F = filename:join(Dir, Name),
+                  ok = file:write_file(F, public_key:pem_encode(Entries)),
+                  F
+          end,
+    Certs = fun(L) -> [{'Certificate', C, not_encrypted} || C <- L] end,
+    %% server_config's cacerts verify clients, client_config's verify the server.
+    CertFile = Pem("m_server.pem", Certs([proplists:get_value(cert, SrvOpts)])),
+    {KeyType, KeyDer} = proplists:get_value(key, SrvOpts),
+    KeyFile = Pem("m_server.key", [{KeyType, KeyDer, not_encrypted}]),
+    CaFile = Pem("m_client_ca.pem", Certs(proplists:get_value(cacerts, SrvOpts))),
+    {ok, Srv} = start_py(Config, ["--cert", CertFile, "--key", KeyFile, "--client_ca", CaFile]),
+    Tls = [{verify, verify_peer}, {cacerts, proplists:get_value(cacerts, CliOpts)},
+           {server_name_indication, "localhost"}],
+    Endpoint = {endpoints, [{"localhost", maps:get(port, Srv)}]},
+    try
+        ok = pyexec_test_util:start_app([Endpoint, {connect_timeout, 2000},
+                                         {tls, [{cert, proplists:get_value(cert, CliOpts)},
+                                                {key, proplists:get_value(key, CliOpts)} | Tls]},
+                                         {metadata, [{<<"authorization">>, <<"Bearer mtls-t0k">>}]}]),
+        {ok, Lines} = rpc(<<"Metadata">>, <<>>),
+        ?assert(lists:member(<<"authorization=Bearer mtls-t0k">>, binary:split(Lines, <<"\n">>, [global]))),
+        ok = pyexec_test_util:start_app([Endpoint, {connect_timeout, 2000}, {tls, Tls},
+                                         {reconnect_backoff_min, 50}]),
+        ?assertMatch({error, {grpc, unavailable, _}}, rpc(<<"Echo">>, <<"no cert">>, 2000))
     after
         pyexec_test_util:stop_server(Srv, "KILL")
     end.

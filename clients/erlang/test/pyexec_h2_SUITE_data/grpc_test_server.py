@@ -2,6 +2,7 @@
 
 Methods of service test.Echo (raw bytes in and out, no protobuf):
   Echo       returns the request; echoes x-echo-* request metadata as trailers
+  Metadata   returns the request metadata as "key=value" lines
   Big        returns int(request) bytes
   Fail       request "CODE:message": aborts with that status (trailers-only)
   Sleep      sleeps float(request) seconds unless cancelled; counts cancellations
@@ -28,6 +29,11 @@ def echo(request, context):
     if md:
         context.set_trailing_metadata(md)
     return request
+
+
+def metadata(request, context):
+    """Returns the request metadata as "key=value" lines (bearer tokens...)."""
+    return "\n".join("%s=%s" % (k, v) for k, v in context.invocation_metadata()).encode()
 
 
 def big(request, context):
@@ -69,6 +75,7 @@ def main():
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--cert")
     p.add_argument("--key")
+    p.add_argument("--client_ca", help="require client certificates signed by these CAs (mTLS)")
     a = p.parse_args()
     opts = [("grpc.max_receive_message_length", 64 << 20),
             ("grpc.max_send_message_length", 64 << 20),
@@ -81,12 +88,16 @@ def main():
             ("grpc.keepalive_permit_without_calls", 1)]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=64), options=opts)
     handlers = {name: grpc.unary_unary_rpc_method_handler(fn) for name, fn in {
-        "Echo": echo, "Big": big, "Fail": fail, "Sleep": sleep,
+        "Echo": echo, "Metadata": metadata, "Big": big, "Fail": fail, "Sleep": sleep,
         "Cancelled": count_cancelled, "Stop": stop}.items()}
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Echo", handlers),))
     addr = "127.0.0.1:%d" % a.port
     if a.cert:
-        creds = grpc.ssl_server_credentials([(open(a.key, "rb").read(), open(a.cert, "rb").read())])
+        pairs = [(open(a.key, "rb").read(), open(a.cert, "rb").read())]
+        if a.client_ca:
+            creds = grpc.ssl_server_credentials(pairs, open(a.client_ca, "rb").read(), True)
+        else:
+            creds = grpc.ssl_server_credentials(pairs)
         port = server.add_secure_port(addr, creds)
     else:
         port = server.add_insecure_port(addr)

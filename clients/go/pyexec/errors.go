@@ -1,0 +1,129 @@
+package pyexec
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Sentinel errors, one per class of failure. Every error a call returns
+// (other than a *PythonError) is a *StatusError that wraps exactly one of
+// them, so callers test the class with errors.Is and read the details with
+// errors.As.
+var (
+	// ErrSessionNotFound: NOT_FOUND. The session token is unknown, expired,
+	// unbound, foreign, or its worker died on an earlier call.
+	ErrSessionNotFound = errors.New("pyexec: session not found")
+	// ErrTimeout: DEADLINE_EXCEEDED. The deadline passed; the server
+	// interrupted the Python code (a bound session keeps its state).
+	ErrTimeout = errors.New("pyexec: deadline exceeded")
+	// ErrCancelled: CANCELLED. The caller cancelled; the code was interrupted.
+	ErrCancelled = errors.New("pyexec: cancelled")
+	// ErrPoolExhausted: RESOURCE_EXHAUSTED. No worker for a Bind
+	// (--max_workers), the wait queue is full, or a message is too large.
+	ErrPoolExhausted = errors.New("pyexec: resource exhausted")
+	// ErrInvalidArgument: INVALID_ARGUMENT. Empty code, nesting too deep, a
+	// value the server refuses, or a value this client cannot convert.
+	ErrInvalidArgument = errors.New("pyexec: invalid argument")
+	// ErrWorkerDied: ABORTED. The worker died during the call; its session
+	// is gone (later calls on it get ErrSessionNotFound).
+	ErrWorkerDied = errors.New("pyexec: worker died")
+	// ErrUnavailable: UNAVAILABLE. The server is draining, or unreachable.
+	ErrUnavailable = errors.New("pyexec: unavailable")
+	// ErrUnauthenticated: UNAUTHENTICATED. Missing or wrong credentials.
+	ErrUnauthenticated = errors.New("pyexec: unauthenticated")
+	// ErrPermissionDenied: PERMISSION_DENIED.
+	ErrPermissionDenied = errors.New("pyexec: permission denied")
+	// ErrRPC: any other gRPC status (UNKNOWN, INTERNAL, UNIMPLEMENTED, ...).
+	ErrRPC = errors.New("pyexec: rpc failed")
+	// ErrPython matches every *PythonError: errors.Is(err, ErrPython).
+	ErrPython = errors.New("pyexec: python exception")
+)
+
+// PythonError is an exception raised by the Python code. It is a result of
+// the call, not a transport failure: the session (if any) is intact.
+type PythonError struct {
+	Type      string // exception class name, e.g. "ZeroDivisionError"
+	Message   string // str(exception)
+	Traceback string // formatted traceback, with the user's source lines
+	Stdout    string // output the call printed before it raised
+	Stderr    string
+}
+
+func (e *PythonError) Error() string {
+	if e.Message == "" {
+		return e.Type
+	}
+	return e.Type + ": " + e.Message
+}
+
+// Is makes errors.Is(err, ErrPython) true for every Python exception.
+func (e *PythonError) Is(target error) bool { return target == ErrPython }
+
+// StatusError is a non-OK gRPC status from the server (or from the client's
+// own checks, for ErrInvalidArgument before anything is sent).
+type StatusError struct {
+	Code    codes.Code
+	Message string
+	kind    error
+}
+
+func (e *StatusError) Error() string {
+	return fmt.Sprintf("%v (%s: %s)", e.kind, e.Code, e.Message)
+}
+
+// Unwrap returns the sentinel of the error's class.
+func (e *StatusError) Unwrap() error { return e.kind }
+
+// Is also lets a timeout match context.DeadlineExceeded and a cancellation
+// match context.Canceled, so code written against plain contexts works.
+func (e *StatusError) Is(target error) bool {
+	switch target {
+	case context.DeadlineExceeded:
+		return e.kind == ErrTimeout
+	case context.Canceled:
+		return e.kind == ErrCancelled
+	}
+	return false
+}
+
+// GRPCStatus lets status.FromError / status.Code see the original status.
+func (e *StatusError) GRPCStatus() *status.Status { return status.New(e.Code, e.Message) }
+
+var codeKinds = map[codes.Code]error{
+	codes.NotFound:          ErrSessionNotFound,
+	codes.DeadlineExceeded:  ErrTimeout,
+	codes.Canceled:          ErrCancelled,
+	codes.ResourceExhausted: ErrPoolExhausted,
+	codes.InvalidArgument:   ErrInvalidArgument,
+	codes.Aborted:           ErrWorkerDied,
+	codes.Unavailable:       ErrUnavailable,
+	codes.Unauthenticated:   ErrUnauthenticated,
+	codes.PermissionDenied:  ErrPermissionDenied,
+}
+
+// fromRPC turns an error from a generated stub into a *StatusError.
+func fromRPC(err error) error {
+	if err == nil {
+		return nil
+	}
+	st, ok := status.FromError(err)
+	if !ok {
+		// Not a status (cannot happen with grpc-go stubs); keep it wrapped.
+		return &StatusError{Code: codes.Unknown, Message: err.Error(), kind: ErrRPC}
+	}
+	kind, ok := codeKinds[st.Code()]
+	if !ok {
+		kind = ErrRPC
+	}
+	return &StatusError{Code: st.Code(), Message: st.Message(), kind: kind}
+}
+
+func invalidArgument(format string, args ...any) error {
+	return &StatusError{Code: codes.InvalidArgument, Message: fmt.Sprintf(format, args...), kind: ErrInvalidArgument}
+}
+
+func isErr(err, target error) bool { return errors.Is(err, target) }

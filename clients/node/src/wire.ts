@@ -1,0 +1,87 @@
+// The wire messages of pyexec.v1 as @grpc/proto-loader hands them over with
+// the options in client.ts (keepCase, longs as decimal strings, bytes as
+// Buffer, oneofs naming the set member in `kind`). Internal: the public API
+// speaks native values (values.ts) and camelCase results (client.ts).
+
+export interface WireOpaque {
+  type?: string;
+  repr?: string;
+}
+
+export interface WireValue {
+  kind?: string;
+  none?: Record<string, never>;
+  bool?: boolean;
+  int?: string; // sint64 as a decimal string
+  big_int?: string;
+  float?: number;
+  str?: string;
+  bytes?: Buffer;
+  list?: boolean;
+  tuple?: boolean;
+  dict?: boolean;
+  set?: boolean;
+  opaque?: WireOpaque;
+  items?: WireValue[];
+  keys?: WireValue[];
+}
+
+export interface WirePythonError {
+  type?: string;
+  message?: string;
+  traceback?: string;
+}
+
+export interface WireBindRequest {
+  idle_timeout_seconds?: number;
+}
+export interface WireBindResponse {
+  session?: string;
+  idle_timeout_seconds?: number;
+}
+export interface WireUnbindRequest {
+  session: string;
+}
+export interface WireEvalRequest {
+  session?: string;
+  code: string;
+  locals?: Record<string, WireValue>;
+}
+export interface WireEvalResponse {
+  value?: WireValue;
+  error?: WirePythonError;
+  stdout?: string;
+  stderr?: string;
+}
+export interface WireExecRequest {
+  session?: string;
+  code: string;
+  locals?: Record<string, WireValue>;
+}
+export interface WireExecResponse {
+  error?: WirePythonError;
+  stdout?: string;
+  stderr?: string;
+}
+export interface WireCallRequest {
+  session?: string;
+  module: string;
+  function: string;
+  args?: WireValue[];
+  kwargs?: Record<string, WireValue>;
+}
+export type WireCallResponse = WireEvalResponse;
+
+export interface WireGetStatsResponse {
+  num_workers?: number;
+  available_workers?: number;
+  checked_out?: number;
+  pending_requests?: number;
+  max_workers?: number;
+  starting_workers?: number;
+  busy_workers?: number;
+  workers_spawned?: string; // uint64 as a decimal string
+  workers_died?: string;
+  calls_total?: string;
+  sessions?: number;
+}

@@ -1,0 +1,20 @@
+"""pyexec_client: a Python client for the pyexec.v1.PyExec service.
+
+Sync API here (pyexec_client.Client); the asyncio flavour with the same names
+is pyexec_client.aio. See clients/python/README.md.
+"""
+
+from ._core import Bound, Result, Stats
+from .client import Client, Context, Session
+from .errors import (Cancelled, InvalidArgument, PermissionDenied, PoolExhausted, PyExecError,
+                     PythonError, SessionNotFound, Timeout, Unauthenticated, Unavailable,
+                     ValueConversionError, WorkerDied)
+from .values import Opaque, from_value, to_value
+
+__all__ = [
+    "Client", "Session", "Context", "Result", "Stats", "Bound", "Opaque",
+    "PyExecError", "PythonError", "SessionNotFound", "Timeout", "PoolExhausted",
+    "InvalidArgument", "Unavailable", "Cancelled", "WorkerDied", "Unauthenticated",
+    "PermissionDenied", "ValueConversionError", "to_value", "from_value",
+]
+from . import aio  # noqa: E402,F401

@@ -1,0 +1,166 @@
+"""What the sync and the asyncio clients share: options, channel credentials,
+request building and response decoding. No I/O happens here."""
+
+import os
+from dataclasses import dataclass, fields
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import grpc
+
+from ._stubs import pb
+from .errors import InvalidArgument, PythonError
+from .values import from_value, to_value, to_value_map
+
+Metadata = Tuple[Tuple[str, str], ...]
+
+# Messages up to the server's own limit (64 MiB by default) in both directions.
+_DEFAULT_CHANNEL_OPTIONS: List[Tuple[str, Any]] = [
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+]
+
+
+@dataclass(frozen=True)
+class Result:
+    """A call's value together with the output it printed (bounded by the server)."""
+    value: Any
+    stdout: str = ""
+    stderr: str = ""
+
+
+@dataclass(frozen=True)
+class Stats:
+    """The server's pool figures (GetStats)."""
+    num_workers: int = 0
+    available_workers: int = 0
+    checked_out: int = 0
+    pending_requests: int = 0
+    max_workers: int = 0
+    starting_workers: int = 0
+    busy_workers: int = 0
+    workers_spawned: int = 0
+    workers_died: int = 0
+    calls_total: int = 0
+    sessions: int = 0
+
+
+@dataclass(frozen=True)
+class Bound:
+    """What Bind granted: the session token and the idle timeout in seconds."""
+    session: str
+    idle_timeout: int
+
+
+def _read(path_or_bytes: Optional[Any]) -> Optional[bytes]:
+    if path_or_bytes is None or isinstance(path_or_bytes, bytes):
+        return path_or_bytes
+    with open(os.fspath(path_or_bytes), "rb") as f:
+        return f.read()
+
+
+class Options:
+    """Connection options shared by pyexec_client.Client and pyexec_client.aio.Client.
+
+    tls: use TLS. Implied by any of root_certificates, private_key, certificate_chain.
+    root_certificates: PEM bytes or a file path of the CA that signed the server
+        (None: the system roots).
+    private_key, certificate_chain: PEM bytes or file paths of a client
+        certificate, for mutual TLS.
+    server_name: overrides the name checked against the server certificate.
+    token: a bearer token, sent as `authorization: Bearer TOKEN` on every call.
+    metadata: more metadata sent on every call.
+    timeout: default per-call timeout in seconds (None: no deadline, the server
+        applies its own default).
+    num_contexts: size of the pool of shared contexts (client.context(n)).
+    channel_options: extra grpc channel arguments.
+    """
+
+    def __init__(self, target: str, *, tls: bool = False,
+                 root_certificates: Optional[Any] = None, private_key: Optional[Any] = None,
+                 certificate_chain: Optional[Any] = None, server_name: Optional[str] = None,
+                 token: Optional[str] = None, metadata: Sequence[Tuple[str, str]] = (),
+                 timeout: Optional[float] = None, num_contexts: Optional[int] = None,
+                 channel_options: Sequence[Tuple[str, Any]] = ()) -> None:
+        if not target:
+            raise InvalidArgument("pyexec_client: empty target address")
+        self.target = target
+        self.root_certificates = _read(root_certificates)
+        self.private_key = _read(private_key)
+        self.certificate_chain = _read(certificate_chain)
+        self.tls = tls or any(x is not None for x in (
+            self.root_certificates, self.private_key, self.certificate_chain))
+        if (self.private_key is None) != (self.certificate_chain is None):
+            raise InvalidArgument("pyexec_client: private_key and certificate_chain go together")
+        md: List[Tuple[str, str]] = list(metadata)
+        if token is not None:
+            md.append(("authorization", "Bearer " + token))
+        self.metadata: Metadata = tuple(md)
+        self.timeout = timeout
+        self.num_contexts = num_contexts or os.cpu_count() or 1
+        self.channel_options = list(_DEFAULT_CHANNEL_OPTIONS) + list(channel_options)
+        if server_name:
+            self.channel_options.append(("grpc.ssl_target_name_override", server_name))
+
+    def credentials(self) -> Optional[grpc.ChannelCredentials]:
+        """TLS channel credentials, or None for plaintext."""
+        if not self.tls:
+            return None
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.root_certificates, private_key=self.private_key,
+            certificate_chain=self.certificate_chain)
+
+    def call_timeout(self, timeout: Optional[float]) -> Optional[float]:
+        return self.timeout if timeout is None else timeout
+
+
+def eval_request(session: str, code: str, locals: Optional[Mapping[str, Any]]) -> Any:
+    return pb.EvalRequest(session=session, code=code, locals=to_value_map(locals))
+
+
+def exec_request(session: str, code: str, locals: Optional[Mapping[str, Any]]) -> Any:
+    return pb.ExecRequest(session=session, code=code, locals=to_value_map(locals))
+
+
+def call_request(session: str, module: str, function: str, args: Sequence[Any],
+                 kwargs: Optional[Mapping[str, Any]]) -> Any:
+    return pb.CallRequest(session=session, module=module, function=function,
+                          args=[to_value(a) for a in args], kwargs=to_value_map(kwargs))
+
+
+def result(resp: Any, has_value: bool) -> Result:
+    """Decodes an Eval/Exec/Call response; raises PythonError if the code raised."""
+    if resp.HasField("error"):
+        raise PythonError(resp.error.type, resp.error.message, resp.error.traceback,
+                          resp.stdout, resp.stderr)
+    return Result(from_value(resp.value) if has_value else None, resp.stdout, resp.stderr)
+
+
+def stats(resp: Any) -> Stats:
+    return Stats(**{f.name: getattr(resp, f.name) for f in fields(Stats)})
+
+
+def bound(resp: Any) -> Bound:
+    return Bound(resp.session, resp.idle_timeout_seconds)
+
+
+def bind_request(idle_timeout: Optional[int]) -> Any:
+    return pb.BindRequest(idle_timeout_seconds=int(idle_timeout or 0))
+
+
+def context_index(n: Optional[int], num_contexts: int, fallback: int) -> int:
+    """1-based context number -> 0-based slot; `fallback` picks when n is None."""
+    if n is None:
+        return fallback % num_contexts
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= num_contexts:
+        raise InvalidArgument("pyexec_client: context number %r outside 1..%d"
+                              % (n, num_contexts))
+    return n - 1
+
+
+def stub_kwargs(metadata: Metadata, timeout: Optional[float]) -> Dict[str, Any]:
+    kw: Dict[str, Any] = {}
+    if metadata:
+        kw["metadata"] = metadata
+    if timeout is not None:
+        kw["timeout"] = timeout
+    return kw

@@ -1,0 +1,112 @@
+"""The exception hierarchy of pyexec_client.
+
+Every error the client raises is a PyExecError. A Python exception raised by
+the remote code is a PythonError (the RPC itself succeeded); every other
+subclass stands for one gRPC status code of the service.
+"""
+
+from typing import Dict, Optional, Type
+
+import grpc
+
+
+class PyExecError(Exception):
+    """Base class of every pyexec_client error.
+
+    `code` is the gRPC status code behind the error (None for PythonError and
+    for client-side errors), `details` the server's status message.
+    """
+
+    code: Optional[grpc.StatusCode] = None
+
+    def __init__(self, message: str, *, code: Optional[grpc.StatusCode] = None,
+                 details: str = "") -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+        self.details = details
+
+
+class PythonError(PyExecError):
+    """The remote Python code raised. The session (if any) is intact."""
+
+    def __init__(self, type: str, message: str, traceback: str,  # noqa: A002
+                 stdout: str = "", stderr: str = "") -> None:
+        super().__init__("%s: %s" % (type, message) if message else type)
+        self.type = type
+        self.message = message
+        self.traceback = traceback
+        # Output the call printed before it raised.
+        self.stdout = stdout
+        self.stderr = stderr
+
+
+class SessionNotFound(PyExecError):
+    """NOT_FOUND: the session token is unknown, unbound, expired or foreign."""
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class Timeout(PyExecError):
+    """DEADLINE_EXCEEDED: the deadline passed; the Python code was interrupted."""
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class PoolExhausted(PyExecError):
+    """RESOURCE_EXHAUSTED: no worker can be bound, or the wait queue is full."""
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class InvalidArgument(PyExecError):
+    """INVALID_ARGUMENT: empty or oversized code, nesting too deep, bad value."""
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class Unavailable(PyExecError):
+    """UNAVAILABLE: the server is unreachable, draining or shutting down."""
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class Cancelled(PyExecError):
+    """CANCELLED: the call was cancelled; the Python code was interrupted."""
+    code = grpc.StatusCode.CANCELLED
+
+
+class WorkerDied(PyExecError):
+    """ABORTED: the worker died during the call; its session is gone."""
+    code = grpc.StatusCode.ABORTED
+
+
+class Unauthenticated(PyExecError):
+    """UNAUTHENTICATED: missing or wrong credentials."""
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(PyExecError):
+    """PERMISSION_DENIED: the credentials do not allow the call."""
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class ValueConversionError(PyExecError, TypeError):
+    """A Python value has no pyexec Value kind (raised before any RPC)."""
+
+
+_BY_CODE: Dict[grpc.StatusCode, Type[PyExecError]] = {
+    cls.code: cls
+    for cls in (SessionNotFound, Timeout, PoolExhausted, InvalidArgument, Unavailable,
+                Cancelled, WorkerDied, Unauthenticated, PermissionDenied)
+    if cls.code is not None
+}
+
+
+def from_status(code: grpc.StatusCode, details: str) -> PyExecError:
+    """The typed error for a non-OK status; PyExecError for other codes."""
+    cls = _BY_CODE.get(code, PyExecError)
+    name = code.name if code is not None else "UNKNOWN"
+    return cls("%s: %s" % (name, details) if details else name, code=code, details=details)
+
+
+def from_rpc_error(err: grpc.RpcError) -> PyExecError:
+    """Maps a grpc.RpcError (sync or aio) to the typed error."""
+    code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
+    details = (err.details() if hasattr(err, "details") else str(err)) or ""
+    return from_status(code, details)

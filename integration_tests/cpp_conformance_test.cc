@@ -1,0 +1,373 @@
+// `conformance` for the C++ client: runs every case of
+// clients/conformance/vectors.json (or $PYEXEC_CONFORMANCE) through the public
+// API of clients/cpp/client.h against a real pyexecd started on port 0, as
+// clients/conformance/README.md describes. The C++ client's native value is
+// v1::Value itself, so the tagged JSON is built with the Make* builders of
+// value.h and results are compared kind by kind.
+
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/time.h"
+#include "bench/process.h"
+#include "clients/cpp/client.h"
+#include "clients/cpp/value.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+
+namespace pyexec {
+namespace {
+
+using json = nlohmann::json;
+
+std::string Runfile(const std::string& path) {
+  const char* srcdir = std::getenv("TEST_SRCDIR");
+  return absl::StrCat(srcdir != nullptr ? srcdir : ".", "/pyexec/", path);
+}
+
+// A failed case: the runner records the message and goes on.
+struct CaseError {
+  std::string message;
+};
+
+const std::pair<std::string, json>& Tag(const json& tagged, std::pair<std::string, json>* out) {
+  if (!tagged.is_object() || tagged.size() != 1) {
+    throw CaseError{absl::StrCat("malformed tagged value ", tagged.dump())};
+  }
+  *out = {tagged.begin().key(), tagged.begin().value()};
+  return *out;
+}
+
+double JsonFloat(const json& x) {
+  if (x.is_string()) {
+    const std::string s = x.get<std::string>();
+    if (s == "nan") return std::nan("");
+    if (s == "inf") return INFINITY;
+    if (s == "-inf") return -INFINITY;
+    throw CaseError{absl::StrCat("bad float ", s)};
+  }
+  return x.get<double>();
+}
+
+std::string Unbase64(const json& x) {
+  std::string out;
+  if (!absl::Base64Unescape(x.get<std::string>(), &out)) {
+    throw CaseError{absl::StrCat("bad base64 ", x.dump())};
+  }
+  return out;
+}
+
+v1::Value ToValue(const json& tagged) {
+  std::pair<std::string, json> t;
+  const auto& [tag, x] = Tag(tagged, &t);
+  if (tag == "none") return MakeNone();
+  if (tag == "bool") return MakeBool(x.get<bool>());
+  if (tag == "int") {
+    absl::StatusOr<v1::Value> v = MakeBigInt(x.get<std::string>());
+    if (!v.ok()) throw CaseError{v.status().ToString()};
+    return *v;
+  }
+  if (tag == "float") return MakeFloat(JsonFloat(x));
+  if (tag == "str") return MakeStr(x.get<std::string>());
+  if (tag == "bytes") return MakeBytes(Unbase64(x));
+  if (tag == "list" || tag == "tuple" || tag == "set") {
+    std::vector<v1::Value> items;
+    for (const json& item : x) items.push_back(ToValue(item));
+    if (tag == "list") return MakeList(std::move(items));
+    if (tag == "tuple") return MakeTuple(std::move(items));
+    return MakeSet(std::move(items));
+  }
+  if (tag == "dict") {
+    std::vector<std::pair<v1::Value, v1::Value>> entries;
+    for (const json& kv : x) entries.emplace_back(ToValue(kv.at(0)), ToValue(kv.at(1)));
+    return MakeDict(std::move(entries));
+  }
+  if (tag == "opaque") {
+    v1::Value v;
+    v.mutable_opaque()->set_type(x.at("type").get<std::string>());
+    v.mutable_opaque()->set_repr(x.value("repr", ""));
+    return v;
+  }
+  throw CaseError{absl::StrCat("unknown tag ", tag)};
+}
+
+bool Matches(const v1::Value& got, const json& tagged);
+
+// Every expected element matches a distinct element of `got` (sets, dicts).
+template <typename Eq>
+bool MatchUnordered(int n, const json& want, Eq eq) {
+  if (static_cast<size_t>(n) != want.size()) return false;
+  std::vector<bool> used(n, false);
+  for (const json& w : want) {
+    bool found = false;
+    for (int i = 0; i < n && !found; ++i) {
+      if (!used[i] && eq(i, w)) used[i] = found = true;
+    }
+    if (!found) return false;
+  }
+  return true;
+}
+
+bool Matches(const v1::Value& got, const json& tagged) {
+  std::pair<std::string, json> t;
+  const auto& [tag, x] = Tag(tagged, &t);
+  if (tag == "none") return got.has_none();
+  if (tag == "bool") return got.kind_case() == v1::Value::kBool && got.bool_() == x.get<bool>();
+  if (tag == "int") {
+    // The server sends int64 as `int` and only what lies beyond as `big_int`;
+    // MakeBigInt makes the same choice, so comparing the two is exact.
+    v1::Value want = ToValue(tagged);
+    if (got.kind_case() != want.kind_case()) return false;
+    return got.kind_case() == v1::Value::kInt ? got.int_() == want.int_()
+                                             : got.big_int() == want.big_int();
+  }
+  if (tag == "float") {
+    if (got.kind_case() != v1::Value::kFloat) return false;
+    double want = JsonFloat(x);
+    return got.float_() == want || (std::isnan(got.float_()) && std::isnan(want));
+  }
+  if (tag == "str") return got.kind_case() == v1::Value::kStr && got.str() == x.get<std::string>();
+  if (tag == "bytes") return got.kind_case() == v1::Value::kBytes && got.bytes() == Unbase64(x);
+  if (tag == "list" || tag == "tuple") {
+    auto kind = tag == "list" ? v1::Value::kList : v1::Value::kTuple;
+    if (got.kind_case() != kind || static_cast<size_t>(got.items_size()) != x.size()) return false;
+    for (int i = 0; i < got.items_size(); ++i) {
+      if (!Matches(got.items(i), x[i])) return false;
+    }
+    return true;
+  }
+  if (tag == "set") {
+    return got.kind_case() == v1::Value::kSet &&
+           MatchUnordered(got.items_size(), x,
+                          [&](int i, const json& w) { return Matches(got.items(i), w); });
+  }
+  if (tag == "dict") {
+    return got.kind_case() == v1::Value::kDict && got.keys_size() == got.items_size() &&
+           MatchUnordered(got.items_size(), x, [&](int i, const json& w) {
+             return Matches(got.keys(i), w.at(0)) && Matches(got.items(i), w.at(1));
+           });
+  }
+  if (tag == "opaque") {
+    return got.kind_case() == v1::Value::kOpaque && got.opaque().type() == x.at("type") &&
+           (!x.contains("repr") || got.opaque().repr() == x.at("repr"));
+  }
+  throw CaseError{absl::StrCat("unknown tag ", tag)};
+}
+
+// The value of a call that must have succeeded.
+const v1::Value& Ok(const absl::StatusOr<Result>& r, Result* keep) {
+  if (!r.ok()) throw CaseError{absl::StrCat("status ", r.status().ToString())};
+  if (!r->ok()) throw CaseError{absl::StrCat("Python error ", r->error->type(), ": ",
+                                             r->error->message())};
+  *keep = *r;
+  return keep->value;
+}
+
+absl::StatusCode ExpectedCode(const std::string& name) {
+  if (name == "session_not_found") return absl::StatusCode::kNotFound;
+  if (name == "timeout") return absl::StatusCode::kDeadlineExceeded;
+  if (name == "invalid_argument") return absl::StatusCode::kInvalidArgument;
+  if (name == "resource_exhausted") return absl::StatusCode::kResourceExhausted;
+  throw CaseError{absl::StrCat("unknown error class ", name)};
+}
+
+void ExpectStatus(const json& c, const absl::StatusOr<Result>& r) {
+  absl::StatusCode want = ExpectedCode(c.at("expect").get<std::string>());
+  if (r.ok()) {
+    throw CaseError{absl::StrCat("expected ", absl::StatusCodeToString(want), ", got ",
+                                 r->ok() ? FormatValue(r->value) : "a Python error")};
+  }
+  if (r.status().code() != want) {
+    throw CaseError{absl::StrCat("expected ", absl::StatusCodeToString(want), ", got ",
+                                 r.status().ToString())};
+  }
+}
+
+Session MustBind(const Client& client) {
+  absl::StatusOr<Session> s = Session::Bind(client);
+  if (!s.ok()) throw CaseError{absl::StrCat("bind: ", s.status().ToString())};
+  return std::move(*s);
+}
+
+void RunStatus(const Client& client, const json& c) {
+  const std::string scenario = c.at("scenario").get<std::string>();
+  if (scenario == "unbind_then_eval") {
+    Session s = MustBind(client);
+    std::string token = s.token();
+    if (absl::Status st = s.Unbind(); !st.ok()) throw CaseError{st.ToString()};
+    ExpectStatus(c, client.Eval(token, "1"));
+  } else if (scenario == "unknown_token") {
+    ExpectStatus(c, client.Eval("0000000000000000deadbeefdeadbeef", "1"));
+  } else if (scenario == "deadline_interrupts") {
+    Session s = MustBind(client);
+    Result keep;
+    Ok(s.Exec("import time\nx = 1"), &keep);
+    CallOptions opts;
+    opts.timeout = absl::Seconds(c.at("timeout_seconds").get<double>());
+    ExpectStatus(c, s.Eval("time.sleep(30)", {}, opts));
+    const v1::Value& x = Ok(s.Eval("x"), &keep);
+    if (!Matches(x, json{{"int", "1"}})) {
+      throw CaseError{absl::StrCat("state after the interrupt: x = ", FormatValue(x))};
+    }
+    if (absl::Status st = s.Unbind(); !st.ok()) throw CaseError{st.ToString()};
+  } else if (scenario == "empty_code") {
+    ExpectStatus(c, client.Eval("", ""));
+  } else if (scenario == "too_deep") {
+    v1::Value nested = MakeList({});
+    for (int i = 1; i < c.at("depth").get<int>(); ++i) nested = MakeList({nested});
+    ExpectStatus(c, client.Eval("", "x", {{"x", nested}}));
+  } else {
+    throw CaseError{absl::StrCat("unknown scenario ", scenario)};
+  }
+}
+
+void RunCase(const Client& client, const json& c) {
+  const std::string kind = c.at("kind").get<std::string>();
+  Result keep;
+  if (kind == "roundtrip") {
+    v1::Value v = ToValue(c.at("value"));
+    const v1::Value& got = Ok(client.Eval("", "x", {{"x", v}}), &keep);
+    if (!Matches(got, c.at("value"))) {
+      throw CaseError{absl::StrCat("round trip gave ", FormatValue(got))};
+    }
+    if (c.contains("python_type")) {
+      Result keep2;
+      const v1::Value& t = Ok(client.Eval("", "type(x).__name__", {{"x", v}}), &keep2);
+      if (t.str() != c.at("python_type").get<std::string>()) {
+        throw CaseError{absl::StrCat("server saw type ", FormatValue(t))};
+      }
+    }
+  } else if (kind == "eval" || kind == "call") {
+    auto op = [&](const std::string& session) {
+      if (kind == "eval") return client.Eval(session, c.at("code").get<std::string>());
+      std::vector<v1::Value> args;
+      for (const json& a : c.at("args")) args.push_back(ToValue(a));
+      ValueMap kwargs;
+      if (c.contains("kwargs")) {
+        for (const auto& [k, v] : c.at("kwargs").items()) kwargs[k] = ToValue(v);
+      }
+      return client.Call(session, c.at("module").get<std::string>(),
+                         c.at("function").get<std::string>(), args, kwargs);
+    };
+    std::optional<Session> s;
+    if (c.contains("setup")) {
+      s.emplace(MustBind(client));
+      Ok(s->Exec(c.at("setup").get<std::string>()), &keep);
+    }
+    const v1::Value& got = Ok(op(s ? s->token() : ""), &keep);
+    if (!Matches(got, c.at("expect"))) {
+      throw CaseError{absl::StrCat("got ", FormatValue(got), ", want ", c.at("expect").dump())};
+    }
+  } else if (kind == "python_error") {
+    const std::string op = c.at("op").get<std::string>();
+    if (op != "eval" && op != "exec") throw CaseError{absl::StrCat("unknown op ", op)};
+    const std::string code = c.at("code").get<std::string>();
+    absl::StatusOr<Result> r = op == "eval" ? client.Eval("", code) : client.Exec("", code);
+    if (!r.ok()) throw CaseError{absl::StrCat("status ", r.status().ToString())};
+    if (r->ok()) throw CaseError{"no Python error"};
+    const json& want = c.at("error");
+    if (r->error->type() != want.at("type").get<std::string>()) {
+      throw CaseError{absl::StrCat("type ", r->error->type())};
+    }
+    if (r->error->message().find(want.at("message_contains").get<std::string>()) ==
+        std::string::npos) {
+      throw CaseError{absl::StrCat("message ", r->error->message())};
+    }
+    if (r->error->traceback().find(want.at("traceback_contains").get<std::string>()) ==
+        std::string::npos) {
+      throw CaseError{absl::StrCat("traceback ", r->error->traceback())};
+    }
+  } else if (kind == "status") {
+    RunStatus(client, c);
+  } else {
+    throw CaseError{absl::StrCat("unknown kind ", kind)};
+  }
+}
+
+// Runs every case of `cases` and returns the failures ("name: why").
+std::vector<std::string> RunAll(const Client& client, const json& cases, int* passed) {
+  std::vector<std::string> failures;
+  *passed = 0;
+  for (const json& c : cases) {
+    std::string name = c.value("name", "?");
+    try {
+      RunCase(client, c);
+      ++*passed;
+    } catch (const CaseError& e) {
+      failures.push_back(absl::StrCat(name, ": ", e.message));
+    } catch (const json::exception& e) {
+      failures.push_back(absl::StrCat(name, ": malformed case: ", e.what()));
+    }
+  }
+  for (const std::string& f : failures) std::cout << "conformance FAIL " << f << "\n";
+  std::cout << "conformance: " << *passed << " passed, " << failures.size() << " failed"
+            << std::endl;
+  return failures;
+}
+
+class ConformanceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const char* tmp = std::getenv("TEST_TMPDIR");
+    auto server = bench::ServerProcess::Start(
+        {Runfile("server/pyexecd"), "--listen=127.0.0.1:0", "--workers=2", "--max_workers=4"},
+        absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/pyexecd.log"), absl::Seconds(60));
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = std::move(*server);
+    auto client = Client::Connect(server_->address());
+    ASSERT_TRUE(client.ok()) << client.status();
+    client_ = std::make_unique<Client>(std::move(*client));
+  }
+
+  std::unique_ptr<bench::ServerProcess> server_;
+  std::unique_ptr<Client> client_;
+};
+
+TEST_F(ConformanceTest, AllVectorsPass) {
+  const char* override_path = std::getenv("PYEXEC_CONFORMANCE");
+  std::string path = override_path != nullptr ? override_path
+                                              : Runfile("clients/conformance/vectors.json");
+  std::ifstream in(path);
+  ASSERT_TRUE(in) << "cannot read " << path;
+  json vectors = json::parse(in);
+  int passed = 0;
+  std::vector<std::string> failures = RunAll(*client_, vectors.at("cases"), &passed);
+  EXPECT_GT(passed, 0);
+  EXPECT_TRUE(failures.empty()) << absl::StrJoin(failures, "\n");
+}
+
+// The runner itself can fail: wrong kinds, wrong errors and unknown case
+// kinds or scenarios are failures, never skips.
+TEST_F(ConformanceTest, RunnerReportsFailures) {
+  json cases = json::parse(R"json([
+    {"name": "ok", "kind": "eval", "code": "1", "expect": {"int": "1"}},
+    {"name": "tuple_is_not_list", "kind": "eval", "code": "(1,)", "expect": {"list": [{"int": "1"}]}},
+    {"name": "float_is_not_int", "kind": "eval", "code": "3.0", "expect": {"int": "3"}},
+    {"name": "bytes_is_not_str", "kind": "eval", "code": "b'a'", "expect": {"str": "a"}},
+    {"name": "wrong_error", "kind": "status", "scenario": "empty_code", "expect": "timeout"},
+    {"name": "new_kind", "kind": "stream", "code": "1"},
+    {"name": "new_scenario", "kind": "status", "scenario": "interrupt", "expect": "timeout"}
+  ])json");
+  int passed = 0;
+  std::vector<std::string> failures = RunAll(*client_, cases, &passed);
+  EXPECT_EQ(passed, 1);
+  ASSERT_EQ(failures.size(), 6u) << absl::StrJoin(failures, "\n");
+  EXPECT_EQ(failures[0].substr(0, failures[0].find(':')), "tuple_is_not_list");
+  EXPECT_EQ(failures[5].substr(0, failures[5].find(':')), "new_scenario");
+}
+
+}  // namespace
+}  // namespace pyexec

@@ -1,0 +1,562 @@
+"""Scale-out (issue 7): 3 real replicas behind a real nginx and HAProxy.
+
+The replicas' arguments come from the Deployment that
+`kubectl kustomize deploy/kubernetes` renders. Only what a pod gets from its
+cluster is replaced: $(POD_IP) becomes a loopback address of its own
+(127.A.B.1..3), the wildcard listen host becomes that address (a pod has its
+own network namespace; loopback replicas share one), and the headless
+Service's dns:/// entry becomes the static list of the three. Ports stay as
+the manifest has them unless another process holds them.
+
+Checks: 60 sessions x 20 stateful calls through the balancer all succeed and
+land on >= 2 replicas; after kill -9 of one replica only its sessions fail
+and new Binds succeed; after SIGTERM of another its in-flight call finishes
+and the rest carry on; /metrics passes `promtool check metrics` and its
+counters move; every flag the manifests pass is one pyexecd accepts.
+"""
+
+import concurrent.futures
+import faulthandler
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+import urllib.request
+
+import yaml
+
+import pyexecd_fixture as fx
+from pyexecd_fixture import pb, pb_grpc, grpc
+
+SC = grpc.StatusCode
+KUSTOMIZE_DIR = os.path.join(fx.REPO, "deploy/kubernetes")
+CALL_TIMEOUT = 20
+
+
+# ------------------------------------------------------------- manifests
+
+def render(path):
+    """kubectl kustomize PATH (Debian's kubernetes-client provides kubectl too)."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        raise AssertionError("kubectl not found: install kubernetes-client (scripts/install_deps.sh)")
+    out = subprocess.run([kubectl, "kustomize", path], check=True, capture_output=True,
+                         text=True, timeout=120).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def by_kind(docs, kind):
+    return [d for d in docs if d.get("kind") == kind]
+
+
+def pyexecd_container(docs):
+    (deployment,) = by_kind(docs, "Deployment")
+    (container,) = [c for c in deployment["spec"]["template"]["spec"]["containers"]
+                    if c["name"] == "pyexecd"]
+    return deployment, container
+
+
+def flag_value(args, name):
+    for a in args:
+        if a.startswith("--%s=" % name):
+            return a.split("=", 1)[1]
+    return None
+
+
+def duration_seconds(text):
+    m = re.fullmatch(r"(\d+)(s|m)", text)
+    assert m, "unexpected duration %r" % text
+    return int(m.group(1)) * (60 if m.group(2) == "m" else 1)
+
+
+def replica_id(address):
+    """server/peer_set.cc ReplicaId: FNV-1a 64 of the advertised address."""
+    h = 14695981039346656037
+    for c in address.encode():
+        h = ((h ^ c) * 1099511628211) & (2 ** 64 - 1)
+    return "%016x" % h
+
+
+class ManifestTest(unittest.TestCase):
+    """The manifests carry what the issue and our operations guide ask for."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.base = render(KUSTOMIZE_DIR)
+        cls.example = render(os.path.join(KUSTOMIZE_DIR, "overlays/example"))
+
+    def test_every_manifest_flag_is_a_pyexecd_flag(self):
+        helpfull = subprocess.run([fx.pyexecd_path(), "--helpfull"], capture_output=True,
+                                  text=True, timeout=30)
+        known = set(re.findall(r"^\s+--([a-z_0-9]+)\s", helpfull.stdout + helpfull.stderr, re.M))
+        self.assertIn("peers", known)
+        for docs in (self.base, self.example):
+            _, container = pyexecd_container(docs)
+            args = container.get("args", []) + container.get("command", [])[1:]
+            self.assertTrue(args)
+            for a in args:
+                m = re.match(r"--([a-z_0-9]+)(=|$)", a)
+                self.assertIsNotNone(m, "not a --flag: %r" % a)
+                self.assertIn(m.group(1), known, "manifest flag --%s is not a pyexecd flag" % m.group(1))
+
+    def test_deployment_as_the_issue_asks(self):
+        deployment, c = pyexecd_container(self.base)
+        spec = deployment["spec"]
+        pod = spec["template"]["spec"]
+        self.assertEqual(spec["replicas"], 3)
+        args = c["args"]
+        self.assertEqual(flag_value(args, "listen"), "0.0.0.0:50051")
+        self.assertEqual(flag_value(args, "advertise_address"), "$(POD_IP):50051")
+        self.assertEqual(flag_value(args, "metrics_listen"), "0.0.0.0:9090")
+        (headless,) = [s for s in by_kind(self.base, "Service") if s["spec"].get("clusterIP") == "None"]
+        self.assertEqual(flag_value(args, "peers"), "dns:///%s:50051" % headless["metadata"]["name"])
+        self.assertTrue(headless["spec"].get("publishNotReadyAddresses"))
+        self.assertEqual(c["env"][0]["valueFrom"]["fieldRef"]["fieldPath"], "status.podIP")
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            self.assertEqual(c[probe]["grpc"]["port"], 50051, probe)
+        drain = duration_seconds(flag_value(args, "drain_timeout") or "30s")
+        self.assertGreater(pod["terminationGracePeriodSeconds"], drain + 1)
+        self.assertTrue(c["resources"]["requests"] and c["resources"]["limits"])
+        # Pod Security "restricted".
+        sc = c["securityContext"]
+        self.assertTrue(pod["securityContext"]["runAsNonRoot"])
+        self.assertFalse(sc["allowPrivilegeEscalation"])
+        self.assertTrue(sc["readOnlyRootFilesystem"])
+        self.assertEqual(sc["capabilities"]["drop"], ["ALL"])
+        self.assertEqual(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault")
+        (tmp,) = [m for m in c["volumeMounts"] if m["mountPath"] == "/tmp"]
+        (vol,) = [v for v in pod["volumes"] if v["name"] == tmp["name"]]
+        self.assertIn("emptyDir", vol)
+        ann = spec["template"]["metadata"]["annotations"]
+        self.assertEqual(ann["prometheus.io/scrape"], "true")
+        self.assertEqual(ann["prometheus.io/port"], "9090")
+
+    def test_all_parts_present_and_labelled(self):
+        kinds = {d["kind"] for d in self.base}
+        for kind in ("Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler",
+                     "NetworkPolicy"):
+            self.assertIn(kind, kinds)
+        self.assertEqual(len(by_kind(self.base, "Service")), 2)
+        for d in self.base:
+            labels = d["metadata"]["labels"]
+            for key in ("name", "instance", "version", "component", "part-of"):
+                self.assertIn("app.kubernetes.io/" + key, labels, d["kind"])
+        deployment, _ = pyexecd_container(self.base)
+        selector = deployment["spec"]["selector"]["matchLabels"]
+        pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+        self.assertLessEqual(selector.items(), pod_labels.items())
+        for d in by_kind(self.base, "Service") + by_kind(self.base, "PodDisruptionBudget"):
+            sel = d["spec"]["selector"]
+            self.assertEqual(sel.get("matchLabels", sel), selector, d["kind"])
+
+    def test_example_overlay_changes_what_it_says(self):
+        deployment, c = pyexecd_container(self.example)
+        self.assertEqual(deployment["metadata"]["namespace"], "pyexec")
+        self.assertEqual(deployment["spec"]["replicas"], 5)
+        self.assertEqual(flag_value(c["args"], "max_workers"), "32")
+        self.assertTrue(c["image"].startswith("registry.example.com/"))
+
+
+# ------------------------------------------------------------- processes
+
+# Children die with this process (SIGKILL), set by util-linux's setpriv
+# rather than a preexec_fn: forking with grpcio's threads running can
+# deadlock in a preexec_fn.
+DIE_WITH_US = ["setpriv", "--pdeathsig", "KILL", "--"]
+
+def port_free(ip, port):
+    with socket.socket() as s:
+        try:
+            s.bind((ip, port))
+            return True
+        except OSError:
+            return False
+
+
+def free_port(ip):
+    with socket.socket() as s:
+        s.bind((ip, 0))
+        return s.getsockname()[1]
+
+
+class Replica(fx.Server):
+    """pyexecd started with exactly the given arguments."""
+
+    def __init__(self, args, ip):
+        super().__init__()
+        self.flags = list(args)
+        self.ip = ip
+
+    def start(self):
+        binary = fx.pyexecd_path()
+        self.proc = subprocess.Popen(
+            DIE_WITH_US + [binary] + self.flags, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=self._log)
+        line = self._read_stdout_line(fx.STARTUP_TIMEOUT_S)
+        m = re.fullmatch(r"listening on (\S+):(\d+)", line)
+        if not m:
+            self.kill()
+            raise AssertionError("unexpected first stdout line %r\n%s" % (line, self.log_tail()))
+        self.address = "%s:%s" % (m.group(1), m.group(2))
+        self.channel = self.new_channel()
+        self.stub = pb_grpc.PyExecStub(self.channel)
+        self.health = fx.health_pb2_grpc.HealthStub(self.channel)
+        threading.Thread(target=self._drain_stdout, daemon=True).start()
+        fx.wait_until(lambda: self.health_status("") == fx.SERVING, fx.STARTUP_TIMEOUT_S,
+                      interval=0.05, what="health SERVING after start")
+        return self
+
+    def metrics(self):
+        url = "http://%s/metrics" % flag_value(self.flags, "metrics_listen")
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.read().decode()
+
+
+def metric(text, name, **labels):
+    """The value of one sample of the exposition (0 if absent)."""
+    want = ",".join('%s="%s"' % kv for kv in labels.items())
+    line = re.search(r"^%s%s (\S+)$" % (re.escape(name), re.escape("{%s}" % want) if want else ""),
+                     text, re.M)
+    return float(line.group(1)) if line else 0.0
+
+
+class Balancer:
+    """A balancer process in front of the replicas, on a loopback port."""
+
+    def __init__(self, replicas, ip):
+        self.dir = tempfile.mkdtemp(prefix="pyexec_lb_")
+        self.ip = ip
+        self.port = free_port(ip)
+        self.address = "%s:%d" % (ip, self.port)
+        self.upstreams = [r.address for r in replicas]
+        self.log = os.path.join(self.dir, "log")
+        self.proc = None
+
+    def start(self):
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(DIE_WITH_US + self.command(), stdin=subprocess.DEVNULL,
+                                         stdout=log, stderr=subprocess.STDOUT)
+        # Ready when it accepts connections (it has no stdout line to wait for).
+        def accepting():
+            if self.proc.poll() is not None:
+                raise AssertionError("%s exited: %s" % (type(self).__name__, self.log_tail()))
+            with socket.socket() as s:
+                return s.connect_ex((self.ip, self.port)) == 0
+        fx.wait_until(accepting, 20, interval=0.05, what="balancer accepting")
+        return self
+
+    def log_tail(self):
+        with open(self.log, errors="replace") as f:
+            return f.read()[-4000:]
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+class Nginx(Balancer):
+    def command(self):
+        servers = "\n".join("    server %s max_fails=1 fail_timeout=10s;" % u for u in self.upstreams)
+        conf = os.path.join(self.dir, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write("""
+daemon off;
+master_process off;
+worker_processes 1;
+pid %(dir)s/nginx.pid;
+error_log %(dir)s/log warn;
+events { worker_connections 512; }
+http {
+  access_log off;
+  client_body_temp_path %(dir)s/body;
+  proxy_temp_path %(dir)s/proxy;
+  fastcgi_temp_path %(dir)s/fastcgi;
+  uwsgi_temp_path %(dir)s/uwsgi;
+  scgi_temp_path %(dir)s/scgi;
+  upstream pyexec {
+%(servers)s
+  }
+  server {
+    listen %(address)s http2;
+    client_max_body_size 64m;
+    keepalive_requests 1000000;
+    keepalive_timeout 300s;
+    location / {
+      grpc_pass grpc://pyexec;
+      grpc_next_upstream error timeout;
+      grpc_connect_timeout 2s;
+      grpc_read_timeout 60s;
+      grpc_send_timeout 60s;
+    }
+  }
+}
+""" % {"dir": self.dir, "servers": servers, "address": self.address})
+        return ["nginx", "-e", self.log, "-p", self.dir, "-c", conf]
+
+
+class HAProxy(Balancer):
+    def command(self):
+        servers = "\n".join("  server r%d %s proto h2 check inter 300ms fall 1 rise 1" % (i, u)
+                            for i, u in enumerate(self.upstreams))
+        conf = os.path.join(self.dir, "haproxy.cfg")
+        with open(conf, "w") as f:
+            f.write("""
+global
+  maxconn 512
+defaults
+  mode http
+  timeout connect 2s
+  timeout client 60s
+  timeout server 60s
+  retries 3
+  option redispatch 1
+  retry-on conn-failure
+frontend grpc
+  bind %(address)s proto h2
+  default_backend pyexec
+backend pyexec
+  balance roundrobin
+%(servers)s
+""" % {"address": self.address, "servers": servers})
+        return ["haproxy", "-db", "-f", conf]
+
+
+# ------------------------------------------------------------- balancer tests
+
+class BalancerTestBase(unittest.TestCase):
+    """Three replicas from the manifest behind one balancer; fresh per test."""
+
+    BALANCER = None
+
+    @classmethod
+    def setUpClass(cls):
+        cls.docs = render(KUSTOMIZE_DIR)
+        _, container = pyexecd_container(cls.docs)
+        cls.manifest_args = container["args"]
+
+    def setUp(self):
+        faulthandler.dump_traceback_later(fx.TEST_TIMEOUT_S, exit=True)
+        self.addCleanup(faulthandler.cancel_dump_traceback_later)
+        self.lb = None
+        # Registered first, so it runs last: after keep_logs read the log.
+        self.addCleanup(lambda: self.lb and shutil.rmtree(self.lb.dir, ignore_errors=True))
+        a, b = random.randint(1, 254), random.randint(1, 254)
+        ips = ["127.%d.%d.%d" % (a, b, n) for n in (1, 2, 3)]
+        grpc_port = int(flag_value(self.manifest_args, "advertise_address").rsplit(":", 1)[1])
+        metrics_port = int(flag_value(self.manifest_args, "metrics_listen").rsplit(":", 1)[1])
+        peers = flag_value(self.manifest_args, "peers")
+        self.assertTrue(peers.startswith("dns:///"), peers)
+        if not all(port_free(ip, p) for ip in ips for p in (grpc_port, metrics_port)):
+            # Something else holds the manifest's ports (a wildcard listener).
+            grpc_port, metrics_port = free_port(ips[0]), free_port(ips[0])
+        static_peers = ",".join("%s:%d" % (ip, grpc_port) for ip in ips)
+        self.replicas = []
+        for ip in ips:
+            args = []
+            for arg in self.manifest_args:
+                arg = arg.replace("$(POD_IP)", ip).replace("0.0.0.0", ip)
+                arg = re.sub(r"dns:///[^,]+", static_peers, arg)
+                arg = re.sub(r":50051$", ":%d" % grpc_port, arg)
+                arg = re.sub(r":9090$", ":%d" % metrics_port, arg)
+                args.append(arg)
+            r = Replica(args, ip)
+            self.addCleanup(r.remove_log)
+            self.addCleanup(r.cleanup)
+            self.replicas.append(r)
+        self.addCleanup(self.keep_logs)  # runs before the logs are removed
+        # One after the other, from this thread: PR_SET_PDEATHSIG ties each
+        # to the thread that started it.
+        for r in self.replicas:
+            r.start()
+        self.by_id = {replica_id(r.address): r for r in self.replicas}
+        self.lb = self.BALANCER(self.replicas, "127.%d.%d.10" % (a, b)).start()
+        self.addCleanup(self.lb.stop)
+        # gRPC's default transparent retry stays on, as for any real client:
+        # a balancer that recycles its client connection (GOAWAY) may race
+        # calls that never reached it.
+        self.channel = grpc.insecure_channel(self.lb.address)
+        self.addCleanup(self.channel.close)
+        self.stub = pb_grpc.PyExecStub(self.channel)
+
+    def run(self, result=None):
+        # Print every replica's log, and the balancer's, when a test fails
+        # (collected before the cleanups remove them).
+        self.failure_logs = []
+        if result is None:
+            return super().run(result)
+        before = len(result.failures) + len(result.errors)
+        out = super().run(result)
+        if len(result.failures) + len(result.errors) > before:
+            for name, log in self.failure_logs:
+                sys.stderr.write("\n---- %s ----\n%s\n" % (name, log))
+        return out
+
+    def keep_logs(self):
+        for r in self.replicas:
+            self.failure_logs.append(("pyexecd %s (exit %s, log %s)" % (r.address, r.proc.poll(), r.log_path),
+                                      r.log_tail()))
+        if self.lb is not None:
+            self.failure_logs.append((type(self.lb).__name__, self.lb.log_tail()))
+
+    # -- helpers
+
+    def bind(self):
+        return self.stub.Bind(pb.BindRequest(), timeout=CALL_TIMEOUT).session
+
+    def owner(self, token):
+        return self.by_id[token.split(".", 1)[0]]
+
+    def session_calls(self, token, n):
+        """n stateful calls (Exec, Eval, Call mixed) that check the session's state."""
+        self.stub.Exec(pb.ExecRequest(session=token, code="n = 0\ndef bump(k):\n    global n\n    n += k\n    return n"),
+                       timeout=CALL_TIMEOUT)
+        expect = 0
+        for i in range(n - 1):
+            if i % 3 == 0:
+                r = self.stub.Exec(pb.ExecRequest(session=token, code="n += 1"), timeout=CALL_TIMEOUT)
+                self.assertFalse(r.HasField("error"), r.error)
+                expect += 1
+            elif i % 3 == 1:
+                r = self.stub.Eval(pb.EvalRequest(session=token, code="n"), timeout=CALL_TIMEOUT)
+                self.assertEqual(r.value.int, expect)
+            else:
+                r = self.stub.Call(pb.CallRequest(session=token, module="__main__", function="bump",
+                                                  args=[fx.to_value(2)]), timeout=CALL_TIMEOUT)
+                expect += 2
+                self.assertEqual(r.value.int, expect)
+        return expect
+
+    def eval_code(self, token, code="n", timeout=CALL_TIMEOUT):
+        try:
+            return self.stub.Eval(pb.EvalRequest(session=token, code=code), timeout=timeout), None
+        except grpc.RpcError as e:
+            return None, e
+
+    # -- tests
+
+    def test_1_sessions_spread_and_every_call_succeeds(self):
+        before = {r.address: r.metrics() for r in self.replicas}
+
+        def one_session(_):
+            token = self.bind()
+            total = self.session_calls(token, 20)
+            self.stub.Unbind(pb.UnbindRequest(session=token), timeout=CALL_TIMEOUT)
+            return token, total
+
+        # 60 sessions x 20 calls, 6 sessions at a time (each replica holds at
+        # most --max_workers sessions).
+        with concurrent.futures.ThreadPoolExecutor(6) as pool:
+            results = list(pool.map(one_session, range(60)))
+        self.assertEqual(len(results), 60)
+        owners = {}
+        for token, total in results:
+            owners.setdefault(self.owner(token).address, 0)
+            owners[self.owner(token).address] += 1
+            self.assertEqual(total, 7 * 1 + 6 * 2)
+        self.assertGreaterEqual(len(owners), 2, owners)
+        for r in self.replicas:
+            self.assertEqual(r.stats().sessions, 0)
+
+        # Metrics: valid exposition, and the counters moved.
+        forwarded = 0
+        calls = 0
+        for r in self.replicas:
+            text = r.metrics()
+            check = subprocess.run(["promtool", "check", "metrics"], input=text, text=True,
+                                   capture_output=True, timeout=60)
+            self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
+            old = before[r.address]
+            calls += (metric(text, "pyexec_rpcs_total", rpc="Eval", code="OK")
+                      - metric(old, "pyexec_rpcs_total", rpc="Eval", code="OK"))
+            forwarded += metric(text, "pyexec_forwarded_calls_total", rpc="Eval", outcome="answered")
+            self.assertGreater(metric(text, "pyexec_rpc_duration_seconds_count", rpc="Exec"),
+                               metric(old, "pyexec_rpc_duration_seconds_count", rpc="Exec"))
+            self.assertEqual(metric(text, "pyexec_peers"), 3)
+            self.assertEqual(metric(text, "pyexec_draining"), 0)
+            self.assertEqual(metric(text, "pyexec_workers", state="bound"), 0)
+        # 6 Evals per session are answered by the owner, plus those forwarded
+        # (counted again where they arrived).
+        self.assertGreaterEqual(calls, 60 * 6)
+        self.assertGreater(forwarded, 0)
+
+    def test_2_kill9_costs_only_its_sessions_then_sigterm_drains(self):
+        tokens = [self.bind() for _ in range(15)]
+        for t in tokens:
+            self.stub.Exec(pb.ExecRequest(session=t, code="n = 7"), timeout=CALL_TIMEOUT)
+        owners = {t: self.owner(t) for t in tokens}
+        counts = {r.address: sum(1 for o in owners.values() if o is r) for r in self.replicas}
+        victim = max(self.replicas, key=lambda r: counts[r.address])
+        self.assertGreater(counts[victim.address], 0)
+
+        victim.proc.kill()  # kill -9
+        victim.proc.wait(10)
+        for t in tokens:
+            r, err = self.eval_code(t)
+            if owners[t] is victim:
+                self.assertIsNotNone(err, "a session of the killed replica answered")
+                self.assertIn(err.code(), (SC.UNAVAILABLE, SC.NOT_FOUND), err.details())
+            else:
+                self.assertIsNone(err, err and err.details())
+                self.assertEqual(r.value.int, 7)
+        new = [self.bind() for _ in range(10)]
+        for t in new:
+            self.assertIsNot(self.owner(t), victim)
+            self.stub.Exec(pb.ExecRequest(session=t, code="n = 7"), timeout=CALL_TIMEOUT)
+        tokens = [t for t in tokens if owners[t] is not victim] + new
+
+        # SIGTERM another replica while a call on one of its sessions runs.
+        survivors = [r for r in self.replicas if r is not victim]
+        drained = max(survivors, key=lambda r: sum(1 for t in tokens if self.owner(t) is r))
+        mine = [t for t in tokens if self.owner(t) is drained]
+        self.assertTrue(mine)
+        marker = tempfile.mktemp(prefix="pyexec_scaleout_")
+        self.addCleanup(lambda: os.path.exists(marker) and os.remove(marker))
+        in_flight = self.stub.Eval.future(pb.EvalRequest(
+            session=mine[0],
+            code="(open(%r, 'w').close(), __import__('time').sleep(2), n * 6)[2]" % marker),
+            timeout=CALL_TIMEOUT)
+        fx.wait_until(lambda: os.path.exists(marker), 10, what="the in-flight call to start")
+        drained.signal(signal.SIGTERM)
+        self.assertEqual(in_flight.result().value.int, 42)
+        self.assertEqual(drained.wait_exit(30), 0)
+
+        rest = [t for t in tokens if self.owner(t) is not drained]
+        self.assertTrue(rest)
+        for t in rest:
+            r, err = self.eval_code(t)
+            self.assertIsNone(err, err and err.details())
+            self.assertEqual(r.value.int, 7)
+        for t in mine:
+            _, err = self.eval_code(t)
+            self.assertIsNotNone(err)
+            self.assertIn(err.code(), (SC.UNAVAILABLE, SC.NOT_FOUND), err.details())
+        # New sessions go to the one replica left.
+        last = self.bind()
+        self.assertEqual(self.session_calls(last, 20), 7 * 1 + 6 * 2)
+
+
+class NginxTest(BalancerTestBase):
+    BALANCER = Nginx
+
+
+class HAProxyTest(BalancerTestBase):
+    BALANCER = HAProxy
+
+
+del BalancerTestBase  # not a test case of its own
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,147 @@
+#include "server/forwarder.h"
+
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/support/channel_arguments.h"
+#include "server/status_util.h"
+
+namespace pyexec {
+namespace {
+
+// One forwarded call: the server side's reactor owns the client context, so
+// the client call lives exactly as long as the server call. A client that
+// goes away (or whose deadline passes) reaches OnCancel, which cancels the
+// forwarded call; the owner then interrupts the Python code.
+class ForwardReactor final : public grpc::ServerUnaryReactor {
+ public:
+  ForwardReactor(std::shared_ptr<const Peer> peer, Metrics* metrics, Rpc rpc,
+                 absl::Time received)
+      : peer_(std::move(peer)), metrics_(metrics), rpc_(rpc),
+        received_(received) {}
+
+  grpc::ClientContext* client() { return &client_; }
+  const Peer& peer() const { return *peer_; }
+
+  // The owner's answer, or the hop's failure. Runs on a gRPC thread; the
+  // last thing it does is Finish, after which `this` may be gone.
+  void Done(grpc::Status status) {
+    ForwardOutcome outcome = ForwardOutcome::kAnswered;
+    const auto& trailers = client_.GetServerTrailingMetadata();
+    if (trailers.find(kServedByTrailer) == trailers.end()) {
+      // The owner never answered: the hop itself ended the call.
+      switch (status.error_code()) {
+        case grpc::StatusCode::DEADLINE_EXCEEDED:
+          outcome = ForwardOutcome::kDeadlineExceeded;
+          break;
+        case grpc::StatusCode::CANCELLED:
+          outcome = ForwardOutcome::kCancelled;
+          break;
+        case grpc::StatusCode::UNAVAILABLE:
+          outcome = ForwardOutcome::kUnreachable;
+          status = ToGrpcStatus(absl::UnavailableError(absl::StrCat(
+              "the session's replica ", peer_->address,
+              " cannot be reached (", status.error_message(),
+              "); if it is gone, so is the session")));
+          break;
+        default:
+          break;
+      }
+    }
+    if (metrics_ != nullptr) {
+      metrics_->RecordForward(rpc_, outcome);
+      metrics_->RecordCall(rpc_, status.error_code(), absl::Now() - received_);
+    }
+    Finish(status);
+  }
+
+  void OnCancel() override { client_.TryCancel(); }
+  void OnDone() override { delete this; }
+
+ private:
+  const std::shared_ptr<const Peer> peer_;  // keeps the channel alive
+  Metrics* const metrics_;
+  const Rpc rpc_;
+  const absl::Time received_;
+  grpc::ClientContext client_;
+};
+
+}  // namespace
+
+std::vector<std::pair<std::string, std::string>> ForwardMetadata(
+    const grpc::CallbackServerContext& /*context*/) {
+  // With authentication (branch secserver) this also sends
+  // {kPrincipalHeader, <the caller's principal>}.
+  return {{kForwardedHeader, "1"}};
+}
+
+std::shared_ptr<grpc::ChannelCredentials> PeerCredentials() {
+  return grpc::InsecureChannelCredentials();
+}
+
+std::shared_ptr<grpc::Channel> PeerChannel(const std::string& address,
+                                           int max_message_bytes) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(max_message_bytes);
+  args.SetMaxSendMessageSize(max_message_bytes);
+  // A restarted peer should be reachable again within a second or two.
+  // (Not GRPC_ARG_MIN_RECONNECT_BACKOFF_MS: it is also the connect timeout,
+  // and a busy peer may take longer than a short one to accept.)
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
+  // Each peer gets a channel (and connection) of its own, even when two
+  // PeerSets in one process name the same address (tests).
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  return grpc::CreateCustomChannel(address, PeerCredentials(), args);
+}
+
+bool IsForwarded(const grpc::CallbackServerContext& context) {
+  const auto& metadata = context.client_metadata();
+  return metadata.find(kForwardedHeader) != metadata.end();
+}
+
+absl::StatusOr<std::shared_ptr<const Peer>> Forwarder::Route(
+    grpc::CallbackServerContext* context, absl::string_view session,
+    Rpc rpc) const {
+  if (session.empty()) return nullptr;
+  if (IsForwarded(*context)) {
+    // Forward at most once: whatever our table says is the answer.
+    context->AddTrailingMetadata(kServedByTrailer, peers_->self_id());
+    return nullptr;
+  }
+  absl::string_view owner = ReplicaIdOfToken(session);
+  if (owner.empty() || owner == peers_->self_id()) return nullptr;
+  std::shared_ptr<const Peer> peer = peers_->Find(owner);
+  if (peer == nullptr) {
+    if (metrics_ != nullptr) {
+      metrics_->RecordForward(rpc, ForwardOutcome::kUnknownReplica);
+    }
+    return absl::NotFoundError(absl::StrCat(
+        "session not found: its replica ", owner,
+        " is not among the current peers (the replica is gone, and its "
+        "sessions with it, or the token is not one of ours)"));
+  }
+  return peer;
+}
+
+grpc::ServerUnaryReactor* Forwarder::Forward(
+    grpc::CallbackServerContext* context, std::shared_ptr<const Peer> peer,
+    Rpc rpc, absl::Time received, StartCall start) const {
+  auto* reactor = new ForwardReactor(std::move(peer), metrics_, rpc, received);
+  grpc::ClientContext* client = reactor->client();
+  std::chrono::system_clock::time_point deadline = context->deadline();
+  if (deadline == std::chrono::system_clock::time_point::max()) {
+    deadline = absl::ToChronoTime(absl::Now() + default_timeout_);
+  }
+  client->set_deadline(deadline);
+  for (auto& [key, value] : ForwardMetadata(*context)) {
+    client->AddMetadata(key, value);
+  }
+  start(reactor->peer(), client,
+        [reactor](grpc::Status status) { reactor->Done(std::move(status)); });
+  return reactor;
+}
+
+}  // namespace pyexec

@@ -1,0 +1,99 @@
+#ifndef PYEXEC_SERVER_FORWARDER_H_
+#define PYEXEC_SERVER_FORWARDER_H_
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "grpcpp/channel.h"
+#include "grpcpp/client_context.h"
+#include "grpcpp/security/credentials.h"
+#include "grpcpp/server_context.h"
+#include "server/metrics.h"
+#include "server/peer_set.h"
+
+namespace pyexec {
+
+// Request metadata that marks a call forwarded by a peer. A replica that
+// receives it serves the call itself and never forwards again (a session it
+// does not hold is NOT_FOUND), so a call crosses at most one extra hop.
+inline constexpr char kForwardedHeader[] = "x-pyexec-forwarded";
+// The caller's principal, sent with forwarded calls once authentication
+// exists (branch secserver); the owner accepts it only from an
+// authenticated peer.
+inline constexpr char kPrincipalHeader[] = "x-pyexec-principal";
+// Trailing metadata the owner adds to a forwarded call it answered: its
+// replica id. Tells the forwarder "the owner answered" apart from "the hop
+// failed" when both carry, say, UNAVAILABLE.
+inline constexpr char kServedByTrailer[] = "x-pyexec-replica";
+
+// The metadata a forwarded call carries to the owner. The one hook for
+// what a peer must learn about the original caller: today the forwarded
+// marker; with authentication, also kPrincipalHeader.
+std::vector<std::pair<std::string, std::string>> ForwardMetadata(
+    const grpc::CallbackServerContext& context);
+
+// Credentials a replica uses to reach its peers. The one place peer
+// authentication (mTLS, a peer token) plugs in; insecure until then.
+std::shared_ptr<grpc::ChannelCredentials> PeerCredentials();
+
+// A long-lived channel to a peer (PeerCredentials, message size limits,
+// quick reconnects). The default PeerChannelFactory.
+std::shared_ptr<grpc::Channel> PeerChannel(const std::string& address,
+                                           int max_message_bytes);
+
+// True if the call came from a peer's forwarder.
+bool IsForwarded(const grpc::CallbackServerContext& context);
+
+// Sends calls on sessions that another replica owns to that replica, and
+// returns its answer unchanged: response, status code and message.
+//
+// Deadlines travel with the call (a call without one gets default_timeout
+// here, as it would locally), and a client that cancels, or whose deadline
+// passes, cancels the forwarded call, which interrupts the Python code on
+// the owner. Nothing blocks: the client side is gRPC's callback API.
+//
+// Thread-safe. `peers` and `metrics` (may be null) must outlive it.
+class Forwarder {
+ public:
+  Forwarder(PeerSet* peers, Metrics* metrics, absl::Duration default_timeout)
+      : peers_(peers), metrics_(metrics), default_timeout_(default_timeout) {}
+
+  // Where a call on `session` runs:
+  //   - null: here (a stateless call, a token of ours, a token without a
+  //     replica id, or a call a peer already forwarded);
+  //   - a peer: forward it there;
+  //   - NOT_FOUND: the token names a replica that is not among the
+  //     discovered peers (gone, or not one of ours).
+  // Marks calls forwarded to us with kServedByTrailer.
+  absl::StatusOr<std::shared_ptr<const Peer>> Route(
+      grpc::CallbackServerContext* context, absl::string_view session,
+      Rpc rpc) const;
+
+  // Starts the call on the peer's stub: `client` is the outgoing context,
+  // `done` receives the owner's status.
+  using StartCall = std::function<void(const Peer& peer,
+                                       grpc::ClientContext* client,
+                                       std::function<void(grpc::Status)> done)>;
+
+  // Forwards one unary call to `peer`. `start` must write the owner's answer
+  // into the server call's response. `received` is when the call arrived
+  // (for the latency metric).
+  grpc::ServerUnaryReactor* Forward(grpc::CallbackServerContext* context,
+                                    std::shared_ptr<const Peer> peer, Rpc rpc,
+                                    absl::Time received, StartCall start) const;
+
+ private:
+  PeerSet* const peers_;
+  Metrics* const metrics_;
+  const absl::Duration default_timeout_;
+};
+
+}  // namespace pyexec
+
+#endif  // PYEXEC_SERVER_FORWARDER_H_
