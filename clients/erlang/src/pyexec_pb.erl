@@ -61,7 +61,7 @@ schema(get_stats_response) ->
     [{1, num_workers, uint32}, {2, available_workers, uint32}, {3, checked_out, uint32},
      {4, pending_requests, uint32}, {5, max_workers, uint32}, {6, starting_workers, uint32},
      {7, busy_workers, uint32}, {8, workers_spawned, uint64}, {9, workers_died, uint64},
-     {10, calls_total, uint64}, {11, sessions, uint32}].
+     {10, calls_total, uint64}, {11, sessions, uint32}, {12, replica, string}].
 
 %% @doc Path, request message and response message of an RPC of
 %% service pyexec.v1.PyExec.

@@ -96,7 +96,8 @@ messages_test_() ->
             {get_stats_response, #{num_workers => 4, available_workers => 2, checked_out => 2,
                                    pending_requests => 0, max_workers => 8, starting_workers => 1,
                                    busy_workers => 3, workers_spawned => 1 bsl 40,
-                                   workers_died => 0, calls_total => 12345, sessions => 2}}],
+                                   workers_died => 0, calls_total => 12345, sessions => 2,
+                                   replica => <<"10.0.0.7:50051">>}}],
     [?_assertEqual(M, pyexec_pb:decode_msg(T, iolist_to_binary(pyexec_pb:encode_msg(T, M))))
      || {T, M} <- Msgs].
 
