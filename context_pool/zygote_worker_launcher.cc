@@ -93,13 +93,7 @@ absl::StatusOr<pid_t> ZygoteWorkerLauncher::ForkLocked(
 }
 
 absl::StatusOr<std::unique_ptr<WorkerProcess>> ZygoteWorkerLauncher::Launch() {
-  int pair[2];
-  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("socketpair: ", strerror(errno)));
-  }
-  UniqueFd ours(pair[0]);
-  UniqueFd theirs(pair[1]);
+  UniqueFd ours, theirs;
   absl::StatusOr<std::string> dir = MakeWorkerPrivateDir(worker_);
   if (!dir.ok()) return dir.status();
   PrivateDirGuard guard(*std::move(dir));
@@ -113,6 +107,17 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> ZygoteWorkerLauncher::Launch() {
       if (!control_.valid()) {
         if (absl::Status s = StartZygoteLocked(); !s.ok()) return s;
       }
+      // A new socket per attempt: a zygote that died after forking but
+      // before answering may have left a worker on the previous one, which
+      // then sees EOF (we close our end) and exits, instead of serving the
+      // same socket as the retry's worker.
+      int pair[2];
+      if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
+        return absl::ResourceExhaustedError(
+            absl::StrCat("socketpair: ", strerror(errno)));
+      }
+      ours.reset(pair[0]);
+      theirs.reset(pair[1]);
       pid = ForkLocked(theirs.get(), guard.path());
       if (pid.ok() || pid.status().code() != absl::StatusCode::kUnavailable) {
         break;
