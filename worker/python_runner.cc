@@ -3,6 +3,10 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <signal.h>
+
+#include <atomic>
+#include <cstdint>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -23,6 +27,23 @@ struct Helpers {
 };
 
 namespace {
+
+// The request id the last SIGINT was meant for (pyexecd sends it with
+// sigqueue), 0 for an untagged SIGINT.
+std::atomic<uint64_t> interrupt_for{0};
+
+// Replaces CPython's C-level SIGINT handler: records the tag, then trips
+// Python's SIGINT exactly as CPython's own handler would (the Python-level
+// handler still raises KeyboardInterrupt). Both calls are async-signal-safe.
+void OnInterrupt(int, siginfo_t* info, void*) {
+  uint64_t id = 0;
+  if (info != nullptr && info->si_code == SI_QUEUE) {
+    id = static_cast<uint64_t>(
+        reinterpret_cast<uintptr_t>(info->si_value.sival_ptr));
+  }
+  interrupt_for.store(id, std::memory_order_relaxed);
+  PyErr_SetInterruptEx(SIGINT);
+}
 
 // Describes the pending Python exception in `error` and clears it.
 void TakeException(Helpers* helpers, v1::PythonError* error,
@@ -140,6 +161,14 @@ absl::Status PythonRunner::Initialize() {
   // size limit instead).
   PyRun_SimpleString("import sys; sys.set_int_max_str_digits(0)");
 
+  struct sigaction action {};
+  action.sa_sigaction = OnInterrupt;
+  action.sa_flags = SA_SIGINFO | SA_ONSTACK;
+  sigemptyset(&action.sa_mask);
+  if (sigaction(SIGINT, &action, nullptr) != 0) {
+    return absl::InternalError("cannot install the SIGINT handler");
+  }
+
   PyRef code(Py_CompileString(kRunnerSource, "<pyexec-runner>", Py_file_input));
   if (!code) {
     PyErr_Print();
@@ -168,8 +197,18 @@ void PythonRunner::Handle(const internal::WorkerRequest& request,
                           internal::WorkerResponse* response) {
   response->set_id(request.id());
   // A SIGINT meant for the previous call may still be pending if it arrived
-  // after that call finished. Drop it so that it does not interrupt this one.
-  if (PyErr_CheckSignals() < 0) PyErr_Clear();
+  // after that call finished: drop it so that it does not interrupt this
+  // one. One meant for this call (its deadline or cancel landed between the
+  // frame's arrival and now) is tripped again just before the call runs, so
+  // that the call stops at once. A tagged SIGINT that arrives after this
+  // check stays tripped by itself.
+  bool interrupt_this_call = false;
+  if (PyErr_CheckSignals() < 0) {
+    PyErr_Clear();
+    interrupt_this_call =
+        request.id() != 0 &&
+        interrupt_for.load(std::memory_order_relaxed) == request.id();
+  }
 
   const int depth = limits_.max_value_depth;
   auto fail = [&](const absl::Status& status) {
@@ -239,12 +278,18 @@ void PythonRunner::Handle(const internal::WorkerRequest& request,
   PyRef limit(PyLong_FromSize_t(limits_.max_output_bytes));
   PyRef out(PyObject_CallOneArg(helpers_->capture_type, limit.get()));
   PyRef err(PyObject_CallOneArg(helpers_->capture_type, limit.get()));
+  if (!out || !err) {
+    // Interrupted (or out of memory) before the call started.
+    TakeException(helpers_, response->mutable_error());
+    return;
+  }
   PyRef saved_out(PyObject_GetAttrString(sys_module, "stdout"));
   PyRef saved_err(PyObject_GetAttrString(sys_module, "stderr"));
   PyErr_Clear();
   PyObject_SetAttrString(sys_module, "stdout", out.get());
   PyObject_SetAttrString(sys_module, "stderr", err.get());
 
+  if (interrupt_this_call) PyErr_SetInterruptEx(SIGINT);
   PyRef result(PyObject_Call(callable.get(), args.get(), nullptr));
   if (!result) {
     TakeException(helpers_, response->mutable_error());

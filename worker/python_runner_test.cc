@@ -1,5 +1,11 @@
 #include "worker/python_runner.h"
 
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdint>
+
+#include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -172,6 +178,35 @@ TEST_F(PythonRunnerTest, InterruptRaisesKeyboardInterrupt) {
            "while True: pass\n");
   EXPECT_EQ(r.error().type(), "KeyboardInterrupt");
   EXPECT_EQ(Eval("2").value().int_(), 2);
+}
+
+// pyexecd tags each interrupt with the id of the call it is meant for
+// (sigqueue). One that lands after the call's frame arrived but before the
+// call started must still stop that call; one tagged for an earlier call
+// must not.
+void SendInterrupt(uint64_t request_id) {
+  sigval value{};
+  value.sival_ptr = reinterpret_cast<void*>(static_cast<uintptr_t>(request_id));
+  ASSERT_EQ(sigqueue(getpid(), SIGINT, value), 0);
+}
+
+TEST_F(PythonRunnerTest, InterruptForTheCallAboutToStartIsKept) {
+  SendInterrupt(41);
+  internal::WorkerRequest request;
+  request.set_id(41);
+  request.mutable_exec()->set_code("import time\ntime.sleep(5)\n");
+  absl::Time start = absl::Now();
+  internal::WorkerResponse r = Handle(request);
+  EXPECT_EQ(r.error().type(), "KeyboardInterrupt");
+  EXPECT_LT(absl::Now() - start, absl::Seconds(4));
+}
+
+TEST_F(PythonRunnerTest, InterruptForAnEarlierCallIsDropped) {
+  SendInterrupt(50);
+  internal::WorkerRequest request;
+  request.set_id(51);
+  request.mutable_eval()->set_code("1 + 1");
+  EXPECT_EQ(Handle(request).value().int_(), 2);
 }
 
 }  // namespace
