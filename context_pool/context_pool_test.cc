@@ -83,11 +83,23 @@ class ContextPoolTest : public ::testing::Test {
     EXPECT_EQ(pool_->GetStats().available_workers, n);
   }
 
+  // The lost-worker listener runs on the pool's I/O thread after the failed
+  // call's callback: wait for it rather than assume it already ran.
+  bool WaitLost(size_t n) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    auto enough = [this, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return lost_.size() >= n;
+    };
+    return mu_.AwaitWithTimeout(absl::Condition(&enough), absl::Seconds(10));
+  }
+
   FakeWorkerLauncher* launcher_ = nullptr;
-  std::unique_ptr<ContextPool> pool_;
   absl::Mutex mu_;
-  std::vector<WorkerId> lost_;
-  std::vector<std::string> lost_reasons_;
+  std::vector<WorkerId> lost_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> lost_reasons_ ABSL_GUARDED_BY(mu_);
+  // Last, so that it is destroyed first: its I/O thread calls the listener,
+  // which writes the members above (found by the ASan run: a listener call
+  // after lost_ was destroyed).
+  std::unique_ptr<ContextPool> pool_;
 };
 
 TEST_F(ContextPoolTest, WarmsUpToWorkers) {
@@ -181,6 +193,7 @@ TEST_F(ContextPoolTest, CallThatIgnoresTheInterruptIsKilledAfterGrace) {
   EXPECT_EQ(Run(a, "x").status().code(), absl::StatusCode::kNotFound);
   {
     absl::MutexLock lock(&mu_);
+    ASSERT_TRUE(WaitLost(1));
     ASSERT_EQ(lost_.size(), 1u);
     EXPECT_EQ(lost_[0], a);
   }

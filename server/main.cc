@@ -290,12 +290,14 @@ int Run() {
   }
   LogInfo(absl::StrCat("received ", signal_number == SIGTERM ? "SIGTERM" : "SIGINT"));
   // A second signal during the drain stops at once.
-  std::thread second([&stop_signals] {
+  std::thread second([&stop_signals, &remove_root] {
     int again = 0;
     do {
       sigwait(&stop_signals, &again);
     } while (again == SIGHUP);
     LogWarning("second stop signal: stopping now");
+    // Best effort: workers still running may write until they die with us.
+    remove_root();
     _exit(0);  // PR_SET_PDEATHSIG takes the workers down with us.
   });
   second.detach();

@@ -111,6 +111,10 @@ absl::StatusOr<std::string> PyExecServer::Start() {
     if (!peers.ok()) return peers.status();
     peers_ = std::move(*peers);
     token_prefix = absl::StrCat(peers_->self_id(), ".");
+    // Before serving: a call that arrives early must find the peers.
+    peers_->Start();
+    LogInfo(absl::StrCat("replica ", peers_->self_id(), " advertised as ",
+                         *advertise, "; ", peers_->size(), " peers found"));
   }
   if (!options_.metrics_listen.empty()) {
     metrics_ = std::make_unique<Metrics>([this] { return Snapshot(); });
@@ -174,11 +178,6 @@ absl::StatusOr<std::string> PyExecServer::Start() {
         " (is --worker_binary right? see the log above)"));
   }
   reaper_ = std::thread([this] { ReaperLoop(); });
-  if (peers_ != nullptr) {
-    peers_->Start();
-    LogInfo(absl::StrCat("replica ", peers_->self_id(), " advertised as ",
-                         *advertise, "; ", peers_->size(), " peers found"));
-  }
   if (metrics_ != nullptr) {
     Metrics* metrics = metrics_.get();
     absl::StatusOr<std::unique_ptr<MetricsHttpServer>> http =
