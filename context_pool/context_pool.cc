@@ -672,14 +672,13 @@ void ContextPool::TrimIdle() {
   // recently used workers that ran stateless calls.
   while (static_cast<int>(idle_.size()) + busy_unbound_ + starting_ >
          options_.workers + static_cast<int>(waiters_.size())) {
-    Worker* victim = nullptr;
-    for (uint64_t key : idle_) {
-      if (workers_.at(key)->tainted) {
-        victim = workers_.at(key).get();
-        break;
-      }
-    }
-    if (victim == nullptr) break;
+    auto lru = std::find_if(idle_.begin(), idle_.end(),
+                            [this](uint64_t key)
+                                ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+                                  return workers_.at(key)->tainted;
+                                });
+    if (lru == idle_.end()) break;
+    Worker* victim = workers_.at(*lru).get();
     victim->released = true;
     Condemn(victim, "retired");
   }
