@@ -14,38 +14,36 @@
 #include "grpcpp/client_context.h"
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/server_context.h"
+#include "server/auth.h"
 #include "server/metrics.h"
 #include "server/peer_set.h"
 
 namespace pyexec {
 
-// Request metadata that marks a call forwarded by a peer. A replica that
-// receives it serves the call itself and never forwards again (a session it
-// does not hold is NOT_FOUND), so a call crosses at most one extra hop.
-inline constexpr char kForwardedHeader[] = "x-pyexec-forwarded";
-// The caller's principal, sent with forwarded calls once authentication
-// exists (branch secserver); the owner accepts it only from an
-// authenticated peer.
-inline constexpr char kPrincipalHeader[] = "x-pyexec-principal";
+// kForwardedHeader (server/auth.h) marks a call forwarded by a peer. A
+// replica that receives it serves the call itself and never forwards again
+// (a session it does not hold is NOT_FOUND), so a call crosses at most one
+// extra hop. kPrincipalHeader carries the caller's principal; the owner
+// accepts it only from an authenticated peer (Authenticator).
 // Trailing metadata the owner adds to a forwarded call it answered: its
 // replica id. Tells the forwarder "the owner answered" apart from "the hop
 // failed" when both carry, say, UNAVAILABLE.
 inline constexpr char kServedByTrailer[] = "x-pyexec-replica";
 
-// The metadata a forwarded call carries to the owner. The one hook for
-// what a peer must learn about the original caller: today the forwarded
-// marker; with authentication, also kPrincipalHeader.
+// The metadata a forwarded call carries to the owner on behalf of
+// `principal`: the forwarded marker, the principal and, with a peer secret,
+// the secret (Authenticator::PeerMetadata). Without an authenticator (tests,
+// a replica run alone) only the forwarded marker.
 std::vector<std::pair<std::string, std::string>> ForwardMetadata(
-    const grpc::CallbackServerContext& context);
+    const Authenticator* auth, absl::string_view principal);
 
-// Credentials a replica uses to reach its peers. The one place peer
-// authentication (mTLS, a peer token) plugs in; insecure until then.
-std::shared_ptr<grpc::ChannelCredentials> PeerCredentials();
-
-// A long-lived channel to a peer (PeerCredentials, message size limits,
-// quick reconnects). The default PeerChannelFactory.
-std::shared_ptr<grpc::Channel> PeerChannel(const std::string& address,
-                                           int max_message_bytes);
+// A long-lived channel to a peer (message size limits, quick reconnects).
+// `credentials` come from MakePeerChannelCredentials (server/tls.h): TLS with
+// this replica's certificate when TLS is on; null means plaintext. The
+// default PeerChannelFactory.
+std::shared_ptr<grpc::Channel> PeerChannel(
+    const std::string& address, int max_message_bytes,
+    std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr);
 
 // True if the call came from a peer's forwarder.
 bool IsForwarded(const grpc::CallbackServerContext& context);
@@ -58,11 +56,16 @@ bool IsForwarded(const grpc::CallbackServerContext& context);
 // passes, cancels the forwarded call, which interrupts the Python code on
 // the owner. Nothing blocks: the client side is gRPC's callback API.
 //
-// Thread-safe. `peers` and `metrics` (may be null) must outlive it.
+// Thread-safe. `peers`, `metrics` and `auth` (both may be null) must outlive
+// it.
 class Forwarder {
  public:
-  Forwarder(PeerSet* peers, Metrics* metrics, absl::Duration default_timeout)
-      : peers_(peers), metrics_(metrics), default_timeout_(default_timeout) {}
+  Forwarder(PeerSet* peers, Metrics* metrics, absl::Duration default_timeout,
+            const Authenticator* auth = nullptr)
+      : peers_(peers),
+        metrics_(metrics),
+        default_timeout_(default_timeout),
+        auth_(auth) {}
 
   // Where a call on `session` runs:
   //   - null: here (a stateless call, a token of ours, a token without a
@@ -81,17 +84,20 @@ class Forwarder {
                                        grpc::ClientContext* client,
                                        std::function<void(grpc::Status)> done)>;
 
-  // Forwards one unary call to `peer`. `start` must write the owner's answer
-  // into the server call's response. `received` is when the call arrived
-  // (for the latency metric).
+  // Forwards one unary call to `peer` on behalf of `principal` (the
+  // authenticated caller). `start` must write the owner's answer into the
+  // server call's response. `received` is when the call arrived (for the
+  // latency metric).
   grpc::ServerUnaryReactor* Forward(grpc::CallbackServerContext* context,
                                     std::shared_ptr<const Peer> peer, Rpc rpc,
-                                    absl::Time received, StartCall start) const;
+                                    absl::Time received, StartCall start,
+                                    absl::string_view principal = "") const;
 
  private:
   PeerSet* const peers_;
   Metrics* const metrics_;
   const absl::Duration default_timeout_;
+  const Authenticator* const auth_;
 };
 
 }  // namespace pyexec

@@ -46,20 +46,29 @@ PyExecCore::PyExecCore(const CoreOptions& options, SessionTable* sessions,
                        ContextPool* pool)
     : options_(options), sessions_(sessions), pool_(pool) {}
 
-void PyExecCore::Bind(const v1::BindRequest& request, absl::Time deadline,
+void PyExecCore::Bind(absl::string_view principal,
+                      const v1::BindRequest& request, absl::Time deadline,
                       v1::BindResponse* response, RpcDone done) {
+  if (absl::Status room = sessions_->ReserveSlot(
+          principal, options_.max_sessions_per_principal);
+      !room.ok()) {
+    done(room);
+    return;
+  }
   absl::Duration idle = options_.session_idle_timeout;
   if (request.idle_timeout_seconds() > 0) {
     idle = std::min(absl::Seconds(request.idle_timeout_seconds()),
                     options_.max_session_idle_timeout);
   }
-  pool_->Acquire(deadline, [this, idle, response,
+  pool_->Acquire(deadline, [this, idle, response, owner = std::string(principal),
                             done = std::move(done)](absl::StatusOr<WorkerId> worker) {
     if (!worker.ok()) {
+      sessions_->ReleaseSlot(owner);
       done(worker.status());
       return;
     }
-    std::string token = sessions_->Add(*worker, idle);
+    std::string token = sessions_->Add(*worker, idle, owner);
+    sessions_->ReleaseSlot(owner);
     LogInfo(absl::StrCat("bind session ", TokenForLog(token), " idle_timeout ",
                          absl::FormatDuration(idle)));
     response->set_session(std::move(token));
@@ -69,8 +78,10 @@ void PyExecCore::Bind(const v1::BindRequest& request, absl::Time deadline,
   });
 }
 
-absl::Status PyExecCore::Unbind(const v1::UnbindRequest& request) {
-  std::optional<WorkerId> worker = sessions_->Remove(request.session());
+absl::Status PyExecCore::Unbind(absl::string_view principal,
+                                const v1::UnbindRequest& request) {
+  std::optional<WorkerId> worker =
+      sessions_->Remove(request.session(), principal);
   if (worker.has_value()) {
     LogInfo(absl::StrCat("unbind session ", TokenForLog(request.session())));
     pool_->Release(*worker);
@@ -78,13 +89,13 @@ absl::Status PyExecCore::Unbind(const v1::UnbindRequest& request) {
   return absl::OkStatus();
 }
 
-CallId PyExecCore::Run(const std::string& session,
+CallId PyExecCore::Run(absl::string_view principal, const std::string& session,
                        internal::WorkerRequest request, absl::Time deadline,
                        std::function<void(internal::WorkerResponse&)> fill,
                        RpcDone done) {
   WorkerId worker = 0;
   if (!session.empty()) {
-    absl::StatusOr<WorkerId> found = sessions_->BeginCall(session);
+    absl::StatusOr<WorkerId> found = sessions_->BeginCall(session, principal);
     if (!found.ok()) {
       done(found.status());
       return 0;
@@ -93,9 +104,15 @@ CallId PyExecCore::Run(const std::string& session,
   }
   return pool_->Submit(
       worker, std::move(request), deadline,
-      [this, session, fill = std::move(fill), done = std::move(done)](
+      [this, session, worker, fill = std::move(fill), done = std::move(done)](
           absl::StatusOr<internal::WorkerResponse> result) {
         if (!session.empty()) sessions_->EndCall(session);
+        if (!session.empty() && result.status().code() == absl::StatusCode::kNotFound) {
+          // The pool no longer has the worker: it died between the Bind
+          // that granted it and the session's registration, so the
+          // worker-lost notice found no session to drop. Drop it now.
+          sessions_->RemoveByWorker(worker);
+        }
         if (!result.ok()) {
           done(result.status());
         } else if (result->has_failure()) {
@@ -106,36 +123,40 @@ CallId PyExecCore::Run(const std::string& session,
           fill(*result);
           done(absl::OkStatus());
         }
-      });
+      },
+      principal);
 }
 
-CallId PyExecCore::Eval(const v1::EvalRequest& request, absl::Time deadline,
+CallId PyExecCore::Eval(absl::string_view principal,
+                        const v1::EvalRequest& request, absl::Time deadline,
                         v1::EvalResponse* response, RpcDone done) {
   if (request.code().empty()) {
     done(absl::InvalidArgumentError("code is empty"));
     return 0;
   }
-  return Run(request.session(),
+  return Run(principal, request.session(),
              ToWorkerRequest(request, &internal::WorkerRequest::mutable_eval),
              deadline,
              [response](internal::WorkerResponse& r) { MoveResult(r, response); },
              std::move(done));
 }
 
-CallId PyExecCore::Exec(const v1::ExecRequest& request, absl::Time deadline,
+CallId PyExecCore::Exec(absl::string_view principal,
+                        const v1::ExecRequest& request, absl::Time deadline,
                         v1::ExecResponse* response, RpcDone done) {
   if (request.code().empty()) {
     done(absl::InvalidArgumentError("code is empty"));
     return 0;
   }
-  return Run(request.session(),
+  return Run(principal, request.session(),
              ToWorkerRequest(request, &internal::WorkerRequest::mutable_exec),
              deadline,
              [response](internal::WorkerResponse& r) { MoveResult(r, response); },
              std::move(done));
 }
 
-CallId PyExecCore::Call(const v1::CallRequest& request, absl::Time deadline,
+CallId PyExecCore::Call(absl::string_view principal,
+                        const v1::CallRequest& request, absl::Time deadline,
                         v1::CallResponse* response, RpcDone done) {
   if (request.function().empty()) {
     done(absl::InvalidArgumentError("function is empty"));
@@ -146,7 +167,7 @@ CallId PyExecCore::Call(const v1::CallRequest& request, absl::Time deadline,
         "module is empty (use \"builtins\" or \"__main__\")"));
     return 0;
   }
-  return Run(request.session(),
+  return Run(principal, request.session(),
              ToWorkerRequest(request, &internal::WorkerRequest::mutable_call),
              deadline,
              [response](internal::WorkerResponse& r) { MoveResult(r, response); },

@@ -19,6 +19,8 @@ struct CoreOptions {
   absl::Duration session_idle_timeout = absl::Minutes(10);
   // Longest idle timeout a Bind may ask for.
   absl::Duration max_session_idle_timeout = absl::Hours(24);
+  // Most sessions one principal may hold at once; 0 = no limit.
+  int max_sessions_per_principal = 0;
 };
 
 // Receives the outcome of an RPC once its response has been filled in.
@@ -27,6 +29,10 @@ using RpcDone = std::function<void(absl::Status status)>;
 // The PyExec API's logic, free of gRPC: validates requests, resolves
 // sessions, runs calls on the pool and fills in responses. The gRPC service
 // is a thin adapter over it.
+//
+// Every entry point takes the authenticated `principal` making the call
+// ("" when authentication is off). A session belongs to the principal that
+// bound it; anyone else's use of its token is NOT_FOUND.
 //
 // Thread-safe. `done` callbacks may run on the calling thread (for requests
 // answered at once) or on the pool's I/O thread; the response object must
@@ -37,19 +43,22 @@ class PyExecCore {
   PyExecCore(const CoreOptions& options, SessionTable* sessions,
              ContextPool* pool);
 
-  void Bind(const v1::BindRequest& request, absl::Time deadline,
-            v1::BindResponse* response, RpcDone done);
-  // Always OK: unknown and expired tokens are fine.
-  absl::Status Unbind(const v1::UnbindRequest& request);
+  // RESOURCE_EXHAUSTED past max_sessions_per_principal.
+  void Bind(absl::string_view principal, const v1::BindRequest& request,
+            absl::Time deadline, v1::BindResponse* response, RpcDone done);
+  // Always OK: unknown, expired and other principals' tokens are fine (and
+  // left alone).
+  absl::Status Unbind(absl::string_view principal,
+                      const v1::UnbindRequest& request);
 
   // Eval/Exec/Call return the pool's CallId, for Cancel (0 if the call was
   // answered at once).
-  CallId Eval(const v1::EvalRequest& request, absl::Time deadline,
-              v1::EvalResponse* response, RpcDone done);
-  CallId Exec(const v1::ExecRequest& request, absl::Time deadline,
-              v1::ExecResponse* response, RpcDone done);
-  CallId Call(const v1::CallRequest& request, absl::Time deadline,
-              v1::CallResponse* response, RpcDone done);
+  CallId Eval(absl::string_view principal, const v1::EvalRequest& request,
+              absl::Time deadline, v1::EvalResponse* response, RpcDone done);
+  CallId Exec(absl::string_view principal, const v1::ExecRequest& request,
+              absl::Time deadline, v1::ExecResponse* response, RpcDone done);
+  CallId Call(absl::string_view principal, const v1::CallRequest& request,
+              absl::Time deadline, v1::CallResponse* response, RpcDone done);
   // The client went away: interrupts the call.
   void Cancel(CallId call) { pool_->Cancel(call); }
 
@@ -66,7 +75,8 @@ class PyExecCore {
  private:
   // Runs `request` on the session's worker (or a pooled one) and hands the
   // worker's response to `fill`.
-  CallId Run(const std::string& session, internal::WorkerRequest request,
+  CallId Run(absl::string_view principal, const std::string& session,
+             internal::WorkerRequest request,
              absl::Time deadline,
              std::function<void(internal::WorkerResponse&)> fill, RpcDone done);
 

@@ -79,34 +79,45 @@ grpc::ServerUnaryReactor* Finished(const absl::Status& status, Metrics* metrics,
 
 }  // namespace
 
+absl::StatusOr<std::string> PyExecService::Authenticate(
+    const grpc::CallbackServerContext& context) const {
+  return auth_->Authenticate(AuthRequestFrom(context));
+}
+
 absl::Time PyExecService::DeadlineOf(
     const grpc::CallbackServerContext& context) const {
-  absl::Time fallback = absl::Now() + default_timeout_;
-  std::chrono::system_clock::time_point deadline = context.deadline();
-  if (deadline == std::chrono::system_clock::time_point::max()) return fallback;
-  return std::min(absl::FromChrono(deadline), fallback + absl::Hours(24 * 365));
+  const absl::Time now = absl::Now();
+  absl::Time deadline = now + std::min(default_timeout_, max_timeout_);
+  std::chrono::system_clock::time_point asked = context.deadline();
+  if (asked != std::chrono::system_clock::time_point::max()) {
+    deadline = std::min(absl::FromChrono(asked), now + max_timeout_);
+  }
+  return deadline;
 }
 
 grpc::ServerUnaryReactor* PyExecService::RouteElsewhere(
     grpc::CallbackServerContext* context, const std::string& session, Rpc rpc,
-    absl::Time received, Forwarder::StartCall forward) {
+    absl::Time received, const std::string& principal,
+    Forwarder::StartCall forward) {
   if (forwarder_ == nullptr) return nullptr;
   absl::StatusOr<std::shared_ptr<const Peer>> owner =
       forwarder_->Route(context, session, rpc);
   if (!owner.ok()) return Finished(owner.status(), metrics_, rpc);
   if (*owner == nullptr) return nullptr;
   return forwarder_->Forward(context, std::move(*owner), rpc, received,
-                             std::move(forward));
+                             std::move(forward), principal);
 }
 
 grpc::ServerUnaryReactor* PyExecService::Bind(
     grpc::CallbackServerContext* context, const v1::BindRequest* request,
     v1::BindResponse* response) {
+  absl::StatusOr<std::string> principal = Authenticate(*context);
+  if (!principal.ok()) return Finished(principal.status(), metrics_, Rpc::kBind);
   if (absl::Status bad = v1::MalformedRequestError(*request); !bad.ok()) {
     return Finished(bad, metrics_, Rpc::kBind);
   }
   auto* reactor = new MeteredReactor(metrics_, Rpc::kBind);
-  core_->Bind(*request, DeadlineOf(*context), response,
+  core_->Bind(*principal, *request, DeadlineOf(*context), response,
               [reactor](absl::Status status) { reactor->Answer(status); });
   return reactor;
 }
@@ -114,11 +125,13 @@ grpc::ServerUnaryReactor* PyExecService::Bind(
 grpc::ServerUnaryReactor* PyExecService::Unbind(
     grpc::CallbackServerContext* context, const v1::UnbindRequest* request,
     v1::UnbindResponse* response) {
+  absl::StatusOr<std::string> principal = Authenticate(*context);
+  if (!principal.ok()) return Finished(principal.status(), metrics_, Rpc::kUnbind);
   if (absl::Status bad = v1::MalformedRequestError(*request); !bad.ok()) {
     return Finished(bad, metrics_, Rpc::kUnbind);
   }
   if (grpc::ServerUnaryReactor* elsewhere = RouteElsewhere(
-          context, request->session(), Rpc::kUnbind, absl::Now(),
+          context, request->session(), Rpc::kUnbind, absl::Now(), *principal,
           [request, response](const Peer& peer, grpc::ClientContext* client,
                               std::function<void(grpc::Status)> done) {
             peer.stub->async()->Unbind(client, request, response,
@@ -126,26 +139,30 @@ grpc::ServerUnaryReactor* PyExecService::Unbind(
           })) {
     return elsewhere;
   }
-  return Finished(core_->Unbind(*request), metrics_, Rpc::kUnbind);
+  return Finished(core_->Unbind(*principal, *request), metrics_, Rpc::kUnbind);
 }
 
 template <typename Request, typename Response>
 grpc::ServerUnaryReactor* PyExecService::RunOnPool(
     grpc::CallbackServerContext* context, const Request* request,
     Response* response, Rpc rpc,
-    CallId (PyExecCore::*run)(const Request&, absl::Time, Response*, RpcDone),
+    CallId (PyExecCore::*run)(absl::string_view, const Request&, absl::Time,
+                              Response*, RpcDone),
     Forwarder::StartCall forward) {
   const absl::Time received = absl::Now();
+  absl::StatusOr<std::string> principal = Authenticate(*context);
+  if (!principal.ok()) return Finished(principal.status(), metrics_, rpc);
   if (absl::Status bad = v1::MalformedRequestError(*request); !bad.ok()) {
     return Finished(bad, metrics_, rpc);
   }
   if (grpc::ServerUnaryReactor* elsewhere = RouteElsewhere(
-          context, request->session(), rpc, received, std::move(forward))) {
+          context, request->session(), rpc, received, *principal,
+          std::move(forward))) {
     return elsewhere;
   }
   auto* reactor = new PoolCallReactor(core_, metrics_, rpc);
   reactor->Run([&](RpcDone done) {
-    return (core_->*run)(*request, DeadlineOf(*context), response,
+    return (core_->*run)(*principal, *request, DeadlineOf(*context), response,
                          std::move(done));
   });
   return reactor;
@@ -185,8 +202,10 @@ grpc::ServerUnaryReactor* PyExecService::Call(
 }
 
 grpc::ServerUnaryReactor* PyExecService::GetStats(
-    grpc::CallbackServerContext* /*context*/,
+    grpc::CallbackServerContext* context,
     const v1::GetStatsRequest* /*request*/, v1::GetStatsResponse* response) {
+  absl::StatusOr<std::string> principal = Authenticate(*context);
+  if (!principal.ok()) return Finished(principal.status(), metrics_, Rpc::kGetStats);
   *response = core_->GetStats();
   return Finished(absl::OkStatus(), metrics_, Rpc::kGetStats);
 }
