@@ -47,12 +47,20 @@ class Stream:
         try:
             resp = await self._call.read()
         except grpc.RpcError as rpc_err:
+            if self._done:  # cancel() from another task: end quietly
+                raise StopAsyncIteration from None
             self._done = True
             err = from_rpc_error(rpc_err)
             self._on_error(err)
             raise err from None
         except asyncio.CancelledError:
-            # grpc.aio has cancelled the RPC already; make sure of it.
+            task = asyncio.current_task()
+            cancelling = getattr(task, "cancelling", None)
+            if self._done and cancelling is not None and not cancelling():
+                # grpc.aio reports our own cancel() (from another task) as a
+                # CancelledError; this task was not cancelled: end quietly.
+                raise StopAsyncIteration from None
+            # This task was cancelled: grpc.aio has cancelled the RPC; make sure.
             self.cancel()
             raise
         if resp is grpc.aio.EOF:
@@ -79,7 +87,8 @@ class Stream:
             self.cancel()
 
     def cancel(self) -> None:
-        """Cancels the RPC (interrupting the Python code) unless it has ended."""
+        """Cancels the RPC (interrupting the Python code) unless it has ended.
+        From another task, it ends that task's iteration quietly."""
         if not self._done:
             self._done = True
             self._call.cancel()

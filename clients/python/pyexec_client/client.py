@@ -51,6 +51,8 @@ class Stream:
             self._done = True
             raise PyExecError("pyexec_client: the stream ended without its end event") from None
         except grpc.RpcError as rpc_err:
+            if self._done:  # cancel() from another thread: end quietly
+                raise StopIteration from None
             self._done = True
             err = from_rpc_error(rpc_err)
             self._on_error(err)
@@ -76,7 +78,8 @@ class Stream:
             self.cancel()
 
     def cancel(self) -> None:
-        """Cancels the RPC (interrupting the Python code) unless it has ended."""
+        """Cancels the RPC (interrupting the Python code) unless it has ended.
+        From another thread, it ends that thread's iteration quietly."""
         if not self._done:
             self._done = True
             self._call.cancel()
