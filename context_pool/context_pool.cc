@@ -766,9 +766,11 @@ void ContextPool::TrimIdle() {
   // recently used workers that ran stateless calls.
   while (static_cast<int>(idle_.size()) + busy_unbound_ + starting_ >
          options_.workers + static_cast<int>(waiters_.size())) {
-    auto lru = std::find_if(idle_.begin(), idle_.end(), [this](uint64_t key) {
-      return workers_.at(key)->tainted;
-    });
+    auto lru = std::find_if(
+        idle_.begin(), idle_.end(),
+        [this](uint64_t key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+          return workers_.at(key)->tainted;
+        });
     if (lru == idle_.end()) break;
     Worker* victim = workers_.at(*lru).get();
     victim->released = true;
