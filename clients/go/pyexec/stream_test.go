@@ -189,6 +189,22 @@ def gen():
 		t.Fatalf("made = %v", v)
 	}
 
+	// Close from another goroutine while Next waits on a silent loop.
+	st, err = s.ExecStream(testCtx(t), "print('go')\nwhile True: pass")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.Next() || st.Event().Text != "go\n" {
+		t.Fatalf("first event %+v, err %v", st.Event(), st.Err())
+	}
+	go st.Close()
+	if st.Next() || st.Err() != nil {
+		t.Fatalf("after a concurrent Close: Next true or Err = %v", st.Err())
+	}
+	if v := mustEval(t, s, "state"); v != int64(42) {
+		t.Fatalf("state = %v after a concurrent Close", v)
+	}
+
 	// Cancelling ctx mid-stream: Err is ErrCancelled (and context.Canceled).
 	ctx, cancel := context.WithCancel(testCtx(t))
 	st, err = s.CallStream(ctx, "__main__", "gen", nil)
