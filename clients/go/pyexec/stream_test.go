@@ -207,6 +207,7 @@ def gen():
 
 	// Cancelling ctx mid-stream: Err is ErrCancelled (and context.Canceled).
 	ctx, cancel := context.WithCancel(testCtx(t))
+	defer cancel()
 	st, err = s.CallStream(ctx, "__main__", "gen", nil)
 	if err != nil {
 		t.Fatal(err)
