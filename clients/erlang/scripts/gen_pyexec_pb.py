@@ -51,13 +51,26 @@ VALUE_LAYOUT = {
     "opaque": (12, F.TYPE_MESSAGE, F.LABEL_OPTIONAL, ".pyexec.v1.Opaque"),
     "items": (13, F.TYPE_MESSAGE, F.LABEL_REPEATED, ".pyexec.v1.Value"),
     "keys": (14, F.TYPE_MESSAGE, F.LABEL_REPEATED, ".pyexec.v1.Value"),
+    "ref": (15, F.TYPE_MESSAGE, F.LABEL_OPTIONAL, ".pyexec.v1.Ref"),
 }
 HAND_MAPPED = {"Value", "NoneValue"}
-SCALARS = {F.TYPE_STRING: "string", F.TYPE_UINT32: "uint32", F.TYPE_UINT64: "uint64"}
+SCALARS = {F.TYPE_STRING: "string", F.TYPE_UINT32: "uint32", F.TYPE_UINT64: "uint64",
+           F.TYPE_BOOL: "bool"}
 
 
 class Unsupported(Exception):
     pass
+
+
+# Erlang reserved words: a field with one of these names (StreamEnd's
+# `end`) must be a quoted atom.
+RESERVED = {"after", "and", "andalso", "band", "begin", "bnot", "bor", "bsl", "bsr", "bxor",
+            "case", "catch", "cond", "div", "end", "fun", "if", "let", "maybe", "not", "of",
+            "or", "orelse", "receive", "rem", "try", "when", "xor"}
+
+
+def atom(name):
+    return "'%s'" % name if name in RESERVED else name
 
 
 def snake(name):
@@ -103,6 +116,8 @@ def field_type(msg, field, package):
         if not field.type_name.startswith(prefix) or "." in field.type_name[len(prefix):]:
             raise Unsupported(where + ": message type %s is not supported" % field.type_name)
         return "{message, %s}" % snake(field.type_name[len(prefix):])
+    if field.label == F.LABEL_REPEATED and field.type == F.TYPE_STRING:
+        return "{repeated, string}"
     if field.label == F.LABEL_REPEATED or field.type not in SCALARS:
         raise Unsupported(where + ": field type %d (label %d) is not supported by "
                           "pyexec_pb_wire; extend it and this script" % (field.type, field.label))
@@ -160,7 +175,7 @@ def generate():
     w("%% @doc Field number, key and type of each field of a message.")
     w("-spec schema(msg_name()) -> [{pos_integer(), atom(), field_type()}].")
     for i, m in enumerate(msgs):
-        fields = ["{%d, %s, %s}" % (f.number, f.name, field_type(m, f, pkg)) for f in m.field]
+        fields = ["{%d, %s, %s}" % (f.number, atom(f.name), field_type(m, f, pkg)) for f in m.field]
         end = "." if i == len(msgs) - 1 else ";"
         head = "schema(%s) ->" % snake(m.name)
         body = "[" + ", ".join(fields) + "]" + end

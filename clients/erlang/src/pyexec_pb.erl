@@ -13,12 +13,15 @@
 
 -export_type([msg_name/0, method/0]).
 
--type msg_name() :: opaque | python_error | bind_request
-                  | bind_response | unbind_request | unbind_response
-                  | eval_request | eval_response | exec_request
-                  | exec_response | call_request | call_response
-                  | get_stats_request | get_stats_response.
--type method() :: bind | unbind | eval | exec | call | get_stats.
+-type msg_name() :: opaque | ref | python_error
+                  | bind_request | bind_response | unbind_request
+                  | unbind_response | eval_request | eval_response
+                  | exec_request | exec_response | call_request
+                  | call_response | get_stats_request | get_stats_response
+                  | stream_end | exec_event | call_event
+                  | release_request | release_response | interrupt_request
+                  | interrupt_response.
+-type method() :: bind | unbind | eval | exec | call | get_stats | exec_stream | call_stream | release | interrupt.
 -type field_type() :: pyexec_pb_wire:field_type().
 
 %% @doc Encodes a message map (see pyexec_pb_wire:encode_msg/2).
@@ -38,12 +41,15 @@ read_field(Bin) -> pyexec_pb_wire:read_field(Bin).
 %% @doc Field number, key and type of each field of a message.
 -spec schema(msg_name()) -> [{pos_integer(), atom(), field_type()}].
 schema(opaque) -> [{1, type, string}, {2, repr, string}];
+schema(ref) -> [{1, id, string}, {2, type, string}, {3, repr, string}];
 schema(python_error) -> [{1, type, string}, {2, message, string}, {3, traceback, string}];
 schema(bind_request) -> [{1, idle_timeout_seconds, uint32}];
 schema(bind_response) -> [{1, session, string}, {2, idle_timeout_seconds, uint32}];
 schema(unbind_request) -> [{1, session, string}];
 schema(unbind_response) -> [];
-schema(eval_request) -> [{1, session, string}, {2, code, string}, {3, locals, {map, value}}];
+schema(eval_request) ->
+    [{1, session, string}, {2, code, string}, {3, locals, {map, value}},
+     {4, result_as_ref, bool}];
 schema(eval_response) ->
     [{1, value, value}, {2, error, {message, python_error}}, {3, stdout, string},
      {4, stderr, string}];
@@ -52,7 +58,8 @@ schema(exec_response) ->
     [{1, error, {message, python_error}}, {2, stdout, string}, {3, stderr, string}];
 schema(call_request) ->
     [{1, session, string}, {2, module, string}, {3, function, string},
-     {4, args, {repeated, value}}, {5, kwargs, {map, value}}];
+     {4, args, {repeated, value}}, {5, kwargs, {map, value}}, {6, result_as_ref, bool},
+     {7, target_ref, string}, {8, get_attribute, bool}];
 schema(call_response) ->
     [{1, value, value}, {2, error, {message, python_error}}, {3, stdout, string},
      {4, stderr, string}];
@@ -61,7 +68,17 @@ schema(get_stats_response) ->
     [{1, num_workers, uint32}, {2, available_workers, uint32}, {3, checked_out, uint32},
      {4, pending_requests, uint32}, {5, max_workers, uint32}, {6, starting_workers, uint32},
      {7, busy_workers, uint32}, {8, workers_spawned, uint64}, {9, workers_died, uint64},
-     {10, calls_total, uint64}, {11, sessions, uint32}].
+     {10, calls_total, uint64}, {11, sessions, uint32}, {12, replica, string}];
+schema(stream_end) -> [{1, error, {message, python_error}}];
+schema(exec_event) ->
+    [{1, stdout, string}, {2, stderr, string}, {4, 'end', {message, stream_end}}];
+schema(call_event) ->
+    [{1, stdout, string}, {2, stderr, string}, {3, value, value},
+     {4, 'end', {message, stream_end}}];
+schema(release_request) -> [{1, session, string}, {2, ref_ids, {repeated, string}}];
+schema(release_response) -> [{1, released, uint32}];
+schema(interrupt_request) -> [{1, session, string}];
+schema(interrupt_response) -> [{1, interrupted, bool}].
 
 %% @doc Path, request message and response message of an RPC of
 %% service pyexec.v1.PyExec.
@@ -71,7 +88,11 @@ method(unbind) -> {<<"/pyexec.v1.PyExec/Unbind">>, unbind_request, unbind_respon
 method(eval) -> {<<"/pyexec.v1.PyExec/Eval">>, eval_request, eval_response};
 method(exec) -> {<<"/pyexec.v1.PyExec/Exec">>, exec_request, exec_response};
 method(call) -> {<<"/pyexec.v1.PyExec/Call">>, call_request, call_response};
-method(get_stats) -> {<<"/pyexec.v1.PyExec/GetStats">>, get_stats_request, get_stats_response}.
+method(get_stats) -> {<<"/pyexec.v1.PyExec/GetStats">>, get_stats_request, get_stats_response};
+method(exec_stream) -> {<<"/pyexec.v1.PyExec/ExecStream">>, exec_request, exec_event};
+method(call_stream) -> {<<"/pyexec.v1.PyExec/CallStream">>, call_request, call_event};
+method(release) -> {<<"/pyexec.v1.PyExec/Release">>, release_request, release_response};
+method(interrupt) -> {<<"/pyexec.v1.PyExec/Interrupt">>, interrupt_request, interrupt_response}.
 
 -spec methods() -> [method()].
-methods() -> [bind, unbind, eval, exec, call, get_stats].
+methods() -> [bind, unbind, eval, exec, call, get_stats, exec_stream, call_stream, release, interrupt].
