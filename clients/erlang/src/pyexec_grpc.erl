@@ -74,8 +74,12 @@ stream_request(Path, Msg, Timeout) ->
 %% is then finished), or `timeout' if nothing arrived within Wait ms (the
 %% stream goes on). Past the stream's deadline plus `deadline_grace' the
 %% stream is reset and `{error, {grpc, deadline_exceeded, _}}' returned.
+%% A message that is a tuple tagged `pyexec_stream_ctl' (also a 'DOWN'
+%% of a monitor made with `{tag, pyexec_stream_ctl}') ends the wait with
+%% `{ctl, Message}': this is how py:stream_cancel/1 and an owner's death
+%% reach a reader blocked here. The stream is left as it is.
 -spec stream_recv(stream(), timeout()) ->
-          {ok, map()} | done | timeout | {error, pyexec_rpc:grpc_error()}.
+          {ok, map()} | done | timeout | {ctl, term()} | {error, pyexec_rpc:grpc_error()}.
 stream_recv(#{conn := Conn, mref := Mref, resp := RespType, deadline := Deadline} = St, Wait) ->
     Left = case Deadline of
                infinity -> infinity;
@@ -109,7 +113,9 @@ stream_recv(#{conn := Conn, mref := Mref, resp := RespType, deadline := Deadline
                 E -> E
             end;
         {'DOWN', Mref, process, _, Reason} ->
-            {error, {grpc, unavailable, fmt("connection process exited: ~p", [Reason])}}
+            {error, {grpc, unavailable, fmt("connection process exited: ~p", [Reason])}};
+        Ctl when element(1, Ctl) =:= pyexec_stream_ctl ->
+            {ctl, Ctl}
     after min_timeout(Wait, Left) ->
             case Left =/= infinity andalso (Wait =:= infinity orelse Left =< Wait) of
                 true ->

@@ -98,7 +98,11 @@ unary(Method, Request, Timeout) ->
     end.
 
 %% @doc A server stream through `grpcbox_client:stream/5' (request given,
-%% response streamed); messages are read with `grpcbox_client:recv_data/2'.
+%% response streamed). Messages are read as `grpcbox_client:recv_data/2'
+%% reads them (`{data, StreamId, Msg}' from the stream process, then its
+%% 'DOWN' and trailers), in our own receive so that a
+%% `{pyexec_stream_ctl, _}' message can end the wait (see
+%% pyexec_grpc:stream_recv/2).
 %% Unlike the built-in transport, chatterbox reopens the flow-control
 %% window as data arrives, whether or not it has been read, so a slow
 %% reader does not hold the server back: messages queue in the reader's
@@ -133,20 +137,30 @@ stream_recv(#{s := S, deadline := Deadline} = St, Wait) ->
             {_, infinity} -> Wait;
             _ -> min(Wait, Left)
         end,
-    case grpcbox_client:recv_data(S, W) of
-        {ok, Msg} ->
+    #{stream_id := Id, stream_pid := Pid, monitor_ref := Ref} = S,
+    receive
+        {data, Id, Msg} ->
             {ok, Msg};
-        stream_finished ->
-            done;
-        {error, {Status, Message}, _Meta} ->
-            {error, {grpc, status(Status), message(Message)}};
-        timeout when Left =/= infinity, W =:= Left ->
-            stream_cancel(St),
-            {error, {grpc, deadline_exceeded, <<"deadline exceeded">>}};
-        timeout ->
-            timeout;
-        {error, Reason} ->
-            {error, {grpc, unavailable, to_bin(Reason)}}
+        {'DOWN', Ref, process, Pid, _Reason} ->
+            case grpcbox_client:recv_trailers(S, 0) of
+                {ok, {Status, Message, _Meta}} ->
+                    case status(Status) of
+                        ok -> done;
+                        Code -> {error, {grpc, Code, message(Message)}}
+                    end;
+                {error, _} ->
+                    {error, {grpc, unavailable, <<"grpcbox stream ended without trailers">>}}
+            end;
+        Ctl when element(1, Ctl) =:= pyexec_stream_ctl ->
+            {ctl, Ctl}
+    after W ->
+            case Left =/= infinity andalso W =:= Left of
+                true ->
+                    stream_cancel(St),
+                    {error, {grpc, deadline_exceeded, <<"deadline exceeded">>}};
+                false ->
+                    timeout
+            end
     end.
 
 %% @doc Resets the stream with CANCEL (8) through its chatterbox stream

@@ -20,7 +20,8 @@
 %% Server streams: open, then read messages one by one (`done' after an OK
 %% status), cancel at any time. Only the opening process may use a stream.
 -callback stream_open(method(), map(), timeout()) -> {ok, term()} | {error, grpc_error()}.
--callback stream_recv(term(), timeout()) -> {ok, map()} | done | timeout | {error, grpc_error()}.
+-callback stream_recv(term(), timeout()) ->
+    {ok, map()} | done | timeout | {ctl, term()} | {error, grpc_error()}.
 -callback stream_cancel(term()) -> ok.
 
 %% @doc Runs one RPC with a timeout in milliseconds (or infinity, in which
@@ -43,7 +44,8 @@ stream_open(Method, Request, Timeout) ->
     end.
 
 %% @doc The next message of a stream (see pyexec_grpc:stream_recv/2).
--spec stream_recv(stream(), timeout()) -> {ok, map()} | done | timeout | {error, grpc_error()}.
+-spec stream_recv(stream(), timeout()) ->
+          {ok, map()} | done | timeout | {ctl, term()} | {error, grpc_error()}.
 stream_recv({Mod, S}, Wait) ->
     Mod:stream_recv(S, Wait).
 
