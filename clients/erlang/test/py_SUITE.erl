@@ -384,6 +384,7 @@ get_stats(_Config) ->
     [?assert(is_integer(maps:get(K, Stats))) || K <- [num_workers, available_workers, checked_out,
                                                      pending_requests, max_workers, sessions]],
     ?assertEqual(?MAX_WORKERS, maps:get(max_workers, Stats)),
+    ?assert(is_binary(maps:get(replica, Stats))),
     ok = py:bind(),
     #{checked_out := 1} = py_pool:get_stats(),
     ok = py:unbind(),

@@ -120,7 +120,7 @@ messages_test_() ->
                                    pending_requests => 0, max_workers => 8, starting_workers => 1,
                                    busy_workers => 3, workers_spawned => 1 bsl 40,
                                    workers_died => 0, calls_total => 12345, sessions => 2,
-                                   replica => <<"10.0.0.1:50051">>}}],
+                                   replica => <<"10.0.0.7:50051">>}}],
     [?_assertEqual(M, pyexec_pb:decode_msg(T, iolist_to_binary(pyexec_pb:encode_msg(T, M))))
      || {T, M} <- Msgs].
 

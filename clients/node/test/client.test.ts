@@ -275,6 +275,9 @@ describe('deadlines and cancel', () => {
   test('AbortSignal cancels a running call; state kept', async () => {
     // The Python code creates a file once it runs: the signal to abort on.
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pyexec-node-'));
+    // Workers may run as an unprivileged user (pyexecd as root confines
+    // them), so the directory must be writable by anyone.
+    fs.chmodSync(dir, 0o777);
     const started = path.join(dir, 'started');
     try {
       await client.withSession(async (s) => {
