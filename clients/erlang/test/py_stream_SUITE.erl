@@ -40,6 +40,9 @@ init_per_suite(Config) ->
 
 end_per_suite(Config) ->
     pyexec_test_util:stop_app(),
+    %% Leave no non-default settings (window_size, connections) to the
+    %% suites that run next in this node.
+    [application:unset_env(pyexec, K) || {K, _} <- application:get_all_env(pyexec)],
     pyexec_test_util:stop_server(?config(srv, Config), "KILL"),
     ok.
 
