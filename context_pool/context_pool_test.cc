@@ -180,11 +180,77 @@ TEST_F(ContextPoolTest, CallThatIgnoresTheInterruptIsKilledAfterGrace) {
   EXPECT_THAT(r.status().message(), HasSubstr("kill_grace"));
   EXPECT_EQ(Run(a, "x").status().code(), absl::StatusCode::kNotFound);
   {
+    // The listener runs on the I/O thread right after the call's callback,
+    // so it may not have run yet.
     absl::MutexLock lock(&mu_);
+    auto told = [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return !lost_.empty(); };
+    mu_.AwaitWithTimeout(absl::Condition(&told), absl::Seconds(10));
     ASSERT_EQ(lost_.size(), 1u);
     EXPECT_EQ(lost_[0], a);
   }
   ExpectHealsTo(2);
+}
+
+TEST_F(ContextPoolTest, StreamEventsAreBoundedUntilConsumed) {
+  ContextPoolOptions options;
+  options.workers = 1;
+  options.max_buffered_events = 2;
+  StartPool(options);
+  WorkerId a = Acquire();
+  absl::Mutex events_mu;
+  std::vector<int64_t> events;
+  CallResult r;
+  internal::WorkerRequest request = Eval("stream:20");
+  request.set_stream(true);
+  CallId id = pool_->Submit(
+      a, std::move(request), In(absl::Seconds(10)), r.Callback(),
+      [&](CallId, internal::WorkerResponse event) {
+        absl::MutexLock lock(&events_mu);
+        events.push_back(event.value().int_());
+      });
+  auto count = [&] {
+    absl::MutexLock lock(&events_mu);
+    return events.size();
+  };
+  // The worker has written all 20 (they fit in the socket buffer), but the
+  // pool hands out only 2 until they are consumed.
+  absl::Time until = In(absl::Seconds(5));
+  while (count() < 2 && absl::Now() < until) absl::SleepFor(absl::Milliseconds(1));
+  absl::SleepFor(absl::Milliseconds(100));
+  EXPECT_EQ(count(), 2u);
+  EXPECT_FALSE(r.done.HasBeenNotified());
+  for (size_t consumed = 0; consumed < 20; ++consumed) {
+    until = In(absl::Seconds(5));
+    while (count() <= consumed && absl::Now() < until) {
+      absl::SleepFor(absl::Milliseconds(1));
+    }
+    pool_->EventConsumed(id);
+  }
+  ASSERT_TRUE(r.Wait().ok());
+  EXPECT_EQ(r.value->value().int_(), 20);
+  absl::MutexLock lock(&events_mu);
+  ASSERT_EQ(events.size(), 20u);
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(events[i], i);
+}
+
+TEST_F(ContextPoolTest, InterruptWorkerEndsTheRunningCallCancelled) {
+  ContextPoolOptions options;
+  options.workers = 1;
+  StartPool(options);
+  WorkerId a = Acquire();
+  EXPECT_EQ(pool_->InterruptWorker(a).value(), false);  // nothing running
+  CallResult r;
+  pool_->Submit(a, Eval("sleep:5000"), In(absl::Seconds(10)), r.Callback());
+  // An interrupt that reaches the fake before it reads the request is lost
+  // (as with a real worker before the call starts); the fake gives no signal
+  // that it started, so leave it a moment.
+  absl::SleepFor(absl::Milliseconds(50));
+  EXPECT_EQ(pool_->InterruptWorker(a).value(), true);
+  EXPECT_EQ(r.Wait().status().code(), absl::StatusCode::kCancelled);
+  EXPECT_THAT(r.value.status().message(), HasSubstr("Interrupt"));
+  EXPECT_TRUE(Run(a, "x").ok());  // the session lives on
+  EXPECT_EQ(pool_->InterruptWorker(WorkerId{999}).status().code(),
+            absl::StatusCode::kNotFound);
 }
 
 TEST_F(ContextPoolTest, WorkerDeathAbortsTheCallWithTheReason) {

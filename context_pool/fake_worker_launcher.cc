@@ -97,6 +97,16 @@ class FakeProcess final : public WorkerProcess {
         } else {
           response.mutable_value()->set_int_(n);
         }
+      } else if (absl::StartsWith(code, "stream:") &&
+                 absl::SimpleAtoi(code.substr(7), &n)) {
+        for (int i = 0; i < n && !interrupted_ && !killed_; ++i) {
+          internal::WorkerResponse partial;
+          partial.set_id(request.id());
+          partial.set_partial(true);
+          partial.mutable_value()->set_int_(i);
+          if (!WriteFrame(fd, partial).ok()) return Exit("exited with code 6");
+        }
+        response.mutable_value()->set_int_(n);
       } else if (code == "spin") {
         while (!killed_) absl::SleepFor(absl::Milliseconds(1));
         return Exit("killed by signal SIGKILL");

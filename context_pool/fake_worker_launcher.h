@@ -5,6 +5,7 @@
 // frame protocol over a socketpair, with no Python. An Eval's code selects
 // the behaviour:
 //   "sleep:MS"   sleeps MS ms, interruptibly (answers KeyboardInterrupt)
+//   "stream:N"   sends N partial responses (values 0..N-1), then N
 //   "spin"       ignores interrupts until killed
 //   "exit:N"     the process "exits" with code N mid-call
 //   "garbage"    writes bytes that are not a frame

@@ -523,6 +523,17 @@ class HealthAndReflectionTest(fx.ServerTestCase):
         out = run("-d", '{"code":"6*7"}', self.server.address, "pyexec.v1.PyExec/Eval")
         self.assertEqual(out.returncode, 0, out.stderr)
         self.assertIn("42", out.stdout)
+        # A server stream (issue 10): every event, then the end.
+        out = run("-d", '{"code":"for i in range(3): print(i)"}', self.server.address,
+                  "pyexec.v1.PyExec/ExecStream")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn('"end"', out.stdout)
+        self.assertIn('0\\n', out.stdout)
+        out = run("-d", '{"module":"builtins","function":"iter","args":[{"list":true,'
+                  '"items":[{"int":"1"},{"int":"2"}]}]}', self.server.address,
+                  "pyexec.v1.PyExec/CallStream")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertEqual(out.stdout.count('"value"'), 2, out.stdout)
 
 
 class OrphanTest(fx.ServerTestCase):

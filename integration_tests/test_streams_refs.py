@@ -2,6 +2,7 @@
 
 import os
 import signal
+import socket
 import threading
 import time
 import unittest
@@ -371,6 +372,106 @@ class InterruptTest(Base):
         self.assertGreater(self.ev("n", s), 0)
         self.assertRpcError(SC.NOT_FOUND, self.stub.Interrupt,
                             pb.InterruptRequest(session="no-such-token"), timeout=5)
+
+
+class StreamDrainTest(Base):
+    PER_TEST_SERVER = True
+
+    def test_a_stream_in_flight_finishes_during_drain(self):
+        s = self.bind(cleanup=False)
+        stream = self.stub.ExecStream(pb.ExecRequest(
+            session=s, code="import time\nprint('first', flush=True)\ntime.sleep(2)\n"
+                            "print('last')"), timeout=30)
+        self.assertEqual(next(stream).stdout, "first\n")
+        self.server.signal(signal.SIGTERM)
+        fx.wait_until(lambda: self.server.health_status("", timeout=1.0) in (
+            fx.NOT_SERVING, SC.UNAVAILABLE), 5.0, interval=0.01, what="health NOT_SERVING")
+        # New streams are refused while this one runs on.
+        with self.assertRaises(grpc.RpcError) as cm:
+            list(self.stub.ExecStream(pb.ExecRequest(code="1"), timeout=5))
+        self.assertEqual(cm.exception.code(), SC.UNAVAILABLE)
+        self.assertEqual(self.collect(stream), [("stdout", "last\n"), ("end", None)])
+        self.assertEqual(self.server.wait_exit(20.0), 0)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ForwardedTest(Base):
+    """Two replicas (--peers): streams, refs, Release and Interrupt on a
+    session owned by replica A work through replica B."""
+
+    @classmethod
+    def setUpClass(cls):
+        unittest.TestCase.setUpClass()
+        ports = [free_port(), free_port()]
+        peers = "--peers=" + ",".join("127.0.0.1:%d" % p for p in ports)
+        cls.replicas = []
+        for p in ports:
+            r = fx.Server("--listen=127.0.0.1:%d" % p, peers, workers=1, max_workers=3)
+            cls.replicas.append(r)
+            try:
+                r.start()
+            except BaseException:
+                for x in cls.replicas:
+                    x.cleanup()
+                    x.remove_log()
+                raise
+        cls.server = cls.replicas[0]
+
+    @classmethod
+    def tearDownClass(cls):
+        for r in cls.replicas:
+            r.cleanup()
+            r.remove_log()
+        cls.server = None
+
+    def test_streams_refs_release_and_interrupt_are_forwarded(self):
+        a, b = self.replicas[0].stub, self.replicas[1].stub
+        s = a.Bind(pb.BindRequest(), timeout=10).session
+        self.addCleanup(self.unbind_quietly, s)
+        a.Exec(pb.ExecRequest(session=s, code="def gen(n):\n    for i in range(n):\n"
+                              "        print('at', i)\n        yield i\n"
+                              "class M:\n    k = 7\n    def twice(self, x):\n"
+                              "        return 2 * x\n"), timeout=10)
+        events = self.collect(b.ExecStream(pb.ExecRequest(session=s, code="print('via b')"),
+                                           timeout=10))
+        self.assertEqual(events, [("stdout", "via b\n"), ("end", None)])
+        events = self.collect(b.CallStream(self.call_req("__main__", "gen", [2], session=s),
+                                           timeout=10))
+        self.assertEqual(events, [("stdout", "at 0\n"), ("value", 0), ("stdout", "at 1\n"),
+                                  ("value", 1), ("end", None)])
+        m = fx.from_value(b.Eval(pb.EvalRequest(session=s, code="M()"), timeout=10).value)
+        self.assertIsInstance(m, Ref)
+        resp = b.Call(self.call_req(function="twice", args=[4], session=s, target_ref=m.id),
+                      timeout=10)
+        self.assertEqual(fx.from_value(resp.value), 8)
+        resp = a.Call(self.call_req(function="k", session=s, target_ref=m.id,
+                                    get_attribute=True), timeout=10)
+        self.assertEqual(fx.from_value(resp.value), 7)
+        self.assertEqual(b.Release(pb.ReleaseRequest(session=s, ref_ids=[m.id]),
+                                   timeout=10).released, 1)
+        # Interrupt through B of a loop started through A.
+        started = self.marker()
+        fut = a.Exec.future(pb.ExecRequest(
+            session=s, code=self.touch_code(started) + "x = 1\nwhile True: pass"), timeout=30)
+        self.wait_file(started)
+        self.assertTrue(b.Interrupt(pb.InterruptRequest(session=s), timeout=10).interrupted)
+        with self.assertRaises(grpc.RpcError) as cm:
+            fut.result()
+        self.assertEqual(cm.exception.code(), SC.CANCELLED)
+        self.assertEqual(fx.from_value(b.Eval(pb.EvalRequest(session=s, code="x"),
+                                              timeout=10).value), 1)
+        # A stream through B cancelled by its client interrupts the owner.
+        stream = b.CallStream(self.call_req("__main__", "gen", [10 ** 9], session=s),
+                              timeout=30)
+        next(stream)
+        stream.cancel()
+        self.assertEqual(fx.from_value(a.Eval(pb.EvalRequest(session=s, code="x + 1"),
+                                              timeout=10).value), 2)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,9 @@ const char kCliUsage[] =
     "commands:\n"
     "  eval CODE                       evaluate an expression, print its repr\n"
     "  exec CODE                       execute statements\n"
-    "  call MODULE FUNCTION [ARG...]   call MODULE.FUNCTION(*ARGs); each ARG is\n"
+    "  exec --stream CODE              print output live, as it is written\n"
+    "  call [--stream] MODULE FUNCTION [ARG...]\n"
+    "                                  call MODULE.FUNCTION(*ARGs); each ARG is\n"
     "                                  None/True/False, an int, a float, a\n"
     "                                  quoted 'str' or b'bytes', else a str\n"
     "  bind [--idle_timeout=10m]       bind a session, print its token\n"
@@ -105,6 +107,47 @@ int Report(const absl::StatusOr<Result>& result, bool print_value, const Output&
   return kExitOk;
 }
 
+// Streams a call's events to the terminal as they come: output chunks at
+// once (flushed), values (call) one repr per line, then the outcome.
+template <typename Run>
+int ReportStream(const Output& o, Run run) {
+  StreamHandlers handlers;
+  if (o.json) {
+    handlers.on_stdout = [&](absl::string_view c) {
+      PrintJson(o, {{"stdout", std::string(c)}});
+      o.out.flush();
+    };
+    handlers.on_stderr = [&](absl::string_view c) {
+      PrintJson(o, {{"stderr", std::string(c)}});
+      o.out.flush();
+    };
+    handlers.on_value = [&](const v1::Value& v) {
+      PrintJson(o, {{"value", ValueToJson(v)}});
+      o.out.flush();
+    };
+  } else {
+    handlers.on_stdout = [&](absl::string_view c) { o.out << c << std::flush; };
+    handlers.on_stderr = [&](absl::string_view c) { o.err << c << std::flush; };
+    handlers.on_value = [&](const v1::Value& v) {
+      o.out << FormatValue(v) << "\n" << std::flush;
+    };
+  }
+  absl::StatusOr<Result> result = run(handlers);
+  if (!result.ok()) return RpcError(o, result.status());
+  if (o.json) {
+    nlohmann::json end = nlohmann::json::object();
+    if (result->error.has_value()) {
+      end["error"] = {{"kind", "python_error"},
+                      {"type", result->error->type()},
+                      {"message", result->error->message()},
+                      {"traceback", result->error->traceback()}};
+    }
+    PrintJson(o, end);
+    return result->error.has_value() ? kExitPythonError : kExitOk;
+  }
+  return Report(*result, /*print_value=*/false, o);
+}
+
 // Prints every field of a message, zero-valued ones included, as
 // "name: value" lines, so new GetStats figures show up without code changes.
 // With `json`, prints one object of the same fields instead.
@@ -167,8 +210,15 @@ int RunCli(const CliOptions& options, const std::vector<std::string>& args,
   if (command == "eval" || command == "exec") {
     if (nargs != 1) return Usage(o, command + " takes exactly one CODE argument");
     if (command == "eval") {
+      if (options.stream) return Usage(o, "--stream is for exec and call");
       return Report(client->Eval(options.session, args[1], {}, call_options),
                     /*print_value=*/true, o);
+    }
+    if (options.stream) {
+      return ReportStream(o, [&](const StreamHandlers& handlers) {
+        return client->RunExecStream(options.session, args[1], handlers, {},
+                                     call_options);
+      });
     }
     return Report(client->Exec(options.session, args[1], {}, call_options),
                   /*print_value=*/false, o);
@@ -180,6 +230,12 @@ int RunCli(const CliOptions& options, const std::vector<std::string>& args,
       absl::StatusOr<v1::Value> v = ParseLiteralArg(args[i]);
       if (!v.ok()) return Usage(o, v.status().message());
       call_args.push_back(*std::move(v));
+    }
+    if (options.stream) {
+      return ReportStream(o, [&](const StreamHandlers& handlers) {
+        return client->RunCallStream(options.session, args[1], args[2],
+                                     handlers, call_args, {}, call_options);
+      });
     }
     return Report(client->Call(options.session, args[1], args[2], call_args, {},
                                call_options),

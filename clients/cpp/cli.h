@@ -33,6 +33,9 @@ struct CliOptions {
   // Print one JSON object per command on `out`, errors included, instead of
   // Python reprs and text (exit codes unchanged). See kCliUsage.
   bool json = false;
+  // exec and call: print output (and call's values) as the server streams
+  // them (ExecStream/CallStream) instead of when the call ends.
+  bool stream = false;
 };
 
 // One-paragraph usage text listing the commands.
@@ -44,6 +47,7 @@ extern const char kCliUsage[];
 // to `err` before it. Returns one of the kExit* codes:
 //   eval CODE                        prints the value
 //   exec CODE                        prints nothing but the output
+//                                    (with --stream: as it is written)
 //   call MODULE FUNCTION [ARG...]    ARGs parsed by ParseLiteralArg
 //   bind                             prints the token
 //   unbind TOKEN                     prints nothing
@@ -58,6 +62,9 @@ extern const char kCliUsage[];
 //              "traceback"}, "stdout", "stderr"}, {"error": {"kind": "status",
 //              "code": "NOT_FOUND", "message"}} or {"error": {"kind": "usage",
 //              "message"}}
+// With --stream and --json, one object per line per event instead:
+//   {"stdout": "chunk"}, {"stderr": "chunk"}, {"value": TAGGED} (call), then
+//   {} or {"error": ...} at the end.
 // TAGGED is the lossless value form of clients/conformance/README.md.
 int RunCli(const CliOptions& options, const std::vector<std::string>& args,
            std::ostream& out, std::ostream& err);

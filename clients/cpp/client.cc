@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -93,6 +94,7 @@ absl::StatusOr<Result> Client::Eval(absl::string_view session,
   v1::EvalRequest request;
   request.set_session(std::string(session));
   request.set_code(std::string(code));
+  request.set_result_as_ref(options.result_as_ref);
   CopyMap(locals, request.mutable_locals());
   v1::EvalResponse response;
   absl::Status status = FromGrpcStatus(stub_->Eval(&context, request, &response));
@@ -138,10 +140,157 @@ absl::StatusOr<Result> Client::Call(absl::string_view session,
   request.set_function(std::string(function));
   for (const v1::Value& arg : args) *request.add_args() = arg;
   CopyMap(kwargs, request.mutable_kwargs());
+  request.set_result_as_ref(options.result_as_ref);
+  return RunCall(request, options);
+}
+
+absl::StatusOr<Result> Client::RunCall(const v1::CallRequest& request,
+                                       const CallOptions& options) const {
+  grpc::ClientContext context;
+  ApplyOptions(options, &context);
   v1::CallResponse response;
   absl::Status status = FromGrpcStatus(stub_->Call(&context, request, &response));
   if (!status.ok()) return status;
   return ToResult(response);
+}
+
+absl::StatusOr<Result> Client::CallMethod(absl::string_view session,
+                                          const Ref& target,
+                                          absl::string_view method,
+                                          const std::vector<v1::Value>& args,
+                                          const ValueMap& kwargs,
+                                          const CallOptions& options) const {
+  v1::CallRequest request;
+  request.set_session(std::string(session));
+  request.set_target_ref(target.id);
+  request.set_function(std::string(method));
+  for (const v1::Value& arg : args) *request.add_args() = arg;
+  CopyMap(kwargs, request.mutable_kwargs());
+  request.set_result_as_ref(options.result_as_ref);
+  return RunCall(request, options);
+}
+
+absl::StatusOr<Result> Client::GetAttr(absl::string_view session,
+                                       const Ref& target, absl::string_view name,
+                                       const CallOptions& options) const {
+  v1::CallRequest request;
+  request.set_session(std::string(session));
+  request.set_target_ref(target.id);
+  request.set_function(std::string(name));
+  request.set_get_attribute(true);
+  request.set_result_as_ref(options.result_as_ref);
+  return RunCall(request, options);
+}
+
+absl::StatusOr<uint32_t> Client::ReleaseRefs(
+    absl::string_view session, const std::vector<std::string>& ref_ids,
+    const CallOptions& options) const {
+  grpc::ClientContext context;
+  ApplyOptions(options, &context);
+  v1::ReleaseRequest request;
+  request.set_session(std::string(session));
+  for (const std::string& id : ref_ids) request.add_ref_ids(id);
+  v1::ReleaseResponse response;
+  absl::Status status =
+      FromGrpcStatus(stub_->Release(&context, request, &response));
+  if (!status.ok()) return status;
+  return response.released();
+}
+
+absl::StatusOr<bool> Client::Interrupt(absl::string_view session,
+                                       const CallOptions& options) const {
+  grpc::ClientContext context;
+  ApplyOptions(options, &context);
+  v1::InterruptRequest request;
+  request.set_session(std::string(session));
+  v1::InterruptResponse response;
+  absl::Status status =
+      FromGrpcStatus(stub_->Interrupt(&context, request, &response));
+  if (!status.ok()) return status;
+  return response.interrupted();
+}
+
+std::unique_ptr<EventStream<v1::ExecEvent>> Client::ExecStream(
+    absl::string_view session, absl::string_view code, const ValueMap& locals,
+    const CallOptions& options) const {
+  v1::ExecRequest request;
+  request.set_session(std::string(session));
+  request.set_code(std::string(code));
+  CopyMap(locals, request.mutable_locals());
+  auto stream = std::make_unique<EventStream<v1::ExecEvent>>();
+  ApplyOptions(options, &stream->context_);
+  stream->reader_ = stub_->ExecStream(&stream->context_, request);
+  return stream;
+}
+
+std::unique_ptr<EventStream<v1::CallEvent>> Client::CallStream(
+    absl::string_view session, absl::string_view module,
+    absl::string_view function, const std::vector<v1::Value>& args,
+    const ValueMap& kwargs, const CallOptions& options) const {
+  v1::CallRequest request;
+  request.set_session(std::string(session));
+  request.set_module(std::string(module));
+  request.set_function(std::string(function));
+  for (const v1::Value& arg : args) *request.add_args() = arg;
+  CopyMap(kwargs, request.mutable_kwargs());
+  request.set_result_as_ref(options.result_as_ref);
+  auto stream = std::make_unique<EventStream<v1::CallEvent>>();
+  ApplyOptions(options, &stream->context_);
+  stream->reader_ = stub_->CallStream(&stream->context_, request);
+  return stream;
+}
+
+namespace {
+
+// Drains a stream into handlers; the end event's error goes to the Result.
+template <typename Event>
+absl::StatusOr<Result> Drain(EventStream<Event>& stream,
+                             const StreamHandlers& handlers) {
+  Result result;
+  Event event;
+  while (stream.Next(&event)) {
+    switch (event.event_case()) {
+      case Event::kStdout:
+        if (handlers.on_stdout) handlers.on_stdout(event.stdout());
+        break;
+      case Event::kStderr:
+        if (handlers.on_stderr) handlers.on_stderr(event.stderr());
+        break;
+      case Event::kEnd:
+        if (event.end().has_error()) result.error = event.end().error();
+        break;
+      default:
+        if constexpr (std::is_same_v<Event, v1::CallEvent>) {
+          if (event.has_value() && handlers.on_value) {
+            handlers.on_value(event.value());
+          }
+        }
+        break;
+    }
+  }
+  absl::Status status = stream.Finish();
+  if (!status.ok()) return status;
+  return result;
+}
+
+}  // namespace
+
+absl::StatusOr<Result> Client::RunExecStream(absl::string_view session,
+                                             absl::string_view code,
+                                             const StreamHandlers& handlers,
+                                             const ValueMap& locals,
+                                             const CallOptions& options) const {
+  auto stream = ExecStream(session, code, locals, options);
+  return Drain(*stream, handlers);
+}
+
+absl::StatusOr<Result> Client::RunCallStream(
+    absl::string_view session, absl::string_view module,
+    absl::string_view function, const StreamHandlers& handlers,
+    const std::vector<v1::Value>& args, const ValueMap& kwargs,
+    const CallOptions& options) const {
+  auto stream = CallStream(session, module, function, args, kwargs, options);
+  return Drain(*stream, handlers);
 }
 
 absl::StatusOr<v1::GetStatsResponse> Client::GetStats(

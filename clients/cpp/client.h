@@ -12,6 +12,7 @@
 #ifndef PYEXEC_CLIENTS_CPP_CLIENT_H_
 #define PYEXEC_CLIENTS_CPP_CLIENT_H_
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -22,7 +23,10 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "clients/cpp/status_util.h"
+#include "clients/cpp/value.h"
 #include "grpcpp/channel.h"
+#include "grpcpp/client_context.h"
 #include "pyexec/v1/pyexec.grpc.pb.h"
 
 namespace pyexec {
@@ -35,6 +39,52 @@ struct CallOptions {
   // Sent as the gRPC deadline. Zero or infinite sends no deadline, and the
   // server applies its default (30 s unless configured otherwise).
   absl::Duration timeout = absl::ZeroDuration();
+  // Eval/Call on a bound session: return the result as a Ref even if it has
+  // a Value kind (a big list stays in the server). INVALID_ARGUMENT on a
+  // stateless call.
+  bool result_as_ref = false;
+};
+
+// A server stream (ExecStream, CallStream) read one event at a time:
+//
+//   auto stream = client.ExecStream(session, "for i in range(3): print(i)");
+//   v1::ExecEvent event;
+//   while (stream->Next(&event)) { ... event.stdout() ... }
+//   absl::Status status = stream->Finish();
+//
+// Output chunks come as the code writes them; the last event of a stream
+// that ends OK is `end` (with the Python error, if any). Not reading applies
+// backpressure: the server pauses the Python code. Next and Finish are for
+// one thread; Cancel may be called from any thread, and interrupts the
+// Python code (the stream then ends CANCELLED).
+template <typename Event>
+class EventStream {
+ public:
+  EventStream() = default;
+  EventStream(const EventStream&) = delete;
+  EventStream& operator=(const EventStream&) = delete;
+
+  // The next event; false once the stream has ended (then call Finish).
+  bool Next(Event* event) { return reader_->Read(event); }
+  // How the stream ended: OK, or the service-level status (NOT_FOUND,
+  // ABORTED, DEADLINE_EXCEEDED, CANCELLED...).
+  absl::Status Finish();
+  // Cancels the call; the server interrupts the Python code.
+  void Cancel() { context_.TryCancel(); }
+
+ private:
+  friend class Client;
+  grpc::ClientContext context_;
+  std::unique_ptr<grpc::ClientReaderInterface<Event>> reader_;
+};
+
+// Callbacks for Client::RunExecStream / RunCallStream, called on the
+// caller's thread in stream order. Any may be empty.
+struct StreamHandlers {
+  std::function<void(absl::string_view chunk)> on_stdout;
+  std::function<void(absl::string_view chunk)> on_stderr;
+  // CallStream: each item of an iterator result, or the single result.
+  std::function<void(const v1::Value& value)> on_value;
 };
 
 // The outcome of an Eval, Exec or Call that reached Python.
@@ -99,6 +149,55 @@ class Client {
                               const ValueMap& kwargs = {},
                               const CallOptions& options = {}) const;
 
+  // Calls method `method` (a dotted attribute path) of the object `target`
+  // refers to, on the session that holds it.
+  absl::StatusOr<Result> CallMethod(absl::string_view session, const Ref& target,
+                                    absl::string_view method,
+                                    const std::vector<v1::Value>& args = {},
+                                    const ValueMap& kwargs = {},
+                                    const CallOptions& options = {}) const;
+
+  // Reads attribute `name` (a dotted path) of the object `target` refers to.
+  absl::StatusOr<Result> GetAttr(absl::string_view session, const Ref& target,
+                                 absl::string_view name,
+                                 const CallOptions& options = {}) const;
+
+  // Drops refs held by the session; returns how many were live. Unknown ids
+  // are ignored.
+  absl::StatusOr<uint32_t> ReleaseRefs(absl::string_view session,
+                                       const std::vector<std::string>& ref_ids,
+                                       const CallOptions& options = {}) const;
+
+  // Interrupts the call running on the session, from any thread; returns
+  // false if nothing was running. The interrupted call ends CANCELLED and
+  // the session keeps its state.
+  absl::StatusOr<bool> Interrupt(absl::string_view session,
+                                 const CallOptions& options = {}) const;
+
+  // Exec and Call as streams (see EventStream).
+  std::unique_ptr<EventStream<v1::ExecEvent>> ExecStream(
+      absl::string_view session, absl::string_view code,
+      const ValueMap& locals = {}, const CallOptions& options = {}) const;
+  std::unique_ptr<EventStream<v1::CallEvent>> CallStream(
+      absl::string_view session, absl::string_view module,
+      absl::string_view function, const std::vector<v1::Value>& args = {},
+      const ValueMap& kwargs = {}, const CallOptions& options = {}) const;
+
+  // Reads a whole stream into `handlers`. The Result carries the Python
+  // error, if any; its output and value are empty (they went to handlers).
+  absl::StatusOr<Result> RunExecStream(absl::string_view session,
+                                       absl::string_view code,
+                                       const StreamHandlers& handlers,
+                                       const ValueMap& locals = {},
+                                       const CallOptions& options = {}) const;
+  absl::StatusOr<Result> RunCallStream(absl::string_view session,
+                                       absl::string_view module,
+                                       absl::string_view function,
+                                       const StreamHandlers& handlers,
+                                       const std::vector<v1::Value>& args = {},
+                                       const ValueMap& kwargs = {},
+                                       const CallOptions& options = {}) const;
+
   // Returns the server's pool figures.
   absl::StatusOr<v1::GetStatsResponse> GetStats(
       const CallOptions& options = {}) const;
@@ -107,6 +206,9 @@ class Client {
   v1::PyExec::StubInterface& stub() const { return *stub_; }
 
  private:
+  absl::StatusOr<Result> RunCall(const v1::CallRequest& request,
+                                 const CallOptions& options) const;
+
   std::shared_ptr<grpc::Channel> channel_;
   std::shared_ptr<v1::PyExec::StubInterface> stub_;
 };
@@ -165,6 +267,11 @@ class Session {
   std::string token_;
   absl::Duration idle_timeout_;
 };
+
+template <typename Event>
+absl::Status EventStream<Event>::Finish() {
+  return FromGrpcStatus(reader_->Finish());
+}
 
 }  // namespace pyexec
 

@@ -28,6 +28,9 @@ ABSL_FLAG(absl::Duration, idle_timeout, absl::ZeroDuration(),
 ABSL_FLAG(bool, json, false,
           "print one JSON object per command on stdout (values in the tagged "
           "form of clients/conformance/README.md, errors as {\"error\": ...})");
+ABSL_FLAG(bool, stream, false,
+          "exec/call: print output (and call's values) live, as the server "
+          "streams them");
 ABSL_FLAG(std::string, history_file, "",
           "repl: line history file; empty means $HOME/.pyexec_history, "
           "\"none\" keeps no history");
@@ -92,6 +95,7 @@ int main(int argc, char** argv) {
   options.session = absl::GetFlag(FLAGS_session);
   options.idle_timeout = absl::GetFlag(FLAGS_idle_timeout);
   options.json = absl::GetFlag(FLAGS_json);
+  options.stream = absl::GetFlag(FLAGS_stream);
   std::vector<std::string> args(positional.begin() + 1, positional.end());
   if (!args.empty() && args[0] == "repl") {
     if (args.size() != 1) {

@@ -215,6 +215,17 @@ v1::Value MakeSet(std::vector<v1::Value> items) {
   return v;
 }
 
+v1::Value Ref::ToValue() const {
+  v1::Value value;
+  value.mutable_ref()->set_id(id);
+  return value;
+}
+
+std::optional<Ref> Ref::From(const v1::Value& value) {
+  if (value.kind_case() != v1::Value::kRef) return std::nullopt;
+  return Ref{value.ref().id(), value.ref().type(), value.ref().repr()};
+}
+
 std::string FormatStr(absl::string_view utf8) {
   const char quote = ChooseQuote(utf8);
   std::string out(1, quote);
@@ -340,6 +351,8 @@ std::string FormatValue(const v1::Value& value) {
       return absl::StrCat("{", FormatItems(value.items()), "}");
     case v1::Value::kOpaque:
       return value.opaque().repr();
+    case v1::Value::kRef:
+      return value.ref().repr();
     default:
       return "<unset>";
   }

@@ -5,6 +5,7 @@
 #define PYEXEC_CLIENTS_CPP_VALUE_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -54,6 +55,21 @@ v1::Value MakeDict(std::vector<std::pair<v1::Value, v1::Value>> entries);
 // Returns a Value holding a Python set of `items`.
 v1::Value MakeSet(std::vector<v1::Value> items);
 
+// A live Python object held by a bound session (Value kind `ref`). Pass it
+// back with ToValue() as an argument, keyword argument or local on the same
+// session, or as the target of Client::CallMethod / GetAttr. Valid until
+// Client::Release or Unbind.
+struct Ref {
+  std::string id;
+  std::string type;  // qualified type name, e.g. "pandas.DataFrame"
+  std::string repr;  // repr() when the ref was made
+
+  // A Value naming this ref (only the id travels).
+  v1::Value ToValue() const;
+  // The ref a Value holds, or nullopt if it is not a ref.
+  static std::optional<Ref> From(const v1::Value& value);
+};
+
 // Returns Python's repr() of a str given as UTF-8, e.g. 'it''s' -> "it's",
 // with Python's choice of quotes and escapes. Code points that Python counts
 // as non-printable are escaped as \xhh, \uhhhh or \Uhhhhhhhh; this covers
@@ -69,8 +85,8 @@ std::string FormatBytes(absl::string_view data);
 std::string FormatFloat(double d);
 
 // Returns Python's repr() of `value`: None, True, 1, 12345678901234567890,
-// 1.5, 'str', b'bytes', [1, 2], (1,), {'k': 1}, set(), {1, 2}. An opaque value
-// prints its repr as the server sent it. A Value with no kind set prints as
+// 1.5, 'str', b'bytes', [1, 2], (1,), {'k': 1}, set(), {1, 2}. An opaque
+// value or a ref prints its repr as the server sent it. A Value with no kind set prints as
 // <unset>, which no Python object does.
 std::string FormatValue(const v1::Value& value);
 

@@ -56,6 +56,9 @@ nlohmann::json ValueToJson(const v1::Value& value) {
     }
     case v1::Value::kOpaque:
       return json{{"opaque", {{"type", value.opaque().type()}, {"repr", value.opaque().repr()}}}};
+    case v1::Value::kRef:
+      return json{{"ref", {{"id", value.ref().id()}, {"type", value.ref().type()},
+                           {"repr", value.ref().repr()}}}};
     case v1::Value::KIND_NOT_SET:
       break;
   }

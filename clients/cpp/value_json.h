@@ -15,7 +15,7 @@ namespace pyexec {
 // Returns the tagged JSON of `value`: ints as decimal strings (exact at any
 // size), floats as numbers or "nan"/"inf"/"-inf", bytes as standard base64,
 // list/tuple/set as arrays, dict as an array of [key, value] pairs (keys of
-// any kind), opaque as {"type", "repr"}. A Value with no kind is null.
+// any kind), opaque as {"type", "repr"}, ref as {"id", "type", "repr"}. A Value with no kind is null.
 nlohmann::json ValueToJson(const v1::Value& value);
 
 // Serialises `json` on one line; invalid UTF-8 is replaced by U+FFFD rather

@@ -200,6 +200,21 @@ TEST(FormatValueTest, EmptyContainersKeepTheirKind) {
   EXPECT_EQ(MakeList({}).kind_case(), v1::Value::kList);
 }
 
+TEST(RefTest, FromValueAndBackKeepsOnlyTheId) {
+  v1::Value v;
+  v.mutable_ref()->set_id("0123456789abcdef01234567");
+  v.mutable_ref()->set_type("Model");
+  v.mutable_ref()->set_repr("<Model>");
+  std::optional<Ref> ref = Ref::From(v);
+  ASSERT_TRUE(ref.has_value());
+  EXPECT_EQ(ref->type, "Model");
+  EXPECT_EQ(FormatValue(v), "<Model>");
+  v1::Value back = ref->ToValue();
+  EXPECT_EQ(back.ref().id(), "0123456789abcdef01234567");
+  EXPECT_TRUE(back.ref().type().empty());
+  EXPECT_FALSE(Ref::From(MakeInt(1)).has_value());
+}
+
 TEST(FormatValueTest, OpaqueUsesServerRepr) {
   v1::Value v;
   v.mutable_opaque()->set_type("datetime.date");

@@ -34,6 +34,15 @@ type Opaque struct {
 	Repr string
 }
 
+// Ref is a live Python object held by a bound session (Value kind `ref`).
+// Pass it back as an argument, keyword argument or local of the same
+// session; only ID travels. Valid until Release or Unbind.
+type Ref struct {
+	ID   string
+	Type string
+	Repr string
+}
+
 // maxEncodeDepth stops runaway recursion on cyclic Go values; the server's
 // own limit (--max_value_depth, at most 100) is lower and answers
 // ErrInvalidArgument with its own message.
@@ -138,6 +147,8 @@ func toValue(v any, depth int) (*pb.Value, error) {
 		return out, nil
 	case Opaque:
 		return &pb.Value{Kind: &pb.Value_Opaque{Opaque: &pb.Opaque{Type: x.Type, Repr: x.Repr}}}, nil
+	case Ref:
+		return &pb.Value{Kind: &pb.Value_Ref{Ref: &pb.Ref{Id: x.ID}}}, nil
 	}
 	return reflectValue(reflect.ValueOf(v), depth)
 }
@@ -262,6 +273,8 @@ func FromValue(v *pb.Value) (any, error) {
 		return fromDict(v)
 	case *pb.Value_Opaque:
 		return Opaque{Type: k.Opaque.GetType(), Repr: k.Opaque.GetRepr()}, nil
+	case *pb.Value_Ref:
+		return Ref{ID: k.Ref.GetId(), Type: k.Ref.GetType(), Repr: k.Ref.GetRepr()}, nil
 	}
 	return nil, fmt.Errorf("pyexec: value of unknown kind %T (newer server?)", v.Kind)
 }

@@ -110,3 +110,14 @@ func TestFromValueMalformed(t *testing.T) {
 		}
 	}
 }
+
+func TestRefDecodesAndOnlyItsIDGoesBack(t *testing.T) {
+	got, err := FromValue(&pb.Value{Kind: &pb.Value_Ref{Ref: &pb.Ref{Id: "ab12", Type: "M", Repr: "<M>"}}})
+	if err != nil || got != (Ref{ID: "ab12", Type: "M", Repr: "<M>"}) {
+		t.Fatalf("decode: %#v, %v", got, err)
+	}
+	back, err := toValue(got, 0)
+	if err != nil || !proto.Equal(back, &pb.Value{Kind: &pb.Value_Ref{Ref: &pb.Ref{Id: "ab12"}}}) {
+		t.Fatalf("encode: %v, %v", back, err)
+	}
+}

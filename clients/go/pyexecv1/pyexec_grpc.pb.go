@@ -29,6 +29,18 @@ type PyExecClient interface {
 	Call(ctx context.Context, in *CallRequest, opts ...grpc.CallOption) (*CallResponse, error)
 	// Pool figures.
 	GetStats(ctx context.Context, in *GetStatsRequest, opts ...grpc.CallOption) (*GetStatsResponse, error)
+	// Exec with its output streamed as it is written: stdout/stderr chunks,
+	// then one `end` event with the outcome. A service-level failure ends the
+	// stream with the same status code as Exec.
+	ExecStream(ctx context.Context, in *ExecRequest, opts ...grpc.CallOption) (PyExec_ExecStreamClient, error)
+	// Call with output chunks and `value` events: each item when the result is
+	// an iterator or generator, else the single result; then one `end` event.
+	CallStream(ctx context.Context, in *CallRequest, opts ...grpc.CallOption) (PyExec_CallStreamClient, error)
+	// Drops object references held by a session.
+	Release(ctx context.Context, in *ReleaseRequest, opts ...grpc.CallOption) (*ReleaseResponse, error)
+	// Interrupts the call running on a session, if any; the session keeps its
+	// state and the interrupted call ends CANCELLED.
+	Interrupt(ctx context.Context, in *InterruptRequest, opts ...grpc.CallOption) (*InterruptResponse, error)
 }
 
 type pyExecClient struct {
@@ -93,6 +105,88 @@ func (c *pyExecClient) GetStats(ctx context.Context, in *GetStatsRequest, opts .
 	return out, nil
 }
 
+func (c *pyExecClient) ExecStream(ctx context.Context, in *ExecRequest, opts ...grpc.CallOption) (PyExec_ExecStreamClient, error) {
+	stream, err := c.cc.NewStream(ctx, &_PyExec_serviceDesc.Streams[0], "/pyexec.v1.PyExec/ExecStream", opts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &pyExecExecStreamClient{stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+type PyExec_ExecStreamClient interface {
+	Recv() (*ExecEvent, error)
+	grpc.ClientStream
+}
+
+type pyExecExecStreamClient struct {
+	grpc.ClientStream
+}
+
+func (x *pyExecExecStreamClient) Recv() (*ExecEvent, error) {
+	m := new(ExecEvent)
+	if err := x.ClientStream.RecvMsg(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func (c *pyExecClient) CallStream(ctx context.Context, in *CallRequest, opts ...grpc.CallOption) (PyExec_CallStreamClient, error) {
+	stream, err := c.cc.NewStream(ctx, &_PyExec_serviceDesc.Streams[1], "/pyexec.v1.PyExec/CallStream", opts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &pyExecCallStreamClient{stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+type PyExec_CallStreamClient interface {
+	Recv() (*CallEvent, error)
+	grpc.ClientStream
+}
+
+type pyExecCallStreamClient struct {
+	grpc.ClientStream
+}
+
+func (x *pyExecCallStreamClient) Recv() (*CallEvent, error) {
+	m := new(CallEvent)
+	if err := x.ClientStream.RecvMsg(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func (c *pyExecClient) Release(ctx context.Context, in *ReleaseRequest, opts ...grpc.CallOption) (*ReleaseResponse, error) {
+	out := new(ReleaseResponse)
+	err := c.cc.Invoke(ctx, "/pyexec.v1.PyExec/Release", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *pyExecClient) Interrupt(ctx context.Context, in *InterruptRequest, opts ...grpc.CallOption) (*InterruptResponse, error) {
+	out := new(InterruptResponse)
+	err := c.cc.Invoke(ctx, "/pyexec.v1.PyExec/Interrupt", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PyExecServer is the server API for PyExec service.
 // All implementations must embed UnimplementedPyExecServer
 // for forward compatibility
@@ -109,6 +203,18 @@ type PyExecServer interface {
 	Call(context.Context, *CallRequest) (*CallResponse, error)
 	// Pool figures.
 	GetStats(context.Context, *GetStatsRequest) (*GetStatsResponse, error)
+	// Exec with its output streamed as it is written: stdout/stderr chunks,
+	// then one `end` event with the outcome. A service-level failure ends the
+	// stream with the same status code as Exec.
+	ExecStream(*ExecRequest, PyExec_ExecStreamServer) error
+	// Call with output chunks and `value` events: each item when the result is
+	// an iterator or generator, else the single result; then one `end` event.
+	CallStream(*CallRequest, PyExec_CallStreamServer) error
+	// Drops object references held by a session.
+	Release(context.Context, *ReleaseRequest) (*ReleaseResponse, error)
+	// Interrupts the call running on a session, if any; the session keeps its
+	// state and the interrupted call ends CANCELLED.
+	Interrupt(context.Context, *InterruptRequest) (*InterruptResponse, error)
 	mustEmbedUnimplementedPyExecServer()
 }
 
@@ -133,6 +239,18 @@ func (UnimplementedPyExecServer) Call(context.Context, *CallRequest) (*CallRespo
 }
 func (UnimplementedPyExecServer) GetStats(context.Context, *GetStatsRequest) (*GetStatsResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method GetStats not implemented")
+}
+func (UnimplementedPyExecServer) ExecStream(*ExecRequest, PyExec_ExecStreamServer) error {
+	return status.Errorf(codes.Unimplemented, "method ExecStream not implemented")
+}
+func (UnimplementedPyExecServer) CallStream(*CallRequest, PyExec_CallStreamServer) error {
+	return status.Errorf(codes.Unimplemented, "method CallStream not implemented")
+}
+func (UnimplementedPyExecServer) Release(context.Context, *ReleaseRequest) (*ReleaseResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Release not implemented")
+}
+func (UnimplementedPyExecServer) Interrupt(context.Context, *InterruptRequest) (*InterruptResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Interrupt not implemented")
 }
 func (UnimplementedPyExecServer) mustEmbedUnimplementedPyExecServer() {}
 
@@ -255,6 +373,84 @@ func _PyExec_GetStats_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PyExec_ExecStream_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ExecRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(PyExecServer).ExecStream(m, &pyExecExecStreamServer{stream})
+}
+
+type PyExec_ExecStreamServer interface {
+	Send(*ExecEvent) error
+	grpc.ServerStream
+}
+
+type pyExecExecStreamServer struct {
+	grpc.ServerStream
+}
+
+func (x *pyExecExecStreamServer) Send(m *ExecEvent) error {
+	return x.ServerStream.SendMsg(m)
+}
+
+func _PyExec_CallStream_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(CallRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(PyExecServer).CallStream(m, &pyExecCallStreamServer{stream})
+}
+
+type PyExec_CallStreamServer interface {
+	Send(*CallEvent) error
+	grpc.ServerStream
+}
+
+type pyExecCallStreamServer struct {
+	grpc.ServerStream
+}
+
+func (x *pyExecCallStreamServer) Send(m *CallEvent) error {
+	return x.ServerStream.SendMsg(m)
+}
+
+func _PyExec_Release_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReleaseRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PyExecServer).Release(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/pyexec.v1.PyExec/Release",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PyExecServer).Release(ctx, req.(*ReleaseRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PyExec_Interrupt_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(InterruptRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PyExecServer).Interrupt(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/pyexec.v1.PyExec/Interrupt",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PyExecServer).Interrupt(ctx, req.(*InterruptRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 var _PyExec_serviceDesc = grpc.ServiceDesc{
 	ServiceName: "pyexec.v1.PyExec",
 	HandlerType: (*PyExecServer)(nil),
@@ -283,7 +479,26 @@ var _PyExec_serviceDesc = grpc.ServiceDesc{
 			MethodName: "GetStats",
 			Handler:    _PyExec_GetStats_Handler,
 		},
+		{
+			MethodName: "Release",
+			Handler:    _PyExec_Release_Handler,
+		},
+		{
+			MethodName: "Interrupt",
+			Handler:    _PyExec_Interrupt_Handler,
+		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "ExecStream",
+			Handler:       _PyExec_ExecStream_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "CallStream",
+			Handler:       _PyExec_CallStream_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "pyexec/v1/pyexec.proto",
 }

@@ -82,6 +82,22 @@ export class Opaque {
   }
 }
 
+/**
+ * A live Python object held by a bound session (Value kind `ref`). Pass it
+ * back as an argument, keyword argument or local of the same session; only
+ * `id` travels. Valid until Release or Unbind.
+ */
+export class Ref {
+  constructor(
+    readonly id: string,
+    readonly type: string,
+    readonly repr: string,
+  ) {}
+  toString(): string {
+    return this.repr;
+  }
+}
+
 /** Every value the client can send. */
 export type PyInput =
   | null
@@ -96,6 +112,7 @@ export type PyInput =
   | Tuple<PyInput>
   | Set<PyInput>
   | Map<PyInput, PyInput>
+  | Ref
   | { [key: string]: PyInput };
 
 /** Every value the client can return. */
@@ -111,7 +128,8 @@ export type PyValue =
   | Set<PyValue>
   | Map<PyValue, PyValue>
   | { [key: string]: PyValue }
-  | Opaque;
+  | Opaque
+  | Ref;
 
 const INT64_MIN = -(2n ** 63n);
 const INT64_MAX = 2n ** 63n - 1n;
@@ -168,6 +186,7 @@ export function toWire(v: unknown, opts: ValueOptions = {}, depth = 1): WireValu
     }
     return { dict: true, keys, items };
   }
+  if (v instanceof Ref) return { ref: { id: v.id } };
   if (v instanceof Opaque) {
     throw new TypeError(`pyexec: an opaque ${v.type} cannot be sent back to Python`);
   }
@@ -244,6 +263,8 @@ export function fromWire(w: WireValue | null | undefined, opts: ValueOptions = {
     }
     case 'opaque':
       return new Opaque(w.opaque?.type ?? '', w.opaque?.repr ?? '');
+    case 'ref':
+      return new Ref(w.ref?.id ?? '', w.ref?.type ?? '', w.ref?.repr ?? '');
     default:
       // A Value kind added to the API after this client was built.
       throw new PyExecError(`pyexec: unknown Value kind ${String(w.kind)}`);

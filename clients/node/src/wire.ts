@@ -8,6 +8,12 @@ export interface WireOpaque {
   repr?: string;
 }
 
+export interface WireRef {
+  id?: string;
+  type?: string;
+  repr?: string;
+}
+
 export interface WireValue {
   kind?: string;
   none?: Record<string, never>;
@@ -22,6 +28,7 @@ export interface WireValue {
   dict?: boolean;
   set?: boolean;
   opaque?: WireOpaque;
+  ref?: WireRef;
   items?: WireValue[];
   keys?: WireValue[];
 }

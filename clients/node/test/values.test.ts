@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 
-import { Float, InvalidArgumentError, Opaque, Tuple, tuple } from '../src';
+import { Float, InvalidArgumentError, Opaque, Ref, Tuple, tuple } from '../src';
 import { MAX_SEND_DEPTH, fromWire, toWire } from '../src/values';
 
 test('ints: int within int64, big_int beyond', () => {
@@ -54,4 +54,11 @@ test('unsendable values are refused', () => {
   cyc.push(cyc);
   assert.throws(() => toWire(cyc), InvalidArgumentError);
   assert.throws(() => fromWire({ kind: 'future_kind' }), /unknown Value kind/);
+});
+
+test('a ref decodes, and only its id goes back', () => {
+  const r = fromWire({ kind: 'ref', ref: { id: 'ab12', type: 'M', repr: '<M>' } });
+  assert.ok(r instanceof Ref);
+  assert.equal((r as Ref).type, 'M');
+  assert.deepEqual(toWire(r as Ref), { ref: { id: 'ab12' } });
 });

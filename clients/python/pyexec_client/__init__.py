@@ -9,10 +9,10 @@ from .client import Client, Context, Session
 from .errors import (Cancelled, InvalidArgument, PermissionDenied, PoolExhausted, PyExecError,
                      PythonError, SessionNotFound, Timeout, Unauthenticated, Unavailable,
                      ValueConversionError, WorkerDied)
-from .values import Opaque, from_value, to_value
+from .values import Opaque, Ref, from_value, to_value
 
 __all__ = [
-    "Client", "Session", "Context", "Result", "Stats", "Bound", "Opaque",
+    "Client", "Session", "Context", "Result", "Stats", "Bound", "Opaque", "Ref",
     "PyExecError", "PythonError", "SessionNotFound", "Timeout", "PoolExhausted",
     "InvalidArgument", "Unavailable", "Cancelled", "WorkerDied", "Unauthenticated",
     "PermissionDenied", "ValueConversionError", "to_value", "from_value",

@@ -14,6 +14,7 @@
 | dict (keys of any kind)  | dict                     |
 | set, frozenset           | set (decoded: set; frozenset where it must be hashable) |
 | Opaque                   | opaque (decoded only; anything else has no kind) |
+| Ref                      | ref (a live object of a bound session; only the id is sent back) |
 
 The mapping is exact both ways: a tuple never comes back as a list, bytes never
 as str, and big ints keep every digit.
@@ -36,6 +37,16 @@ class Opaque:
     """A remote object with no Value kind: its qualified type name and repr()."""
     type: str
     repr: str
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A live object held by a bound session (Value kind `ref`). Pass it back
+    as an argument, keyword argument or local of the same session; only `id`
+    travels."""
+    id: str
+    type: str = ""
+    repr: str = ""
 
 
 def to_value(obj: Any, out: Optional[Any] = None) -> Any:
@@ -74,6 +85,8 @@ def to_value(obj: Any, out: Optional[Any] = None) -> Any:
         for key, item in obj.items():
             to_value(key, v.keys.add())
             to_value(item, v.items.add())
+    elif isinstance(obj, Ref):
+        v.ref.id = obj.id
     elif isinstance(obj, Opaque):
         v.opaque.type = obj.type
         v.opaque.repr = obj.repr
@@ -124,6 +137,8 @@ def from_value(v: Any, hashable: bool = False) -> Any:
         return frozenset(elements) if hashable else set(elements)
     if kind == "opaque":
         return Opaque(v.opaque.type, v.opaque.repr)
+    if kind == "ref":
+        return Ref(v.ref.id, v.ref.type, v.ref.repr)
     if hashable and kind in ("list", "dict"):
         raise ValueConversionError("pyexec_client: a %s cannot be a set element or dict key"
                                    % kind)

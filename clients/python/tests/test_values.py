@@ -4,7 +4,7 @@ import math
 import unittest
 
 import server  # noqa: F401  (puts the client package on sys.path)
-from pyexec_client import Opaque, ValueConversionError, from_value, to_value
+from pyexec_client import Opaque, Ref, ValueConversionError, from_value, to_value
 from pyexec_client._stubs import pb
 
 
@@ -47,6 +47,16 @@ class ValuesTest(unittest.TestCase):
         key, = got
         self.assertIs(type(key), frozenset)
         self.assertIs(type(got[key]), set)
+
+    def test_ref_decodes_and_only_its_id_goes_back(self) -> None:
+        v = pb.Value()
+        v.ref.id, v.ref.type, v.ref.repr = "ab" * 12, "Model", "<Model>"
+        got = from_value(v)
+        self.assertEqual(got, Ref("ab" * 12, "Model", "<Model>"))
+        back = to_value([got])
+        self.assertEqual(back.items[0].WhichOneof("kind"), "ref")
+        self.assertEqual(back.items[0].ref.id, "ab" * 12)
+        self.assertEqual(back.items[0].ref.type, "")
 
     def test_opaque_and_errors(self) -> None:
         v = pb.Value(opaque=pb.Opaque(type="datetime.date", repr="datetime.date(2024, 1, 2)"))
