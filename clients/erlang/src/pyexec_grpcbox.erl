@@ -165,10 +165,14 @@ stream_recv(#{s := S, deadline := Deadline} = St, Wait) ->
 
 %% @doc Resets the stream with CANCEL (8) through its chatterbox stream
 %% process, so the server interrupts the Python code. grpcbox's client has
-%% no cancel of its own.
+%% no cancel of its own. The module is `chatterbox_h2_stream' in
+%% ts_chatterbox 0.16 (grpcbox master) and `h2_stream' before (grpcbox
+%% 0.17.1 from hex.pm), both with rst_stream/2.
 -spec stream_cancel(map()) -> ok.
 stream_cancel(#{s := #{stream_pid := Pid, stream_id := Id} = S}) ->
-    _ = (catch chatterbox_h2_stream:rst_stream(Pid, 8)),
+    try chatterbox_h2_stream:rst_stream(Pid, 8)
+    catch error:undef -> catch h2_stream:rst_stream(Pid, 8)
+    end,
     case S of
         #{monitor_ref := Ref} -> erlang:demonitor(Ref, [flush]);
         _ -> ok
