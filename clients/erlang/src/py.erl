@@ -451,14 +451,14 @@ exec_start(Code, Opts) when is_map(Opts) ->
 %% last event, unless the stream had already ended. Always ok.
 -spec stream_cancel(reference()) -> ok.
 stream_cancel(Ref) when is_reference(Ref) ->
-    case ets:lookup(?STREAM_TABLE, Ref) of
+    case catch ets:lookup(?STREAM_TABLE, Ref) of
         [{_, Pid}] ->
             Mon = erlang:monitor(process, Pid),
             Pid ! {pyexec_stream_ctl, cancel},
             %% Wait until the driver is gone, so nothing of this stream
             %% arrives after stream_cancel/1 has returned.
             receive {'DOWN', Mon, process, Pid, _} -> ok end;
-        [] ->
+        _ ->
             ok
     end.
 
@@ -836,15 +836,16 @@ start_driver(Method, Req, Opts) ->
     Timeout = maps:get(timeout, Opts, default_timeout()),
     Output = maps:get(output, Opts),
     Ref = make_ref(),
-    Parent = self(),
     Pid = spawn(fun() ->
-                        ets:insert(?STREAM_TABLE, {Ref, self()}),
-                        Parent ! {Ref, started},
+                        receive {Ref, go} -> ok end,
                         drive(Ref, Owner, Target, Method, Req, Timeout, Output)
                 end),
-    %% The table entry exists before the caller can stream_cancel/1.
-    receive {Ref, started} -> ok end,
-    _ = Pid,
+    %% Registered before stream_cancel/1 can be called, and before the
+    %% driver can end and delete the entry. Without the application (no
+    %% table) the driver reports `{error, {grpc, unavailable, _}}' to the
+    %% owner, as a call would return.
+    _ = (catch ets:insert(?STREAM_TABLE, {Ref, Pid})),
+    Pid ! {Ref, go},
     {ok, Ref}.
 
 drive(Ref, Owner, Target, Method, Req, Timeout, Output) ->
@@ -857,7 +858,7 @@ drive(Ref, Owner, Target, Method, Req, Timeout, Output) ->
                 error:context_not_bound -> {error, context_not_bound};
                 error:Reason -> {error, Reason}
             end,
-    ets:delete(?STREAM_TABLE, Ref),
+    _ = (catch ets:delete(?STREAM_TABLE, Ref)),
     case Final of
         owner_down -> ok;
         _ -> Owner ! {py_stream, Ref, Final}
