@@ -91,7 +91,7 @@ absl::StatusOr<HopReport> RunHop(const std::string& owner_address,
 std::string FormatHopTable(const HopReport& r, const HopOptions& options) {
   auto us = [](absl::Duration d) { return absl::ToDoubleMicroseconds(d); };
   std::string out;
-  const char* row = "%-30s %16s %16s %8s\n";
+  static constexpr char row[] = "%-30s %16s %16s %8s\n";  // clang checks formats at compile time
   absl::StrAppendFormat(&out, row, "", "direct (owner)", "via non-owner",
                         "ratio");
   absl::StrAppendFormat(

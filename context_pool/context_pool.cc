@@ -40,6 +40,11 @@ struct ContextPool::Call {
   // Streamed calls: where events go, and how many are not yet consumed.
   CallEvent events;
   int events_outstanding = 0;
+  // Who made the call (stateless calls of different principals never share
+  // a worker).
+  std::string principal;
+  // Request bytes counted in queued_bytes_ while the call waits in a queue.
+  size_t queued_bytes = 0;
 };
 
 struct ContextPool::Worker {
@@ -53,6 +58,11 @@ struct ContextPool::Worker {
   const std::unique_ptr<WorkerProcess> process;
   State state = State::kStarting;
   bool checked_out = false;
+  // Has run a stateless call: its interpreter may hold state left by that
+  // call (builtins, sys.modules...), so it is never handed to a session, and
+  // only `principal`'s stateless calls may run on it.
+  bool tainted = false;
+  std::string principal;
   // Discarded by Release or Shutdown: its end is expected.
   bool released = false;
   bool socket_registered = false;
@@ -156,9 +166,7 @@ void ContextPool::Acquire(absl::Time deadline, AcquireDone done) {
       refused = absl::ResourceExhaustedError(absl::StrCat(
           "no_workers_available: all ", options_.max_workers,
           " workers are bound to sessions"));
-    } else if (!idle_.empty()) {
-      granted = idle_.back();
-      idle_.pop_back();
+    } else if ((granted = TakeCleanIdle()) != 0) {
       Worker* w = workers_[granted].get();
       w->checked_out = true;
       ++checked_out_;
@@ -212,6 +220,7 @@ void ContextPool::Release(WorkerId worker) {
 
 CallId ContextPool::Submit(WorkerId worker, internal::WorkerRequest request,
                            absl::Time deadline, CallDone done,
+                           absl::string_view principal,
                            CallEvent events) {
   absl::Status refused;
   CallId id = 0;
@@ -240,9 +249,8 @@ CallId ContextPool::Submit(WorkerId worker, internal::WorkerRequest request,
         queue = &w->queue;
         queue_location = w->key;
       }
-    } else if (!idle_.empty()) {
-      start = workers_[idle_.back()].get();
-      idle_.pop_back();
+    } else if (uint64_t key = TakeIdleFor(principal); key != 0) {
+      start = workers_[key].get();
       ++busy_unbound_;
     } else if (static_cast<int>(pending_.size()) >= options_.max_pending) {
       refused = absl::ResourceExhaustedError(absl::StrCat(
@@ -250,6 +258,18 @@ CallId ContextPool::Submit(WorkerId worker, internal::WorkerRequest request,
           ")"));
     } else {
       queue = &pending_;
+      // Idle workers may all belong to other principals: the I/O thread
+      // decides whether to recycle one.
+      Wake();
+    }
+    size_t bytes = 0;
+    if (refused.ok() && queue != nullptr) {
+      bytes = request.ByteSizeLong();
+      if (queued_bytes_ > 0 && queued_bytes_ + bytes > options_.max_queued_bytes) {
+        refused = absl::ResourceExhaustedError(absl::StrCat(
+            "too many request bytes waiting for workers (limit ",
+            options_.max_queued_bytes, " bytes)"));
+      }
     }
     if (refused.ok()) {
       auto call = std::make_unique<Call>();
@@ -258,6 +278,7 @@ CallId ContextPool::Submit(WorkerId worker, internal::WorkerRequest request,
       call->request = std::move(request);
       call->done = std::move(done);
       call->events = std::move(events);
+      call->principal = std::string(principal);
       call->deadline_timer = AddTimer(deadline, TimerKind::kCallDeadline, id);
       call->has_deadline_timer = true;
       ++open_calls_;
@@ -265,6 +286,8 @@ CallId ContextPool::Submit(WorkerId worker, internal::WorkerRequest request,
         StartCall(start, std::move(call));
       } else {
         call_location_[id] = queue_location;
+        call->queued_bytes = bytes;
+        queued_bytes_ += bytes;
         queue->push_back(std::move(call));
       }
     }
@@ -500,8 +523,58 @@ void ContextPool::IoLoop() {
 int ContextPool::SpawnsNeeded() const {
   if (stopping_ || draining_) return 0;
   int unbound = static_cast<int>(idle_.size()) + busy_unbound_ + starting_;
-  return std::max(0, options_.workers + static_cast<int>(waiters_.size()) -
-                         unbound);
+  const int for_pool = std::max(0, options_.workers - unbound);
+  // Binds need fresh workers: idle ones that never ran a call, or ones on
+  // their way (including those just counted for the pool). Only waiters
+  // beyond those get spawns of their own, so that a replacement already
+  // starting serves a Bind instead of a second spawn the pool would then
+  // have to retire. (Keeping a fresh worker in reserve for binds was tried:
+  // under stateless load it was taken whenever the used workers were all
+  // busy, and the pool spawned and retired workers over and over.)
+  int fresh = starting_ + for_pool;
+  for (uint64_t key : idle_) fresh += workers_.at(key)->tainted ? 0 : 1;
+  return for_pool + std::max(0, static_cast<int>(waiters_.size()) - fresh);
+}
+
+uint64_t ContextPool::TakeIdleFor(absl::string_view principal) {
+  auto clean = idle_.rend();
+  for (auto it = idle_.rbegin(); it != idle_.rend(); ++it) {
+    const Worker& w = *workers_.at(*it);
+    if (!w.tainted) {
+      if (clean == idle_.rend()) clean = it;
+    } else if (w.principal == principal) {
+      clean = it;  // a worker already tainted by this principal is best
+      break;
+    }
+  }
+  if (clean == idle_.rend()) return 0;
+  uint64_t key = *clean;
+  idle_.erase(std::next(clean).base());
+  return key;
+}
+
+uint64_t ContextPool::TakeCleanIdle() {
+  for (auto it = idle_.rbegin(); it != idle_.rend(); ++it) {
+    if (!workers_.at(*it)->tainted) {
+      uint64_t key = *it;
+      idle_.erase(std::next(it).base());
+      return key;
+    }
+  }
+  return 0;
+}
+
+void ContextPool::EndStateless(Worker* w) {
+  --busy_unbound_;
+  auto it = running_stateless_.find(w->principal);
+  if (it != running_stateless_.end() && --it->second <= 0) {
+    running_stateless_.erase(it);
+  }
+}
+
+void ContextPool::Dequeued(Call* call) {
+  queued_bytes_ -= call->queued_bytes;
+  call->queued_bytes = 0;
 }
 
 void ContextPool::SpawnWorkers(int count) {
@@ -629,6 +702,7 @@ void ContextPool::HandleFrame(Worker* w, const std::string& payload,
       w->has_startup_timer = false;
     }
     idle_.push_back(w->key);
+    TrimIdle();
     return;
   }
   if (w->current == nullptr || response.id() != w->current->id) {
@@ -680,12 +754,36 @@ void ContextPool::HandleFrame(Worker* w, const std::string& payload,
       StartCall(w, std::move(next));
     }
   } else if (!w->released) {
-    --busy_unbound_;
+    EndStateless(w);
     idle_.push_back(w->key);
+    TrimIdle();
+  }
+}
+
+void ContextPool::TrimIdle() {
+  // The pool can grow past --workers when a Bind that had a spawn started
+  // for it gives up (deadline, drain); shrink it back by retiring the least
+  // recently used workers that ran stateless calls.
+  while (static_cast<int>(idle_.size()) + busy_unbound_ + starting_ >
+         options_.workers + static_cast<int>(waiters_.size())) {
+    auto lru = std::find_if(idle_.begin(), idle_.end(), [this](uint64_t key) {
+      return workers_.at(key)->tainted;
+    });
+    if (lru == idle_.end()) break;
+    Worker* victim = workers_.at(*lru).get();
+    victim->released = true;
+    Condemn(victim, "retired");
   }
 }
 
 void ContextPool::StartCall(Worker* w, std::unique_ptr<Call> call) {
+  Dequeued(call.get());
+  if (!w->checked_out) {
+    w->tainted = true;
+    w->principal = call->principal;
+    ++running_stateless_[w->principal];
+    last_served_[w->principal] = ++dispatch_count_;
+  }
   call_location_[call->id] = w->key;
   AppendFrame(call->request, &w->outbuf);
   call->request.Clear();  // only the bytes are needed from here on
@@ -779,8 +877,17 @@ void ContextPool::Bury(Worker* w, const std::string& how, Deferred* deferred) {
   auto idle = std::find(idle_.begin(), idle_.end(), key);
   if (idle != idle_.end()) idle_.erase(idle);
 
+  // Tell the listener first, so that the session is gone before its
+  // callers hear ABORTED and a retry reliably gets NOT_FOUND.
+  if (w->checked_out) {
+    --checked_out_;
+    if (lost_listener_) {
+      deferred->push_back(
+          [listener = lost_listener_, key, reason] { listener(key, reason); });
+    }
+  }
   if (w->current != nullptr) {
-    if (!w->checked_out && !w->released) --busy_unbound_;
+    if (!w->checked_out && !w->released) EndStateless(w);
     FinishCall(std::move(w->current),
                absl::AbortedError(absl::StrCat(
                    "the worker died during the call: ", reason,
@@ -793,13 +900,6 @@ void ContextPool::Bury(Worker* w, const std::string& how, Deferred* deferred) {
                    "the session's worker died before the call ran: ", reason)),
                deferred);
     w->queue.pop_front();
-  }
-  if (w->checked_out) {
-    --checked_out_;
-    if (lost_listener_) {
-      deferred->push_back(
-          [listener = lost_listener_, key, reason] { listener(key, reason); });
-    }
   }
   if (w->socket_registered) {
     epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, w->process->socket_fd(), nullptr);
@@ -884,9 +984,9 @@ void ContextPool::InterruptCall(Worker* w, absl::StatusCode reason,
 }
 
 void ContextPool::Dispatch(Deferred* deferred) {
-  while (!idle_.empty() && !waiters_.empty()) {
-    uint64_t key = idle_.back();
-    idle_.pop_back();
+  while (!waiters_.empty()) {
+    uint64_t key = TakeCleanIdle();
+    if (key == 0) break;
     std::unique_ptr<Waiter> waiter = std::move(waiters_.front());
     waiters_.pop_front();
     timers_.erase(waiter->timer);
@@ -896,19 +996,87 @@ void ContextPool::Dispatch(Deferred* deferred) {
     deferred->push_back(
         [done = std::move(waiter->done), key] { done(WorkerId{key}); });
   }
-  while (!idle_.empty() && !pending_.empty()) {
-    uint64_t key = idle_.back();
-    idle_.pop_back();
-    std::unique_ptr<Call> call = std::move(pending_.front());
-    pending_.pop_front();
+  // Stateless calls: the principal with the fewest running stateless calls
+  // first, then the one served least recently, then the oldest call; so a
+  // principal with a deep queue cannot starve the others.
+  std::vector<const Call*> blocked;  // no compatible idle worker this pass
+  // Fresh workers already on their way, not promised to binds.
+  int spare_starting = std::max(0, starting_ - static_cast<int>(waiters_.size()));
+  while (!idle_.empty() && pending_.size() > blocked.size()) {
+    auto best = pending_.end();
+    std::pair<int, uint64_t> best_rank;
+    for (auto it = pending_.begin(); it != pending_.end(); ++it) {
+      if (std::find(blocked.begin(), blocked.end(), it->get()) != blocked.end()) {
+        continue;
+      }
+      const std::string& principal = (*it)->principal;
+      auto running = running_stateless_.find(principal);
+      auto served = last_served_.find(principal);
+      std::pair<int, uint64_t> rank = {
+          running == running_stateless_.end() ? 0 : running->second,
+          served == last_served_.end() ? 0 : served->second};
+      if (best == pending_.end() || rank < best_rank) {
+        best = it;
+        best_rank = rank;
+      }
+    }
+    uint64_t key = TakeIdleFor((*best)->principal);
+    if (key == 0) {
+      // Every idle worker ran another principal's calls. A principal with
+      // nothing running must not starve: recycle the least recently used
+      // idle worker for it (unless a fresh one is already on its way).
+      // Otherwise another waiting call may still use the idle workers.
+      blocked.push_back(best->get());
+      if (best_rank.first == 0) {
+        if (spare_starting > 0) {
+          --spare_starting;
+        } else {
+          Recycle(workers_.at(idle_.front()).get());
+        }
+      }
+      continue;
+    }
+    std::unique_ptr<Call> call = std::move(*best);
+    pending_.erase(best);
     ++busy_unbound_;
     StartCall(workers_[key].get(), std::move(call));
   }
+  // Idle workers left now are of no use to any waiting call. Rebalance: a
+  // blocked principal gets a worker of a principal that runs at least two
+  // more stateless calls than it does. Each recycle costs a spawn, so shares
+  // only move towards equal, never back and forth.
+  for (const Call* call : blocked) {
+    if (idle_.empty()) break;
+    int mine = RunningStateless(call->principal);
+    if (mine == 0) continue;  // handled above
+    if (spare_starting > 0) {
+      --spare_starting;
+      continue;
+    }
+    for (uint64_t key : idle_) {
+      Worker* w = workers_.at(key).get();
+      if (RunningStateless(w->principal) > mine + 1) {
+        Recycle(w);
+        break;
+      }
+    }
+  }
+}
+
+int ContextPool::RunningStateless(const std::string& principal) const {
+  auto it = running_stateless_.find(principal);
+  return it == running_stateless_.end() ? 0 : it->second;
+}
+
+void ContextPool::Recycle(Worker* w) {
+  w->released = true;
+  Condemn(w, "recycled for another principal");
 }
 
 void ContextPool::FinishCall(std::unique_ptr<Call> call,
                              absl::StatusOr<internal::WorkerResponse> result,
                              Deferred* deferred) {
+  Dequeued(call.get());
   if (call->has_deadline_timer) timers_.erase(call->deadline_timer);
   if (call->has_kill_timer) timers_.erase(call->kill_timer);
   call_location_.erase(call->id);

@@ -14,6 +14,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/unique_fd.h"
@@ -46,6 +47,10 @@ struct ContextPoolOptions {
   // socket, so the worker blocks in write() and its Python code pauses:
   // server memory per stream stays bounded however slow the client is.
   int max_buffered_events = 8;
+  // Most request bytes waiting in queues (stateless and per session), so
+  // that a few huge requests cannot pile up memory; past it, RESOURCE_EXHAUSTED.
+  // One call may always wait, whatever its size.
+  size_t max_queued_bytes = 256 << 20;
 };
 
 // Figures reported by GetStats.
@@ -106,7 +111,9 @@ class ContextPool {
   // Waits until `options.workers` workers are ready. Returns false on timeout.
   bool WaitUntilWarm(absl::Duration timeout);
 
-  // Checks out a worker exclusively, spawning one when none is idle. Fails
+  // Checks out a worker exclusively. The worker has never run a call: a
+  // worker that served stateless calls is never handed to a session. Spawns
+  // one when no fresh worker is idle. Fails
   // with RESOURCE_EXHAUSTED "no_workers_available" when max_workers are
   // checked out, and DEADLINE_EXCEEDED if none is ready by `deadline`.
   void Acquire(absl::Time deadline, AcquireDone done);
@@ -116,14 +123,22 @@ class ContextPool {
   // Unknown ids are ignored.
   void Release(WorkerId worker);
 
-  // Runs `request` on checked-out `worker`, or on any idle unbound worker
+  // Runs `request` on checked-out `worker`, or on an idle unbound worker
   // when `worker` is 0. Calls on one worker run in submission order.
   // `request.id` is assigned by the pool.
+  //
+  // Stateless calls (`worker` 0) run only on a worker that is fresh or has
+  // run stateless calls of the same `principal` only; a worker that ran
+  // another principal's calls is recycled (killed, and a fresh one spawned)
+  // rather than shared. Waiting stateless calls are dispatched fairly: the
+  // principal with the fewest running stateless calls goes first.
+  //
   // With `events`, the request is streamed (`request.stream` is set): its
   // partial responses go to `events`, with backpressure (see
   // max_buffered_events). Events of an interrupted call are dropped.
   CallId Submit(WorkerId worker, internal::WorkerRequest request,
-                absl::Time deadline, CallDone done, CallEvent events = nullptr);
+                absl::Time deadline, CallDone done,
+                absl::string_view principal = "", CallEvent events = nullptr);
 
   // The consumer of a streamed call has passed one event on; reading from
   // its worker resumes if it was paused. Unknown calls are ignored. May run
@@ -222,6 +237,25 @@ class ContextPool {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RunDeferred(Deferred* deferred) ABSL_LOCKS_EXCLUDED(mu_);
   int PendingCount() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Takes an idle worker for a stateless call of `principal`: one that ran
+  // only that principal's calls (most recently used first), else a fresh
+  // one. 0 if none.
+  uint64_t TakeIdleFor(absl::string_view principal)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Takes an idle worker that has never run a call, for a session. 0 if none.
+  uint64_t TakeCleanIdle() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Stateless calls of `principal` running now.
+  int RunningStateless(const std::string& principal) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Kills an idle worker that ran another principal's calls; the pool
+  // spawns a fresh one in its place.
+  void Recycle(Worker* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Retires idle used workers while the pool is past its size.
+  void TrimIdle() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Bookkeeping of an unbound worker whose stateless call ended.
+  void EndStateless(Worker* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A call leaves its queue (to run or to end): its bytes no longer wait.
+  void Dequeued(Call* call) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const ContextPoolOptions options_;
   const std::unique_ptr<WorkerLauncher> launcher_;
@@ -255,6 +289,13 @@ class ContextPool {
   int checked_out_ ABSL_GUARDED_BY(mu_) = 0;
   int busy_unbound_ ABSL_GUARDED_BY(mu_) = 0;
   int open_calls_ ABSL_GUARDED_BY(mu_) = 0;
+  // Request bytes of the calls waiting in any queue.
+  size_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  // Running stateless calls per principal, and when each principal's last
+  // stateless call started (a dispatch count), for fair dispatch.
+  absl::flat_hash_map<std::string, int> running_stateless_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, uint64_t> last_served_ ABSL_GUARDED_BY(mu_);
+  uint64_t dispatch_count_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t workers_spawned_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t workers_died_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<std::string, uint64_t> deaths_by_reason_ ABSL_GUARDED_BY(mu_);

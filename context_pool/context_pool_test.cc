@@ -83,11 +83,23 @@ class ContextPoolTest : public ::testing::Test {
     EXPECT_EQ(pool_->GetStats().available_workers, n);
   }
 
+  // The lost-worker listener runs on the pool's I/O thread after the failed
+  // call's callback: wait for it rather than assume it already ran.
+  bool WaitLost(size_t n) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    auto enough = [this, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return lost_.size() >= n;
+    };
+    return mu_.AwaitWithTimeout(absl::Condition(&enough), absl::Seconds(10));
+  }
+
   FakeWorkerLauncher* launcher_ = nullptr;
-  std::unique_ptr<ContextPool> pool_;
   absl::Mutex mu_;
-  std::vector<WorkerId> lost_;
-  std::vector<std::string> lost_reasons_;
+  std::vector<WorkerId> lost_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> lost_reasons_ ABSL_GUARDED_BY(mu_);
+  // Last, so that it is destroyed first: its I/O thread calls the listener,
+  // which writes the members above (found by the ASan run: a listener call
+  // after lost_ was destroyed).
+  std::unique_ptr<ContextPool> pool_;
 };
 
 TEST_F(ContextPoolTest, WarmsUpToWorkers) {
@@ -183,8 +195,7 @@ TEST_F(ContextPoolTest, CallThatIgnoresTheInterruptIsKilledAfterGrace) {
     // The listener runs on the I/O thread right after the call's callback,
     // so it may not have run yet.
     absl::MutexLock lock(&mu_);
-    auto told = [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return !lost_.empty(); };
-    mu_.AwaitWithTimeout(absl::Condition(&told), absl::Seconds(10));
+    ASSERT_TRUE(WaitLost(1));
     ASSERT_EQ(lost_.size(), 1u);
     EXPECT_EQ(lost_[0], a);
   }
@@ -203,7 +214,7 @@ TEST_F(ContextPoolTest, StreamEventsAreBoundedUntilConsumed) {
   internal::WorkerRequest request = Eval("stream:20");
   request.set_stream(true);
   CallId id = pool_->Submit(
-      a, std::move(request), In(absl::Seconds(10)), r.Callback(),
+      a, std::move(request), In(absl::Seconds(10)), r.Callback(), "",
       [&](CallId, internal::WorkerResponse event) {
         absl::MutexLock lock(&events_mu);
         events.push_back(event.value().int_());
@@ -375,6 +386,113 @@ TEST_F(ContextPoolTest, SpawnFailuresAreRetried) {
   pool_ = std::make_unique<ContextPool>(options, std::move(launcher));
   ASSERT_TRUE(pool_->Start().ok());
   EXPECT_TRUE(pool_->WaitUntilWarm(absl::Seconds(10)));
+}
+
+}  // namespace
+}  // namespace pyexec
+
+namespace pyexec {
+namespace {
+
+// The fake worker's index, from its answer "<index>:<code>".
+std::string WorkerOf(const absl::StatusOr<internal::WorkerResponse>& r) {
+  EXPECT_TRUE(r.ok()) << r.status();
+  if (!r.ok()) return "";
+  const std::string& s = r->value().str();
+  return s.substr(0, s.find(':'));
+}
+
+class ContextPoolIsolationTest : public ContextPoolTest {
+ protected:
+  absl::StatusOr<internal::WorkerResponse> RunAs(const std::string& principal,
+                                                 const std::string& code) {
+    CallResult r;
+    pool_->Submit(0, Eval(code), In(absl::Seconds(5)), r.Callback(), principal);
+    return r.Wait();
+  }
+};
+
+TEST_F(ContextPoolIsolationTest, AWorkerThatRanAStatelessCallIsNeverBound) {
+  ContextPoolOptions options;
+  options.workers = 2;
+  StartPool(options);
+  std::vector<std::string> used;
+  for (int i = 0; i < 6; ++i) used.push_back(WorkerOf(Run(0, "x")));
+  for (int i = 0; i < 3; ++i) {
+    WorkerId session = Acquire();
+    std::string bound = WorkerOf(Run(session, "y"));
+    EXPECT_THAT(used, ::testing::Not(::testing::Contains(bound)));
+    pool_->Release(session);
+  }
+}
+
+TEST_F(ContextPoolIsolationTest, PrincipalsNeverShareAStatelessWorker) {
+  ContextPoolOptions options;
+  options.workers = 2;
+  StartPool(options);
+  absl::flat_hash_map<std::string, std::string> owner;  // worker -> principal
+  for (int round = 0; round < 4; ++round) {
+    for (const std::string principal : {"alice", "bob", "carol"}) {
+      std::string worker = WorkerOf(RunAs(principal, "x"));
+      auto [it, inserted] = owner.emplace(worker, principal);
+      EXPECT_EQ(it->second, principal) << "worker " << worker << " ran calls of "
+                                       << it->second << " and " << principal;
+    }
+  }
+  // A principal alone keeps reusing its worker (no recycling cost).
+  std::string first = WorkerOf(RunAs("dave", "x"));
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(WorkerOf(RunAs("dave", "x")), first);
+}
+
+TEST_F(ContextPoolIsolationTest, QueuedStatelessCallsAreDispatchedFairly) {
+  ContextPoolOptions options;
+  options.workers = 1;
+  StartPool(options);
+  // Alice keeps the only worker busy and queues four more calls; bob's one
+  // call, queued after them, runs before alice's second.
+  std::vector<std::unique_ptr<CallResult>> alice;
+  std::vector<std::string> order;
+  absl::Mutex order_mu;
+  auto record = [&](const std::string& who, CallResult* r) {
+    return [&, who, r](absl::StatusOr<internal::WorkerResponse> v) {
+      {
+        absl::MutexLock lock(&order_mu);
+        order.push_back(who);
+      }
+      r->Callback()(std::move(v));
+    };
+  };
+  for (int i = 0; i < 5; ++i) {
+    alice.push_back(std::make_unique<CallResult>());
+    pool_->Submit(0, Eval(i == 0 ? "sleep:200" : "sleep:20"), In(absl::Seconds(10)),
+                  record("alice", alice.back().get()), "alice");
+  }
+  CallResult bob;
+  pool_->Submit(0, Eval("b"), In(absl::Seconds(10)), record("bob", &bob), "bob");
+  for (auto& r : alice) EXPECT_TRUE(r->Wait().ok());
+  EXPECT_TRUE(bob.Wait().ok()) << bob.Wait().status();
+  absl::MutexLock lock(&order_mu);
+  ASSERT_EQ(order.size(), 6u);
+  EXPECT_EQ(order[0], "alice");
+  EXPECT_EQ(order[1], "bob");
+}
+
+TEST_F(ContextPoolIsolationTest, QueuedBytesAreBounded) {
+  ContextPoolOptions options;
+  options.workers = 1;
+  options.max_queued_bytes = 1000;
+  StartPool(options);
+  CallResult running, first, second;
+  pool_->Submit(0, Eval("sleep:300"), In(absl::Seconds(5)), running.Callback());
+  // One call may always wait, whatever its size; the next one is refused.
+  pool_->Submit(0, Eval(std::string(800, 'a')), In(absl::Seconds(5)), first.Callback());
+  pool_->Submit(0, Eval(std::string(800, 'b')), In(absl::Seconds(5)), second.Callback());
+  EXPECT_EQ(second.Wait().status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(second.Wait().status().message(), HasSubstr("bytes"));
+  EXPECT_TRUE(running.Wait().ok());
+  EXPECT_TRUE(first.Wait().ok());
+  // Once they have run, the bytes no longer count.
+  EXPECT_TRUE(Run(0, std::string(800, 'c')).ok());
 }
 
 }  // namespace

@@ -70,6 +70,11 @@ def _ensure_stubs():
 
 _ensure_stubs()
 
+# The tests fork (subprocess) while channels are open, and the children only
+# exec. grpcio's fork support would re-initialise gRPC in each child, and with
+# TLS channels open it aborts or hangs in its thread pool; it is not needed.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
+
 import grpc  # noqa: E402
 from pyexec.v1 import pyexec_pb2 as pb  # noqa: E402
 from pyexec.v1 import pyexec_pb2_grpc as pb_grpc  # noqa: E402

@@ -294,8 +294,12 @@ class SessionsTest(fx.ServerTestCase):
         self.server.wait_pool_size(sessions=0)
         # An idle pooled worker killed is replaced too.
         victim = sorted(self.server.worker_pids())[0]
+        died_before = self.server.stats().workers_died
         os.kill(victim, signal.SIGKILL)
-        fx.wait_until(lambda: victim not in self.server.worker_pids(), 5.0, what="victim gone")
+        # The pool must have noticed (not only the kernel), or the next call
+        # could still be handed to the dead worker.
+        fx.wait_until(lambda: self.server.stats().workers_died > died_before, 5.0,
+                      what="the pool to notice the victim's death")
         self.server.wait_pool_size(sessions=0)
         self.assertEqual(self.ev("1 + 1"), 2)
 

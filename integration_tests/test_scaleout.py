@@ -157,6 +157,22 @@ class ManifestTest(unittest.TestCase):
             sel = d["spec"]["selector"]
             self.assertEqual(sel.get("matchLabels", sel), selector, d["kind"])
 
+    def test_container_image_runs_unprivileged(self):
+        with open(os.path.join(fx.REPO, "deploy/container/Dockerfile")) as f:
+            text = f.read()
+        stages = re.findall(r"^FROM (\S+)", text, re.M)
+        self.assertEqual(len(stages), 2, stages)
+        self.assertTrue(stages[1].endswith("-slim"), stages)
+        joined = re.sub(r"\\\n\s*", " ", text)  # join continued lines
+        users = re.findall(r"useradd [^&\n]*?(\S+)\s*(?:&&|\n)", joined)
+        self.assertEqual(sorted(users), ["pyexec", "pyexec-worker"])
+        (user,) = re.findall(r"^USER (\S+)", text, re.M)
+        self.assertNotIn(user.split(":")[0], ("root", "0"))
+        _, container = pyexecd_container(self.base)
+        deployment, _ = pyexecd_container(self.base)
+        uid = deployment["spec"]["template"]["spec"]["securityContext"]["runAsUser"]
+        self.assertEqual(str(uid), user.split(":")[0])
+
     def test_example_overlay_changes_what_it_says(self):
         deployment, c = pyexecd_container(self.example)
         self.assertEqual(deployment["metadata"]["namespace"], "pyexec")
@@ -468,7 +484,9 @@ class BalancerTestBase(unittest.TestCase):
             self.assertEqual(total, 7 * 1 + 6 * 2)
         self.assertGreaterEqual(len(owners), 2, owners)
         for r in self.replicas:
-            self.assertEqual(r.stats().sessions, 0)
+            stats = r.stats()
+            self.assertEqual(stats.sessions, 0)
+            self.assertEqual(stats.replica, r.address)  # the advertised address
 
         # Metrics: valid exposition, and the counters moved.
         forwarded = 0

@@ -1,8 +1,10 @@
 """Streams, object references and Interrupt against the real pyexecd (issue 10)."""
 
 import os
+import shutil
 import signal
 import socket
+import tempfile
 import threading
 import time
 import unittest
@@ -392,6 +394,66 @@ class StreamDrainTest(Base):
         self.assertEqual(cm.exception.code(), SC.UNAVAILABLE)
         self.assertEqual(self.collect(stream), [("stdout", "last\n"), ("end", None)])
         self.assertEqual(self.server.wait_exit(20.0), 0)
+
+
+class OwnershipTest(Base):
+    """With --auth_tokens_file: the new RPCs apply session ownership exactly
+    like Eval (another principal's session is NOT_FOUND), and a ref is
+    useless outside its session even to an authenticated caller."""
+
+    TOKENS = {"alice": "tok-alice-streams-0123", "bob": "tok-bob-streams-01234"}
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = tempfile.mkdtemp(prefix="pyexec_refs_auth_")
+        path = os.path.join(cls.dir, "tokens")
+        with open(path, "w") as f:
+            for principal, token in cls.TOKENS.items():
+                f.write("%s %s\n" % (principal, token))
+        cls.SERVER_FLAGS = ("--auth_tokens_file=" + path,)
+        super().setUpClass()
+
+    @classmethod
+    def tearDownClass(cls):
+        super().tearDownClass()
+        shutil.rmtree(cls.dir, True)
+
+    def md(self, who):
+        return (("authorization", "Bearer " + self.TOKENS[who]),)
+
+    def test_streams_release_and_interrupt_respect_ownership(self):
+        a, b = self.md("alice"), self.md("bob")
+        s = self.stub.Bind(pb.BindRequest(), metadata=a, timeout=10).session
+        self.addCleanup(lambda: self.stub.Unbind(pb.UnbindRequest(session=s), metadata=a,
+                                                 timeout=10))
+        ref = fx.from_value(self.stub.Eval(pb.EvalRequest(session=s, code="object()"),
+                                           metadata=a, timeout=10).value)
+        self.assertIsInstance(ref, Ref)
+        for md, code in ((b, SC.NOT_FOUND), ((), SC.UNAUTHENTICATED)):
+            for call in (
+                    lambda: list(self.stub.ExecStream(pb.ExecRequest(session=s, code="1"),
+                                                      metadata=md, timeout=10)),
+                    lambda: list(self.stub.CallStream(
+                        self.call_req("builtins", "id", [ref], session=s), metadata=md,
+                        timeout=10)),
+                    lambda: self.stub.Release(pb.ReleaseRequest(session=s, ref_ids=[ref.id]),
+                                              metadata=md, timeout=10),
+                    lambda: self.stub.Interrupt(pb.InterruptRequest(session=s), metadata=md,
+                                                timeout=10)):
+                self.assertRpcError(code, call)
+        # Bob's own session does not reach alice's object.
+        sb = self.stub.Bind(pb.BindRequest(), metadata=b, timeout=10).session
+        self.addCleanup(lambda: self.stub.Unbind(pb.UnbindRequest(session=sb), metadata=b,
+                                                 timeout=10))
+        self.assertRpcError(SC.INVALID_ARGUMENT, self.stub.Call,
+                            self.call_req("builtins", "id", [ref], session=sb), metadata=b,
+                            timeout=10)
+        # Alice still has it.
+        self.assertEqual(self.stub.Release(pb.ReleaseRequest(session=s, ref_ids=[ref.id]),
+                                           metadata=a, timeout=10).released, 1)
+        events = self.collect(self.stub.ExecStream(pb.ExecRequest(session=s, code="print(1)"),
+                                                   metadata=a, timeout=10))
+        self.assertEqual(events, [("stdout", "1\n"), ("end", None)])
 
 
 def free_port():

@@ -78,30 +78,28 @@ grpc::Status ForwardedStatus(const grpc::ClientContext& client,
 
 void PrepareForwardContext(const grpc::CallbackServerContext& context,
                            absl::Duration default_timeout,
+                           const Authenticator* auth,
+                           absl::string_view principal,
                            grpc::ClientContext* client) {
   std::chrono::system_clock::time_point deadline = context.deadline();
   if (deadline == std::chrono::system_clock::time_point::max()) {
     deadline = absl::ToChronoTime(absl::Now() + default_timeout);
   }
   client->set_deadline(deadline);
-  for (auto& [key, value] : ForwardMetadata(context)) {
+  for (auto& [key, value] : ForwardMetadata(auth, principal)) {
     client->AddMetadata(key, value);
   }
 }
 
 std::vector<std::pair<std::string, std::string>> ForwardMetadata(
-    const grpc::CallbackServerContext& /*context*/) {
-  // With authentication (branch secserver) this also sends
-  // {kPrincipalHeader, <the caller's principal>}.
-  return {{kForwardedHeader, "1"}};
+    const Authenticator* auth, absl::string_view principal) {
+  if (auth == nullptr) return {{kForwardedHeader, "1"}};
+  return auth->PeerMetadata(principal);
 }
 
-std::shared_ptr<grpc::ChannelCredentials> PeerCredentials() {
-  return grpc::InsecureChannelCredentials();
-}
-
-std::shared_ptr<grpc::Channel> PeerChannel(const std::string& address,
-                                           int max_message_bytes) {
+std::shared_ptr<grpc::Channel> PeerChannel(
+    const std::string& address, int max_message_bytes,
+    std::shared_ptr<grpc::ChannelCredentials> credentials) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(max_message_bytes);
   args.SetMaxSendMessageSize(max_message_bytes);
@@ -113,7 +111,8 @@ std::shared_ptr<grpc::Channel> PeerChannel(const std::string& address,
   // Each peer gets a channel (and connection) of its own, even when two
   // PeerSets in one process name the same address (tests).
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  return grpc::CreateCustomChannel(address, PeerCredentials(), args);
+  if (credentials == nullptr) credentials = grpc::InsecureChannelCredentials();
+  return grpc::CreateCustomChannel(address, credentials, args);
 }
 
 bool IsForwarded(const grpc::CallbackServerContext& context) {
@@ -147,10 +146,11 @@ absl::StatusOr<std::shared_ptr<const Peer>> Forwarder::Route(
 
 grpc::ServerUnaryReactor* Forwarder::Forward(
     grpc::CallbackServerContext* context, std::shared_ptr<const Peer> peer,
-    Rpc rpc, absl::Time received, StartCall start) const {
+    Rpc rpc, absl::Time received, StartCall start,
+    absl::string_view principal) const {
   auto* reactor = new ForwardReactor(std::move(peer), metrics_, rpc, received);
   grpc::ClientContext* client = reactor->client();
-  PrepareForwardContext(*context, default_timeout_, client);
+  PrepareForwardContext(*context, default_timeout_, auth_, principal, client);
   start(reactor->peer(), client,
         [reactor](grpc::Status status) { reactor->Done(std::move(status)); });
   return reactor;

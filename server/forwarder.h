@@ -18,38 +18,36 @@
 #include "grpcpp/support/client_callback.h"
 #include "grpcpp/support/server_callback.h"
 #include "pyexec/v1/pyexec.grpc.pb.h"
+#include "server/auth.h"
 #include "server/metrics.h"
 #include "server/peer_set.h"
 
 namespace pyexec {
 
-// Request metadata that marks a call forwarded by a peer. A replica that
-// receives it serves the call itself and never forwards again (a session it
-// does not hold is NOT_FOUND), so a call crosses at most one extra hop.
-inline constexpr char kForwardedHeader[] = "x-pyexec-forwarded";
-// The caller's principal, sent with forwarded calls once authentication
-// exists (branch secserver); the owner accepts it only from an
-// authenticated peer.
-inline constexpr char kPrincipalHeader[] = "x-pyexec-principal";
+// kForwardedHeader (server/auth.h) marks a call forwarded by a peer. A
+// replica that receives it serves the call itself and never forwards again
+// (a session it does not hold is NOT_FOUND), so a call crosses at most one
+// extra hop. kPrincipalHeader carries the caller's principal; the owner
+// accepts it only from an authenticated peer (Authenticator).
 // Trailing metadata the owner adds to a forwarded call it answered: its
 // replica id. Tells the forwarder "the owner answered" apart from "the hop
 // failed" when both carry, say, UNAVAILABLE.
 inline constexpr char kServedByTrailer[] = "x-pyexec-replica";
 
-// The metadata a forwarded call carries to the owner. The one hook for
-// what a peer must learn about the original caller: today the forwarded
-// marker; with authentication, also kPrincipalHeader.
+// The metadata a forwarded call carries to the owner on behalf of
+// `principal`: the forwarded marker, the principal and, with a peer secret,
+// the secret (Authenticator::PeerMetadata). Without an authenticator (tests,
+// a replica run alone) only the forwarded marker.
 std::vector<std::pair<std::string, std::string>> ForwardMetadata(
-    const grpc::CallbackServerContext& context);
+    const Authenticator* auth, absl::string_view principal);
 
-// Credentials a replica uses to reach its peers. The one place peer
-// authentication (mTLS, a peer token) plugs in; insecure until then.
-std::shared_ptr<grpc::ChannelCredentials> PeerCredentials();
-
-// A long-lived channel to a peer (PeerCredentials, message size limits,
-// quick reconnects). The default PeerChannelFactory.
-std::shared_ptr<grpc::Channel> PeerChannel(const std::string& address,
-                                           int max_message_bytes);
+// A long-lived channel to a peer (message size limits, quick reconnects).
+// `credentials` come from MakePeerChannelCredentials (server/tls.h): TLS with
+// this replica's certificate when TLS is on; null means plaintext. The
+// default PeerChannelFactory.
+std::shared_ptr<grpc::Channel> PeerChannel(
+    const std::string& address, int max_message_bytes,
+    std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr);
 
 // True if the call came from a peer's forwarder.
 bool IsForwarded(const grpc::CallbackServerContext& context);
@@ -69,9 +67,11 @@ grpc::Status ForwardedStatus(const grpc::ClientContext& client,
                              Metrics* metrics, Rpc rpc, absl::Time received);
 
 // Prepares the outgoing context of a forwarded call: the deadline (or
-// default_timeout) and ForwardMetadata.
+// default_timeout) and ForwardMetadata(auth, principal).
 void PrepareForwardContext(const grpc::CallbackServerContext& context,
                            absl::Duration default_timeout,
+                           const Authenticator* auth,
+                           absl::string_view principal,
                            grpc::ClientContext* client);
 
 // One forwarded server stream. It reads one event from the owner, writes it
@@ -89,9 +89,10 @@ class ForwardStreamReactor final : public grpc::ServerWriteReactor<Event>,
         received_(received) {}
 
   void Start(const grpc::CallbackServerContext& context,
-             absl::Duration default_timeout, const Request* request,
+             absl::Duration default_timeout, const Authenticator* auth,
+             absl::string_view principal, const Request* request,
              const StreamStarter<Request, Event>& start) {
-    PrepareForwardContext(context, default_timeout, &client_);
+    PrepareForwardContext(context, default_timeout, auth, principal, &client_);
     start(peer_->stub.get(), &client_, request, this);
     grpc::ClientReadReactor<Event>::StartRead(&event_);
     grpc::ClientReadReactor<Event>::StartCall();
@@ -141,11 +142,16 @@ class ForwardStreamReactor final : public grpc::ServerWriteReactor<Event>,
 // passes, cancels the forwarded call, which interrupts the Python code on
 // the owner. Nothing blocks: the client side is gRPC's callback API.
 //
-// Thread-safe. `peers` and `metrics` (may be null) must outlive it.
+// Thread-safe. `peers`, `metrics` and `auth` (both may be null) must outlive
+// it.
 class Forwarder {
  public:
-  Forwarder(PeerSet* peers, Metrics* metrics, absl::Duration default_timeout)
-      : peers_(peers), metrics_(metrics), default_timeout_(default_timeout) {}
+  Forwarder(PeerSet* peers, Metrics* metrics, absl::Duration default_timeout,
+            const Authenticator* auth = nullptr)
+      : peers_(peers),
+        metrics_(metrics),
+        default_timeout_(default_timeout),
+        auth_(auth) {}
 
   // Where a call on `session` runs:
   //   - null: here (a stateless call, a token of ours, a token without a
@@ -164,22 +170,26 @@ class Forwarder {
                                        grpc::ClientContext* client,
                                        std::function<void(grpc::Status)> done)>;
 
-  // Forwards one unary call to `peer`. `start` must write the owner's answer
-  // into the server call's response. `received` is when the call arrived
-  // (for the latency metric).
+  // Forwards one unary call to `peer` on behalf of `principal` (the
+  // authenticated caller). `start` must write the owner's answer into the
+  // server call's response. `received` is when the call arrived (for the
+  // latency metric).
   grpc::ServerUnaryReactor* Forward(grpc::CallbackServerContext* context,
                                     std::shared_ptr<const Peer> peer, Rpc rpc,
-                                    absl::Time received, StartCall start) const;
+                                    absl::Time received, StartCall start,
+                                    absl::string_view principal = "") const;
 
-  // Forwards one server stream (ExecStream, CallStream) to `peer`.
+  // Forwards one server stream (ExecStream, CallStream) to `peer` on behalf
+  // of `principal`.
   template <typename Request, typename Event>
   grpc::ServerWriteReactor<Event>* ForwardStream(
       grpc::CallbackServerContext* context, std::shared_ptr<const Peer> peer,
       Rpc rpc, absl::Time received, const Request* request,
-      StreamStarter<Request, Event> start) const {
+      StreamStarter<Request, Event> start,
+      absl::string_view principal = "") const {
     auto* reactor = new ForwardStreamReactor<Request, Event>(
         std::move(peer), metrics_, rpc, received);
-    reactor->Start(*context, default_timeout_, request, start);
+    reactor->Start(*context, default_timeout_, auth_, principal, request, start);
     return reactor;
   }
 
@@ -187,6 +197,7 @@ class Forwarder {
   PeerSet* const peers_;
   Metrics* const metrics_;
   const absl::Duration default_timeout_;
+  const Authenticator* const auth_;
 };
 
 }  // namespace pyexec

@@ -9,6 +9,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <fstream>
+
 #include "absl/strings/str_cat.h"
 #include "context_pool/fake_worker_launcher.h"
 #include "gmock/gmock.h"
@@ -41,7 +43,9 @@ int FreePort() {
 // One replica: pool of fake workers, sessions, core, peers, forwarder,
 // metrics, service, gRPC server.
 struct Replica {
-  Replica(const std::string& address, const std::vector<std::string>& peers) {
+  Replica(const std::string& address, const std::vector<std::string>& peers,
+          AuthOptions auth_options = {}) {
+    auth = std::move(Authenticator::Create(std::move(auth_options)).value());
     PeerSetOptions po;
     po.entries = peers;
     po.self_address = address;
@@ -50,7 +54,7 @@ struct Replica {
     peer_set->Start();
     metrics = std::make_unique<Metrics>([] { return MetricsSnapshot(); });
     forwarder = std::make_unique<Forwarder>(peer_set.get(), metrics.get(),
-                                            absl::Seconds(30));
+                                            absl::Seconds(30), auth.get());
     ContextPoolOptions options;
     options.workers = 1;
     options.max_workers = 4;
@@ -62,7 +66,8 @@ struct Replica {
     core = std::make_unique<PyExecCore>(CoreOptions{}, sessions.get(), pool.get());
     EXPECT_TRUE(pool->Start().ok());
     EXPECT_TRUE(pool->WaitUntilWarm(absl::Seconds(10)));
-    service = std::make_unique<PyExecService>(core.get(), absl::Seconds(30),
+    service = std::make_unique<PyExecService>(core.get(), auth.get(),
+                                              absl::Seconds(30), absl::Hours(1),
                                               forwarder.get(), metrics.get());
     grpc::ServerBuilder builder;
     builder.AddListeningPort(address, grpc::InsecureServerCredentials());
@@ -81,6 +86,7 @@ struct Replica {
     server.reset();
   }
 
+  std::unique_ptr<Authenticator> auth;
   std::unique_ptr<PeerSet> peer_set;
   std::unique_ptr<Metrics> metrics;
   std::unique_ptr<Forwarder> forwarder;
@@ -241,6 +247,83 @@ TEST_F(ForwarderTest, UnreachableOwnerIsUnavailable) {
   EXPECT_THAT(Render(*other_), HasSubstr("outcome=\"unreachable\"} 1\n"));
   // Stateless calls and binds stay local and work.
   ASSERT_TRUE(Eval(*other_, "", "hello", &r).ok());
+}
+
+}  // namespace
+}  // namespace pyexec
+
+namespace pyexec {
+namespace {
+
+std::string WriteTemp(const std::string& name, const std::string& text) {
+  std::string path = ::testing::TempDir() + "/" + name;
+  std::ofstream(path, std::ios::trunc) << text;
+  return path;
+}
+
+// Two replicas with bearer tokens: the caller's principal travels with the
+// forwarded call (proved by the shared peer secret), so the owner applies
+// session ownership as if the call had come to it directly.
+class ForwardedPrincipalTest : public ::testing::Test {
+ protected:
+  void Start(bool other_knows_the_secret) {
+    std::string a = absl::StrCat("127.0.0.1:", FreePort());
+    std::string b = absl::StrCat("127.0.0.1:", FreePort());
+    AuthOptions options;
+    options.tokens_file = WriteTemp("fwd_tokens", "alice tok-alice\nbob tok-bob\n");
+    options.peer_secret_file = WriteTemp("fwd_secret", "fwd-peer-secret-0123456789\n");
+    owner_ = std::make_unique<Replica>(a, std::vector<std::string>{a, b}, options);
+    if (!other_knows_the_secret) {
+      options.peer_secret_file = WriteTemp("fwd_wrong", "not-the-peer-secret-01234\n");
+    }
+    other_ = std::make_unique<Replica>(b, std::vector<std::string>{a, b}, options);
+  }
+
+  grpc::Status Call(Replica& via, const std::string& token,
+                    const std::string& session, const std::string& code,
+                    v1::EvalResponse* response) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+    ctx.AddMetadata("authorization", "Bearer " + token);
+    v1::EvalRequest request;
+    request.set_session(session);
+    request.set_code(code);
+    return via.stub->Eval(&ctx, request, response);
+  }
+
+  std::string BindAsAlice() {
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("authorization", "Bearer tok-alice");
+    v1::BindResponse response;
+    grpc::Status s = owner_->stub->Bind(&ctx, v1::BindRequest(), &response);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return response.session();
+  }
+
+  std::unique_ptr<Replica> owner_;
+  std::unique_ptr<Replica> other_;
+};
+
+TEST_F(ForwardedPrincipalTest, OwnerSeesTheOriginalCaller) {
+  Start(/*other_knows_the_secret=*/true);
+  std::string token = BindAsAlice();
+  v1::EvalResponse r;
+  grpc::Status alice = Call(*other_, "tok-alice", token, "hello", &r);
+  ASSERT_TRUE(alice.ok()) << alice.error_message();
+  EXPECT_THAT(r.value().str(), HasSubstr(":hello"));
+  grpc::Status bob = Call(*other_, "tok-bob", token, "hello", &r);
+  EXPECT_EQ(bob.error_code(), grpc::StatusCode::NOT_FOUND) << bob.error_message();
+  grpc::Status nobody = Call(*other_, "tok-nobody", token, "hello", &r);
+  EXPECT_EQ(nobody.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+}
+
+TEST_F(ForwardedPrincipalTest, OwnerRefusesAPeerWithTheWrongSecret) {
+  Start(/*other_knows_the_secret=*/false);
+  std::string token = BindAsAlice();
+  v1::EvalResponse r;
+  grpc::Status s = Call(*other_, "tok-alice", token, "hello", &r);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED) << s.error_message();
+  EXPECT_THAT(s.error_message(), HasSubstr("authenticated peer"));
 }
 
 }  // namespace

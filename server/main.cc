@@ -82,6 +82,38 @@ ABSL_FLAG(int, max_message_bytes, pyexec::kDefaultMaxMessageBytes,
           "Largest gRPC request or response.");
 ABSL_FLAG(int, max_value_depth, pyexec::kDefaultMaxValueDepth,
           "Deepest container nesting of values (at most 100).");
+ABSL_FLAG(absl::Duration, max_timeout, absl::Hours(1),
+          "Longest a call may run: longer client deadlines are cut to it.");
+ABSL_FLAG(uint64_t, max_queued_bytes, 256 << 20,
+          "Most request bytes waiting for workers; more answer "
+          "RESOURCE_EXHAUSTED.");
+ABSL_FLAG(uint64_t, grpc_memory_quota_mb, 1024,
+          "Memory gRPC may use for its buffers (a ResourceQuota); 0 = no "
+          "quota.");
+ABSL_FLAG(int, max_sessions_per_principal, 0,
+          "Most sessions one principal may hold at once; past it, Bind "
+          "answers RESOURCE_EXHAUSTED. 0 = no limit.");
+ABSL_FLAG(std::string, tls_cert_file, "",
+          "PEM certificate chain of this server; with --tls_key_file turns "
+          "on TLS. Re-read every --tls_refresh_interval.");
+ABSL_FLAG(std::string, tls_key_file, "", "PEM private key of this server.");
+ABSL_FLAG(std::string, tls_client_ca_file, "",
+          "PEM CA bundle: clients must present a certificate it verifies "
+          "(mTLS); the certificate's SAN (else CN) is the principal.");
+ABSL_FLAG(absl::Duration, tls_refresh_interval, absl::Seconds(60),
+          "How often the TLS files are checked for rotation.");
+ABSL_FLAG(std::string, auth_tokens_file, "",
+          "File of `PRINCIPAL TOKEN` lines (# comments); clients send "
+          "`authorization: Bearer TOKEN`. Re-read on change and on SIGHUP.");
+ABSL_FLAG(std::string, peer_secret_file, "",
+          "File holding the secret peer replicas send as "
+          "x-pyexec-peer-secret to assert a caller's principal.");
+ABSL_FLAG(std::vector<std::string>, peer_identities, {},
+          "mTLS identities (SAN or CN) of peer replicas allowed to assert a "
+          "caller's principal.");
+ABSL_FLAG(bool, allow_unauthenticated, false,
+          "Serve on a non-loopback address without authentication (only "
+          "behind something else that restricts access).");
 ABSL_FLAG(std::string, advertise_address, "",
           "HOST:PORT at which peers reach this replica; default: --listen "
           "unless it is a wildcard. In Kubernetes: $(POD_IP):50051.");
@@ -154,6 +186,19 @@ ServerOptions OptionsFromFlags() {
                o.core.session_idle_timeout);
   o.core.max_refs_per_session = absl::GetFlag(FLAGS_max_refs_per_session);
   o.default_timeout = absl::GetFlag(FLAGS_default_timeout);
+  o.max_timeout = std::max(absl::GetFlag(FLAGS_max_timeout), absl::Milliseconds(1));
+  o.pool.max_queued_bytes = absl::GetFlag(FLAGS_max_queued_bytes);
+  o.grpc_memory_quota_bytes = absl::GetFlag(FLAGS_grpc_memory_quota_mb) << 20;
+  o.core.max_sessions_per_principal =
+      std::max(0, absl::GetFlag(FLAGS_max_sessions_per_principal));
+  o.tls.cert_file = absl::GetFlag(FLAGS_tls_cert_file);
+  o.tls.key_file = absl::GetFlag(FLAGS_tls_key_file);
+  o.tls.client_ca_file = absl::GetFlag(FLAGS_tls_client_ca_file);
+  o.tls.refresh_interval = absl::GetFlag(FLAGS_tls_refresh_interval);
+  o.auth.tokens_file = absl::GetFlag(FLAGS_auth_tokens_file);
+  o.auth.peer_secret_file = absl::GetFlag(FLAGS_peer_secret_file);
+  o.auth.peer_identities = absl::GetFlag(FLAGS_peer_identities);
+  o.allow_unauthenticated = absl::GetFlag(FLAGS_allow_unauthenticated);
   o.drain_timeout = absl::GetFlag(FLAGS_drain_timeout);
   o.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   o.worker.worker_binary = absl::GetFlag(FLAGS_worker_binary);
@@ -217,12 +262,13 @@ int Run() {
     return 1;
   }
 
-  // Block the stop signals in every thread (threads inherit the mask) and
-  // take them synchronously below.
+  // Block the stop signals and SIGHUP in every thread (threads inherit the
+  // mask) and take them synchronously below.
   sigset_t stop_signals;
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGTERM);
   sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
@@ -241,13 +287,21 @@ int Run() {
   std::fflush(stdout);
 
   int signal_number = 0;
-  sigwait(&stop_signals, &signal_number);
+  // SIGHUP re-reads the credential files; SIGTERM and SIGINT stop.
+  while (sigwait(&stop_signals, &signal_number) == 0 && signal_number == SIGHUP) {
+    LogInfo("received SIGHUP: reloading credentials");
+    server.ReloadCredentials();
+  }
   LogInfo(absl::StrCat("received ", signal_number == SIGTERM ? "SIGTERM" : "SIGINT"));
   // A second signal during the drain stops at once.
-  std::thread second([&stop_signals] {
+  std::thread second([&stop_signals, &remove_root] {
     int again = 0;
-    sigwait(&stop_signals, &again);
+    do {
+      sigwait(&stop_signals, &again);
+    } while (again == SIGHUP);
     LogWarning("second stop signal: stopping now");
+    // Best effort: workers still running may write until they die with us.
+    remove_root();
     _exit(0);  // PR_SET_PDEATHSIG takes the workers down with us.
   });
   second.detach();

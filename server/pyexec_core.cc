@@ -66,20 +66,29 @@ PyExecCore::PyExecCore(const CoreOptions& options, SessionTable* sessions,
                        ContextPool* pool)
     : options_(options), sessions_(sessions), pool_(pool) {}
 
-void PyExecCore::Bind(const v1::BindRequest& request, absl::Time deadline,
+void PyExecCore::Bind(absl::string_view principal,
+                      const v1::BindRequest& request, absl::Time deadline,
                       v1::BindResponse* response, RpcDone done) {
+  if (absl::Status room = sessions_->ReserveSlot(
+          principal, options_.max_sessions_per_principal);
+      !room.ok()) {
+    done(room);
+    return;
+  }
   absl::Duration idle = options_.session_idle_timeout;
   if (request.idle_timeout_seconds() > 0) {
     idle = std::min(absl::Seconds(request.idle_timeout_seconds()),
                     options_.max_session_idle_timeout);
   }
-  pool_->Acquire(deadline, [this, idle, response,
+  pool_->Acquire(deadline, [this, idle, response, owner = std::string(principal),
                             done = std::move(done)](absl::StatusOr<WorkerId> worker) {
     if (!worker.ok()) {
+      sessions_->ReleaseSlot(owner);
       done(worker.status());
       return;
     }
-    std::string token = sessions_->Add(*worker, idle);
+    std::string token = sessions_->Add(*worker, idle, owner);
+    sessions_->ReleaseSlot(owner);
     LogInfo(absl::StrCat("bind session ", TokenForLog(token), " idle_timeout ",
                          absl::FormatDuration(idle)));
     response->set_session(std::move(token));
@@ -89,8 +98,10 @@ void PyExecCore::Bind(const v1::BindRequest& request, absl::Time deadline,
   });
 }
 
-absl::Status PyExecCore::Unbind(const v1::UnbindRequest& request) {
-  std::optional<WorkerId> worker = sessions_->Remove(request.session());
+absl::Status PyExecCore::Unbind(absl::string_view principal,
+                                const v1::UnbindRequest& request) {
+  std::optional<WorkerId> worker =
+      sessions_->Remove(request.session(), principal);
   if (worker.has_value()) {
     LogInfo(absl::StrCat("unbind session ", TokenForLog(request.session())));
     pool_->Release(*worker);
@@ -98,14 +109,14 @@ absl::Status PyExecCore::Unbind(const v1::UnbindRequest& request) {
   return absl::OkStatus();
 }
 
-CallId PyExecCore::Run(const std::string& session,
+CallId PyExecCore::Run(absl::string_view principal, const std::string& session,
                        internal::WorkerRequest request, absl::Time deadline,
                        std::function<void(internal::WorkerResponse&)> fill,
                        RpcDone done, CallEvent events) {
   request.set_max_refs(options_.max_refs_per_session);
   WorkerId worker = 0;
   if (!session.empty()) {
-    absl::StatusOr<WorkerId> found = sessions_->BeginCall(session);
+    absl::StatusOr<WorkerId> found = sessions_->BeginCall(session, principal);
     if (!found.ok()) {
       done(found.status());
       return 0;
@@ -114,9 +125,15 @@ CallId PyExecCore::Run(const std::string& session,
   }
   return pool_->Submit(
       worker, std::move(request), deadline,
-      [this, session, fill = std::move(fill), done = std::move(done)](
+      [this, session, worker, fill = std::move(fill), done = std::move(done)](
           absl::StatusOr<internal::WorkerResponse> result) {
         if (!session.empty()) sessions_->EndCall(session);
+        if (!session.empty() && result.status().code() == absl::StatusCode::kNotFound) {
+          // The pool no longer has the worker: it died between the Bind
+          // that granted it and the session's registration, so the
+          // worker-lost notice found no session to drop. Drop it now.
+          sessions_->RemoveByWorker(worker);
+        }
         if (!result.ok()) {
           done(result.status());
         } else if (result->has_failure()) {
@@ -128,10 +145,11 @@ CallId PyExecCore::Run(const std::string& session,
           done(absl::OkStatus());
         }
       },
-      std::move(events));
+      principal, std::move(events));
 }
 
-CallId PyExecCore::Eval(const v1::EvalRequest& request, absl::Time deadline,
+CallId PyExecCore::Eval(absl::string_view principal,
+                        const v1::EvalRequest& request, absl::Time deadline,
                         v1::EvalResponse* response, RpcDone done) {
   if (request.code().empty()) {
     done(absl::InvalidArgumentError("code is empty"));
@@ -141,33 +159,35 @@ CallId PyExecCore::Eval(const v1::EvalRequest& request, absl::Time deadline,
     done(absl::InvalidArgumentError("result_as_ref needs a bound session"));
     return 0;
   }
-  return Run(request.session(),
+  return Run(principal, request.session(),
              ToWorkerRequest(request, &internal::WorkerRequest::mutable_eval),
              deadline,
              [response](internal::WorkerResponse& r) { MoveResult(r, response); },
              std::move(done));
 }
 
-CallId PyExecCore::Exec(const v1::ExecRequest& request, absl::Time deadline,
+CallId PyExecCore::Exec(absl::string_view principal,
+                        const v1::ExecRequest& request, absl::Time deadline,
                         v1::ExecResponse* response, RpcDone done) {
   if (request.code().empty()) {
     done(absl::InvalidArgumentError("code is empty"));
     return 0;
   }
-  return Run(request.session(),
+  return Run(principal, request.session(),
              ToWorkerRequest(request, &internal::WorkerRequest::mutable_exec),
              deadline,
              [response](internal::WorkerResponse& r) { MoveResult(r, response); },
              std::move(done));
 }
 
-CallId PyExecCore::Call(const v1::CallRequest& request, absl::Time deadline,
+CallId PyExecCore::Call(absl::string_view principal,
+                        const v1::CallRequest& request, absl::Time deadline,
                         v1::CallResponse* response, RpcDone done) {
   if (absl::Status bad = CheckCall(request); !bad.ok()) {
     done(bad);
     return 0;
   }
-  return Run(request.session(),
+  return Run(principal, request.session(),
              ToWorkerRequest(request, &internal::WorkerRequest::mutable_call),
              deadline,
              [response](internal::WorkerResponse& r) { MoveResult(r, response); },
@@ -201,7 +221,8 @@ absl::Status PyExecCore::CheckCall(const v1::CallRequest& request) {
   return absl::OkStatus();
 }
 
-CallId PyExecCore::ExecStream(const v1::ExecRequest& request,
+CallId PyExecCore::ExecStream(absl::string_view principal,
+                              const v1::ExecRequest& request,
                               absl::Time deadline,
                               StreamSink<v1::ExecEvent> sink, RpcDone done) {
   if (request.code().empty()) {
@@ -212,7 +233,7 @@ CallId PyExecCore::ExecStream(const v1::ExecRequest& request,
       ToWorkerRequest(request, &internal::WorkerRequest::mutable_exec);
   work.set_stream(true);
   return Run(
-      request.session(), std::move(work), deadline,
+      principal, request.session(), std::move(work), deadline,
       [sink](internal::WorkerResponse& r) {
         sink(ToEvent<v1::ExecEvent>(r), 0);
       },
@@ -222,7 +243,8 @@ CallId PyExecCore::ExecStream(const v1::ExecRequest& request,
       });
 }
 
-CallId PyExecCore::CallStream(const v1::CallRequest& request,
+CallId PyExecCore::CallStream(absl::string_view principal,
+                              const v1::CallRequest& request,
                               absl::Time deadline,
                               StreamSink<v1::CallEvent> sink, RpcDone done) {
   if (absl::Status bad = CheckCall(request); !bad.ok()) {
@@ -233,7 +255,7 @@ CallId PyExecCore::CallStream(const v1::CallRequest& request,
       ToWorkerRequest(request, &internal::WorkerRequest::mutable_call);
   work.set_stream(true);
   return Run(
-      request.session(), std::move(work), deadline,
+      principal, request.session(), std::move(work), deadline,
       [sink](internal::WorkerResponse& r) {
         sink(ToEvent<v1::CallEvent>(r), 0);
       },
@@ -243,7 +265,8 @@ CallId PyExecCore::CallStream(const v1::CallRequest& request,
       });
 }
 
-CallId PyExecCore::Release(const v1::ReleaseRequest& request,
+CallId PyExecCore::Release(absl::string_view principal,
+                           const v1::ReleaseRequest& request,
                            absl::Time deadline, v1::ReleaseResponse* response,
                            RpcDone done) {
   if (request.session().empty()) {
@@ -255,16 +278,18 @@ CallId PyExecCore::Release(const v1::ReleaseRequest& request,
   *work.mutable_release() = request;
   work.mutable_release()->clear_session();
   return Run(
-      request.session(), std::move(work), deadline,
+      principal, request.session(), std::move(work), deadline,
       [response](internal::WorkerResponse& r) {
         response->set_released(r.released());
       },
       std::move(done));
 }
 
-absl::Status PyExecCore::Interrupt(const v1::InterruptRequest& request,
+absl::Status PyExecCore::Interrupt(absl::string_view principal,
+                                   const v1::InterruptRequest& request,
                                    v1::InterruptResponse* response) {
-  absl::StatusOr<WorkerId> worker = sessions_->BeginCall(request.session());
+  absl::StatusOr<WorkerId> worker =
+      sessions_->BeginCall(request.session(), principal);
   if (!worker.ok()) return worker.status();
   sessions_->EndCall(request.session());
   absl::StatusOr<bool> interrupted = pool_->InterruptWorker(*worker);

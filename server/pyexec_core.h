@@ -22,6 +22,8 @@ struct CoreOptions {
   // Live object references a session may hold; a result that would make
   // more is refused with RESOURCE_EXHAUSTED.
   uint32_t max_refs_per_session = 10000;
+  // Most sessions one principal may hold at once; 0 = no limit.
+  int max_sessions_per_principal = 0;
 };
 
 // Receives the outcome of an RPC once its response has been filled in.
@@ -38,6 +40,10 @@ using StreamSink = std::function<void(Event event, CallId ack)>;
 // sessions, runs calls on the pool and fills in responses. The gRPC service
 // is a thin adapter over it.
 //
+// Every entry point takes the authenticated `principal` making the call
+// ("" when authentication is off). A session belongs to the principal that
+// bound it; anyone else's use of its token is NOT_FOUND.
+//
 // Thread-safe. `done` callbacks may run on the calling thread (for requests
 // answered at once) or on the pool's I/O thread; the response object must
 // stay alive until then.
@@ -47,37 +53,44 @@ class PyExecCore {
   PyExecCore(const CoreOptions& options, SessionTable* sessions,
              ContextPool* pool);
 
-  void Bind(const v1::BindRequest& request, absl::Time deadline,
-            v1::BindResponse* response, RpcDone done);
-  // Always OK: unknown and expired tokens are fine.
-  absl::Status Unbind(const v1::UnbindRequest& request);
+  // RESOURCE_EXHAUSTED past max_sessions_per_principal.
+  void Bind(absl::string_view principal, const v1::BindRequest& request,
+            absl::Time deadline, v1::BindResponse* response, RpcDone done);
+  // Always OK: unknown, expired and other principals' tokens are fine (and
+  // left alone).
+  absl::Status Unbind(absl::string_view principal,
+                      const v1::UnbindRequest& request);
 
   // Eval/Exec/Call return the pool's CallId, for Cancel (0 if the call was
   // answered at once).
-  CallId Eval(const v1::EvalRequest& request, absl::Time deadline,
-              v1::EvalResponse* response, RpcDone done);
-  CallId Exec(const v1::ExecRequest& request, absl::Time deadline,
-              v1::ExecResponse* response, RpcDone done);
-  CallId Call(const v1::CallRequest& request, absl::Time deadline,
-              v1::CallResponse* response, RpcDone done);
+  CallId Eval(absl::string_view principal, const v1::EvalRequest& request,
+              absl::Time deadline, v1::EvalResponse* response, RpcDone done);
+  CallId Exec(absl::string_view principal, const v1::ExecRequest& request,
+              absl::Time deadline, v1::ExecResponse* response, RpcDone done);
+  CallId Call(absl::string_view principal, const v1::CallRequest& request,
+              absl::Time deadline, v1::CallResponse* response, RpcDone done);
   // The client went away: interrupts the call.
   void Cancel(CallId call) { pool_->Cancel(call); }
 
   // Exec and Call with their output (and Call's values: each item of an
   // iterator result, else the result) streamed to `sink` as they come.
-  CallId ExecStream(const v1::ExecRequest& request, absl::Time deadline,
-                    StreamSink<v1::ExecEvent> sink, RpcDone done);
-  CallId CallStream(const v1::CallRequest& request, absl::Time deadline,
-                    StreamSink<v1::CallEvent> sink, RpcDone done);
+  CallId ExecStream(absl::string_view principal, const v1::ExecRequest& request,
+                    absl::Time deadline, StreamSink<v1::ExecEvent> sink,
+                    RpcDone done);
+  CallId CallStream(absl::string_view principal, const v1::CallRequest& request,
+                    absl::Time deadline, StreamSink<v1::CallEvent> sink,
+                    RpcDone done);
   // A stream event has been written; see StreamSink.
   void EventConsumed(CallId ack) { pool_->EventConsumed(ack); }
 
   // Drops refs of the session (after any call queued on it).
-  CallId Release(const v1::ReleaseRequest& request, absl::Time deadline,
-                 v1::ReleaseResponse* response, RpcDone done);
+  CallId Release(absl::string_view principal, const v1::ReleaseRequest& request,
+                 absl::Time deadline, v1::ReleaseResponse* response,
+                 RpcDone done);
   // Interrupts the call running on the session. NOT_FOUND for an unknown
   // session; OK with interrupted=false when nothing runs.
-  absl::Status Interrupt(const v1::InterruptRequest& request,
+  absl::Status Interrupt(absl::string_view principal,
+                         const v1::InterruptRequest& request,
                          v1::InterruptResponse* response);
 
   v1::GetStatsResponse GetStats() const;
@@ -94,7 +107,8 @@ class PyExecCore {
   // Runs `request` on the session's worker (or a pooled one) and hands the
   // worker's response to `fill`.
   // With `events`, the call is streamed (see ContextPool::Submit).
-  CallId Run(const std::string& session, internal::WorkerRequest request,
+  CallId Run(absl::string_view principal, const std::string& session,
+             internal::WorkerRequest request,
              absl::Time deadline,
              std::function<void(internal::WorkerResponse&)> fill, RpcDone done,
              CallEvent events = nullptr);

@@ -28,13 +28,16 @@ class PyExecCoreTest : public ::testing::Test {
 
   absl::Time Deadline() { return absl::Now() + absl::Seconds(5); }
 
-  absl::StatusOr<std::string> Bind(uint32_t idle_seconds = 0) {
+  absl::StatusOr<std::string> Bind(uint32_t idle_seconds = 0,
+                                   const std::string& principal = "",
+                                   PyExecCore* core = nullptr) {
+    if (core == nullptr) core = core_.get();
     v1::BindRequest request;
     request.set_idle_timeout_seconds(idle_seconds);
     v1::BindResponse response;
     absl::Notification done;
     absl::Status status;
-    core_->Bind(request, Deadline(), &response, [&](absl::Status s) {
+    core->Bind(principal, request, Deadline(), &response, [&](absl::Status s) {
       status = s;
       done.Notify();
     });
@@ -45,14 +48,15 @@ class PyExecCoreTest : public ::testing::Test {
   }
 
   absl::StatusOr<v1::EvalResponse> Eval(const std::string& session,
-                                        const std::string& code) {
+                                        const std::string& code,
+                                        const std::string& principal = "") {
     v1::EvalRequest request;
     request.set_session(session);
     request.set_code(code);
     v1::EvalResponse response;
     absl::Notification done;
     absl::Status status;
-    core_->Eval(request, Deadline(), &response, [&](absl::Status s) {
+    core_->Eval(principal, request, Deadline(), &response, [&](absl::Status s) {
       status = s;
       done.Notify();
     });
@@ -75,13 +79,13 @@ TEST_F(PyExecCoreTest, BindEvalUnbind) {
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_THAT(r->value().str(), HasSubstr(":x"));
   EXPECT_EQ(core_->GetStats().sessions(), 1u);
-  EXPECT_TRUE(core_->Unbind([&] {
+  EXPECT_TRUE(core_->Unbind("", [&] {
     v1::UnbindRequest u;
     u.set_session(*token);
     return u;
   }()).ok());
   EXPECT_EQ(Eval(*token, "x").status().code(), absl::StatusCode::kNotFound);
-  EXPECT_TRUE(core_->Unbind(v1::UnbindRequest()).ok());  // idempotent
+  EXPECT_TRUE(core_->Unbind("", v1::UnbindRequest()).ok());  // idempotent
 }
 
 TEST_F(PyExecCoreTest, BindMayAskForItsIdleTimeout) {
@@ -104,6 +108,42 @@ TEST_F(PyExecCoreTest, ExhaustionSaysNoWorkersAvailable) {
   EXPECT_EQ(third.status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_THAT(third.status().message(), HasSubstr("no_workers_available"));
   EXPECT_EQ(core_->GetStats().max_workers(), 2u);
+}
+
+TEST_F(PyExecCoreTest, AnotherPrincipalsTokenIsNotFoundAndUnbindIsANoOp) {
+  auto token = Bind(0, "alice");
+  ASSERT_TRUE(token.ok());
+  auto foreign = Eval(*token, "x", "bob");
+  auto unknown = Eval("0123456789abcdef0123456789abcdef", "x", "bob");
+  EXPECT_EQ(foreign.status().code(), absl::StatusCode::kNotFound);
+  // Indistinguishable from an unknown token.
+  EXPECT_EQ(foreign.status(), unknown.status());
+  v1::UnbindRequest unbind;
+  unbind.set_session(*token);
+  EXPECT_TRUE(core_->Unbind("bob", unbind).ok());
+  EXPECT_TRUE(Eval(*token, "x", "alice").ok());
+  EXPECT_TRUE(core_->Unbind("alice", unbind).ok());
+  EXPECT_EQ(Eval(*token, "x", "alice").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(PyExecCoreTest, SessionsPerPrincipalAreLimited) {
+  CoreOptions options;
+  options.max_sessions_per_principal = 1;
+  PyExecCore limited(options, &sessions_, pool_.get());
+  auto first = Bind(0, "alice", &limited);
+  ASSERT_TRUE(first.ok());
+  auto second = Bind(0, "alice", &limited);
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(second.status().message(), HasSubstr("max_sessions_per_principal"));
+  // Another principal is not affected, and an unbind frees the slot.
+  auto other = Bind(0, "bob", &limited);
+  EXPECT_TRUE(other.ok());
+  v1::UnbindRequest unbind;
+  unbind.set_session(*first);
+  EXPECT_TRUE(limited.Unbind("alice", unbind).ok());
+  unbind.set_session(*other);
+  EXPECT_TRUE(limited.Unbind("bob", unbind).ok());
+  EXPECT_TRUE(Bind(0, "alice", &limited).ok());
 }
 
 TEST_F(PyExecCoreTest, WorkerDeathEndsTheSession) {

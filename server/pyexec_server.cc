@@ -7,6 +7,7 @@
 #include "common/logging.h"
 #include "grpc/health/v1/health.pb.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/resource_quota.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_builder.h"
 
@@ -73,6 +74,21 @@ MetricsSnapshot PyExecServer::Snapshot() const {
 }
 
 absl::StatusOr<std::string> PyExecServer::Start() {
+  AuthOptions auth_options = options_.auth;
+  auth_options.mtls = options_.tls.mtls();
+  absl::StatusOr<std::unique_ptr<Authenticator>> auth =
+      Authenticator::Create(auth_options);
+  if (!auth.ok()) return auth.status();
+  auth_ = std::move(*auth);
+  if (absl::Status safe = CheckListenIsSafe(options_.listen, auth_->enabled(),
+                                            options_.allow_unauthenticated);
+      !safe.ok()) {
+    return safe;
+  }
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
+      MakeServerCredentials(options_.tls);
+  if (!credentials.ok()) return credentials.status();
+
   absl::StatusOr<std::string> advertise = AdvertiseAddress();
   if (!advertise.ok()) return advertise.status();
   std::string token_prefix;
@@ -82,21 +98,30 @@ absl::StatusOr<std::string> PyExecServer::Start() {
     peer_options.self_address = *advertise;
     peer_options.refresh_interval = options_.peers_refresh_interval;
     const int max_message_bytes = options_.max_message_bytes;
-    peer_options.make_channel = [max_message_bytes](const std::string& address) {
-      return PeerChannel(address, max_message_bytes);
+    // TLS to peers with this replica's own certificate as client
+    // certificate (mTLS peers), plaintext when TLS is off.
+    std::shared_ptr<grpc::ChannelCredentials> peer_credentials =
+        MakePeerChannelCredentials(options_.tls);
+    peer_options.make_channel = [max_message_bytes, peer_credentials](
+                                    const std::string& address) {
+      return PeerChannel(address, max_message_bytes, peer_credentials);
     };
     absl::StatusOr<std::unique_ptr<PeerSet>> peers =
         PeerSet::Create(std::move(peer_options));
     if (!peers.ok()) return peers.status();
     peers_ = std::move(*peers);
     token_prefix = absl::StrCat(peers_->self_id(), ".");
+    // Before serving: a call that arrives early must find the peers.
+    peers_->Start();
+    LogInfo(absl::StrCat("replica ", peers_->self_id(), " advertised as ",
+                         *advertise, "; ", peers_->size(), " peers found"));
   }
   if (!options_.metrics_listen.empty()) {
     metrics_ = std::make_unique<Metrics>([this] { return Snapshot(); });
   }
   if (peers_ != nullptr) {
     forwarder_ = std::make_unique<Forwarder>(peers_.get(), metrics_.get(),
-                                             options_.default_timeout);
+                                             options_.default_timeout, auth_.get());
   }
   pool_ = std::make_unique<ContextPool>(
       options_.pool, std::make_unique<ProcessWorkerLauncher>(options_.worker));
@@ -109,7 +134,8 @@ absl::StatusOr<std::string> PyExecServer::Start() {
         core->OnWorkerLost(worker, reason);
       });
   service_ = std::make_unique<PyExecService>(
-      core, options_.default_timeout, forwarder_.get(), metrics_.get());
+      core, auth_.get(), options_.default_timeout, options_.max_timeout,
+      forwarder_.get(), metrics_.get());
 
   // Link the health messages' descriptors so that reflection can describe
   // the built-in Health service.
@@ -124,8 +150,12 @@ absl::StatusOr<std::string> PyExecServer::Start() {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(options_.listen, grpc::InsecureServerCredentials(),
-                           &port);
+  builder.AddListeningPort(options_.listen, *credentials, &port);
+  if (options_.grpc_memory_quota_bytes > 0) {
+    grpc::ResourceQuota quota("pyexecd");
+    quota.Resize(options_.grpc_memory_quota_bytes);
+    builder.SetResourceQuota(quota);
+  }
   builder.SetMaxReceiveMessageSize(options_.max_message_bytes);
   builder.SetMaxSendMessageSize(options_.max_message_bytes);
   builder.RegisterService(service_.get());
@@ -148,11 +178,6 @@ absl::StatusOr<std::string> PyExecServer::Start() {
         " (is --worker_binary right? see the log above)"));
   }
   reaper_ = std::thread([this] { ReaperLoop(); });
-  if (peers_ != nullptr) {
-    peers_->Start();
-    LogInfo(absl::StrCat("replica ", peers_->self_id(), " advertised as ",
-                         *advertise, "; ", peers_->size(), " peers found"));
-  }
   if (metrics_ != nullptr) {
     Metrics* metrics = metrics_.get();
     absl::StatusOr<std::unique_ptr<MetricsHttpServer>> http =
@@ -166,7 +191,12 @@ absl::StatusOr<std::string> PyExecServer::Start() {
   SetServing(true);
   LogInfo(absl::StrCat("serving on ", address, " with ", options_.pool.workers,
                        " warm workers, at most ", options_.pool.max_workers,
-                       " sessions"));
+                       " sessions; ", options_.tls.enabled() ? "TLS" : "plaintext",
+                       options_.tls.mtls() ? " with client certificates" : "",
+                       ", authentication ",
+                       auth_->enabled()
+                           ? absl::StrCat("on (", auth_->token_count(), " tokens)")
+                           : "off"));
   return address;
 }
 
@@ -180,9 +210,28 @@ void PyExecServer::SetServing(bool serving) {
 void PyExecServer::ReaperLoop() {
   // Expiry is checked once a second: idle timeouts are minutes, and a
   // session's deadline never passes while a call is in flight.
+  // The credential files are checked for changes on the same tick.
   while (!stop_reaper_.WaitForNotificationWithTimeout(absl::Seconds(1))) {
     core_->ReapExpiredSessions();
+    absl::StatusOr<bool> reloaded = auth_->ReloadIfChanged();
+    if (!reloaded.ok()) {
+      LogError(absl::StrCat("credentials not reloaded (keeping the previous ones): ",
+                            reloaded.status().message()));
+    } else if (*reloaded) {
+      LogInfo(absl::StrCat("credentials reloaded after a change (",
+                           auth_->token_count(), " tokens)"));
+    }
   }
+}
+
+void PyExecServer::ReloadCredentials() {
+  if (auth_ == nullptr) return;
+  if (absl::Status s = auth_->Reload(); !s.ok()) {
+    LogError(absl::StrCat("credentials not reloaded (keeping the previous ones): ",
+                          s.message()));
+    return;
+  }
+  LogInfo(absl::StrCat("credentials reloaded (", auth_->token_count(), " tokens)"));
 }
 
 bool PyExecServer::Drain() {

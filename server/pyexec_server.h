@@ -14,6 +14,7 @@
 #include "context_pool/context_pool.h"
 #include "context_pool/process_worker_launcher.h"
 #include "grpcpp/server.h"
+#include "server/auth.h"
 #include "server/forwarder.h"
 #include "server/metrics.h"
 #include "server/metrics_http.h"
@@ -22,6 +23,7 @@
 #include "server/pyexec_service.h"
 #include "server/reflection_service.h"
 #include "server/session_table.h"
+#include "server/tls.h"
 
 namespace pyexec {
 
@@ -37,6 +39,16 @@ struct ServerOptions {
   CoreOptions core;
   // Deadline applied to calls that carry none.
   absl::Duration default_timeout = absl::Seconds(30);
+  // Longest a call may run, whatever deadline it asks for.
+  absl::Duration max_timeout = absl::Hours(1);
+  // TLS / mTLS of the listening port.
+  TlsOptions tls;
+  // Client authentication and peer assertion of principals.
+  AuthOptions auth;
+  // Serve on a non-loopback address with no client authentication.
+  bool allow_unauthenticated = false;
+  // Memory gRPC may use for its buffers (a grpc::ResourceQuota); 0 = none.
+  size_t grpc_memory_quota_bytes = 1024 << 20;
   // How long SIGTERM waits for in-flight calls before stopping workers.
   absl::Duration drain_timeout = absl::Seconds(30);
   // Largest gRPC message either way.
@@ -76,6 +88,10 @@ class PyExecServer {
   // Stops serving, kills the workers and waits for them. Idempotent.
   void Shutdown();
 
+  // Re-reads the tokens and peer secret files now (SIGHUP). On error the
+  // previous contents stay in force; the error is logged.
+  void ReloadCredentials();
+
  private:
   void SetServing(bool serving);
   void ReaperLoop();
@@ -92,6 +108,7 @@ class PyExecServer {
   std::unique_ptr<MetricsHttpServer> metrics_http_;
   std::unique_ptr<ContextPool> pool_;
   std::unique_ptr<SessionTable> sessions_;
+  std::unique_ptr<Authenticator> auth_;
   std::unique_ptr<PyExecCore> core_;
   std::unique_ptr<PyExecService> service_;
   std::unique_ptr<ReflectionV1AlphaService> reflection_v1alpha_;

@@ -228,34 +228,45 @@ grpc::ServerUnaryReactor* Finished(const absl::Status& status, Metrics* metrics,
 
 }  // namespace
 
+absl::StatusOr<std::string> PyExecService::Authenticate(
+    const grpc::CallbackServerContext& context) const {
+  return auth_->Authenticate(AuthRequestFrom(context));
+}
+
 absl::Time PyExecService::DeadlineOf(
     const grpc::CallbackServerContext& context) const {
-  absl::Time fallback = absl::Now() + default_timeout_;
-  std::chrono::system_clock::time_point deadline = context.deadline();
-  if (deadline == std::chrono::system_clock::time_point::max()) return fallback;
-  return std::min(absl::FromChrono(deadline), fallback + absl::Hours(24 * 365));
+  const absl::Time now = absl::Now();
+  absl::Time deadline = now + std::min(default_timeout_, max_timeout_);
+  std::chrono::system_clock::time_point asked = context.deadline();
+  if (asked != std::chrono::system_clock::time_point::max()) {
+    deadline = std::min(absl::FromChrono(asked), now + max_timeout_);
+  }
+  return deadline;
 }
 
 grpc::ServerUnaryReactor* PyExecService::RouteElsewhere(
     grpc::CallbackServerContext* context, const std::string& session, Rpc rpc,
-    absl::Time received, Forwarder::StartCall forward) {
+    absl::Time received, const std::string& principal,
+    Forwarder::StartCall forward) {
   if (forwarder_ == nullptr) return nullptr;
   absl::StatusOr<std::shared_ptr<const Peer>> owner =
       forwarder_->Route(context, session, rpc);
   if (!owner.ok()) return Finished(owner.status(), metrics_, rpc);
   if (*owner == nullptr) return nullptr;
   return forwarder_->Forward(context, std::move(*owner), rpc, received,
-                             std::move(forward));
+                             std::move(forward), principal);
 }
 
 grpc::ServerUnaryReactor* PyExecService::Bind(
     grpc::CallbackServerContext* context, const v1::BindRequest* request,
     v1::BindResponse* response) {
+  absl::StatusOr<std::string> principal = Authenticate(*context);
+  if (!principal.ok()) return Finished(principal.status(), metrics_, Rpc::kBind);
   if (absl::Status bad = v1::MalformedRequestError(*request); !bad.ok()) {
     return Finished(bad, metrics_, Rpc::kBind);
   }
   auto* reactor = new MeteredReactor(metrics_, Rpc::kBind);
-  core_->Bind(*request, DeadlineOf(*context), response,
+  core_->Bind(*principal, *request, DeadlineOf(*context), response,
               [reactor](absl::Status status) { reactor->Answer(status); });
   return reactor;
 }
@@ -263,11 +274,13 @@ grpc::ServerUnaryReactor* PyExecService::Bind(
 grpc::ServerUnaryReactor* PyExecService::Unbind(
     grpc::CallbackServerContext* context, const v1::UnbindRequest* request,
     v1::UnbindResponse* response) {
+  absl::StatusOr<std::string> principal = Authenticate(*context);
+  if (!principal.ok()) return Finished(principal.status(), metrics_, Rpc::kUnbind);
   if (absl::Status bad = v1::MalformedRequestError(*request); !bad.ok()) {
     return Finished(bad, metrics_, Rpc::kUnbind);
   }
   if (grpc::ServerUnaryReactor* elsewhere = RouteElsewhere(
-          context, request->session(), Rpc::kUnbind, absl::Now(),
+          context, request->session(), Rpc::kUnbind, absl::Now(), *principal,
           [request, response](const Peer& peer, grpc::ClientContext* client,
                               std::function<void(grpc::Status)> done) {
             peer.stub->async()->Unbind(client, request, response,
@@ -275,26 +288,30 @@ grpc::ServerUnaryReactor* PyExecService::Unbind(
           })) {
     return elsewhere;
   }
-  return Finished(core_->Unbind(*request), metrics_, Rpc::kUnbind);
+  return Finished(core_->Unbind(*principal, *request), metrics_, Rpc::kUnbind);
 }
 
 template <typename Request, typename Response>
 grpc::ServerUnaryReactor* PyExecService::RunOnPool(
     grpc::CallbackServerContext* context, const Request* request,
     Response* response, Rpc rpc,
-    CallId (PyExecCore::*run)(const Request&, absl::Time, Response*, RpcDone),
+    CallId (PyExecCore::*run)(absl::string_view, const Request&, absl::Time,
+                              Response*, RpcDone),
     Forwarder::StartCall forward) {
   const absl::Time received = absl::Now();
+  absl::StatusOr<std::string> principal = Authenticate(*context);
+  if (!principal.ok()) return Finished(principal.status(), metrics_, rpc);
   if (absl::Status bad = v1::MalformedRequestError(*request); !bad.ok()) {
     return Finished(bad, metrics_, rpc);
   }
   if (grpc::ServerUnaryReactor* elsewhere = RouteElsewhere(
-          context, request->session(), rpc, received, std::move(forward))) {
+          context, request->session(), rpc, received, *principal,
+          std::move(forward))) {
     return elsewhere;
   }
   auto* reactor = new PoolCallReactor(core_, metrics_, rpc);
   reactor->Run([&](RpcDone done) {
-    return (core_->*run)(*request, DeadlineOf(*context), response,
+    return (core_->*run)(*principal, *request, DeadlineOf(*context), response,
                          std::move(done));
   });
   return reactor;
@@ -336,10 +353,14 @@ grpc::ServerUnaryReactor* PyExecService::Call(
 template <typename Request, typename Event>
 grpc::ServerWriteReactor<Event>* PyExecService::StreamOnPool(
     grpc::CallbackServerContext* context, const Request* request, Rpc rpc,
-    CallId (PyExecCore::*run)(const Request&, absl::Time, StreamSink<Event>,
-                              RpcDone),
+    CallId (PyExecCore::*run)(absl::string_view, const Request&, absl::Time,
+                              StreamSink<Event>, RpcDone),
     StreamStarter<Request, Event> forward) {
   const absl::Time received = absl::Now();
+  absl::StatusOr<std::string> principal = Authenticate(*context);
+  if (!principal.ok()) {
+    return new FinishedStream<Event>(principal.status(), metrics_, rpc);
+  }
   if (absl::Status bad = v1::MalformedRequestError(*request); !bad.ok()) {
     return new FinishedStream<Event>(bad, metrics_, rpc);
   }
@@ -349,13 +370,14 @@ grpc::ServerWriteReactor<Event>* PyExecService::StreamOnPool(
     if (!owner.ok()) return new FinishedStream<Event>(owner.status(), metrics_, rpc);
     if (*owner != nullptr) {
       return forwarder_->ForwardStream<Request, Event>(
-          context, std::move(*owner), rpc, received, request, std::move(forward));
+          context, std::move(*owner), rpc, received, request, std::move(forward),
+          *principal);
     }
   }
   auto* reactor = new PoolStreamReactor<Event>(core_, metrics_, rpc);
   reactor->Run([&](StreamSink<Event> sink, RpcDone done) -> CallId {
-    return (core_->*run)(*request, DeadlineOf(*context), std::move(sink),
-                         std::move(done));
+    return (core_->*run)(*principal, *request, DeadlineOf(*context),
+                         std::move(sink), std::move(done));
   });
   return reactor;
 }
@@ -397,11 +419,15 @@ grpc::ServerUnaryReactor* PyExecService::Release(
 grpc::ServerUnaryReactor* PyExecService::Interrupt(
     grpc::CallbackServerContext* context, const v1::InterruptRequest* request,
     v1::InterruptResponse* response) {
+  absl::StatusOr<std::string> principal = Authenticate(*context);
+  if (!principal.ok()) {
+    return Finished(principal.status(), metrics_, Rpc::kInterrupt);
+  }
   if (absl::Status bad = v1::MalformedRequestError(*request); !bad.ok()) {
     return Finished(bad, metrics_, Rpc::kInterrupt);
   }
   if (grpc::ServerUnaryReactor* elsewhere = RouteElsewhere(
-          context, request->session(), Rpc::kInterrupt, absl::Now(),
+          context, request->session(), Rpc::kInterrupt, absl::Now(), *principal,
           [request, response](const Peer& peer, grpc::ClientContext* client,
                               std::function<void(grpc::Status)> done) {
             peer.stub->async()->Interrupt(client, request, response,
@@ -409,13 +435,15 @@ grpc::ServerUnaryReactor* PyExecService::Interrupt(
           })) {
     return elsewhere;
   }
-  return Finished(core_->Interrupt(*request, response), metrics_,
+  return Finished(core_->Interrupt(*principal, *request, response), metrics_,
                   Rpc::kInterrupt);
 }
 
 grpc::ServerUnaryReactor* PyExecService::GetStats(
-    grpc::CallbackServerContext* /*context*/,
+    grpc::CallbackServerContext* context,
     const v1::GetStatsRequest* /*request*/, v1::GetStatsResponse* response) {
+  absl::StatusOr<std::string> principal = Authenticate(*context);
+  if (!principal.ok()) return Finished(principal.status(), metrics_, Rpc::kGetStats);
   *response = core_->GetStats();
   return Finished(absl::OkStatus(), metrics_, Rpc::kGetStats);
 }

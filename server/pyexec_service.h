@@ -3,6 +3,7 @@
 
 #include "absl/time/time.h"
 #include "pyexec/v1/pyexec.grpc.pb.h"
+#include "server/auth.h"
 #include "server/forwarder.h"
 #include "server/metrics.h"
 #include "server/pyexec_core.h"
@@ -10,19 +11,28 @@
 namespace pyexec {
 
 // The pyexec.v1.PyExec gRPC service on the callback API. Stateless and thin:
-// per RPC it works out the deadline, calls PyExecCore, wires client
-// cancellation to the pool and converts the status. No handler blocks: the
-// reply completes the reactor from the pool's thread. Calls on sessions that
-// another replica owns go to the Forwarder instead; every answer is counted
-// in Metrics.
+// per RPC it authenticates the caller, works out the deadline, calls
+// PyExecCore with the caller's principal, wires client cancellation to the
+// pool and converts the status. No handler blocks: the reply completes the
+// reactor from the pool's thread. Calls on sessions that another replica
+// owns go to the Forwarder instead, with the caller's principal; every
+// answer is counted in Metrics.
+//
+// Every RPC of this service, present and future, must start with
+// Authenticate: health and reflection are separate services and stay open.
 class PyExecService final : public v1::PyExec::CallbackService {
  public:
-  // `core` must outlive the service, and so must `forwarder` and `metrics`
-  // when given (null: run alone, count nothing). Calls without a deadline
-  // get `default_timeout`.
-  PyExecService(PyExecCore* core, absl::Duration default_timeout,
+  // `core` and `auth` must outlive the service, and so must `forwarder` and
+  // `metrics` when given (null: run alone, count nothing). Calls without a
+  // deadline get `default_timeout`; no call runs longer than `max_timeout`.
+  PyExecService(PyExecCore* core, const Authenticator* auth,
+                absl::Duration default_timeout, absl::Duration max_timeout,
                 const Forwarder* forwarder = nullptr, Metrics* metrics = nullptr)
-      : core_(core), default_timeout_(default_timeout), forwarder_(forwarder),
+      : core_(core),
+        auth_(auth),
+        default_timeout_(default_timeout),
+        max_timeout_(max_timeout),
+        forwarder_(forwarder),
         metrics_(metrics) {}
 
   grpc::ServerUnaryReactor* Bind(grpc::CallbackServerContext* context,
@@ -63,14 +73,17 @@ class PyExecService final : public v1::PyExec::CallbackService {
   grpc::ServerUnaryReactor* RunOnPool(
       grpc::CallbackServerContext* context, const Request* request,
       Response* response, Rpc rpc,
-      CallId (PyExecCore::*run)(const Request&, absl::Time, Response*, RpcDone),
+      CallId (PyExecCore::*run)(absl::string_view, const Request&, absl::Time,
+                                Response*, RpcDone),
       Forwarder::StartCall forward);
 
   // Non-null when the session's owner is another replica: the reactor of
-  // the forwarded call, or of the NOT_FOUND for an unknown owner.
+  // the forwarded call (which carries `principal`), or of the NOT_FOUND for
+  // an unknown owner.
   grpc::ServerUnaryReactor* RouteElsewhere(grpc::CallbackServerContext* context,
                                            const std::string& session, Rpc rpc,
                                            absl::Time received,
+                                           const std::string& principal,
                                            Forwarder::StartCall forward);
 
   // ExecStream/CallStream: as RunOnPool, with the events written to the
@@ -78,15 +91,22 @@ class PyExecService final : public v1::PyExec::CallbackService {
   template <typename Request, typename Event>
   grpc::ServerWriteReactor<Event>* StreamOnPool(
       grpc::CallbackServerContext* context, const Request* request, Rpc rpc,
-      CallId (PyExecCore::*run)(const Request&, absl::Time, StreamSink<Event>,
-                                RpcDone),
+      CallId (PyExecCore::*run)(absl::string_view, const Request&, absl::Time,
+                                StreamSink<Event>, RpcDone),
       StreamStarter<Request, Event> forward);
 
-  // The call's deadline, or now + default_timeout when it has none.
+  // The caller's principal, or UNAUTHENTICATED.
+  absl::StatusOr<std::string> Authenticate(
+      const grpc::CallbackServerContext& context) const;
+
+  // The call's deadline, or now + default_timeout when it has none, and
+  // never later than now + max_timeout.
   absl::Time DeadlineOf(const grpc::CallbackServerContext& context) const;
 
   PyExecCore* const core_;
+  const Authenticator* const auth_;
   const absl::Duration default_timeout_;
+  const absl::Duration max_timeout_;
   const Forwarder* const forwarder_;
   Metrics* const metrics_;
 };

@@ -63,7 +63,7 @@ void RunOne(const uint8_t* data, size_t size, Method method) {
   Response response;
   absl::Notification done;
   absl::Status status;
-  (server->core.get()->*method)(request, absl::Now() + absl::Seconds(20), &response,
+  (server->core.get()->*method)("", request, absl::Now() + absl::Seconds(20), &response,
                                 [&](absl::Status s) {
                                   status = s;
                                   done.Notify();

@@ -5,6 +5,7 @@
 #include <cstdlib>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
 
 namespace pyexec {
 
@@ -24,18 +25,56 @@ std::string NewSessionToken() {
   return absl::BytesToHexString(absl::string_view(bytes, sizeof(bytes)));
 }
 
-std::string SessionTable::Add(WorkerId worker, absl::Duration idle_timeout) {
+std::string SessionTable::Add(WorkerId worker, absl::Duration idle_timeout,
+                              absl::string_view owner) {
   std::string token = token_prefix_ + NewSessionToken();
   absl::MutexLock lock(&mu_);
-  sessions_[token] = Session{worker, idle_timeout, now_()};
+  sessions_[token] =
+      Session{worker, idle_timeout, now_(), 0, std::string(owner)};
   by_worker_[worker] = token;
+  ++owned_[owner];
   return token;
 }
 
-absl::StatusOr<WorkerId> SessionTable::BeginCall(absl::string_view token) {
+absl::Status SessionTable::ReserveSlot(absl::string_view owner, int limit) {
+  absl::MutexLock lock(&mu_);
+  int& count = owned_[owner];
+  if (limit > 0 && count >= limit) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "session limit reached: this principal already has ", count,
+        " sessions (--max_sessions_per_principal)"));
+  }
+  ++count;
+  return absl::OkStatus();
+}
+
+void SessionTable::ReleaseSlot(absl::string_view owner) {
+  absl::MutexLock lock(&mu_);
+  auto it = owned_.find(owner);
+  if (it != owned_.end() && --it->second <= 0) owned_.erase(it);
+}
+
+int SessionTable::CountOwnedBy(absl::string_view owner) const {
+  absl::MutexLock lock(&mu_);
+  int n = 0;
+  for (const auto& [token, session] : sessions_) n += session.owner == owner;
+  return n;
+}
+
+void SessionTable::EraseLocked(
+    absl::flat_hash_map<std::string, Session>::iterator it) {
+  auto owned = owned_.find(it->second.owner);
+  if (owned != owned_.end() && --owned->second <= 0) owned_.erase(owned);
+  by_worker_.erase(it->second.worker);
+  sessions_.erase(it);
+}
+
+absl::StatusOr<WorkerId> SessionTable::BeginCall(absl::string_view token,
+                                                 absl::string_view principal) {
   absl::MutexLock lock(&mu_);
   auto it = sessions_.find(token);
-  if (it == sessions_.end()) {
+  // A foreign token gets the very same answer as an unknown one.
+  if (it == sessions_.end() || it->second.owner != principal) {
     return absl::NotFoundError(
         "session not found (unknown, expired or unbound token)");
   }
@@ -52,13 +91,15 @@ void SessionTable::EndCall(absl::string_view token) {
   it->second.last_used = now_();
 }
 
-std::optional<WorkerId> SessionTable::Remove(absl::string_view token) {
+std::optional<WorkerId> SessionTable::Remove(absl::string_view token,
+                                             absl::string_view principal) {
   absl::MutexLock lock(&mu_);
   auto it = sessions_.find(token);
-  if (it == sessions_.end()) return std::nullopt;
+  if (it == sessions_.end() || it->second.owner != principal) {
+    return std::nullopt;
+  }
   WorkerId worker = it->second.worker;
-  by_worker_.erase(worker);
-  sessions_.erase(it);
+  EraseLocked(it);
   return worker;
 }
 
@@ -67,8 +108,7 @@ std::optional<std::string> SessionTable::RemoveByWorker(WorkerId worker) {
   auto it = by_worker_.find(worker);
   if (it == by_worker_.end()) return std::nullopt;
   std::string token = it->second;
-  sessions_.erase(token);
-  by_worker_.erase(it);
+  EraseLocked(sessions_.find(token));
   return token;
 }
 
@@ -82,10 +122,7 @@ std::vector<std::pair<std::string, WorkerId>> SessionTable::TakeExpired() {
       expired.emplace_back(token, session.worker);
     }
   }
-  for (const auto& [token, worker] : expired) {
-    sessions_.erase(token);
-    by_worker_.erase(worker);
-  }
+  for (const auto& [token, worker] : expired) EraseLocked(sessions_.find(token));
   return expired;
 }
 

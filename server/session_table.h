@@ -15,8 +15,13 @@
 
 namespace pyexec {
 
-// Maps session tokens to the workers checked out for them and tracks idle
-// deadlines.
+// Maps session tokens to the workers checked out for them and to the
+// principals that own them, and tracks idle deadlines.
+//
+// Ownership: a token used by any principal other than its owner behaves
+// exactly like an unknown token (NOT_FOUND, Remove does nothing), so a
+// foreign token reveals nothing. Without authentication every caller is the
+// principal "" and owns every session.
 //
 // Tokens carry 128 bits from the OS CSPRNG (getrandom), hex-encoded, after
 // an optional fixed prefix that names the owning replica. A
@@ -30,19 +35,34 @@ class SessionTable {
                         std::string token_prefix = "")
       : now_(std::move(now)), token_prefix_(std::move(token_prefix)) {}
 
-  // Registers a session for `worker` and returns its new token.
-  std::string Add(WorkerId worker, absl::Duration idle_timeout);
+  // Registers a session for `worker` owned by `owner` and returns its new
+  // token.
+  std::string Add(WorkerId worker, absl::Duration idle_timeout,
+                  absl::string_view owner = "");
+
+  // Reserves room for one more session of `owner` before a Bind waits for a
+  // worker: RESOURCE_EXHAUSTED when the owner already has `limit` sessions
+  // (live or reserved); `limit` 0 means no limit. Every successful
+  // ReserveSlot must be paired with ReleaseSlot, after Add or on failure.
+  absl::Status ReserveSlot(absl::string_view owner, int limit);
+  void ReleaseSlot(absl::string_view owner);
+  // Live sessions of `owner`.
+  int CountOwnedBy(absl::string_view owner) const;
 
   // Marks a call on the session as started and returns its worker, or
-  // NOT_FOUND for an unknown, expired or unbound token. Every successful
-  // BeginCall must be paired with EndCall.
-  absl::StatusOr<WorkerId> BeginCall(absl::string_view token);
+  // NOT_FOUND for an unknown, expired or unbound token, or one owned by
+  // another principal. Every successful BeginCall must be paired with
+  // EndCall.
+  absl::StatusOr<WorkerId> BeginCall(absl::string_view token,
+                                     absl::string_view principal = "");
   // Marks a call as ended; the idle clock restarts. Unknown tokens are
   // ignored (the session may have been unbound meanwhile).
   void EndCall(absl::string_view token);
 
-  // Removes a session, returning its worker if it existed.
-  std::optional<WorkerId> Remove(absl::string_view token);
+  // Removes a session owned by `principal`, returning its worker if it
+  // existed. Another principal's token is left alone.
+  std::optional<WorkerId> Remove(absl::string_view token,
+                                 absl::string_view principal = "");
   // Removes the session bound to `worker` (its worker died). Returns the
   // token if there was one.
   std::optional<std::string> RemoveByWorker(WorkerId worker);
@@ -58,13 +78,20 @@ class SessionTable {
     absl::Duration idle_timeout;
     absl::Time last_used;
     int calls_in_flight = 0;
+    std::string owner;
   };
+
+  // Forgets a session (its maps and its owner's count).
+  void EraseLocked(absl::flat_hash_map<std::string, Session>::iterator it)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::function<absl::Time()> now_;
   const std::string token_prefix_;
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, Session> sessions_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<WorkerId, std::string> by_worker_ ABSL_GUARDED_BY(mu_);
+  // Live plus reserved sessions per owner.
+  absl::flat_hash_map<std::string, int> owned_ ABSL_GUARDED_BY(mu_);
 };
 
 // 128 random bits from getrandom(2), as 32 lowercase hex digits.

@@ -53,6 +53,35 @@ TEST_F(SessionTableTest, IdleSessionsExpireButNotWhileACallRuns) {
   EXPECT_EQ(table_.size(), 0u);
 }
 
+TEST_F(SessionTableTest, ForeignTokensActLikeUnknownOnes) {
+  std::string token = table_.Add(3, absl::Minutes(1), "alice");
+  EXPECT_EQ(table_.BeginCall(token, "bob").status(),
+            table_.BeginCall("unknown", "bob").status());
+  EXPECT_FALSE(table_.Remove(token, "bob").has_value());
+  EXPECT_TRUE(table_.BeginCall(token, "alice").ok());
+  table_.EndCall(token);
+  EXPECT_EQ(table_.Remove(token, "alice"), 3u);
+}
+
+TEST_F(SessionTableTest, ReservedAndLiveSessionsCountTowardsTheLimit) {
+  ASSERT_TRUE(table_.ReserveSlot("alice", 2).ok());
+  std::string token = table_.Add(1, absl::Minutes(1), "alice");
+  table_.ReleaseSlot("alice");
+  ASSERT_TRUE(table_.ReserveSlot("alice", 2).ok());  // pending bind
+  EXPECT_EQ(table_.ReserveSlot("alice", 2).code(),
+            absl::StatusCode::kResourceExhausted);
+  EXPECT_TRUE(table_.ReserveSlot("bob", 2).ok());
+  table_.ReleaseSlot("alice");  // the pending bind failed
+  EXPECT_TRUE(table_.ReserveSlot("alice", 2).ok());
+  table_.ReleaseSlot("alice");
+  EXPECT_EQ(table_.CountOwnedBy("alice"), 1);
+  // Expiry and worker loss free the slot too.
+  table_.RemoveByWorker(1);
+  EXPECT_TRUE(table_.ReserveSlot("alice", 1).ok());
+  EXPECT_EQ(table_.CountOwnedBy("alice"), 0);
+  (void)token;
+}
+
 TEST_F(SessionTableTest, RemoveByWorker) {
   std::string token = table_.Add(5, absl::Minutes(1));
   EXPECT_EQ(table_.RemoveByWorker(5), token);

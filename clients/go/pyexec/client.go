@@ -294,6 +294,7 @@ type Stats struct {
 	WorkersDied      uint64 // unexpected deaths since start
 	CallsTotal       uint64 // calls answered since start
 	Sessions         uint32 // bound sessions
+	Replica          string // this replica's --advertise_address (scale-out)
 }
 
 // Stats returns the server's pool figures.
@@ -310,6 +311,7 @@ func (c *Client) Stats(ctx context.Context) (*Stats, error) {
 		MaxWorkers: r.MaxWorkers, StartingWorkers: r.StartingWorkers,
 		BusyWorkers: r.BusyWorkers, WorkersSpawned: r.WorkersSpawned,
 		WorkersDied: r.WorkersDied, CallsTotal: r.CallsTotal, Sessions: r.Sessions,
+		Replica: r.Replica,
 	}, nil
 }
 

@@ -31,7 +31,8 @@ var (
 	// ErrWorkerDied: ABORTED. The worker died during the call; its session
 	// is gone (later calls on it get ErrSessionNotFound).
 	ErrWorkerDied = errors.New("pyexec: worker died")
-	// ErrUnavailable: UNAVAILABLE. The server is draining, or unreachable.
+	// ErrUnavailable: UNAVAILABLE. The server is draining or unreachable, or
+	// (scale-out) the replica that owns the session cannot be reached.
 	ErrUnavailable = errors.New("pyexec: unavailable")
 	// ErrUnauthenticated: UNAUTHENTICATED. Missing or wrong credentials.
 	ErrUnauthenticated = errors.New("pyexec: unauthenticated")
