@@ -346,19 +346,15 @@ void ContextPool::Cancel(CallId call) {
 }
 
 void ContextPool::EventConsumed(CallId id) {
-  Deferred deferred;
-  {
-    absl::MutexLock lock(&mu_);
-    Worker* running_on;
-    Call* call = FindCall(id, &running_on);
-    if (call == nullptr || running_on == nullptr) return;
-    if (call->events_outstanding > 0) --call->events_outstanding;
-    if (running_on->reading_paused &&
-        call->events_outstanding < options_.max_buffered_events) {
-      ResumeReading(running_on, &deferred);
-    }
+  absl::MutexLock lock(&mu_);
+  Worker* running_on;
+  Call* call = FindCall(id, &running_on);
+  if (call == nullptr || running_on == nullptr) return;
+  if (call->events_outstanding > 0) --call->events_outstanding;
+  if (running_on->reading_paused &&
+      call->events_outstanding < options_.max_buffered_events) {
+    ResumeReading(running_on);
   }
-  RunDeferred(&deferred);
 }
 
 absl::StatusOr<bool> ContextPool::InterruptWorker(WorkerId worker) {
@@ -523,6 +519,12 @@ void ContextPool::IoLoop() {
           continue;
         }
         OnWorkerEvent(events[i].data.u64, events[i].events, &deferred);
+      }
+      for (uint64_t key : std::exchange(resumed_, {})) {
+        auto it = workers_.find(key);
+        if (it != workers_.end() && it->second->socket_registered) {
+          DecodeFrames(it->second.get(), &deferred);
+        }
       }
       FireTimers(MonotonicNow(), &deferred);
       Dispatch(&deferred);
@@ -707,11 +709,15 @@ bool ContextPool::DecodeFrames(Worker* w, Deferred* deferred) {
   return false;
 }
 
-void ContextPool::ResumeReading(Worker* w, Deferred* deferred) {
+void ContextPool::ResumeReading(Worker* w) {
   w->reading_paused = false;
-  // Frames read before the pause come first; they may pause it again.
-  if (!DecodeFrames(w, deferred)) return;
   UpdateEpoll(w);
+  // Frames read before the pause come first (they may pause it again); the
+  // I/O thread handles them, so that a gRPC thread calling this never
+  // delivers events concurrently with, or after the end sent by, the I/O
+  // thread.
+  resumed_.push_back(w->key);
+  Wake();
 }
 
 void ContextPool::UpdateEpoll(Worker* w) {
@@ -1047,7 +1053,7 @@ void ContextPool::InterruptCall(Worker* w, absl::StatusCode reason,
   call->has_kill_timer = true;
   // A stream paused by backpressure must flow again: the worker may be
   // blocked writing an event and would never see the interrupt.
-  if (w->reading_paused) ResumeReading(w, deferred);
+  if (w->reading_paused) ResumeReading(w);
 }
 
 void ContextPool::Dispatch(Deferred* deferred) {
