@@ -71,7 +71,6 @@ function markerPath(): string {
   // Workers run as an unprivileged user (--worker_user) when the tests run
   // as root: they must be able to write here.
   fs.chmodSync(dir, 0o777);
-  after(() => fs.rmSync(dir, { recursive: true, force: true }));
   return path.join(dir, 'started');
 }
 
@@ -313,7 +312,11 @@ describe('interrupt', () => {
         () => undefined,
         (e: unknown) => e,
       );
-      await waitForFile(started);
+      try {
+        await waitForFile(started);
+      } finally {
+        fs.rmSync(path.dirname(started), { recursive: true, force: true });
+      }
       const start = performance.now();
       // Another handle on the same token, as another task or process would have.
       assert.equal(await client.session(s.token).interrupt({ timeoutMs: 5000 }), true);
