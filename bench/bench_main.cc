@@ -23,15 +23,17 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "bench/compare.h"
 #include "bench/hop.h"
 #include "bench/process.h"
+#include "bench/sessions.h"
 #include "bench/soak.h"
 #include "clients/cpp/client.h"
 
-ABSL_FLAG(std::string, mode, "compare", "compare | soak | hop");
+ABSL_FLAG(std::string, mode, "compare", "compare | soak | hop | sessions");
 ABSL_FLAG(std::string, pyexecd, "",
           "pyexecd binary to start; default: $PYEXECD, else bazel-bin's "
           "server/pyexecd found next to this binary or in the workspace");
@@ -73,6 +75,15 @@ ABSL_FLAG(absl::Duration, runaway_timeout, absl::Milliseconds(300),
 ABSL_FLAG(double, exit_probability, 0.005,
           "soak: chance per bound-session call of os._exit");
 ABSL_FLAG(uint64_t, seed, 1, "soak: random seed");
+
+ABSL_FLAG(int, churn_threads, 4, "sessions: client threads of the churn run");
+ABSL_FLAG(int, sessions, 1000,
+          "sessions: sessions held at once by the zygote density runs");
+ABSL_FLAG(int, spawn_sessions, 200,
+          "sessions: sessions held at once by the posix_spawn density run "
+          "(each spawn costs a whole CPython start)");
+ABSL_FLAG(std::string, preload_modules, "json,decimal,fractions,datetime,re,collections",
+          "sessions: --preload of the third density run (empty skips it)");
 
 namespace {
 
@@ -198,13 +209,124 @@ int RunHopMode(int workers, const std::string& log_path) {
   return 0;
 }
 
+// One pyexecd configuration measured by --mode=sessions.
+struct SessionsRun {
+  std::string name;
+  std::vector<std::string> args;  // launcher and preload flags
+  bool churn = true;
+  int sessions = 0;
+  pyexec::bench::ChurnResult churn_result;
+  pyexec::bench::DensityResult density;
+};
+
+std::string Mib(double v) { return absl::StrFormat("%.2f MiB", v); }
+
+// --mode=sessions: churn and density against the zygote and the posix_spawn
+// launcher (and the zygote with preloads), each on its own pyexecd.
+int RunSessionsMode(const std::string& log_path) {
+  const int n = absl::GetFlag(FLAGS_sessions);
+  std::vector<SessionsRun> runs = {
+      {"zygote", {"--launcher=zygote"}, true, n},
+      {"spawn", {"--launcher=spawn"}, true, absl::GetFlag(FLAGS_spawn_sessions)},
+  };
+  const std::string preload = absl::GetFlag(FLAGS_preload_modules);
+  if (!preload.empty()) {
+    runs.push_back({"zygote+preload", {"--launcher=zygote", "--preload=" + preload},
+                    false, n});
+  }
+  pyexec::bench::ChurnOptions churn;
+  churn.threads = absl::GetFlag(FLAGS_churn_threads);
+  churn.warmup = absl::GetFlag(FLAGS_warmup);
+  const absl::Duration d = absl::GetFlag(FLAGS_duration);
+  if (d > absl::ZeroDuration()) churn.duration = d;
+  for (SessionsRun& run : runs) {
+    std::vector<std::string> args = {
+        FindPyexecd(), "--listen=127.0.0.1:0", "--workers=4",
+        absl::StrCat("--max_workers=", std::max(run.sessions, 16) + 8)};
+    args.insert(args.end(), run.args.begin(), run.args.end());
+    for (const std::string& a : absl::GetFlag(FLAGS_pyexecd_args)) args.push_back(a);
+    std::cout << "starting " << absl::StrJoin(args, " ") << std::endl;
+    auto started = ServerProcess::Start(args, log_path, absl::Seconds(120));
+    if (!started.ok()) {
+      std::cerr << "pyexec_bench: " << started.status() << "\n";
+      return 1;
+    }
+    pyexec::Client client(pyexec::bench::MakeChannel((*started)->address(), false));
+    if (!WaitWarm(client, 4, absl::Seconds(60))) {
+      std::cerr << "pyexec_bench: pool did not warm up\n";
+      return 1;
+    }
+    if (run.churn) {
+      std::cout << "  churn: " << churn.threads << " threads x Bind->Eval->Unbind for "
+                << absl::FormatDuration(churn.duration) << std::endl;
+      run.churn_result = pyexec::bench::RunChurn((*started)->address(), churn);
+    }
+    std::cout << "  density: binding " << run.sessions << " sessions" << std::endl;
+    pyexec::bench::DensityOptions density;
+    density.sessions = run.sessions;
+    run.density = pyexec::bench::RunDensity((*started)->address(), (*started)->pid(),
+                                            density);
+    std::cout << "  pyexecd stopped: " << (*started)->Stop() << std::endl;
+  }
+
+  std::cout << "\n" << absl::StrFormat("%-15s %9s %10s %10s %7s %9s %10s %10s %10s %11s\n",
+                                        "launcher", "churn/s", "Bind p50", "Bind p99",
+                                        "bound", "bind all", "USS/sess", "USS max",
+                                        "RSS/sess", "PSS total");
+  for (const SessionsRun& run : runs) {
+    const auto& c = run.churn_result;
+    const auto& m = run.density;
+    std::cout << absl::StrFormat(
+        "%-15s %9s %10s %10s %7d %9s %10s %10s %10s %11s\n", run.name,
+        run.churn ? absl::StrFormat("%.0f", c.rate) : "-",
+        run.churn ? pyexec::bench::FormatMicros(c.bind.p50) : "-",
+        run.churn ? pyexec::bench::FormatMicros(c.bind.p99) : "-", m.bound,
+        absl::FormatDuration(absl::Trunc(m.bind_all, absl::Milliseconds(1))),
+        Mib(m.uss_mean_mib), Mib(m.uss_max_mib), Mib(m.rss_mean_mib),
+        Mib(m.pss_total_mib));
+    for (const auto& [code, count] : c.errors) {
+      std::cout << "    churn errors " << code << ": " << count << "\n";
+    }
+    if (!m.error.empty()) std::cout << "    density error: " << m.error << "\n";
+  }
+  const SessionsRun& z = runs[0];
+  const SessionsRun& s = runs[1];
+  auto verdict = [](bool ok) { return ok ? "PASS" : "MISS"; };
+  std::cout << "\n";
+  if (s.churn_result.rate > 0) {
+    std::cout << absl::StrFormat("churn zygote/spawn: %.1fx\n", z.churn_result.rate / s.churn_result.rate);
+  }
+  if (z.churn_result.bind.p50 > absl::ZeroDuration()) {
+    std::cout << absl::StrFormat("Bind p50 spawn/zygote: %.1fx\n",
+                                 absl::FDivDuration(s.churn_result.bind.p50, z.churn_result.bind.p50));
+  }
+  if (z.density.uss_mean_mib > 0) {
+    std::cout << absl::StrFormat("USS per session spawn/zygote: %.1fx\n",
+                                 s.density.uss_mean_mib / z.density.uss_mean_mib);
+  }
+  std::cout << absl::StrFormat("target churn >= 1000/s with %d threads: %s (%.0f/s)\n",
+                               churn.threads, verdict(z.churn_result.rate >= 1000), z.churn_result.rate);
+  std::cout << absl::StrFormat("target Bind p50 <= 2 ms: %s (%s)\n",
+                               verdict(z.churn_result.bind.p50 <= absl::Milliseconds(2)),
+                               pyexec::bench::FormatMicros(z.churn_result.bind.p50));
+  std::cout << absl::StrFormat("target %d sessions at <= 3 MiB USS each: %s (%d bound, %s)\n",
+                               n, verdict(z.density.bound >= n && z.density.uss_mean_mib <= 3.0),
+                               z.density.bound, Mib(z.density.uss_mean_mib));
+  if (runs.size() > 2) {
+    const double delta = runs[2].density.uss_mean_mib - z.density.uss_mean_mib;
+    std::cout << absl::StrFormat("target preload USS within 1 MiB: %s (%+.2f MiB)\n",
+                                 verdict(runs[2].density.bound >= n && delta <= 1.0), delta);
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   const std::string mode = absl::GetFlag(FLAGS_mode);
-  if (mode != "compare" && mode != "soak" && mode != "hop") {
-    std::cerr << "pyexec_bench: --mode must be compare, soak or hop\n";
+  if (mode != "compare" && mode != "soak" && mode != "hop" && mode != "sessions") {
+    std::cerr << "pyexec_bench: --mode must be compare, soak, hop or sessions\n";
     return 64;
   }
   const bool soak = mode == "soak";
@@ -214,6 +336,7 @@ int main(int argc, char** argv) {
   std::string log_path = absl::GetFlag(FLAGS_server_log);
   if (log_path.empty()) log_path = absl::StrCat("/tmp/pyexec_bench.", getpid(), ".log");
   if (mode == "hop") return RunHopMode(workers, log_path);
+  if (mode == "sessions") return RunSessionsMode(log_path);
 
   // pyexecd: started here unless given.
   std::unique_ptr<ServerProcess> pyexecd;

@@ -31,7 +31,7 @@ struct CompareOptions {
   // Targets: Eval p50 <= latency_target x echo p50.
   double latency_target = 1.25;
   // Eval throughput >= throughput_target x echo throughput.
-  double throughput_target = 0.6;
+  double throughput_target = 0.75;
 };
 
 // Figures of a comparison run.

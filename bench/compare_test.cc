@@ -24,10 +24,10 @@ PhaseResult Phase(int p50_us, int p99_us, double throughput) {
 
 TEST(FormatCompareTableTest, PassWhenWithinTargets) {
   CompareReport r{Phase(100, 200, 0), Phase(125, 300, 0), Phase(0, 0, 1000),
-                  Phase(0, 0, 600)};
+                  Phase(0, 0, 750)};
   std::string table = FormatCompareTable(r, CompareOptions());
   EXPECT_THAT(table, HasSubstr("1.25x"));
-  EXPECT_THAT(table, HasSubstr("0.60x"));
+  EXPECT_THAT(table, HasSubstr("0.75x"));
   EXPECT_THAT(table, HasSubstr("PASS"));
   EXPECT_THAT(table, Not(HasSubstr("MISS")));
 }

@@ -4,14 +4,18 @@ Runs stateless Eval("1+1") for a fixed time against pyexecd builds in one go
 and prints calls/s with ratios to the baseline measured in the same run:
 
   before      the baseline binary (--before, e.g. a build of an older main):
-              one shared pool, no principals
-  after/1     this build, no authentication (one principal "")
+              one shared pool, no principals; it also lacks every other
+              change since, so compare it loosely
+  after/1     this build, no authentication (one principal ""): the baseline
+              for the cost of isolation, same binary
   after/tok1  this build, tokens, every call by the same principal
   after/tok2  this build, tokens, two principals calling at once (their
               workers are not shared: a switch recycles a worker)
   after/alt   this build, tokens, two principals strictly alternating with
               one call in flight (worst case: every call needs a fresh worker
               unless a worker of that principal is idle)
+  after/alt1  this build, no authentication, one call in flight: the
+              baseline for after/alt
 
 Usage (Debian's python3 with python3-grpcio; stubs as for integration_tests):
   /usr/bin/python3 bench/stateless_isolation.py --before=/opt/pyexec-dev/pyexecd \
@@ -20,6 +24,7 @@ Usage (Debian's python3 with python3-grpcio; stubs as for integration_tests):
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import threading
@@ -93,6 +98,9 @@ def main():
     ap.add_argument("--seconds", type=float, default=5)
     ap.add_argument("--inflight", type=int, default=8)
     ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="each configuration runs this many times, interleaved; "
+                         "medians are reported (the VM is shared and noisy)")
     args = ap.parse_args()
 
     d = tempfile.mkdtemp(prefix="pyexec_bench_")
@@ -111,18 +119,28 @@ def main():
         ("after/tok1", args.after, ["--auth_tokens_file=" + tokens], args.inflight, alice),
         ("after/tok2", args.after, ["--auth_tokens_file=" + tokens], args.inflight, both),
         ("after/alt", args.after, ["--auth_tokens_file=" + tokens], 1, both),
+        ("after/alt1", args.after, [], 1, none),
         ("before/alt", args.before, [], 1, none),
     ]
-    results = {}
-    for name, binary, flags, inflight, mdf in runs:
-        results[name] = measure(binary, flags, args.workers, args.seconds, inflight, mdf)
-        print("%-11s %8.0f calls/s  (in flight %d)" % (name, results[name], inflight), flush=True)
-    base = results["before"]
-    print("ratios to `before` (same run):")
-    for name in ("after/1", "after/tok1", "after/tok2"):
-        print("  %-11s %.2fx" % (name, results[name] / base))
-    print("  %-11s %.2fx of before/alt (one call in flight)"
-          % ("after/alt", results["after/alt"] / results["before/alt"]))
+    samples = {name: [] for name, *_ in runs}
+    for r in range(args.rounds):
+        for name, binary, flags, inflight, mdf in runs:
+            samples[name].append(
+                measure(binary, flags, args.workers, args.seconds, inflight, mdf))
+        print("round %d: %s" % (r + 1, "  ".join("%s %.0f" % (n, v[-1])
+                                                for n, v in samples.items())), flush=True)
+    results = {name: statistics.median(v) for name, v in samples.items()}
+    for name, _, _, inflight, _ in runs:
+        print("%-11s %8.0f calls/s median  (in flight %d)" % (name, results[name], inflight))
+    print("cost of isolation, same binary and run:")
+    for name in ("after/tok1", "after/tok2"):
+        print("  %-11s %.2fx of after/1" % (name, results[name] / results["after/1"]))
+    print("  %-11s %.2fx of after/alt1 (one call in flight)"
+          % ("after/alt", results["after/alt"] / results["after/alt1"]))
+    print("against the older binary (same run):")
+    print("  %-11s %.2fx of before" % ("after/1", results["after/1"] / results["before"]))
+    print("  %-11s %.2fx of before/alt" % ("after/alt1",
+                                            results["after/alt1"] / results["before/alt"]))
 
 
 if __name__ == "__main__":

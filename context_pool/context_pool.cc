@@ -12,6 +12,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/clock.h"
 #include "common/logging.h"
 
 namespace pyexec {
@@ -106,12 +107,15 @@ absl::Status ContextPool::Start() {
   epoll_event ev{};
   ev.events = EPOLLIN;
   ev.data.u64 = kWakeKey;
-  epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, wake_fd_.get(), &ev);
+  if (epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, wake_fd_.get(), &ev) != 0) {
+    return absl::InternalError(absl::StrCat("epoll_ctl: ", strerror(errno)));
+  }
   {
     absl::MutexLock lock(&mu_);
     started_ = true;
   }
   io_thread_ = std::thread([this] { IoLoop(); });
+  spawn_thread_ = std::thread([this] { SpawnLoop(); });
   return absl::OkStatus();
 }
 
@@ -178,7 +182,8 @@ void ContextPool::Acquire(absl::Time deadline, AcquireDone done) {
       waiter->id = next_call_id_++;
       waiter->done = std::move(done);
       waiter->timer =
-          AddTimer(deadline, TimerKind::kAcquireDeadline, waiter->id);
+          AddTimer(WallToMonotonic(deadline, options_.wall_clock()),
+                   TimerKind::kAcquireDeadline, waiter->id);
       waiters_.push_back(std::move(waiter));
       Wake();
       return;
@@ -279,7 +284,8 @@ CallId ContextPool::Submit(WorkerId worker, internal::WorkerRequest request,
       call->done = std::move(done);
       call->events = std::move(events);
       call->principal = std::string(principal);
-      call->deadline_timer = AddTimer(deadline, TimerKind::kCallDeadline, id);
+      call->deadline_timer = AddTimer(WallToMonotonic(deadline, options_.wall_clock()),
+                                      TimerKind::kCallDeadline, id);
       call->has_deadline_timer = true;
       ++open_calls_;
       if (start != nullptr) {
@@ -397,7 +403,8 @@ bool ContextPool::WaitForCallsToFinish(absl::Time deadline) {
   auto done = [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
     return open_calls_ == 0;
   };
-  return mu_.AwaitWithDeadline(absl::Condition(&done), deadline);
+  return mu_.AwaitWithTimeout(absl::Condition(&done),
+                              deadline - options_.wall_clock());
 }
 
 PoolStats ContextPool::GetStats() const {
@@ -406,7 +413,7 @@ PoolStats ContextPool::GetStats() const {
   stats.available_workers = static_cast<int>(idle_.size());
   stats.checked_out = checked_out_;
   stats.pending_requests = PendingCount();
-  stats.starting_workers = starting_;
+  stats.starting_workers = starting_ + launching_;
   stats.busy_workers = busy_unbound_;
   for (const auto& [key, w] : workers_) {
     if (w->state != Worker::State::kReady) continue;
@@ -428,6 +435,7 @@ void ContextPool::Shutdown() {
     Wake();
   }
   if (io_thread_.joinable()) io_thread_.join();
+  if (spawn_thread_.joinable()) spawn_thread_.join();
 
   Deferred deferred;
   std::vector<std::unique_ptr<Worker>> doomed;
@@ -478,7 +486,7 @@ void ContextPool::IoLoop() {
     {
       absl::MutexLock lock(&mu_);
       if (stopping_) break;
-      absl::Time now = absl::Now();
+      absl::Time now = MonotonicNow();
       absl::Time next = timers_.empty() ? absl::InfiniteFuture()
                                         : timers_.begin()->first;
       spawns = SpawnsNeeded();
@@ -486,16 +494,19 @@ void ContextPool::IoLoop() {
         next = std::min(next, next_spawn_attempt_);
         spawns = 0;
       }
+      // Launching may block (a fork in the zygote, an exec): the spawner
+      // thread does it, so that calls on other workers never wait for it.
+      if (spawns > 0) {
+        spawn_requests_ += spawns;
+        launching_ += spawns;
+      }
       next_wake_ = next;
-      if (spawns == 0 && next != absl::InfiniteFuture()) {
+      if (next != absl::InfiniteFuture()) {
         // Round up so that a timer is never polled for early.
         timeout_ms = static_cast<int>(std::max<int64_t>(
             0, absl::ToInt64Milliseconds(next - now + absl::Microseconds(999))));
-      } else if (spawns > 0) {
-        timeout_ms = 0;
       }
     }
-    if (spawns > 0) SpawnWorkers(spawns);
 
     int n = epoll_wait(epoll_fd_.get(), events, kMaxEvents, timeout_ms);
     if (n < 0 && errno != EINTR) {
@@ -513,7 +524,7 @@ void ContextPool::IoLoop() {
         }
         OnWorkerEvent(events[i].data.u64, events[i].events, &deferred);
       }
-      FireTimers(absl::Now(), &deferred);
+      FireTimers(MonotonicNow(), &deferred);
       Dispatch(&deferred);
     }
     RunDeferred(&deferred);
@@ -522,7 +533,8 @@ void ContextPool::IoLoop() {
 
 int ContextPool::SpawnsNeeded() const {
   if (stopping_ || draining_) return 0;
-  int unbound = static_cast<int>(idle_.size()) + busy_unbound_ + starting_;
+  int unbound = static_cast<int>(idle_.size()) + busy_unbound_ + starting_ +
+                launching_;
   const int for_pool = std::max(0, options_.workers - unbound);
   // Binds need fresh workers: idle ones that never ran a call, or ones on
   // their way (including those just counted for the pool). Only waiters
@@ -531,7 +543,7 @@ int ContextPool::SpawnsNeeded() const {
   // have to retire. (Keeping a fresh worker in reserve for binds was tried:
   // under stateless load it was taken whenever the used workers were all
   // busy, and the pool spawned and retired workers over and over.)
-  int fresh = starting_ + for_pool;
+  int fresh = starting_ + launching_ + for_pool;
   for (uint64_t key : idle_) fresh += workers_.at(key)->tainted ? 0 : 1;
   return for_pool + std::max(0, static_cast<int>(waiters_.size()) - fresh);
 }
@@ -577,41 +589,90 @@ void ContextPool::Dequeued(Call* call) {
   call->queued_bytes = 0;
 }
 
-void ContextPool::SpawnWorkers(int count) {
-  for (int i = 0; i < count; ++i) {
+void ContextPool::SpawnLoop() {
+  while (true) {
+    {
+      absl::MutexLock lock(&mu_);
+      auto wanted = [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+        return stopping_ || spawn_requests_ > 0;
+      };
+      mu_.Await(absl::Condition(&wanted));
+      if (stopping_) return;
+      --spawn_requests_;
+    }
+    SpawnOne();
+  }
+}
+
+void ContextPool::SpawnOne() {
+  {
     absl::StatusOr<std::unique_ptr<WorkerProcess>> process = launcher_->Launch();
     absl::MutexLock lock(&mu_);
+    --launching_;
+    Wake();  // the I/O loop re-plans spawns and timers
+    if (stopping_) return;  // destroying the process kills and reaps it
+    uint64_t key = next_key_;
+    if (process.ok()) {
+      // A worker whose socket or exit we cannot watch would hang its calls
+      // or die unseen: refuse it like a failed spawn (destroying it kills
+      // and reaps it).
+      absl::Status watched = Watch(**process, key);
+      if (!watched.ok()) process = watched;
+    }
     if (!process.ok()) {
       ++consecutive_spawn_failures_;
       absl::Duration backoff = std::min(
           absl::Milliseconds(100) * (1 << std::min(consecutive_spawn_failures_, 6)),
           absl::Seconds(5));
-      next_spawn_attempt_ = absl::Now() + backoff;
+      next_spawn_attempt_ = MonotonicNow() + backoff;
       LogError(absl::StrCat("worker spawn failed (retrying in ",
                             DurationText(backoff), "): ",
                             process.status().message()));
+      // The other requests wait for the backoff too.
+      launching_ -= spawn_requests_;
+      spawn_requests_ = 0;
       return;
     }
     consecutive_spawn_failures_ = 0;
-    uint64_t key = next_key_++;
+    ++next_key_;
     auto w = std::make_unique<Worker>(key, std::move(*process),
                                       options_.max_frame_bytes);
-    epoll_event ev{};
-    ev.events = EPOLLIN | EPOLLRDHUP;
-    ev.data.u64 = key * 2;
-    epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, w->process->socket_fd(), &ev);
     w->socket_registered = true;
-    ev.events = EPOLLIN;
-    ev.data.u64 = key * 2 + 1;
-    epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, w->process->exit_fd(), &ev);
     w->exit_registered = true;
-    w->startup_timer = AddTimer(absl::Now() + options_.startup_timeout,
+    w->startup_timer = AddTimer(MonotonicNow() + options_.startup_timeout,
                                 TimerKind::kStartup, key);
     w->has_startup_timer = true;
     ++starting_;
     ++workers_spawned_;
     LogInfo(absl::StrCat("worker pid ", w->process->pid(), " spawned"));
     workers_.emplace(key, std::move(w));
+  }
+}
+
+absl::Status ContextPool::Watch(const WorkerProcess& process, uint64_t key) {
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLRDHUP;
+  ev.data.u64 = key * 2;
+  if (epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, process.socket_fd(), &ev) != 0) {
+    return absl::InternalError(
+        absl::StrCat("cannot watch the worker's socket: ", strerror(errno)));
+  }
+  ev.events = EPOLLIN;
+  ev.data.u64 = key * 2 + 1;
+  if (epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, process.exit_fd(), &ev) != 0) {
+    int saved = errno;
+    Unwatch(process.socket_fd());
+    return absl::InternalError(
+        absl::StrCat("cannot watch the worker's exit: ", strerror(saved)));
+  }
+  return absl::OkStatus();
+}
+
+void ContextPool::Unwatch(int fd) {
+  // ENOENT/EBADF: not registered or already closed, which is what we want.
+  if (epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, fd, nullptr) != 0 &&
+      errno != ENOENT && errno != EBADF) {
+    LogError(absl::StrCat("epoll_ctl(DEL): ", strerror(errno)));
   }
 }
 
@@ -659,7 +720,11 @@ void ContextPool::UpdateEpoll(Worker* w) {
   ev.events = (w->reading_paused ? 0 : EPOLLIN | EPOLLRDHUP) |
               (w->want_write ? EPOLLOUT : 0);
   ev.data.u64 = w->key * 2;
-  epoll_ctl(epoll_fd_.get(), EPOLL_CTL_MOD, w->process->socket_fd(), &ev);
+  if (epoll_ctl(epoll_fd_.get(), EPOLL_CTL_MOD, w->process->socket_fd(),
+                &ev) != 0) {
+    // An unseen event would stall the call: give the worker up.
+    Condemn(w, absl::StrCat("epoll_ctl(MOD): ", strerror(errno)));
+  }
 }
 
 void ContextPool::ReadFromWorker(Worker* w, Deferred* deferred) {
@@ -766,11 +831,11 @@ void ContextPool::TrimIdle() {
   // recently used workers that ran stateless calls.
   while (static_cast<int>(idle_.size()) + busy_unbound_ + starting_ >
          options_.workers + static_cast<int>(waiters_.size())) {
-    auto lru = std::find_if(
-        idle_.begin(), idle_.end(),
-        [this](uint64_t key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-          return workers_.at(key)->tainted;
-        });
+    auto lru = std::find_if(idle_.begin(), idle_.end(),
+                            [this](uint64_t key)
+                                ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+                                  return workers_.at(key)->tainted;
+                                });
     if (lru == idle_.end()) break;
     Worker* victim = workers_.at(*lru).get();
     victim->released = true;
@@ -836,7 +901,7 @@ void ContextPool::Condemn(Worker* w, const std::string& reason) {
   if (idle != idle_.end()) idle_.erase(idle);
   w->process->Kill();
   if (w->socket_registered) {
-    epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, w->process->socket_fd(), nullptr);
+    Unwatch(w->process->socket_fd());
     w->socket_registered = false;
   }
 }
@@ -904,10 +969,10 @@ void ContextPool::Bury(Worker* w, const std::string& how, Deferred* deferred) {
     w->queue.pop_front();
   }
   if (w->socket_registered) {
-    epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, w->process->socket_fd(), nullptr);
+    Unwatch(w->process->socket_fd());
   }
   if (w->exit_registered) {
-    epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, w->process->exit_fd(), nullptr);
+    Unwatch(w->process->exit_fd());
   }
   workers_.erase(key);
 }
@@ -976,9 +1041,9 @@ void ContextPool::InterruptCall(Worker* w, absl::StatusCode reason,
   Call* call = w->current.get();
   if (call->interrupted != absl::StatusCode::kOk) return;
   call->interrupted = reason;
-  w->process->Interrupt();
+  w->process->Interrupt(call->id);
   call->kill_timer =
-      AddTimer(absl::Now() + options_.kill_grace, TimerKind::kKill, call->id);
+      AddTimer(MonotonicNow() + options_.kill_grace, TimerKind::kKill, call->id);
   call->has_kill_timer = true;
   // A stream paused by backpressure must flow again: the worker may be
   // blocked writing an event and would never see the interrupt.

@@ -16,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/unique_fd.h"
 #include "common/frame.h"
@@ -51,6 +52,9 @@ struct ContextPoolOptions {
   // that a few huge requests cannot pile up memory; past it, RESOURCE_EXHAUSTED.
   // One call may always wait, whatever its size.
   size_t max_queued_bytes = 256 << 20;
+  // Reads the wall clock that callers' deadlines (absl::Time) refer to.
+  // Tests inject one that jumps.
+  std::function<absl::Time()> wall_clock = absl::Now;
 };
 
 // Figures reported by GetStats.
@@ -232,7 +236,14 @@ class ContextPool {
   void UpdateEpoll(Worker* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // How many workers to spawn to keep the warm pool and waiting binds served.
   int SpawnsNeeded() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void SpawnWorkers(int count) ABSL_LOCKS_EXCLUDED(mu_);
+  // The spawner thread: launches workers as the I/O loop asks.
+  void SpawnLoop() ABSL_LOCKS_EXCLUDED(mu_);
+  void SpawnOne() ABSL_LOCKS_EXCLUDED(mu_);
+  // Registers a new worker's socket and exit fd with epoll under `key`.
+  absl::Status Watch(const WorkerProcess& process, uint64_t key)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Removes `fd` from epoll.
+  void Unwatch(int fd) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   TimerMap::iterator AddTimer(absl::Time when, TimerKind kind, uint64_t id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RunDeferred(Deferred* deferred) ABSL_LOCKS_EXCLUDED(mu_);
@@ -264,6 +275,7 @@ class ContextPool {
   UniqueFd epoll_fd_;
   UniqueFd wake_fd_;  // eventfd
   std::thread io_thread_;
+  std::thread spawn_thread_;
 
   mutable absl::Mutex mu_;
   bool started_ ABSL_GUARDED_BY(mu_) = false;
@@ -281,11 +293,17 @@ class ContextPool {
   // Where each open call is: the worker running it or queued on it (0 for
   // the stateless queue).
   absl::flat_hash_map<CallId, uint64_t> call_location_ ABSL_GUARDED_BY(mu_);
+  // Keyed by MonotonicNow() time; callers' wall-clock deadlines are
+  // converted once, on entry.
   TimerMap timers_ ABSL_GUARDED_BY(mu_);
   absl::Time next_wake_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
   uint64_t next_key_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t next_call_id_ ABSL_GUARDED_BY(mu_) = 1;
   int starting_ ABSL_GUARDED_BY(mu_) = 0;
+  // Launches asked of the spawner thread and not yet begun.
+  int spawn_requests_ ABSL_GUARDED_BY(mu_) = 0;
+  // Launches asked and not yet returned (includes spawn_requests_).
+  int launching_ ABSL_GUARDED_BY(mu_) = 0;
   int checked_out_ ABSL_GUARDED_BY(mu_) = 0;
   int busy_unbound_ ABSL_GUARDED_BY(mu_) = 0;
   int open_calls_ ABSL_GUARDED_BY(mu_) = 0;

@@ -1,5 +1,6 @@
 #include "context_pool/context_pool.h"
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <vector>
@@ -181,6 +182,48 @@ TEST_F(ContextPoolTest, DeadlineInterruptsAndTheSessionSurvives) {
   EXPECT_THAT(again->value().str(), HasSubstr(":after"));
 }
 
+// Deadlines, kill grace and startup timeouts run on a monotonic clock: the
+// wall clock being set back an hour must not delay a deadline.
+TEST_F(ContextPoolTest, DeadlineHoldsWhenTheWallClockIsSetBack) {
+  auto offset = std::make_shared<std::atomic<int64_t>>(0);
+  ContextPoolOptions options;
+  options.workers = 1;
+  options.wall_clock = [offset] {
+    return absl::Now() + absl::Seconds(offset->load());
+  };
+  StartPool(options);
+  WorkerId a = Acquire();
+  absl::Notification done;
+  absl::Status status;
+  absl::Time start = absl::Now();
+  internal::WorkerRequest request;
+  request.mutable_eval()->set_code("sleep:3000");
+  pool_->Submit(a, request, options.wall_clock() + absl::Milliseconds(200),
+                [&](absl::StatusOr<internal::WorkerResponse> r) {
+                  status = r.status();
+                  done.Notify();
+                });
+  offset->store(-3600);
+  done.WaitForNotification();
+  EXPECT_EQ(status.code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(2));
+}
+
+// A worker whose exit cannot be watched (epoll_ctl fails) would never be
+// seen to die: it is refused like a failed spawn, and another one started.
+TEST_F(ContextPoolTest, WorkerThatCannotBeWatchedIsRefused) {
+  auto launcher = std::make_unique<FakeWorkerLauncher>();
+  FakeWorkerLauncher* fake = launcher.get();
+  fake->UnwatchableNextLaunches(1);
+  ContextPoolOptions options;
+  options.workers = 1;
+  pool_ = std::make_unique<ContextPool>(options, std::move(launcher));
+  ASSERT_TRUE(pool_->Start().ok());
+  ASSERT_TRUE(pool_->WaitUntilWarm(absl::Seconds(10)));
+  EXPECT_EQ(fake->launched(), 2);
+  EXPECT_EQ(pool_->GetStats().num_workers, 1);
+}
+
 TEST_F(ContextPoolTest, CallThatIgnoresTheInterruptIsKilledAfterGrace) {
   ContextPoolOptions options;
   options.workers = 2;
@@ -192,8 +235,7 @@ TEST_F(ContextPoolTest, CallThatIgnoresTheInterruptIsKilledAfterGrace) {
   EXPECT_THAT(r.status().message(), HasSubstr("kill_grace"));
   EXPECT_EQ(Run(a, "x").status().code(), absl::StatusCode::kNotFound);
   {
-    // The listener runs on the I/O thread right after the call's callback,
-    // so it may not have run yet.
+    // The listener runs on the I/O thread after the call's callback.
     absl::MutexLock lock(&mu_);
     ASSERT_TRUE(WaitLost(1));
     ASSERT_EQ(lost_.size(), 1u);

@@ -21,10 +21,12 @@ namespace {
 
 class FakeProcess final : public WorkerProcess {
  public:
-  FakeProcess(int index, UniqueFd pool_end, UniqueFd worker_end)
+  FakeProcess(int index, UniqueFd pool_end, UniqueFd worker_end,
+              bool unwatchable)
       : index_(index),
         pool_end_(std::move(pool_end)),
-        exit_fd_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+        exit_fd_(unwatchable ? open("/dev/null", O_WRONLY | O_CLOEXEC)
+                             : eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
     int worker_fd = worker_end.release();
     {
       // Recorded before the thread starts, so that an early Kill reaches it.
@@ -42,7 +44,7 @@ class FakeProcess final : public WorkerProcess {
   int pid() const override { return 100000 + index_; }
   int socket_fd() const override { return pool_end_.get(); }
   int exit_fd() const override { return exit_fd_.get(); }
-  void Interrupt() override { interrupted_ = true; }
+  void Interrupt(uint64_t) override { interrupted_ = true; }
   void Kill() override {
     if (!killed_.exchange(true)) {
       absl::MutexLock lock(&mu_);
@@ -155,8 +157,13 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> FakeWorkerLauncher::Launch() {
     return absl::InternalError("socketpair");
   }
   fcntl(pair[0], F_SETFL, fcntl(pair[0], F_GETFL) | O_NONBLOCK);
+  bool unwatchable = false;
+  if (unwatchable_launches_ > 0) {
+    --unwatchable_launches_;
+    unwatchable = true;
+  }
   return std::make_unique<FakeProcess>(++launched_, UniqueFd(pair[0]),
-                                       UniqueFd(pair[1]));
+                                       UniqueFd(pair[1]), unwatchable);
 }
 
 }  // namespace pyexec

@@ -31,12 +31,16 @@ class FakeWorkerLauncher final : public WorkerLauncher {
 
   // Makes the next `n` launches fail.
   void FailNextLaunches(int n) { fail_launches_ = n; }
+  // Gives the next `n` workers an exit fd that epoll refuses (/dev/null), as
+  // if registering it failed.
+  void UnwatchableNextLaunches(int n) { unwatchable_launches_ = n; }
   // Workers launched so far.
   int launched() const { return launched_; }
 
  private:
   std::atomic<int> fail_launches_{0};
   std::atomic<int> launched_{0};
+  std::atomic<int> unwatchable_launches_{0};
 };
 
 }  // namespace pyexec

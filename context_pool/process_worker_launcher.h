@@ -4,7 +4,11 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
+#include <sys/types.h>
+
+#include "absl/status/statusor.h"
 #include "common/limits.h"
 #include "worker/confinement.h"
 #include "context_pool/worker_launcher.h"
@@ -52,11 +56,17 @@ class ProcessWorkerLauncher final : public WorkerLauncher {
   const WorkerProcessOptions options_;
 };
 
-// "SIGKILL", "SIGSEGV", ... or "signal N".
-std::string SignalName(int signal);
+// Makes a private directory under options.private_dir_root for one worker;
+// "" when the root is unset.
+absl::StatusOr<std::string> MakeWorkerPrivateDir(const WorkerProcessOptions& options);
 
-// Describes a wait status: "exited with code 3", "killed by signal SIGSEGV".
-std::string DescribeWaitStatus(int status);
+// Starts options.worker_binary with `fd3` as its fd 3, stdin /dev/null,
+// stdout onto the server's stderr, default signal dispositions, an empty
+// signal mask and its own process group. The arguments carry the worker
+// settings and confinement, --parent_pid and `extra_args`.
+absl::StatusOr<pid_t> SpawnWorkerBinary(
+    const WorkerProcessOptions& options, int fd3,
+    const std::vector<std::string>& extra_args);
 
 }  // namespace pyexec
 

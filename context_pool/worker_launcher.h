@@ -1,10 +1,11 @@
 #ifndef PYEXEC_CONTEXT_POOL_WORKER_LAUNCHER_H_
 #define PYEXEC_CONTEXT_POOL_WORKER_LAUNCHER_H_
 
-// How the pool creates worker processes. This is the one place to change
-// for a zygote that forks pre-initialised workers (see DESIGN.md), and the
-// seam where unit tests substitute in-process fake workers.
+// How the pool creates worker processes: posix_spawn of pyexec_worker
+// (ProcessWorkerLauncher) or a fork of a pre-initialised zygote
+// (ZygoteWorkerLauncher); unit tests substitute in-process fake workers.
 
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
@@ -27,9 +28,11 @@ class WorkerProcess {
   // a fake). The pool cleans up a worker only once this fires.
   virtual int exit_fd() const = 0;
 
-  // Asks the worker to stop the call it is running (SIGINT, which Python
-  // turns into KeyboardInterrupt).
-  virtual void Interrupt() = 0;
+  // Asks the worker to stop the call with request id `request_id` (SIGINT,
+  // which Python turns into KeyboardInterrupt). The id lets the worker keep
+  // an interrupt that arrives before that call starts, and drop one that
+  // arrives after it ended.
+  virtual void Interrupt(uint64_t request_id) = 0;
   // Kills the worker and everything in its process group at once.
   virtual void Kill() = 0;
   // Once the process has exited: reaps it and says how it ended, e.g.
@@ -38,9 +41,8 @@ class WorkerProcess {
   virtual std::optional<std::string> TryReap() = 0;
 };
 
-// Creates workers. Called from the pool's I/O thread only, which lives as
-// long as the pool: a launcher may rely on that thread being the workers'
-// parent thread (PR_SET_PDEATHSIG is tied to it).
+// Creates workers. Called from the pool's spawner thread only, one launch
+// at a time; a launch may block (fork, exec) without delaying calls.
 class WorkerLauncher {
  public:
   virtual ~WorkerLauncher() = default;

@@ -135,6 +135,14 @@ def children(pid):
     return {c for c in out if is_alive(c)}
 
 
+def is_zygote(pid):
+    try:
+        with open("/proc/%d/comm" % pid) as f:
+            return f.read().strip() == "pyexec_zygote"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
 def descendants(pid):
     out, todo = set(), [pid]
     while todo:
@@ -350,7 +358,8 @@ class Server:
             raise AssertionError("%s; last stats: %s" % (e, self.stats())) from None
 
     def worker_pids(self):
-        return children(self.pid)
+        # The zygote (--launcher=zygote) is a child of pyexecd but not a worker.
+        return {p for p in children(self.pid) if not is_zygote(p)}
 
 
 # ---------------------------------------------------------------- values

@@ -36,7 +36,7 @@ export PYEXEC_PY_STUBS="$stubs"
 if (($#)); then
   suites=("$@")
 else
-  suites=(test_core test_robustness test_drain test_chaos test_repl test_confinement test_security test_streams_refs)
+  suites=(test_core test_robustness test_drain test_chaos test_repl test_confinement test_security test_zygote test_streams_refs)
 fi
 
 cd "$here"

@@ -4,9 +4,11 @@ The replicas' arguments come from the Deployment that
 `kubectl kustomize deploy/kubernetes` renders. Only what a pod gets from its
 cluster is replaced: $(POD_IP) becomes a loopback address of its own
 (127.A.B.1..3), the wildcard listen host becomes that address (a pod has its
-own network namespace; loopback replicas share one), and the headless
-Service's dns:/// entry becomes the static list of the three. Ports stay as
-the manifest has them unless another process holds them.
+own network namespace; loopback replicas share one), the headless
+Service's dns:/// entry becomes the static list of the three, and the
+mounted Secret (/etc/pyexec/auth) becomes a temporary directory holding a
+tokens file and a peer secret. Ports stay as the manifest has them unless
+another process holds them.
 
 Checks: 60 sessions x 20 stateful calls through the balancer all succeed and
 land on >= 2 replicas; after kill -9 of one replica only its sessions fail
@@ -132,6 +134,14 @@ class ManifestTest(unittest.TestCase):
         self.assertTrue(sc["readOnlyRootFilesystem"])
         self.assertEqual(sc["capabilities"]["drop"], ["ALL"])
         self.assertEqual(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault")
+        # Authentication from the Secret pyexec-auth (a wildcard listen
+        # without it is refused).
+        auth_dir = os.path.dirname(flag_value(args, "auth_tokens_file"))
+        self.assertEqual(os.path.dirname(flag_value(args, "peer_secret_file")), auth_dir)
+        (auth,) = [m for m in c["volumeMounts"] if m["mountPath"] == auth_dir]
+        self.assertTrue(auth["readOnly"])
+        (secret,) = [v for v in pod["volumes"] if v["name"] == auth["name"]]
+        self.assertEqual(secret["secret"]["secretName"], "pyexec-auth")
         (tmp,) = [m for m in c["volumeMounts"] if m["mountPath"] == "/tmp"]
         (vol,) = [v for v in pod["volumes"] if v["name"] == tmp["name"]]
         self.assertIn("emptyDir", vol)
@@ -203,13 +213,40 @@ def free_port(ip):
         return s.getsockname()[1]
 
 
+class BearerToken(grpc.UnaryUnaryClientInterceptor):
+    """Adds `authorization: Bearer TOKEN` to every call (plaintext channels
+    cannot carry call credentials)."""
+
+    def __init__(self, token):
+        self.token = token
+
+    def intercept_unary_unary(self, continuation, details, request):
+        metadata = list(details.metadata or []) + [("authorization", "Bearer " + self.token)]
+        details = details._replace(metadata=metadata) if hasattr(details, "_replace") else \
+            _CallDetails(details.method, details.timeout, metadata, details.credentials,
+                         getattr(details, "wait_for_ready", None),
+                         getattr(details, "compression", None))
+        return continuation(details, request)
+
+
+class _CallDetails(grpc.ClientCallDetails):
+    def __init__(self, method, timeout, metadata, credentials, wait_for_ready, compression):
+        self.method = method
+        self.timeout = timeout
+        self.metadata = metadata
+        self.credentials = credentials
+        self.wait_for_ready = wait_for_ready
+        self.compression = compression
+
+
 class Replica(fx.Server):
     """pyexecd started with exactly the given arguments."""
 
-    def __init__(self, args, ip):
+    def __init__(self, args, ip, token):
         super().__init__()
         self.flags = list(args)
         self.ip = ip
+        self.token = token
 
     def start(self):
         binary = fx.pyexecd_path()
@@ -222,7 +259,7 @@ class Replica(fx.Server):
             self.kill()
             raise AssertionError("unexpected first stdout line %r\n%s" % (line, self.log_tail()))
         self.address = "%s:%s" % (m.group(1), m.group(2))
-        self.channel = self.new_channel()
+        self.channel = grpc.intercept_channel(self.new_channel(), BearerToken(self.token))
         self.stub = pb_grpc.PyExecStub(self.channel)
         self.health = fx.health_pb2_grpc.HealthStub(self.channel)
         threading.Thread(target=self._drain_stdout, daemon=True).start()
@@ -379,16 +416,25 @@ class BalancerTestBase(unittest.TestCase):
             # Something else holds the manifest's ports (a wildcard listener).
             grpc_port, metrics_port = free_port(ips[0]), free_port(ips[0])
         static_peers = ",".join("%s:%d" % (ip, grpc_port) for ip in ips)
+        # The Secret pyexec-auth, as Kubernetes would mount it.
+        auth_dir = tempfile.mkdtemp(prefix="pyexec_auth_")
+        self.addCleanup(shutil.rmtree, auth_dir, True)
+        self.token = os.urandom(16).hex()
+        with open(os.path.join(auth_dir, "tokens"), "w") as f:
+            f.write("scaleout-test %s\n" % self.token)
+        with open(os.path.join(auth_dir, "peer-secret"), "w") as f:
+            f.write(os.urandom(16).hex() + "\n")
         self.replicas = []
         for ip in ips:
             args = []
             for arg in self.manifest_args:
                 arg = arg.replace("$(POD_IP)", ip).replace("0.0.0.0", ip)
+                arg = arg.replace("/etc/pyexec/auth", auth_dir)
                 arg = re.sub(r"dns:///[^,]+", static_peers, arg)
                 arg = re.sub(r":50051$", ":%d" % grpc_port, arg)
                 arg = re.sub(r":9090$", ":%d" % metrics_port, arg)
                 args.append(arg)
-            r = Replica(args, ip)
+            r = Replica(args, ip, self.token)
             self.addCleanup(r.remove_log)
             self.addCleanup(r.cleanup)
             self.replicas.append(r)
@@ -403,7 +449,8 @@ class BalancerTestBase(unittest.TestCase):
         # gRPC's default transparent retry stays on, as for any real client:
         # a balancer that recycles its client connection (GOAWAY) may race
         # calls that never reached it.
-        self.channel = grpc.insecure_channel(self.lb.address)
+        self.channel = grpc.intercept_channel(grpc.insecure_channel(self.lb.address),
+                                              BearerToken(self.token))
         self.addCleanup(self.channel.close)
         self.stub = pb_grpc.PyExecStub(self.channel)
 
@@ -465,6 +512,11 @@ class BalancerTestBase(unittest.TestCase):
 
     def test_1_sessions_spread_and_every_call_succeeds(self):
         before = {r.address: r.metrics() for r in self.replicas}
+        # The manifest's authentication is in force.
+        with grpc.insecure_channel(self.lb.address) as anonymous:
+            with self.assertRaises(grpc.RpcError) as cm:
+                pb_grpc.PyExecStub(anonymous).Eval(pb.EvalRequest(code="1"), timeout=CALL_TIMEOUT)
+            self.assertEqual(cm.exception.code(), SC.UNAUTHENTICATED)
 
         def one_session(_):
             token = self.bind()

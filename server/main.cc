@@ -48,6 +48,17 @@ ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(30),
 ABSL_FLAG(std::string, worker_binary, "",
           "Path of pyexec_worker; default: next to pyexecd, or "
           "../worker/pyexec_worker relative to it (the Bazel layout).");
+ABSL_FLAG(std::string, launcher, "zygote",
+          "How workers start: 'zygote' forks them from a pre-initialised "
+          "template (about 1 ms each, shared preloads); 'spawn' starts a new "
+          "pyexec_worker process each time.");
+ABSL_FLAG(std::vector<std::string>, preload, {},
+          "Modules imported once in the zygote, so that every worker has them "
+          "(shared copy-on-write). A failing import stops pyexecd at start.");
+ABSL_FLAG(std::string, preload_file, "",
+          "Python file run once in the zygote's __main__ before any worker is "
+          "forked; names it defines are visible to bound sessions. A failure "
+          "stops pyexecd at start.");
 ABSL_FLAG(uint64_t, worker_memory_limit_mb, 4096,
           "Address-space limit per worker in MiB (RLIMIT_AS); 0 = none.");
 ABSL_FLAG(uint64_t, worker_max_open_files, 1024,
@@ -212,6 +223,10 @@ ServerOptions OptionsFromFlags() {
   // must fit one gRPC message.
   o.worker.max_response_bytes = static_cast<uint64_t>(o.max_message_bytes);
   o.pool.max_frame_bytes = o.worker.max_response_bytes + kFrameOverheadBytes;
+  o.launcher = absl::GetFlag(FLAGS_launcher) == "spawn" ? LauncherKind::kSpawn
+                                                        : LauncherKind::kZygote;
+  o.zygote.preload = absl::GetFlag(FLAGS_preload);
+  o.zygote.preload_file = absl::GetFlag(FLAGS_preload_file);
   o.worker.memory_limit_mb = absl::GetFlag(FLAGS_worker_memory_limit_mb);
   o.worker.max_open_files = absl::GetFlag(FLAGS_worker_max_open_files);
   o.advertise_address = absl::GetFlag(FLAGS_advertise_address);
@@ -302,7 +317,7 @@ int Run() {
     LogWarning("second stop signal: stopping now");
     // Best effort: workers still running may write until they die with us.
     remove_root();
-    _exit(0);  // PR_SET_PDEATHSIG takes the workers down with us.
+    _exit(0);  // Each worker's watchdog takes its process group down.
   });
   second.detach();
   server.Drain();
@@ -320,5 +335,15 @@ int main(int argc, char** argv) {
       "pyexecd: runs Python for programs written in any language, over gRPC.\n"
       "  pyexecd --listen=127.0.0.1:50051 --workers=4 --max_workers=16");
   absl::ParseCommandLine(argc, argv);
+  const std::string launcher = absl::GetFlag(FLAGS_launcher);
+  if (launcher != "zygote" && launcher != "spawn") {
+    pyexec::LogError("--launcher must be 'zygote' or 'spawn'");
+    return 2;
+  }
+  if (launcher == "spawn" && (!absl::GetFlag(FLAGS_preload).empty() ||
+                              !absl::GetFlag(FLAGS_preload_file).empty())) {
+    pyexec::LogError("--preload and --preload_file need --launcher=zygote");
+    return 2;
+  }
   return pyexec::Run();
 }

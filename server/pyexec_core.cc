@@ -66,29 +66,61 @@ PyExecCore::PyExecCore(const CoreOptions& options, SessionTable* sessions,
                        ContextPool* pool)
     : options_(options), sessions_(sessions), pool_(pool) {}
 
-void PyExecCore::Bind(absl::string_view principal,
-                      const v1::BindRequest& request, absl::Time deadline,
-                      v1::BindResponse* response, RpcDone done) {
+void BindHandle::Cancel() {
+  std::string token;
+  {
+    absl::MutexLock lock(&mu_);
+    cancelled_ = true;
+    token = std::move(token_);
+    token_.clear();
+  }
+  if (token.empty()) return;
+  LogInfo(absl::StrCat("bind of session ", TokenForLog(token),
+                       " cancelled by the client; unbinding"));
+  v1::UnbindRequest unbind;
+  unbind.set_session(std::move(token));
+  core_->Unbind(principal_, unbind).IgnoreError();
+}
+
+std::shared_ptr<BindHandle> PyExecCore::Bind(absl::string_view principal,
+                                             const v1::BindRequest& request,
+                                             absl::Time deadline,
+                                             v1::BindResponse* response,
+                                             RpcDone done) {
+  auto handle = std::make_shared<BindHandle>(this, principal);
   if (absl::Status room = sessions_->ReserveSlot(
           principal, options_.max_sessions_per_principal);
       !room.ok()) {
     done(room);
-    return;
+    return handle;
   }
   absl::Duration idle = options_.session_idle_timeout;
   if (request.idle_timeout_seconds() > 0) {
     idle = std::min(absl::Seconds(request.idle_timeout_seconds()),
                     options_.max_session_idle_timeout);
   }
-  pool_->Acquire(deadline, [this, idle, response, owner = std::string(principal),
+  pool_->Acquire(deadline, [this, idle, response, handle,
+                            owner = std::string(principal),
                             done = std::move(done)](absl::StatusOr<WorkerId> worker) {
     if (!worker.ok()) {
       sessions_->ReleaseSlot(owner);
       done(worker.status());
       return;
     }
-    std::string token = sessions_->Add(*worker, idle, owner);
+    std::string token;
+    {
+      absl::MutexLock lock(&handle->mu_);
+      if (!handle->cancelled_) {
+        token = sessions_->Add(*worker, idle, owner);
+        handle->token_ = token;
+      }
+    }
     sessions_->ReleaseSlot(owner);
+    if (token.empty()) {
+      pool_->Release(*worker);
+      done(absl::CancelledError("the client cancelled the bind"));
+      return;
+    }
     LogInfo(absl::StrCat("bind session ", TokenForLog(token), " idle_timeout ",
                          absl::FormatDuration(idle)));
     response->set_session(std::move(token));
@@ -96,6 +128,7 @@ void PyExecCore::Bind(absl::string_view principal,
         static_cast<uint32_t>(absl::ToInt64Seconds(idle)));
     done(absl::OkStatus());
   });
+  return handle;
 }
 
 absl::Status PyExecCore::Unbind(absl::string_view principal,

@@ -2,6 +2,8 @@
 #define PYEXEC_SERVER_PYEXEC_CORE_H_
 
 #include <functional>
+#include <string>
+#include <memory>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
@@ -36,6 +38,26 @@ using RpcDone = std::function<void(absl::Status status)>;
 template <typename Event>
 using StreamSink = std::function<void(Event event, CallId ack)>;
 
+class PyExecCore;
+
+// One Bind in progress, shared by the core and the RPC. Thread-safe.
+class BindHandle {
+ public:
+  BindHandle(PyExecCore* core, absl::string_view principal)
+      : core_(core), principal_(principal) {}
+  // The client is gone: a worker granted later is released and the Bind
+  // ends CANCELLED; a session already made is unbound.
+  void Cancel();
+
+ private:
+  friend class PyExecCore;
+  PyExecCore* const core_;
+  const std::string principal_;
+  absl::Mutex mu_;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  std::string token_ ABSL_GUARDED_BY(mu_);
+};
+
 // The PyExec API's logic, free of gRPC: validates requests, resolves
 // sessions, runs calls on the pool and fills in responses. The gRPC service
 // is a thin adapter over it.
@@ -53,9 +75,14 @@ class PyExecCore {
   PyExecCore(const CoreOptions& options, SessionTable* sessions,
              ContextPool* pool);
 
-  // RESOURCE_EXHAUSTED past max_sessions_per_principal.
-  void Bind(absl::string_view principal, const v1::BindRequest& request,
-            absl::Time deadline, v1::BindResponse* response, RpcDone done);
+  // RESOURCE_EXHAUSTED past max_sessions_per_principal. The returned handle
+  // lets the RPC say that its client went away (cancelled, disconnected,
+  // deadline), so that the session is not created, or is unbound at once,
+  // instead of idling for its timeout.
+  std::shared_ptr<BindHandle> Bind(absl::string_view principal,
+                                   const v1::BindRequest& request,
+                                   absl::Time deadline,
+                                   v1::BindResponse* response, RpcDone done);
   // Always OK: unknown, expired and other principals' tokens are fine (and
   // left alone).
   absl::Status Unbind(absl::string_view principal,

@@ -158,5 +158,57 @@ TEST_F(PyExecCoreTest, WorkerDeathEndsTheSession) {
   EXPECT_EQ(Eval(*token, "x").status().code(), absl::StatusCode::kNotFound);
 }
 
+// A client that gives up on a Bind waiting for a worker must not leave a
+// session behind (it would idle for its timeout, up to 24 h).
+TEST(PyExecCoreBindTest, CancelledBindLeavesNoSession) {
+  ContextPoolOptions options;
+  options.workers = 1;
+  options.max_workers = 3;
+  auto launcher = std::make_unique<FakeWorkerLauncher>();
+  FakeWorkerLauncher* fake = launcher.get();
+  ContextPool pool(options, std::move(launcher));
+  SessionTable sessions;
+  PyExecCore core(CoreOptions{}, &sessions, &pool);
+  ASSERT_TRUE(pool.Start().ok());
+  ASSERT_TRUE(pool.WaitUntilWarm(absl::Seconds(10)));
+  // No more workers for now: the second bind has to wait.
+  fake->FailNextLaunches(1000000);
+  auto bind = [&](v1::BindResponse* response, absl::Notification* done,
+                  absl::Status* status) {
+    return core.Bind("", v1::BindRequest(), absl::Now() + absl::Seconds(10),
+                     response, [done, status](absl::Status s) {
+                       *status = s;
+                       done->Notify();
+                     });
+  };
+  v1::BindResponse first_response, second_response;
+  absl::Notification first_done, second_done;
+  absl::Status first, second;
+  bind(&first_response, &first_done, &first);
+  first_done.WaitForNotification();
+  ASSERT_TRUE(first.ok());
+
+  std::shared_ptr<BindHandle> waiting =
+      bind(&second_response, &second_done, &second);
+  EXPECT_FALSE(second_done.HasBeenNotified());
+  waiting->Cancel();
+  fake->FailNextLaunches(0);
+  second_done.WaitForNotification();
+  EXPECT_EQ(second.code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(sessions.size(), 1u);
+
+  // Cancelled after the session was made: unbound at once.
+  v1::BindResponse third_response;
+  absl::Notification third_done;
+  absl::Status third;
+  std::shared_ptr<BindHandle> late = bind(&third_response, &third_done, &third);
+  third_done.WaitForNotification();
+  ASSERT_TRUE(third.ok());
+  EXPECT_EQ(sessions.size(), 2u);
+  late->Cancel();
+  EXPECT_EQ(sessions.size(), 1u);
+  pool.Shutdown();
+}
+
 }  // namespace
 }  // namespace pyexec

@@ -74,6 +74,17 @@ MetricsSnapshot PyExecServer::Snapshot() const {
 }
 
 absl::StatusOr<std::string> PyExecServer::Start() {
+  // The zygote is exec'd first, before any gRPC thread exists, and is the
+  // only process that forks (grpc/grpc#22624).
+  std::unique_ptr<WorkerLauncher> launcher;
+  if (options_.launcher == LauncherKind::kZygote) {
+    auto zygote =
+        std::make_unique<ZygoteWorkerLauncher>(options_.worker, options_.zygote);
+    if (absl::Status s = zygote->Start(); !s.ok()) return s;
+    launcher = std::move(zygote);
+  } else {
+    launcher = std::make_unique<ProcessWorkerLauncher>(options_.worker);
+  }
   AuthOptions auth_options = options_.auth;
   auth_options.mtls = options_.tls.mtls();
   absl::StatusOr<std::unique_ptr<Authenticator>> auth =
@@ -123,9 +134,8 @@ absl::StatusOr<std::string> PyExecServer::Start() {
     forwarder_ = std::make_unique<Forwarder>(peers_.get(), metrics_.get(),
                                              options_.default_timeout, auth_.get());
   }
-  pool_ = std::make_unique<ContextPool>(
-      options_.pool, std::make_unique<ProcessWorkerLauncher>(options_.worker));
-  sessions_ = std::make_unique<SessionTable>(absl::Now, token_prefix);
+  pool_ = std::make_unique<ContextPool>(options_.pool, std::move(launcher));
+  sessions_ = std::make_unique<SessionTable>(MonotonicNow, token_prefix);
   core_ = std::make_unique<PyExecCore>(options_.core, sessions_.get(),
                                        pool_.get());
   PyExecCore* core = core_.get();

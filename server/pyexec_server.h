@@ -13,6 +13,7 @@
 #include "common/limits.h"
 #include "context_pool/context_pool.h"
 #include "context_pool/process_worker_launcher.h"
+#include "context_pool/zygote_worker_launcher.h"
 #include "grpcpp/server.h"
 #include "server/auth.h"
 #include "server/forwarder.h"
@@ -27,6 +28,15 @@
 
 namespace pyexec {
 
+// How worker processes are created.
+enum class LauncherKind {
+  // Forked from a pre-initialised zygote (about a millisecond, shared
+  // preloads).
+  kZygote,
+  // posix_spawn of pyexec_worker, each initialising its own CPython.
+  kSpawn,
+};
+
 // Everything pyexecd can be told. Filled from flags in main.cc.
 struct ServerOptions {
   // host:port to listen on; port 0 picks a free port.
@@ -35,6 +45,10 @@ struct ServerOptions {
   ContextPoolOptions pool;
   // Settings passed to each worker process.
   WorkerProcessOptions worker;
+  // How workers are created.
+  LauncherKind launcher = LauncherKind::kZygote;
+  // Preloads and timeouts of the zygote (kZygote only).
+  ZygoteOptions zygote;
   // Session idle timeouts.
   CoreOptions core;
   // Deadline applied to calls that carry none.

@@ -219,6 +219,40 @@ class FinishedStream final : public grpc::ServerWriteReactor<Event> {
   void OnDone() override { delete this; }
 };
 
+// A Bind: OnCancel (client cancelled or disconnected, or the deadline
+// passed) tells the core, so that no session outlives its client's
+// interest.
+class BindReactor final : public MeteredReactor {
+ public:
+  BindReactor(Metrics* metrics, Rpc rpc) : MeteredReactor(metrics, rpc) {}
+
+  void Start(std::shared_ptr<BindHandle> handle) {
+    bool cancelled;
+    {
+      absl::MutexLock lock(&mu_);
+      handle_ = handle;
+      cancelled = cancelled_;
+    }
+    // OnCancel may have run before we had the handle.
+    if (cancelled) handle->Cancel();
+  }
+
+  void OnCancel() override {
+    std::shared_ptr<BindHandle> handle;
+    {
+      absl::MutexLock lock(&mu_);
+      cancelled_ = true;
+      handle = handle_;
+    }
+    if (handle != nullptr) handle->Cancel();
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::shared_ptr<BindHandle> handle_ ABSL_GUARDED_BY(mu_);
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+};
+
 grpc::ServerUnaryReactor* Finished(const absl::Status& status, Metrics* metrics,
                                    Rpc rpc) {
   auto* reactor = new MeteredReactor(metrics, rpc);
@@ -265,9 +299,9 @@ grpc::ServerUnaryReactor* PyExecService::Bind(
   if (absl::Status bad = v1::MalformedRequestError(*request); !bad.ok()) {
     return Finished(bad, metrics_, Rpc::kBind);
   }
-  auto* reactor = new MeteredReactor(metrics_, Rpc::kBind);
-  core_->Bind(*principal, *request, DeadlineOf(*context), response,
-              [reactor](absl::Status status) { reactor->Answer(status); });
+  auto* reactor = new BindReactor(metrics_, Rpc::kBind);
+  reactor->Start(core_->Bind(*principal, *request, DeadlineOf(*context), response,
+                             [reactor](absl::Status status) { reactor->Answer(status); }));
   return reactor;
 }
 

@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/clock.h"
 #include "context_pool/pool_ids.h"
 
 namespace pyexec {
@@ -29,9 +30,11 @@ namespace pyexec {
 // when its last call ends. Thread-safe.
 class SessionTable {
  public:
-  // `now` is injected so that tests control time. Tokens start with
-  // `token_prefix` (with --peers: "<replica id>.", see peer_set.h).
-  explicit SessionTable(std::function<absl::Time()> now = absl::Now,
+  // `now` is injected so that tests control time; idle expiry runs on the
+  // monotonic clock, so that setting the wall clock expires nothing. Tokens
+  // start with `token_prefix` (with --peers: "<replica id>.", see
+  // peer_set.h).
+  explicit SessionTable(std::function<absl::Time()> now = MonotonicNow,
                         std::string token_prefix = "")
       : now_(std::move(now)), token_prefix_(std::move(token_prefix)) {}
 

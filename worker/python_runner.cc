@@ -3,8 +3,11 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <signal.h>
 #include <sys/random.h>
 
+#include <atomic>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -128,6 +131,23 @@ PyObject* EmitText(PyObject* self, PyObject* args) {
 
 namespace {
 
+// The request id the last SIGINT was meant for (pyexecd sends it with
+// sigqueue), 0 for an untagged SIGINT.
+std::atomic<uint64_t> interrupt_for{0};
+
+// Replaces CPython's C-level SIGINT handler: records the tag, then trips
+// Python's SIGINT exactly as CPython's own handler would (the Python-level
+// handler still raises KeyboardInterrupt). Both calls are async-signal-safe.
+void OnInterrupt(int, siginfo_t* info, void*) {
+  uint64_t id = 0;
+  if (info != nullptr && info->si_code == SI_QUEUE) {
+    id = static_cast<uint64_t>(
+        reinterpret_cast<uintptr_t>(info->si_value.sival_ptr));
+  }
+  interrupt_for.store(id, std::memory_order_relaxed);
+  PyErr_SetInterruptEx(SIGINT);
+}
+
 PyMethodDef kEmitDef = {"_pyexec_emit", EmitText, METH_VARARGS,
                         "Sends a chunk of streamed output."};
 
@@ -225,8 +245,8 @@ void TakeCapture(PyObject* capture, size_t limit, std::string* out) {
 
 }  // namespace
 
-PythonRunner::PythonRunner(const RunnerLimits& limits, FrameSender send)
-    : limits_(limits), send_(std::move(send)), refs_(new RefTable()) {}
+PythonRunner::PythonRunner(const RunnerLimits& limits)
+    : limits_(limits), refs_(new RefTable()) {}
 
 // The interpreter is never finalised: the refs' objects die with the process.
 PythonRunner::~PythonRunner() { (void)refs_.release(); }
@@ -237,6 +257,7 @@ bool PythonRunner::SendPartial(internal::WorkerResponse* partial) {
   partial->set_id(current_id_);
   partial->set_partial(true);
   bool sent;
+  if (!send_) return false;
   Py_BEGIN_ALLOW_THREADS
   sent = send_(*partial);
   Py_END_ALLOW_THREADS
@@ -271,6 +292,14 @@ absl::Status PythonRunner::Initialize() {
   // size limit instead).
   PyRun_SimpleString("import sys; sys.set_int_max_str_digits(0)");
 
+  struct sigaction action {};
+  action.sa_sigaction = OnInterrupt;
+  action.sa_flags = SA_SIGINFO | SA_ONSTACK;
+  sigemptyset(&action.sa_mask);
+  if (sigaction(SIGINT, &action, nullptr) != 0) {
+    return absl::InternalError("cannot install the SIGINT handler");
+  }
+
   PyRef code(Py_CompileString(kRunnerSource, "<pyexec-runner>", Py_file_input));
   if (!code) {
     PyErr_Print();
@@ -304,8 +333,18 @@ void PythonRunner::Handle(const internal::WorkerRequest& request,
   response->set_id(request.id());
   current_id_ = request.id();
   // A SIGINT meant for the previous call may still be pending if it arrived
-  // after that call finished. Drop it so that it does not interrupt this one.
-  if (PyErr_CheckSignals() < 0) PyErr_Clear();
+  // after that call finished: drop it so that it does not interrupt this
+  // one. One meant for this call (its deadline or cancel landed between the
+  // frame's arrival and now) is tripped again just before the call runs, so
+  // that the call stops at once. A tagged SIGINT that arrives after this
+  // check stays tripped by itself.
+  bool interrupt_this_call = false;
+  if (PyErr_CheckSignals() < 0) {
+    PyErr_Clear();
+    interrupt_this_call =
+        request.id() != 0 &&
+        interrupt_for.load(std::memory_order_relaxed) == request.id();
+  }
 
   const int depth = limits_.max_value_depth;
   auto fail = [&](const absl::Status& status) {
@@ -449,6 +488,14 @@ void PythonRunner::Handle(const internal::WorkerRequest& request,
   };
   PyRef out(make_capture(1));
   PyRef err(make_capture(2));
+  if (!out || !err) {
+    // Interrupted (or out of memory) before the call started.
+    if (streamer) {
+      PyRef closed(PyObject_CallMethod(streamer.get(), "close", nullptr));
+    }
+    TakeException(helpers_, response->mutable_error());
+    return;
+  }
   PyRef saved_out(PyObject_GetAttrString(sys_module, "stdout"));
   PyRef saved_err(PyObject_GetAttrString(sys_module, "stderr"));
   PyErr_Clear();
@@ -499,6 +546,7 @@ void PythonRunner::Handle(const internal::WorkerRequest& request,
     return true;
   };
 
+  if (interrupt_this_call) PyErr_SetInterruptEx(SIGINT);
   PyRef result(PyObject_Call(callable.get(), args.get(), nullptr));
   if (!result) {
     TakeException(helpers_, response->mutable_error());

@@ -35,9 +35,13 @@ using FrameSender = std::function<bool(const internal::WorkerResponse&)>;
 // the worker handles one request at a time on its main thread.
 class PythonRunner {
  public:
-  // `send` carries the partial responses of streamed requests.
-  PythonRunner(const RunnerLimits& limits, FrameSender send);
+  explicit PythonRunner(const RunnerLimits& limits);
   ~PythonRunner();
+
+  // Sets where the partial responses of streamed requests go (the socket
+  // to pyexecd, known only once a zygote has forked this worker).
+  // REQUIRES: before the first streamed request.
+  void SetFrameSender(FrameSender send) { send_ = std::move(send); }
   PythonRunner(const PythonRunner&) = delete;
   PythonRunner& operator=(const PythonRunner&) = delete;
 
@@ -64,7 +68,7 @@ class PythonRunner {
   bool SendPartial(internal::WorkerResponse* partial);
 
   const RunnerLimits limits_;
-  const FrameSender send_;
+  FrameSender send_;
   // The live refs of this worker's session.
   std::unique_ptr<class RefTable> refs_;
   // The id of the request running now, for its partial responses.

@@ -1,8 +1,13 @@
 #include "worker/python_runner.h"
 
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdint>
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -18,7 +23,8 @@ class PythonRunnerTest : public ::testing::Test {
     limits.max_output_bytes = 1000;
     limits.max_value_depth = 64;
     sent_ = new std::vector<internal::WorkerResponse>();
-    runner_ = new PythonRunner(limits, [](const internal::WorkerResponse& r) {
+    runner_ = new PythonRunner(limits);
+    runner_->SetFrameSender([](const internal::WorkerResponse& r) {
       // The flusher thread may send too.
       absl::MutexLock lock(&sent_mu_);
       sent_->push_back(r);
@@ -253,6 +259,35 @@ TEST_F(PythonRunnerTest, InterruptRaisesKeyboardInterrupt) {
            "while True: pass\n");
   EXPECT_EQ(r.error().type(), "KeyboardInterrupt");
   EXPECT_EQ(Eval("2").value().int_(), 2);
+}
+
+// pyexecd tags each interrupt with the id of the call it is meant for
+// (sigqueue). One that lands after the call's frame arrived but before the
+// call started must still stop that call; one tagged for an earlier call
+// must not.
+void SendInterrupt(uint64_t request_id) {
+  sigval value{};
+  value.sival_ptr = reinterpret_cast<void*>(static_cast<uintptr_t>(request_id));
+  ASSERT_EQ(sigqueue(getpid(), SIGINT, value), 0);
+}
+
+TEST_F(PythonRunnerTest, InterruptForTheCallAboutToStartIsKept) {
+  SendInterrupt(41);
+  internal::WorkerRequest request;
+  request.set_id(41);
+  request.mutable_exec()->set_code("import time\ntime.sleep(5)\n");
+  absl::Time start = absl::Now();
+  internal::WorkerResponse r = Handle(request);
+  EXPECT_EQ(r.error().type(), "KeyboardInterrupt");
+  EXPECT_LT(absl::Now() - start, absl::Seconds(4));
+}
+
+TEST_F(PythonRunnerTest, InterruptForAnEarlierCallIsDropped) {
+  SendInterrupt(50);
+  internal::WorkerRequest request;
+  request.set_id(51);
+  request.mutable_eval()->set_code("1 + 1");
+  EXPECT_EQ(Handle(request).value().int_(), 2);
 }
 
 }  // namespace

@@ -311,8 +311,14 @@ std::string PythonTypeName(PyObject* object) {
   PyRef module(PyObject_GetAttrString(reinterpret_cast<PyObject*>(type),
                                       "__module__"));
   PyErr_Clear();
-  if (qualname && PyUnicode_Check(qualname.get())) {
-    name = PyUnicode_AsUTF8(qualname.get());
+  // PyUnicode_AsUTF8 is null for a str that is not valid UTF-8 (lone
+  // surrogates); then tp_name stands.
+  const char* qual = qualname && PyUnicode_Check(qualname.get())
+                         ? PyUnicode_AsUTF8(qualname.get())
+                         : nullptr;
+  PyErr_Clear();
+  if (qual != nullptr) {
+    name = qual;
     if (module && PyUnicode_Check(module.get())) {
       const char* m = PyUnicode_AsUTF8(module.get());
       if (m != nullptr && strcmp(m, "builtins") != 0) {

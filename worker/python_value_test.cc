@@ -121,6 +121,24 @@ TEST_F(PythonValueTest, OtherObjectsAreOpaqueWithTypeAndRepr) {
             absl::StatusCode::kInvalidArgument);
 }
 
+// PyUnicode_AsUTF8 fails (returns null) for a str with lone surrogates; a
+// type name like that must not crash the worker.
+TEST_F(PythonValueTest, TypeNameThatIsNotUtf8DoesNotCrash) {
+  PyRun_SimpleString(
+      "class Odd: pass\n"
+      "Odd.__qualname__ = 'Odd\\udc80'\n"
+      "Odd.__module__ = 'mod\\udc80'\n");
+  PyObject* o = Py("Odd()");
+  ASSERT_NE(o, nullptr);
+  std::string name = PythonTypeName(o);
+  EXPECT_FALSE(name.empty());
+  EXPECT_FALSE(PyErr_Occurred());
+  Value v;
+  EXPECT_TRUE(PythonToValue(o, 64, &v).ok());
+  PyErr_Clear();
+  Py_DECREF(o);
+}
+
 TEST_F(PythonValueTest, ReprThatRaisesIsAnErrorWithAPythonException) {
   PyRun_SimpleString(
       "class Bad:\n    def __repr__(self): raise RuntimeError('no repr')\n");

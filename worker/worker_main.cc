@@ -1,53 +1,79 @@
 // pyexec_worker: one embedded CPython interpreter serving framed requests
-// from pyexecd over an inherited Unix socket, one at a time.
+// from pyexecd over a Unix socket, one at a time.
 //
-// It is started by ProcessWorkerLauncher, never by hand. It exits when the
-// socket closes, and a watchdog thread kills its whole process group (the
-// worker and whatever user code started) when pyexecd exits, so that nothing
-// outlives pyexecd even when pyexecd is SIGKILLed.
+// Started by pyexecd, never by hand, in one of two ways:
+// - spawned (--launcher=spawn): one process per worker, initialising its own
+//   CPython, serving the socket inherited as --socket_fd;
+// - as the zygote (--zygote): a single-threaded template that initialises
+//   CPython once, imports the --preload modules, runs --preload_file, then
+//   forks one worker per request that pyexecd sends on --control_fd (see
+//   ZygoteLoop for the protocol). Forked workers share the zygote's memory
+//   copy-on-write and are ready in about a millisecond.
+//
+// Either way a worker leads its own process group, exits when its socket
+// closes, and a watchdog thread kills its whole group (the worker and what
+// user code started) when pyexecd exits, so that nothing outlives pyexecd
+// even when pyexecd is SIGKILLed.
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
-
-#include <mutex>
-#include <thread>
 
 #include <cstdint>
 #include <string>
+#include <mutex>
+#include <thread>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
-#include "common/logging.h"
+#include "absl/strings/str_split.h"
 #include "common/frame.h"
 #include "common/limits.h"
+#include "common/logging.h"
+#include "common/zygote_protocol.h"
+#include "pyexec/v1/worker.pb.h"
+#include "worker/py_ref.h"
 #include "worker/confinement.h"
 #include "worker/python_runner.h"
-#include "pyexec/v1/worker.pb.h"
 
 ABSL_FLAG(int, socket_fd, 3, "Inherited socket connected to pyexecd.");
 ABSL_FLAG(int, parent_pid, 0,
-          "pid of pyexecd; the worker exits at once if its parent differs "
-          "(the parent died before PR_SET_PDEATHSIG took effect).");
+          "pid of pyexecd; the worker (or zygote) watches it through a pidfd "
+          "and exits at once if its parent differs (pyexecd already died).");
+ABSL_FLAG(bool, zygote, false,
+          "Run as the zygote: fork workers on requests from --control_fd.");
+ABSL_FLAG(int, control_fd, 3, "Zygote: inherited control socket.");
+ABSL_FLAG(std::string, preload, "",
+          "Zygote: comma-separated modules to import once for all workers.");
+ABSL_FLAG(std::string, preload_file, "",
+          "Zygote: Python file run once in __main__ before any fork.");
 ABSL_FLAG(uint64_t, max_output_bytes, pyexec::kDefaultMaxOutputBytes,
           "Captured stdout and stderr per call, each.");
-ABSL_FLAG(int, max_value_depth, pyexec::kDefaultMaxValueDepth, "Container nesting limit of Values.");
-ABSL_FLAG(uint64_t, max_frame_bytes, pyexec::kDefaultMaxFrameBytes, "Largest request frame.");
+ABSL_FLAG(int, max_value_depth, pyexec::kDefaultMaxValueDepth,
+          "Container nesting limit of Values.");
+ABSL_FLAG(uint64_t, max_frame_bytes, pyexec::kDefaultMaxFrameBytes,
+          "Largest request frame.");
 ABSL_FLAG(uint64_t, max_response_bytes, pyexec::kDefaultMaxMessageBytes,
           "Largest response; a bigger result is refused with "
           "RESOURCE_EXHAUSTED and the worker lives on.");
 ABSL_FLAG(uint64_t, memory_limit_mb, 0,
           "Address-space limit (RLIMIT_AS) in MiB; 0 = none.");
 ABSL_FLAG(uint64_t, max_open_files, 0, "RLIMIT_NOFILE; 0 = inherited.");
-// Confinement (ConfinementOptions); pyexecd passes all of them.
+// Confinement (ConfinementOptions); pyexecd passes all of them. The zygote
+// applies none to itself: each forked worker confines itself.
 ABSL_FLAG(int64_t, uid, -1, "Run as this uid when started as root; -1 = keep.");
 ABSL_FLAG(int64_t, gid, -1, "Run as this gid when started as root; -1 = keep.");
 ABSL_FLAG(uint64_t, max_processes, 0, "RLIMIT_NPROC; 0 = inherited.");
@@ -56,12 +82,15 @@ ABSL_FLAG(uint64_t, max_file_bytes, 0, "RLIMIT_FSIZE in bytes; 0 = none.");
 ABSL_FLAG(bool, seccomp, true, "Install the seccomp filter.");
 ABSL_FLAG(std::string, network, "host", "host, or none: an empty network namespace.");
 ABSL_FLAG(std::string, private_dir, "",
-          "Private directory: HOME, TMPDIR and working directory.");
+          "Private directory: HOME, TMPDIR and working directory (spawned "
+          "workers; the zygote gets one per fork request).");
 
 namespace pyexec {
 namespace {
 
-// Applies the per-worker OS limits before Python allocates anything.
+// Applies the per-worker OS limits. A spawned worker applies them before
+// Python allocates anything; a forked one right after the fork (the zygote
+// itself is not limited, so that one runaway session cannot starve it).
 void ApplyLimits() {
   if (uint64_t mb = absl::GetFlag(FLAGS_memory_limit_mb); mb > 0) {
     rlimit limit{mb << 20, mb << 20};
@@ -76,28 +105,29 @@ void ApplyLimits() {
 }
 
 // Ends the worker together with every process user code started in its
-// process group. Only when the worker leads its group (as the launcher
-// arranges): a worker started by hand must not kill whoever started it.
+// process group. Only when the worker leads its group (as the launchers
+// arrange): a worker started by hand must not kill whoever started it.
 void KillOwnProcessGroup() {
   if (getpgrp() == getpid()) kill(0, SIGKILL);
 }
 
-// Ties the worker's process group to pyexecd's life. PR_SET_PDEATHSIG alone
-// would kill only the worker and leave the programs user code started
-// running, so a thread (not Python; unaffected by what user code does with
-// signals) waits on a pidfd of the parent and then kills the whole group.
-// Returns false if the parent is already gone.
-bool WatchParent(int parent) {
-  if (parent == 0) return true;
+// A pidfd of pyexecd, opened while pyexecd is certainly our parent (the
+// ppid check after pidfd_open closes the race where it died first). -1 when
+// there is no parent to watch (started by hand); -2 if pyexecd is gone.
+int OpenParentPidfd(int parent) {
+  if (parent == 0) return -1;
   int pidfd = static_cast<int>(syscall(SYS_pidfd_open, parent, 0));
-  if (pidfd < 0) {
-    // No pidfd: fall back to dying alone with the parent.
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    return getppid() == parent;
-  }
-  // The ppid check after pidfd_open closes the race where the parent died
-  // before we started watching it.
-  if (getppid() != parent) return false;
+  if (pidfd < 0 || getppid() != parent) return -2;
+  fcntl(pidfd, F_SETFD, FD_CLOEXEC);
+  return pidfd;
+}
+
+// Ties the worker's process group to pyexecd's life. A thread (not Python;
+// unaffected by what user code does with signals) waits on the pidfd and
+// then kills the whole group. Threads do not survive fork, so a forked
+// worker starts its own.
+void StartParentWatchdog(int pidfd) {
+  if (pidfd < 0) return;
   std::thread([pidfd] {
     sigset_t all;
     sigfillset(&all);
@@ -106,8 +136,8 @@ bool WatchParent(int parent) {
     while (poll(&p, 1, -1) < 0 && errno == EINTR) {
     }
     KillOwnProcessGroup();
+    _exit(1);
   }).detach();
-  return true;
 }
 
 // Replaces a response too big for gRPC with a failure, so that the worker
@@ -125,23 +155,8 @@ void CapResponse(size_t max_bytes, internal::WorkerResponse* response) {
       max_bytes, "); the session is intact"));
 }
 
-int Serve() {
-  const int fd = absl::GetFlag(FLAGS_socket_fd);
-  const size_t max_frame = absl::GetFlag(FLAGS_max_frame_bytes);
-  const size_t max_response = absl::GetFlag(FLAGS_max_response_bytes);
-
-  if (!WatchParent(absl::GetFlag(FLAGS_parent_pid))) return 1;
-  // Programs that user code starts must not inherit the control socket.
-  fcntl(fd, F_SETFD, FD_CLOEXEC);
-  // The launcher blocks every signal around spawning; start clean.
-  sigset_t none;
-  sigemptyset(&none);
-  sigprocmask(SIG_SETMASK, &none, nullptr);
-  ApplyLimits();
-
-  // Confined before Python starts, so that the interpreter itself (and
-  // os.environ, which it copies at start-up) sees the final user, HOME and
-  // TMPDIR; the parent watchdog thread gets the seccomp filter too.
+// The confinement flags, with `private_dir`. Exits on a bad --network.
+ConfinementOptions ConfinementFromFlags(const std::string& private_dir) {
   ConfinementOptions confinement;
   confinement.uid = absl::GetFlag(FLAGS_uid);
   confinement.gid = absl::GetFlag(FLAGS_gid);
@@ -149,34 +164,49 @@ int Serve() {
   confinement.cpu_seconds = absl::GetFlag(FLAGS_cpu_seconds);
   confinement.max_file_bytes = absl::GetFlag(FLAGS_max_file_bytes);
   confinement.seccomp = absl::GetFlag(FLAGS_seccomp);
-  confinement.private_dir = absl::GetFlag(FLAGS_private_dir);
+  confinement.private_dir = private_dir;
   if (!ParseWorkerNetwork(absl::GetFlag(FLAGS_network), &confinement.network)) {
     LogError("worker: --network must be host or none");
-    return 7;
+    _exit(7);
   }
-  if (absl::Status s = ConfineWorker(confinement); !s.ok()) {
-    LogError(absl::StrCat("worker: cannot confine: ", s.message()));
-    return 7;
-  }
+  return confinement;
+}
 
+RunnerLimits LimitsFromFlags() {
   RunnerLimits limits;
   limits.max_output_bytes = absl::GetFlag(FLAGS_max_output_bytes);
   limits.max_value_depth = absl::GetFlag(FLAGS_max_value_depth);
-  limits.max_response_bytes = max_response;
-  // Partial responses come from the main thread and from the runner's output
-  // flusher thread; one frame at a time. A blocking write is the
-  // backpressure: pyexecd stops reading while a client is slow.
+  limits.max_response_bytes = absl::GetFlag(FLAGS_max_response_bytes);
+  return limits;
+}
+
+// Says hello, then serves requests on `fd` until pyexecd closes it.
+int Serve(int fd, PythonRunner& runner) {
+  const size_t max_frame = absl::GetFlag(FLAGS_max_frame_bytes);
+  const size_t max_response = absl::GetFlag(FLAGS_max_response_bytes);
+  // Programs that user code starts must not inherit the socket.
+  fcntl(fd, F_SETFD, FD_CLOEXEC);
+  // Partial responses (streamed calls) come from the main thread and from
+  // the runner's output flusher thread: one frame at a time. A blocking
+  // write is the backpressure: pyexecd stops reading while a client is slow.
   std::mutex write_mu;
   auto send = [fd, &write_mu](const internal::WorkerResponse& frame) {
     std::lock_guard<std::mutex> lock(write_mu);
     return WriteFrame(fd, frame).ok();
   };
-  PythonRunner runner(limits, send);
-  if (absl::Status s = runner.Initialize(); !s.ok()) {
-    LogError(absl::StrCat("worker: ", s.message()));
-    return 2;
-  }
+  runner.SetFrameSender(send);
 
+  {
+    // Runs one throwaway call before saying hello: the first call's one-off
+    // costs (copy-on-write faults of a forked worker, lazy imports and
+    // caches) are then paid while the worker is still a spare, not by the
+    // session's first call.
+    internal::WorkerRequest warm;
+    warm.mutable_eval()->set_code("None");
+    warm.set_fresh_namespace(true);
+    internal::WorkerResponse ignored;
+    runner.Handle(warm, &ignored);
+  }
   internal::WorkerResponse hello;
   hello.mutable_hello()->set_pid(getpid());
   hello.mutable_hello()->set_python_version(PythonRunner::PythonVersion());
@@ -209,13 +239,231 @@ int Serve() {
   }
 }
 
+// Spawned worker: its own CPython, the inherited socket.
+int RunSpawned() {
+  int pidfd = OpenParentPidfd(absl::GetFlag(FLAGS_parent_pid));
+  if (pidfd == -2) return 1;
+  StartParentWatchdog(pidfd);
+  // Start with a clean signal mask whatever the spawner had.
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, nullptr);
+  ApplyLimits();
+  // Confined before Python starts, so that the interpreter itself (and
+  // os.environ, which it copies at start-up) sees the final user, HOME and
+  // TMPDIR; the parent watchdog thread gets the seccomp filter too.
+  if (absl::Status s =
+          ConfineWorker(ConfinementFromFlags(absl::GetFlag(FLAGS_private_dir)));
+      !s.ok()) {
+    LogError(absl::StrCat("worker: cannot confine: ", s.message()));
+    return 7;
+  }
+  PythonRunner runner(LimitsFromFlags());
+  if (absl::Status s = runner.Initialize(); !s.ok()) {
+    LogError(absl::StrCat("worker: ", s.message()));
+    return 2;
+  }
+  return Serve(absl::GetFlag(FLAGS_socket_fd), runner);
+}
+
+// Imports --preload and runs --preload_file in __main__. On failure returns
+// the formatted traceback.
+absl::Status Preload() {
+  std::string script = "import importlib, sys, traceback\n";
+  for (absl::string_view module :
+       absl::StrSplit(absl::GetFlag(FLAGS_preload), ',', absl::SkipWhitespace())) {
+    absl::StrAppend(&script, "importlib.import_module(", "'",
+                    absl::StripAsciiWhitespace(module), "')\n");
+  }
+  std::string file = absl::GetFlag(FLAGS_preload_file);
+  PyObject* main = PyImport_AddModule("__main__");  // borrowed
+  PyObject* globals = PyModule_GetDict(main);       // borrowed
+  PyRef path(PyUnicode_FromString(file.c_str()));
+  PyDict_SetItemString(globals, "_pyexec_preload_file", path.get());
+  absl::StrAppend(
+      &script,
+      "if _pyexec_preload_file:\n"
+      "    with open(_pyexec_preload_file, encoding='utf-8') as f:\n"
+      "        exec(compile(f.read(), _pyexec_preload_file, 'exec'), "
+      "sys.modules['__main__'].__dict__)\n");
+  PyRef result(PyRun_String(script.c_str(), Py_file_input, globals, globals));
+  PyDict_DelItemString(globals, "_pyexec_preload_file");
+  if (result) return absl::OkStatus();
+  // Format the traceback as Python would print it.
+  PyObject *type, *value, *tb;
+  PyErr_Fetch(&type, &value, &tb);
+  PyErr_NormalizeException(&type, &value, &tb);
+  PyRef owned_type(type), owned_value(value), owned_tb(tb);
+  std::string text = "preload failed";
+  PyRef module(PyImport_ImportModule("traceback"));
+  PyRef lines(module ? PyObject_CallMethod(module.get(), "format_exception",
+                                           "OOO", type, value ? value : Py_None,
+                                           tb ? tb : Py_None)
+                     : nullptr);
+  PyRef empty(PyUnicode_FromString(""));
+  PyRef joined(lines ? PyUnicode_Join(empty.get(), lines.get()) : nullptr);
+  if (joined) {
+    const char* utf8 = PyUnicode_AsUTF8(joined.get());
+    if (utf8 != nullptr) text = utf8;
+  }
+  PyErr_Clear();
+  // importlib.import_module is not part of the user's story.
+  return absl::FailedPreconditionError(text);
+}
+
+// After fork, in the new worker: what must differ between sessions.
+void ReseedAfterFork() {
+  // PyOS_AfterFork_Child already ran os.register_at_fork hooks (random's
+  // own reseed among them); reseed explicitly in case a preload replaced
+  // the module-level instance or seeded it deterministically.
+  PyRun_SimpleString(
+      "import sys\n"
+      "_r = sys.modules.get('random')\n"
+      "if _r is not None: _r.seed()\n"
+      "del _r\n");
+}
+
+// Python copied the environment when the zygote started: point os.environ
+// (and tempfile) at the HOME and TMPDIR that ConfineWorker just set.
+void RefreshPythonEnvironment() {
+  PyRef os(PyImport_ImportModule("os"));
+  PyRef environ(os ? PyObject_GetAttrString(os.get(), "environ") : nullptr);
+  for (const char* name : {"HOME", "TMPDIR"}) {
+    const char* value = getenv(name);
+    if (!environ || value == nullptr) continue;
+    PyRef text(PyUnicode_DecodeFSDefault(value));
+    if (text) PyMapping_SetItemString(environ.get(), name, text.get());
+  }
+  PyErr_Clear();
+  PyRun_SimpleString(
+      "import sys\n"
+      "_t = sys.modules.get('tempfile')\n"
+      "if _t is not None: _t.tempdir = None\n"
+      "del _t\n");
+}
+
+// The zygote's forked worker. Never returns.
+[[noreturn]] void RunForked(int socket, int parent_pidfd, PythonRunner& runner,
+                            const std::string& private_dir) {
+  // A new process group, so that Kill() of this worker also ends what its
+  // user code starts, and not its siblings. (The intermediate process does
+  // the same, whichever runs first.)
+  setpgid(0, 0);
+  prctl(PR_SET_NAME, "pyexec_worker");
+  StartParentWatchdog(parent_pidfd);
+  ApplyLimits();
+  // The zygote may run as root: the worker drops to the worker user (and
+  // gets its filter, namespace and private directory) itself, before any
+  // user code runs.
+  if (absl::Status s = ConfineWorker(ConfinementFromFlags(private_dir)); !s.ok()) {
+    LogError(absl::StrCat("worker: cannot confine: ", s.message()));
+    KillOwnProcessGroup();
+    _exit(7);
+  }
+  if (!private_dir.empty()) RefreshPythonEnvironment();
+  ReseedAfterFork();
+  int code = Serve(socket, runner);
+  KillOwnProcessGroup();
+  _exit(code);
+}
+
+// Forks one worker for `socket` and returns its pid, or -errno. The worker
+// is forked twice so that its parent exits at once: it is re-parented to
+// pyexecd, a child subreaper, which can then waitpid() it like a spawned
+// worker, and it carries on if the zygote dies.
+pid_t ForkWorker(int socket, const std::string& private_dir, int control,
+                 int parent_pidfd, PythonRunner& runner) {
+  int pipe_fds[2];
+  if (pipe2(pipe_fds, O_CLOEXEC) != 0) return -errno;
+  PyOS_BeforeFork();
+  pid_t middle = fork();
+  if (middle == 0) {
+    close(pipe_fds[0]);
+    pid_t worker = fork();
+    if (worker == 0) {
+      close(pipe_fds[1]);
+      // The frame socket takes fd 3 (the control socket's number in the
+      // zygote), as in a spawned worker.
+      if (socket != 3) {
+        dup2(socket, 3);
+        close(socket);
+      }
+      if (control != 3) close(control);
+      PyOS_AfterFork_Child();
+      RunForked(3, parent_pidfd, runner, private_dir);
+    }
+    int32_t reply = worker > 0 ? worker : -errno;
+    if (worker > 0) setpgid(worker, worker);
+    ssize_t ignored = write(pipe_fds[1], &reply, sizeof(reply));
+    (void)ignored;
+    _exit(0);
+  }
+  int saved_errno = errno;
+  PyOS_AfterFork_Parent();
+  close(pipe_fds[1]);
+  if (middle < 0) {
+    close(pipe_fds[0]);
+    return -saved_errno;
+  }
+  int32_t reply = -EIO;
+  while (read(pipe_fds[0], &reply, sizeof(reply)) < 0 && errno == EINTR) {
+  }
+  close(pipe_fds[0]);
+  int status;
+  while (waitpid(middle, &status, 0) < 0 && errno == EINTR) {
+  }
+  // The worker is pyexecd's now (the middle process is reaped).
+  return reply;
+}
+
+// The zygote: pyexecd sends a ZygoteRequest with one socket end attached
+// (SCM_RIGHTS); the zygote forks a worker serving it and answers a
+// ZygoteReply with its pid. Single-threaded: fork() copies only the calling
+// thread, so the zygote must never have had another.
+int RunZygote() {
+  // Tells the zygote from its workers in ps and /proc/PID/comm (they share
+  // its command line).
+  prctl(PR_SET_NAME, "pyexec_zygote");
+  const int control = absl::GetFlag(FLAGS_control_fd);
+  fcntl(control, F_SETFD, FD_CLOEXEC);
+  int parent_pidfd = OpenParentPidfd(absl::GetFlag(FLAGS_parent_pid));
+  if (parent_pidfd == -2) return 1;
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, nullptr);
+
+  PythonRunner runner(LimitsFromFlags());
+  absl::Status ready = runner.Initialize();
+  if (ready.ok()) ready = Preload();
+  if (ready.ok()) {
+    // Moves everything the zygote allocated into the GC's permanent
+    // generation: a worker's collections then never write to those objects'
+    // headers, so their pages stay shared instead of being copied on the
+    // first collection after the fork.
+    PyRun_SimpleString("import gc\ngc.collect()\ngc.freeze()\n");
+  }
+  if (!WriteZygoteReady(control, ready).ok() || !ready.ok()) return 2;
+
+  while (true) {
+    absl::StatusOr<ZygoteRequest> request = ReceiveZygoteRequest(control);
+    if (!request.ok()) {
+      // pyexecd closed the control socket (it is gone, or restarting us).
+      return request.status().code() == absl::StatusCode::kCancelled ? 0 : 4;
+    }
+    pid_t pid = ForkWorker(request->socket.get(), request->private_dir, control,
+                           parent_pidfd, runner);
+    if (!WriteZygoteReply(control, pid).ok()) return 5;
+  }
+}
+
 }  // namespace
 }  // namespace pyexec
 
 int main(int argc, char** argv) {
   pyexec::SetLogProgramName("pyexec_worker");
   absl::ParseCommandLine(argc, argv);
-  int code = pyexec::Serve();
+  if (absl::GetFlag(FLAGS_zygote)) return pyexec::RunZygote();
+  int code = pyexec::RunSpawned();
   // The socket closed (pyexecd is gone or let us go) or failed. The watchdog
   // may not have run yet: take user code's processes down with us now.
   pyexec::KillOwnProcessGroup();

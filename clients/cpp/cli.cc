@@ -1,10 +1,13 @@
 #include "clients/cpp/cli.h"
 
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "clients/cpp/cli_args.h"
 #include "clients/cpp/client.h"
@@ -17,7 +20,7 @@ namespace pyexec {
 
 const char kCliUsage[] =
     "usage: pyexec [--addr=HOST:PORT] [--timeout=30s] [--session=TOKEN] "
-    "[--json] COMMAND\n"
+    "[--json] [TLS and token flags] COMMAND\n"
     "commands:\n"
     "  eval CODE                       evaluate an expression, print its repr\n"
     "  exec CODE                       execute statements\n"
@@ -35,6 +38,10 @@ const char kCliUsage[] =
     "--json prints one JSON object per command on stdout, errors included:\n"
     "  {\"value\": TAGGED, \"stdout\", \"stderr\"} or {\"error\": {\"kind\", ...}}\n"
     "Put -- before arguments that start with '-' (e.g. negative numbers).\n"
+    "TLS: --tls [--tls_ca_file=PEM] [--tls_cert_file=PEM --tls_key_file=PEM]\n"
+    "  [--tls_server_name=NAME]; a --tls_*_file flag implies --tls.\n"
+    "Token: --token_file=PATH, $PYEXEC_TOKEN or --token=TOKEN, sent as\n"
+    "  `authorization: Bearer TOKEN` on every call.\n"
     "Exit status: 0 ok, 1 Python exception, 2 RPC error, 64 usage error.\n";
 
 namespace {
@@ -196,6 +203,32 @@ void PrintFields(const google::protobuf::Message& message, const Output& o) {
 
 }  // namespace
 
+absl::StatusOr<std::string> ResolveToken(const std::string& flag_token,
+                                         const std::string& token_file,
+                                         const char* env_token) {
+  if (!flag_token.empty() && !token_file.empty()) {
+    return absl::InvalidArgumentError("give --token or --token_file, not both");
+  }
+  if (!flag_token.empty()) return flag_token;
+  if (!token_file.empty()) {
+    std::ifstream in(token_file, std::ios::binary);
+    if (!in.is_open()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("cannot open --token_file ", token_file));
+    }
+    std::stringstream contents;
+    contents << in.rdbuf();
+    // Files made with `echo` end in a newline that is not part of the token.
+    std::string token(absl::StripAsciiWhitespace(contents.str()));
+    if (token.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--token_file ", token_file, " holds no token"));
+    }
+    return token;
+  }
+  return std::string(env_token != nullptr ? env_token : "");
+}
+
 int RunCli(const CliOptions& options, const std::vector<std::string>& args,
            std::ostream& out, std::ostream& err) {
   const Output o{options.json, out, err};
@@ -203,7 +236,7 @@ int RunCli(const CliOptions& options, const std::vector<std::string>& args,
   const std::string& command = args[0];
   const size_t nargs = args.size() - 1;
 
-  absl::StatusOr<Client> client = Client::Connect(options.addr);
+  absl::StatusOr<Client> client = Client::Connect(options.addr, options.channel);
   if (!client.ok()) return Usage(o, client.status().message());
   const CallOptions call_options{options.timeout};
 

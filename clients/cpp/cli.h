@@ -7,7 +7,9 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "clients/cpp/client.h"
 
 namespace pyexec {
 
@@ -33,10 +35,21 @@ struct CliOptions {
   // Print one JSON object per command on `out`, errors included, instead of
   // Python reprs and text (exit codes unchanged). See kCliUsage.
   bool json = false;
+  // TLS and credentials of the channel (--tls*, --token*, $PYEXEC_TOKEN).
+  ChannelOptions channel;
   // exec and call: print output (and call's values) as the server streams
   // them (ExecStream/CallStream) instead of when the call ends.
   bool stream = false;
 };
+
+// The bearer token for the CLI: `flag_token` (--token), else the contents of
+// `token_file` (--token_file) with surrounding whitespace trimmed, else
+// `env_token` ($PYEXEC_TOKEN; null when unset). Empty means no token.
+// INVALID_ARGUMENT if both --token and --token_file are given, or the file
+// cannot be read or holds no token. Messages never contain the token.
+absl::StatusOr<std::string> ResolveToken(const std::string& flag_token,
+                                         const std::string& token_file,
+                                         const char* env_token);
 
 // One-paragraph usage text listing the commands.
 extern const char kCliUsage[];

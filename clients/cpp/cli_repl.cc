@@ -246,7 +246,7 @@ int RunRepl(const CliOptions& options, const std::string& history_file) {
     std::cerr << "pyexec: repl does not support --json\n" << kCliUsage;
     return kExitUsage;
   }
-  absl::StatusOr<Client> client = Client::Connect(options.addr);
+  absl::StatusOr<Client> client = Client::Connect(options.addr, options.channel);
   if (!client.ok()) {
     std::cerr << "pyexec: " << client.status().message() << "\n";
     return kExitUsage;

@@ -1,10 +1,13 @@
 #include "clients/cpp/cli.h"
 
+#include <fstream>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "clients/cpp/fake_pyexec.h"
+#include "clients/cpp/test_certs.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -13,6 +16,7 @@ namespace {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using ::testing::StartsWith;
 
 class CliTest : public ::testing::Test {
@@ -163,6 +167,72 @@ TEST_F(CliTest, UnreachableServerExits2) {
   options.addr = "127.0.0.1:1";
   EXPECT_EQ(RunCli(options, {"stats"}, out, err), kExitRpcError);
   EXPECT_THAT(err.str(), StartsWith("pyexec: UNAVAILABLE: "));
+}
+
+std::string TmpFile(const std::string& name, const std::string& contents) {
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  std::string path = absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/", name);
+  std::ofstream(path) << contents;
+  return path;
+}
+
+TEST(ResolveTokenTest, FlagThenFileThenEnvironment) {
+  const std::string file = TmpFile("token", "  from-file\n");
+  EXPECT_EQ(*ResolveToken("from-flag", "", "from-env"), "from-flag");
+  EXPECT_EQ(*ResolveToken("", file, "from-env"), "from-file");
+  EXPECT_EQ(*ResolveToken("", "", "from-env"), "from-env");
+  EXPECT_EQ(*ResolveToken("", "", nullptr), "");
+}
+
+TEST(ResolveTokenTest, ErrorsDoNotShowTheToken) {
+  const std::string file = TmpFile("token2", "secret-in-file\n");
+  absl::StatusOr<std::string> both = ResolveToken("secret-flag", file, nullptr);
+  EXPECT_EQ(both.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(both.status().message(), Not(HasSubstr("secret")));
+  absl::StatusOr<std::string> missing =
+      ResolveToken("", TmpFile("x", "") + ".missing", "secret-env");
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(missing.status().message(), Not(HasSubstr("secret")));
+  EXPECT_EQ(ResolveToken("", TmpFile("blank", " \n"), nullptr).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(CliTlsTest, MutualTlsAndTokenReachTheServer) {
+  absl::StatusOr<testing::TestCerts> certs = testing::MakeTestCerts();
+  ASSERT_TRUE(certs.ok()) << certs.status();
+  fakes::FakePyExecServer server(fakes::FakeTls{
+      certs->Pem("server.pem"), certs->Pem("server.key"), certs->Pem("ca.pem")});
+  CliOptions options;
+  options.addr = server.address();
+  options.timeout = absl::Seconds(10);
+  options.channel.root_ca_file = certs->File("ca.pem");
+  options.channel.client_cert_file = certs->File("client.pem");
+  options.channel.client_key_file = certs->File("client.key");
+  options.channel.server_name_override = "pyexec.test";
+  options.channel.token = "cli-token";
+  std::ostringstream out, err;
+  ASSERT_EQ(RunCli(options, {"stats"}, out, err), kExitOk) << err.str();
+  std::vector<fakes::RecordedCall> calls = server.service().calls();
+  ASSERT_EQ(calls.size(), 1u);
+  EXPECT_EQ(calls[0].peer_common_name, "client-1");
+  auto auth = calls[0].metadata.find("authorization");
+  ASSERT_NE(auth, calls[0].metadata.end());
+  EXPECT_EQ(auth->second, "Bearer cli-token");
+
+  // Without the client certificate the handshake fails: an RPC error that
+  // does not show the token.
+  options.channel.client_cert_file.clear();
+  options.channel.client_key_file.clear();
+  std::ostringstream out2, err2;
+  EXPECT_EQ(RunCli(options, {"stats"}, out2, err2), kExitRpcError);
+  EXPECT_THAT(err2.str(), StartsWith("pyexec: UNAVAILABLE: "));
+  EXPECT_THAT(err2.str(), Not(HasSubstr("cli-token")));
+
+  // A missing CA file is a usage error.
+  options.channel.root_ca_file = certs->File("missing.pem");
+  std::ostringstream out3, err3;
+  EXPECT_EQ(RunCli(options, {"stats"}, out3, err3), kExitUsage);
+  EXPECT_THAT(err3.str(), HasSubstr("missing.pem"));
 }
 
 }  // namespace

@@ -1,16 +1,25 @@
 #include "clients/cpp/client.h"
 
 #include <chrono>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <sstream>
 #include <string>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "clients/cpp/status_util.h"
 #include "clients/cpp/value.h"
 #include "grpcpp/client_context.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
+#include "grpcpp/support/channel_arguments.h"
+#include "grpcpp/support/client_interceptor.h"
 
 namespace pyexec {
 namespace {
@@ -50,12 +59,175 @@ absl::Status ReleasedError() {
   return absl::FailedPreconditionError("session was released or moved from");
 }
 
+using Metadata = std::vector<std::pair<std::string, std::string>>;
+
+// Adds the channel's metadata to every call. An interceptor rather than
+// grpc::CallCredentials because gRPC refuses call credentials on a plaintext
+// channel, and a token on loopback without TLS is a supported setup; it also
+// covers calls made on the raw stub (the REPL's cancellable calls, benches).
+class MetadataInterceptor final : public grpc::experimental::Interceptor {
+ public:
+  explicit MetadataInterceptor(std::shared_ptr<const Metadata> metadata)
+      : metadata_(std::move(metadata)) {}
+
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (methods->QueryInterceptionHookPoint(
+            grpc::experimental::InterceptionHookPoints::PRE_SEND_INITIAL_METADATA)) {
+      std::multimap<std::string, std::string>* sent =
+          methods->GetSendInitialMetadata();
+      for (const auto& [key, value] : *metadata_) sent->emplace(key, value);
+    }
+    methods->Proceed();
+  }
+
+ private:
+  std::shared_ptr<const Metadata> metadata_;
+};
+
+class MetadataInterceptorFactory final
+    : public grpc::experimental::ClientInterceptorFactoryInterface {
+ public:
+  explicit MetadataInterceptorFactory(std::shared_ptr<const Metadata> metadata)
+      : metadata_(std::move(metadata)) {}
+
+  grpc::experimental::Interceptor* CreateClientInterceptor(
+      grpc::experimental::ClientRpcInfo*) override {
+    return new MetadataInterceptor(metadata_);
+  }
+
+ private:
+  std::shared_ptr<const Metadata> metadata_;
+};
+
+// `pem` if set, else the contents of `file` if set, else "".
+absl::StatusOr<std::string> PemOrFile(const std::string& pem,
+                                      const std::string& file,
+                                      absl::string_view what) {
+  if (!pem.empty() || file.empty()) return pem;
+  std::ifstream in(file, std::ios::binary);
+  if (!in.is_open()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot open ", what, " file ", file));
+  }
+  std::stringstream contents;
+  contents << in.rdbuf();
+  if (in.bad()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot read ", what, " file ", file));
+  }
+  if (contents.str().empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(what, " file ", file, " is empty"));
+  }
+  return contents.str();
+}
+
+// gRPC aborts the call (or the process, in debug builds) on metadata it
+// cannot encode, so refuse it at Connect instead.
+bool IsLegalKey(absl::string_view key) {
+  if (key.empty() || absl::StartsWith(key, "grpc-")) return false;
+  for (char c : key) {
+    if (!(absl::ascii_islower(c) || absl::ascii_isdigit(c) || c == '-' ||
+          c == '_' || c == '.')) {
+      return false;
+    }
+  }
+  return true;
+}
+
+bool IsLegalAsciiValue(absl::string_view value) {
+  for (char c : value) {
+    if (c < 0x20 || c > 0x7e) return false;
+  }
+  return true;
+}
+
+absl::StatusOr<Metadata> CallMetadata(const ChannelOptions& options) {
+  Metadata metadata;
+  if (!options.token.empty()) {
+    // The message must not echo the token.
+    if (!IsLegalAsciiValue(options.token) ||
+        absl::StrContains(options.token, ' ')) {
+      return absl::InvalidArgumentError(
+          "the token has characters that cannot be sent (only printable "
+          "ASCII without spaces)");
+    }
+    metadata.emplace_back("authorization", absl::StrCat("Bearer ", options.token));
+  }
+  for (const auto& [key, value] : options.metadata) {
+    if (!IsLegalKey(key)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "bad metadata key \"", key,
+          "\": use lowercase letters, digits, '-', '_' and '.', not grpc-"));
+    }
+    if (!absl::EndsWith(key, "-bin") && !IsLegalAsciiValue(value)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "metadata \"", key,
+          "\" has a value that is not printable ASCII (use a -bin key)"));
+    }
+    metadata.emplace_back(key, value);
+  }
+  return metadata;
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> TransportCredentials(
+    const ChannelOptions& options) {
+  absl::StatusOr<std::string> roots =
+      PemOrFile(options.root_ca_pem, options.root_ca_file, "root CA");
+  if (!roots.ok()) return roots.status();
+  absl::StatusOr<std::string> cert =
+      PemOrFile(options.client_cert_pem, options.client_cert_file,
+                "client certificate");
+  if (!cert.ok()) return cert.status();
+  absl::StatusOr<std::string> key =
+      PemOrFile(options.client_key_pem, options.client_key_file, "client key");
+  if (!key.ok()) return key.status();
+  if (cert->empty() != key->empty()) {
+    return absl::InvalidArgumentError(
+        "mutual TLS needs both the client certificate and its key");
+  }
+  const bool tls = options.tls || !roots->empty() || !cert->empty();
+  if (!tls) {
+    if (!options.server_name_override.empty()) {
+      return absl::InvalidArgumentError(
+          "a TLS server name override needs TLS");
+    }
+    return grpc::InsecureChannelCredentials();
+  }
+  grpc::SslCredentialsOptions ssl;
+  ssl.pem_root_certs = *std::move(roots);
+  ssl.pem_cert_chain = *std::move(cert);
+  ssl.pem_private_key = *std::move(key);
+  return grpc::SslCredentials(ssl);
+}
+
 }  // namespace
 
 absl::StatusOr<Client> Client::Connect(absl::string_view address) {
+  return Connect(address, ChannelOptions());
+}
+
+absl::StatusOr<Client> Client::Connect(absl::string_view address,
+                                       const ChannelOptions& options) {
   if (address.empty()) return absl::InvalidArgumentError("empty address");
-  return Client(grpc::CreateChannel(std::string(address),
-                                    grpc::InsecureChannelCredentials()));
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+      TransportCredentials(options);
+  if (!credentials.ok()) return credentials.status();
+  absl::StatusOr<Metadata> metadata = CallMetadata(options);
+  if (!metadata.ok()) return metadata.status();
+  grpc::ChannelArguments args;
+  if (!options.server_name_override.empty()) {
+    args.SetSslTargetNameOverride(options.server_name_override);
+  }
+  if (metadata->empty()) {
+    return Client(grpc::CreateCustomChannel(std::string(address), *credentials,
+                                            args));
+  }
+  std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>>
+      interceptors;
+  interceptors.push_back(std::make_unique<MetadataInterceptorFactory>(
+      std::make_shared<const Metadata>(*std::move(metadata))));
+  return Client(grpc::experimental::CreateCustomChannelWithInterceptors(
+      std::string(address), *credentials, args, std::move(interceptors)));
 }
 
 Client::Client(std::shared_ptr<grpc::Channel> channel)

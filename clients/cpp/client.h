@@ -6,6 +6,13 @@
 //   absl::StatusOr<pyexec::Result> r = session->Eval("x + 1");
 //   // r->value holds 42; the session is unbound when `session` goes away.
 //
+// Over TLS, with a bearer token:
+//
+//   pyexec::ChannelOptions channel;
+//   channel.root_ca_file = "ca.pem";        // implies TLS
+//   channel.token = "secret";               // `authorization: Bearer secret`
+//   auto client = pyexec::Client::Connect("pyexec.example:50051", channel);
+//
 // A Python exception is a Result with `error` set; a non-OK absl::Status
 // means a service-level failure (NOT_FOUND, ABORTED, DEADLINE_EXCEEDED...).
 
@@ -17,6 +24,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -109,6 +117,34 @@ struct BindResult {
   absl::Duration idle_timeout;
 };
 
+// How Client::Connect reaches the server: transport security, and the
+// credentials and metadata sent with every call. The PEM fields win over the
+// matching *_file fields; files are read once, at Connect.
+struct ChannelOptions {
+  // Use TLS. Any certificate field below turns it on too.
+  bool tls = false;
+  // PEM roots that verify the server's certificate. With neither set, gRPC's
+  // default roots apply (GRPC_DEFAULT_SSL_ROOTS_FILE_PATH or its bundle).
+  std::string root_ca_pem;
+  std::string root_ca_file;
+  // The client's certificate chain and private key, for mutual TLS. Give both
+  // or neither.
+  std::string client_cert_pem;
+  std::string client_cert_file;
+  std::string client_key_pem;
+  std::string client_key_file;
+  // The name checked against the server's certificate (and sent as SNI and
+  // :authority) instead of the host in the address, e.g. when connecting to
+  // an IP address whose certificate names a host. Test and debug use.
+  std::string server_name_override;
+  // Sent as `authorization: Bearer TOKEN` on every call; empty sends none.
+  // Without TLS it travels in clear text: fine on loopback only.
+  std::string token;
+  // Extra metadata sent on every call, e.g. {"x-request-source", "batch"}.
+  // Keys are lowercase; a key ending in "-bin" takes binary values.
+  std::vector<std::pair<std::string, std::string>> metadata;
+};
+
 // A connection to a pyexec server. Cheap to copy: copies share the channel.
 // This class is thread-safe.
 class Client {
@@ -118,8 +154,17 @@ class Client {
   // on the first call. INVALID_ARGUMENT if `address` is empty.
   static absl::StatusOr<Client> Connect(absl::string_view address);
 
-  // Wraps an existing channel, e.g. one with TLS credentials. REQUIRES:
-  // `channel` is not null.
+  // Opens a channel to `address` as `options` say. Every call through it,
+  // including raw stub() calls, carries the token and metadata (a channel
+  // interceptor adds them). INVALID_ARGUMENT for an empty address, an
+  // unreadable certificate file, a certificate without its key (or the
+  // reverse), or a token or metadata that gRPC cannot send; messages never
+  // contain the token. A TLS handshake failure shows up as UNAVAILABLE on the
+  // first call.
+  static absl::StatusOr<Client> Connect(absl::string_view address,
+                                        const ChannelOptions& options);
+
+  // Wraps an existing channel. REQUIRES: `channel` is not null.
   explicit Client(std::shared_ptr<grpc::Channel> channel);
 
   // Dedicates an interpreter to the caller. `idle_timeout` of zero asks for

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "clients/cpp/fake_pyexec.h"
+#include "clients/cpp/test_certs.h"
 #include "clients/cpp/value.h"
 #include "gmock/gmock.h"
 #include "grpcpp/security/server_credentials.h"
@@ -21,6 +22,7 @@ namespace {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 class ClientTest : public ::testing::Test {
  protected:
@@ -162,6 +164,195 @@ TEST_F(ClientTest, ExplicitUnbindAndRelease) {
   EXPECT_EQ(t->Release(), "s2");
   t = absl::InternalError("drop");  // Destroys the Session: no Unbind.
   EXPECT_THAT(service_.unbound(), ElementsAre("s1"));
+}
+
+// The metadata every recorded call carried under `key`.
+std::vector<std::string> ValuesOf(const std::vector<fakes::RecordedCall>& calls,
+                                  const std::string& key) {
+  std::vector<std::string> values;
+  for (const fakes::RecordedCall& call : calls) {
+    auto [begin, end] = call.metadata.equal_range(key);
+    if (begin == end) values.push_back(absl::StrCat(call.method, ": none"));
+    for (auto it = begin; it != end; ++it) {
+      values.push_back(absl::StrCat(call.method, ": ", it->second));
+    }
+  }
+  return values;
+}
+
+TEST(ClientMetadataTest, TokenAndMetadataGoWithEveryCall) {
+  fakes::FakePyExecServer server;
+  ChannelOptions options;
+  options.token = "s3cret-T0ken";
+  options.metadata = {{"x-team", "data"}, {"x-blob-bin", std::string("\0\xff", 2)}};
+  absl::StatusOr<Client> client = Client::Connect(server.address(), options);
+  ASSERT_TRUE(client.ok()) << client.status();
+  {
+    absl::StatusOr<Session> s = Session::Bind(*client);
+    ASSERT_TRUE(s.ok()) << s.status();
+    ASSERT_TRUE(s->Eval("1").ok());
+    ASSERT_TRUE(s->Exec("x = 1").ok());
+    ASSERT_TRUE(s->Call("m", "f").ok());
+  }
+  ASSERT_TRUE(client->GetStats().ok());
+  // A raw stub call (as the REPL makes) carries them too.
+  grpc::ClientContext context;
+  v1::EvalResponse response;
+  v1::EvalRequest request;
+  request.set_code("2");
+  ASSERT_TRUE(client->stub().Eval(&context, request, &response).ok());
+
+  const std::vector<fakes::RecordedCall> calls = server.service().calls();
+  const std::string bearer = "Bearer s3cret-T0ken";
+  EXPECT_THAT(ValuesOf(calls, "authorization"),
+              ElementsAre("Bind: " + bearer, "Eval: " + bearer, "Exec: " + bearer,
+                          "Call: " + bearer, "Unbind: " + bearer,
+                          "GetStats: " + bearer, "Eval: " + bearer));
+  EXPECT_THAT(ValuesOf(calls, "x-team"),
+              ElementsAre("Bind: data", "Eval: data", "Exec: data", "Call: data",
+                          "Unbind: data", "GetStats: data", "Eval: data"));
+  for (const fakes::RecordedCall& call : calls) {
+    auto it = call.metadata.find("x-blob-bin");
+    ASSERT_NE(it, call.metadata.end()) << call.method;
+    EXPECT_EQ(it->second, std::string("\0\xff", 2));
+  }
+}
+
+TEST(ClientMetadataTest, NoTokenSendsNoAuthorization) {
+  fakes::FakePyExecServer server;
+  absl::StatusOr<Client> client = Client::Connect(server.address(), ChannelOptions());
+  ASSERT_TRUE(client.ok());
+  ASSERT_TRUE(client->GetStats().ok());
+  EXPECT_THAT(ValuesOf(server.service().calls(), "authorization"),
+              ElementsAre("GetStats: none"));
+}
+
+TEST(ClientMetadataTest, BadTokenOrMetadataIsRefusedWithoutEchoingTheToken) {
+  ChannelOptions options;
+  options.token = "has a\nnewline";
+  absl::StatusOr<Client> client = Client::Connect("127.0.0.1:1", options);
+  EXPECT_EQ(client.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(client.status().message(), Not(HasSubstr("newline")));
+  for (const auto& [key, value] :
+       std::vector<std::pair<std::string, std::string>>{
+           {"X-Upper", "v"}, {"grpc-timeout", "1S"}, {"", "v"}, {"x-ok", "caf\xc3\xa9"}}) {
+    ChannelOptions bad;
+    bad.metadata = {{key, value}};
+    EXPECT_EQ(Client::Connect("127.0.0.1:1", bad).status().code(),
+              absl::StatusCode::kInvalidArgument)
+        << key;
+  }
+}
+
+class ClientTlsTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    absl::StatusOr<testing::TestCerts> certs = testing::MakeTestCerts();
+    ASSERT_TRUE(certs.ok()) << certs.status();
+    certs_ = new testing::TestCerts(*std::move(certs));
+  }
+
+  static fakes::FakeTls ServerTls(bool mutual) {
+    return {certs_->Pem("server.pem"), certs_->Pem("server.key"),
+            mutual ? certs_->Pem("ca.pem") : ""};
+  }
+
+  // TLS options that trust the test CA and expect "pyexec.test".
+  static ChannelOptions Trusting() {
+    ChannelOptions options;
+    options.root_ca_file = certs_->File("ca.pem");
+    options.server_name_override = "pyexec.test";
+    return options;
+  }
+
+  static absl::Status Stats(const std::string& address,
+                            const ChannelOptions& options) {
+    absl::StatusOr<Client> client = Client::Connect(address, options);
+    if (!client.ok()) return client.status();
+    return client->GetStats(CallOptions{absl::Seconds(10)}).status();
+  }
+
+  static testing::TestCerts* certs_;
+};
+
+testing::TestCerts* ClientTlsTest::certs_ = nullptr;
+
+TEST_F(ClientTlsTest, TlsWithTokenReachesTheServer) {
+  fakes::FakePyExecServer server(ServerTls(/*mutual=*/false));
+  ChannelOptions options = Trusting();
+  options.token = "tok";
+  absl::StatusOr<Client> client = Client::Connect(server.address(), options);
+  ASSERT_TRUE(client.ok()) << client.status();
+  absl::StatusOr<Result> r = client->Eval("", "x");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_THAT(ValuesOf(server.service().calls(), "authorization"),
+              ElementsAre("Eval: Bearer tok"));
+  // The same CA given as PEM instead of a file.
+  options.root_ca_file.clear();
+  options.root_ca_pem = certs_->Pem("ca.pem");
+  EXPECT_TRUE(Stats(server.address(), options).ok());
+}
+
+TEST_F(ClientTlsTest, ServerIdentityIsChecked) {
+  fakes::FakePyExecServer server(ServerTls(/*mutual=*/false));
+  // The certificate names pyexec.test, not 127.0.0.1.
+  ChannelOptions no_override = Trusting();
+  no_override.server_name_override.clear();
+  EXPECT_EQ(Stats(server.address(), no_override).code(),
+            absl::StatusCode::kUnavailable);
+  ChannelOptions wrong_name = Trusting();
+  wrong_name.server_name_override = "other.test";
+  EXPECT_EQ(Stats(server.address(), wrong_name).code(),
+            absl::StatusCode::kUnavailable);
+  ChannelOptions wrong_ca = Trusting();
+  wrong_ca.root_ca_file = certs_->File("rogue_ca.pem");
+  EXPECT_EQ(Stats(server.address(), wrong_ca).code(),
+            absl::StatusCode::kUnavailable);
+  // Plaintext to a TLS server fails too.
+  EXPECT_EQ(Stats(server.address(), ChannelOptions()).code(),
+            absl::StatusCode::kUnavailable);
+  EXPECT_TRUE(server.service().calls().empty());
+}
+
+TEST_F(ClientTlsTest, MutualTls) {
+  fakes::FakePyExecServer server(ServerTls(/*mutual=*/true));
+  ChannelOptions with_cert = Trusting();
+  with_cert.client_cert_file = certs_->File("client.pem");
+  with_cert.client_key_file = certs_->File("client.key");
+  ASSERT_TRUE(Stats(server.address(), with_cert).ok());
+  ChannelOptions as_pem = Trusting();
+  as_pem.client_cert_pem = certs_->Pem("client.pem");
+  as_pem.client_key_pem = certs_->Pem("client.key");
+  ASSERT_TRUE(Stats(server.address(), as_pem).ok());
+  std::vector<fakes::RecordedCall> calls = server.service().calls();
+  ASSERT_EQ(calls.size(), 2u);
+  EXPECT_EQ(calls[0].peer_common_name, "client-1");
+  EXPECT_EQ(calls[1].peer_common_name, "client-1");
+
+  // No certificate, or one from another CA: refused.
+  EXPECT_EQ(Stats(server.address(), Trusting()).code(),
+            absl::StatusCode::kUnavailable);
+  ChannelOptions rogue = Trusting();
+  rogue.client_cert_file = certs_->File("rogue.pem");
+  rogue.client_key_file = certs_->File("rogue.key");
+  EXPECT_EQ(Stats(server.address(), rogue).code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(server.service().calls().size(), 2u);
+}
+
+TEST_F(ClientTlsTest, BadTlsOptionsAreRefusedAtConnect) {
+  ChannelOptions cert_only = Trusting();
+  cert_only.client_cert_file = certs_->File("client.pem");
+  EXPECT_EQ(Client::Connect("127.0.0.1:1", cert_only).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  ChannelOptions missing = Trusting();
+  missing.root_ca_file = certs_->File("no-such.pem");
+  absl::Status status = Client::Connect("127.0.0.1:1", missing).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(), HasSubstr("no-such.pem"));
+  ChannelOptions override_without_tls;
+  override_without_tls.server_name_override = "pyexec.test";
+  EXPECT_EQ(Client::Connect("127.0.0.1:1", override_without_tls).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -2,6 +2,8 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -10,15 +12,18 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "clients/cpp/value.h"
+#include "grpc/grpc_security_constants.h"
+#include "grpcpp/security/auth_context.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_builder.h"
 
 namespace pyexec {
 namespace fakes {
 
-grpc::Status FakePyExec::Bind(grpc::ServerContext*,
+grpc::Status FakePyExec::Bind(grpc::ServerContext* context,
                               const v1::BindRequest* request,
                               v1::BindResponse* response) {
+  RecordCall("Bind", *context);
   absl::MutexLock lock(&mu_);
   response->set_session(absl::StrCat("s", ++next_session_));
   response->set_idle_timeout_seconds(
@@ -26,9 +31,10 @@ grpc::Status FakePyExec::Bind(grpc::ServerContext*,
   return grpc::Status::OK;
 }
 
-grpc::Status FakePyExec::Unbind(grpc::ServerContext*,
+grpc::Status FakePyExec::Unbind(grpc::ServerContext* context,
                                 const v1::UnbindRequest* request,
                                 v1::UnbindResponse*) {
+  RecordCall("Unbind", *context);
   absl::MutexLock lock(&mu_);
   unbound_.push_back(request->session());
   return grpc::Status::OK;
@@ -37,6 +43,7 @@ grpc::Status FakePyExec::Unbind(grpc::ServerContext*,
 grpc::Status FakePyExec::Eval(grpc::ServerContext* context,
                               const v1::EvalRequest* request,
                               v1::EvalResponse* response) {
+  RecordCall("Eval", *context);
   RecordSession(request->session());
   const std::string& code = request->code();
   int status_code = 0;
@@ -81,9 +88,10 @@ grpc::Status FakePyExec::Eval(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
-grpc::Status FakePyExec::Exec(grpc::ServerContext*,
+grpc::Status FakePyExec::Exec(grpc::ServerContext* context,
                               const v1::ExecRequest* request,
                               v1::ExecResponse* response) {
+  RecordCall("Exec", *context);
   RecordSession(request->session());
   if (request->code() == "raise") {
     response->mutable_error()->set_type("ValueError");
@@ -93,9 +101,10 @@ grpc::Status FakePyExec::Exec(grpc::ServerContext*,
   return grpc::Status::OK;
 }
 
-grpc::Status FakePyExec::Call(grpc::ServerContext*,
+grpc::Status FakePyExec::Call(grpc::ServerContext* context,
                               const v1::CallRequest* request,
                               v1::CallResponse* response) {
+  RecordCall("Call", *context);
   RecordSession(request->session());
   std::vector<v1::Value> items = {MakeStr(request->module()),
                                   MakeStr(request->function())};
@@ -107,9 +116,10 @@ grpc::Status FakePyExec::Call(grpc::ServerContext*,
   return grpc::Status::OK;
 }
 
-grpc::Status FakePyExec::GetStats(grpc::ServerContext*,
+grpc::Status FakePyExec::GetStats(grpc::ServerContext* context,
                                   const v1::GetStatsRequest*,
                                   v1::GetStatsResponse* response) {
+  RecordCall("GetStats", *context);
   response->set_num_workers(4);
   response->set_available_workers(3);
   return grpc::Status::OK;
@@ -125,16 +135,52 @@ std::vector<std::string> FakePyExec::sessions_seen() const {
   return sessions_seen_;
 }
 
+std::vector<RecordedCall> FakePyExec::calls() const {
+  absl::MutexLock lock(&mu_);
+  return calls_;
+}
+
+void FakePyExec::RecordCall(const std::string& method,
+                            const grpc::ServerContext& context) {
+  RecordedCall call;
+  call.method = method;
+  for (const auto& [key, value] : context.client_metadata()) {
+    call.metadata.emplace(std::string(key.data(), key.size()),
+                          std::string(value.data(), value.size()));
+  }
+  std::shared_ptr<const grpc::AuthContext> auth = context.auth_context();
+  if (auth != nullptr) {
+    for (const grpc::string_ref& cn :
+         auth->FindPropertyValues(GRPC_X509_CN_PROPERTY_NAME)) {
+      call.peer_common_name.assign(cn.data(), cn.size());
+    }
+  }
+  absl::MutexLock lock(&mu_);
+  calls_.push_back(std::move(call));
+}
+
 void FakePyExec::RecordSession(const std::string& session) {
   absl::MutexLock lock(&mu_);
   sessions_seen_.push_back(session);
 }
 
-FakePyExecServer::FakePyExecServer() {
+FakePyExecServer::FakePyExecServer() : FakePyExecServer(std::nullopt) {}
+
+FakePyExecServer::FakePyExecServer(const std::optional<FakeTls>& tls) {
+  std::shared_ptr<grpc::ServerCredentials> credentials =
+      grpc::InsecureServerCredentials();
+  if (tls.has_value()) {
+    grpc::SslServerCredentialsOptions ssl(
+        tls->client_ca_pem.empty()
+            ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+            : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+    ssl.pem_root_certs = tls->client_ca_pem;
+    ssl.pem_key_cert_pairs.push_back({tls->key_pem, tls->cert_pem});
+    credentials = grpc::SslServerCredentials(ssl);
+  }
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
-                           &port);
+  builder.AddListeningPort("127.0.0.1:0", credentials, &port);
   builder.RegisterService(&service_);
   server_ = builder.BuildAndStart();
   if (server_ == nullptr || port == 0) std::abort();

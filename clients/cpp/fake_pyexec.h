@@ -3,7 +3,9 @@
 #ifndef PYEXEC_CLIENTS_CPP_FAKE_PYEXEC_H_
 #define PYEXEC_CLIENTS_CPP_FAKE_PYEXEC_H_
 
+#include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -16,6 +18,17 @@
 namespace pyexec {
 namespace fakes {
 
+// What one RPC arrived with.
+struct RecordedCall {
+  // "Bind", "Unbind", "Eval", "Exec", "Call" or "GetStats".
+  std::string method;
+  // The client's metadata as the server saw it (gRPC's own keys included,
+  // e.g. user-agent).
+  std::multimap<std::string, std::string> metadata;
+  // The CN of the client certificate under mutual TLS; empty otherwise.
+  std::string peer_common_name;
+};
+
 // A scripted PyExec service. Bind hands out "s1", "s2"... Eval understands:
 //   "raise"      -> a ZeroDivisionError result with a traceback
 //   "print"      -> None, with stdout "hello\n" and stderr "warn\n"
@@ -25,7 +38,8 @@ namespace fakes {
 //                   stderr "err"
 // Exec echoes the code to stdout ("raise" gives a ValueError result). Call
 // returns [module, function, *args, *((k, v) for kwargs)]. GetStats reports
-// num_workers=4, available_workers=3. This class is thread-safe.
+// num_workers=4, available_workers=3. Every call's metadata is recorded (see
+// calls()). This class is thread-safe.
 class FakePyExec final : public v1::PyExec::Service {
  public:
   grpc::Status Bind(grpc::ServerContext* context, const v1::BindRequest* request,
@@ -49,20 +63,36 @@ class FakePyExec final : public v1::PyExec::Service {
   // The `session` of every Eval/Exec/Call, in order.
   std::vector<std::string> sessions_seen() const;
 
+  // Every RPC received, in order.
+  std::vector<RecordedCall> calls() const;
+
  private:
   void RecordSession(const std::string& session);
+  void RecordCall(const std::string& method, const grpc::ServerContext& context);
 
   mutable absl::Mutex mu_;
   int next_session_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<std::string> unbound_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> sessions_seen_ ABSL_GUARDED_BY(mu_);
+  std::vector<RecordedCall> calls_ ABSL_GUARDED_BY(mu_);
+};
+
+// TLS settings of a FakePyExecServer.
+struct FakeTls {
+  // The server's certificate chain and private key, PEM.
+  std::string cert_pem;
+  std::string key_pem;
+  // When set, clients must present a certificate that this CA (PEM) signed.
+  std::string client_ca_pem;
 };
 
 // A FakePyExec served on 127.0.0.1 on a free port, shut down on destruction.
 class FakePyExecServer {
  public:
-  // Starts serving. Crashes if the server cannot start.
+  // Starts serving plaintext. Crashes if the server cannot start.
   FakePyExecServer();
+  // Starts serving, over TLS when `tls` is set.
+  explicit FakePyExecServer(const std::optional<FakeTls>& tls);
   ~FakePyExecServer();
 
   // "127.0.0.1:PORT".

@@ -34,6 +34,23 @@ ABSL_FLAG(bool, stream, false,
 ABSL_FLAG(std::string, history_file, "",
           "repl: line history file; empty means $HOME/.pyexec_history, "
           "\"none\" keeps no history");
+ABSL_FLAG(bool, tls, false,
+          "connect with TLS; the --tls_*_file flags turn it on too");
+ABSL_FLAG(std::string, tls_ca_file, "",
+          "PEM roots that verify the server; empty means gRPC's default "
+          "roots");
+ABSL_FLAG(std::string, tls_cert_file, "",
+          "PEM client certificate chain for mutual TLS (with --tls_key_file)");
+ABSL_FLAG(std::string, tls_key_file, "",
+          "PEM private key of --tls_cert_file");
+ABSL_FLAG(std::string, tls_server_name, "",
+          "name to check in the server's certificate instead of the host in "
+          "--addr");
+ABSL_FLAG(std::string, token, "",
+          "bearer token sent as `authorization: Bearer TOKEN` (visible in ps: "
+          "prefer --token_file or $PYEXEC_TOKEN)");
+ABSL_FLAG(std::string, token_file, "",
+          "file holding the bearer token (surrounding whitespace ignored)");
 
 namespace {
 
@@ -60,7 +77,8 @@ std::string CheckFlags(int argc, char** argv) {
       if (negated != nullptr && negated->IsOfType<bool>()) continue;
     }
     if (flag == nullptr) {
-      return absl::StrCat("unknown flag ", arg,
+      // Only the name: a mistyped --token=... must not echo the secret.
+      return absl::StrCat("unknown flag --", name,
                           " (put -- before arguments that start with '-')");
     }
     if (eq == body.npos) {
@@ -95,6 +113,19 @@ int main(int argc, char** argv) {
   options.session = absl::GetFlag(FLAGS_session);
   options.idle_timeout = absl::GetFlag(FLAGS_idle_timeout);
   options.json = absl::GetFlag(FLAGS_json);
+  options.channel.tls = absl::GetFlag(FLAGS_tls);
+  options.channel.root_ca_file = absl::GetFlag(FLAGS_tls_ca_file);
+  options.channel.client_cert_file = absl::GetFlag(FLAGS_tls_cert_file);
+  options.channel.client_key_file = absl::GetFlag(FLAGS_tls_key_file);
+  options.channel.server_name_override = absl::GetFlag(FLAGS_tls_server_name);
+  absl::StatusOr<std::string> token =
+      pyexec::ResolveToken(absl::GetFlag(FLAGS_token),
+                           absl::GetFlag(FLAGS_token_file), std::getenv("PYEXEC_TOKEN"));
+  if (!token.ok()) {
+    std::cerr << "pyexec: " << token.status().message() << "\n";
+    return pyexec::kExitUsage;
+  }
+  options.channel.token = *std::move(token);
   options.stream = absl::GetFlag(FLAGS_stream);
   std::vector<std::string> args(positional.begin() + 1, positional.end());
   if (!args.empty() && args[0] == "repl") {

@@ -25,4 +25,20 @@ expect 2 --addr=127.0.0.1:1 --timeout=2s stats
 expect 2 --addr=127.0.0.1:1 --timeout 2s call math fabs -- -3
 "$bin" --addr=127.0.0.1:1 --timeout=2s stats 2>&1 | grep -q '^pyexec: UNAVAILABLE: ' \
   || { echo "FAIL: no 'pyexec: UNAVAILABLE:' line"; fail=1; }
+# Token and TLS flags: bad combinations are usage errors that never show the
+# token.
+expect 64 --token=sekrit-1 --token_file="${TEST_TMPDIR}/none" stats
+expect 64 --token_file="${TEST_TMPDIR}/none" stats
+expect 64 --tls_ca_file="${TEST_TMPDIR}/none.pem" stats
+expect 64 --tls_cert_file="${TEST_TMPDIR}/none.pem" stats   # no key
+expect 64 --tokn=sekrit-2 stats
+for args in "--token=sekrit-1 --token_file=${TEST_TMPDIR}/none" "--tokn=sekrit-2"; do
+  if "$bin" $args stats 2>&1 | grep -q sekrit; then
+    echo "FAIL: pyexec $args printed the token"; fail=1
+  fi
+done
+# $PYEXEC_TOKEN is read, and an RPC error does not print it.
+if PYEXEC_TOKEN=sekrit-3 "$bin" --addr=127.0.0.1:1 --timeout=2s stats 2>&1 | grep -q sekrit; then
+  echo "FAIL: the RPC error printed the token"; fail=1
+fi
 exit $fail

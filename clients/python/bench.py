@@ -126,6 +126,29 @@ def main() -> None:
             b = await concurrent(lambda: st.Echo(ereq, timeout=30), args.seconds, args.inflight)
             await ch.close()
             return a, b
+        # Streams: items/s of a generator through call_stream, against the
+        # raw grpcio stub and against one Eval per item, in this run.
+        n = 20000
+        with client.session() as sess:
+            sess.exec("def gen(n):\n    yield from range(n)\n")
+            rates = []
+            for label, consume in (
+                    ("pyexec_client call_stream items", lambda: sum(
+                        1 for _ in sess.call_stream("__main__", "gen", [n]).items())),
+                    ("grpcio stub CallStream values", lambda: sum(
+                        1 for ev in raw.CallStream(pb.CallRequest(
+                            session=sess.token, module="__main__", function="gen",
+                            args=[pyexec_client.to_value(n)]), timeout=60)
+                        if ev.WhichOneof("event") == "value"))):
+                t0 = time.perf_counter()
+                got = consume()
+                rates.append((label, got / (time.perf_counter() - t0)))
+                assert got == n, (label, got)
+        per_call = rows[0][1][2]
+        print("streams, %d-item generator on a session:" % n)
+        for label, rate in rates:
+            print("  %-42s %8.0f items/s  (%.1fx one Eval per item)"
+                  % (label, rate, rate / per_call))
         a, b = asyncio.run(aio_rates())
         print("1 connection, asyncio, %d calls in flight:" % args.inflight)
         print("  %-42s %8.0f calls/s  (%.2fx echo)" % ("pyexec_client.aio.Client.eval('1')", a,

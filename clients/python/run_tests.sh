@@ -23,7 +23,7 @@ export PYEXEC_CLIENT_STUBS="$stubs"
 if (($#)); then
   tests=("$@")
 else
-  tests=(test_values test_client test_tls_auth test_conformance)
+  tests=(test_values test_client test_streams_refs test_tls_auth test_conformance)
 fi
 if ((! $#)); then
   # The public API is fully typed: check it (Debian's mypy, no cache left behind).

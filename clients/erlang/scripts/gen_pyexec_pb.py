@@ -49,9 +49,9 @@ VALUE_LAYOUT = {
     "dict": (10, F.TYPE_BOOL, F.LABEL_OPTIONAL, ""),
     "set": (11, F.TYPE_BOOL, F.LABEL_OPTIONAL, ""),
     "opaque": (12, F.TYPE_MESSAGE, F.LABEL_OPTIONAL, ".pyexec.v1.Opaque"),
-    "ref": (15, F.TYPE_MESSAGE, F.LABEL_OPTIONAL, ".pyexec.v1.Ref"),
     "items": (13, F.TYPE_MESSAGE, F.LABEL_REPEATED, ".pyexec.v1.Value"),
     "keys": (14, F.TYPE_MESSAGE, F.LABEL_REPEATED, ".pyexec.v1.Value"),
+    "ref": (15, F.TYPE_MESSAGE, F.LABEL_OPTIONAL, ".pyexec.v1.Ref"),
 }
 HAND_MAPPED = {"Value", "NoneValue"}
 SCALARS = {F.TYPE_STRING: "string", F.TYPE_UINT32: "uint32", F.TYPE_UINT64: "uint64",
@@ -62,10 +62,11 @@ class Unsupported(Exception):
     pass
 
 
-# Erlang reserved words, which are atoms only when quoted.
-RESERVED = {"after", "and", "andalso", "band", "begin", "bnot", "bor", "bsl", "bsr",
-            "bxor", "case", "catch", "cond", "div", "end", "fun", "if", "let", "not",
-            "of", "or", "orelse", "receive", "rem", "try", "when", "xor", "maybe", "else"}
+# Erlang reserved words: a field with one of these names (StreamEnd's
+# `end`) must be a quoted atom.
+RESERVED = {"after", "and", "andalso", "band", "begin", "bnot", "bor", "bsl", "bsr", "bxor",
+            "case", "catch", "cond", "div", "end", "fun", "if", "let", "maybe", "not", "of",
+            "or", "orelse", "receive", "rem", "try", "when", "xor"}
 
 
 def atom(name):
@@ -174,8 +175,7 @@ def generate():
     w("%% @doc Field number, key and type of each field of a message.")
     w("-spec schema(msg_name()) -> [{pos_integer(), atom(), field_type()}].")
     for i, m in enumerate(msgs):
-        fields = ["{%d, %s, %s}" % (f.number, atom(f.name), field_type(m, f, pkg))
-                  for f in m.field]
+        fields = ["{%d, %s, %s}" % (f.number, atom(f.name), field_type(m, f, pkg)) for f in m.field]
         end = "." if i == len(msgs) - 1 else ";"
         head = "schema(%s) ->" % snake(m.name)
         body = "[" + ", ".join(fields) + "]" + end

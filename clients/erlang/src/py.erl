@@ -37,9 +37,13 @@
          cast/3, cast/4, cast/5, spawn_call/3, spawn_call/4, spawn_call/5,
          await/1, await/2, async_call/3, async_call/4, async_await/1, async_await/2,
          async_gather/1, async_gather/2,
+         stream/3, stream/4, stream_eval/1, stream_eval/2,
+         stream_start/3, stream_start/4, stream_cancel/1, exec_start/1, exec_start/2,
+         interrupt/1,
+         is_ref/1, call_method/3, call_method/4, getattr/2, to_term/1, release/1,
          last_traceback/0, last_output/0]).
 
--export_type([ctx/0, code/0, name/0, value/0, py_result/0]).
+-export_type([ctx/0, code/0, name/0, value/0, py_result/0, py_ref/0]).
 
 -include("pyexec_ctx.hrl").
 
@@ -48,8 +52,14 @@
 -type code() :: unicode:chardata().
 -type name() :: atom() | binary() | string().
 -type value() :: pyexec_value:term_in() | pyexec_value:term_out().
--type py_error() :: {atom() | binary(), string()} | timeout | session_lost | no_workers_available
-                  | {bad_value, term()} | pyexec_rpc:grpc_error().
+-type py_error() :: {atom() | binary(), string()} | timeout | interrupted | session_lost
+                  | no_workers_available | {bad_value, term()} | pyexec_rpc:grpc_error().
+%% A reference to a live Python object held by a bound session (a result
+%% with no Erlang counterpart, or asked for with `#{return => ref}').
+%% Opaque: use is_ref/1, call_method/3,4, getattr/2, to_term/1, release/1,
+%% or pass it back as an argument, keyword argument or local of a call on
+%% the same session.
+-type py_ref() :: pyexec_value:py_ref().
 -type py_result() :: {ok, value()} | {error, py_error()}.
 
 -define(TRACEBACK_KEY, '$pyexec_last_traceback').
@@ -86,9 +96,16 @@ call(Module, Function, Args, Kwargs) ->
            timeout() | map() | list()) -> py_result().
 call(#py_ctx{id = Id}, Module, Function, Args, Opts) when is_map(Opts); is_list(Opts) ->
     O = maps:from_list(if is_map(Opts) -> maps:to_list(Opts); true -> proplists:unfold(Opts) end),
-    maps:is_key(return, O) andalso error({badarg, {unsupported_option, return}}),
-    do_call({ctx, Id}, Module, Function, Args, maps:get(kwargs, O, #{}),
-            maps:get(timeout, O, default_timeout()));
+    AsRef = case maps:get(return, O, term) of
+                ref -> true;
+                term -> false;
+                Other -> error({badarg, {return, Other}})
+            end,
+    Kwargs = maps:get(kwargs, O, #{}),
+    is_list(Args) andalso is_map(Kwargs) orelse error({badarg, {Args, Kwargs}}),
+    run({ctx, Id}, call, #{module => name(Module), function => name(Function), args => Args,
+                           kwargs => Kwargs, result_as_ref => AsRef},
+        maps:get(timeout, O, default_timeout()));
 call(Pool, Module, Function, Args, Kwargs) when is_atom(Pool), is_list(Args), is_map(Kwargs),
                                                 (is_atom(Function) orelse is_binary(Function)) ->
     call(py_context_router:get_context(Pool), Module, Function, Args, #{kwargs => Kwargs});
@@ -354,6 +371,204 @@ async_gather(Calls, Timeout) when is_list(Calls) ->
     end.
 
 %%====================================================================
+%% Streaming (erlang_python 4.x)
+%%====================================================================
+%%
+%% Backed by the CallStream and ExecStream RPCs: values and output arrive
+%% while the Python code runs. Streams run on the session a synchronous
+%% call would use (or the `ctx' option), with `default_timeout' as their
+%% deadline unless the `timeout' option says otherwise.
+
+%% @doc Calls Module.Function(*Args) and collects what it yields:
+%% `{ok, [Item, ...]}' for a generator or iterator (a non-iterable result
+%% is a one-element list). The items are read one by one as the server
+%% streams them, with flow control, in the calling process.
+-spec stream(name(), name(), [value()]) -> {ok, [value()]} | {error, py_error()}.
+stream(Module, Function, Args) ->
+    stream(Module, Function, Args, #{}).
+
+-spec stream(name(), name(), [value()], map()) -> {ok, [value()]} | {error, py_error()}.
+stream(Module, Function, Args, Kwargs) when is_list(Args), is_map(Kwargs) ->
+    Req = #{module => name(Module), function => name(Function), args => Args, kwargs => Kwargs},
+    case open_stream(default, call_stream, Req, default_timeout()) of
+        {ok, St} -> collect(St, [], [], []);
+        {error, _} = E -> E
+    end.
+
+%% @doc Evaluates a generator expression and returns its items as a list
+%% (erlang_python evaluates `list(Code)'; so does this).
+-spec stream_eval(code()) -> py_result().
+stream_eval(Code) ->
+    stream_eval(Code, #{}).
+
+-spec stream_eval(code(), map()) -> py_result().
+stream_eval(Code, Locals) when is_map(Locals) ->
+    do_eval(default, [<<"list(">>, code(Code), <<")">>], Locals, default_timeout()).
+
+%% @doc Starts Module.Function(*Args) and returns `{ok, Ref}' at once; the
+%% owner (default: the caller) then receives, as the server streams them:
+%%   `{py_stream, Ref, {data, Item}}'  each item yielded (or the result)
+%%   `{py_stream, Ref, done}'          the end
+%%   `{py_stream, Ref, {error, Reason}}'  the end, after an error (a Python
+%%       exception is `{Type, Message}'; `<<"cancelled">>' after
+%%       stream_cancel/1; else as for call/3)
+%% Options (a map): `owner' (pid), and extensions of this client: `ctx'
+%% (a context), `kwargs', `timeout' (ms or infinity), `output' (true:
+%% also deliver `{py_stream, Ref, {stdout | stderr, Binary}}' chunks).
+%% Delivery pauses while the owner has more than 1000 messages queued, and
+%% the paused stream stops the server (flow control), so a slow owner
+%% cannot make memory grow without bound.
+-spec stream_start(name(), name(), [value()]) -> {ok, reference()}.
+stream_start(Module, Function, Args) ->
+    stream_start(Module, Function, Args, #{}).
+
+-spec stream_start(name(), name(), [value()], map()) -> {ok, reference()}.
+stream_start(Module, Function, Args, Opts) when is_list(Args), is_map(Opts) ->
+    Kwargs = maps:get(kwargs, Opts, #{}),
+    is_map(Kwargs) orelse error({badarg, {kwargs, Kwargs}}),
+    Req = #{module => name(Module), function => name(Function), args => Args, kwargs => Kwargs},
+    start_driver(call_stream, Req, Opts#{output => maps:get(output, Opts, false)}).
+
+%% @doc Executes Code with its output streamed (an extension: erlang_python
+%% has no streamed exec). Returns `{ok, Ref}'; the owner receives
+%% `{py_stream, Ref, {stdout, Bin}}' and `{py_stream, Ref, {stderr, Bin}}'
+%% as the code writes (flushed at line ends or every 50 ms), then
+%% `{py_stream, Ref, done}' or `{py_stream, Ref, {error, Reason}}'.
+%% Options: `owner', `ctx', `locals', `timeout'.
+-spec exec_start(code()) -> {ok, reference()}.
+exec_start(Code) ->
+    exec_start(Code, #{}).
+
+-spec exec_start(code(), map()) -> {ok, reference()}.
+exec_start(Code, Opts) when is_map(Opts) ->
+    Locals = maps:get(locals, Opts, #{}),
+    is_map(Locals) orelse error({badarg, {locals, Locals}}),
+    start_driver(exec_stream, #{code => code(Code), locals => Locals}, Opts#{output => true}).
+
+%% @doc Cancels a stream from stream_start/3,4 or exec_start/1,2: the
+%% server interrupts the Python code (a bound session keeps its state) and
+%% the owner receives `{py_stream, Ref, {error, <<"cancelled">>}}' as the
+%% last event, unless the stream had already ended. Always ok.
+-spec stream_cancel(reference()) -> ok.
+stream_cancel(Ref) when is_reference(Ref) ->
+    case catch ets:lookup(?STREAM_TABLE, Ref) of
+        [{_, Pid}] ->
+            Mon = erlang:monitor(process, Pid),
+            Pid ! {pyexec_stream_ctl, cancel},
+            %% Wait until the driver is gone, so nothing of this stream
+            %% arrives after stream_cancel/1 has returned.
+            receive {'DOWN', Mon, process, Pid, _} -> ok end;
+        _ ->
+            ok
+    end.
+
+%%====================================================================
+%% Interrupt (erlang_python 4.x)
+%%====================================================================
+
+%% @doc Interrupts the Python code running on a context (or on the session
+%% bound by the process Pid): `ok', or `not_running' when the context is
+%% idle or has no session yet. The interrupted call returns
+%% `{error, interrupted}' (a stream ends with `{error, interrupted}'); the
+%% session keeps its state. Callable from any process.
+-spec interrupt(ctx() | pid()) -> ok | not_running | {error, py_error()}.
+interrupt(#py_ctx{id = Id}) ->
+    case ets:lookup(?CTX_TABLE, Id) of
+        [{_, Session, _, _}] ->
+            case pyexec_rpc:call(interrupt, #{session => Session}, default_timeout()) of
+                {ok, #{interrupted := true}} -> ok;
+                {ok, #{interrupted := false}} -> not_running;
+                {error, {grpc, not_found, _}} -> {error, session_lost};
+                {error, _} = E -> E
+            end;
+        [] ->
+            not_running
+    end;
+interrupt(Pid) when is_pid(Pid) ->
+    case ets:lookup(?BOUND_TABLE, Pid) of
+        [{_, Id}] -> interrupt(#py_ctx{id = Id});
+        [] -> not_running
+    end.
+
+%%====================================================================
+%% Object references (erlang_python 4.x py_ref API)
+%%====================================================================
+
+%% @doc Whether Term is a ref to a Python object.
+-spec is_ref(term()) -> boolean().
+is_ref({py_ref, Session, _, _, _} = Term) when is_binary(Session) ->
+    pyexec_value:is_ref(Term);
+is_ref(_) ->
+    false.
+
+%% @doc Calls the method Method of the ref's object, on the session that
+%% holds it. Method may be a dotted path (`'inner.method'').
+-spec call_method(py_ref(), name(), [value()]) -> py_result().
+call_method(Ref, Method, Args) ->
+    call_method(Ref, Method, Args, #{}).
+
+%% @doc call_method/3 with keyword arguments (an extension).
+-spec call_method(py_ref(), name(), [value()], map()) -> py_result().
+call_method({py_ref, Session, Id, _, _} = Ref, Method, Args, Kwargs)
+  when is_binary(Session), is_list(Args), is_map(Kwargs) ->
+    ref_session(Ref),
+    run({session, Session}, call, #{target_ref => Id, function => name(Method),
+                                    args => Args, kwargs => Kwargs}, default_timeout());
+call_method(Ref, _Method, _Args, _Kwargs) ->
+    error({badarg, Ref}).
+
+%% @doc Reads the attribute Name (may be dotted) of the ref's object.
+-spec getattr(py_ref(), name()) -> py_result().
+getattr({py_ref, Session, Id, _, _} = Ref, Name) when is_binary(Session) ->
+    ref_session(Ref),
+    run({session, Session}, call, #{target_ref => Id, function => name(Name),
+                                    get_attribute => true}, default_timeout());
+getattr(Ref, _Name) ->
+    error({badarg, Ref}).
+
+%% @doc The ref's object converted to an Erlang term. Parts with no Erlang
+%% counterpart come back as new refs (an object with none at all: a new
+%% ref to the same object).
+-spec to_term(py_ref()) -> py_result().
+to_term({py_ref, Session, _, _, _} = Ref) when is_binary(Session) ->
+    ref_session(Ref),
+    run({session, Session}, eval, #{code => <<"_pyexec_ref">>,
+                                    locals => #{<<"_pyexec_ref">> => Ref}}, default_timeout());
+to_term(Ref) ->
+    error({badarg, Ref}).
+
+%% @doc Drops refs (one or a list) on their sessions (the Release RPC), so
+%% their objects can be freed. erlang_python frees an object when the
+%% Erlang term is garbage collected; a remote server cannot see that, so
+%% refs live until released or until their session is unbound. Releasing
+%% an already released ref does nothing. `ok', or `{error, session_lost}'.
+-spec release(py_ref() | [py_ref()]) -> ok | {error, py_error()}.
+release(Refs) when is_list(Refs) ->
+    BySession = lists:foldl(fun({py_ref, S, Id, _, _} = R, Acc) when is_binary(S) ->
+                                    ref_session(R),
+                                    maps:update_with(S, fun(L) -> [Id | L] end, [Id], Acc);
+                               (Bad, _) ->
+                                    error({badarg, Bad})
+                            end, #{}, Refs),
+    maps:fold(fun(Session, Ids, ok) ->
+                      case pyexec_rpc:call(release, #{session => Session, ref_ids => Ids},
+                                           default_timeout()) of
+                          {ok, _} -> ok;
+                          {error, {grpc, not_found, _}} -> {error, session_lost};
+                          {error, _} = E -> E
+                      end;
+                 (_, _, Err) ->
+                      Err
+              end, ok, BySession);
+release(Ref) ->
+    release([Ref]).
+
+ref_session({py_ref, S, Id, T, R}) when is_binary(S), is_binary(Id), is_binary(T), is_binary(R) ->
+    ok;
+ref_session(Ref) ->
+    error({badarg, Ref}).
+
+%%====================================================================
 %% Diagnostics
 %%====================================================================
 
@@ -456,6 +671,9 @@ session(default) ->
     end;
 session(stateless) ->
     {ok, <<>>, none};
+session({session, Session}) ->
+    %% A ref's own session (call_method/3 and friends).
+    {ok, Session, none};
 session({bound, Id}) ->
     case session_of(Id) of
         {ok, Session} -> {ok, Session, Id};
@@ -485,19 +703,28 @@ bound_id() ->
         error:badarg -> none    % application not started
     end.
 
-result(Method, {ok, Resp}, _Target, _Id, _Session) ->
+result(Method, {ok, Resp}, _Target, _Id, Session) ->
     put(?OUTPUT_KEY, {maps:get(stdout, Resp), maps:get(stderr, Resp)}),
     case Resp of
-        #{error := #{type := Type, message := Msg, traceback := Tb}} ->
-            put(?TRACEBACK_KEY, Tb),
-            {error, {exception_type(Type), unicode:characters_to_list(Msg)}};
+        #{error := Err} ->
+            {error, python_error(Err)};
         _ when Method =:= exec ->
             ok;
         _ ->
-            {ok, maps:get(value, Resp, none)}
+            {ok, with_session(maps:get(value, Resp, none), Session)}
     end;
 result(_Method, {error, {grpc, deadline_exceeded, _}}, _Target, _Id, _Session) ->
     {error, timeout};
+result(_Method, {error, {grpc, cancelled, _}}, _Target, _Id, _Session) ->
+    %% We cancel only streams we stop reading, never a call we wait for: a
+    %% CANCELLED answer is an Interrupt (py:interrupt/1), as erlang_python
+    %% reports it.
+    {error, interrupted};
+result(_Method, {error, {grpc, not_found, _}}, {session, _}, _Id, _Session) ->
+    %% A ref whose session is gone.
+    {error, session_lost};
+result(_Method, {error, {grpc, aborted, _}} = E, {session, _}, _Id, _Session) ->
+    E;
 result(_Method, {error, {grpc, not_found, _}}, Target, Id, Session) when Session =/= <<>> ->
     %% The server forgot the session (restart, idle expiry, worker crash).
     ok = pyexec_registry:lost(Id, Session),
@@ -512,6 +739,182 @@ result(_Method, {error, {grpc, aborted, _}} = E, _Target, Id, Session) when Sess
     E;
 result(_Method, {error, _} = E, _Target, _Id, _Session) ->
     E.
+
+python_error(#{type := Type, message := Msg, traceback := Tb}) ->
+    put(?TRACEBACK_KEY, Tb),
+    {exception_type(Type), unicode:characters_to_list(Msg)}.
+
+with_session(Value, <<>>) -> Value;
+with_session(Value, Session) -> pyexec_value:attach_session(Value, Session).
+
+%% Opens a stream on the session Target resolves to: {ok, State} for
+%% next_event/2, or an error as call/3 would return it.
+open_stream(Target, Method, Req, Timeout) when Timeout =:= infinity;
+                                               is_integer(Timeout), Timeout >= 0 ->
+    case session(Target) of
+        {ok, Session, Id} ->
+            try pyexec_rpc:stream_open(Method, Req#{session => Session}, Timeout) of
+                {ok, S} -> {ok, #{s => S, target => Target, id => Id, session => Session,
+                                  method => Method}};
+                {error, _} = E -> result(Method, E, Target, Id, Session)
+            catch
+                throw:{pyexec_bad_value, Bad} -> {error, {bad_value, Bad}}
+            end;
+        {error, _} = E ->
+            E
+    end;
+open_stream(_Target, _Method, _Req, Timeout) ->
+    error({badarg, {timeout, Timeout}}).
+
+%% The next event of a stream, in the `py_stream' event shapes:
+%% {data, V} | {stdout, B} | {stderr, B} | done | {error, Reason} (the last
+%% two end it), or {ctl, Ctl} for a control message to the reader.
+next_event(#{s := S, target := Target, id := Id, session := Session, method := Method} = St, Wait) ->
+    case pyexec_rpc:stream_recv(S, Wait) of
+        {ok, #{'end' := #{error := Err}}} ->
+            Reason = python_error(Err),
+            %% The status (OK) follows the `end' event.
+            _ = pyexec_rpc:stream_recv(S, 5000),
+            {error, Reason};
+        {ok, #{'end' := _}} ->
+            case pyexec_rpc:stream_recv(S, 5000) of
+                done -> done;
+                {error, _} = E -> stream_error(E, St);
+                _ -> pyexec_rpc:stream_cancel(S), done
+            end;
+        {ok, #{value := V}} ->
+            {data, with_session(V, Session)};
+        {ok, #{stdout := Out}} when Out =/= <<>> ->
+            {stdout, Out};
+        {ok, #{stderr := Err}} when Err =/= <<>> ->
+            {stderr, Err};
+        {ok, _Empty} ->
+            next_event(St, Wait);
+        done ->
+            %% A stream must end with an `end' event before its status.
+            {error, {grpc, internal, <<"stream ended without an end event">>}};
+        {error, _} = E ->
+            stream_error(E, St#{target := Target, id := Id, method := Method});
+        Other ->
+            Other     % timeout | {ctl, _}
+    end.
+
+stream_error(E, #{target := Target, id := Id, session := Session, method := Method}) ->
+    try result(Method, E, Target, Id, Session)
+    catch error:context_not_bound -> {error, context_not_bound}
+    end.
+
+%% stream/3,4: reads every event in the calling process.
+collect(St, Acc, Out, Err) ->
+    case next_event(St, infinity) of
+        {data, V} -> collect(St, [V | Acc], Out, Err);
+        {stdout, B} -> collect(St, Acc, [B | Out], Err);
+        {stderr, B} -> collect(St, Acc, Out, [B | Err]);
+        {ctl, _} -> collect(St, Acc, Out, Err);
+        Final ->
+            put(?OUTPUT_KEY, {iolist_to_binary(lists:reverse(Out)),
+                              iolist_to_binary(lists:reverse(Err))}),
+            case Final of
+                done -> {ok, lists:reverse(Acc)};
+                {error, _} = E -> E
+            end
+    end.
+
+-define(OWNER_QUEUE_MAX, 1000).
+
+%% stream_start/4, exec_start/2: a driver process reads the stream (so the
+%% connection's flow control follows its pace) and forwards the events to
+%% the owner. It resolves the session in the caller first, as spawn_call/3.
+start_driver(Method, Req, Opts) ->
+    Owner = maps:get(owner, Opts, self()),
+    is_pid(Owner) orelse error({badarg, {owner, Owner}}),
+    Target = case maps:get(ctx, Opts, undefined) of
+                 undefined -> caller_target();
+                 #py_ctx{id = Id} -> {ctx, Id};
+                 Bad -> error({badarg, {ctx, Bad}})
+             end,
+    Timeout = maps:get(timeout, Opts, default_timeout()),
+    Output = maps:get(output, Opts),
+    Ref = make_ref(),
+    Pid = spawn(fun() ->
+                        receive {Ref, go} -> ok end,
+                        drive(Ref, Owner, Target, Method, Req, Timeout, Output)
+                end),
+    %% Registered before stream_cancel/1 can be called, and before the
+    %% driver can end and delete the entry. Without the application (no
+    %% table) the driver reports `{error, {grpc, unavailable, _}}' to the
+    %% owner, as a call would return.
+    _ = (catch ets:insert(?STREAM_TABLE, {Ref, Pid})),
+    Pid ! {Ref, go},
+    {ok, Ref}.
+
+drive(Ref, Owner, Target, Method, Req, Timeout, Output) ->
+    %% Owner death arrives as a control message, so it ends a blocked read.
+    erlang:monitor(process, Owner, [{tag, pyexec_stream_ctl}]),
+    Final = try open_stream(Target, Method, Req, Timeout) of
+                {ok, St} -> forward(St, Ref, Owner, Output);
+                {error, _} = E -> E
+            catch
+                error:context_not_bound -> {error, context_not_bound};
+                error:Reason -> {error, Reason}
+            end,
+    _ = (catch ets:delete(?STREAM_TABLE, Ref)),
+    case Final of
+        owner_down -> ok;
+        _ -> Owner ! {py_stream, Ref, Final}
+    end.
+
+forward(#{s := S} = St, Ref, Owner, Output) ->
+    case next_event(St, infinity) of
+        {data, V} ->
+            case wait_for_owner(Owner, S) of
+                ok -> Owner ! {py_stream, Ref, {data, V}}, forward(St, Ref, Owner, Output);
+                Stop -> Stop
+            end;
+        {Chunk, B} when Chunk =:= stdout; Chunk =:= stderr ->
+            case Output andalso wait_for_owner(Owner, S) of
+                false -> forward(St, Ref, Owner, Output);
+                ok -> Owner ! {py_stream, Ref, {Chunk, B}}, forward(St, Ref, Owner, Output);
+                Stop -> Stop
+            end;
+        {ctl, Ctl} ->
+            case ctl(Ctl, S) of
+                continue -> forward(St, Ref, Owner, Output);
+                Stop -> Stop
+            end;
+        Final ->
+            Final
+    end.
+
+ctl({pyexec_stream_ctl, cancel}, S) ->
+    pyexec_rpc:stream_cancel(S),
+    {error, <<"cancelled">>};
+ctl({pyexec_stream_ctl, _Mon, process, _Owner, _}, S) ->
+    pyexec_rpc:stream_cancel(S),
+    owner_down;
+ctl(_, _S) ->
+    continue.
+
+%% Holds delivery while the owner's mailbox is long. Nothing signals that
+%% an owner has read its messages, so this checks every 10 ms; meanwhile
+%% the stream is not read, the window is not reopened and the server waits.
+wait_for_owner(Owner, S) when node(Owner) =:= node() ->
+    case erlang:process_info(Owner, message_queue_len) of
+        {message_queue_len, N} when N > ?OWNER_QUEUE_MAX ->
+            receive
+                M when element(1, M) =:= pyexec_stream_ctl ->
+                    case ctl(M, S) of
+                        continue -> wait_for_owner(Owner, S);
+                        Stop -> Stop
+                    end
+            after 10 ->
+                    wait_for_owner(Owner, S)
+            end;
+        _ ->
+            ok
+    end;
+wait_for_owner(_Owner, _S) ->
+    ok.
 
 %% The exception type as an atom when that atom already exists (every
 %% built-in exception, and any name the application itself mentions), else

@@ -19,6 +19,16 @@
 %%   at once; calls arriving meanwhile are queued, not failed.
 %% - A caller that dies or times out gets its stream reset with CANCEL, so
 %%   the server interrupts the Python code it was running.
+%%
+%% Server streams (Path given as `{stream, Path}'): each complete gRPC
+%% message is sent to the caller as `{Reply, {message, Bin, Octets}}' as soon as it
+%% arrives, and the end as `{Reply, {trailers, Headers, Trailers}}' (or
+%% `{Reply, {error, _}}' as for unary calls). The stream's receive window is
+%% only reopened (WINDOW_UPDATE) when the caller reports with
+%% `{pyexec_ack, Reply, Octets}' that it has taken messages, so a slow
+%% consumer stops the server after one window (`window_size') of unread
+%% data, which in turn blocks the Python code producing it. The caller
+%% cancels with `{pyexec_cancel, Reply}' (RST_STREAM CANCEL).
 -module(pyexec_conn).
 -behaviour(gen_server).
 
@@ -42,7 +52,10 @@
           headers = undefined :: undefined | [pyexec_hpack:header()],
           data = [] :: [binary()],               % DATA payloads, reversed
           size = 0 :: non_neg_integer(),
-          unacked = 0 :: non_neg_integer()       % received, not yet WINDOW_UPDATEd
+          unacked = 0 :: non_neg_integer(),      % received, not yet WINDOW_UPDATEd
+          mode = unary :: unary | stream,
+          msgbuf = <<>> :: binary(),             % stream: partial gRPC message
+          early = 0 :: non_neg_integer()         % stream: octets of msgbuf acked early
          }).
 
 -record(s, {
@@ -140,6 +153,8 @@ handle_cast(_Msg, S) ->
 
 handle_info({pyexec_req, _Reply, _Caller, _Path, _Body, _Deadline} = Req, S) ->
     {noreply, finish_drain(submit(Req, S))};
+handle_info({pyexec_ack, Reply, Octets}, S) ->
+    {noreply, ack_stream(Reply, Octets, S)};
 handle_info({pyexec_cancel, Reply}, S) ->
     {noreply, finish_drain(cancel(Reply, S))};
 handle_info({'DOWN', Mon, process, _, _}, S) ->
@@ -322,6 +337,12 @@ open_stream({pyexec_req, Reply, Caller, Path, Body, Deadline} = Req, S) ->
             end
     end.
 
+send_request(Id, Reply, Caller, {stream, Path}, Body, Timeout, S) ->
+    S1 = send_request(Id, Reply, Caller, Path, Body, Timeout, S),
+    case S1#s.streams of
+        #{Id := St} -> S1#s{streams = (S1#s.streams)#{Id := St#stream{mode = stream}}};
+        _ -> S1
+    end;
 send_request(Id, Reply, Caller, Path, Body, Timeout, #s{cfg = Cfg} = S) ->
     Headers = [{<<":method">>, <<"POST">>},
                {<<":scheme">>, S#s.scheme},
@@ -537,6 +558,11 @@ data_frame(Id, Flags, Payload, #s{conn_unacked = CU} = S0) ->
     %% even to streams we have already forgotten.
     S = ack_connection(S0#s{conn_unacked = CU + Len}),
     case S#s.streams of
+        #{Id := #stream{mode = stream} = St} ->
+            case pyexec_h2_frame:strip_padding(Flags, Payload) of
+                {ok, Data} -> stream_data(Id, Flags, Len - byte_size(Data), Data, St, S);
+                {error, Code} -> conn_error(Code, bad_padding, S)
+            end;
         #{Id := St} ->
             case pyexec_h2_frame:strip_padding(Flags, Payload) of
                 {ok, Data} ->
@@ -566,6 +592,66 @@ data_frame(Id, Flags, Payload, #s{conn_unacked = CU} = S0) ->
             S
     end.
 
+%% A server stream: each complete message goes to the caller now. Only the
+%% padding is acknowledged here; message octets are acknowledged when the
+%% caller has taken them (ack_stream/3).
+%%
+%% A message larger than half the stream window could never complete if
+%% its octets waited for the caller, so the received part of such a message
+%% is acknowledged at once (`early'), and the caller later acknowledges only
+%% the rest. Unread data stays bounded by the window plus one message.
+stream_data(Id, Flags, Padding, Data, #stream{msgbuf = Buf0, early = Early0} = St, S) ->
+    Max = maps:get(max_message_size, S#s.cfg),
+    case split_messages(<<Buf0/binary, Data/binary>>, Early0, St) of
+        {ok, <<_, Len:32, _/binary>>, _} when Len > Max ->
+            reply(St, {error, {too_large, Len}}),
+            reset(Id, cancel, S);
+        {ok, _Buf, _} when Flags band ?END_STREAM =/= 0 ->
+            reply(St, {error, {protocol, <<"stream ended without trailers">>}}),
+            drain_queue(remove_stream(Id, S));
+        {ok, <<_, Len:32, _/binary>> = Buf, Early} when Len + 5 > S#s.stream_window div 2 ->
+            St1 = St#stream{msgbuf = Buf, early = byte_size(Buf)},
+            ack_stream_octets(Id, Padding + byte_size(Buf) - Early,
+                              S#s{streams = (S#s.streams)#{Id := St1}});
+        {ok, Buf, Early} ->
+            St1 = St#stream{msgbuf = Buf, early = Early},
+            ack_stream_octets(Id, Padding, S#s{streams = (S#s.streams)#{Id := St1}});
+        {error, Why} ->
+            reply(St, {error, {protocol, Why}}),
+            reset(Id, protocol_error, S)
+    end.
+
+split_messages(<<0, Len:32, Msg:Len/binary, Rest/binary>>, Early, St) ->
+    reply(St, {message, Msg, Len + 5 - Early}),
+    split_messages(Rest, 0, St);
+split_messages(<<1, _/binary>>, _Early, _St) ->
+    {error, <<"compressed response not supported">>};
+split_messages(<<C, _/binary>>, _Early, _St) when C > 1 ->
+    {error, <<"malformed gRPC message framing">>};
+split_messages(Rest, Early, _St) ->
+    {ok, Rest, Early}.
+
+%% The caller took Octets of a stream's messages: reopen that much of the
+%% stream window (batched to half a window, as for unary responses).
+ack_stream(Reply, Octets, #s{refs = Refs} = S) ->
+    case Refs of
+        #{Reply := Id} when is_integer(Id) -> ack_stream_octets(Id, Octets, S);
+        _ -> S
+    end.
+
+ack_stream_octets(_Id, 0, S) ->
+    S;
+ack_stream_octets(Id, Octets, S) ->
+    case S#s.streams of
+        #{Id := #stream{unacked = U} = St} when U + Octets >= S#s.stream_window div 2 ->
+            S1 = S#s{streams = (S#s.streams)#{Id := St#stream{unacked = 0}}},
+            send(pyexec_h2_frame:window_update(Id, U + Octets), S1);
+        #{Id := #stream{unacked = U} = St} ->
+            S#s{streams = (S#s.streams)#{Id := St#stream{unacked = U + Octets}}};
+        _ ->
+            S
+    end.
+
 ack_connection(#s{conn_unacked = CU, conn_window = CW} = S) when CU >= CW div 2 ->
     send(pyexec_h2_frame:window_update(0, CU), S#s{conn_unacked = 0});
 ack_connection(S) ->
@@ -585,9 +671,18 @@ stream_headers(Id, EndStream, Headers, S) ->
     case S#s.streams of
         #{Id := #stream{headers = undefined} = St} when not EndStream ->
             S#s{streams = (S#s.streams)#{Id := St#stream{headers = Headers}}};
+        #{Id := #stream{headers = undefined, mode = stream} = St} ->
+            reply(St, {trailers, Headers, Headers}),
+            drain_queue(remove_stream(Id, S));
         #{Id := #stream{headers = undefined} = St} ->
             %% Trailers-only response: one HEADERS frame holds the status.
             reply(St, {ok, Headers, <<>>, Headers}),
+            drain_queue(remove_stream(Id, S));
+        #{Id := #stream{mode = stream, msgbuf = <<>>} = St} when EndStream ->
+            reply(St, {trailers, St#stream.headers, Headers}),
+            drain_queue(remove_stream(Id, S));
+        #{Id := #stream{mode = stream} = St} when EndStream ->
+            reply(St, {error, {protocol, <<"stream ended inside a message">>}}),
             drain_queue(remove_stream(Id, S));
         #{Id := St} when EndStream ->
             Body = iolist_to_binary(lists:reverse(St#stream.data)),

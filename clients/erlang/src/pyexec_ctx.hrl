@@ -10,3 +10,5 @@
 -define(CTX_TABLE, pyexec_ctx).
 %% ETS: process -> the context its py:call/eval/exec use.  {Pid, Id}
 -define(BOUND_TABLE, pyexec_bound).
+%% ETS: py:stream_start/exec_start reference -> the process driving it.  {Ref, Pid}
+-define(STREAM_TABLE, pyexec_streams).

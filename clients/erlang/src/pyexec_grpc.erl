@@ -6,7 +6,15 @@
 -module(pyexec_grpc).
 -behaviour(pyexec_rpc).
 
--export([unary/3, request/3, decode_status/2, percent_decode/1]).
+-export([unary/3, request/3, decode_status/2, percent_decode/1,
+         stream_open/3, stream_request/3, stream_recv/2, stream_cancel/1]).
+
+-export_type([stream/0]).
+
+%% A server stream opened by stream_open/3; used only by the process that
+%% opened it.
+-opaque stream() :: #{conn := pid(), mref := reference(), resp := pyexec_pb:msg_name() | raw,
+                      deadline := integer() | infinity}.
 
 -define(TABLE, pyexec_conns).
 
@@ -26,6 +34,115 @@ unary(Method, Request, Timeout) ->
         {error, _} = E ->
             E
     end.
+
+%% @doc Opens a server-streaming RPC (ExecStream, CallStream). Messages
+%% are then read one at a time with stream_recv/2; the connection reopens
+%% the stream's flow-control window only as they are read, so a consumer
+%% that stops reading stops the server (and the Python code behind it).
+%% Timeout bounds the whole stream (the gRPC deadline), or infinity.
+-spec stream_open(pyexec_rpc:method(), map(), timeout()) ->
+          {ok, stream()} | {error, pyexec_rpc:grpc_error()}.
+stream_open(Method, Request, Timeout) ->
+    {Path, ReqType, RespType} = pyexec_rpc:method(Method),
+    Msg = pyexec_pb:encode_msg(ReqType, Request),
+    case stream_request(Path, Msg, Timeout) of
+        {ok, St} -> {ok, St#{resp := RespType}};
+        {error, _} = E -> E
+    end.
+
+%% @doc A raw server stream: Path and a serialized request in; stream_recv/2
+%% then returns `{ok, Binary}' messages. Used by stream_open/3 and by tests.
+-spec stream_request(binary(), iodata(), timeout()) ->
+          {ok, stream()} | {error, pyexec_rpc:grpc_error()}.
+stream_request(Path, Msg, Timeout) ->
+    Body = [<<0, (iolist_size(Msg)):32>>, Msg],
+    Deadline = case Timeout of
+                   infinity -> infinity;
+                   _ -> erlang:monotonic_time(millisecond) + Timeout
+               end,
+    case pick() of
+        {ok, Conn} ->
+            Mref = erlang:monitor(process, Conn, [{alias, demonitor}]),
+            Conn ! {pyexec_req, Mref, self(), {stream, Path}, Body, Deadline},
+            {ok, #{conn => Conn, mref => Mref, resp => raw, deadline => Deadline}};
+        {error, _} = E ->
+            E
+    end.
+
+%% @doc The next message of a stream: `{ok, Msg}', `done' when it ended
+%% with status OK, `{error, GrpcError}' when it ended otherwise (the stream
+%% is then finished), or `timeout' if nothing arrived within Wait ms (the
+%% stream goes on). Past the stream's deadline plus `deadline_grace' the
+%% stream is reset and `{error, {grpc, deadline_exceeded, _}}' returned.
+%% A message that is a tuple tagged `pyexec_stream_ctl' (also a 'DOWN'
+%% of a monitor made with `{tag, pyexec_stream_ctl}') ends the wait with
+%% `{ctl, Message}': this is how py:stream_cancel/1 and an owner's death
+%% reach a reader blocked here. The stream is left as it is.
+-spec stream_recv(stream(), timeout()) ->
+          {ok, map()} | done | timeout | {ctl, term()} | {error, pyexec_rpc:grpc_error()}.
+stream_recv(#{conn := Conn, mref := Mref, resp := RespType, deadline := Deadline} = St, Wait) ->
+    Left = case Deadline of
+               infinity -> infinity;
+               _ -> max(0, Deadline - erlang:monotonic_time(millisecond))
+                        + pyexec_config:get(deadline_grace)
+           end,
+    receive
+        {Mref, {message, Bin, Octets}} ->
+            %% Taken: let the server send this much more.
+            Conn ! {pyexec_ack, Mref, Octets},
+            try
+                {ok, case RespType of
+                         raw -> Bin;
+                         _ -> pyexec_pb:decode_msg(RespType, Bin)
+                     end}
+            catch
+                error:_ ->
+                    stream_cancel(St),
+                    {error, {grpc, internal, <<"cannot parse response message">>}}
+            end;
+        {Mref, {trailers, Headers, Trailers}} ->
+            erlang:demonitor(Mref, [flush]),
+            case decode_status(Headers, Trailers) of
+                ok -> done;
+                {error, _} = E -> E
+            end;
+        {Mref, {error, _} = Err} ->
+            erlang:demonitor(Mref, [flush]),
+            case result(Err) of
+                {retry, E} -> {error, E};
+                E -> E
+            end;
+        {'DOWN', Mref, process, _, Reason} ->
+            {error, {grpc, unavailable, fmt("connection process exited: ~p", [Reason])}};
+        Ctl when element(1, Ctl) =:= pyexec_stream_ctl ->
+            {ctl, Ctl}
+    after min_timeout(Wait, Left) ->
+            case Left =/= infinity andalso (Wait =:= infinity orelse Left =< Wait) of
+                true ->
+                    stream_cancel(St),
+                    {error, {grpc, deadline_exceeded, <<"deadline exceeded (no answer from server)">>}};
+                false ->
+                    timeout
+            end
+    end.
+
+%% @doc Cancels a stream (RST_STREAM CANCEL: the server interrupts the
+%% Python code). Messages still in flight are dropped. Always ok.
+-spec stream_cancel(stream()) -> ok.
+stream_cancel(#{conn := Conn, mref := Mref}) ->
+    erlang:demonitor(Mref, [flush]),
+    Conn ! {pyexec_cancel, Mref},
+    flush_stream(Mref).
+
+flush_stream(Mref) ->
+    receive
+        {Mref, _} -> flush_stream(Mref)
+    after 0 -> ok
+    end.
+
+min_timeout(infinity, B) -> B;
+min_timeout(A, infinity) -> A;
+min_timeout(A, B) -> min(A, B).
 
 %% @doc A raw unary call: Path and a serialized request in, the serialized
 %% response out. Used by unary/3 and by tests that talk to other services.

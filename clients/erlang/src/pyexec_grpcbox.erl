@@ -13,7 +13,8 @@
 -module(pyexec_grpcbox).
 -behaviour(pyexec_rpc).
 
--export([start_link/0, unary/3, definition/1, channel_endpoints/0]).
+-export([start_link/0, unary/3, definition/1, channel_endpoints/0,
+         stream_open/3, stream_recv/2, stream_cancel/1]).
 
 %% Same layout as the record in grpcbox/include/grpcbox.hrl.
 -record(grpcbox_def, {service :: atom(),
@@ -94,6 +95,102 @@ unary(Method, Request, Timeout) ->
                 _ ->
                     erlang:raise(error, undef, Stack)
             end
+    end.
+
+%% @doc A server stream through `grpcbox_client:stream/5' (request given,
+%% response streamed). Messages are read as `grpcbox_client:recv_data/2'
+%% reads them (`{data, StreamId, Msg}' from the stream process, then its
+%% 'DOWN' and trailers), in our own receive so that a
+%% `{pyexec_stream_ctl, _}' message can end the wait (see
+%% pyexec_grpc:stream_recv/2).
+%% Unlike the built-in transport, chatterbox reopens the flow-control
+%% window as data arrives, whether or not it has been read, so a slow
+%% reader does not hold the server back: messages queue in the reader's
+%% mailbox.
+-spec stream_open(pyexec_rpc:method(), map(), timeout()) ->
+          {ok, map()} | {error, pyexec_rpc:grpc_error()}.
+stream_open(Method, Request, Timeout) ->
+    {Path, Def} = definition(Method),
+    Options = #{channel => pyexec_config:get(grpcbox_channel)},
+    Deadline = case Timeout of
+                   infinity -> infinity;
+                   _ -> erlang:monotonic_time(millisecond) + Timeout
+               end,
+    try grpcbox_client:stream(metadata_ctx(deadline_ctx(Timeout)), Path, Request, Def, Options) of
+        {ok, S} -> {ok, #{s => S, deadline => Deadline}};
+        {error, Reason} -> {error, {grpc, unavailable, to_bin(Reason)}}
+    catch
+        error:undef:Stack ->
+            not_installed(Stack)
+    end.
+
+-spec stream_recv(map(), timeout()) ->
+          {ok, map()} | done | timeout | {error, pyexec_rpc:grpc_error()}.
+stream_recv(#{s := S, deadline := Deadline} = St, Wait) ->
+    Left = case Deadline of
+               infinity -> infinity;
+               _ -> max(0, Deadline - erlang:monotonic_time(millisecond))
+                        + pyexec_config:get(deadline_grace)
+           end,
+    W = case {Wait, Left} of
+            {infinity, _} -> Left;
+            {_, infinity} -> Wait;
+            _ -> min(Wait, Left)
+        end,
+    #{stream_id := Id, stream_pid := Pid, monitor_ref := Ref} = S,
+    receive
+        {data, Id, Msg} ->
+            {ok, Msg};
+        {'DOWN', Ref, process, Pid, _Reason} ->
+            case grpcbox_client:recv_trailers(S, 0) of
+                {ok, {Status, Message, _Meta}} ->
+                    case status(Status) of
+                        ok -> done;
+                        Code -> {error, {grpc, Code, message(Message)}}
+                    end;
+                {error, _} ->
+                    {error, {grpc, unavailable, <<"grpcbox stream ended without trailers">>}}
+            end;
+        Ctl when element(1, Ctl) =:= pyexec_stream_ctl ->
+            {ctl, Ctl}
+    after W ->
+            case Left =/= infinity andalso W =:= Left of
+                true ->
+                    stream_cancel(St),
+                    {error, {grpc, deadline_exceeded, <<"deadline exceeded">>}};
+                false ->
+                    timeout
+            end
+    end.
+
+%% @doc Resets the stream with CANCEL (8) through its chatterbox stream
+%% process, so the server interrupts the Python code. grpcbox's client has
+%% no cancel of its own. The module is `chatterbox_h2_stream' in
+%% ts_chatterbox 0.16 (grpcbox master) and `h2_stream' before (grpcbox
+%% 0.17.1 from hex.pm), both with rst_stream/2.
+-spec stream_cancel(map()) -> ok.
+stream_cancel(#{s := #{stream_pid := Pid, stream_id := Id} = S}) ->
+    try chatterbox_h2_stream:rst_stream(Pid, 8)
+    catch error:undef -> catch h2_stream:rst_stream(Pid, 8)
+    end,
+    case S of
+        #{monitor_ref := Ref} -> erlang:demonitor(Ref, [flush]);
+        _ -> ok
+    end,
+    flush_data(Id).
+
+flush_data(Id) ->
+    receive
+        {data, Id, _} -> flush_data(Id);
+        {trailers, Id, _} -> flush_data(Id);
+        {headers, Id, _} -> flush_data(Id)
+    after 0 -> ok
+    end.
+
+not_installed([{M, _, _, _} | _] = Stack) ->
+    case lists:member(M, [grpcbox_client, ctx, grpcbox_metadata]) of
+        true -> {error, {grpc, unavailable, <<"grpcbox is not installed">>}};
+        false -> erlang:raise(error, undef, Stack)
     end.
 
 %% grpcbox sends the ctx deadline as grpc-timeout, which is what makes the

@@ -13,7 +13,8 @@
 -export_type([field_type/0]).
 
 %% The field types the generator may emit; it refuses anything else.
--type field_type() :: string | uint32 | uint64 | value | {repeated, value}
+-type field_type() :: string | uint32 | uint64 | bool | value | {repeated, value}
+                    | {repeated, string}
                     | {map, value} | {message, pyexec_pb:msg_name()}.
 
 %%====================================================================
@@ -29,14 +30,13 @@ encode_msg(Name, Msg) ->
 enc_field(_N, _Type, undefined) -> [];
 enc_field(_N, string, <<>>) -> [];
 enc_field(N, string, S) -> len(N, S);
-enc_field(_N, bool, false) -> [];
-enc_field(N, bool, true) -> [key(N, 0), <<1>>];
-enc_field(N, {repeated, string}, List) when is_list(List) ->
-    [len(N, S) || S <- List];
 enc_field(_N, uint32, 0) -> [];
 enc_field(N, uint32, I) -> [key(N, 0), varint(I)];
 enc_field(_N, uint64, 0) -> [];
 enc_field(N, uint64, I) -> [key(N, 0), varint(I)];
+enc_field(_N, bool, false) -> [];
+enc_field(N, bool, true) -> [key(N, 0), 1];
+enc_field(N, {repeated, string}, List) -> [len(N, S) || S <- List];
 enc_field(N, value, Term) ->
     {Io, _} = pyexec_value:encode_field(key(N, 2), Term),
     Io;
@@ -92,9 +92,9 @@ decode_msg(Name, Bin) ->
     dec_fields(Bin, ByNum, Defaults).
 
 default(string) -> <<>>;
-default(bool) -> false;
 default(uint32) -> 0;
 default(uint64) -> 0;
+default(bool) -> false;
 default({repeated, _}) -> [];
 default({map, _}) -> #{};
 default(_) -> unset.
@@ -110,15 +110,15 @@ dec_fields(Bin, ByNum, Acc) ->
 
 dec_field(Key, string, V, Acc) when is_binary(V) -> Acc#{Key => V};
 dec_field(Key, uint32, V, Acc) when is_integer(V) -> Acc#{Key => V band 16#ffffffff};
+dec_field(Key, uint64, V, Acc) when is_integer(V) -> Acc#{Key => V};
 dec_field(Key, bool, V, Acc) when is_integer(V) -> Acc#{Key => V =/= 0};
+dec_field(Key, value, V, Acc) when is_binary(V) -> Acc#{Key => pyexec_value:decode(V)};
 dec_field(Key, {repeated, string}, V, Acc) when is_binary(V) ->
     Prev = case Acc of
                #{Key := {rev, L}} -> L;
                _ -> []
            end,
     Acc#{Key => {rev, [V | Prev]}};
-dec_field(Key, uint64, V, Acc) when is_integer(V) -> Acc#{Key => V};
-dec_field(Key, value, V, Acc) when is_binary(V) -> Acc#{Key => pyexec_value:decode(V)};
 dec_field(Key, {repeated, value}, V, Acc) when is_binary(V) ->
     Prev = case Acc of
                #{Key := {rev, L}} -> L;

@@ -83,6 +83,8 @@ init([]) ->
     process_flag(trap_exit, true),
     ets:new(?CTX_TABLE, [named_table, protected, set, {read_concurrency, true}]),
     ets:new(?BOUND_TABLE, [named_table, protected, set, {read_concurrency, true}]),
+    %% Written by the stream driver processes themselves (py:stream_start/4).
+    ets:new(?STREAM_TABLE, [named_table, public, set]),
     {ok, #s{}}.
 
 handle_call({bind, Owner, Kind}, From, S) ->

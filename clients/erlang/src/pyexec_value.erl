@@ -21,21 +21,28 @@
 %% size), float -> float | nan | infinity | neg_infinity, str -> binary,
 %% bytes -> {bytes, Bin} (or a bare binary with `{decode_bytes, binary}`),
 %% list -> list, tuple -> tuple, dict -> map, set -> {set, List},
-%% anything else -> {opaque, TypeBinary, ReprBinary}, or on a bound session
-%% {ref, IdBinary, TypeBinary, ReprBinary} (a live object the session holds;
-%% decoded only here, see issue 10 for the py API that sends it back).
+%% anything else -> {opaque, TypeBinary, ReprBinary} (stateless calls) or,
+%% on a bound session, a ref to the live object held by the session.
+%%
+%% Refs: Value.ref {id, type, repr} decodes to
+%% `{py_ref, undefined, Id, Type, Repr}'; the `py' layer fills in the
+%% session token (attach_session/2), because the decoder does not know
+%% which session answered (with grpcbox it runs in another process). A ref
+%% sent back (any position: argument, keyword, local, nested) encodes as
+%% Value.ref {id}; the server resolves it only on the session that made it.
 -module(pyexec_value).
 
--export([encode/1, decode/1, decode/2, encode_field/2, builtin_exception_types/0]).
+-export([encode/1, decode/1, decode/2, encode_field/2, builtin_exception_types/0,
+         attach_session/2, is_ref/1]).
 
--export_type([term_in/0, term_out/0]).
+-export_type([term_in/0, term_out/0, py_ref/0]).
 
--type term_in() :: integer() | float() | atom() | binary() | {bytes, binary()}
+-type term_in() :: py_ref() | integer() | float() | atom() | binary() | {bytes, binary()}
                  | {set, list()} | list() | tuple() | map().
--type term_out() :: none | boolean() | integer() | float() | nan | infinity
+-type py_ref() :: {py_ref, binary() | undefined, binary(), binary(), binary()}.
+-type term_out() :: py_ref() | none | boolean() | integer() | float() | nan | infinity
                   | neg_infinity | binary() | {bytes, binary()} | {set, list()}
-                  | {opaque, binary(), binary()}
-                  | {ref, binary(), binary(), binary()} | list() | tuple() | map().
+                  | {opaque, binary(), binary()} | list() | tuple() | map().
 
 -define(INT64_MIN, -16#8000000000000000).
 -define(INT64_MAX, 16#7fffffffffffffff).
@@ -55,6 +62,7 @@
 -define(T_OPAQUE, 16#62).
 -define(T_ITEMS, 16#6a).
 -define(T_KEYS, 16#72).
+-define(T_REF, 16#7a).
 
 %%====================================================================
 %% Encoding
@@ -99,6 +107,9 @@ enc(B) when is_binary(B) ->
     end;
 enc({bytes, B}) when is_binary(B) ->
     len_field(?T_BYTES, B);
+enc({py_ref, _Session, Id, _Type, _Repr}) when is_binary(Id) ->
+    %% Only the id matters to the server (Ref.id = field 1).
+    sub(<<?T_REF>>, len_field(16#0a, Id));
 enc({set, L}) when is_list(L) ->
     container(?T_SET, L);
 enc(L) when is_list(L) ->
@@ -190,7 +201,38 @@ finish({opaque, O}, _, _) ->
     {opaque, T, R};
 finish({ref, Ref}, _, _) ->
     #{id := Id, type := T, repr := R} = pyexec_pb:decode_msg(ref, Ref),
-    {ref, Id, T, R}.
+    {py_ref, undefined, Id, T, R}.
+
+%% @doc Whether Term is a ref (from a bound session's result).
+-spec is_ref(term()) -> boolean().
+is_ref({py_ref, S, Id, T, R}) ->
+    (is_binary(S) orelse S =:= undefined) andalso is_binary(Id) andalso is_binary(T)
+        andalso is_binary(R);
+is_ref(_) ->
+    false.
+
+%% @doc Stamps the session token into every ref of a decoded result, so that
+%% a ref carries its session (py:call_method/3 and friends need no context,
+%% and a ref can be told apart from one of another session). Results
+%% without refs, the common case, are returned as they are, without a copy.
+-spec attach_session(term_out(), binary()) -> term_out().
+attach_session(Term, Session) ->
+    case has_ref(Term) of
+        true -> attach(Term, Session);
+        false -> Term
+    end.
+
+has_ref({py_ref, undefined, _, _, _}) -> true;
+has_ref([H | T]) -> has_ref(H) orelse has_ref(T);
+has_ref(T) when is_tuple(T) -> lists:any(fun has_ref/1, tuple_to_list(T));
+has_ref(M) when is_map(M) -> lists:any(fun has_ref/1, maps:keys(M) ++ maps:values(M));
+has_ref(_) -> false.
+
+attach({py_ref, undefined, Id, T, R}, S) -> {py_ref, S, Id, T, R};
+attach([H | T], S) -> [attach(H, S) | attach(T, S)];
+attach(T, S) when is_tuple(T) -> list_to_tuple([attach(E, S) || E <- tuple_to_list(T)]);
+attach(M, S) when is_map(M) -> maps:from_list([{attach(K, S), attach(V, S)} || {K, V} <- maps:to_list(M)]);
+attach(Other, _S) -> Other.
 
 %% IEEE 754 specials have no Erlang float; they become atoms.
 double(<<0:48, 16#f0, 16#7f>>) -> infinity;

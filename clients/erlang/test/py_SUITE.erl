@@ -28,7 +28,7 @@ groups() ->
        v2_get_context_integer]},
      {v4, [sequence],
       [v4_call_on_pool, v4_spawn_call_await, v4_cast, v4_async_call_coroutines,
-       v4_async_gather, v4_return_ref_refused]},
+       v4_async_gather, v4_return_ref]},
      {load, [], [concurrent_1000_calls_100_procs]}].
 
 init_per_suite(Config) ->
@@ -701,6 +701,9 @@ v4_async_gather(_Config) ->
     ?assertEqual({ok, []}, py:async_gather([])).
 
 %% Refs (`#{return => ref}') do not exist yet: refused, never ignored.
-v4_return_ref_refused(_Config) ->
-    ?assertError({badarg, {unsupported_option, return}},
-                 py:call(py:context(1), math, sqrt, [4], #{return => ref})).
+v4_return_ref(_Config) ->
+    %% erlang_python's example (more in py_stream_SUITE).
+    {ok, Ref} = py:call(py:context(1), builtins, list, [[1, 2, 3]], #{return => ref}),
+    ?assert(py:is_ref(Ref)),
+    ?assertEqual({ok, 3}, py:call_method(Ref, '__len__', [])),
+    ?assertEqual(ok, py:release(Ref)).

@@ -65,9 +65,6 @@ decode_tolerance_test_() ->
      %% Opaque.
      ?_assertEqual({opaque, <<"datetime.date">>, <<"datetime.date(2024, 1, 2)">>},
                    D(<<16#62, 42, 16#0a, 13, "datetime.date", 16#12, 25, "datetime.date(2024, 1, 2)">>)),
-     %% Ref (field 15, a bound session's live object).
-     ?_assertEqual({ref, <<"ab12">>, <<"M">>, <<"<M>">>},
-                   D(<<16#7a, 14, 16#0a, 4, "ab12", 16#12, 1, "M", 16#1a, 3, "<M>">>)),
      %% NaN payloads other than the canonical one are still nan.
      ?_assertEqual(nan, D(<<16#29, 1, 0, 0, 0, 0, 0, 16#f0, 16#7f>>)),
      ?_assertEqual(nan, D(<<16#29, 0, 0, 0, 0, 0, 0, 16#f8, 16#ff>>)),
@@ -86,16 +83,31 @@ messages_test_() ->
             {eval_request, #{session => <<"s">>, code => <<"x + 1">>,
                              locals => #{<<"x">> => 41, <<"y">> => [none, {set, [1]}]},
                              result_as_ref => false}},
+            {eval_request, #{session => <<"s">>, code => <<"x">>, locals => #{},
+                             result_as_ref => true}},
             {exec_request, #{session => <<>>, code => <<"pass">>, locals => #{}}},
             {call_request, #{session => <<>>, module => <<"math">>, function => <<"sqrt">>,
                              args => [16, <<"a">>, #{1 => 2}], kwargs => #{<<"k">> => true},
-                             result_as_ref => false, target_ref => <<>>,
-                             get_attribute => false}},
-            {call_request, #{session => <<"s">>, module => <<>>, function => <<"f">>,
+                             result_as_ref => false, target_ref => <<>>, get_attribute => false}},
+            {call_request, #{session => <<"s">>, module => <<>>, function => <<"w.x">>,
                              args => [], kwargs => #{}, result_as_ref => true,
-                             target_ref => <<"0a1b">>, get_attribute => true}},
-            {release_request, #{session => <<"s">>, ref_ids => [<<"a">>, <<"b">>]}},
+                             target_ref => <<"0123456789abcdef01234567">>,
+                             get_attribute => true}},
+            {exec_event, #{stdout => <<"line\n">>, stderr => <<>>}},
+            {exec_event, #{stdout => <<>>, stderr => <<>>, 'end' => #{}}},
+            {exec_event, #{stdout => <<>>, stderr => <<>>,
+                           'end' => #{error => #{type => <<"E">>, message => <<"m">>,
+                                                 traceback => <<"t">>}}}},
+            {call_event, #{stdout => <<>>, stderr => <<"e">>}},
+            {call_event, #{stdout => <<>>, stderr => <<>>, value => none}},
+            {call_event, #{stdout => <<>>, stderr => <<>>, value => [1, {py_ref, undefined,
+                                                                      <<"id">>, <<>>, <<>>}]}},
+            {release_request, #{session => <<"s">>, ref_ids => [<<"a">>, <<"b">>, <<"c">>]}},
+            {release_request, #{session => <<"s">>, ref_ids => []}},
+            {release_response, #{released => 2}},
+            {interrupt_request, #{session => <<"s">>}},
             {interrupt_response, #{interrupted => true}},
+            {interrupt_response, #{interrupted => false}},
             {eval_response, #{value => [1, 2], stdout => <<"out">>, stderr => <<>>}},
             {eval_response, #{error => #{type => <<"ZeroDivisionError">>,
                                          message => <<"division by zero">>,
@@ -174,3 +186,36 @@ window_update_test_() ->
                    F(pyexec_h2_frame:window_update(3, 16#7fffffff))),
      ?_assertError(_, pyexec_h2_frame:window_update(0, 16#80000000)),
      ?_assertError(_, pyexec_h2_frame:window_update(0, 0))].
+
+%% Value.ref: only the id goes to the server (field 15, a Ref message with
+%% field 1); a ref from the server decodes with its type and repr and no
+%% session yet, which py stamps in (attach_session/2).
+ref_wire_test_() ->
+    Ref = {py_ref, <<"session-token">>, <<"0123456789abcdef01234567">>, <<"m.T">>, <<"<T>">>},
+    Enc = iolist_to_binary(pyexec_value:encode(Ref)),
+    FromServer = <<16#7a, 36, 16#0a, 24, "0123456789abcdef01234567", 16#12, 3, "m.T",
+                   16#1a, 3, "<T>">>,
+    [?_assertEqual(<<16#7a, 26, 16#0a, 24, "0123456789abcdef01234567">>, Enc),
+     ?_assertEqual({py_ref, undefined, <<"0123456789abcdef01234567">>, <<"m.T">>, <<"<T>">>},
+                   pyexec_value:decode(FromServer, binary)),
+     %% Nested, in any container, and as a dict key.
+     ?_assertEqual([1, {py_ref, undefined, <<"0123456789abcdef01234567">>, <<>>, <<>>}],
+                   rt([1, Ref])),
+     ?_assert(pyexec_value:is_ref(Ref)),
+     ?_assertNot(pyexec_value:is_ref({py_ref, 1, 2, 3, 4})),
+     ?_assertNot(pyexec_value:is_ref({opaque, <<"t">>, <<"r">>}))].
+
+attach_session_test_() ->
+    R = {py_ref, undefined, <<"i">>, <<"t">>, <<"r">>},
+    S = {py_ref, <<"s">>, <<"i">>, <<"t">>, <<"r">>},
+    Plain = [1, {2, #{3 => <<"x">>}}, {set, [4]}, {opaque, <<"t">>, <<"r">>}],
+    [?_assertEqual(S, pyexec_value:attach_session(R, <<"s">>)),
+     ?_assertEqual([1, {S, #{S => [S]}}, {set, [S]}],
+                   pyexec_value:attach_session([1, {R, #{R => [R]}}, {set, [R]}], <<"s">>)),
+     %% Without refs the very same term comes back (no copy).
+     ?_assert(erts_debug:same(Plain, pyexec_value:attach_session(Plain, <<"s">>)))].
+
+%% Field names that are Erlang reserved words are quoted atoms.
+reserved_field_test() ->
+    ?assertEqual([{1, error, {message, python_error}}], pyexec_pb:schema(stream_end)),
+    ?assertMatch([_, _, {4, 'end', {message, stream_end}}], pyexec_pb:schema(exec_event)).

@@ -12,7 +12,8 @@
 
 -compile([export_all, nowarn_export_all]).
 
--define(FAKES, ["grpcbox_client", "grpcbox_channel_sup", "grpcbox_metadata", "ctx"]).
+-define(FAKES, ["grpcbox_client", "grpcbox_channel_sup", "grpcbox_metadata", "ctx",
+                "chatterbox_h2_stream"]).
 
 all() ->
     [loads_without_grpcbox, start_fails_cleanly_without_grpcbox, {group, with_grpcbox}].
@@ -21,7 +22,7 @@ groups() ->
     [{with_grpcbox, [sequence],
       [first_call_right_after_start, api_over_grpcbox, errors_over_grpcbox,
        bind_limit_over_grpcbox, infinity_timeout_over_grpcbox, nodelay_and_connect_timeout,
-       metadata_over_grpcbox, unsupported_config_refused]}].
+       metadata_over_grpcbox, streams_and_refs_over_grpcbox, unsupported_config_refused]}].
 
 init_per_suite(Config) ->
     {ok, Srv} = pyexec_test_util:start_server(pyexec_test_util:pyexecd_path(),
@@ -177,3 +178,53 @@ unsupported_config_refused(Config) ->
     %% The defaults, set explicitly, are fine.
     start_app(Config, [{decode_bytes, tagged}, {connections, 2}, {window_size, 4194304}]),
     ?assertEqual({ok, 2}, py:eval(<<"1 + 1">>)).
+
+%% Streams, refs and interrupts through {transport, grpcbox}.
+streams_and_refs_over_grpcbox(_Config) ->
+    Before = calls(),
+    ok = py:bind(),
+    ok = py:exec(<<"import time\ndef gen(n):\n    for i in range(n):\n        print('at', i)\n"
+                   "        yield i\nstate = []\ndef forever():\n    while True:\n"
+                   "        state.append(1)\n        yield len(state)\n        time.sleep(0.01)\n">>),
+    ?assertEqual({ok, [0, 1, 2]}, py:stream('__main__', gen, [3])),
+    ?assertEqual(<<"at 0\nat 1\nat 2\n">>, maps:get(stdout, py:last_output())),
+    {ok, Ref} = py:stream_start('__main__', gen, [2], #{output => true}),
+    ?assertEqual([{stdout, <<"at 0\n">>}, {data, 0}, {stdout, <<"at 1\n">>}, {data, 1}, done],
+                 stream_events(Ref)),
+    {ok, Ref2} = py:exec_start(<<"print('x')\n1/0">>),
+    ?assertEqual([{stdout, <<"x\n">>}, {error, {'ZeroDivisionError', "division by zero"}}],
+                 stream_events(Ref2)),
+    %% Cancel: the generator is interrupted, the session keeps its state.
+    {ok, Ref3} = py:stream_start('__main__', forever, []),
+    receive {py_stream, Ref3, {data, 1}} -> ok after 10000 -> ct:fail(no_item) end,
+    ok = py:stream_cancel(Ref3),
+    ?assertMatch({error, <<"cancelled">>}, lists:last(stream_events_now(Ref3))),
+    {ok, N1} = py:eval(<<"len(state)">>),
+    ?assertEqual({ok, N1}, py:eval(<<"len(state)">>)),
+    %% A timeout ends a stream with {error, timeout}.
+    {ok, Ref4} = py:stream_start(time, sleep, [5], #{timeout => 300}),
+    ?assertEqual([{error, timeout}], stream_events(Ref4)),
+    %% Refs.
+    {ok, R} = py:eval(<<"object()">>),
+    ?assert(py:is_ref(R)),
+    ?assertEqual({ok, <<"object">>}, py:getattr(R, '__class__.__name__')),
+    ?assertEqual({ok, true}, py:eval(<<"r is r">>, #{r => R})),
+    ok = py:release(R),
+    ?assertMatch({error, {grpc, invalid_argument, _}}, py:getattr(R, '__class__')),
+    ?assertEqual(not_running, py:interrupt(self())),
+    %% Every one of these went through grpcbox_client.
+    ?assert(calls() - Before >= 15),
+    py:unbind().
+
+stream_events(Ref) ->
+    receive
+        {py_stream, Ref, done} -> [done];
+        {py_stream, Ref, {error, _} = E} -> [E];
+        {py_stream, Ref, Ev} -> [Ev | stream_events(Ref)]
+    after 20000 -> ct:fail(stream_did_not_end)
+    end.
+
+stream_events_now(Ref) ->
+    receive {py_stream, Ref, Ev} -> [Ev | stream_events_now(Ref)]
+    after 0 -> []
+    end.

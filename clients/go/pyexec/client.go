@@ -171,7 +171,8 @@ func (c *Client) eval(ctx context.Context, session, code string, opts []CallOpti
 	}
 	ctx, cancel := c.callCtx(ctx)
 	defer cancel()
-	resp, err := c.stub.Eval(ctx, &pb.EvalRequest{Session: session, Code: code, Locals: locals})
+	resp, err := c.stub.Eval(ctx, &pb.EvalRequest{Session: session, Code: code, Locals: locals,
+		ResultAsRef: cfg.resultAsRef})
 	if err != nil {
 		return nil, fromRPC(err)
 	}
@@ -182,18 +183,30 @@ func (c *Client) eval(ctx context.Context, session, code string, opts []CallOpti
 	return FromValue(resp.Value)
 }
 
-func (c *Client) exec(ctx context.Context, session, code string, opts []CallOption) error {
-	cfg := applyCall(opts)
+// execRequest checks opts for Exec and ExecStream and builds the request.
+func execRequest(session, code string, cfg callConfig) (*pb.ExecRequest, error) {
 	if cfg.kwargs != nil {
-		return invalidArgument("WithKwargs applies to Call only")
+		return nil, invalidArgument("WithKwargs applies to Call only")
+	}
+	if cfg.resultAsRef {
+		return nil, invalidArgument("WithResultAsRef applies to Eval and Call only")
 	}
 	locals, err := toValueMap(cfg.locals)
+	if err != nil {
+		return nil, err
+	}
+	return &pb.ExecRequest{Session: session, Code: code, Locals: locals}, nil
+}
+
+func (c *Client) exec(ctx context.Context, session, code string, opts []CallOption) error {
+	cfg := applyCall(opts)
+	req, err := execRequest(session, code, cfg)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := c.callCtx(ctx)
 	defer cancel()
-	resp, err := c.stub.Exec(ctx, &pb.ExecRequest{Session: session, Code: code, Locals: locals})
+	resp, err := c.stub.Exec(ctx, req)
 	if err != nil {
 		return fromRPC(err)
 	}
@@ -201,12 +214,14 @@ func (c *Client) exec(ctx context.Context, session, code string, opts []CallOpti
 	return pyError(resp.Error, resp.Stdout, resp.Stderr)
 }
 
-func (c *Client) call(ctx context.Context, session, module, function string, args []any, opts []CallOption) (any, error) {
-	cfg := applyCall(opts)
+// callRequest checks opts for Call, CallStream, CallMethod and GetAttr and
+// builds the request.
+func callRequest(session, module, function string, args []any, cfg callConfig) (*pb.CallRequest, error) {
 	if cfg.locals != nil {
 		return nil, invalidArgument("WithLocals applies to Eval and Exec only")
 	}
-	req := &pb.CallRequest{Session: session, Module: module, Function: function}
+	req := &pb.CallRequest{Session: session, Module: module, Function: function,
+		ResultAsRef: cfg.resultAsRef, TargetRef: cfg.targetRef, GetAttribute: cfg.getAttr}
 	for _, a := range args {
 		v, err := ToValue(a)
 		if err != nil {
@@ -219,6 +234,15 @@ func (c *Client) call(ctx context.Context, session, module, function string, arg
 		return nil, err
 	}
 	req.Kwargs = kwargs
+	return req, nil
+}
+
+func (c *Client) call(ctx context.Context, session, module, function string, args []any, opts []CallOption) (any, error) {
+	cfg := applyCall(opts)
+	req, err := callRequest(session, module, function, args, cfg)
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := c.callCtx(ctx)
 	defer cancel()
 	resp, err := c.stub.Call(ctx, req)

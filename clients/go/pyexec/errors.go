@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -40,6 +41,15 @@ var (
 	ErrPermissionDenied = errors.New("pyexec: permission denied")
 	// ErrRPC: any other gRPC status (UNKNOWN, INTERNAL, UNIMPLEMENTED, ...).
 	ErrRPC = errors.New("pyexec: rpc failed")
+	// ErrUnknownRef: an INVALID_ARGUMENT that names a ref the session does
+	// not hold (released, made up, from another session, or sent on a
+	// stateless call). It matches as well as ErrInvalidArgument; the
+	// session itself is fine.
+	ErrUnknownRef = errors.New("pyexec: unknown ref")
+	// ErrRefLimit: a RESOURCE_EXHAUSTED because the result would take the
+	// session past --max_refs_per_session live refs; Release some. It
+	// matches as well as ErrPoolExhausted; nothing of that result was kept.
+	ErrRefLimit = errors.New("pyexec: too many live refs")
 	// ErrPython matches every *PythonError: errors.Is(err, ErrPython).
 	ErrPython = errors.New("pyexec: python exception")
 )
@@ -87,6 +97,12 @@ func (e *StatusError) Is(target error) bool {
 		return e.kind == ErrTimeout
 	case context.Canceled:
 		return e.kind == ErrCancelled
+	// The server's messages for these are documented in its README; they
+	// refine a code that also has other causes.
+	case ErrUnknownRef:
+		return e.Code == codes.InvalidArgument && strings.Contains(e.Message, "unknown ref")
+	case ErrRefLimit:
+		return e.Code == codes.ResourceExhausted && strings.Contains(e.Message, "max_refs_per_session")
 	}
 	return false
 }

@@ -57,3 +57,58 @@ func ExampleClient_Context() {
 	s, err := c.Context(1).Eval(ctx, "json.dumps([1, 2])")
 	fmt.Println(s, err)
 }
+
+func ExampleSession_CallStream() {
+	c, err := pyexec.Dial("127.0.0.1:50051", pyexec.WithInsecure())
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	err = c.Session(ctx, func(s *pyexec.Session) error {
+		if err := s.Exec(ctx, "def squares(n):\n    for i in range(n):\n        print('at', i)\n        yield i * i"); err != nil {
+			return err
+		}
+		st, err := s.CallStream(ctx, "__main__", "squares", []any{3})
+		if err != nil {
+			return err
+		}
+		defer st.Close() // cancels the call if we stop early
+		for st.Next() {
+			switch ev := st.Event(); ev.Kind {
+			case pyexec.EventStdout:
+				fmt.Print(ev.Text) // at 0
+			case pyexec.EventValue:
+				fmt.Println(ev.Value) // 0
+			}
+		}
+		return st.Err() // a *PythonError if squares raised
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+}
+
+func ExampleSession_CallMethod() {
+	c, err := pyexec.Dial("127.0.0.1:50051", pyexec.WithInsecure())
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	err = c.Session(ctx, func(s *pyexec.Session) error {
+		v, err := s.Eval(ctx, "__import__('collections').Counter('abracadabra')", pyexec.WithResultAsRef())
+		if err != nil {
+			return err
+		}
+		counter := v.(pyexec.Ref) // the Counter stays in the session
+		top, err := s.CallMethod(ctx, counter, "most_common", []any{1})
+		fmt.Println(top, err) // [(a 5)] <nil>
+		n, err := s.Release(ctx, counter)
+		fmt.Println(n, err) // 1 <nil>
+		return err
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+}

@@ -131,9 +131,13 @@ func defaultContexts() int { return runtime.GOMAXPROCS(0) }
 type CallOption func(*callConfig)
 
 type callConfig struct {
-	locals map[string]any
-	kwargs map[string]any
-	output *Output
+	locals      map[string]any
+	kwargs      map[string]any
+	output      *Output
+	resultAsRef bool
+	// Set by Session.CallMethod and Session.GetAttr only.
+	targetRef string
+	getAttr   bool
 }
 
 // Output receives a call's captured stdout and stderr (see WithOutput).
@@ -156,6 +160,14 @@ func WithKwargs(kwargs map[string]any) CallOption {
 // the code raised.
 func WithOutput(out *Output) CallOption {
 	return func(c *callConfig) { c.output = out }
+}
+
+// WithResultAsRef asks Eval or Call (and CallStream, for the result as a
+// whole) on a bound session to return a Ref even when the result has a
+// Value kind: for large results, or to keep working on the object in
+// Python. On a stateless call the server refuses it (ErrInvalidArgument).
+func WithResultAsRef() CallOption {
+	return func(c *callConfig) { c.resultAsRef = true }
 }
 
 // BindOption configures Bind and Client.Session.

@@ -4,15 +4,16 @@ Sync API here (pyexec_client.Client); the asyncio flavour with the same names
 is pyexec_client.aio. See clients/python/README.md.
 """
 
-from ._core import Bound, Result, Stats
-from .client import Client, Context, Session
+from ._core import Bound, Event, Item, Result, Stats, Stderr, Stdout
+from .client import Client, Context, Session, Stream
 from .errors import (Cancelled, InvalidArgument, PermissionDenied, PoolExhausted, PyExecError,
-                     PythonError, SessionNotFound, Timeout, Unauthenticated, Unavailable,
-                     ValueConversionError, WorkerDied)
+                     PythonError, RefLimitExceeded, SessionNotFound, Timeout, Unauthenticated,
+                     Unavailable, UnknownRef, ValueConversionError, WorkerDied)
 from .values import Opaque, Ref, from_value, to_value
 
 __all__ = [
-    "Client", "Session", "Context", "Result", "Stats", "Bound", "Opaque", "Ref",
+    "Client", "Session", "Context", "Stream", "Stdout", "Stderr", "Item", "Event", "Result",
+    "Stats", "Bound", "Opaque", "Ref", "UnknownRef", "RefLimitExceeded",
     "PyExecError", "PythonError", "SessionNotFound", "Timeout", "PoolExhausted",
     "InvalidArgument", "Unavailable", "Cancelled", "WorkerDied", "Unauthenticated",
     "PermissionDenied", "ValueConversionError", "to_value", "from_value",

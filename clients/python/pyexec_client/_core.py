@@ -3,13 +3,13 @@ request building and response decoding. No I/O happens here."""
 
 import os
 from dataclasses import dataclass, fields
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import grpc
 
 from ._stubs import pb
-from .errors import InvalidArgument, PythonError
-from .values import from_value, to_value, to_value_map
+from .errors import InvalidArgument, PyExecError, PythonError
+from .values import Ref, from_value, to_value, to_value_map
 
 Metadata = Tuple[Tuple[str, str], ...]
 
@@ -113,8 +113,10 @@ class Options:
         return self.timeout if timeout is None else timeout
 
 
-def eval_request(session: str, code: str, locals: Optional[Mapping[str, Any]]) -> Any:
-    return pb.EvalRequest(session=session, code=code, locals=to_value_map(locals))
+def eval_request(session: str, code: str, locals: Optional[Mapping[str, Any]],
+                 result_as_ref: bool = False) -> Any:
+    return pb.EvalRequest(session=session, code=code, locals=to_value_map(locals),
+                          result_as_ref=result_as_ref)
 
 
 def exec_request(session: str, code: str, locals: Optional[Mapping[str, Any]]) -> Any:
@@ -122,9 +124,70 @@ def exec_request(session: str, code: str, locals: Optional[Mapping[str, Any]]) -
 
 
 def call_request(session: str, module: str, function: str, args: Sequence[Any],
-                 kwargs: Optional[Mapping[str, Any]]) -> Any:
+                 kwargs: Optional[Mapping[str, Any]], result_as_ref: bool = False,
+                 target: Optional[Ref] = None, get_attribute: bool = False) -> Any:
+    """A CallRequest; with `target`, `function` is a method/attribute path of
+    the ref's object and `module` must be empty."""
+    if target is not None and not isinstance(target, Ref):
+        raise InvalidArgument("pyexec_client: expected a Ref, got %s"
+                              % type(target).__qualname__)
     return pb.CallRequest(session=session, module=module, function=function,
-                          args=[to_value(a) for a in args], kwargs=to_value_map(kwargs))
+                          args=[to_value(a) for a in args], kwargs=to_value_map(kwargs),
+                          result_as_ref=result_as_ref,
+                          target_ref=target.id if target is not None else "",
+                          get_attribute=get_attribute)
+
+
+def release_request(session: str, refs: Sequence[Union[Ref, str]]) -> Any:
+    ids = []
+    for r in refs:
+        if isinstance(r, Ref):
+            ids.append(r.id)
+        elif isinstance(r, str):
+            ids.append(r)
+        else:
+            raise InvalidArgument("pyexec_client: release() takes Refs or ref ids, got %s"
+                                  % type(r).__qualname__)
+    return pb.ReleaseRequest(session=session, ref_ids=ids)
+
+
+@dataclass(frozen=True)
+class Stdout:
+    """A stream event: a chunk the code wrote to stdout."""
+    text: str
+
+
+@dataclass(frozen=True)
+class Stderr:
+    """A stream event: a chunk the code wrote to stderr."""
+    text: str
+
+
+@dataclass(frozen=True)
+class Item:
+    """A call_stream event: one item of the iterator result, or the one result."""
+    value: Any
+
+
+Event = Union[Stdout, Stderr, Item]
+
+
+def event(ev: Any) -> Optional[Event]:
+    """Decodes an ExecEvent/CallEvent. None for the `end` event, or PythonError
+    raised when the code raised (the stream's output was already delivered)."""
+    kind = ev.WhichOneof("event")
+    if kind == "stdout":
+        return Stdout(ev.stdout)
+    if kind == "stderr":
+        return Stderr(ev.stderr)
+    if kind == "value":
+        return Item(from_value(ev.value))
+    if kind == "end":
+        if ev.end.HasField("error"):
+            e = ev.end.error
+            raise PythonError(e.type, e.message, e.traceback)
+        return None
+    raise PyExecError("pyexec_client: stream event with no kind")
 
 
 def result(resp: Any, has_value: bool) -> Result:

@@ -13,15 +13,91 @@ Python code on the server (a bound session keeps its state).
 
 import asyncio
 from types import TracebackType
-from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple, Type
+from typing import (Any, AsyncIterator, Callable, List, Mapping, Optional, Sequence, Tuple, Type,
+                    Union)
 
 import grpc
 import grpc.aio
 
 from . import _core
-from ._core import Bound, Result, Stats
+from ._core import Bound, Event, Item, Result, Stats
 from ._stubs import pb_grpc
-from .errors import InvalidArgument, PyExecError, SessionNotFound, WorkerDied, from_rpc_error
+from .errors import (InvalidArgument, PyExecError, PythonError, SessionNotFound, WorkerDied,
+                     from_rpc_error)
+from .values import Ref
+
+
+class Stream:
+    """The events of exec_stream/call_stream, for `async for` (see
+    pyexec_client.Stream). Stopping early cancels the RPC, which interrupts
+    the Python code: cancel(), the end of an `async with` block, dropping the
+    stream, or cancelling the task that awaits it."""
+
+    def __init__(self, call: Any, on_error: Callable[[PyExecError], None]) -> None:
+        self._call = call  # a grpc.aio.UnaryStreamCall
+        self._on_error = on_error
+        self._done = False
+
+    def __aiter__(self) -> "Stream":
+        return self
+
+    async def __anext__(self) -> Event:
+        if self._done:
+            raise StopAsyncIteration
+        try:
+            resp = await self._call.read()
+        except grpc.RpcError as rpc_err:
+            if self._done:  # cancel() from another task: end quietly
+                raise StopAsyncIteration from None
+            self._done = True
+            err = from_rpc_error(rpc_err)
+            self._on_error(err)
+            raise err from None
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            cancelling = getattr(task, "cancelling", None)
+            if self._done and cancelling is not None and not cancelling():
+                # grpc.aio reports our own cancel() (from another task) as a
+                # CancelledError; this task was not cancelled: end quietly.
+                raise StopAsyncIteration from None
+            # This task was cancelled: grpc.aio has cancelled the RPC; make sure.
+            self.cancel()
+            raise
+        if resp is grpc.aio.EOF:
+            self._done = True
+            raise PyExecError("pyexec_client: the stream ended without its end event")
+        try:
+            ev = _core.event(resp)
+        except PythonError:
+            self._done = True
+            raise
+        if ev is None:
+            self._done = True
+            raise StopAsyncIteration
+        return ev
+
+    async def items(self) -> AsyncIterator[Any]:
+        """Only the values of the Item events (output chunks are dropped).
+        Closing this generator early cancels the stream."""
+        try:
+            async for ev in self:
+                if isinstance(ev, Item):
+                    yield ev.value
+        finally:
+            self.cancel()
+
+    def cancel(self) -> None:
+        """Cancels the RPC (interrupting the Python code) unless it has ended.
+        From another task, it ends that task's iteration quietly."""
+        if not self._done:
+            self._done = True
+            self._call.cancel()
+
+    async def __aenter__(self) -> "Stream":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self.cancel()
 
 
 class _Calls:
@@ -42,11 +118,19 @@ class _Calls:
             self._lost(token, err)
             raise
 
+    async def _stream(self, method: str, make: Callable[[str], Any],
+                      timeout: Optional[float]) -> Stream:
+        token = await self._token()
+        call = self._client._start_stream(method, make(token), timeout)
+        return Stream(call, lambda err: self._lost(token, err))
+
     async def eval_result(self, code: str, locals: Optional[Mapping[str, Any]] = None, *,
-                          timeout: Optional[float] = None) -> Result:
-        """Evaluates one expression; returns its value and captured output."""
-        return await self._run("Eval", lambda t: _core.eval_request(t, code, locals), timeout,
-                               True)
+                          timeout: Optional[float] = None,
+                          result_as_ref: bool = False) -> Result:
+        """Evaluates one expression; returns its value and captured output.
+        result_as_ref (bound sessions): return a Ref even for a convertible value."""
+        return await self._run(
+            "Eval", lambda t: _core.eval_request(t, code, locals, result_as_ref), timeout, True)
 
     async def exec_result(self, code: str, locals: Optional[Mapping[str, Any]] = None, *,
                           timeout: Optional[float] = None) -> Result:
@@ -56,16 +140,63 @@ class _Calls:
 
     async def call_result(self, module: str, function: str, args: Sequence[Any] = (),
                           kwargs: Optional[Mapping[str, Any]] = None, *,
-                          timeout: Optional[float] = None) -> Result:
+                          timeout: Optional[float] = None,
+                          result_as_ref: bool = False) -> Result:
         """Calls module.function(*args, **kwargs); `function` may be dotted."""
         return await self._run(
-            "Call", lambda t: _core.call_request(t, module, function, args, kwargs), timeout,
-            True)
+            "Call", lambda t: _core.call_request(t, module, function, args, kwargs,
+                                                 result_as_ref), timeout, True)
+
+    async def call_method_result(self, ref: Ref, method: str, args: Sequence[Any] = (),
+                                 kwargs: Optional[Mapping[str, Any]] = None, *,
+                                 timeout: Optional[float] = None,
+                                 result_as_ref: bool = False) -> Result:
+        """Calls ref.method(*args, **kwargs) on the session's live object."""
+        return await self._run("Call", lambda t: _core.call_request(
+            t, "", method, args, kwargs, result_as_ref, target=ref), timeout, True)
+
+    async def call_method(self, ref: Ref, method: str, args: Sequence[Any] = (),
+                          kwargs: Optional[Mapping[str, Any]] = None, *,
+                          timeout: Optional[float] = None, result_as_ref: bool = False) -> Any:
+        """Calls ref.method(*args, **kwargs) and returns its value."""
+        return (await self.call_method_result(ref, method, args, kwargs, timeout=timeout,
+                                              result_as_ref=result_as_ref)).value
+
+    async def getattr(self, obj: Union[Ref, str], attribute: str, *,
+                      timeout: Optional[float] = None, result_as_ref: bool = False) -> Any:
+        """Reads an attribute (a dotted path) of a Ref's object, or of the
+        module named by a str."""
+        module, target = (obj, None) if isinstance(obj, str) else ("", obj)
+        make = lambda t: _core.call_request(t, module, attribute, (), None, result_as_ref,
+                                            target=target, get_attribute=True)  # noqa: E731
+        return (await self._run("Call", make, timeout, True)).value
+
+    async def exec_stream(self, code: str, locals: Optional[Mapping[str, Any]] = None, *,
+                          timeout: Optional[float] = None) -> Stream:
+        """Executes statements; returns a Stream of Stdout/Stderr events."""
+        return await self._stream("ExecStream", lambda t: _core.exec_request(t, code, locals),
+                                  timeout)
+
+    async def call_stream(self, module: str, function: str, args: Sequence[Any] = (),
+                          kwargs: Optional[Mapping[str, Any]] = None, *,
+                          timeout: Optional[float] = None) -> Stream:
+        """Calls module.function(...); returns a Stream of output chunks and Items."""
+        return await self._stream(
+            "CallStream", lambda t: _core.call_request(t, module, function, args, kwargs),
+            timeout)
+
+    async def call_method_stream(self, ref: Ref, method: str, args: Sequence[Any] = (),
+                                 kwargs: Optional[Mapping[str, Any]] = None, *,
+                                 timeout: Optional[float] = None) -> Stream:
+        """call_stream on a method of a Ref's object."""
+        return await self._stream("CallStream", lambda t: _core.call_request(
+            t, "", method, args, kwargs, target=ref), timeout)
 
     async def eval(self, code: str, locals: Optional[Mapping[str, Any]] = None, *,
-                   timeout: Optional[float] = None) -> Any:
+                   timeout: Optional[float] = None, result_as_ref: bool = False) -> Any:
         """Evaluates one expression and returns its value."""
-        return (await self.eval_result(code, locals, timeout=timeout)).value
+        return (await self.eval_result(code, locals, timeout=timeout,
+                                       result_as_ref=result_as_ref)).value
 
     async def exec(self, code: str, locals: Optional[Mapping[str, Any]] = None, *,
                    timeout: Optional[float] = None) -> None:
@@ -74,12 +205,45 @@ class _Calls:
 
     async def call(self, module: str, function: str, args: Sequence[Any] = (),
                    kwargs: Optional[Mapping[str, Any]] = None, *,
-                   timeout: Optional[float] = None) -> Any:
+                   timeout: Optional[float] = None, result_as_ref: bool = False) -> Any:
         """Calls module.function(*args, **kwargs) and returns its value."""
-        return (await self.call_result(module, function, args, kwargs, timeout=timeout)).value
+        return (await self.call_result(module, function, args, kwargs, timeout=timeout,
+                                       result_as_ref=result_as_ref)).value
 
 
-class Session(_Calls):
+class _SessionCalls(_Calls):
+    """What only a bound session has: refs to release, and a call to interrupt."""
+
+    def _bound_token(self) -> Optional[str]:
+        raise NotImplementedError
+
+    async def release(self, *refs: Union[Ref, str], timeout: Optional[float] = None) -> int:
+        """Drops refs (Refs or ids) held by the session; returns how many were live."""
+        token = self._bound_token()
+        if token is None or not refs:
+            return 0
+        try:
+            return int((await self._client._invoke(
+                "Release", _core.release_request(token, refs), timeout)).released)
+        except PyExecError as err:
+            self._lost(token, err)
+            raise
+
+    async def interrupt(self, *, timeout: Optional[float] = None) -> bool:
+        """Interrupts the call running on the session (it raises Cancelled; the
+        session keeps its state). False when nothing was running."""
+        token = self._bound_token()
+        if token is None:
+            return False
+        try:
+            return bool((await self._client._invoke(
+                "Interrupt", _core.pb.InterruptRequest(session=token), timeout)).interrupted)
+        except PyExecError as err:
+            self._lost(token, err)
+            raise
+
+
+class Session(_SessionCalls):
     """A bound session; `async with client.session() as s:` binds and always unbinds."""
 
     def __init__(self, client: "Client", idle_timeout: Optional[int] = None) -> None:
@@ -111,6 +275,9 @@ class Session(_Calls):
             raise PyExecError("pyexec_client: session not bound")
         return self._bound.session
 
+    def _bound_token(self) -> Optional[str]:
+        return self.token
+
     async def __aenter__(self) -> "Session":
         if self._bound is None:
             await self.bind()
@@ -126,7 +293,7 @@ class Session(_Calls):
                 raise
 
 
-class Context(_Calls):
+class Context(_SessionCalls):
     """A shared, numbered context (see pyexec_client.Context)."""
 
     def __init__(self, client: "Client", number: int) -> None:
@@ -144,6 +311,9 @@ class Context(_Calls):
             if self._session is None:
                 self._session = (await self._client._bind(None, None)).session
             return self._session
+
+    def _bound_token(self) -> Optional[str]:
+        return self._session
 
     def _lost(self, token: str, err: PyExecError) -> None:
         if isinstance(err, (SessionNotFound, WorkerDied)) and self._session == token:
@@ -179,6 +349,11 @@ class Client(_Calls):
     async def _unary(self, method: str, request: Any, timeout: Optional[float],
                      has_value: bool) -> Result:
         return _core.result(await self._invoke(method, request, timeout), has_value)
+
+    def _start_stream(self, method: str, request: Any, timeout: Optional[float]) -> Any:
+        """Starts a server-streaming RPC; its errors surface while reading."""
+        kw = _core.stub_kwargs(self.options.metadata, self.options.call_timeout(timeout))
+        return getattr(self._stub, method)(request, **kw)
 
     async def _invoke(self, method: str, request: Any, timeout: Optional[float]) -> Any:
         kw = _core.stub_kwargs(self.options.metadata, self.options.call_timeout(timeout))
@@ -237,4 +412,4 @@ class Client(_Calls):
         await self.close()
 
 
-__all__: Tuple[str, ...] = ("Client", "Session", "Context")
+__all__: Tuple[str, ...] = ("Client", "Session", "Context", "Stream")

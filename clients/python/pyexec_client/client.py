@@ -11,14 +11,90 @@
 
 import threading
 from types import TracebackType
-from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple, Type
+from typing import Any, Callable, Iterator, List, Mapping, Optional, Sequence, Tuple, Type, Union
 
 import grpc
 
 from . import _core
-from ._core import Bound, Result, Stats
+from ._core import Bound, Event, Item, Result, Stats
 from ._stubs import pb_grpc
-from .errors import InvalidArgument, PyExecError, SessionNotFound, WorkerDied, from_rpc_error
+from .errors import (InvalidArgument, PyExecError, PythonError, SessionNotFound, WorkerDied,
+                     from_rpc_error)
+from .values import Ref
+
+
+class Stream:
+    """The events of exec_stream/call_stream: Stdout and Stderr chunks as the
+    code writes them and, for call_stream, an Item per value. Iterating ends
+    when the code returns; if it raised, the iteration raises PythonError;
+    service conditions raise the usual typed errors (Timeout, WorkerDied, ...).
+
+    Stopping early cancels the RPC, which interrupts the Python code; a bound
+    session keeps its state. That happens on cancel(), at the end of a `with`
+    block, or when the stream is dropped (e.g. `break` out of a `for` over it).
+    """
+
+    def __init__(self, call: Any, on_error: Callable[[PyExecError], None]) -> None:
+        self._call = call  # the grpc response iterator (also a grpc.Call)
+        self._on_error = on_error
+        self._done = False
+
+    def __iter__(self) -> "Stream":
+        return self
+
+    def __next__(self) -> Event:
+        if self._done:
+            raise StopIteration
+        try:
+            resp = next(self._call)
+        except StopIteration:
+            self._done = True
+            raise PyExecError("pyexec_client: the stream ended without its end event") from None
+        except grpc.RpcError as rpc_err:
+            if self._done:  # cancel() from another thread: end quietly
+                raise StopIteration from None
+            self._done = True
+            err = from_rpc_error(rpc_err)
+            self._on_error(err)
+            raise err from None
+        try:
+            ev = _core.event(resp)
+        except PythonError:
+            self._done = True
+            raise
+        if ev is None:
+            self._done = True
+            raise StopIteration
+        return ev
+
+    def items(self) -> Iterator[Any]:
+        """Only the values of the Item events (output chunks are dropped).
+        Closing this generator early cancels the stream."""
+        try:
+            for ev in self:
+                if isinstance(ev, Item):
+                    yield ev.value
+        finally:
+            self.cancel()
+
+    def cancel(self) -> None:
+        """Cancels the RPC (interrupting the Python code) unless it has ended.
+        From another thread, it ends that thread's iteration quietly."""
+        if not self._done:
+            self._done = True
+            self._call.cancel()
+
+    close = cancel
+
+    def __enter__(self) -> "Stream":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.cancel()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_done", True):
+            self._call.cancel()
 
 
 class _Calls:
@@ -41,10 +117,18 @@ class _Calls:
             self._lost(token, err)
             raise
 
+    def _stream(self, method: str, make: Callable[[str], Any],
+                timeout: Optional[float]) -> Stream:
+        token = self._token()
+        call = self._client._start_stream(method, make(token), timeout)
+        return Stream(call, lambda err: self._lost(token, err))
+
     def eval_result(self, code: str, locals: Optional[Mapping[str, Any]] = None, *,
-                    timeout: Optional[float] = None) -> Result:
-        """Evaluates one expression; returns its value and captured output."""
-        return self._run("Eval", lambda t: _core.eval_request(t, code, locals), timeout, True)
+                    timeout: Optional[float] = None, result_as_ref: bool = False) -> Result:
+        """Evaluates one expression; returns its value and captured output.
+        result_as_ref (bound sessions): return a Ref even for a convertible value."""
+        return self._run("Eval", lambda t: _core.eval_request(t, code, locals, result_as_ref),
+                         timeout, True)
 
     def exec_result(self, code: str, locals: Optional[Mapping[str, Any]] = None, *,
                     timeout: Optional[float] = None) -> Result:
@@ -53,15 +137,66 @@ class _Calls:
 
     def call_result(self, module: str, function: str, args: Sequence[Any] = (),
                     kwargs: Optional[Mapping[str, Any]] = None, *,
-                    timeout: Optional[float] = None) -> Result:
+                    timeout: Optional[float] = None, result_as_ref: bool = False) -> Result:
         """Calls module.function(*args, **kwargs); `function` may be dotted."""
-        return self._run("Call", lambda t: _core.call_request(t, module, function, args, kwargs),
+        return self._run("Call", lambda t: _core.call_request(t, module, function, args, kwargs,
+                                                              result_as_ref),
                          timeout, True)
 
+    def call_method_result(self, ref: Ref, method: str, args: Sequence[Any] = (),
+                           kwargs: Optional[Mapping[str, Any]] = None, *,
+                           timeout: Optional[float] = None,
+                           result_as_ref: bool = False) -> Result:
+        """Calls ref.method(*args, **kwargs) on the session's live object;
+        `method` may be a dotted path."""
+        return self._run("Call", lambda t: _core.call_request(
+            t, "", method, args, kwargs, result_as_ref, target=ref), timeout, True)
+
+    def call_method(self, ref: Ref, method: str, args: Sequence[Any] = (),
+                    kwargs: Optional[Mapping[str, Any]] = None, *,
+                    timeout: Optional[float] = None, result_as_ref: bool = False) -> Any:
+        """Calls ref.method(*args, **kwargs) and returns its value."""
+        return self.call_method_result(ref, method, args, kwargs, timeout=timeout,
+                                       result_as_ref=result_as_ref).value
+
+    def getattr(self, obj: Union[Ref, str], attribute: str, *,
+                timeout: Optional[float] = None, result_as_ref: bool = False) -> Any:
+        """Reads an attribute (a dotted path) of a Ref's object, or of the
+        module named by a str, e.g. getattr("math", "pi")."""
+        module, target = (obj, None) if isinstance(obj, str) else ("", obj)
+        make = lambda t: _core.call_request(t, module, attribute, (), None, result_as_ref,
+                                            target=target, get_attribute=True)  # noqa: E731
+        return self._run("Call", make, timeout, True).value
+
+    def exec_stream(self, code: str, locals: Optional[Mapping[str, Any]] = None, *,
+                    timeout: Optional[float] = None) -> Stream:
+        """Executes statements; returns a Stream of Stdout/Stderr events sent
+        as the code writes them. The RPC starts now."""
+        return self._stream("ExecStream", lambda t: _core.exec_request(t, code, locals),
+                            timeout)
+
+    def call_stream(self, module: str, function: str, args: Sequence[Any] = (),
+                    kwargs: Optional[Mapping[str, Any]] = None, *,
+                    timeout: Optional[float] = None) -> Stream:
+        """Calls module.function(*args, **kwargs); returns a Stream of output
+        chunks and an Item per element when the result is an iterator or
+        generator (else one Item, the result)."""
+        return self._stream("CallStream",
+                            lambda t: _core.call_request(t, module, function, args, kwargs),
+                            timeout)
+
+    def call_method_stream(self, ref: Ref, method: str, args: Sequence[Any] = (),
+                           kwargs: Optional[Mapping[str, Any]] = None, *,
+                           timeout: Optional[float] = None) -> Stream:
+        """call_stream on a method of a Ref's object."""
+        return self._stream("CallStream", lambda t: _core.call_request(
+            t, "", method, args, kwargs, target=ref), timeout)
+
     def eval(self, code: str, locals: Optional[Mapping[str, Any]] = None, *,
-             timeout: Optional[float] = None) -> Any:
+             timeout: Optional[float] = None, result_as_ref: bool = False) -> Any:
         """Evaluates one expression and returns its value."""
-        return self.eval_result(code, locals, timeout=timeout).value
+        return self.eval_result(code, locals, timeout=timeout,
+                                result_as_ref=result_as_ref).value
 
     def exec(self, code: str, locals: Optional[Mapping[str, Any]] = None, *,
              timeout: Optional[float] = None) -> None:
@@ -70,12 +205,48 @@ class _Calls:
 
     def call(self, module: str, function: str, args: Sequence[Any] = (),
              kwargs: Optional[Mapping[str, Any]] = None, *,
-             timeout: Optional[float] = None) -> Any:
+             timeout: Optional[float] = None, result_as_ref: bool = False) -> Any:
         """Calls module.function(*args, **kwargs) and returns its value."""
-        return self.call_result(module, function, args, kwargs, timeout=timeout).value
+        return self.call_result(module, function, args, kwargs, timeout=timeout,
+                                result_as_ref=result_as_ref).value
 
 
-class Session(_Calls):
+class _SessionCalls(_Calls):
+    """What only a bound session has: refs to release, and a call to interrupt."""
+
+    def _bound_token(self) -> Optional[str]:
+        """The token if bound now; never binds."""
+        raise NotImplementedError
+
+    def release(self, *refs: Union[Ref, str], timeout: Optional[float] = None) -> int:
+        """Drops refs (Refs or ids) held by the session; returns how many were
+        live. Unknown ids are ignored; an unbound handle holds none (0)."""
+        token = self._bound_token()
+        if token is None or not refs:
+            return 0
+        try:
+            return int(self._client._invoke("Release", _core.release_request(token, refs),
+                                            timeout).released)
+        except PyExecError as err:
+            self._lost(token, err)
+            raise
+
+    def interrupt(self, *, timeout: Optional[float] = None) -> bool:
+        """Interrupts the call running on the session, from any thread; that
+        call raises Cancelled and the session keeps its state. False when
+        nothing was running (or the handle is not bound)."""
+        token = self._bound_token()
+        if token is None:
+            return False
+        try:
+            return bool(self._client._invoke(
+                "Interrupt", _core.pb.InterruptRequest(session=token), timeout).interrupted)
+        except PyExecError as err:
+            self._lost(token, err)
+            raise
+
+
+class Session(_SessionCalls):
     """A session bound to one dedicated interpreter.
 
     `with client.session() as s:` binds on entry and unbinds on exit, also when
@@ -114,6 +285,9 @@ class Session(_Calls):
             raise PyExecError("pyexec_client: session not bound")
         return self._bound.session
 
+    def _bound_token(self) -> Optional[str]:
+        return self.token
+
     def __enter__(self) -> "Session":
         if self._bound is None:
             self.bind()
@@ -129,7 +303,7 @@ class Session(_Calls):
             # The block's own exception matters more than a failed unbind.
 
 
-class Context(_Calls):
+class Context(_SessionCalls):
     """One of the client's shared contexts, like erlang_python's py:context(N).
 
     Its session is bound on first use and shared by every caller that picks the
@@ -151,6 +325,10 @@ class Context(_Calls):
         with self._lock:
             if self._session is None:
                 self._session = self._client._bind(None, None).session
+            return self._session
+
+    def _bound_token(self) -> Optional[str]:
+        with self._lock:
             return self._session
 
     def _lost(self, token: str, err: PyExecError) -> None:
@@ -191,6 +369,11 @@ class Client(_Calls):
     def _unary(self, method: str, request: Any, timeout: Optional[float],
                has_value: bool) -> Result:
         return _core.result(self._invoke(method, request, timeout), has_value)
+
+    def _start_stream(self, method: str, request: Any, timeout: Optional[float]) -> Any:
+        """Starts a server-streaming RPC; its errors surface while reading."""
+        kw = _core.stub_kwargs(self.options.metadata, self.options.call_timeout(timeout))
+        return getattr(self._stub, method)(request, **kw)
 
     def _invoke(self, method: str, request: Any, timeout: Optional[float]) -> Any:
         kw = _core.stub_kwargs(self.options.metadata, self.options.call_timeout(timeout))
@@ -250,4 +433,4 @@ class Client(_Calls):
         self.close()
 
 
-__all__: Tuple[str, ...] = ("Client", "Session", "Context")
+__all__: Tuple[str, ...] = ("Client", "Session", "Context", "Stream")

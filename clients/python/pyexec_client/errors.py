@@ -5,7 +5,7 @@ the remote code is a PythonError (the RPC itself succeeded); every other
 subclass stands for one gRPC status code of the service.
 """
 
-from typing import Dict, Optional, Type
+from typing import Dict, Optional, Tuple, Type
 
 import grpc
 
@@ -61,6 +61,18 @@ class InvalidArgument(PyExecError):
     code = grpc.StatusCode.INVALID_ARGUMENT
 
 
+class UnknownRef(InvalidArgument):
+    """INVALID_ARGUMENT `unknown ref`: a Ref the session does not hold (made
+    up, released, from another session, or sent on a stateless call). The
+    session itself is fine."""
+
+
+class RefLimitExceeded(PyExecError):
+    """RESOURCE_EXHAUSTED: the result would take the session past the server's
+    --max_refs_per_session live refs. Nothing of it was kept; release() some."""
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
 class Unavailable(PyExecError):
     """UNAVAILABLE: the server is unreachable, draining or shutting down."""
     code = grpc.StatusCode.UNAVAILABLE
@@ -98,9 +110,20 @@ _BY_CODE: Dict[grpc.StatusCode, Type[PyExecError]] = {
 }
 
 
+# Status codes that stand for more than one condition: the server's message
+# tells them apart (see the status table in the repo's README).
+_BY_DETAILS: Dict[grpc.StatusCode, Tuple[Tuple[str, Type[PyExecError]], ...]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: (("unknown ref", UnknownRef),),
+    grpc.StatusCode.RESOURCE_EXHAUSTED: (("max_refs_per_session", RefLimitExceeded),),
+}
+
+
 def from_status(code: grpc.StatusCode, details: str) -> PyExecError:
     """The typed error for a non-OK status; PyExecError for other codes."""
     cls = _BY_CODE.get(code, PyExecError)
+    for needle, special in _BY_DETAILS.get(code, ()):
+        if needle in details:
+            cls = special
     name = code.name if code is not None else "UNKNOWN"
     return cls("%s: %s" % (name, details) if details else name, code=code, details=details)
 

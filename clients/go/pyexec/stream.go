@@ -1,0 +1,283 @@
+package pyexec
+
+import (
+	"context"
+	"io"
+	"sync/atomic"
+
+	"google.golang.org/grpc/codes"
+
+	pb "pyexec.dev/go/pyexecv1"
+)
+
+// EventKind says what a stream Event carries.
+type EventKind int
+
+const (
+	// EventStdout: Text is a chunk of the code's stdout, sent as it is
+	// written (flushed at line ends or at least every 50 ms).
+	EventStdout EventKind = iota + 1
+	// EventStderr: Text is a chunk of stderr.
+	EventStderr
+	// EventValue: Value is one item of an iterator or generator result of
+	// CallStream, or its one result when it is not an iterator.
+	EventValue
+)
+
+func (k EventKind) String() string {
+	switch k {
+	case EventStdout:
+		return "stdout"
+	case EventStderr:
+		return "stderr"
+	case EventValue:
+		return "value"
+	}
+	return "unknown"
+}
+
+// Event is one event of a Stream.
+type Event struct {
+	Kind  EventKind
+	Text  string // EventStdout, EventStderr
+	Value any    // EventValue, mapped as for Eval (a Ref on a bound session)
+}
+
+// Stream is a running ExecStream or CallStream, read like bufio.Scanner or
+// sql.Rows:
+//
+//	st, err := s.CallStream(ctx, "__main__", "gen", nil)
+//	if err != nil { ... }
+//	defer st.Close()
+//	for st.Next() {
+//		ev := st.Event()
+//		...
+//	}
+//	if err := st.Err(); err != nil { ... } // *PythonError or *StatusError
+//
+// Close (or cancelling ctx) before the end cancels the RPC: the server
+// interrupts the Python code and a bound session keeps its state. The
+// ctx deadline (or WithDefaultTimeout) bounds the whole stream. A Stream is
+// for one goroutine; Close may be called from any goroutine.
+type Stream struct {
+	recv   func() (*pb.CallEvent, error)
+	cancel context.CancelFunc
+	ev     Event
+	err    error
+	done   bool
+	closed atomic.Bool // set by Close, possibly from another goroutine
+}
+
+// Next waits for the next event and reports whether there is one. It
+// returns false at the end of the stream, on an error (see Err) and after
+// Close.
+func (st *Stream) Next() bool {
+	if st.done || st.closed.Load() {
+		st.done = true
+		return false
+	}
+	e, err := st.recv()
+	if err != nil && st.closed.Load() {
+		// Our own Close cancelled the RPC: an early end, not a failure.
+		st.finish(nil)
+		return false
+	}
+	if err == io.EOF {
+		st.finish(&StatusError{Code: codes.Internal,
+			Message: "stream ended without its end event", kind: ErrRPC})
+		return false
+	}
+	if err != nil {
+		st.finish(fromRPC(err))
+		return false
+	}
+	switch x := e.Event.(type) {
+	case *pb.CallEvent_Stdout:
+		st.ev = Event{Kind: EventStdout, Text: x.Stdout}
+	case *pb.CallEvent_Stderr:
+		st.ev = Event{Kind: EventStderr, Text: x.Stderr}
+	case *pb.CallEvent_Value:
+		v, err := FromValue(x.Value)
+		if err != nil {
+			st.finish(err)
+			return false
+		}
+		st.ev = Event{Kind: EventValue, Value: v}
+	case *pb.CallEvent_End:
+		// The output was delivered as events, so the error does not repeat it.
+		st.finish(pyError(x.End.GetError(), "", ""))
+		return false
+	default:
+		st.finish(&StatusError{Code: codes.Internal,
+			Message: "stream event of unknown kind (newer server?)", kind: ErrRPC})
+		return false
+	}
+	return true
+}
+
+// Event is the event Next moved to.
+func (st *Stream) Event() Event { return st.ev }
+
+// Err is how the stream ended: nil when it ended OK (or was closed early),
+// a *PythonError when the code raised (after the events it produced), or a
+// *StatusError (ErrTimeout, ErrCancelled, ErrSessionNotFound, ...).
+func (st *Stream) Err() error { return st.err }
+
+// Close cancels the RPC if it is still running (the server interrupts the
+// Python code; a bound session keeps its state) and frees it. Calling it
+// after the end is harmless; it always returns nil.
+func (st *Stream) Close() error {
+	st.closed.Store(true)
+	st.cancel()
+	return nil
+}
+
+func (st *Stream) finish(err error) {
+	st.err = err
+	st.done = true
+	st.cancel()
+}
+
+// openStream runs open under a cancellable ctx carrying the call's deadline.
+func (c *Client) openStream(ctx context.Context, open func(context.Context) (func() (*pb.CallEvent, error), error)) (*Stream, error) {
+	ctx, cancelDeadline := c.callCtx(ctx)
+	ctx, cancel := context.WithCancel(ctx)
+	both := func() { cancel(); cancelDeadline() }
+	recv, err := open(ctx)
+	if err != nil {
+		both()
+		return nil, fromRPC(err)
+	}
+	return &Stream{recv: recv, cancel: both}, nil
+}
+
+func (c *Client) execStream(ctx context.Context, session, code string, opts []CallOption) (*Stream, error) {
+	cfg := applyCall(opts)
+	if cfg.output != nil {
+		return nil, invalidArgument("WithOutput does not apply to streams: output arrives as events")
+	}
+	req, err := execRequest(session, code, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return c.openStream(ctx, func(ctx context.Context) (func() (*pb.CallEvent, error), error) {
+		rpc, err := c.stub.ExecStream(ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		return func() (*pb.CallEvent, error) {
+			e, err := rpc.Recv()
+			if err != nil {
+				return nil, err
+			}
+			// ExecEvent is CallEvent without values: one reader serves both.
+			switch x := e.Event.(type) {
+			case *pb.ExecEvent_Stdout:
+				return &pb.CallEvent{Event: &pb.CallEvent_Stdout{Stdout: x.Stdout}}, nil
+			case *pb.ExecEvent_Stderr:
+				return &pb.CallEvent{Event: &pb.CallEvent_Stderr{Stderr: x.Stderr}}, nil
+			case *pb.ExecEvent_End:
+				return &pb.CallEvent{Event: &pb.CallEvent_End{End: x.End}}, nil
+			}
+			return &pb.CallEvent{}, nil
+		}, nil
+	})
+}
+
+func (c *Client) callStream(ctx context.Context, session, module, function string, args []any, opts []CallOption) (*Stream, error) {
+	cfg := applyCall(opts)
+	if cfg.output != nil {
+		return nil, invalidArgument("WithOutput does not apply to streams: output arrives as events")
+	}
+	req, err := callRequest(session, module, function, args, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return c.openStream(ctx, func(ctx context.Context) (func() (*pb.CallEvent, error), error) {
+		rpc, err := c.stub.CallStream(ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		return rpc.Recv, nil
+	})
+}
+
+// ExecStream executes statements on a pooled interpreter and streams their
+// output as it is written. Option: WithLocals.
+func (c *Client) ExecStream(ctx context.Context, code string, opts ...CallOption) (*Stream, error) {
+	return c.execStream(ctx, "", code, opts)
+}
+
+// CallStream calls module.function(*args, **kwargs) on a pooled interpreter
+// and streams its output and its result: one EventValue per item when the
+// result is an iterator or generator, else one for the result. Option:
+// WithKwargs.
+func (c *Client) CallStream(ctx context.Context, module, function string, args []any, opts ...CallOption) (*Stream, error) {
+	return c.callStream(ctx, "", module, function, args, opts)
+}
+
+// ExecStream executes statements in the session, streaming their output.
+func (s *Session) ExecStream(ctx context.Context, code string, opts ...CallOption) (*Stream, error) {
+	return s.c.execStream(ctx, s.token, code, opts)
+}
+
+// CallStream calls module.function(*args, **kwargs) in the session,
+// streaming its output and the items of its result (items with no Value
+// kind come as Refs). WithResultAsRef sends an iterator result itself as one
+// Ref instead.
+func (s *Session) CallStream(ctx context.Context, module, function string, args []any, opts ...CallOption) (*Stream, error) {
+	return s.c.callStream(ctx, s.token, module, function, args, opts)
+}
+
+// CallMethod calls ref.method(*args, **kwargs) on the session's object;
+// method may be a dotted path ("fit", "model.predict"). Options: WithKwargs,
+// WithResultAsRef, WithOutput. A ref the session does not hold fails with
+// ErrUnknownRef.
+func (s *Session) CallMethod(ctx context.Context, ref Ref, method string, args []any, opts ...CallOption) (any, error) {
+	opts = append(opts[:len(opts):len(opts)], func(c *callConfig) { c.targetRef = ref.ID })
+	return s.c.call(ctx, s.token, "", method, args, opts)
+}
+
+// CallMethodStream is CallMethod as a stream, like CallStream.
+func (s *Session) CallMethodStream(ctx context.Context, ref Ref, method string, args []any, opts ...CallOption) (*Stream, error) {
+	opts = append(opts[:len(opts):len(opts)], func(c *callConfig) { c.targetRef = ref.ID })
+	return s.c.callStream(ctx, s.token, "", method, args, opts)
+}
+
+// GetAttr reads ref.attr (attr may be dotted: "config.name") from the
+// session's object. Options: WithResultAsRef, WithOutput.
+func (s *Session) GetAttr(ctx context.Context, ref Ref, attr string, opts ...CallOption) (any, error) {
+	opts = append(opts[:len(opts):len(opts)], func(c *callConfig) { c.targetRef, c.getAttr = ref.ID, true })
+	return s.c.call(ctx, s.token, "", attr, nil, opts)
+}
+
+// Release drops refs held by the session so their objects can be freed,
+// and returns how many were live (unknown or already released ones are
+// ignored). It waits behind a call running on the session.
+func (s *Session) Release(ctx context.Context, refs ...Ref) (int, error) {
+	ids := make([]string, len(refs))
+	for i, r := range refs {
+		ids[i] = r.ID
+	}
+	ctx, cancel := s.c.callCtx(ctx)
+	defer cancel()
+	resp, err := s.c.stub.Release(ctx, &pb.ReleaseRequest{Session: s.token, RefIds: ids})
+	if err != nil {
+		return 0, fromRPC(err)
+	}
+	return int(resp.Released), nil
+}
+
+// Interrupt raises KeyboardInterrupt in the call running on the session, if
+// any (from another goroutine than the caller's). That call ends with
+// ErrCancelled and the session keeps its state. It reports whether a call
+// was running.
+func (s *Session) Interrupt(ctx context.Context) (bool, error) {
+	ctx, cancel := s.c.callCtx(ctx)
+	defer cancel()
+	resp, err := s.c.stub.Interrupt(ctx, &pb.InterruptRequest{Session: s.token})
+	if err != nil {
+		return false, fromRPC(err)
+	}
+	return resp.Interrupted, nil
+}

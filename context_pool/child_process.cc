@@ -1,0 +1,78 @@
+#include "context_pool/child_process.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "absl/strings/str_cat.h"
+#include "common/logging.h"
+#include "context_pool/private_dir.h"
+
+namespace pyexec {
+
+ChildProcess::~ChildProcess() {
+  if (!reaped_) {
+    Kill();
+    int status;
+    waitpid(pid_, &status, 0);
+  }
+  if (!private_dir_.empty()) {
+    if (absl::Status s = RemoveTree(private_dir_); !s.ok()) {
+      LogWarning(absl::StrCat("worker pid ", pid_,
+                              ": cannot remove its private directory: ",
+                              s.message()));
+    }
+  }
+}
+
+PrivateDirGuard::~PrivateDirGuard() {
+  if (!path_.empty()) RemoveTree(path_).IgnoreError();
+}
+
+void ChildProcess::Interrupt(uint64_t request_id) {
+  if (reaped_) return;
+  sigval value{};
+  value.sival_ptr = reinterpret_cast<void*>(static_cast<uintptr_t>(request_id));
+  sigqueue(pid_, SIGINT, value);
+}
+
+void ChildProcess::Kill() {
+  if (reaped_) return;
+  // The worker leads its own process group; killing the group also ends
+  // the subprocesses user code started in it.
+  kill(-pid_, SIGKILL);
+  kill(pid_, SIGKILL);
+}
+
+std::optional<std::string> ChildProcess::TryReap() {
+  if (reaped_) return description_;
+  int status = 0;
+  pid_t r = waitpid(pid_, &status, WNOHANG);
+  if (r == 0) return std::nullopt;
+  reaped_ = true;
+  description_ = r == pid_ ? DescribeWaitStatus(status)
+                           : absl::StrCat("lost (waitpid: ", strerror(errno), ")");
+  // Whatever user code left in the group goes with it.
+  kill(-pid_, SIGKILL);
+  return description_;
+}
+
+std::string SignalName(int signal) {
+  const char* abbrev = sigabbrev_np(signal);
+  if (abbrev == nullptr) return absl::StrCat("signal ", signal);
+  return absl::StrCat("SIG", abbrev);
+}
+
+std::string DescribeWaitStatus(int status) {
+  if (WIFEXITED(status)) {
+    return absl::StrCat("exited with code ", WEXITSTATUS(status));
+  }
+  if (WIFSIGNALED(status)) {
+    return absl::StrCat("killed by signal ", SignalName(WTERMSIG(status)),
+                        WCOREDUMP(status) ? " (core dumped)" : "");
+  }
+  return absl::StrCat("ended with wait status ", status);
+}
+
+}  // namespace pyexec

@@ -1,0 +1,74 @@
+#ifndef PYEXEC_CONTEXT_POOL_CHILD_PROCESS_H_
+#define PYEXEC_CONTEXT_POOL_CHILD_PROCESS_H_
+
+#include <sys/types.h>
+
+#include <optional>
+#include <string>
+#include <utility>
+
+#include "common/unique_fd.h"
+#include "context_pool/worker_launcher.h"
+
+namespace pyexec {
+
+// A real pyexec_worker process that leads its own process group and that
+// pyexecd can waitpid(): its child (spawn launcher) or a zygote's grandchild
+// handed to pyexecd as child subreaper (zygote launcher). Death is seen
+// through a pidfd, which works for non-children too.
+class ChildProcess final : public WorkerProcess {
+ public:
+  // `private_dir` (may be "") is the worker's HOME/TMPDIR, removed here.
+  ChildProcess(pid_t pid, UniqueFd socket, UniqueFd pidfd,
+               std::string private_dir = "")
+      : pid_(pid),
+        socket_(std::move(socket)),
+        pidfd_(std::move(pidfd)),
+        private_dir_(std::move(private_dir)) {}
+  // Kills and reaps the process if that has not happened yet. The pool
+  // destroys a worker once it has exited (at Unbind, expiry or death), so
+  // this is also where its private directory goes.
+  ~ChildProcess() override;
+
+  int pid() const override { return pid_; }
+  int socket_fd() const override { return socket_.get(); }
+  int exit_fd() const override { return pidfd_.get(); }
+  // SIGINT carrying `request_id` (sigqueue), so that the worker can tell an
+  // interrupt meant for the call it is about to start from a stale one.
+  void Interrupt(uint64_t request_id) override;
+  void Kill() override;
+  std::optional<std::string> TryReap() override;
+
+ private:
+  const pid_t pid_;
+  UniqueFd socket_;
+  UniqueFd pidfd_;
+  const std::string private_dir_;
+  bool reaped_ = false;
+  std::string description_;
+};
+
+// "SIGKILL", "SIGSEGV", ... or "signal N".
+std::string SignalName(int signal);
+
+// Describes a wait status: "exited with code 3", "killed by signal SIGSEGV".
+std::string DescribeWaitStatus(int status);
+
+// Removes a worker's private directory unless released (to a ChildProcess),
+// so that a failed launch leaves nothing behind.
+class PrivateDirGuard {
+ public:
+  explicit PrivateDirGuard(std::string path) : path_(std::move(path)) {}
+  PrivateDirGuard(const PrivateDirGuard&) = delete;
+  PrivateDirGuard& operator=(const PrivateDirGuard&) = delete;
+  ~PrivateDirGuard();
+  const std::string& path() const { return path_; }
+  std::string Release() { return std::exchange(path_, std::string()); }
+
+ private:
+  std::string path_;
+};
+
+}  // namespace pyexec
+
+#endif  // PYEXEC_CONTEXT_POOL_CHILD_PROCESS_H_

@@ -1,0 +1,157 @@
+#include "context_pool/zygote_worker_launcher.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/clock.h"
+#include "common/logging.h"
+#include "common/zygote_protocol.h"
+#include "context_pool/child_process.h"
+
+namespace pyexec {
+
+ZygoteWorkerLauncher::~ZygoteWorkerLauncher() {
+  absl::MutexLock lock(&mu_);
+  StopZygoteLocked();
+}
+
+absl::Status ZygoteWorkerLauncher::Start() {
+  // Forked workers are the zygote's grandchildren; when their parent exits
+  // at once they are re-parented to us, so that we can waitpid() them.
+  if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) {
+    return absl::InternalError(
+        absl::StrCat("PR_SET_CHILD_SUBREAPER: ", strerror(errno)));
+  }
+  absl::MutexLock lock(&mu_);
+  return StartZygoteLocked();
+}
+
+absl::Status ZygoteWorkerLauncher::StartZygoteLocked() {
+  int pair[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("socketpair: ", strerror(errno)));
+  }
+  UniqueFd ours(pair[0]);
+  UniqueFd theirs(pair[1]);
+  std::vector<std::string> args = {"--zygote", "--control_fd=3"};
+  if (!zygote_.preload.empty()) {
+    args.push_back(absl::StrCat("--preload=", absl::StrJoin(zygote_.preload, ",")));
+  }
+  if (!zygote_.preload_file.empty()) {
+    args.push_back(absl::StrCat("--preload_file=", zygote_.preload_file));
+  }
+  absl::StatusOr<pid_t> pid = SpawnWorkerBinary(worker_, theirs.get(), args);
+  if (!pid.ok()) return pid.status();
+  theirs.reset();
+  control_ = std::move(ours);
+  zygote_pid_ = *pid;
+  absl::Status ready =
+      ReadZygoteReady(control_.get(), MonotonicNow() + zygote_.start_timeout);
+  if (!ready.ok()) {
+    StopZygoteLocked();
+    if (ready.code() == absl::StatusCode::kFailedPrecondition) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("preload failed in the zygote:\n", ready.message()));
+    }
+    return ready;
+  }
+  LogInfo(absl::StrCat("zygote pid ", zygote_pid_, " ready",
+                       zygote_.preload.empty()
+                           ? ""
+                           : absl::StrCat(" (preloaded ",
+                                          absl::StrJoin(zygote_.preload, ","),
+                                          ")")));
+  return absl::OkStatus();
+}
+
+void ZygoteWorkerLauncher::StopZygoteLocked() {
+  control_.reset();
+  if (zygote_pid_ > 0) {
+    kill(zygote_pid_, SIGKILL);
+    int status;
+    while (waitpid(zygote_pid_, &status, 0) < 0 && errno == EINTR) {
+    }
+  }
+  zygote_pid_ = 0;
+}
+
+absl::StatusOr<pid_t> ZygoteWorkerLauncher::ForkLocked(
+    int worker_socket, const std::string& private_dir) {
+  absl::Status sent = SendZygoteRequest(control_.get(), worker_socket, private_dir);
+  if (!sent.ok()) return sent;
+  return ReadZygoteReply(control_.get(), MonotonicNow() + zygote_.fork_timeout);
+}
+
+absl::StatusOr<std::unique_ptr<WorkerProcess>> ZygoteWorkerLauncher::Launch() {
+  UniqueFd ours, theirs;
+  absl::StatusOr<std::string> dir = MakeWorkerPrivateDir(worker_);
+  if (!dir.ok()) return dir.status();
+  PrivateDirGuard guard(*std::move(dir));
+
+  absl::StatusOr<pid_t> pid;
+  {
+    absl::MutexLock lock(&mu_);
+    // Once with the zygote we have; if it is gone or stuck, once more with
+    // a new one.
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      if (!control_.valid()) {
+        if (absl::Status s = StartZygoteLocked(); !s.ok()) return s;
+      }
+      // A new socket per attempt: a zygote that died after forking but
+      // before answering may have left a worker on the previous one, which
+      // then sees EOF (we close our end) and exits, instead of serving the
+      // same socket as the retry's worker.
+      int pair[2];
+      if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
+        return absl::ResourceExhaustedError(
+            absl::StrCat("socketpair: ", strerror(errno)));
+      }
+      ours.reset(pair[0]);
+      theirs.reset(pair[1]);
+      pid = ForkLocked(theirs.get(), guard.path());
+      if (pid.ok() || pid.status().code() != absl::StatusCode::kUnavailable) {
+        break;
+      }
+      LogWarning(absl::StrCat("zygote pid ", zygote_pid_, " lost (",
+                              pid.status().message(), "); starting a new one"));
+      StopZygoteLocked();
+      ++restarts_;
+    }
+  }
+  if (!pid.ok()) return pid.status();
+  theirs.reset();
+
+  UniqueFd pidfd(static_cast<int>(syscall(SYS_pidfd_open, *pid, 0)));
+  if (!pidfd.valid()) {
+    kill(-*pid, SIGKILL);
+    kill(*pid, SIGKILL);
+    int status;
+    waitpid(*pid, &status, 0);
+    return absl::InternalError(absl::StrCat("pidfd_open: ", strerror(errno)));
+  }
+  fcntl(ours.get(), F_SETFL, fcntl(ours.get(), F_GETFL) | O_NONBLOCK);
+  return std::make_unique<ChildProcess>(*pid, std::move(ours), std::move(pidfd),
+                                        guard.Release());
+}
+
+pid_t ZygoteWorkerLauncher::zygote_pid() const {
+  absl::MutexLock lock(&mu_);
+  return zygote_pid_;
+}
+
+int ZygoteWorkerLauncher::restarts() const {
+  absl::MutexLock lock(&mu_);
+  return restarts_;
+}
+
+}  // namespace pyexec

@@ -1,0 +1,135 @@
+"""The zygote launcher against the real pyexecd (issue 9): preloads shared by
+every session, a failing preload stopping pyexecd with the traceback, fresh
+random state per session, a killed zygote restarted while the sessions it
+forked carry on, and the posix_spawn launcher still selectable."""
+
+import os
+import signal
+import subprocess
+import tempfile
+
+import pyexecd_fixture as fx
+
+
+def zygote_pids(server_pid):
+    return [p for p in fx.children(server_pid) if fx.is_zygote(p)]
+
+
+class PreloadTest(fx.ServerTestCase):
+    SERVER_FLAGS = ("--preload=json,decimal", )
+
+    def test_preloaded_modules_are_there_in_every_session(self):
+        for _ in range(2):
+            s = self.bind()
+            self.assertTrue(self.ev("'decimal' in __import__('sys').modules", s))
+            self.assertEqual(self.ev("__import__('json').dumps([1])", s), "[1]")
+
+    def test_random_differs_between_sessions(self):
+        values = set()
+        for _ in range(3):
+            s = self.bind()
+            values.add(self.ev("__import__('random').random()", s))
+        self.assertEqual(len(values), 3)
+
+    def test_one_zygote_and_workers_named_apart(self):
+        srv = self.server
+        self.assertEqual(len(zygote_pids(srv.pid)), 1)
+        s = self.bind()
+        pid = self.session_pid(s)
+        with open("/proc/%d/comm" % pid) as f:
+            self.assertEqual(f.read().strip(), "pyexec_worker")
+        self.assertEqual(os.getpgid(pid), pid)
+
+
+class PreloadFileTest(fx.ServerTestCase):
+    SETUP = None
+
+    @classmethod
+    def setUpClass(cls):
+        fd, cls.SETUP = tempfile.mkstemp(suffix=".py")
+        with os.fdopen(fd, "w") as f:
+            f.write("import os\nZYGOTE_PID = os.getpid()\n")
+        os.chmod(cls.SETUP, 0o644)
+        cls.SERVER_FLAGS = ("--preload_file=" + cls.SETUP, )
+        super().setUpClass()
+
+    @classmethod
+    def tearDownClass(cls):
+        super().tearDownClass()
+        os.unlink(cls.SETUP)
+
+    def test_setup_ran_once_in_the_zygote(self):
+        zygote = zygote_pids(self.server.pid)
+        self.assertEqual(len(zygote), 1)
+        s = self.bind()
+        self.assertEqual(self.ev("ZYGOTE_PID", s), zygote[0])
+
+
+class ZygoteDeathTest(fx.ServerTestCase):
+    PER_TEST_SERVER = True
+
+    def test_killed_zygote_is_restarted_and_sessions_carry_on(self):
+        srv = self.server
+        s = self.bind()
+        self.ex("x = 41", s)
+        (zygote,) = zygote_pids(srv.pid)
+        os.kill(zygote, signal.SIGKILL)
+        fx.wait_gone({zygote: None}, 5.0)
+        self.assertEqual(self.ev("x + 1", s), 42)
+        # New sessions need new workers, forked by a new zygote.
+        sessions = [self.bind() for _ in range(srv.workers + 1)]
+        for t in sessions:
+            self.assertEqual(self.ev("6 * 7", t), 42)
+        fx.wait_until(lambda: len(zygote_pids(srv.pid)) == 1, 10.0, what="a new zygote")
+        self.assertNotEqual(zygote_pids(srv.pid), [zygote])
+
+
+class SpawnLauncherTest(fx.ServerTestCase):
+    SERVER_FLAGS = ("--launcher=spawn", )
+
+    def test_spawned_workers_serve_and_there_is_no_zygote(self):
+        s = self.bind()
+        self.assertEqual(self.ev("1 + 1", s), 2)
+        self.assertEqual(zygote_pids(self.server.pid), [])
+
+
+class StartupErrorTest(fx.ServerTestCase):
+    # No server of its own: each test starts one that must fail.
+    @classmethod
+    def setUpClass(cls):
+        pass
+
+    @classmethod
+    def tearDownClass(cls):
+        pass
+
+    def setUp(self):
+        pass
+
+    def start_failure(self, *flags):
+        proc = subprocess.run(
+            [fx.pyexecd_path(), "--listen=127.0.0.1:0", "--workers=1"] + list(flags),
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            timeout=60, text=True)
+        return proc.returncode, proc.stdout, proc.stderr
+
+    def test_failing_preload_stops_pyexecd_with_the_traceback(self):
+        rc, out, err = self.start_failure("--preload=json,no_such_module_pyexec")
+        self.assertNotEqual(rc, 0)
+        self.assertNotIn("listening on", out)
+        self.assertIn("Traceback", err)
+        self.assertIn("No module named 'no_such_module_pyexec'", err)
+
+    def test_failing_preload_file_stops_pyexecd_with_the_traceback(self):
+        with tempfile.NamedTemporaryFile("w", suffix=".py") as f:
+            f.write("x = 1\nraise RuntimeError('setup broke')\n")
+            f.flush()
+            rc, out, err = self.start_failure("--preload_file=" + f.name)
+        self.assertNotEqual(rc, 0)
+        self.assertIn("RuntimeError: setup broke", err)
+        self.assertIn("line 2", err)
+
+    def test_preload_needs_the_zygote(self):
+        rc, _, err = self.start_failure("--launcher=spawn", "--preload=json")
+        self.assertNotEqual(rc, 0)
+        self.assertIn("--preload and --preload_file need --launcher=zygote", err)
