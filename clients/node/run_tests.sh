@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Tests of the Node/TypeScript client: installs the locked npm dependencies
 # (npm ci, package-lock.json), compiles with tsc, then runs `node --test`:
-# value-mapping unit tests, the client against a real pyexecd, the
+# value-mapping unit tests, the client against a real pyexecd (streams,
+# refs and Interrupt included), the
 # `conformance` runner (clients/conformance/vectors.json), and TLS/mTLS/bearer
 # against a fake server with certificates made by openssl. Every server
 # listens on 127.0.0.1, port 0.

@@ -1,18 +1,21 @@
 // The pyexec client: stateless calls, scoped sessions, numbered shared
 // contexts and stats, over one grpc-js channel.
 //
-// Every RPC goes through Core.unary, the one place that applies the per-call
-// deadline, the AbortSignal, the bearer metadata and the error mapping, so
-// streaming RPCs (issue 10) can be added next to it with the same behaviour.
+// Every RPC goes through Core.unary or Core.stream, the two places that
+// apply the per-call deadline, the AbortSignal, the bearer metadata and the
+// error mapping, so unary calls and streams behave the same.
 
 import * as path from 'path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 
-import { CancelledError, PythonError, SessionNotFoundError, WorkerDiedError, fromGrpcError } from './errors';
-import { PyInput, PyValue, ValueOptions, fromWire, toWire, toWireMap } from './values';
+import { CancelledError, PyExecError, PythonError, SessionNotFoundError, WorkerDiedError, fromGrpcError } from './errors';
+import { PyInput, PyValue, Ref, ValueOptions, fromWire, toWire, toWireMap } from './values';
 import type {
   WireBindResponse,
+  WireInterruptResponse,
+  WireReleaseResponse,
+  WireStreamEvent,
   WireCallRequest,
   WireEvalRequest,
   WireEvalResponse,
@@ -64,17 +67,38 @@ export interface CallOptions {
   signal?: AbortSignal;
 }
 
-/** Options of eval and exec. */
-export interface EvalOptions extends CallOptions {
+/** Options of exec and execStream. */
+export interface ExecOptions extends CallOptions {
   /** Names visible to this call only. */
   locals?: Record<string, PyInput> | Map<string, PyInput>;
 }
 
-/** Options of call. */
+/** Options of eval. */
+export interface EvalOptions extends ExecOptions {
+  /**
+   * Return the result as a `Ref` even when it has a value mapping (bound
+   * sessions only; a stateless call rejects with InvalidArgumentError).
+   */
+  resultAsRef?: boolean;
+}
+
+/** Options of call, callStream, callMethod and getattr. */
 export interface CallFnOptions extends CallOptions {
   /** Keyword arguments. */
   kwargs?: Record<string, PyInput> | Map<string, PyInput>;
+  /** As for eval: a `Ref` even for a convertible result (bound sessions). */
+  resultAsRef?: boolean;
 }
+
+/** One event of execStream / callStream: an output chunk or a value. */
+export type StreamEvent =
+  | { type: 'stdout'; data: string }
+  | { type: 'stderr'; data: string }
+  /** callStream only: an item of an iterator result, or the one result. */
+  | { type: 'value'; value: PyValue };
+
+/** The events of execStream: output chunks only. */
+export type OutputEvent = Extract<StreamEvent, { type: 'stdout' | 'stderr' }>;
 
 /** Options of bind and withSession. */
 export interface BindOptions extends CallOptions {
@@ -213,6 +237,50 @@ export class Core {
     });
   }
 
+  /**
+   * One server-streaming RPC as an async generator, with the same deadline,
+   * cancel and typed errors as unary. Leaving the iteration early (break,
+   * return, a throw in the loop body) cancels the RPC, which interrupts the
+   * Python code; a bound session keeps its state. Messages are read on
+   * demand, so a slow consumer holds the server back (flow control) instead
+   * of buffering the whole stream here.
+   */
+  async *stream<Req, Resp>(method: string, req: Req, opts: CallOptions = {}): AsyncGenerator<Resp, void, undefined> {
+    const signal = opts.signal;
+    if (signal?.aborted) {
+      throw new CancelledError(grpc.status.CANCELLED, 'aborted before the call was sent', undefined, {
+        cause: signal.reason,
+      });
+    }
+    const timeoutMs = opts.timeoutMs ?? this.options.defaultTimeoutMs;
+    const callOpts: grpc.CallOptions = {};
+    if (timeoutMs !== undefined) callOpts.deadline = new Date(Date.now() + timeoutMs);
+    const fn = (this.stub as unknown as Record<string, Function>)[method];
+    let call: grpc.ClientReadableStream<Resp>;
+    try {
+      call = fn.call(this.stub, req, this.metadata, callOpts);
+    } catch (e) {
+      throw fromGrpcError(e);
+    }
+    // Errors reach the caller through the iterator; this listener only keeps
+    // the CANCELLED that follows an early exit from being an unhandled
+    // 'error' event.
+    call.on('error', () => {});
+    const onAbort = () => call.cancel();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    let finished = false;
+    try {
+      for await (const msg of call as AsyncIterable<Resp>) yield msg;
+      finished = true;
+    } catch (e) {
+      finished = true;
+      throw fromGrpcError(e);
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+      if (!finished) call.cancel();
+    }
+  }
+
   async bind(opts: BindOptions = {}): Promise<WireBindResponse> {
     return this.unary<object, WireBindResponse>('Bind', { idle_timeout_seconds: opts.idleTimeoutSeconds ?? 0 }, opts);
   }
@@ -246,6 +314,54 @@ export abstract class Executor {
     }
   }
 
+  private async *runStream(
+    method: string,
+    build: (token: string) => object,
+    opts: CallOptions,
+  ): AsyncGenerator<WireStreamEvent, void, undefined> {
+    const token = await this.target(opts);
+    try {
+      yield* this.core.stream<object, WireStreamEvent>(method, build(token), opts);
+    } catch (err) {
+      this.failed(token, err);
+      throw err;
+    }
+  }
+
+  /**
+   * The events of one stream, native. The `end` event is held until the RPC
+   * itself has ended OK, so a Python error never races the status.
+   */
+  private async *events(
+    method: string,
+    build: (token: string) => object,
+    opts: CallOptions,
+  ): AsyncGenerator<StreamEvent, void, undefined> {
+    let end: WireStreamEvent['end'] | undefined;
+    for await (const ev of this.runStream(method, build, opts)) {
+      switch (ev.event) {
+        case 'stdout':
+          yield { type: 'stdout', data: ev.stdout ?? '' };
+          break;
+        case 'stderr':
+          yield { type: 'stderr', data: ev.stderr ?? '' };
+          break;
+        case 'value':
+          yield { type: 'value', value: fromWire(ev.value, this.vopts) };
+          break;
+        case 'end':
+          end = ev.end ?? {};
+          break;
+        default:
+          // An event kind added to the API after this client was built.
+          break;
+      }
+    }
+    if (end === undefined) throw new PyExecError('pyexec: stream ended without its end event');
+    // The output was already streamed, so the error carries none.
+    if (end.error) throw pythonError(end.error, {});
+  }
+
   private get vopts(): ValueOptions {
     return this.core.options.values ?? {};
   }
@@ -261,16 +377,17 @@ export abstract class Executor {
   /** Like eval, with the call's stdout and stderr. */
   async evalResult(code: string, opts: EvalOptions = {}): Promise<Result> {
     const locals = toWireMap(opts.locals, this.vopts);
+    const resultAsRef = opts.resultAsRef === true;
     const resp = await this.run<WireEvalResponse>(
       'Eval',
-      (session): WireEvalRequest => ({ session, code, locals }),
+      (session): WireEvalRequest => ({ session, code, locals, result_as_ref: resultAsRef }),
       opts,
     );
     return this.result(resp);
   }
 
   /** Executes statements; resolves to their output, or rejects with PythonError. */
-  async exec(code: string, opts: EvalOptions = {}): Promise<Output> {
+  async exec(code: string, opts: ExecOptions = {}): Promise<Output> {
     const locals = toWireMap(opts.locals, this.vopts);
     const resp = await this.run<WireExecResponse>(
       'Exec',
@@ -298,13 +415,63 @@ export abstract class Executor {
 
   /** Like call, with the call's stdout and stderr. */
   async callResult(module: string, fn: string, args: readonly PyInput[] = [], opts: CallFnOptions = {}): Promise<Result> {
-    const wargs = args.map((a) => toWire(a, this.vopts));
-    const kwargs = toWireMap(opts.kwargs, this.vopts);
-    const resp = await this.run<WireEvalResponse>(
-      'Call',
-      (session): WireCallRequest => ({ session, module, function: fn, args: wargs, kwargs }),
+    return this.callWire(this.callRequest(module, fn, args, opts), opts);
+  }
+
+  /**
+   * Executes statements, streaming their output as it is written (chunks at
+   * line ends or every 50 ms). Iterate with `for await`; the iteration ends
+   * when the code returns, or throws its PythonError or a typed status
+   * error. Leaving the loop early cancels the call (Python is interrupted; a
+   * bound session keeps its state).
+   */
+  execStream(code: string, opts: ExecOptions = {}): AsyncGenerator<OutputEvent, void, undefined> {
+    // Converted now, so a value with no mapping throws here, not on first next().
+    const locals = toWireMap(opts.locals, this.vopts);
+    return this.events(
+      'ExecStream',
+      (session): WireExecRequest => ({ session, code, locals }),
       opts,
-    );
+    ) as AsyncGenerator<OutputEvent, void, undefined>;
+  }
+
+  /**
+   * Calls module.fn(*args, **kwargs) and streams the result: one `value`
+   * event per item when it is an iterator or generator (each sent as it is
+   * made), else one `value` event; output chunks interleave in order. Ends
+   * as execStream does.
+   */
+  callStream(
+    module: string,
+    fn: string,
+    args: readonly PyInput[] = [],
+    opts: CallFnOptions = {},
+  ): AsyncGenerator<StreamEvent, void, undefined> {
+    const req = this.callRequest(module, fn, args, opts);
+    return this.events('CallStream', (session) => ({ ...req, session }), opts);
+  }
+
+  /** @internal The CallRequest without its session. */
+  protected callRequest(
+    module: string,
+    fn: string,
+    args: readonly PyInput[],
+    opts: CallFnOptions,
+    extra: Partial<WireCallRequest> = {},
+  ): WireCallRequest {
+    return {
+      module,
+      function: fn,
+      args: args.map((a) => toWire(a, this.vopts)),
+      kwargs: toWireMap(opts.kwargs, this.vopts),
+      result_as_ref: opts.resultAsRef === true,
+      ...extra,
+    };
+  }
+
+  /** @internal */
+  protected async callWire(req: WireCallRequest, opts: CallOptions): Promise<Result> {
+    const resp = await this.run<WireEvalResponse>('Call', (session) => ({ ...req, session }), opts);
     return this.result(resp);
   }
 
@@ -316,11 +483,71 @@ export abstract class Executor {
 }
 
 /**
+ * Calls that only make sense on a bound interpreter (a Session or a
+ * Context): object references and Interrupt.
+ */
+export abstract class BoundExecutor extends Executor {
+  /** The token if bound; undefined for a Context that has not bound yet. */
+  protected abstract boundToken(): Promise<string | undefined>;
+
+  /**
+   * Calls method `name` (may be dotted: "inner.run") of the object `ref`
+   * holds: `ref.name(*args, **kwargs)`.
+   */
+  async callMethod<T extends PyValue = PyValue>(
+    ref: Ref,
+    name: string,
+    args: readonly PyInput[] = [],
+    opts: CallFnOptions = {},
+  ): Promise<T> {
+    const req = this.callRequest('', name, args, opts, { target_ref: refId(ref) });
+    return (await this.callWire(req, opts)).value as T;
+  }
+
+  /** Reads attribute `name` (may be dotted) of the object `ref` holds. */
+  async getattr<T extends PyValue = PyValue>(ref: Ref, name: string, opts: CallFnOptions = {}): Promise<T> {
+    const req = this.callRequest('', name, [], opts, { target_ref: refId(ref), get_attribute: true });
+    return (await this.callWire(req, opts)).value as T;
+  }
+
+  /**
+   * Drops refs (or ref ids) so their objects can be freed; resolves to how
+   * many were live. Unknown or already released ids are ignored. Using a
+   * released ref afterwards rejects with InvalidArgumentError.
+   */
+  async release(...refs: Array<Ref | string>): Promise<number> {
+    const token = await this.boundToken();
+    if (token === undefined || refs.length === 0) return 0;
+    const ids = refs.map(refId);
+    const r = await this.core.unary<object, WireReleaseResponse>('Release', { session: token, ref_ids: ids });
+    return r.released ?? 0;
+  }
+
+  /**
+   * Interrupts the call running on this session (from any caller): it
+   * rejects with CancelledError and the session keeps its state. Resolves
+   * to false when nothing was running.
+   */
+  async interrupt(opts: CallOptions = {}): Promise<boolean> {
+    const token = await this.boundToken();
+    if (token === undefined) return false;
+    const r = await this.core.unary<object, WireInterruptResponse>('Interrupt', { session: token }, opts);
+    return r.interrupted === true;
+  }
+}
+
+function refId(r: Ref | string): string {
+  if (typeof r === 'string') return r;
+  if (r instanceof Ref) return r.id;
+  throw new TypeError('pyexec: expected a Ref or a ref id');
+}
+
+/**
  * A bound session: one dedicated interpreter whose state persists across
  * calls until unbind(). Prefer `client.withSession(fn)` or `await using`,
  * which always unbind.
  */
-export class Session extends Executor {
+export class Session extends BoundExecutor {
   private closed = false;
 
   /** @internal */
@@ -335,6 +562,10 @@ export class Session extends Executor {
   }
 
   protected target(): string {
+    return this.token;
+  }
+
+  protected async boundToken(): Promise<string> {
     return this.token;
   }
 
@@ -358,7 +589,7 @@ export class Session extends Executor {
  * lost (NOT_FOUND or ABORTED), the call rejects and the next call binds a
  * fresh session (the old state is gone). Unbound by client.close().
  */
-export class Context extends Executor {
+export class Context extends BoundExecutor {
   private session?: Promise<Session>;
 
   /** @internal */
@@ -382,6 +613,14 @@ export class Context extends Executor {
       });
     }
     return (await this.session).token;
+  }
+
+  protected async boundToken(): Promise<string | undefined> {
+    try {
+      return (await this.session)?.token;
+    } catch {
+      return undefined; // the bind failed: nothing to release or interrupt
+    }
   }
 
   protected override failed(token: string, err: unknown): void {

@@ -69,6 +69,19 @@ export class PoolExhaustedError extends RpcError {}
 /** INVALID_ARGUMENT: empty code, a value nested too deep, invalid UTF-8, ... */
 export class InvalidArgumentError extends RpcError {}
 
+/**
+ * INVALID_ARGUMENT `unknown ref`: a ref this session does not hold (released,
+ * made up, from another session, or sent on a stateless call). The session
+ * itself is fine.
+ */
+export class UnknownRefError extends InvalidArgumentError {}
+
+/**
+ * RESOURCE_EXHAUSTED from `--max_refs_per_session`: the result would pass the
+ * session's live-ref limit and was refused whole. Release refs, then retry.
+ */
+export class RefLimitError extends PoolExhaustedError {}
+
 /** UNAVAILABLE: the server is unreachable, draining or shutting down. Retry. */
 export class UnavailableError extends RpcError {}
 
@@ -101,8 +114,12 @@ export function fromGrpcError(err: unknown): PyExecError {
   if (err instanceof PyExecError) return err;
   const e = err as { code?: unknown; details?: unknown; metadata?: unknown; message?: unknown };
   if (e && typeof e.code === 'number') {
-    const Cls = BY_CODE[e.code as status] ?? RpcError;
     const details = typeof e.details === 'string' ? e.details : String(e.message ?? '');
+    let Cls = BY_CODE[e.code as status] ?? RpcError;
+    // The two ref conditions share their codes with older ones; pyexecd's
+    // messages (documented in its README) tell them apart.
+    if (e.code === status.INVALID_ARGUMENT && details.includes('unknown ref')) Cls = UnknownRefError;
+    if (e.code === status.RESOURCE_EXHAUSTED && details.includes('max_refs_per_session')) Cls = RefLimitError;
     const md = e.metadata instanceof Metadata ? e.metadata : undefined;
     return new Cls(e.code as status, details, md, { cause: err });
   }

@@ -1,6 +1,19 @@
 // @pyexec/client: run Python on a pyexecd server from Node/TypeScript.
-export { Client, Session, Context, Executor } from './client';
-export type { ClientOptions, TlsOptions, CallOptions, EvalOptions, CallFnOptions, BindOptions, Output, Result, Stats } from './client';
+export { Client, Session, Context, Executor, BoundExecutor } from './client';
+export type {
+  ClientOptions,
+  TlsOptions,
+  CallOptions,
+  ExecOptions,
+  EvalOptions,
+  CallFnOptions,
+  BindOptions,
+  Output,
+  Result,
+  Stats,
+  StreamEvent,
+  OutputEvent,
+} from './client';
 export { Tuple, tuple, Float, Opaque, Ref } from './values';
 export type { PyInput, PyValue, ValueOptions } from './values';
 export {
@@ -11,6 +24,8 @@ export {
   DeadlineExceededError,
   PoolExhaustedError,
   InvalidArgumentError,
+  UnknownRefError,
+  RefLimitError,
   UnavailableError,
   CancelledError,
   WorkerDiedError,

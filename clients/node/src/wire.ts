@@ -53,6 +53,7 @@ export interface WireEvalRequest {
   session?: string;
   code: string;
   locals?: Record<string, WireValue>;
+  result_as_ref?: boolean;
 }
 export interface WireEvalResponse {
   value?: WireValue;
@@ -76,6 +77,9 @@ export interface WireCallRequest {
   function: string;
   args?: WireValue[];
   kwargs?: Record<string, WireValue>;
+  result_as_ref?: boolean;
+  target_ref?: string;
+  get_attribute?: boolean;
 }
 export type WireCallResponse = WireEvalResponse;
 
@@ -91,4 +95,23 @@ export interface WireGetStatsResponse {
   workers_died?: string;
   calls_total?: string;
   sessions?: number;
+}
+
+export interface WireStreamEnd {
+  error?: WirePythonError;
+}
+/** ExecEvent and CallEvent; `event` names the oneof member that is set. */
+export interface WireStreamEvent {
+  event?: 'stdout' | 'stderr' | 'value' | 'end';
+  stdout?: string;
+  stderr?: string;
+  value?: WireValue;
+  end?: WireStreamEnd;
+}
+
+export interface WireReleaseResponse {
+  released?: number;
+}
+export interface WireInterruptResponse {
+  interrupted?: boolean;
 }
