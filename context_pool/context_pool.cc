@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -23,6 +24,53 @@ namespace {
 constexpr uint64_t kWakeKey = 0;
 
 std::string DurationText(absl::Duration d) { return absl::FormatDuration(d); }
+
+}  // namespace
+
+namespace {
+
+// Hands a streamed call's events, then its outcome, to their receivers one at
+// a time and in the order the worker sent them. They are handed out by the
+// I/O thread and by gRPC threads that lift a backpressure pause (which read
+// the frames buffered meanwhile); whichever thread holds the next item in
+// order delivers it and every later one already there. Nobody waits, so a
+// receiver that calls back into the pool (EventConsumed) cannot deadlock.
+// Thread-safe.
+class OrderedDelivery {
+ public:
+  // Queues item `seq` (0, 1, 2, ... with no gaps) and delivers what is now
+  // in order.
+  void Put(uint64_t seq, std::function<void()> deliver) {
+    {
+      absl::MutexLock lock(&mu_);
+      pending_.emplace(seq, std::move(deliver));
+      if (draining_) return;  // the draining thread will get to it
+      draining_ = true;
+    }
+    while (true) {
+      std::function<void()> next;
+      {
+        absl::MutexLock lock(&mu_);
+        auto it = pending_.find(next_);
+        if (it == pending_.end()) {
+          draining_ = false;
+          return;
+        }
+        next = std::move(it->second);
+        pending_.erase(it);
+        ++next_;
+      }
+      next();
+    }
+  }
+
+ private:
+  absl::Mutex mu_;
+  bool draining_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t next_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::flat_hash_map<uint64_t, std::function<void()>> pending_
+      ABSL_GUARDED_BY(mu_);
+};
 
 }  // namespace
 
@@ -41,6 +89,10 @@ struct ContextPool::Call {
   // Streamed calls: where events go, and how many are not yet consumed.
   CallEvent events;
   int events_outstanding = 0;
+  // Keeps the events, then the outcome, in order (streamed calls only), and
+  // the sequence number of the next one.
+  std::shared_ptr<OrderedDelivery> order;
+  uint64_t next_seq = 0;
   // Who made the call (stateless calls of different principals never share
   // a worker).
   std::string principal;
@@ -346,15 +398,19 @@ void ContextPool::Cancel(CallId call) {
 }
 
 void ContextPool::EventConsumed(CallId id) {
-  absl::MutexLock lock(&mu_);
-  Worker* running_on;
-  Call* call = FindCall(id, &running_on);
-  if (call == nullptr || running_on == nullptr) return;
-  if (call->events_outstanding > 0) --call->events_outstanding;
-  if (running_on->reading_paused &&
-      call->events_outstanding < options_.max_buffered_events) {
-    ResumeReading(running_on);
+  Deferred deferred;
+  {
+    absl::MutexLock lock(&mu_);
+    Worker* running_on;
+    Call* call = FindCall(id, &running_on);
+    if (call == nullptr || running_on == nullptr) return;
+    if (call->events_outstanding > 0) --call->events_outstanding;
+    if (running_on->reading_paused &&
+        call->events_outstanding < options_.max_buffered_events) {
+      ResumeReading(running_on, &deferred);
+    }
   }
+  RunDeferred(&deferred);
 }
 
 absl::StatusOr<bool> ContextPool::InterruptWorker(WorkerId worker) {
@@ -519,12 +575,6 @@ void ContextPool::IoLoop() {
           continue;
         }
         OnWorkerEvent(events[i].data.u64, events[i].events, &deferred);
-      }
-      for (uint64_t key : std::exchange(resumed_, {})) {
-        auto it = workers_.find(key);
-        if (it != workers_.end() && it->second->socket_registered) {
-          DecodeFrames(it->second.get(), &deferred);
-        }
       }
       FireTimers(MonotonicNow(), &deferred);
       Dispatch(&deferred);
@@ -709,15 +759,11 @@ bool ContextPool::DecodeFrames(Worker* w, Deferred* deferred) {
   return false;
 }
 
-void ContextPool::ResumeReading(Worker* w) {
+void ContextPool::ResumeReading(Worker* w, Deferred* deferred) {
   w->reading_paused = false;
+  // Frames read before the pause come first; they may pause it again.
+  if (!DecodeFrames(w, deferred)) return;
   UpdateEpoll(w);
-  // Frames read before the pause come first (they may pause it again); the
-  // I/O thread handles them, so that a gRPC thread calling this never
-  // delivers events concurrently with, or after the end sent by, the I/O
-  // thread.
-  resumed_.push_back(w->key);
-  Wake();
 }
 
 void ContextPool::UpdateEpoll(Worker* w) {
@@ -787,9 +833,14 @@ void ContextPool::HandleFrame(Worker* w, const std::string& payload,
     // keeps the worker unblocked so that it sees the interrupt.
     if (!call->events || call->interrupted != absl::StatusCode::kOk) return;
     ++call->events_outstanding;
-    deferred->push_back([events = call->events, id = call->id,
+    if (!call->order) call->order = std::make_shared<OrderedDelivery>();
+    deferred->push_back([order = call->order, seq = call->next_seq++,
+                         events = call->events, id = call->id,
                          event = std::move(response)]() mutable {
-      events(id, std::move(event));
+      order->Put(seq, [events = std::move(events), id,
+                       event = std::move(event)]() mutable {
+        events(id, std::move(event));
+      });
     });
     if (call->events_outstanding >= options_.max_buffered_events) {
       w->reading_paused = true;
@@ -1053,7 +1104,7 @@ void ContextPool::InterruptCall(Worker* w, absl::StatusCode reason,
   call->has_kill_timer = true;
   // A stream paused by backpressure must flow again: the worker may be
   // blocked writing an event and would never see the interrupt.
-  if (w->reading_paused) ResumeReading(w);
+  if (w->reading_paused) ResumeReading(w, deferred);
 }
 
 void ContextPool::Dispatch(Deferred* deferred) {
@@ -1155,6 +1206,18 @@ void ContextPool::FinishCall(std::unique_ptr<Call> call,
   call_location_.erase(call->id);
   --open_calls_;
   ++calls_total_;
+  if (call->order) {
+    // After the events already handed out, which may still be on their way.
+    deferred->push_back([order = call->order, seq = call->next_seq,
+                         done = std::move(call->done),
+                         result = std::move(result)]() mutable {
+      order->Put(seq, [done = std::move(done),
+                       result = std::move(result)]() mutable {
+        done(std::move(result));
+      });
+    });
+    return;
+  }
   deferred->push_back([done = std::move(call->done),
                        result = std::move(result)]() mutable {
     done(std::move(result));

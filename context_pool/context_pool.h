@@ -229,10 +229,9 @@ class ContextPool {
   // because the worker was condemned or reading is paused.
   bool DecodeFrames(Worker* w, Deferred* deferred)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Lifts a backpressure pause. The frames already buffered are handled by
-  // the I/O thread (see resumed_), never by the caller: every event of a
-  // stream must be delivered by one thread, in order, before its end.
-  void ResumeReading(Worker* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Lifts a backpressure pause: handles buffered frames, then reads again.
+  void ResumeReading(Worker* w, Deferred* deferred)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Sets the worker socket's epoll interest from its write and pause state.
   void UpdateEpoll(Worker* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // How many workers to spawn to keep the warm pool and waiting binds served.
@@ -321,9 +320,6 @@ class ContextPool {
   uint64_t calls_total_ ABSL_GUARDED_BY(mu_) = 0;
   int consecutive_spawn_failures_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Time next_spawn_attempt_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
-  // Workers whose backpressure pause was lifted off the I/O thread; the I/O
-  // loop handles their buffered frames on its next turn.
-  std::vector<uint64_t> resumed_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace pyexec
