@@ -18,6 +18,54 @@ import traceback
 _MISSING = object()
 _main = sys.modules['__main__'].__dict__
 
+# KeyboardInterrupt (pyexecd's interrupt) is raised in the main thread at
+# whatever bytecode it lands on, including just after a C call that acquired
+# a lock and before the `with` block that releases it is entered (inside
+# threading.Condition.__enter__, for one). A lock leaked that way deadlocks
+# the next call. So the runner's own critical sections in the main thread
+# defer the interrupt to their end: the SIGINT handler below only records it
+# while one is open.
+_main_thread = threading.main_thread()
+_defer_depth = 0
+_deferred_interrupt = False
+
+
+def _on_sigint(signum, frame):
+    global _deferred_interrupt
+    if _defer_depth:
+        _deferred_interrupt = True
+        return
+    raise KeyboardInterrupt
+
+
+class _InterruptsDeferred:
+    """In the main thread, holds back KeyboardInterrupt until the block
+    ends, then raises it. Elsewhere it does nothing (only the main thread
+    ever gets KeyboardInterrupt)."""
+
+    __slots__ = ('_active',)
+
+    def __enter__(self):
+        global _defer_depth
+        self._active = threading.current_thread() is _main_thread
+        if self._active:
+            _defer_depth += 1
+
+    def __exit__(self, *exc):
+        global _defer_depth, _deferred_interrupt
+        if not self._active:
+            return False
+        _defer_depth -= 1
+        if not _defer_depth and _deferred_interrupt:
+            _deferred_interrupt = False
+            raise KeyboardInterrupt
+        return False
+
+
+if threading.current_thread() is _main_thread:
+    import signal
+    signal.signal(signal.SIGINT, _on_sigint)
+
 
 class Streamer:
     """Sends the output of a streamed call as chunks through emit(kind, text)
@@ -46,7 +94,7 @@ class Streamer:
                          daemon=True).start()
 
     def write(self, kind, s):
-        with self._cond:
+        with _InterruptsDeferred(), self._cond:
             if not self._active or not s:
                 return
             if self._kind != kind:
@@ -61,13 +109,13 @@ class Streamer:
                 self._flush_locked()
 
     def flush(self):
-        with self._cond:
+        with _InterruptsDeferred(), self._cond:
             if self._active:
                 self._flush_locked()
 
     def close(self):
         """Sends what is pending; nothing is sent afterwards."""
-        with self._cond:
+        with _InterruptsDeferred(), self._cond:
             if self._active:
                 self._flush_locked()
             self._active = False
