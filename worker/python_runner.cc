@@ -292,14 +292,6 @@ absl::Status PythonRunner::Initialize() {
   // size limit instead).
   PyRun_SimpleString("import sys; sys.set_int_max_str_digits(0)");
 
-  struct sigaction action {};
-  action.sa_sigaction = OnInterrupt;
-  action.sa_flags = SA_SIGINFO | SA_ONSTACK;
-  sigemptyset(&action.sa_mask);
-  if (sigaction(SIGINT, &action, nullptr) != 0) {
-    return absl::InternalError("cannot install the SIGINT handler");
-  }
-
   PyRef code(Py_CompileString(kRunnerSource, "<pyexec-runner>", Py_file_input));
   if (!code) {
     PyErr_Print();
@@ -310,6 +302,15 @@ absl::Status PythonRunner::Initialize() {
   if (!module) {
     PyErr_Print();
     return absl::InternalError("runner helpers failed to load");
+  }
+  // After the runner is loaded: its signal.signal() call (the Python-level
+  // handler that defers KeyboardInterrupt) replaces the C-level handler too.
+  struct sigaction action {};
+  action.sa_sigaction = OnInterrupt;
+  action.sa_flags = SA_SIGINFO | SA_ONSTACK;
+  sigemptyset(&action.sa_mask);
+  if (sigaction(SIGINT, &action, nullptr) != 0) {
+    return absl::InternalError("cannot install the SIGINT handler");
   }
   auto get = [&](const char* name) {
     return PyObject_GetAttrString(module.get(), name);  // kept for life
