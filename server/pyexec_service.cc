@@ -308,21 +308,34 @@ grpc::ServerUnaryReactor* PyExecService::Bind(
 grpc::ServerUnaryReactor* PyExecService::Unbind(
     grpc::CallbackServerContext* context, const v1::UnbindRequest* request,
     v1::UnbindResponse* response) {
+  return AnswerAtOnce(
+      context, request, Rpc::kUnbind,
+      [request, response](const Peer& peer, grpc::ClientContext* client,
+                          std::function<void(grpc::Status)> done) {
+        peer.stub->async()->Unbind(client, request, response, std::move(done));
+      },
+      [&](const std::string& principal) {
+        return core_->Unbind(principal, *request);
+      });
+}
+
+template <typename Request>
+grpc::ServerUnaryReactor* PyExecService::AnswerAtOnce(
+    grpc::CallbackServerContext* context, const Request* request, Rpc rpc,
+    Forwarder::StartCall forward,
+    absl::FunctionRef<absl::Status(const std::string& principal)> local) {
+  const absl::Time received = absl::Now();
   absl::StatusOr<std::string> principal = Authenticate(*context);
-  if (!principal.ok()) return Finished(principal.status(), metrics_, Rpc::kUnbind);
+  if (!principal.ok()) return Finished(principal.status(), metrics_, rpc);
   if (absl::Status bad = v1::MalformedRequestError(*request); !bad.ok()) {
-    return Finished(bad, metrics_, Rpc::kUnbind);
+    return Finished(bad, metrics_, rpc);
   }
   if (grpc::ServerUnaryReactor* elsewhere = RouteElsewhere(
-          context, request->session(), Rpc::kUnbind, absl::Now(), *principal,
-          [request, response](const Peer& peer, grpc::ClientContext* client,
-                              std::function<void(grpc::Status)> done) {
-            peer.stub->async()->Unbind(client, request, response,
-                                       std::move(done));
-          })) {
+          context, request->session(), rpc, received, *principal,
+          std::move(forward))) {
     return elsewhere;
   }
-  return Finished(core_->Unbind(*principal, *request), metrics_, Rpc::kUnbind);
+  return Finished(local(*principal), metrics_, rpc);
 }
 
 template <typename Request, typename Response>
@@ -453,24 +466,16 @@ grpc::ServerUnaryReactor* PyExecService::Release(
 grpc::ServerUnaryReactor* PyExecService::Interrupt(
     grpc::CallbackServerContext* context, const v1::InterruptRequest* request,
     v1::InterruptResponse* response) {
-  absl::StatusOr<std::string> principal = Authenticate(*context);
-  if (!principal.ok()) {
-    return Finished(principal.status(), metrics_, Rpc::kInterrupt);
-  }
-  if (absl::Status bad = v1::MalformedRequestError(*request); !bad.ok()) {
-    return Finished(bad, metrics_, Rpc::kInterrupt);
-  }
-  if (grpc::ServerUnaryReactor* elsewhere = RouteElsewhere(
-          context, request->session(), Rpc::kInterrupt, absl::Now(), *principal,
-          [request, response](const Peer& peer, grpc::ClientContext* client,
-                              std::function<void(grpc::Status)> done) {
-            peer.stub->async()->Interrupt(client, request, response,
-                                          std::move(done));
-          })) {
-    return elsewhere;
-  }
-  return Finished(core_->Interrupt(*principal, *request, response), metrics_,
-                  Rpc::kInterrupt);
+  return AnswerAtOnce(
+      context, request, Rpc::kInterrupt,
+      [request, response](const Peer& peer, grpc::ClientContext* client,
+                          std::function<void(grpc::Status)> done) {
+        peer.stub->async()->Interrupt(client, request, response,
+                                      std::move(done));
+      },
+      [&](const std::string& principal) {
+        return core_->Interrupt(principal, *request, response);
+      });
 }
 
 grpc::ServerUnaryReactor* PyExecService::GetStats(

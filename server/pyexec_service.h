@@ -1,6 +1,7 @@
 #ifndef PYEXEC_SERVER_PYEXEC_SERVICE_H_
 #define PYEXEC_SERVER_PYEXEC_SERVICE_H_
 
+#include "absl/functional/function_ref.h"
 #include "absl/time/time.h"
 #include "pyexec/v1/pyexec.grpc.pb.h"
 #include "server/auth.h"
@@ -76,6 +77,14 @@ class PyExecService final : public v1::PyExec::CallbackService {
       CallId (PyExecCore::*run)(absl::string_view, const Request&, absl::Time,
                                 Response*, RpcDone),
       Forwarder::StartCall forward);
+
+  // Unbind/Interrupt: checked and routed like RunOnPool, then answered at
+  // once by `local` (given the caller's principal) with nothing to wait for.
+  template <typename Request>
+  grpc::ServerUnaryReactor* AnswerAtOnce(
+      grpc::CallbackServerContext* context, const Request* request, Rpc rpc,
+      Forwarder::StartCall forward,
+      absl::FunctionRef<absl::Status(const std::string& principal)> local);
 
   // Non-null when the session's owner is another replica: the reactor of
   // the forwarded call (which carries `principal`), or of the NOT_FOUND for
