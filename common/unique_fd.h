@@ -1,9 +1,15 @@
 #ifndef PYEXEC_COMMON_UNIQUE_FD_H_
 #define PYEXEC_COMMON_UNIQUE_FD_H_
 
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 
 namespace pyexec {
 
@@ -34,6 +40,19 @@ class UniqueFd {
  private:
   int fd_ = -1;
 };
+
+// Makes a connected pair of Unix stream sockets (close-on-exec), as a
+// worker's frame socket or a zygote's control socket.
+inline absl::Status MakeSocketPair(UniqueFd* a, UniqueFd* b) {
+  int pair[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("socketpair: ", strerror(errno)));
+  }
+  a->reset(pair[0]);
+  b->reset(pair[1]);
+  return absl::OkStatus();
+}
 
 }  // namespace pyexec
 

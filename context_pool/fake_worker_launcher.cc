@@ -152,18 +152,16 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> FakeWorkerLauncher::Launch() {
     --fail_launches_;
     return absl::UnavailableError("fake launch failure");
   }
-  int pair[2];
-  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
-    return absl::InternalError("socketpair");
-  }
-  fcntl(pair[0], F_SETFL, fcntl(pair[0], F_GETFL) | O_NONBLOCK);
+  UniqueFd ours, theirs;
+  if (absl::Status s = MakeSocketPair(&ours, &theirs); !s.ok()) return s;
+  fcntl(ours.get(), F_SETFL, fcntl(ours.get(), F_GETFL) | O_NONBLOCK);
   bool unwatchable = false;
   if (unwatchable_launches_ > 0) {
     --unwatchable_launches_;
     unwatchable = true;
   }
-  return std::make_unique<FakeProcess>(++launched_, UniqueFd(pair[0]),
-                                       UniqueFd(pair[1]), unwatchable);
+  return std::make_unique<FakeProcess>(++launched_, std::move(ours),
+                                       std::move(theirs), unwatchable);
 }
 
 }  // namespace pyexec

@@ -89,13 +89,8 @@ absl::StatusOr<std::string> MakeWorkerPrivateDir(
 }
 
 absl::StatusOr<std::unique_ptr<WorkerProcess>> ProcessWorkerLauncher::Launch() {
-  int pair[2];
-  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("socketpair: ", strerror(errno)));
-  }
-  UniqueFd ours(pair[0]);
-  UniqueFd theirs(pair[1]);
+  UniqueFd ours, theirs;
+  if (absl::Status s = MakeSocketPair(&ours, &theirs); !s.ok()) return s;
 
   absl::StatusOr<std::string> dir = MakeWorkerPrivateDir(options_);
   if (!dir.ok()) return dir.status();

@@ -36,13 +36,8 @@ absl::Status ZygoteWorkerLauncher::Start() {
 }
 
 absl::Status ZygoteWorkerLauncher::StartZygoteLocked() {
-  int pair[2];
-  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("socketpair: ", strerror(errno)));
-  }
-  UniqueFd ours(pair[0]);
-  UniqueFd theirs(pair[1]);
+  UniqueFd ours, theirs;
+  if (absl::Status s = MakeSocketPair(&ours, &theirs); !s.ok()) return s;
   std::vector<std::string> args = {"--zygote", "--control_fd=3"};
   if (!zygote_.preload.empty()) {
     args.push_back(absl::StrCat("--preload=", absl::StrJoin(zygote_.preload, ",")));
@@ -111,13 +106,7 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> ZygoteWorkerLauncher::Launch() {
       // before answering may have left a worker on the previous one, which
       // then sees EOF (we close our end) and exits, instead of serving the
       // same socket as the retry's worker.
-      int pair[2];
-      if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
-        return absl::ResourceExhaustedError(
-            absl::StrCat("socketpair: ", strerror(errno)));
-      }
-      ours.reset(pair[0]);
-      theirs.reset(pair[1]);
+      if (absl::Status s = MakeSocketPair(&ours, &theirs); !s.ok()) return s;
       pid = ForkLocked(theirs.get(), guard.path());
       if (pid.ok() || pid.status().code() != absl::StatusCode::kUnavailable) {
         break;
