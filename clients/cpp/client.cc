@@ -39,6 +39,26 @@ void CopyMap(const ValueMap& from,
   for (const auto& [name, value] : from) (*to)[name] = value;
 }
 
+// The CallRequest of Call, CallMethod and CallStream: `function` of `module`
+// (or of the object `target_ref` names) with these arguments.
+v1::CallRequest MakeCallRequest(absl::string_view session,
+                                absl::string_view module,
+                                absl::string_view target_ref,
+                                absl::string_view function,
+                                const std::vector<v1::Value>& args,
+                                const ValueMap& kwargs,
+                                const CallOptions& options) {
+  v1::CallRequest request;
+  request.set_session(std::string(session));
+  request.set_module(std::string(module));
+  request.set_target_ref(std::string(target_ref));
+  request.set_function(std::string(function));
+  for (const v1::Value& arg : args) *request.add_args() = arg;
+  CopyMap(kwargs, request.mutable_kwargs());
+  request.set_result_as_ref(options.result_as_ref);
+  return request;
+}
+
 // Eval and Call responses have the same shape.
 template <typename Response>
 Result ToResult(Response& response) {
@@ -304,16 +324,9 @@ absl::StatusOr<Result> Client::Call(absl::string_view session,
                                     const std::vector<v1::Value>& args,
                                     const ValueMap& kwargs,
                                     const CallOptions& options) const {
-  grpc::ClientContext context;
-  ApplyOptions(options, &context);
-  v1::CallRequest request;
-  request.set_session(std::string(session));
-  request.set_module(std::string(module));
-  request.set_function(std::string(function));
-  for (const v1::Value& arg : args) *request.add_args() = arg;
-  CopyMap(kwargs, request.mutable_kwargs());
-  request.set_result_as_ref(options.result_as_ref);
-  return RunCall(request, options);
+  return RunCall(MakeCallRequest(session, module, "", function, args, kwargs,
+                                 options),
+                 options);
 }
 
 absl::StatusOr<Result> Client::RunCall(const v1::CallRequest& request,
@@ -332,14 +345,9 @@ absl::StatusOr<Result> Client::CallMethod(absl::string_view session,
                                           const std::vector<v1::Value>& args,
                                           const ValueMap& kwargs,
                                           const CallOptions& options) const {
-  v1::CallRequest request;
-  request.set_session(std::string(session));
-  request.set_target_ref(target.id);
-  request.set_function(std::string(method));
-  for (const v1::Value& arg : args) *request.add_args() = arg;
-  CopyMap(kwargs, request.mutable_kwargs());
-  request.set_result_as_ref(options.result_as_ref);
-  return RunCall(request, options);
+  return RunCall(MakeCallRequest(session, "", target.id, method, args, kwargs,
+                                 options),
+                 options);
 }
 
 absl::StatusOr<Result> Client::GetAttr(absl::string_view session,
@@ -399,13 +407,8 @@ std::unique_ptr<EventStream<v1::CallEvent>> Client::CallStream(
     absl::string_view session, absl::string_view module,
     absl::string_view function, const std::vector<v1::Value>& args,
     const ValueMap& kwargs, const CallOptions& options) const {
-  v1::CallRequest request;
-  request.set_session(std::string(session));
-  request.set_module(std::string(module));
-  request.set_function(std::string(function));
-  for (const v1::Value& arg : args) *request.add_args() = arg;
-  CopyMap(kwargs, request.mutable_kwargs());
-  request.set_result_as_ref(options.result_as_ref);
+  const v1::CallRequest request =
+      MakeCallRequest(session, module, "", function, args, kwargs, options);
   auto stream = std::make_unique<EventStream<v1::CallEvent>>();
   ApplyOptions(options, &stream->context_);
   stream->reader_ = stub_->CallStream(&stream->context_, request);
