@@ -174,16 +174,11 @@ std::string FormatCompareTable(const CompareReport& r,
       absl::StrCat(FormatMicros(r.eval_throughput.latency.p50), "/",
                    FormatMicros(r.eval_throughput.latency.p99)),
       "", "", "");
-  const std::pair<const char*, const PhaseResult*> phases[] = {
-      {"echo, 1 client", &r.echo_latency},
-      {"eval, 1 client", &r.eval_latency},
-      {"echo, N clients", &r.echo_throughput},
-      {"eval, N clients", &r.eval_throughput}};
-  for (const auto& [name, phase] : phases) {
-    for (const auto& [code, count] : phase->errors) {
-      absl::StrAppendFormat(&out, "errors in %s: %s x%d\n", name, code, count);
-    }
-  }
+  AppendPhaseErrors({{"echo, 1 client", &r.echo_latency},
+                     {"eval, 1 client", &r.eval_latency},
+                     {"echo, N clients", &r.echo_throughput},
+                     {"eval, N clients", &r.eval_throughput}},
+                    &out);
   return out;
 }
 

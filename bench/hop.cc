@@ -119,16 +119,11 @@ std::string FormatHopTable(const HopReport& r, const HopOptions& options) {
   absl::StrAppendFormat(
       &out, "extra hop, p50 of 1 client: %s\n",
       FormatMicros(r.forwarded_latency.latency.p50 - r.direct_latency.latency.p50));
-  const std::pair<const char*, const PhaseResult*> phases[] = {
-      {"direct, 1 client", &r.direct_latency},
-      {"forwarded, 1 client", &r.forwarded_latency},
-      {"direct, N clients", &r.direct_throughput},
-      {"forwarded, N clients", &r.forwarded_throughput}};
-  for (const auto& [name, phase] : phases) {
-    for (const auto& [code, count] : phase->errors) {
-      absl::StrAppendFormat(&out, "errors in %s: %s x%d\n", name, code, count);
-    }
-  }
+  AppendPhaseErrors({{"direct, 1 client", &r.direct_latency},
+                     {"forwarded, 1 client", &r.forwarded_latency},
+                     {"direct, N clients", &r.direct_throughput},
+                     {"forwarded, N clients", &r.forwarded_throughput}},
+                    &out);
   return out;
 }
 

@@ -3,6 +3,7 @@
 #include <atomic>
 #include <thread>
 
+#include "absl/strings/str_format.h"
 #include "absl/synchronization/barrier.h"
 #include "absl/synchronization/notification.h"
 
@@ -66,6 +67,16 @@ PhaseResult RunPhase(const std::vector<CallFn>& calls,
   result.throughput =
       static_cast<double>(result.ok) / absl::ToDoubleSeconds(elapsed);
   return result;
+}
+
+void AppendPhaseErrors(
+    const std::vector<std::pair<const char*, const PhaseResult*>>& phases,
+    std::string* out) {
+  for (const auto& [name, phase] : phases) {
+    for (const auto& [code, count] : phase->errors) {
+      absl::StrAppendFormat(out, "errors in %s: %s x%d\n", name, code, count);
+    }
+  }
 }
 
 }  // namespace bench

@@ -7,6 +7,7 @@
 #include <functional>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -47,6 +48,12 @@ struct PhaseResult {
 // single CallFn gives the sequential-latency phase.
 PhaseResult RunPhase(const std::vector<CallFn>& calls,
                      const PhaseOptions& options);
+
+// Appends an "errors in NAME: CODE xN" line per failure code of each named
+// phase, for the tables the bench modes print.
+void AppendPhaseErrors(
+    const std::vector<std::pair<const char*, const PhaseResult*>>& phases,
+    std::string* out);
 
 }  // namespace bench
 }  // namespace pyexec
