@@ -9,6 +9,7 @@ import re
 import select
 import signal
 import tempfile
+import termios
 import time
 import unittest
 
@@ -36,7 +37,20 @@ class Terminal:
         self.seen = ""
         self.status = None
 
-    def send(self, text):
+    def send(self, text, at_prompt=True):
+        """Types `text`. At a prompt it first waits until libedit has the pty
+        in raw mode (ICANON off, read through the master, which shares the
+        slave's termios): keys typed before that go through the kernel's
+        cooked line discipline instead, where a line is echoed twice and a
+        Ctrl-D can be lost. at_prompt=False types at once (Ctrl-C while a
+        call runs, when the pty is cooked on purpose)."""
+        if at_prompt:
+            deadline = time.monotonic() + EXPECT_TIMEOUT_S
+            while termios.tcgetattr(self.fd)[3] & termios.ICANON:
+                if time.monotonic() > deadline:
+                    raise AssertionError("the line editor never took the terminal; "
+                                         "output: %r" % self.seen)
+                time.sleep(0.005)
         os.write(self.fd, text.encode())
 
     def expect(self, pattern, timeout=EXPECT_TIMEOUT_S):
@@ -79,18 +93,9 @@ class Terminal:
         raise AssertionError("CLI did not exit; output: %r" % self.seen)
 
     def exit_with_ctrl_d(self):
-        """Sends Ctrl-D at the prompt and returns the exit code. A Ctrl-D sent
-        the moment the prompt appears is sometimes lost (about 1 run in 10
-        under load; most likely it lands while libedit switches the pty from
-        cooked to raw mode, where a canonical-mode EOF is no byte that
-        survives; not proven). A person presses it again, and so does this,
-        once, if the first got no answer within 2 s. Known issue."""
+        """Sends Ctrl-D at the prompt and returns the exit code."""
         self.send("\x04")
-        try:
-            return self.wait(timeout=2.0)
-        except AssertionError:
-            self.send("\x04")
-            return self.wait()
+        return self.wait()
 
     def close(self):
         if self.status is None:
@@ -185,7 +190,7 @@ class ReplTest(fx.ServerTestCase):
             return st.busy_workers >= 1 and st.calls_total >= before + 1
         fx.wait_until(running, 15, what="call running")
         start = time.monotonic()
-        term.send("\x03")
+        term.send("\x03", at_prompt=False)
         out = term.expect(r">>> ")
         self.assertIn("KeyboardInterrupt", out)
         self.assertLess(time.monotonic() - start, 10)
