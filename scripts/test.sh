@@ -20,19 +20,38 @@ suites="${SUITES:-bazel python erlang pyclient scaleout go node fuzz asan tsa}"
 passed=0
 failed=0
 failed_names=()
+# Each suite's output is also kept, so that the end of the run can repeat what
+# failed: CI shows only the tail of a long run.
+logs="$(mktemp -d -t pyexec_test_logs.XXXXXX)"
+trap 'rm -rf "$logs"' EXIT
+failure_digest=""
+
+# The lines of a failed suite's log that name what failed: unittest FAIL/ERROR
+# blocks with their tracebacks, Bazel FAILED targets, go test, node --test and
+# Common Test failures. Capped, so the digest stays within CI's tail.
+digest_of() {
+  grep -E -A16 '^(FAIL|ERROR): ' "$1" | grep -v '^--$' | head -n 60
+  grep -E -A6 'FAILED in|^--- FAIL|^not ok |%%% .*FAILED|Failed [0-9]+ tests|^---- pyexecd stderr during' "$1" \
+    | grep -v '^--$' | head -n 30
+}
 
 run_suite() {
   local name="$1"; shift
   echo
   echo "=== $name ==="
   local start=$SECONDS
-  if "$@"; then
+  local log="$logs/suite$((passed + failed)).log"
+  # Not a pipe into tee: a daemon a suite leaves behind could hold a pipe open
+  # and stall the run; a process substitution is not waited for.
+  if "$@" > >(tee "$log") 2>&1; then
     echo "=== $name: PASSED in $((SECONDS - start))s ==="
     passed=$((passed + 1))
   else
     echo "=== $name: FAILED in $((SECONDS - start))s ==="
     failed=$((failed + 1))
     failed_names+=("$name")
+    sleep 1  # let tee write the last lines
+    failure_digest+=$'\n'"--- what failed in: $name"$'\n'"$(digest_of "$log")"$'\n'
   fi
 }
 
@@ -78,6 +97,9 @@ for suite in $suites; do
 done
 
 echo
-if ((failed)); then echo "failed suites: ${failed_names[*]}"; fi
+if ((failed)); then
+  echo "$failure_digest"
+  echo "failed suites: ${failed_names[*]}"
+fi
 echo "$passed passed, $failed failed"
 ((failed == 0))
