@@ -13,9 +13,8 @@
 namespace pyexec {
 
 // A real pyexec_worker process that leads its own process group and that
-// pyexecd can waitpid(): its child (spawn launcher) or a zygote's grandchild
-// handed to pyexecd as child subreaper (zygote launcher). Death is seen
-// through a pidfd, which works for non-children too.
+// pyexecd can waitpid(): its child, spawned (spawn launcher) or forked by the
+// zygote with CLONE_PARENT (zygote launcher). Death is seen through a pidfd.
 class ChildProcess final : public WorkerProcess {
  public:
   // `private_dir` (may be "") is the worker's HOME/TMPDIR, removed here.

@@ -4,7 +4,6 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -25,12 +24,6 @@ ZygoteWorkerLauncher::~ZygoteWorkerLauncher() {
 }
 
 absl::Status ZygoteWorkerLauncher::Start() {
-  // Forked workers are the zygote's grandchildren; when their parent exits
-  // at once they are re-parented to us, so that we can waitpid() them.
-  if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) {
-    return absl::InternalError(
-        absl::StrCat("PR_SET_CHILD_SUBREAPER: ", strerror(errno)));
-  }
   absl::MutexLock lock(&mu_);
   return StartZygoteLocked();
 }
@@ -119,6 +112,17 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> ZygoteWorkerLauncher::Launch() {
   }
   if (!pid.ok()) return pid.status();
   theirs.reset();
+  // The zygote forked it with CLONE_PARENT: it is our child, and it must
+  // lead its own process group before the pool can kill(-pid) it. The
+  // worker cannot do it itself under the seccomp filter it inherits from the
+  // zygote (setpgid is refused); a parent may, until the child execs.
+  if (setpgid(*pid, *pid) != 0 && errno != ESRCH) {
+    int saved = errno;
+    kill(*pid, SIGKILL);
+    int status;
+    waitpid(*pid, &status, 0);
+    return absl::InternalError(absl::StrCat("setpgid(", *pid, "): ", strerror(saved)));
+  }
 
   UniqueFd pidfd(static_cast<int>(syscall(SYS_pidfd_open, *pid, 0)));
   if (!pidfd.valid()) {

@@ -34,9 +34,9 @@ struct ZygoteOptions {
 // Forks workers from a zygote: pyexec_worker --zygote, spawned once (exec'd,
 // so it never inherits gRPC threads), single-threaded, with CPython
 // initialised and the preloads imported. Each Launch passes a new socket to
-// the zygote, which forks a worker serving it and answers its pid. The
-// worker is re-parented to this process (a child subreaper), so it is
-// waited for, interrupted and killed exactly like a spawned one.
+// the zygote, which forks a worker serving it (clone with CLONE_PARENT) and
+// answers its pid. The worker is this process's child, so it is waited for,
+// interrupted and killed exactly like a spawned one.
 //
 // A zygote that died or hangs is killed and started again on the next
 // Launch; workers already forked carry on. Thread-safe.
@@ -47,8 +47,7 @@ class ZygoteWorkerLauncher final : public WorkerLauncher {
   // Kills the zygote (not the workers).
   ~ZygoteWorkerLauncher() override;
 
-  // Makes this process a child subreaper, starts the zygote and waits until
-  // it is ready. A failing preload is FAILED_PRECONDITION with the Python
+  // Starts the zygote and waits until it is ready. A failing preload is FAILED_PRECONDITION with the Python
   // traceback. Call before any gRPC thread exists.
   absl::Status Start();
 

@@ -15,6 +15,20 @@ def zygote_pids(server_pid):
     return [p for p in fx.children(server_pid) if fx.is_zygote(p)]
 
 
+def the_zygote(server_pid):
+    """The one zygote. A worker the zygote has just forked is pyexecd's child
+    too, and carries the zygote's name for the instant before it renames
+    itself: wait for a moment with exactly one."""
+    pids = []
+
+    def exactly_one():
+        pids[:] = zygote_pids(server_pid)
+        return len(pids) == 1
+
+    fx.wait_until(exactly_one, 10.0, what="exactly one zygote")
+    return pids[0]
+
+
 class PreloadTest(fx.ServerTestCase):
     SERVER_FLAGS = ("--preload=json,decimal", )
 
@@ -33,7 +47,7 @@ class PreloadTest(fx.ServerTestCase):
 
     def test_one_zygote_and_workers_named_apart(self):
         srv = self.server
-        self.assertEqual(len(zygote_pids(srv.pid)), 1)
+        the_zygote(srv.pid)
         s = self.bind()
         pid = self.session_pid(s)
         with open("/proc/%d/comm" % pid) as f:
@@ -59,10 +73,9 @@ class PreloadFileTest(fx.ServerTestCase):
         os.unlink(cls.SETUP)
 
     def test_setup_ran_once_in_the_zygote(self):
-        zygote = zygote_pids(self.server.pid)
-        self.assertEqual(len(zygote), 1)
+        zygote = the_zygote(self.server.pid)
         s = self.bind()
-        self.assertEqual(self.ev("ZYGOTE_PID", s), zygote[0])
+        self.assertEqual(self.ev("ZYGOTE_PID", s), zygote)
 
 
 class ZygoteDeathTest(fx.ServerTestCase):
@@ -72,7 +85,7 @@ class ZygoteDeathTest(fx.ServerTestCase):
         srv = self.server
         s = self.bind()
         self.ex("x = 41", s)
-        (zygote,) = zygote_pids(srv.pid)
+        zygote = the_zygote(srv.pid)
         os.kill(zygote, signal.SIGKILL)
         fx.wait_gone({zygote: None}, 5.0)
         self.assertEqual(self.ev("x + 1", s), 42)
@@ -80,8 +93,7 @@ class ZygoteDeathTest(fx.ServerTestCase):
         sessions = [self.bind() for _ in range(srv.workers + 1)]
         for t in sessions:
             self.assertEqual(self.ev("6 * 7", t), 42)
-        fx.wait_until(lambda: len(zygote_pids(srv.pid)) == 1, 10.0, what="a new zygote")
-        self.assertNotEqual(zygote_pids(srv.pid), [zygote])
+        self.assertNotEqual(the_zygote(srv.pid), zygote)
 
 
 class SpawnLauncherTest(fx.ServerTestCase):

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/capability.h>
+#include <linux/seccomp.h>
 #include <net/if.h>
 #include <sched.h>
 #include <seccomp.h>
@@ -11,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -135,25 +137,24 @@ absl::Status SwitchUser(int64_t uid, int64_t gid) {
   return absl::OkStatus();
 }
 
-absl::Status InstallSeccomp() {
+// Builds the filter in libseccomp's form; the caller releases it.
+absl::StatusOr<scmp_filter_ctx> BuildSeccompContext() {
   scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
   if (ctx == nullptr) return absl::InternalError("seccomp_init failed");
-  struct Releaser {
-    scmp_filter_ctx ctx;
-    ~Releaser() { seccomp_release(ctx); }
-  } releaser{ctx};
+  auto fail = [ctx](absl::Status s) {
+    seccomp_release(ctx);
+    return s;
+  };
   // The 32-bit ABIs reach the same kernel through other syscall numbers: a
   // filter for the native ABI only would be bypassed with `int 0x80`.
   if (seccomp_arch_native() == SCMP_ARCH_X86_64) {
     for (uint32_t arch : {SCMP_ARCH_X86, SCMP_ARCH_X32}) {
       int rc = seccomp_arch_add(ctx, arch);
       if (rc != 0 && rc != -EEXIST) {
-        return absl::InternalError(absl::StrCat("seccomp_arch_add: ", strerror(-rc)));
+        return fail(absl::InternalError(absl::StrCat("seccomp_arch_add: ", strerror(-rc))));
       }
     }
   }
-  // Threads started before (the parent watchdog) get the filter too.
-  seccomp_attr_set(ctx, SCMP_FLTATR_CTL_TSYNC, 1);
   const uint32_t deny = SCMP_ACT_ERRNO(EPERM);
   for (const char* const* name = kDeniedSyscalls; *name != nullptr; ++name) {
     int nr = seccomp_syscall_resolve_name(*name);
@@ -162,8 +163,8 @@ absl::Status InstallSeccomp() {
     // A pseudo number (negative) names a syscall that exists on none of our
     // ABIs; nothing to refuse then.
     if (rc != 0 && nr >= 0) {
-      return absl::InternalError(
-          absl::StrCat("seccomp_rule_add(", *name, "): ", strerror(-rc)));
+      return fail(absl::InternalError(
+          absl::StrCat("seccomp_rule_add(", *name, "): ", strerror(-rc))));
     }
   }
   // clone() with a namespace flag would do what unshare does. clone3 passes
@@ -174,23 +175,60 @@ absl::Status InstallSeccomp() {
     int rc = seccomp_rule_add(ctx, deny, SCMP_SYS(clone), 1,
                               SCMP_A0(SCMP_CMP_MASKED_EQ, flag, flag));
     if (rc != 0) {
-      return absl::InternalError(absl::StrCat("seccomp_rule_add(clone): ", strerror(-rc)));
+      return fail(
+          absl::InternalError(absl::StrCat("seccomp_rule_add(clone): ", strerror(-rc))));
     }
   }
   int nr_clone3 = seccomp_syscall_resolve_name("clone3");
   if (nr_clone3 >= 0) {
     int rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), nr_clone3, 0);
     if (rc != 0) {
-      return absl::InternalError(absl::StrCat("seccomp_rule_add(clone3): ", strerror(-rc)));
+      return fail(
+          absl::InternalError(absl::StrCat("seccomp_rule_add(clone3): ", strerror(-rc))));
     }
   }
-  if (int rc = seccomp_load(ctx); rc != 0) {
-    return absl::InternalError(absl::StrCat("seccomp_load: ", strerror(-rc)));
-  }
-  return absl::OkStatus();
+  return ctx;
 }
 
 }  // namespace
+
+absl::StatusOr<SeccompFilter> SeccompFilter::Compile() {
+  absl::StatusOr<scmp_filter_ctx> ctx = BuildSeccompContext();
+  if (!ctx.ok()) return ctx.status();
+  struct Releaser {
+    scmp_filter_ctx ctx;
+    ~Releaser() { seccomp_release(ctx); }
+  } releaser{*ctx};
+  // libseccomp exports the compiled program only to a file descriptor.
+  UniqueFd out(static_cast<int>(syscall(SYS_memfd_create, "seccomp_bpf", MFD_CLOEXEC)));
+  if (!out.valid()) return Errno("memfd_create");
+  if (int rc = seccomp_export_bpf(*ctx, out.get()); rc != 0) {
+    return absl::InternalError(absl::StrCat("seccomp_export_bpf: ", strerror(-rc)));
+  }
+  off_t size = lseek(out.get(), 0, SEEK_END);
+  if (size <= 0 || size % sizeof(sock_filter) != 0) {
+    return absl::InternalError(absl::StrCat("seccomp_export_bpf wrote ", size, " bytes"));
+  }
+  SeccompFilter filter;
+  filter.program_.resize(static_cast<size_t>(size) / sizeof(sock_filter));
+  if (pread(out.get(), filter.program_.data(), static_cast<size_t>(size), 0) != size) {
+    return Errno("reading the compiled seccomp filter");
+  }
+  return filter;
+}
+
+absl::Status SeccompFilter::Install() const {
+  sock_fprog prog{static_cast<unsigned short>(program_.size()),
+                  const_cast<sock_filter*>(program_.data())};
+  // Threads started before (the parent watchdog) get the filter too.
+  long rc = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, &prog);
+  if (rc < 0) return Errno("seccomp(SECCOMP_SET_MODE_FILTER)");
+  if (rc > 0) {
+    return absl::InternalError(
+        absl::StrCat("seccomp TSYNC: thread ", rc, " cannot take the filter"));
+  }
+  return absl::OkStatus();
+}
 
 bool ParseWorkerNetwork(const std::string& text, WorkerNetwork* out) {
   if (text == "none") {
@@ -238,8 +276,11 @@ absl::Status ConfineWorker(const ConfinementOptions& options) {
   // /proc files stay closed to them (and no core files land anywhere).
   if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) return Errno("PR_SET_DUMPABLE");
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return Errno("PR_SET_NO_NEW_PRIVS");
-  if (options.seccomp) return InstallSeccomp();
-  return absl::OkStatus();
+  if (!options.seccomp) return absl::OkStatus();
+  if (options.compiled_seccomp != nullptr) return options.compiled_seccomp->Install();
+  absl::StatusOr<SeccompFilter> filter = SeccompFilter::Compile();
+  if (!filter.ok()) return filter.status();
+  return filter->Install();
 }
 
 absl::Status CheckConfinement(const ConfinementOptions& options) {

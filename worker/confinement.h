@@ -16,14 +16,33 @@
 // also refresh os.environ["HOME"]/["TMPDIR"] (and drop tempfile.tempdir),
 // because Python copies the environment at start-up.
 
+#include <linux/filter.h>
 #include <sys/types.h>
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 
 namespace pyexec {
+
+// The seccomp filter (kDeniedSyscalls and namespace flags of clone answer
+// EPERM, clone3 ENOSYS), compiled to classic BPF. libseccomp takes about
+// 0.7 ms to build and compile it; the zygote compiles it once, and each
+// forked worker only installs the program.
+class SeccompFilter {
+ public:
+  static absl::StatusOr<SeccompFilter> Compile();
+  // Installs the filter on every thread of the calling process (TSYNC).
+  // REQUIRES: no_new_privs is set, or the process has CAP_SYS_ADMIN.
+  absl::Status Install() const;
+  size_t instructions() const { return program_.size(); }
+
+ private:
+  std::vector<sock_filter> program_;
+};
 
 // Worker network namespace policy.
 enum class WorkerNetwork {
@@ -49,6 +68,9 @@ struct ConfinementOptions {
   uint64_t max_file_bytes = 0;
   // Install the seccomp filter (kDeniedSyscalls answer EPERM).
   bool seccomp = true;
+  // The filter compiled in advance (not owned; must outlive ConfineWorker);
+  // null compiles it in ConfineWorker.
+  const SeccompFilter* compiled_seccomp = nullptr;
   // The worker's private directory: becomes HOME, TMPDIR and the working
   // directory. Empty = leave them alone.
   std::string private_dir;

@@ -17,7 +17,9 @@
 
 #include <cstdio>
 #include <functional>
+#include <future>
 #include <string>
+#include <thread>
 
 #include "gtest/gtest.h"
 
@@ -27,13 +29,16 @@ namespace {
 // Runs `body` in a forked child after ConfineWorker(options) and returns the
 // child's message: empty when every check passed, else what failed. The
 // confinement is irreversible, so it never runs in the test process itself.
-std::string InConfinedChild(const ConfinementOptions& options,
-                            const std::function<std::string()>& body) {
+// `setup` runs in the child before ConfineWorker and returns the body.
+std::string InConfinedChildAfter(
+    const std::function<std::function<std::string()>()>& setup,
+    const ConfinementOptions& options) {
   int fds[2];
   if (pipe(fds) != 0) return "pipe failed";
   pid_t pid = fork();
   if (pid == 0) {
     close(fds[0]);
+    std::function<std::string()> body = setup();
     absl::Status s = ConfineWorker(options);
     std::string out = s.ok() ? body() : "ConfineWorker: " + std::string(s.message());
     if (write(fds[1], out.data(), out.size()) < 0) _exit(3);
@@ -51,36 +56,92 @@ std::string InConfinedChild(const ConfinementOptions& options,
   return out;
 }
 
+std::string InConfinedChild(const ConfinementOptions& options,
+                            const std::function<std::string()>& body) {
+  return InConfinedChildAfter([&body] { return body; }, options);
+}
+
 std::string ExpectErrno(const char* what, long rc, int expected) {
   if (rc != -1) return std::string(what) + " succeeded; ";
   if (errno != expected) return std::string(what) + ": " + strerror(errno) + "; ";
   return "";
 }
 
+// What the filter must refuse, checked in a confined child; "" if all is well.
+std::string SeccompRefusals() {
+  std::string out;
+  // Run as whatever user the test runs as (root in CI): only the filter
+  // explains an EPERM from mount as root.
+  out += ExpectErrno("ptrace(TRACEME)", ptrace(PTRACE_TRACEME, 0, nullptr, nullptr), EPERM);
+  out += ExpectErrno("unshare(NEWUSER)", unshare(CLONE_NEWUSER), EPERM);
+  out += ExpectErrno("mount", mount("none", "/mnt", "tmpfs", 0, nullptr), EPERM);
+  out += ExpectErrno("umount2", umount2("/proc", MNT_DETACH), EPERM);
+  out += ExpectErrno("setns", syscall(SYS_setns, 0, 0), EPERM);
+  out += ExpectErrno("keyctl", syscall(SYS_keyctl, 0, 0, 0, 0, 0), EPERM);
+  out += ExpectErrno("bpf", syscall(SYS_bpf, 0, nullptr, 0), EPERM);
+  out += ExpectErrno("setsid", setsid(), EPERM);
+  out += ExpectErrno("clone3", syscall(SYS_clone3, nullptr, 0), ENOSYS);
+  // Still a working process: fork (clone without namespace flags) works.
+  pid_t child = fork();
+  if (child < 0) out += std::string("fork: ") + strerror(errno) + "; ";
+  if (child == 0) _exit(0);
+  if (child > 0) waitpid(child, nullptr, 0);
+  if (prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) != 1) out += "no_new_privs not set; ";
+  if (prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) != 0) out += "still dumpable; ";
+  return out;
+}
+
 TEST(ConfinementTest, SeccompRefusesDangerousSyscallsWithEperm) {
   ConfinementOptions options;
-  std::string result = InConfinedChild(options, [] {
-    std::string out;
-    // Run as whatever user the test runs as (root in CI): only the filter
-    // explains an EPERM from mount as root.
-    out += ExpectErrno("ptrace(TRACEME)", ptrace(PTRACE_TRACEME, 0, nullptr, nullptr), EPERM);
-    out += ExpectErrno("unshare(NEWUSER)", unshare(CLONE_NEWUSER), EPERM);
-    out += ExpectErrno("mount", mount("none", "/mnt", "tmpfs", 0, nullptr), EPERM);
-    out += ExpectErrno("umount2", umount2("/proc", MNT_DETACH), EPERM);
-    out += ExpectErrno("setns", syscall(SYS_setns, 0, 0), EPERM);
-    out += ExpectErrno("keyctl", syscall(SYS_keyctl, 0, 0, 0, 0, 0), EPERM);
-    out += ExpectErrno("bpf", syscall(SYS_bpf, 0, nullptr, 0), EPERM);
-    out += ExpectErrno("setsid", setsid(), EPERM);
-    out += ExpectErrno("clone3", syscall(SYS_clone3, nullptr, 0), ENOSYS);
-    // Still a working process: fork (clone without namespace flags) works.
-    pid_t child = fork();
-    if (child < 0) out += std::string("fork: ") + strerror(errno) + "; ";
-    if (child == 0) _exit(0);
-    if (child > 0) waitpid(child, nullptr, 0);
-    if (prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) != 1) out += "no_new_privs not set; ";
-    if (prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) != 0) out += "still dumpable; ";
-    return out;
-  });
+  EXPECT_EQ(InConfinedChild(options, SeccompRefusals), "");
+}
+
+// The zygote compiles the filter once and its forked workers only install
+// it: the same refusals, from a program compiled in another process.
+TEST(ConfinementTest, PrecompiledSeccompFilterRefusesTheSame) {
+  absl::StatusOr<SeccompFilter> filter = SeccompFilter::Compile();
+  ASSERT_TRUE(filter.ok()) << filter.status();
+  EXPECT_GT(filter->instructions(), 60u);
+  ConfinementOptions options;
+  options.compiled_seccomp = &*filter;
+  EXPECT_EQ(InConfinedChild(options, SeccompRefusals), "");
+}
+
+// A thread started before ConfineWorker (like the worker's parent watchdog)
+// that tries a refused syscall once told to.
+class EarlyThread {
+ public:
+  EarlyThread()
+      : thread_([this] {
+          go_.get_future().wait();
+          verdict_ = ExpectErrno("ptrace in a thread started before confinement",
+                                 ptrace(PTRACE_TRACEME, 0, nullptr, nullptr), EPERM);
+        }) {}
+  std::string TryNow() {
+    go_.set_value();
+    thread_.join();
+    return verdict_;
+  }
+
+ private:
+  std::promise<void> go_;
+  std::string verdict_;
+  std::thread thread_;
+};
+
+// The filter covers threads that existed before it (TSYNC): they must not be
+// a way around it.
+TEST(ConfinementTest, SeccompCoversThreadsStartedBefore) {
+  absl::StatusOr<SeccompFilter> filter = SeccompFilter::Compile();
+  ASSERT_TRUE(filter.ok()) << filter.status();
+  ConfinementOptions options;
+  options.compiled_seccomp = &*filter;
+  std::string result = InConfinedChildAfter(
+      [] {
+        auto* early = new EarlyThread;  // in the child, which _exits: never freed
+        return std::function<std::string()>([early] { return early->TryNow(); });
+      },
+      options);
   EXPECT_EQ(result, "");
 }
 

@@ -29,6 +29,7 @@ struct Helpers {
   PyObject* run_exec;
   PyObject* run_call;
   PyObject* format_exception;
+  PyObject* after_fork;
 };
 
 // The live objects of a bound session, by ref id. Ids are 96 random bits
@@ -317,16 +318,26 @@ absl::Status PythonRunner::Initialize() {
   };
   helpers_ = new Helpers{get("Capture"), get("Streamer"), get("run_eval"),
                          get("run_exec"), get("run_call"),
-                         get("format_exception")};
+                         get("format_exception"), get("after_fork")};
   PyRef capsule(PyCapsule_New(this, nullptr, nullptr));
   emit_ = PyCFunction_New(&kEmitDef, capsule.get());
   if (!emit_ || !helpers_->streamer_type || !helpers_->capture_type ||
       !helpers_->run_eval || !helpers_->run_exec ||
-      !helpers_->run_call || !helpers_->format_exception) {
+      !helpers_->run_call || !helpers_->format_exception ||
+      !helpers_->after_fork) {
     PyErr_Print();
     return absl::InternalError("runner helpers are incomplete");
   }
   return absl::OkStatus();
+}
+
+absl::Status PythonRunner::AfterFork(const std::string& private_dir) {
+  PyRef dir(private_dir.empty() ? Py_NewRef(Py_None)
+                                : PyUnicode_DecodeFSDefault(private_dir.c_str()));
+  PyRef done(dir ? PyObject_CallOneArg(helpers_->after_fork, dir.get()) : nullptr);
+  if (done) return absl::OkStatus();
+  PyErr_Print();
+  return absl::InternalError("after_fork failed");
 }
 
 void PythonRunner::Handle(const internal::WorkerRequest& request,

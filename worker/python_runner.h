@@ -49,6 +49,11 @@ class PythonRunner {
   // the server raises KeyboardInterrupt) and loads the runner's helpers.
   absl::Status Initialize();
 
+  // In a worker forked from a zygote, once confined: reseeds `random`, and
+  // with `private_dir` (empty: none) points os.environ HOME/TMPDIR and
+  // tempfile at it (runner.py after_fork).
+  absl::Status AfterFork(const std::string& private_dir);
+
   // Runs one request and fills `response` (id, value or error, output, or a
   // failure for a request that cannot be run, e.g. a Value nested too deep).
   // A request with `stream` set sends its output chunks and values through

@@ -299,3 +299,24 @@ def format_exception(exc):
         tb = None
     lines = traceback.format_exception(type(exc), exc, tb)
     return type(exc).__name__, str(exc), ''.join(lines)
+
+
+def after_fork(private_dir):
+    """In a worker the zygote just forked, confined: what must differ from
+    the zygote and between sessions. os.register_at_fork hooks (random's own
+    reseed among them) already ran; reseed again in case a preload replaced
+    the module-level generator or seeded it deterministically. Python copied
+    the environment when the zygote started: point os.environ (and tempfile)
+    at the worker's private directory, its HOME and TMPDIR. Imports nothing: a module that
+    the zygote did not load needs no fixing."""
+    r = sys.modules.get('random')
+    if r is not None:
+        r.seed()
+    if private_dir is None:
+        return
+    environ = sys.modules['os'].environ
+    environ['HOME'] = private_dir
+    environ['TMPDIR'] = private_dir
+    t = sys.modules.get('tempfile')
+    if t is not None:
+        t.tempdir = None

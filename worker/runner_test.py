@@ -1,7 +1,9 @@
 """Tests of runner.py on its own, with a plain python3 (no worker)."""
 
 import os
+import random
 import sys
+import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -145,6 +147,44 @@ class RunTest(unittest.TestCase):
             name, _, tb = runner.format_exception(e)
         self.assertEqual(name, 'SyntaxError')
         self.assertNotIn('Traceback', tb)
+
+
+class AfterForkTest(unittest.TestCase):
+    def setUp(self):
+        saved = {k: os.environ.get(k) for k in ('HOME', 'TMPDIR')}
+        saved_tempdir = tempfile.tempdir
+
+        def restore():
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+            tempfile.tempdir = saved_tempdir
+        self.addCleanup(restore)
+
+    def test_reseeds_random(self):
+        random.seed(1234)
+        a = random.random()
+        random.seed(1234)
+        runner.after_fork(None)
+        self.assertNotEqual(random.random(), a)
+
+    def test_points_environ_and_tempfile_at_the_private_directory(self):
+        d = tempfile.mkdtemp()
+        self.addCleanup(os.rmdir, d)
+        tempfile.tempdir = '/somewhere/else'
+        runner.after_fork(d)
+        self.assertEqual((os.environ['HOME'], os.environ['TMPDIR']), (d, d))
+        self.assertIsNone(tempfile.tempdir)
+        self.assertEqual(tempfile.gettempdir(), d)
+
+    def test_without_a_private_directory_the_environment_stays(self):
+        os.environ['HOME'] = '/home/kept'
+        tempfile.tempdir = '/kept'
+        runner.after_fork(None)
+        self.assertEqual(os.environ['HOME'], '/home/kept')
+        self.assertEqual(tempfile.tempdir, '/kept')
 
 
 if __name__ == '__main__':
