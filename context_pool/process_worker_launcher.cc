@@ -23,7 +23,8 @@ namespace pyexec {
 
 absl::StatusOr<pid_t> SpawnWorkerBinary(
     const WorkerProcessOptions& options, int fd3,
-    const std::vector<std::string>& extra_args) {
+    const std::vector<std::string>& extra_args,
+    const std::vector<std::string>& extra_env) {
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
@@ -69,9 +70,15 @@ absl::StatusOr<pid_t> SpawnWorkerBinary(
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
 
+  std::vector<std::string> env_extra = extra_env;
+  std::vector<char*> envp;
+  for (char** e = environ; *e != nullptr; ++e) envp.push_back(*e);
+  for (std::string& e : env_extra) envp.push_back(e.data());
+  envp.push_back(nullptr);
+
   pid_t pid = 0;
   int rc = posix_spawn(&pid, options.worker_binary.c_str(), &actions, &attr,
-                       argv.data(), environ);
+                       argv.data(), envp.data());
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
   if (rc != 0) {

@@ -63,10 +63,12 @@ absl::StatusOr<std::string> MakeWorkerPrivateDir(const WorkerProcessOptions& opt
 // Starts options.worker_binary with `fd3` as its fd 3, stdin /dev/null,
 // stdout onto the server's stderr, default signal dispositions, an empty
 // signal mask and its own process group. The arguments carry the worker
-// settings and confinement, --parent_pid and `extra_args`.
+// settings and confinement, --parent_pid and `extra_args`; the environment
+// is this process's, plus `extra_env` ("NAME=VALUE").
 absl::StatusOr<pid_t> SpawnWorkerBinary(
     const WorkerProcessOptions& options, int fd3,
-    const std::vector<std::string>& extra_args);
+    const std::vector<std::string>& extra_args,
+    const std::vector<std::string>& extra_env = {});
 
 }  // namespace pyexec
 

@@ -38,7 +38,13 @@ absl::Status ZygoteWorkerLauncher::StartZygoteLocked() {
   if (!zygote_.preload_file.empty()) {
     args.push_back(absl::StrCat("--preload_file=", zygote_.preload_file));
   }
-  absl::StatusOr<pid_t> pid = SpawnWorkerBinary(worker_, theirs.get(), args);
+  // LD_BIND_NOW: the dynamic linker resolves every symbol of the zygote's
+  // libraries (and of extension modules it loads) once, at start-up, instead
+  // of lazily in each forked worker: a lazy lookup costs a symbol search and
+  // a copy-on-write of the GOT page, per worker. The zygote removes it from
+  // its environment, so that workers and the programs they run do not get it.
+  absl::StatusOr<pid_t> pid =
+      SpawnWorkerBinary(worker_, theirs.get(), args, {"LD_BIND_NOW=1"});
   if (!pid.ok()) return pid.status();
   theirs.reset();
   control_ = std::move(ours);

@@ -16,7 +16,8 @@ def cc_proto_genrule(
     """Generates and compiles C++ message (and optionally gRPC) code.
 
     Args:
-      name: the cc_library to define.
+      name: the cc_library to define (with grpc, the stubs; the messages
+        alone are name + "_messages" either way).
       srcs: .proto files.
       import_root: execroot-relative directory that imports are resolved
         against; generated files keep their path below it.
@@ -62,11 +63,31 @@ def cc_proto_genrule(
         name = name + "_srcs",
         srcs = srcs,
     )
+    # The messages are a library of their own, `name + "_messages"`, which
+    # the gRPC stubs (`name`) build on: a binary that needs only messages
+    # (the worker) then links no gRPC, whose libraries every forked worker
+    # would otherwise map and relocate.
+    messages = name + "_messages" if grpc else name
     native.cc_library(
-        name = name,
-        srcs = [o for o in outs if o.endswith(".cc")],
-        hdrs = [o for o in outs if o.endswith(".h")] + extra_hdrs,
+        name = messages,
+        srcs = [o for o in outs if o.endswith(".pb.cc") and not o.endswith(".grpc.pb.cc")],
+        hdrs = [o for o in outs if o.endswith(".pb.h") and not o.endswith(".grpc.pb.h")] + extra_hdrs,
         includes = ["."],
-        deps = deps + ["//third_party:protobuf"] + (["//third_party:grpc"] if grpc else []),
+        deps = [d + "_messages" for d in deps] + ["//third_party:protobuf"],
         visibility = visibility,
     )
+    if grpc:
+        native.cc_library(
+            name = name,
+            srcs = [o for o in outs if o.endswith(".grpc.pb.cc")],
+            hdrs = [o for o in outs if o.endswith(".grpc.pb.h")],
+            includes = ["."],
+            deps = [":" + messages, "//third_party:grpc"],
+            visibility = visibility,
+        )
+    else:
+        native.alias(
+            name = name + "_messages",
+            actual = ":" + name,
+            visibility = visibility,
+        )

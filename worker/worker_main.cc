@@ -411,6 +411,10 @@ pid_t ForkWorker(int socket, const std::string& private_dir, int control,
 // ZygoteReply with its pid. Single-threaded: fork() copies only the calling
 // thread, so the zygote must never have had another.
 int RunZygote() {
+  // pyexecd sets it for the zygote only (ZygoteWorkerLauncher); the dynamic
+  // linker has read it by now and keeps binding eagerly, also for modules
+  // loaded later.
+  unsetenv("LD_BIND_NOW");
   // Tells the zygote from its workers in ps and /proc/PID/comm (they share
   // its command line).
   prctl(PR_SET_NAME, "pyexec_zygote");
