@@ -115,7 +115,7 @@ class ReplTest(fx.ServerTestCase):
         cli = cli_path()
         self.assertTrue(os.access(cli, os.X_OK), "pyexec CLI not found at %s" % cli)
         home = tempfile.mkdtemp(prefix="pyexec_repl_home_")
-        env = {"HOME": home, "TERM": "xterm", "PATH": "/usr/bin:/bin"}
+        env = {"HOME": home, "TERM": "xterm", "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
         term = Terminal([cli, "--addr=127.0.0.1:%d" % self.server.port, "--timeout=60s"]
                         + list(flags) + ["repl"], env)
         self.addCleanup(term.close)
@@ -165,6 +165,9 @@ class ReplTest(fx.ServerTestCase):
         self.assertIn("ZeroDivisionError: division by zero", out)
         term.send("x\r")  # state survives errors
         self.assertIn("41\r\n", term.expect(r">>> "))
+        # Keys are read one character at a time, UTF-8 decoded.
+        term.send("'é€𝄞' * 2\r")
+        self.assertIn("'é€𝄞é€𝄞'\r\n", term.expect(r">>> "))
         # History: up-arrow recalls the previous line.
         term.send("x * 2\r")
         self.assertIn("82\r\n", term.expect(r">>> "))

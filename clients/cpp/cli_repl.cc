@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
+#include <clocale>
 #include <cstdlib>
 #include <functional>
 #include <iostream>
@@ -32,6 +33,8 @@ namespace {
 // self-pipe, both async-signal-safe; the main thread does the rest.
 volatile sig_atomic_t g_interrupted = 0;
 int g_pipe[2] = {-1, -1};
+// The terminal (stdin) opened a second time, non-blocking; -1: use stdin.
+int g_keys_fd = -1;
 
 constexpr char kInterruptByte = 'i';
 constexpr char kDoneByte = 'd';
@@ -42,6 +45,43 @@ void OnSigint(int) {
   char c = kInterruptByte;
   (void)!write(g_pipe[1], &c, 1);
   errno = saved;
+}
+
+// libedit reads each key through this (rl_getc_function) rather than a bare
+// read(): it waits on the terminal and the self-pipe together, so Ctrl-C at
+// the prompt ends readline() at once (EOF, with g_interrupted set). With a
+// bare read() the interrupt could be lost: libedit retries a read that a
+// signal interrupted, and readline() then waited for the next key. The read
+// itself does not block (g_keys_fd): Ctrl-C flushes the terminal's input, so
+// keys that poll() reported may be gone by the time they are read. Returns
+// one character, decoded from UTF-8 (libedit takes the int as a wchar_t).
+int ReadKey(FILE* in) {
+  const int fd = g_keys_fd >= 0 ? g_keys_fd : fileno(in);
+  unsigned char bytes[4];
+  size_t have = 0, need = 1;
+  while (have < need) {
+    pollfd fds[2] = {{fd, POLLIN, 0}, {g_pipe[0], POLLIN, 0}};
+    if (poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;  // the handler wrote the pipe, if SIGINT
+      return EOF;
+    }
+    if (fds[1].revents & POLLIN) return EOF;  // Ctrl-C; Loop drains the pipe
+    ssize_t n = read(fd, &bytes[have], 1);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+    if (n <= 0) return EOF;
+    if (have == 0) {
+      const unsigned char lead = bytes[0];
+      need = lead < 0x80 ? 1 : (lead >> 5) == 0x6 ? 2 : (lead >> 4) == 0xe ? 3
+           : (lead >> 3) == 0x1e ? 4 : 1;  // a stray continuation byte: as is
+    } else if ((bytes[have] & 0xc0) != 0x80) {
+      return bytes[have];  // malformed sequence: keep the byte that broke it
+    }
+    ++have;
+  }
+  if (need == 1) return bytes[0];
+  int code = bytes[0] & (0x7f >> need);
+  for (size_t i = 1; i < need; ++i) code = (code << 6) | (bytes[i] & 0x3f);
+  return code;
 }
 
 // Asked of the server (stateless) for the buffered source `src`: "more" if
@@ -261,7 +301,16 @@ int RunRepl(const CliOptions& options, const std::string& history_file) {
   sigemptyset(&action.sa_mask);
   action.sa_flags = 0;  // no SA_RESTART: Ctrl-C ends a blocking read at the prompt
   sigaction(SIGINT, &action, nullptr);
-  // libedit installs its own SIGINT handler around input and chains to ours.
+  // libedit installs its own SIGINT handler around input and chains to ours;
+  // ReadKey sees the self-pipe byte either way.
+  // A separate open file description of the terminal, so that O_NONBLOCK
+  // does not leak to the shell that shares stdin's.
+  g_keys_fd = open(absl::StrCat("/proc/self/fd/", fileno(stdin)).c_str(),
+                   O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  rl_getc_function = ReadKey;
+  // libedit edits and displays characters by the locale's encoding (UTF-8
+  // keys show as \U+20AC escapes under the C locale).
+  setlocale(LC_CTYPE, "");
   using_history();
   if (!history_file.empty()) read_history(history_file.c_str());
   int code = Repl(options, *std::move(client)).Run();
