@@ -7,6 +7,7 @@ import os
 import pty
 import re
 import select
+import shutil
 import signal
 import tempfile
 import termios
@@ -115,6 +116,7 @@ class ReplTest(fx.ServerTestCase):
         cli = cli_path()
         self.assertTrue(os.access(cli, os.X_OK), "pyexec CLI not found at %s" % cli)
         home = tempfile.mkdtemp(prefix="pyexec_repl_home_")
+        self.addCleanup(shutil.rmtree, home, True)
         env = {"HOME": home, "TERM": "xterm", "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
         term = Terminal([cli, "--addr=127.0.0.1:%d" % self.server.port, "--timeout=60s"]
                         + list(flags) + ["repl"], env)
