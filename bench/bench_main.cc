@@ -29,6 +29,7 @@
 #include "bench/compare.h"
 #include "bench/hop.h"
 #include "bench/process.h"
+#include "bench/process_floor.h"
 #include "bench/sessions.h"
 #include "bench/soak.h"
 #include "clients/cpp/client.h"
@@ -221,6 +222,36 @@ struct SessionsRun {
 
 std::string Mib(double v) { return absl::StrFormat("%.2f MiB", v); }
 
+// Where the CPU of one session goes under churn, against the floor that any
+// process per session costs on this machine: why churn stops where it does.
+void PrintChurnCpu(const SessionsRun& z) {
+  const auto& c = z.churn_result;
+  if (c.machine_cpu_per_session <= absl::ZeroDuration()) return;
+  const int cores = static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN));
+  std::cout << absl::StrFormat(
+      "CPU per session under churn (%s): %s for pyexecd, zygote and worker; %s for the "
+      "machine (these clients included): at most %.0f/s on %d cores\n",
+      z.name, pyexec::bench::FormatMicros(c.server_cpu_per_session),
+      pyexec::bench::FormatMicros(c.machine_cpu_per_session),
+      cores / absl::ToDoubleSeconds(c.machine_cpu_per_session), cores);
+  pyexec::bench::ProcessFloorOptions floor;
+  floor.resident_bytes =
+      std::max<int64_t>(1 << 20, static_cast<int64_t>(z.density.zygote_anonymous_mib * (1 << 20)));
+  floor.dirtied_bytes = static_cast<int64_t>(z.density.uss_mean_mib * (1 << 20));
+  absl::StatusOr<absl::Duration> cost = pyexec::bench::MeasureProcessFloor(floor);
+  if (!cost.ok()) {
+    std::cout << "process floor: " << cost.status() << "\n";
+    return;
+  }
+  std::cout << absl::StrFormat(
+      "process floor here: fork of %s resident, %s dirtied, exit and reap: %s CPU "
+      "(%.0f%% of the server's per session; alone it allows %.0f/s on %d cores)\n",
+      Mib(floor.resident_bytes / double{1 << 20}), Mib(floor.dirtied_bytes / double{1 << 20}),
+      pyexec::bench::FormatMicros(*cost),
+      100 * absl::FDivDuration(*cost, c.server_cpu_per_session),
+      cores / absl::ToDoubleSeconds(*cost), cores);
+}
+
 // --mode=sessions: churn and density against the zygote and the posix_spawn
 // launcher (and the zygote with preloads), each on its own pyexecd.
 int RunSessionsMode(const std::string& log_path) {
@@ -259,6 +290,7 @@ int RunSessionsMode(const std::string& log_path) {
     if (run.churn) {
       std::cout << "  churn: " << churn.threads << " threads x Bind->Eval->Unbind for "
                 << absl::FormatDuration(churn.duration) << std::endl;
+      churn.server_pid = (*started)->pid();
       run.churn_result = pyexec::bench::RunChurn((*started)->address(), churn);
     }
     std::cout << "  density: binding " << run.sessions << " sessions" << std::endl;
@@ -304,6 +336,7 @@ int RunSessionsMode(const std::string& log_path) {
     std::cout << absl::StrFormat("USS per session spawn/zygote: %.1fx\n",
                                  s.density.uss_mean_mib / z.density.uss_mean_mib);
   }
+  PrintChurnCpu(z);
   std::cout << absl::StrFormat("target churn >= 1000/s with %d threads: %s (%.0f/s)\n",
                                churn.threads, verdict(z.churn_result.rate >= 1000), z.churn_result.rate);
   std::cout << absl::StrFormat("target Bind p50 <= 2 ms: %s (%s)\n",

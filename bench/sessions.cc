@@ -16,6 +16,7 @@
 #include "absl/time/clock.h"
 #include "bench/compare.h"
 #include "bench/process.h"
+#include "bench/process_floor.h"
 #include "clients/cpp/client.h"
 
 namespace pyexec {
@@ -33,6 +34,17 @@ std::string CodeName(const absl::Status& s) {
   return absl::StatusCodeToString(s.code());
 }
 
+// CPU time so far of pyexecd (with the workers it reaped) and its zygote.
+absl::Duration ServerCpuTime(pid_t server) {
+  absl::Duration total = ProcessTreeCpuTime(server).value_or(absl::ZeroDuration());
+  for (pid_t child : ChildPids(server)) {
+    if (absl::StartsWith(ReadFile(absl::StrCat("/proc/", child, "/comm")), "pyexec_zygote")) {
+      total += ProcessTreeCpuTime(child).value_or(absl::ZeroDuration());
+    }
+  }
+  return total;
+}
+
 }  // namespace
 
 SmapsRollup ParseSmapsRollup(const std::string& text) {
@@ -46,6 +58,7 @@ SmapsRollup ParseSmapsRollup(const std::string& text) {
     if (f[0] == "Rss:") m.rss_kb = kb;
     if (f[0] == "Pss:") m.pss_kb = kb;
     if (f[0] == "Private_Clean:" || f[0] == "Private_Dirty:") m.private_kb += kb;
+    if (f[0] == "Anonymous:") m.anonymous_kb = kb;
   }
   return m;
 }
@@ -94,9 +107,23 @@ ChurnResult RunChurn(const std::string& address, const ChurnOptions& options) {
       for (const auto& [k, v] : errors) result.errors[k] += v;
     });
   }
+  // CPU time over the measured window (workers alive at its edges blur it
+  // by a few sessions' worth).
+  absl::SleepFor(measure_from - absl::Now());
+  const absl::Duration server0 =
+      options.server_pid > 0 ? ServerCpuTime(options.server_pid) : absl::ZeroDuration();
+  const absl::Duration machine0 = MachineBusyTime().value_or(absl::ZeroDuration());
+  absl::SleepFor(end - absl::Now());
+  const absl::Duration server1 =
+      options.server_pid > 0 ? ServerCpuTime(options.server_pid) : absl::ZeroDuration();
+  const absl::Duration machine1 = MachineBusyTime().value_or(absl::ZeroDuration());
   for (std::thread& t : threads) t.join();
   result.bind = Summarize(binds);
   result.rate = static_cast<double>(result.ok) / absl::ToDoubleSeconds(options.duration);
+  if (result.ok > 0) {
+    result.server_cpu_per_session = (server1 - server0) / result.ok;
+    result.machine_cpu_per_session = (machine1 - machine0) / result.ok;
+  }
   return result;
 }
 
@@ -145,9 +172,10 @@ DensityResult RunDensity(const std::string& address, pid_t server_pid,
   for (pid_t child : ChildPids(server_pid)) {
     std::string comm = ReadFile(absl::StrCat("/proc/", child, "/comm"));
     if (absl::StartsWith(comm, "pyexec_zygote")) {
-      pss_sum += ParseSmapsRollup(
-                     ReadFile(absl::StrCat("/proc/", child, "/smaps_rollup")))
-                     .pss_kb;
+      SmapsRollup zygote =
+          ParseSmapsRollup(ReadFile(absl::StrCat("/proc/", child, "/smaps_rollup")));
+      pss_sum += zygote.pss_kb;
+      result.zygote_anonymous_mib = zygote.anonymous_kb / 1024.0;
     }
   }
   if (!pids.empty()) {

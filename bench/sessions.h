@@ -26,6 +26,9 @@ struct ChurnOptions {
   absl::Duration duration = absl::Seconds(5);
   // Deadline of each RPC.
   absl::Duration call_timeout = absl::Seconds(30);
+  // pyexecd's pid, to account the CPU time of pyexecd, its zygote and its
+  // workers during the measured time; 0 skips it.
+  int server_pid = 0;
 };
 
 // Figures of a churn run.
@@ -38,6 +41,11 @@ struct ChurnResult {
   int64_t ok = 0;
   // Failed iterations by status code name.
   std::map<std::string, int64_t> errors;
+  // CPU time per completed iteration during the measured time: of pyexecd,
+  // its zygote and its (reaped) workers; and of the whole machine, this
+  // benchmark's clients included. Zero when not measured.
+  absl::Duration server_cpu_per_session;
+  absl::Duration machine_cpu_per_session;
 };
 
 // Loops Bind -> Eval("1+1") -> Unbind against `address`.
@@ -67,6 +75,9 @@ struct DensityResult {
   double rss_mean_mib = 0;
   // Sum of PSS over the workers and the zygote, in MiB.
   double pss_total_mib = 0;
+  // The zygote's resident anonymous memory, in MiB (0 without a zygote):
+  // what each fork copies the page tables of.
+  double zygote_anonymous_mib = 0;
   // The first failure, if any.
   std::string error;
 };
@@ -82,6 +93,7 @@ struct SmapsRollup {
   int64_t rss_kb = 0;
   int64_t pss_kb = 0;
   int64_t private_kb = 0;  // Private_Clean + Private_Dirty (USS)
+  int64_t anonymous_kb = 0;
 };
 // Parses the text of /proc/PID/smaps_rollup.
 SmapsRollup ParseSmapsRollup(const std::string& text);

@@ -1,0 +1,43 @@
+#ifndef PYEXEC_BENCH_PROCESS_FLOOR_H_
+#define PYEXEC_BENCH_PROCESS_FLOOR_H_
+
+// What a fresh process per session costs the kernel on this machine,
+// whatever pyexec does around it: fork a process the size of the zygote,
+// copy-on-write the pages a session dirties, exit and reap it. Measured in
+// the same run as churn, it bounds the churn any process-per-session design
+// can reach here: at most cores / floor sessions per second, before any
+// Python or gRPC work.
+
+#include <cstdint>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace pyexec {
+namespace bench {
+
+struct ProcessFloorOptions {
+  // Anonymous memory the template process has resident (the zygote's
+  // Anonymous: from smaps_rollup); each fork copies its page tables.
+  int64_t resident_bytes = 8 << 20;
+  // Pages each child writes before it exits (a session's private memory).
+  int64_t dirtied_bytes = 1 << 20;
+  int iterations = 300;
+};
+
+// CPU time (user + system, parent and children) per fork + dirty + exit +
+// reap. Runs in a helper process forked from this one, which uses no locks
+// after the fork: safe from a process with other threads.
+absl::StatusOr<absl::Duration> MeasureProcessFloor(const ProcessFloorOptions& options);
+
+// Busy CPU time of the whole machine since boot, from /proc/stat (all
+// cores: user, nice, system, irq, softirq, steal).
+absl::StatusOr<absl::Duration> MachineBusyTime();
+
+// CPU time of `pid` (user + system), and of its children it has reaped.
+absl::StatusOr<absl::Duration> ProcessTreeCpuTime(int pid);
+
+}  // namespace bench
+}  // namespace pyexec
+
+#endif  // PYEXEC_BENCH_PROCESS_FLOOR_H_
