@@ -235,6 +235,7 @@ void PrintChurnCpu(const SessionsRun& z) {
       pyexec::bench::FormatMicros(c.machine_cpu_per_session),
       cores / absl::ToDoubleSeconds(c.machine_cpu_per_session), cores);
   pyexec::bench::ProcessFloorOptions floor;
+  floor.helper_binary = SelfDir() + "/process_floor_helper";
   floor.resident_bytes =
       std::max<int64_t>(1 << 20, static_cast<int64_t>(z.density.zygote_anonymous_mib * (1 << 20)));
   floor.dirtied_bytes = static_cast<int64_t>(z.density.uss_mean_mib * (1 << 20));

@@ -1,9 +1,9 @@
 #include "bench/process_floor.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <spawn.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -15,50 +15,13 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+
+extern char** environ;
 
 namespace pyexec {
 namespace bench {
 namespace {
-
-int64_t Micros(const timeval& t) { return int64_t{t.tv_sec} * 1000000 + t.tv_usec; }
-
-int64_t UsageMicros(int who) {
-  rusage u{};
-  getrusage(who, &u);
-  return Micros(u.ru_utime) + Micros(u.ru_stime);
-}
-
-// The helper: maps and fills the template memory, then forks `iterations`
-// children that dirty their share and exit. Writes the CPU microseconds per
-// iteration to `out`. Only system calls after the fork that made it.
-[[noreturn]] void RunHelper(const ProcessFloorOptions& o, int out) {
-  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
-  const size_t size = static_cast<size_t>(o.resident_bytes);
-  char* memory = static_cast<char*>(
-      mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
-  if (memory == MAP_FAILED) _exit(2);
-  for (size_t at = 0; at < size; at += page) memory[at] = 1;
-  const size_t dirty_pages = static_cast<size_t>(o.dirtied_bytes) / page;
-  const size_t stride = dirty_pages == 0 ? 0 : std::max<size_t>(1, size / page / dirty_pages);
-  const int64_t before = UsageMicros(RUSAGE_SELF) + UsageMicros(RUSAGE_CHILDREN);
-  for (int i = 0; i < o.iterations; ++i) {
-    pid_t child = fork();
-    if (child < 0) _exit(3);
-    if (child == 0) {
-      for (size_t p = 0; p < dirty_pages; ++p) {
-        memory[(p * stride * page) % size] = 2;
-      }
-      _exit(0);
-    }
-    int status;
-    while (waitpid(child, &status, 0) < 0 && errno == EINTR) {
-    }
-  }
-  const int64_t after = UsageMicros(RUSAGE_SELF) + UsageMicros(RUSAGE_CHILDREN);
-  int64_t per = (after - before) / o.iterations;
-  (void)!write(out, &per, sizeof(per));
-  _exit(0);
-}
 
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path);
@@ -73,27 +36,49 @@ absl::StatusOr<absl::Duration> MeasureProcessFloor(const ProcessFloorOptions& op
   if (options.iterations <= 0 || options.resident_bytes <= 0) {
     return absl::InvalidArgumentError("iterations and resident_bytes must be positive");
   }
+  std::vector<std::string> args = {options.helper_binary,
+                                   absl::StrCat(options.resident_bytes),
+                                   absl::StrCat(options.dirtied_bytes),
+                                   absl::StrCat(options.iterations)};
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
   int fds[2];
-  if (pipe(fds) != 0) return absl::InternalError(absl::StrCat("pipe: ", strerror(errno)));
-  pid_t helper = fork();
-  if (helper < 0) return absl::InternalError(absl::StrCat("fork: ", strerror(errno)));
-  if (helper == 0) {
-    close(fds[0]);
-    RunHelper(options, fds[1]);
-  }
+  if (pipe2(fds, O_CLOEXEC) != 0) return absl::InternalError(absl::StrCat("pipe: ", strerror(errno)));
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, fds[1], 1);
+  pid_t pid = 0;
+  int rc = posix_spawn(&pid, options.helper_binary.c_str(), &actions, nullptr, argv.data(),
+                       environ);
+  posix_spawn_file_actions_destroy(&actions);
   close(fds[1]);
-  int64_t per = -1;
+  if (rc != 0) {
+    close(fds[0]);
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot start ", options.helper_binary, ": ", strerror(rc)));
+  }
+  std::string out;
+  char buf[64];
   ssize_t n;
-  while ((n = read(fds[0], &per, sizeof(per))) < 0 && errno == EINTR) {
+  while ((n = read(fds[0], buf, sizeof(buf))) != 0) {
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    out.append(buf, static_cast<size_t>(n));
   }
   close(fds[0]);
   int status = 0;
-  while (waitpid(helper, &status, 0) < 0 && errno == EINTR) {
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
-  if (n != sizeof(per) || per < 0) {
-    return absl::InternalError(absl::StrCat("the floor helper failed (status ", status, ")"));
+  int64_t micros = 0;
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 ||
+      !absl::SimpleAtoi(absl::StripAsciiWhitespace(out), &micros)) {
+    return absl::InternalError(absl::StrCat(options.helper_binary, " failed (status ", status,
+                                            ", output '", out, "')"));
   }
-  return absl::Microseconds(per);
+  return absl::Microseconds(micros);
 }
 
 absl::StatusOr<absl::Duration> MachineBusyTime() {

@@ -9,6 +9,7 @@
 // Python or gRPC work.
 
 #include <cstdint>
+#include <string>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -23,11 +24,13 @@ struct ProcessFloorOptions {
   // Pages each child writes before it exits (a session's private memory).
   int64_t dirtied_bytes = 1 << 20;
   int iterations = 300;
+  // bench/process_floor_helper, which does the forking: a small process of
+  // its own, so that this one's memory is not part of what each fork copies.
+  std::string helper_binary;
 };
 
 // CPU time (user + system, parent and children) per fork + dirty + exit +
-// reap. Runs in a helper process forked from this one, which uses no locks
-// after the fork: safe from a process with other threads.
+// reap, as measured by the helper.
 absl::StatusOr<absl::Duration> MeasureProcessFloor(const ProcessFloorOptions& options);
 
 // Busy CPU time of the whole machine since boot, from /proc/stat (all

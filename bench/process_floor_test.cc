@@ -15,8 +15,11 @@ void Spin(absl::Duration d) {
   while (absl::Now() < end) x = x + 1;
 }
 
+std::string Helper() { return "bench/process_floor_helper"; }  // runfiles-relative
+
 TEST(ProcessFloorTest, MeasuresAPositiveCostPerProcess) {
   ProcessFloorOptions o;
+  o.helper_binary = Helper();
   o.resident_bytes = 4 << 20;
   o.dirtied_bytes = 256 << 10;
   o.iterations = 20;
@@ -28,7 +31,11 @@ TEST(ProcessFloorTest, MeasuresAPositiveCostPerProcess) {
 
 TEST(ProcessFloorTest, RefusesEmptySettings) {
   ProcessFloorOptions o;
+  o.helper_binary = Helper();
   o.iterations = 0;
+  EXPECT_FALSE(MeasureProcessFloor(o).ok());
+  o.iterations = 1;
+  o.helper_binary = "/nonexistent/process_floor_helper";
   EXPECT_FALSE(MeasureProcessFloor(o).ok());
 }
 
