@@ -253,6 +253,29 @@ void PrintChurnCpu(const SessionsRun& z) {
       cores / absl::ToDoubleSeconds(*cost), cores);
 }
 
+// What the latency target leaves for the hop to a worker process, against what
+// that hop costs on this machine: why Eval stays above echo where it does.
+void PrintHopFloor(const pyexec::bench::CompareReport& report,
+                   const pyexec::bench::CompareOptions& options) {
+  absl::StatusOr<absl::Duration> hop =
+      pyexec::bench::MeasureProcessHop(SelfDir() + "/process_floor_helper");
+  if (!hop.ok()) {
+    std::cout << "process hop: " << hop.status() << "\n";
+    return;
+  }
+  const absl::Duration echo = report.echo_latency.latency.p50;
+  const absl::Duration eval = report.eval_latency.latency.p50;
+  const absl::Duration allowed = echo * (options.latency_target - 1);
+  std::cout << absl::StrFormat(
+      "process hop floor here: a 64-byte round trip to another process (Unix socket, "
+      "blocking reads), p50 %s. Eval adds %s to echo; the %.2fx target allows %s, so "
+      "the hop alone is %.0f%% of it (Eval at echo + hop would be %.2fx)\n",
+      pyexec::bench::FormatMicros(*hop), pyexec::bench::FormatMicros(eval - echo),
+      options.latency_target, pyexec::bench::FormatMicros(allowed),
+      100 * absl::FDivDuration(*hop, allowed),
+      absl::FDivDuration(echo + *hop, echo));
+}
+
 // --mode=sessions: churn and density against the zygote and the posix_spawn
 // launcher (and the zygote with preloads), each on its own pyexecd.
 int RunSessionsMode(const std::string& log_path) {
@@ -465,5 +488,6 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::cout << pyexec::bench::FormatCompareTable(*report, options);
+  PrintHopFloor(*report, options);
   return 0;
 }

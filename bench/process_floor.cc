@@ -30,16 +30,9 @@ std::string ReadFile(const std::string& path) {
   return text.str();
 }
 
-}  // namespace
-
-absl::StatusOr<absl::Duration> MeasureProcessFloor(const ProcessFloorOptions& options) {
-  if (options.iterations <= 0 || options.resident_bytes <= 0) {
-    return absl::InvalidArgumentError("iterations and resident_bytes must be positive");
-  }
-  std::vector<std::string> args = {options.helper_binary,
-                                   absl::StrCat(options.resident_bytes),
-                                   absl::StrCat(options.dirtied_bytes),
-                                   absl::StrCat(options.iterations)};
+// Runs the helper with `args` and returns what it printed, a number.
+absl::StatusOr<double> RunHelper(const std::string& helper, std::vector<std::string> args) {
+  args.insert(args.begin(), helper);
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -49,14 +42,12 @@ absl::StatusOr<absl::Duration> MeasureProcessFloor(const ProcessFloorOptions& op
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_adddup2(&actions, fds[1], 1);
   pid_t pid = 0;
-  int rc = posix_spawn(&pid, options.helper_binary.c_str(), &actions, nullptr, argv.data(),
-                       environ);
+  int rc = posix_spawn(&pid, helper.c_str(), &actions, nullptr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
   close(fds[1]);
   if (rc != 0) {
     close(fds[0]);
-    return absl::FailedPreconditionError(
-        absl::StrCat("cannot start ", options.helper_binary, ": ", strerror(rc)));
+    return absl::FailedPreconditionError(absl::StrCat("cannot start ", helper, ": ", strerror(rc)));
   }
   std::string out;
   char buf[64];
@@ -72,13 +63,36 @@ absl::StatusOr<absl::Duration> MeasureProcessFloor(const ProcessFloorOptions& op
   int status = 0;
   while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
-  int64_t micros = 0;
+  double value = 0;
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 ||
-      !absl::SimpleAtoi(absl::StripAsciiWhitespace(out), &micros)) {
-    return absl::InternalError(absl::StrCat(options.helper_binary, " failed (status ", status,
-                                            ", output '", out, "')"));
+      !absl::SimpleAtod(absl::StripAsciiWhitespace(out), &value)) {
+    return absl::InternalError(
+        absl::StrCat(helper, " failed (status ", status, ", output '", out, "')"));
   }
-  return absl::Microseconds(micros);
+  return value;
+}
+
+}  // namespace
+
+absl::StatusOr<absl::Duration> MeasureProcessFloor(const ProcessFloorOptions& options) {
+  if (options.iterations <= 0 || options.resident_bytes <= 0) {
+    return absl::InvalidArgumentError("iterations and resident_bytes must be positive");
+  }
+  absl::StatusOr<double> micros = RunHelper(
+      options.helper_binary,
+      {"fork", absl::StrCat(options.resident_bytes), absl::StrCat(options.dirtied_bytes),
+       absl::StrCat(options.iterations)});
+  if (!micros.ok()) return micros.status();
+  return absl::Microseconds(*micros);
+}
+
+absl::StatusOr<absl::Duration> MeasureProcessHop(const std::string& helper_binary,
+                                                 int iterations) {
+  if (iterations <= 0) return absl::InvalidArgumentError("iterations must be positive");
+  absl::StatusOr<double> micros =
+      RunHelper(helper_binary, {"hop", absl::StrCat(iterations)});
+  if (!micros.ok()) return micros.status();
+  return absl::Microseconds(*micros);
 }
 
 absl::StatusOr<absl::Duration> MachineBusyTime() {

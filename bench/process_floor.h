@@ -33,6 +33,12 @@ struct ProcessFloorOptions {
 // reap, as measured by the helper.
 absl::StatusOr<absl::Duration> MeasureProcessFloor(const ProcessFloorOptions& options);
 
+// Median round trip of 64 bytes to another process over a Unix socket, both
+// sides blocking in read(): the two wake-ups that every call to a worker
+// process costs and that an in-process echo does not.
+absl::StatusOr<absl::Duration> MeasureProcessHop(const std::string& helper_binary,
+                                                 int iterations = 20000);
+
 // Busy CPU time of the whole machine since boot, from /proc/stat (all
 // cores: user, nice, system, irq, softirq, steal).
 absl::StatusOr<absl::Duration> MachineBusyTime();

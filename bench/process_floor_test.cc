@@ -29,6 +29,14 @@ TEST(ProcessFloorTest, MeasuresAPositiveCostPerProcess) {
   EXPECT_LT(*cost, absl::Seconds(1));
 }
 
+TEST(ProcessFloorTest, MeasuresAProcessHop) {
+  absl::StatusOr<absl::Duration> hop = MeasureProcessHop(Helper(), 2000);
+  ASSERT_TRUE(hop.ok()) << hop.status();
+  EXPECT_GT(*hop, absl::ZeroDuration());
+  EXPECT_LT(*hop, absl::Milliseconds(100));
+  EXPECT_FALSE(MeasureProcessHop(Helper(), 0).ok());
+}
+
 TEST(ProcessFloorTest, RefusesEmptySettings) {
   ProcessFloorOptions o;
   o.helper_binary = Helper();
