@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/synchronization/mutex.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
@@ -380,6 +381,9 @@ int RunSessionsMode(const std::string& log_path) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Debian's Abseil keeps absl::Mutex's deadlock detector on (see
+  // server/main.cc); the clients here do not need it.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   absl::ParseCommandLine(argc, argv);
   const std::string mode = absl::GetFlag(FLAGS_mode);
   if (mode != "compare" && mode != "soak" && mode != "hop" && mode != "sessions") {

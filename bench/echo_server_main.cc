@@ -6,6 +6,7 @@
 #include <iostream>
 #include <string>
 
+#include "absl/synchronization/mutex.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "bench/echo_server.h"
@@ -14,6 +15,9 @@ ABSL_FLAG(std::string, listen, "127.0.0.1:0",
           "address to serve on; port 0 picks a free port");
 
 int main(int argc, char** argv) {
+  // As pyexecd does (server/main.cc): the baseline must not pay Debian
+  // Abseil's deadlock detector either.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   absl::ParseCommandLine(argc, argv);
   // Block the stop signals before gRPC starts threads so that they inherit
   // the mask, then wait for one synchronously.
