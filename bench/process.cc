@@ -147,6 +147,46 @@ std::string ServerProcess::Stop(absl::Duration grace) {
 
 ServerProcess::~ServerProcess() { Stop(); }
 
+std::string ReadProcFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+absl::StatusOr<absl::Duration> MachineBusyTime() {
+  const std::string text = ReadProcFile("/proc/stat");
+  const std::string first_line = text.substr(0, text.find('\n'));
+  std::vector<absl::string_view> f = absl::StrSplit(first_line, ' ', absl::SkipEmpty());
+  // cpu user nice system idle iowait irq softirq steal ...
+  if (f.size() < 9 || f[0] != "cpu") return absl::InternalError("unexpected /proc/stat");
+  int64_t busy = 0;
+  for (int i : {1, 2, 3, 6, 7, 8}) {
+    int64_t v = 0;
+    if (!absl::SimpleAtoi(f[i], &v)) return absl::InternalError("unexpected /proc/stat");
+    busy += v;
+  }
+  return absl::Seconds(static_cast<double>(busy) / sysconf(_SC_CLK_TCK));
+}
+
+absl::StatusOr<absl::Duration> ProcessTreeCpuTime(int pid) {
+  std::string text = ReadProcFile(absl::StrCat("/proc/", pid, "/stat"));
+  // The command may hold spaces: fields start after its closing parenthesis.
+  size_t close = text.rfind(')');
+  if (close == std::string::npos) return absl::NotFoundError(absl::StrCat("no process ", pid));
+  std::vector<absl::string_view> f =
+      absl::StrSplit(absl::string_view(text).substr(close + 2), ' ', absl::SkipEmpty());
+  // After the command: state(0) ... utime(11) stime(12) cutime(13) cstime(14).
+  if (f.size() < 15) return absl::InternalError("unexpected /proc/PID/stat");
+  int64_t ticks = 0;
+  for (int i : {11, 12, 13, 14}) {
+    int64_t v = 0;
+    if (!absl::SimpleAtoi(f[i], &v)) return absl::InternalError("unexpected /proc/PID/stat");
+    ticks += v;
+  }
+  return absl::Seconds(static_cast<double>(ticks) / sysconf(_SC_CLK_TCK));
+}
+
 std::vector<pid_t> ChildPids(pid_t pid) {
   std::vector<pid_t> children;
   const std::string task_dir = absl::StrCat("/proc/", pid, "/task");

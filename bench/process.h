@@ -56,6 +56,16 @@ class ServerProcess {
   std::string exit_description_;
 };
 
+// The whole text of a small file such as /proc/<pid>/stat; "" if unreadable.
+std::string ReadProcFile(const std::string& path);
+
+// Busy CPU time of the whole machine since boot, from /proc/stat (all
+// cores: user, nice, system, irq, softirq, steal).
+absl::StatusOr<absl::Duration> MachineBusyTime();
+
+// CPU time of `pid` (user + system), and of its children it has reaped.
+absl::StatusOr<absl::Duration> ProcessTreeCpuTime(int pid);
+
 // Direct children of `pid`, from /proc/<pid>/task/*/children. Empty if the
 // process is gone or the kernel lacks that file.
 std::vector<pid_t> ChildPids(pid_t pid);

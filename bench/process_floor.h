@@ -39,13 +39,6 @@ absl::StatusOr<absl::Duration> MeasureProcessFloor(const ProcessFloorOptions& op
 absl::StatusOr<absl::Duration> MeasureProcessHop(const std::string& helper_binary,
                                                  int iterations = 20000);
 
-// Busy CPU time of the whole machine since boot, from /proc/stat (all
-// cores: user, nice, system, irq, softirq, steal).
-absl::StatusOr<absl::Duration> MachineBusyTime();
-
-// CPU time of `pid` (user + system), and of its children it has reaped.
-absl::StatusOr<absl::Duration> ProcessTreeCpuTime(int pid);
-
 }  // namespace bench
 }  // namespace pyexec
 

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <string>
 
+#include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -86,6 +87,27 @@ TEST(ChildPidsTest, SeesForkedChild) {
   waitpid(child, nullptr, 0);
   EXPECT_EQ(RssKb(child), -1);
   EXPECT_EQ(FdCount(child), -1);
+}
+
+void Spin(absl::Duration d) {
+  const absl::Time end = absl::Now() + d;
+  volatile uint64_t x = 0;
+  while (absl::Now() < end) x = x + 1;
+}
+
+TEST(ProcessTest, CpuClocksAdvanceWithWork) {
+  absl::StatusOr<absl::Duration> self0 = ProcessTreeCpuTime(getpid());
+  absl::StatusOr<absl::Duration> machine0 = MachineBusyTime();
+  ASSERT_TRUE(self0.ok()) << self0.status();
+  ASSERT_TRUE(machine0.ok()) << machine0.status();
+  Spin(absl::Milliseconds(200));
+  absl::StatusOr<absl::Duration> self1 = ProcessTreeCpuTime(getpid());
+  absl::StatusOr<absl::Duration> machine1 = MachineBusyTime();
+  ASSERT_TRUE(self1.ok() && machine1.ok());
+  // Clock ticks are 10 ms; 200 ms of spinning shows as at least 100 ms.
+  EXPECT_GE(*self1 - *self0, absl::Milliseconds(100));
+  EXPECT_GE(*machine1 - *machine0, absl::Milliseconds(100));
+  EXPECT_FALSE(ProcessTreeCpuTime(-1).ok());
 }
 
 }  // namespace

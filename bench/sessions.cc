@@ -16,19 +16,11 @@
 #include "absl/time/clock.h"
 #include "bench/compare.h"
 #include "bench/process.h"
-#include "bench/process_floor.h"
 #include "clients/cpp/client.h"
 
 namespace pyexec {
 namespace bench {
 namespace {
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
 
 std::string CodeName(const absl::Status& s) {
   return absl::StatusCodeToString(s.code());
@@ -38,7 +30,7 @@ std::string CodeName(const absl::Status& s) {
 absl::Duration ServerCpuTime(pid_t server) {
   absl::Duration total = ProcessTreeCpuTime(server).value_or(absl::ZeroDuration());
   for (pid_t child : ChildPids(server)) {
-    if (absl::StartsWith(ReadFile(absl::StrCat("/proc/", child, "/comm")), "pyexec_zygote")) {
+    if (absl::StartsWith(ReadProcFile(absl::StrCat("/proc/", child, "/comm")), "pyexec_zygote")) {
       total += ProcessTreeCpuTime(child).value_or(absl::ZeroDuration());
     }
   }
@@ -163,17 +155,17 @@ DensityResult RunDensity(const std::string& address, pid_t server_pid,
 
   int64_t uss_sum = 0, rss_sum = 0, pss_sum = 0;
   for (pid_t pid : pids) {
-    SmapsRollup m = ParseSmapsRollup(ReadFile(absl::StrCat("/proc/", pid, "/smaps_rollup")));
+    SmapsRollup m = ParseSmapsRollup(ReadProcFile(absl::StrCat("/proc/", pid, "/smaps_rollup")));
     uss_sum += m.private_kb;
     rss_sum += m.rss_kb;
     pss_sum += m.pss_kb;
     result.uss_max_mib = std::max(result.uss_max_mib, m.private_kb / 1024.0);
   }
   for (pid_t child : ChildPids(server_pid)) {
-    std::string comm = ReadFile(absl::StrCat("/proc/", child, "/comm"));
+    std::string comm = ReadProcFile(absl::StrCat("/proc/", child, "/comm"));
     if (absl::StartsWith(comm, "pyexec_zygote")) {
       SmapsRollup zygote =
-          ParseSmapsRollup(ReadFile(absl::StrCat("/proc/", child, "/smaps_rollup")));
+          ParseSmapsRollup(ReadProcFile(absl::StrCat("/proc/", child, "/smaps_rollup")));
       pss_sum += zygote.pss_kb;
       result.zygote_anonymous_mib = zygote.anonymous_kb / 1024.0;
     }
