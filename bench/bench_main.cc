@@ -474,6 +474,8 @@ int main(int argc, char** argv) {
   std::cout << "echo server at " << echo_addr << std::endl;
 
   pyexec::bench::CompareOptions options;
+  options.pyexec_pid = server_pid;
+  options.echo_pid = echo ? echo->pid() : 0;
   options.phase.warmup = absl::GetFlag(FLAGS_warmup);
   const absl::Duration d = absl::GetFlag(FLAGS_duration);
   if (d > absl::ZeroDuration()) options.phase.duration = d;

@@ -7,6 +7,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "bench/process.h"
 #include "clients/cpp/client.h"
 #include "clients/cpp/status_util.h"
 #include "echo.grpc.pb.h"
@@ -90,6 +91,26 @@ absl::StatusOr<PhaseResult> RunEvalPhase(
 
 std::string Ratio(double r) { return absl::StrFormat("%.2fx", r); }
 
+// Phase options that read `pid`'s counters around the measured window.
+PhaseOptions Counted(const PhaseOptions& base, int pid, ProcessTreeCounters* before,
+                     ProcessTreeCounters* after) {
+  PhaseOptions o = base;
+  if (pid <= 0) return o;
+  o.on_measure_begin = [pid, before] { *before = ReadProcessTreeCounters(pid); };
+  o.on_measure_end = [pid, after] { *after = ReadProcessTreeCounters(pid); };
+  return o;
+}
+
+ServerCost PerCall(const ProcessTreeCounters& before, const ProcessTreeCounters& after,
+                   int64_t calls) {
+  ServerCost cost;
+  if (calls <= 0) return cost;
+  cost.cpu = (after.cpu - before.cpu) / calls;
+  cost.context_switches =
+      static_cast<double>(after.context_switches - before.context_switches) / calls;
+  return cost;
+}
+
 }  // namespace
 
 std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address,
@@ -117,10 +138,17 @@ absl::StatusOr<CompareReport> RunCompare(const std::string& pyexec_address,
       Channels(pyexec_address, options.concurrency, options.shared_channel);
   if (!eval_n.ok()) return eval_n.status();
 
-  report.echo_latency = RunPhase({EchoCall((*echo1)[0], options)}, options.phase);
-  absl::StatusOr<PhaseResult> eval = RunEvalPhase(*eval1, options);
+  ProcessTreeCounters before, after;
+  report.echo_latency = RunPhase({EchoCall((*echo1)[0], options)},
+                                 Counted(options.phase, options.echo_pid, &before, &after));
+  report.echo_cost = PerCall(before, after, report.echo_latency.ok);
+  before = after = ProcessTreeCounters{};
+  CompareOptions counted = options;
+  counted.phase = Counted(options.phase, options.pyexec_pid, &before, &after);
+  absl::StatusOr<PhaseResult> eval = RunEvalPhase(*eval1, counted);
   if (!eval.ok()) return eval.status();
   report.eval_latency = *std::move(eval);
+  report.eval_cost = PerCall(before, after, report.eval_latency.ok);
 
   std::vector<CallFn> echo_calls;
   for (const auto& channel : *echo_n) echo_calls.push_back(EchoCall(channel, options));
@@ -174,6 +202,15 @@ std::string FormatCompareTable(const CompareReport& r,
       absl::StrCat(FormatMicros(r.eval_throughput.latency.p50), "/",
                    FormatMicros(r.eval_throughput.latency.p99)),
       "", "", "");
+  if (r.eval_cost.cpu > absl::ZeroDuration()) {
+    absl::StrAppendFormat(
+        &out, row, "server CPU per call, 1 client", FormatMicros(r.echo_cost.cpu),
+        FormatMicros(r.eval_cost.cpu),
+        Ratio(absl::FDivDuration(r.eval_cost.cpu, r.echo_cost.cpu)), "", "");
+    absl::StrAppendFormat(
+        &out, row, "context switches per call", absl::StrFormat("%.1f", r.echo_cost.context_switches),
+        absl::StrFormat("%.1f", r.eval_cost.context_switches), "", "", "");
+  }
   AppendPhaseErrors({{"echo, 1 client", &r.echo_latency},
                      {"eval, 1 client", &r.eval_latency},
                      {"echo, N clients", &r.echo_throughput},

@@ -32,6 +32,16 @@ struct CompareOptions {
   double latency_target = 1.25;
   // Eval throughput >= throughput_target x echo throughput.
   double throughput_target = 0.75;
+  // The servers' pids, to account their CPU time and context switches per
+  // call in the 1-client phases (pyexecd with its workers); 0 skips it.
+  int pyexec_pid = 0;
+  int echo_pid = 0;
+};
+
+// What the server side spent per call in a measured phase.
+struct ServerCost {
+  absl::Duration cpu;
+  double context_switches = 0;
 };
 
 // Figures of a comparison run.
@@ -40,6 +50,9 @@ struct CompareReport {
   PhaseResult eval_latency;
   PhaseResult echo_throughput;
   PhaseResult eval_throughput;
+  // Per call in the 1-client phases; zero when the pids are not known.
+  ServerCost echo_cost;
+  ServerCost eval_cost;
 };
 
 // Creates an insecure channel to `address`. With `own_connection` the

@@ -49,10 +49,12 @@ PhaseResult RunPhase(const std::vector<CallFn>& calls,
     });
   }
   if (start->Block()) delete start;
+  if (options.on_measure_begin) options.on_measure_begin();
   const absl::Time t0 = absl::Now();
   absl::SleepFor(options.duration);
   stop.store(true);
   const absl::Duration elapsed = absl::Now() - t0;
+  if (options.on_measure_end) options.on_measure_end();
   for (std::thread& t : threads) t.join();
 
   PhaseResult result;

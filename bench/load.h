@@ -27,6 +27,10 @@ struct PhaseOptions {
   absl::Duration warmup = absl::Seconds(1);
   // Measured time.
   absl::Duration duration = absl::Seconds(5);
+  // Run on the phase's own thread just before and just after the measured
+  // window (e.g. to read a server's CPU counters); may be empty.
+  std::function<void()> on_measure_begin;
+  std::function<void()> on_measure_end;
 };
 
 // Outcome of a phase.

@@ -187,6 +187,44 @@ absl::StatusOr<absl::Duration> ProcessTreeCpuTime(int pid) {
   return absl::Seconds(static_cast<double>(ticks) / sysconf(_SC_CLK_TCK));
 }
 
+ProcessTreeCounters ReadProcessTreeCounters(pid_t pid) {
+  ProcessTreeCounters total;
+  std::vector<pid_t> todo = {pid};
+  while (!todo.empty()) {
+    const pid_t p = todo.back();
+    todo.pop_back();
+    std::string stat = ReadProcFile(absl::StrCat("/proc/", p, "/stat"));
+    const size_t close = stat.rfind(')');
+    if (close == std::string::npos) continue;  // gone
+    std::vector<absl::string_view> f =
+        absl::StrSplit(absl::string_view(stat).substr(close + 2), ' ', absl::SkipEmpty());
+    int64_t utime = 0, stime = 0;
+    if (f.size() > 12 && absl::SimpleAtoi(f[11], &utime) && absl::SimpleAtoi(f[12], &stime)) {
+      total.cpu += absl::Seconds(static_cast<double>(utime + stime) / sysconf(_SC_CLK_TCK));
+    }
+    const std::string task_dir = absl::StrCat("/proc/", p, "/task");
+    if (DIR* dir = opendir(task_dir.c_str())) {
+      while (dirent* entry = readdir(dir)) {
+        if (entry->d_name[0] == '.') continue;
+        std::string status =
+            ReadProcFile(absl::StrCat(task_dir, "/", entry->d_name, "/status"));
+        for (absl::string_view line : absl::StrSplit(status, '\n')) {
+          if (absl::StartsWith(line, "voluntary_ctxt_switches:") ||
+              absl::StartsWith(line, "nonvoluntary_ctxt_switches:")) {
+            int64_t n = 0;
+            if (absl::SimpleAtoi(absl::StripAsciiWhitespace(line.substr(line.find(':') + 1)), &n)) {
+              total.context_switches += n;
+            }
+          }
+        }
+      }
+      closedir(dir);
+    }
+    for (pid_t child : ChildPids(p)) todo.push_back(child);
+  }
+  return total;
+}
+
 std::vector<pid_t> ChildPids(pid_t pid) {
   std::vector<pid_t> children;
   const std::string task_dir = absl::StrCat("/proc/", pid, "/task");

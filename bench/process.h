@@ -66,6 +66,15 @@ absl::StatusOr<absl::Duration> MachineBusyTime();
 // CPU time of `pid` (user + system), and of its children it has reaped.
 absl::StatusOr<absl::Duration> ProcessTreeCpuTime(int pid);
 
+// CPU time and context switches (voluntary and not, over all threads) of a
+// process and its live descendants, from /proc. Descendants that exit are
+// not counted any more.
+struct ProcessTreeCounters {
+  absl::Duration cpu;
+  int64_t context_switches = 0;
+};
+ProcessTreeCounters ReadProcessTreeCounters(pid_t pid);
+
 // Direct children of `pid`, from /proc/<pid>/task/*/children. Empty if the
 // process is gone or the kernel lacks that file.
 std::vector<pid_t> ChildPids(pid_t pid);
