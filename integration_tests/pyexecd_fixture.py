@@ -193,9 +193,11 @@ def wait_gone(pids, timeout):
 class Server:
     """One pyexecd process with its channel and stubs."""
 
-    def __init__(self, *flags, workers=2, max_workers=4):
+    def __init__(self, *flags, workers=2, max_workers=4, wrapper=()):
         self.flags = ["--listen=127.0.0.1:0", "--workers=%d" % workers,
                       "--max_workers=%d" % max_workers] + list(flags)
+        # A command that runs pyexecd (e.g. unshare); self.pid is then its pid.
+        self.wrapper = list(wrapper)
         self.workers = workers
         self.proc = None
         self.port = None
@@ -210,7 +212,8 @@ class Server:
         if not os.access(binary, os.X_OK):
             raise AssertionError("pyexecd binary not found at %s (set PYEXECD)" % binary)
         self.proc = subprocess.Popen(
-            [binary] + self.flags, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            self.wrapper + [binary] + self.flags, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
             stderr=self._log, preexec_fn=_die_with_parent)
         line = self._read_stdout_line(STARTUP_TIMEOUT_S)
         prefix = "listening on 127.0.0.1:"

@@ -8,6 +8,7 @@ test_chaos.py.
 
 import os
 import re
+import shutil
 import signal
 import threading
 import time
@@ -354,6 +355,47 @@ class ChildProcessTest(RobustBase):
         kids = self._spawn_child(s)
         self.assertRpcError(SC.DEADLINE_EXCEEDED, self.exec, SIGINT_IGNORED_LOOP, s, timeout=1.0)
         self.assertFalse(fx.wait_gone(kids, 6.0), "user child outlived its killed worker")
+
+
+@unittest.skipUnless(os.geteuid() == 0 and shutil.which("unshare"),
+                     "needs root and unshare(1) for a PID namespace")
+class Pid1Test(unittest.TestCase):
+    """pyexecd as PID 1, as in a container: processes that user code started
+    and that outlived their worker are re-parented to pyexecd, which must
+    reap them rather than collect a zombie per session."""
+
+    def test_orphans_of_ended_workers_are_reaped(self):
+        srv = fx.Server(workers=1, max_workers=3,
+                        wrapper=["unshare", "--pid", "--mount-proc", "--kill-child=SIGTERM"])
+        self.addCleanup(srv.remove_log)
+        self.addCleanup(srv.cleanup)
+        srv.start()
+        (pyexecd,) = fx.children(srv.pid)  # the host's pid of PID 1 inside
+        # unshare(1) ignores SIGTERM while it waits: stop pyexecd itself
+        # (cleanups run last-in first-out, so this comes before srv.cleanup).
+        self.addCleanup(os.kill, pyexecd, signal.SIGTERM)
+        for _ in range(3):
+            s = srv.stub.Bind(pb.BindRequest(), timeout=10).session
+            srv.stub.Exec(pb.ExecRequest(session=s, code=(
+                "import subprocess\n"
+                "subprocess.Popen(['sleep', '1000'])\n"
+                "subprocess.Popen(['sh', '-c', 'sleep 1000; true'])\n")), timeout=10)
+            srv.stub.Unbind(pb.UnbindRequest(session=s), timeout=10)
+
+        def zombies():
+            out = []
+            for pid in os.listdir("/proc/%d/task" % pyexecd):
+                with open("/proc/%d/task/%s/children" % (pyexecd, pid)) as f:
+                    for child in f.read().split():
+                        st = fx.proc_stat(int(child))
+                        if st is not None and st[0] == "Z":
+                            out.append(int(child))
+            return out
+
+        # The user processes die with their workers' groups at once; the
+        # orphans among them are reaped on pyexecd's next one-second tick.
+        fx.wait_until(lambda: not zombies(), 10.0, what="no zombie children of pyexecd")
+        self.assertEqual(srv.stub.Eval(pb.EvalRequest(code="6 * 7"), timeout=10).value.int, 42)
 
 
 class LimitsTest(RobustBase):

@@ -5,6 +5,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
+#include "context_pool/orphan_reaper.h"
 #include "grpc/health/v1/health.pb.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/resource_quota.h"
@@ -220,9 +221,12 @@ void PyExecServer::SetServing(bool serving) {
 void PyExecServer::ReaperLoop() {
   // Expiry is checked once a second: idle timeouts are minutes, and a
   // session's deadline never passes while a call is in flight.
-  // The credential files are checked for changes on the same tick.
+  // The credential files are checked for changes on the same tick, and the
+  // zombies of processes that outlived their worker are reaped (pyexecd is
+  // PID 1 in a container; see context_pool/orphan_reaper.h).
   while (!stop_reaper_.WaitForNotificationWithTimeout(absl::Seconds(1))) {
     core_->ReapExpiredSessions();
+    ReapOrphanedChildren();
     absl::StatusOr<bool> reloaded = auth_->ReloadIfChanged();
     if (!reloaded.ok()) {
       LogError(absl::StrCat("credentials not reloaded (keeping the previous ones): ",
