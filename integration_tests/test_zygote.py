@@ -141,6 +141,16 @@ class StartupErrorTest(fx.ServerTestCase):
         self.assertIn("RuntimeError: setup broke", err)
         self.assertIn("line 2", err)
 
+    def test_a_preload_that_leaves_a_thread_stops_pyexecd(self):
+        with tempfile.NamedTemporaryFile("w", suffix=".py") as f:
+            f.write("import threading, time\n"
+                    "threading.Thread(target=time.sleep, args=(1000,), daemon=True).start()\n")
+            f.flush()
+            rc, out, err = self.start_failure("--preload_file=" + f.name)
+        self.assertNotEqual(rc, 0)
+        self.assertNotIn("listening on", out)
+        self.assertIn("left 1 thread(s) running in the zygote", err)
+
     def test_preload_needs_the_zygote(self):
         rc, _, err = self.start_failure("--launcher=spawn", "--preload=json")
         self.assertNotEqual(rc, 0)

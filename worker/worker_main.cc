@@ -23,6 +23,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -317,6 +318,19 @@ absl::Status Preload() {
   return absl::FailedPreconditionError(text);
 }
 
+// Threads of this process (the kernel's count, Python's or not).
+int ThreadCount() {
+  FILE* f = fopen("/proc/self/status", "r");
+  if (f == nullptr) return -1;
+  char line[256];
+  int threads = -1;
+  while (fgets(line, sizeof(line), f) != nullptr) {
+    if (sscanf(line, "Threads: %d", &threads) == 1) break;
+  }
+  fclose(f);
+  return threads;
+}
+
 // How the zygote's workers get the seccomp filter.
 struct WorkerSeccomp {
   // Compiled once in the zygote, for workers to install.
@@ -446,6 +460,15 @@ int RunZygote() {
     // first collection after the fork.
     WarmUp(runner);
     PyRun_SimpleString("import gc\ngc.collect()\ngc.freeze()\n");
+    // fork() copies only the calling thread: a lock that another thread
+    // holds at that moment stays locked forever in the worker.
+    if (int threads = ThreadCount(); threads > 1) {
+      ready = absl::FailedPreconditionError(absl::StrCat(
+          "the preloads left ", threads - 1, " thread(s) running in the zygote, "
+          "which must stay single-threaded to fork workers safely; start "
+          "threads in sessions instead, or stop them at the end of "
+          "--preload_file"));
+    }
   }
   if (ready.ok() && seccomp.filter &&
       ConfinementFromFlags("").network == WorkerNetwork::kHost) {
