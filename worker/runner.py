@@ -307,8 +307,8 @@ def after_fork(private_dir):
     reseed among them) already ran; reseed again in case a preload replaced
     the module-level generator or seeded it deterministically. Python copied
     the environment when the zygote started: point os.environ (and tempfile)
-    at the worker's private directory, its HOME and TMPDIR. Imports nothing: a module that
-    the zygote did not load needs no fixing."""
+    at the worker's private directory, its HOME and TMPDIR. Imports nothing:
+    a module that the zygote did not load needs no fixing."""
     r = sys.modules.get('random')
     if r is not None:
         r.seed()
