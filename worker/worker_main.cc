@@ -392,9 +392,9 @@ struct WorkerSeccomp {
 // stdio, the loader's) can be held, and glibc (>= 2.34) asks the kernel for
 // the thread id where it matters (raise, pthread_kill of the calling
 // thread). Python's own fork handling runs through PyOS_BeforeFork /
-// PyOS_AfterFork_*. The worker cannot become its own process group leader
-// before pyexecd could signal it; pyexecd does setpgid(pid, pid) itself on
-// the reply (a parent may), and the worker does the same.
+// PyOS_AfterFork_*. pyexecd makes the worker lead its own process group
+// (setpgid(pid, pid) on the reply: a parent may), because under the filter
+// inherited from the zygote the worker cannot.
 pid_t ForkWorker(int socket, const std::string& private_dir, int control,
                  int parent_pidfd, PythonRunner& runner,
                  const WorkerSeccomp& seccomp) {
@@ -402,8 +402,8 @@ pid_t ForkWorker(int socket, const std::string& private_dir, int control,
   long worker = syscall(SYS_clone, CLONE_PARENT | SIGCHLD, nullptr, nullptr,
                         nullptr, nullptr);
   if (worker == 0) {
-    // First, so that the zygote's name (its parent's child until now, and a
-    // sibling of the zygote from the start) is hardly ever seen on a worker.
+    // First: the worker is pyexecd's child from the start, like the zygote,
+    // and should hardly ever be seen there under the zygote's name.
     prctl(PR_SET_NAME, "pyexec_worker");
     // The frame socket takes fd 3 (the control socket's number in the
     // zygote), as in a spawned worker.
