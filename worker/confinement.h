@@ -9,8 +9,11 @@
 // once, before the worker serves its first request: today right after exec,
 // before Python is initialised; with a forking zygote, in each forked child
 // (which is why it takes plain values and touches no Python). It must run
-// in the child, never in a long-lived template: setuid, the netns and the
-// seccomp filter are per process and cannot be undone.
+// in the child, never in a long-lived template: setuid and the netns are per
+// process and cannot be undone. The seccomp filter is the one exception: the
+// zygote installs it on itself (SeccompFilter::Install, with the host
+// network), since it only narrows what the zygote may do, and its workers
+// inherit it at fork instead of each installing its own.
 //
 // A zygote that initialised Python before forking must, after calling it,
 // also refresh os.environ["HOME"]/["TMPDIR"] (and drop tempfile.tempdir),
@@ -50,8 +53,9 @@ enum class WorkerNetwork {
   kNone,  // a new, empty network namespace: only a loopback interface
 };
 
-// Everything ConfineWorker applies. Plain values so that it can be passed on
-// a command line or across a fork.
+// Everything ConfineWorker applies. Plain values (and a pointer to a
+// program compiled beforehand), so that it can be passed on a command line
+// or across a fork.
 struct ConfinementOptions {
   // Switch to this uid/gid (supplementary groups dropped) when the process
   // runs as root; -1 keeps the current ids. Resolved from --worker_user by
