@@ -304,6 +304,29 @@ class SessionsTest(fx.ServerTestCase):
         self.assertEqual(self.ev("1 + 1"), 2)
 
 
+class PythonSubprocessTest(fx.ServerTestCase):
+    """sys.executable is a real interpreter of the worker's Python version, so
+    that user code can start Python the usual way."""
+
+    def test_sys_executable_runs_the_same_python(self):
+        s = self.bind()
+        self.assertEqual(self.ev("__import__('sys').executable", s), "/usr/bin/python3.11")
+        self.ex("import subprocess, sys\n"
+                "out = subprocess.run([sys.executable, '-c', "
+                "'import sys; print(sys.version_info[:2])'], capture_output=True, "
+                "text=True, timeout=30)", s)
+        self.assertEqual(self.ev("out.returncode", s), 0, self.ev("out.stderr", s))
+        self.assertEqual(self.ev("out.stdout", s), "(3, 11)\n")
+
+    def test_multiprocessing_spawn_works(self):
+        s = self.bind()
+        self.ex("import multiprocessing as mp\n"
+                "ctx = mp.get_context('spawn')\n"
+                "with ctx.Pool(1) as pool:\n"
+                "    squares = pool.map(abs, [-1, -2, 3])\n", s, timeout=60)
+        self.assertEqual(self.ev("squares", s), [1, 2, 3])
+
+
 class ValuesTest(fx.ServerTestCase):
     """Round trips of every Value kind, in both directions."""
 

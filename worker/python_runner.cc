@@ -5,6 +5,7 @@
 
 #include <signal.h>
 #include <sys/random.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstdint>
@@ -281,6 +282,16 @@ absl::Status PythonRunner::Initialize() {
   config.buffered_stdio = 0;
   PyStatus status = PyConfig_SetString(&config, &config.program_name,
                                        L"pyexec_worker");
+  // sys.executable names the system interpreter of the same version, so
+  // that user code can start Python subprocesses the usual way
+  // (subprocess.run([sys.executable, ...]), multiprocessing's spawn); left
+  // empty, as an embedded interpreter's is, they fail. Not set when there
+  // is none (a runtime image with only the library).
+  const std::string executable =
+      absl::StrCat("/usr/bin/python", PY_MAJOR_VERSION, ".", PY_MINOR_VERSION);
+  if (!PyStatus_Exception(status) && access(executable.c_str(), X_OK) == 0) {
+    status = PyConfig_SetBytesString(&config, &config.executable, executable.c_str());
+  }
   if (!PyStatus_Exception(status)) status = Py_InitializeFromConfig(&config);
   PyConfig_Clear(&config);
   if (PyStatus_Exception(status)) {
