@@ -52,6 +52,10 @@ class PreloadTest(fx.ServerTestCase):
         pid = self.session_pid(s)
         with open("/proc/%d/comm" % pid) as f:
             self.assertEqual(f.read().strip(), "pyexec_worker")
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            self.assertEqual(f.read().rstrip(b"\0"), b"pyexec_worker (forked by the zygote)")
+        with open("/proc/%d/cmdline" % the_zygote(srv.pid), "rb") as f:
+            self.assertIn(b"--zygote", f.read())
         self.assertEqual(os.getpgid(pid), pid)
 
 

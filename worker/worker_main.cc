@@ -32,6 +32,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <mutex>
@@ -90,6 +91,26 @@ ABSL_FLAG(std::string, private_dir, "",
 
 namespace pyexec {
 namespace {
+
+// The command line's memory (argv[0] to the end of the last argument), which
+// /proc/PID/cmdline and ps show. A forked worker overwrites it, or it would
+// show the zygote's "--zygote" arguments.
+char* g_cmdline = nullptr;
+size_t g_cmdline_size = 0;
+
+void RememberCommandLine(int argc, char** argv) {
+  if (argc < 1) return;
+  g_cmdline = argv[0];
+  g_cmdline_size = static_cast<size_t>(argv[argc - 1] + strlen(argv[argc - 1]) - argv[0]);
+}
+
+// Makes ps show `text` (cut to fit) as this process's command line.
+void SetCommandLine(absl::string_view text) {
+  if (g_cmdline == nullptr || g_cmdline_size == 0) return;
+  const size_t n = std::min(text.size(), g_cmdline_size);
+  memcpy(g_cmdline, text.data(), n);
+  memset(g_cmdline + n, 0, g_cmdline_size - n);
+}
 
 // Applies the per-worker OS limits. A spawned worker applies them before
 // Python allocates anything; a forked one right after the fork (the zygote
@@ -405,6 +426,7 @@ pid_t ForkWorker(int socket, const std::string& private_dir, int control,
     // First: the worker is pyexecd's child from the start, like the zygote,
     // and should hardly ever be seen there under the zygote's name.
     prctl(PR_SET_NAME, "pyexec_worker");
+    SetCommandLine("pyexec_worker (forked by the zygote)");
     // The frame socket takes fd 3 (the control socket's number in the
     // zygote), as in a spawned worker.
     if (socket != 3) {
@@ -500,6 +522,7 @@ int RunZygote() {
 
 int main(int argc, char** argv) {
   pyexec::SetLogProgramName("pyexec_worker");
+  pyexec::RememberCommandLine(argc, argv);
   absl::ParseCommandLine(argc, argv);
   if (absl::GetFlag(FLAGS_zygote)) return pyexec::RunZygote();
   int code = pyexec::RunSpawned();
