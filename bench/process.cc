@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <initializer_list>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -24,6 +25,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "common/procfs.h"
 
 namespace pyexec {
 namespace bench {
@@ -147,12 +149,25 @@ std::string ServerProcess::Stop(absl::Duration grace) {
 
 ServerProcess::~ServerProcess() { Stop(); }
 
-std::string ReadProcFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
+namespace {
+
+// Clock ticks from /proc/PID/stat `fields` at `indexes`, in seconds; false
+// if a field is missing.
+bool SumTicks(const std::vector<std::string>& fields, std::initializer_list<int> indexes,
+              absl::Duration* out) {
+  int64_t ticks = 0;
+  for (int i : indexes) {
+    int64_t v = 0;
+    if (static_cast<size_t>(i) >= fields.size() || !absl::SimpleAtoi(fields[i], &v)) {
+      return false;
+    }
+    ticks += v;
+  }
+  *out = absl::Seconds(static_cast<double>(ticks) / sysconf(_SC_CLK_TCK));
+  return true;
 }
+
+}  // namespace
 
 absl::StatusOr<absl::Duration> MachineBusyTime() {
   const std::string text = ReadProcFile("/proc/stat");
@@ -170,21 +185,13 @@ absl::StatusOr<absl::Duration> MachineBusyTime() {
 }
 
 absl::StatusOr<absl::Duration> ProcessTreeCpuTime(int pid) {
-  std::string text = ReadProcFile(absl::StrCat("/proc/", pid, "/stat"));
-  // The command may hold spaces: fields start after its closing parenthesis.
-  size_t close = text.rfind(')');
-  if (close == std::string::npos) return absl::NotFoundError(absl::StrCat("no process ", pid));
-  std::vector<absl::string_view> f =
-      absl::StrSplit(absl::string_view(text).substr(close + 2), ' ', absl::SkipEmpty());
-  // After the command: state(0) ... utime(11) stime(12) cutime(13) cstime(14).
-  if (f.size() < 15) return absl::InternalError("unexpected /proc/PID/stat");
-  int64_t ticks = 0;
-  for (int i : {11, 12, 13, 14}) {
-    int64_t v = 0;
-    if (!absl::SimpleAtoi(f[i], &v)) return absl::InternalError("unexpected /proc/PID/stat");
-    ticks += v;
+  const std::vector<std::string> f = ProcStatFields(pid);
+  if (f.empty()) return absl::NotFoundError(absl::StrCat("no process ", pid));
+  absl::Duration cpu;  // utime, stime, cutime, cstime
+  if (!SumTicks(f, {11, 12, 13, 14}, &cpu)) {
+    return absl::InternalError("unexpected /proc/PID/stat");
   }
-  return absl::Seconds(static_cast<double>(ticks) / sysconf(_SC_CLK_TCK));
+  return cpu;
 }
 
 ProcessTreeCounters ReadProcessTreeCounters(pid_t pid) {
@@ -193,15 +200,9 @@ ProcessTreeCounters ReadProcessTreeCounters(pid_t pid) {
   while (!todo.empty()) {
     const pid_t p = todo.back();
     todo.pop_back();
-    std::string stat = ReadProcFile(absl::StrCat("/proc/", p, "/stat"));
-    const size_t close = stat.rfind(')');
-    if (close == std::string::npos) continue;  // gone
-    std::vector<absl::string_view> f =
-        absl::StrSplit(absl::string_view(stat).substr(close + 2), ' ', absl::SkipEmpty());
-    int64_t utime = 0, stime = 0;
-    if (f.size() > 12 && absl::SimpleAtoi(f[11], &utime) && absl::SimpleAtoi(f[12], &stime)) {
-      total.cpu += absl::Seconds(static_cast<double>(utime + stime) / sysconf(_SC_CLK_TCK));
-    }
+    absl::Duration cpu;  // utime, stime
+    if (!SumTicks(ProcStatFields(p), {11, 12}, &cpu)) continue;  // gone
+    total.cpu += cpu;
     const std::string task_dir = absl::StrCat("/proc/", p, "/task");
     if (DIR* dir = opendir(task_dir.c_str())) {
       while (dirent* entry = readdir(dir)) {
@@ -223,21 +224,6 @@ ProcessTreeCounters ReadProcessTreeCounters(pid_t pid) {
     for (pid_t child : ChildPids(p)) todo.push_back(child);
   }
   return total;
-}
-
-std::vector<pid_t> ChildPids(pid_t pid) {
-  std::vector<pid_t> children;
-  const std::string task_dir = absl::StrCat("/proc/", pid, "/task");
-  DIR* dir = opendir(task_dir.c_str());
-  if (dir == nullptr) return children;
-  while (dirent* entry = readdir(dir)) {
-    if (entry->d_name[0] == '.') continue;
-    std::ifstream in(absl::StrCat(task_dir, "/", entry->d_name, "/children"));
-    pid_t child;
-    while (in >> child) children.push_back(child);
-  }
-  closedir(dir);
-  return children;
 }
 
 int64_t RssKb(pid_t pid) {

@@ -56,9 +56,6 @@ class ServerProcess {
   std::string exit_description_;
 };
 
-// The whole text of a small file such as /proc/<pid>/stat; "" if unreadable.
-std::string ReadProcFile(const std::string& path);
-
 // Busy CPU time of the whole machine since boot, from /proc/stat (all
 // cores: user, nice, system, irq, softirq, steal).
 absl::StatusOr<absl::Duration> MachineBusyTime();
@@ -75,9 +72,6 @@ struct ProcessTreeCounters {
 };
 ProcessTreeCounters ReadProcessTreeCounters(pid_t pid);
 
-// Direct children of `pid`, from /proc/<pid>/task/*/children. Empty if the
-// process is gone or the kernel lacks that file.
-std::vector<pid_t> ChildPids(pid_t pid);
 
 // VmRSS of `pid` in KiB, from /proc/<pid>/status; -1 if unreadable.
 int64_t RssKb(pid_t pid);

@@ -17,6 +17,7 @@
 #include "bench/compare.h"
 #include "bench/process.h"
 #include "clients/cpp/client.h"
+#include "common/procfs.h"
 
 namespace pyexec {
 namespace bench {
@@ -26,13 +27,24 @@ std::string CodeName(const absl::Status& s) {
   return absl::StatusCodeToString(s.code());
 }
 
+// pyexecd's zygotes among its children (one, or none with spawn; a worker
+// just forked carries the zygote's name for an instant).
+std::vector<pid_t> ZygotePids(pid_t server) {
+  std::vector<pid_t> zygotes;
+  for (pid_t child : ChildPids(server)) {
+    if (absl::StartsWith(ReadProcFile(absl::StrCat("/proc/", child, "/comm")),
+                         "pyexec_zygote")) {
+      zygotes.push_back(child);
+    }
+  }
+  return zygotes;
+}
+
 // CPU time so far of pyexecd (with the workers it reaped) and its zygote.
 absl::Duration ServerCpuTime(pid_t server) {
   absl::Duration total = ProcessTreeCpuTime(server).value_or(absl::ZeroDuration());
-  for (pid_t child : ChildPids(server)) {
-    if (absl::StartsWith(ReadProcFile(absl::StrCat("/proc/", child, "/comm")), "pyexec_zygote")) {
-      total += ProcessTreeCpuTime(child).value_or(absl::ZeroDuration());
-    }
+  for (pid_t zygote : ZygotePids(server)) {
+    total += ProcessTreeCpuTime(zygote).value_or(absl::ZeroDuration());
   }
   return total;
 }
@@ -161,14 +173,11 @@ DensityResult RunDensity(const std::string& address, pid_t server_pid,
     pss_sum += m.pss_kb;
     result.uss_max_mib = std::max(result.uss_max_mib, m.private_kb / 1024.0);
   }
-  for (pid_t child : ChildPids(server_pid)) {
-    std::string comm = ReadProcFile(absl::StrCat("/proc/", child, "/comm"));
-    if (absl::StartsWith(comm, "pyexec_zygote")) {
-      SmapsRollup zygote =
-          ParseSmapsRollup(ReadProcFile(absl::StrCat("/proc/", child, "/smaps_rollup")));
-      pss_sum += zygote.pss_kb;
-      result.zygote_anonymous_mib = zygote.anonymous_kb / 1024.0;
-    }
+  for (pid_t child : ZygotePids(server_pid)) {
+    SmapsRollup zygote =
+        ParseSmapsRollup(ReadProcFile(absl::StrCat("/proc/", child, "/smaps_rollup")));
+    pss_sum += zygote.pss_kb;
+    result.zygote_anonymous_mib = zygote.anonymous_kb / 1024.0;
   }
   if (!pids.empty()) {
     result.uss_mean_mib = uss_sum / 1024.0 / pids.size();

@@ -15,6 +15,7 @@
 #include "bench/process.h"
 #include "clients/cpp/client.h"
 #include "clients/cpp/value.h"
+#include "common/procfs.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/client_context.h"
 

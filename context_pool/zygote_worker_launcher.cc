@@ -118,25 +118,26 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> ZygoteWorkerLauncher::Launch() {
   }
   if (!pid.ok()) return pid.status();
   theirs.reset();
+  // A worker that cannot be supervised is killed and reaped here.
+  auto abandon = [worker = *pid](const std::string& what, int error) {
+    kill(-worker, SIGKILL);
+    kill(worker, SIGKILL);
+    int status;
+    waitpid(worker, &status, 0);
+    return absl::InternalError(absl::StrCat(what, ": ", strerror(error)));
+  };
   // The zygote forked it with CLONE_PARENT: it is our child, and it must
   // lead its own process group before the pool can kill(-pid) it. The
   // worker cannot do it itself under the seccomp filter it inherits from the
   // zygote (setpgid is refused); a parent may, until the child execs.
   if (setpgid(*pid, *pid) != 0 && errno != ESRCH) {
-    int saved = errno;
-    kill(*pid, SIGKILL);
-    int status;
-    waitpid(*pid, &status, 0);
-    return absl::InternalError(absl::StrCat("setpgid(", *pid, "): ", strerror(saved)));
+    const int error = errno;
+    return abandon(absl::StrCat("setpgid(", *pid, ")"), error);
   }
-
   UniqueFd pidfd(static_cast<int>(syscall(SYS_pidfd_open, *pid, 0)));
   if (!pidfd.valid()) {
-    kill(-*pid, SIGKILL);
-    kill(*pid, SIGKILL);
-    int status;
-    waitpid(*pid, &status, 0);
-    return absl::InternalError(absl::StrCat("pidfd_open: ", strerror(errno)));
+    const int error = errno;  // before kill and waitpid change it
+    return abandon("pidfd_open", error);
   }
   fcntl(ours.get(), F_SETFL, fcntl(ours.get(), F_GETFL) | O_NONBLOCK);
   return std::make_unique<ChildProcess>(*pid, std::move(ours), std::move(pidfd),

@@ -17,6 +17,7 @@
 #include "bench/process.h"
 #include "clients/cpp/client.h"
 #include "clients/cpp/value.h"
+#include "common/procfs.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -307,7 +308,7 @@ TEST_F(CppClientTest, CliExecStreamPrintsOutputLive) {
 TEST(ServerLifecycleTest, NoWorkerOutlivesASigkilledServer) {
   auto server = StartServer();
   ASSERT_NE(server, nullptr);
-  std::vector<pid_t> workers = bench::ChildPids(server->pid());
+  std::vector<pid_t> workers = ChildPids(server->pid());
   ASSERT_GE(workers.size(), 2u);
   kill(server->pid(), SIGKILL);
   server->Stop(absl::Seconds(5));  // reaps it
@@ -326,7 +327,7 @@ TEST(ServerLifecycleTest, NoWorkerOutlivesASigkilledServer) {
 TEST(ServerLifecycleTest, SigtermExitsZeroAndLeavesNoWorkers) {
   auto server = StartServer();
   ASSERT_NE(server, nullptr);
-  std::vector<pid_t> workers = bench::ChildPids(server->pid());
+  std::vector<pid_t> workers = ChildPids(server->pid());
   ASSERT_GE(workers.size(), 2u);
   EXPECT_EQ(server->Stop(absl::Seconds(30)), "exit 0");
   for (pid_t w : workers) EXPECT_NE(kill(w, 0), 0) << "worker " << w << " alive";
