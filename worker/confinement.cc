@@ -137,21 +137,15 @@ absl::Status SwitchUser(int64_t uid, int64_t gid) {
   return absl::OkStatus();
 }
 
-// Builds the filter in libseccomp's form; the caller releases it.
-absl::StatusOr<scmp_filter_ctx> BuildSeccompContext() {
-  scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
-  if (ctx == nullptr) return absl::InternalError("seccomp_init failed");
-  auto fail = [ctx](absl::Status s) {
-    seccomp_release(ctx);
-    return s;
-  };
+// Adds the filter's architectures and rules to `ctx`.
+absl::Status AddSeccompRules(scmp_filter_ctx ctx) {
   // The 32-bit ABIs reach the same kernel through other syscall numbers: a
   // filter for the native ABI only would be bypassed with `int 0x80`.
   if (seccomp_arch_native() == SCMP_ARCH_X86_64) {
     for (uint32_t arch : {SCMP_ARCH_X86, SCMP_ARCH_X32}) {
       int rc = seccomp_arch_add(ctx, arch);
       if (rc != 0 && rc != -EEXIST) {
-        return fail(absl::InternalError(absl::StrCat("seccomp_arch_add: ", strerror(-rc))));
+        return absl::InternalError(absl::StrCat("seccomp_arch_add: ", strerror(-rc)));
       }
     }
   }
@@ -163,8 +157,8 @@ absl::StatusOr<scmp_filter_ctx> BuildSeccompContext() {
     // A pseudo number (negative) names a syscall that exists on none of our
     // ABIs; nothing to refuse then.
     if (rc != 0 && nr >= 0) {
-      return fail(absl::InternalError(
-          absl::StrCat("seccomp_rule_add(", *name, "): ", strerror(-rc))));
+      return absl::InternalError(
+          absl::StrCat("seccomp_rule_add(", *name, "): ", strerror(-rc)));
     }
   }
   // clone() with a namespace flag would do what unshare does. clone3 passes
@@ -175,34 +169,33 @@ absl::StatusOr<scmp_filter_ctx> BuildSeccompContext() {
     int rc = seccomp_rule_add(ctx, deny, SCMP_SYS(clone), 1,
                               SCMP_A0(SCMP_CMP_MASKED_EQ, flag, flag));
     if (rc != 0) {
-      return fail(
-          absl::InternalError(absl::StrCat("seccomp_rule_add(clone): ", strerror(-rc))));
+      return absl::InternalError(absl::StrCat("seccomp_rule_add(clone): ", strerror(-rc)));
     }
   }
   int nr_clone3 = seccomp_syscall_resolve_name("clone3");
   if (nr_clone3 >= 0) {
     int rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), nr_clone3, 0);
     if (rc != 0) {
-      return fail(
-          absl::InternalError(absl::StrCat("seccomp_rule_add(clone3): ", strerror(-rc))));
+      return absl::InternalError(absl::StrCat("seccomp_rule_add(clone3): ", strerror(-rc)));
     }
   }
-  return ctx;
+  return absl::OkStatus();
 }
 
 }  // namespace
 
 absl::StatusOr<SeccompFilter> SeccompFilter::Compile() {
-  absl::StatusOr<scmp_filter_ctx> ctx = BuildSeccompContext();
-  if (!ctx.ok()) return ctx.status();
+  scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+  if (ctx == nullptr) return absl::InternalError("seccomp_init failed");
   struct Releaser {
     scmp_filter_ctx ctx;
     ~Releaser() { seccomp_release(ctx); }
-  } releaser{*ctx};
+  } releaser{ctx};
+  if (absl::Status s = AddSeccompRules(ctx); !s.ok()) return s;
   // libseccomp exports the compiled program only to a file descriptor.
   UniqueFd out(static_cast<int>(syscall(SYS_memfd_create, "seccomp_bpf", MFD_CLOEXEC)));
   if (!out.valid()) return Errno("memfd_create");
-  if (int rc = seccomp_export_bpf(*ctx, out.get()); rc != 0) {
+  if (int rc = seccomp_export_bpf(ctx, out.get()); rc != 0) {
     return absl::InternalError(absl::StrCat("seccomp_export_bpf: ", strerror(-rc)));
   }
   off_t size = lseek(out.get(), 0, SEEK_END);
