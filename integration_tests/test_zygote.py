@@ -38,6 +38,15 @@ class PreloadTest(fx.ServerTestCase):
             self.assertTrue(self.ev("'decimal' in __import__('sys').modules", s))
             self.assertEqual(self.ev("__import__('json').dumps([1])", s), "[1]")
 
+    def test_sessions_do_not_inherit_the_zygotes_ld_bind_now(self):
+        # pyexecd starts the zygote with LD_BIND_NOW=1; user code and the
+        # programs it starts must not get it.
+        s = self.bind()
+        self.assertNotIn("LD_BIND_NOW", self.ev("dict(__import__('os').environ)", s))
+        self.ex("import subprocess\nenv = subprocess.run(['env'], capture_output=True, "
+                "text=True).stdout", s)
+        self.assertNotIn("LD_BIND_NOW", self.ev("env", s))
+
     def test_random_differs_between_sessions(self):
         values = set()
         for _ in range(3):
