@@ -38,8 +38,10 @@ struct ZygoteOptions {
 // answers its pid. The worker is this process's child, so it is waited for,
 // interrupted and killed exactly like a spawned one.
 //
-// A zygote that died or hangs is killed and started again on the next
-// Launch; workers already forked carry on. Thread-safe.
+// The zygote also guards the workers it forked: if pyexecd dies, it kills
+// them (worker/worker_guard.h). A zygote that died or hangs is started again
+// (on the next Launch, or by RestartIfDead); workers already forked carry on,
+// and the new zygote takes over guarding them. Thread-safe.
 class ZygoteWorkerLauncher final : public WorkerLauncher {
  public:
   ZygoteWorkerLauncher(WorkerProcessOptions worker, ZygoteOptions zygote)
@@ -52,6 +54,12 @@ class ZygoteWorkerLauncher final : public WorkerLauncher {
   absl::Status Start();
 
   absl::StatusOr<std::unique_ptr<WorkerProcess>> Launch() override;
+
+  // Starts a new zygote now if the current one has died, so that the
+  // workers it forked are guarded again without waiting for the next
+  // Launch. pyexecd calls it once a second. Returns false if a new zygote
+  // was needed and could not start (logged; Launch tries again).
+  bool RestartIfDead();
 
   // The zygote's pid, 0 if none is running (for tests and logs).
   pid_t zygote_pid() const;

@@ -9,6 +9,7 @@ import subprocess
 import tempfile
 
 import pyexecd_fixture as fx
+from pyexecd_fixture import grpc, pb
 
 
 def zygote_pids(server_pid):
@@ -107,6 +108,38 @@ class ZygoteDeathTest(fx.ServerTestCase):
         for t in sessions:
             self.assertEqual(self.ev("6 * 7", t), 42)
         self.assertNotEqual(the_zygote(srv.pid), zygote)
+
+    def test_a_new_zygote_guards_the_workers_of_the_one_that_died(self):
+        # Forked workers have no watchdog thread of their own: the zygote
+        # kills them if pyexecd dies. After a zygote dies, pyexecd starts a
+        # new one (within about a second, with no Bind needed), which takes
+        # over the old one's workers: a busy one, and the child process of
+        # another, still die with a SIGKILLed pyexecd.
+        srv = self.server
+        s = self.bind(cleanup=False)
+        self.ex("import subprocess\nchild = subprocess.Popen(['sleep', '1000'])", s)
+        grandchild = self.ev("child.pid", s)
+        busy = self.bind(cleanup=False)
+        busy_pid = self.session_pid(busy)
+        zygote = the_zygote(srv.pid)
+        os.kill(zygote, signal.SIGKILL)
+        fx.wait_gone({zygote: None}, 5.0)
+        fx.wait_until(lambda: zygote_pids(srv.pid) not in ([], [zygote]), 10.0,
+                      what="a new zygote")
+        path = self.marker()
+        fut = self.stub.Exec.future(pb.ExecRequest(
+            session=busy, code=self.touch_code(path) + "while True: pass"), timeout=30)
+        self.wait_file(path)
+        old = {p: fx.proc_stat(p)[2] for p in (busy_pid, self.session_pid(s), grandchild)}
+        for pid, st in old.items():
+            self.addCleanup(fx.kill_if_alive, pid, st)
+        srv.proc.kill()
+        srv.proc.wait(10)
+        with self.assertRaises(grpc.RpcError):
+            fut.result(timeout=20)
+        survivors = fx.wait_gone(old, 5.0)
+        self.assertFalse(survivors, "processes of the dead zygote's sessions outlived "
+                         "a SIGKILLed pyexecd: %s" % survivors)
 
 
 class SpawnLauncherTest(fx.ServerTestCase):

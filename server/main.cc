@@ -318,7 +318,9 @@ int Run() {
     LogWarning("second stop signal: stopping now");
     // Best effort: workers still running may write until they die with us.
     remove_root();
-    _exit(0);  // Each worker's watchdog takes its process group down.
+    // The zygote's guard (forked workers) or each worker's watchdog thread
+    // (spawned ones) takes the workers and their process groups down.
+    _exit(0);
   });
   second.detach();
   server.Drain();

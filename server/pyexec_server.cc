@@ -82,6 +82,7 @@ absl::StatusOr<std::string> PyExecServer::Start() {
     auto zygote =
         std::make_unique<ZygoteWorkerLauncher>(options_.worker, options_.zygote);
     if (absl::Status s = zygote->Start(); !s.ok()) return s;
+    zygote_ = zygote.get();
     launcher = std::move(zygote);
   } else {
     launcher = std::make_unique<ProcessWorkerLauncher>(options_.worker);
@@ -223,10 +224,12 @@ void PyExecServer::ReaperLoop() {
   // session's deadline never passes while a call is in flight.
   // The credential files are checked for changes on the same tick, and the
   // zombies of processes that outlived their worker are reaped (pyexecd is
-  // PID 1 in a container; see context_pool/orphan_reaper.h).
+  // PID 1 in a container; see context_pool/orphan_reaper.h), and a zygote
+  // that died is replaced, so that its workers are guarded again.
   while (!stop_reaper_.WaitForNotificationWithTimeout(absl::Seconds(1))) {
     core_->ReapExpiredSessions();
     ReapOrphanedChildren();
+    if (zygote_ != nullptr) zygote_->RestartIfDead();
     absl::StatusOr<bool> reloaded = auth_->ReloadIfChanged();
     if (!reloaded.ok()) {
       LogError(absl::StrCat("credentials not reloaded (keeping the previous ones): ",

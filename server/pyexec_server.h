@@ -121,6 +121,8 @@ class PyExecServer {
   std::unique_ptr<Forwarder> forwarder_;
   std::unique_ptr<MetricsHttpServer> metrics_http_;
   std::unique_ptr<ContextPool> pool_;
+  // The pool's launcher when it is a zygote (owned by pool_), else null.
+  ZygoteWorkerLauncher* zygote_ = nullptr;
   std::unique_ptr<SessionTable> sessions_;
   std::unique_ptr<Authenticator> auth_;
   std::unique_ptr<PyExecCore> core_;

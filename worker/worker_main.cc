@@ -10,10 +10,11 @@
 //   ZygoteLoop for the protocol). Forked workers share the zygote's memory
 //   copy-on-write and are ready in about a millisecond.
 //
-// Either way a worker leads its own process group, exits when its socket
-// closes, and a watchdog thread kills its whole group (the worker and what
-// user code started) when pyexecd exits, so that nothing outlives pyexecd
-// even when pyexecd is SIGKILLed.
+// Either way a worker leads its own process group and exits when its socket
+// closes. Its whole group (the worker and what user code started) is killed
+// when pyexecd exits, so that nothing outlives pyexecd even when pyexecd is
+// SIGKILLed and the worker is busy: by a watchdog thread in a spawned
+// worker, and by the zygote's WorkerGuard for forked ones.
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -52,6 +53,7 @@
 #include "worker/py_ref.h"
 #include "worker/confinement.h"
 #include "worker/python_runner.h"
+#include "worker/worker_guard.h"
 
 ABSL_FLAG(int, socket_fd, 3, "Inherited socket connected to pyexecd.");
 ABSL_FLAG(int, parent_pid, 0,
@@ -146,10 +148,10 @@ int OpenParentPidfd(int parent) {
   return pidfd;
 }
 
-// Ties the worker's process group to pyexecd's life. A thread (not Python;
-// unaffected by what user code does with signals) waits on the pidfd and
-// then kills the whole group. Threads do not survive fork, so a forked
-// worker starts its own.
+// Ties a spawned worker's process group to pyexecd's life. A thread (not
+// Python; unaffected by what user code does with signals) waits on the pidfd
+// and then kills the whole group. (Forked workers have the zygote's
+// WorkerGuard instead.)
 void StartParentWatchdog(int pidfd) {
   if (pidfd < 0) return;
   std::thread([pidfd] {
@@ -365,7 +367,7 @@ struct WorkerSeccomp {
 };
 
 // The zygote's forked worker. Never returns.
-[[noreturn]] void RunForked(int socket, int parent_pidfd, PythonRunner& runner,
+[[noreturn]] void RunForked(int socket, PythonRunner& runner,
                             const std::string& private_dir,
                             const WorkerSeccomp& seccomp) {
   // A new process group, so that Kill() of this worker also ends what its
@@ -373,7 +375,8 @@ struct WorkerSeccomp {
   // zygote replies, whichever runs first; under a filter inherited from the
   // zygote this call is refused, and pyexecd's is the one.
   setpgid(0, 0);
-  StartParentWatchdog(parent_pidfd);
+  // No watchdog thread: the zygote's WorkerGuard kills this worker's group
+  // if pyexecd dies.
   ApplyLimits();
   // The zygote may run as root: the worker drops to the worker user (and
   // gets its filter, namespace and private directory) itself, before any
@@ -418,8 +421,9 @@ struct WorkerSeccomp {
 // inherited from the zygote the worker cannot.
 pid_t ForkWorker(int socket, const std::string& private_dir, int control,
                  int parent_pidfd, PythonRunner& runner,
-                 const WorkerSeccomp& seccomp) {
+                 const WorkerSeccomp& seccomp, WorkerGuard& guard) {
   PyOS_BeforeFork();
+  const uint64_t before = WorkerGuard::BootTicksNow();
   long worker = syscall(SYS_clone, CLONE_PARENT | SIGCHLD, nullptr, nullptr,
                         nullptr, nullptr);
   if (worker == 0) {
@@ -434,12 +438,32 @@ pid_t ForkWorker(int socket, const std::string& private_dir, int control,
       close(socket);
     }
     if (control != 3) close(control);
+    if (parent_pidfd >= 0) close(parent_pidfd);
     PyOS_AfterFork_Child();
-    RunForked(3, parent_pidfd, runner, private_dir, seccomp);
+    RunForked(3, runner, private_dir, seccomp);
   }
   int saved_errno = errno;
+  if (worker > 0) {
+    guard.Add(static_cast<pid_t>(worker), before, WorkerGuard::BootTicksNow());
+  }
   PyOS_AfterFork_Parent();
   return worker > 0 ? static_cast<pid_t>(worker) : -saved_errno;
+}
+
+// The control socket failed or closed: either pyexecd is restarting the
+// zygote, and kills it right after closing the socket, or pyexecd is gone,
+// and then the zygote kills the workers it guards. Which one is told by
+// pyexecd's pidfd; the socket's EOF can come a moment before the pidfd turns
+// readable, hence the wait.
+void GuardAfterControlClosed(int parent_pidfd, WorkerGuard& guard) {
+  if (parent_pidfd < 0) return;  // started by hand: nothing to guard against
+  pollfd p{parent_pidfd, POLLIN, 0};
+  int ready;
+  while ((ready = poll(&p, 1, 10000)) < 0 && errno == EINTR) {
+  }
+  if (ready <= 0) return;
+  int killed = guard.KillAll();
+  LogInfo(absl::StrCat("zygote: pyexecd is gone; killed ", killed, " worker(s)"));
 }
 
 // The zygote: pyexecd sends a ZygoteRequest with one socket end attached
@@ -505,15 +529,26 @@ int RunZygote() {
   }
   if (!WriteZygoteReady(control, ready).ok() || !ready.ok()) return 2;
 
+  // The workers of a zygote that died before us are ours to guard too.
+  WorkerGuard guard;
+  if (parent_pidfd >= 0) {
+    if (int adopted = guard.AdoptChildrenOf(absl::GetFlag(FLAGS_parent_pid), getpid());
+        adopted > 0) {
+      LogInfo(absl::StrCat("zygote: guarding ", adopted, " worker(s) of an earlier zygote"));
+    }
+  }
   while (true) {
     absl::StatusOr<ZygoteRequest> request = ReceiveZygoteRequest(control);
     if (!request.ok()) {
-      // pyexecd closed the control socket (it is gone, or restarting us).
+      GuardAfterControlClosed(parent_pidfd, guard);
       return request.status().code() == absl::StatusCode::kCancelled ? 0 : 4;
     }
     pid_t pid = ForkWorker(request->socket.get(), request->private_dir, control,
-                           parent_pidfd, runner, seccomp);
-    if (!WriteZygoteReply(control, pid).ok()) return 5;
+                           parent_pidfd, runner, seccomp, guard);
+    if (!WriteZygoteReply(control, pid).ok()) {
+      GuardAfterControlClosed(parent_pidfd, guard);
+      return 5;
+    }
   }
 }
 
