@@ -17,17 +17,11 @@ ChildProcess::~ChildProcess() {
     int status;
     waitpid(pid_, &status, 0);
   }
-  if (!private_dir_.empty()) {
-    if (absl::Status s = RemoveTree(private_dir_); !s.ok()) {
-      LogWarning(absl::StrCat("worker pid ", pid_,
-                              ": cannot remove its private directory: ",
-                              s.message()));
-    }
-  }
+  if (!private_dir_.empty() && dirs_ != nullptr) dirs_->Return(private_dir_, pid_);
 }
 
 PrivateDirGuard::~PrivateDirGuard() {
-  if (!path_.empty()) RemoveTree(path_).IgnoreError();
+  if (!path_.empty() && dirs_ != nullptr) dirs_->Discard(path_);
 }
 
 void ChildProcess::Interrupt(uint64_t request_id) {

@@ -3,11 +3,13 @@
 
 #include <sys/types.h>
 
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
 
 #include "common/unique_fd.h"
+#include "context_pool/private_dir.h"
 #include "context_pool/worker_launcher.h"
 
 namespace pyexec {
@@ -17,16 +19,19 @@ namespace pyexec {
 // zygote with CLONE_PARENT (zygote launcher). Death is seen through a pidfd.
 class ChildProcess final : public WorkerProcess {
  public:
-  // `private_dir` (may be "") is the worker's HOME/TMPDIR, removed here.
+  // `private_dir` (may be "") is the worker's HOME/TMPDIR, taken from and
+  // returned to `dirs`.
   ChildProcess(pid_t pid, UniqueFd socket, UniqueFd pidfd,
-               std::string private_dir = "")
+               std::string private_dir = "",
+               std::shared_ptr<PrivateDirs> dirs = nullptr)
       : pid_(pid),
         socket_(std::move(socket)),
         pidfd_(std::move(pidfd)),
-        private_dir_(std::move(private_dir)) {}
+        private_dir_(std::move(private_dir)),
+        dirs_(std::move(dirs)) {}
   // Kills and reaps the process if that has not happened yet. The pool
   // destroys a worker once it has exited (at Unbind, expiry or death), so
-  // this is also where its private directory goes.
+  // this is also where its private directory is returned.
   ~ChildProcess() override;
 
   int pid() const override { return pid_; }
@@ -43,6 +48,7 @@ class ChildProcess final : public WorkerProcess {
   UniqueFd socket_;
   UniqueFd pidfd_;
   const std::string private_dir_;
+  const std::shared_ptr<PrivateDirs> dirs_;
   bool reaped_ = false;
   std::string description_;
 };
@@ -57,7 +63,8 @@ std::string DescribeWaitStatus(int status);
 // so that a failed launch leaves nothing behind.
 class PrivateDirGuard {
  public:
-  explicit PrivateDirGuard(std::string path) : path_(std::move(path)) {}
+  PrivateDirGuard(std::shared_ptr<PrivateDirs> dirs, std::string path)
+      : dirs_(std::move(dirs)), path_(std::move(path)) {}
   PrivateDirGuard(const PrivateDirGuard&) = delete;
   PrivateDirGuard& operator=(const PrivateDirGuard&) = delete;
   ~PrivateDirGuard();
@@ -65,6 +72,7 @@ class PrivateDirGuard {
   std::string Release() { return std::exchange(path_, std::string()); }
 
  private:
+  std::shared_ptr<PrivateDirs> dirs_;
   std::string path_;
 };
 

@@ -88,20 +88,26 @@ absl::StatusOr<pid_t> SpawnWorkerBinary(
   return pid;
 }
 
-absl::StatusOr<std::string> MakeWorkerPrivateDir(
-    const WorkerProcessOptions& options) {
-  if (options.private_dir_root.empty()) return std::string();
-  return CreatePrivateDir(options.private_dir_root, options.confinement.uid,
-                          options.confinement.gid);
+std::shared_ptr<PrivateDirs> MakeWorkerPrivateDirs(const WorkerProcessOptions& options) {
+  if (options.private_dir_root.empty()) return nullptr;
+  return std::make_shared<PrivateDirs>(options.private_dir_root,
+                                       options.confinement.uid,
+                                       options.confinement.gid,
+                                       /*recycle=*/options.confinement.seccomp);
+}
+
+absl::StatusOr<std::string> TakeWorkerPrivateDir(const std::shared_ptr<PrivateDirs>& dirs) {
+  if (dirs == nullptr) return std::string();
+  return dirs->Take();
 }
 
 absl::StatusOr<std::unique_ptr<WorkerProcess>> ProcessWorkerLauncher::Launch() {
   UniqueFd ours, theirs;
   if (absl::Status s = MakeSocketPair(&ours, &theirs); !s.ok()) return s;
 
-  absl::StatusOr<std::string> dir = MakeWorkerPrivateDir(options_);
+  absl::StatusOr<std::string> dir = TakeWorkerPrivateDir(dirs_);
   if (!dir.ok()) return dir.status();
-  PrivateDirGuard guard(*std::move(dir));
+  PrivateDirGuard guard(dirs_, *std::move(dir));
   absl::StatusOr<pid_t> spawned = SpawnWorkerBinary(
       options_, theirs.get(), {absl::StrCat("--private_dir=", guard.path())});
   if (!spawned.ok()) return spawned.status();
@@ -118,7 +124,7 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> ProcessWorkerLauncher::Launch() {
   fcntl(ours.get(), F_SETFL, fcntl(ours.get(), F_GETFL) | O_NONBLOCK);
   // The ChildProcess owns the directory now.
   return std::make_unique<ChildProcess>(pid, std::move(ours), std::move(pidfd),
-                                        guard.Release());
+                                        guard.Release(), dirs_);
 }
 
 }  // namespace pyexec

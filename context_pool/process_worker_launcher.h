@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "common/limits.h"
 #include "worker/confinement.h"
+#include "context_pool/private_dir.h"
 #include "context_pool/worker_launcher.h"
 
 namespace pyexec {
@@ -40,6 +41,14 @@ struct WorkerProcessOptions {
   std::string private_dir_root;
 };
 
+// The workers' private directories under options.private_dir_root, or null
+// when the root is unset. They are recycled only under the seccomp filter,
+// which keeps every process of a session in its worker's process group.
+std::shared_ptr<PrivateDirs> MakeWorkerPrivateDirs(const WorkerProcessOptions& options);
+
+// A private directory from `dirs` for one worker; "" when `dirs` is null.
+absl::StatusOr<std::string> TakeWorkerPrivateDir(const std::shared_ptr<PrivateDirs>& dirs);
+
 // Starts pyexec_worker processes with posix_spawn. Each worker gets a Unix
 // socketpair end as fd 3, /dev/null as stdin, the server's stderr, its own
 // process group (so that Kill() also ends what user code started) and a pidfd
@@ -48,17 +57,15 @@ struct WorkerProcessOptions {
 class ProcessWorkerLauncher final : public WorkerLauncher {
  public:
   explicit ProcessWorkerLauncher(WorkerProcessOptions options)
-      : options_(std::move(options)) {}
+      : options_(std::move(options)), dirs_(MakeWorkerPrivateDirs(options_)) {}
 
   absl::StatusOr<std::unique_ptr<WorkerProcess>> Launch() override;
 
  private:
   const WorkerProcessOptions options_;
+  const std::shared_ptr<PrivateDirs> dirs_;
 };
 
-// Makes a private directory under options.private_dir_root for one worker;
-// "" when the root is unset.
-absl::StatusOr<std::string> MakeWorkerPrivateDir(const WorkerProcessOptions& options);
 
 // Starts options.worker_binary with `fd3` as its fd 3, stdin /dev/null,
 // stdout onto the server's stderr, default signal dispositions, an empty

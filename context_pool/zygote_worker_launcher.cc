@@ -88,9 +88,9 @@ absl::StatusOr<pid_t> ZygoteWorkerLauncher::ForkLocked(
 
 absl::StatusOr<std::unique_ptr<WorkerProcess>> ZygoteWorkerLauncher::Launch() {
   UniqueFd ours, theirs;
-  absl::StatusOr<std::string> dir = MakeWorkerPrivateDir(worker_);
+  absl::StatusOr<std::string> dir = TakeWorkerPrivateDir(dirs_);
   if (!dir.ok()) return dir.status();
-  PrivateDirGuard guard(*std::move(dir));
+  PrivateDirGuard guard(dirs_, *std::move(dir));
 
   absl::StatusOr<pid_t> pid;
   {
@@ -141,7 +141,7 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> ZygoteWorkerLauncher::Launch() {
   }
   fcntl(ours.get(), F_SETFL, fcntl(ours.get(), F_GETFL) | O_NONBLOCK);
   return std::make_unique<ChildProcess>(*pid, std::move(ours), std::move(pidfd),
-                                        guard.Release());
+                                        guard.Release(), dirs_);
 }
 
 bool ZygoteWorkerLauncher::RestartIfDead() {

@@ -45,7 +45,9 @@ struct ZygoteOptions {
 class ZygoteWorkerLauncher final : public WorkerLauncher {
  public:
   ZygoteWorkerLauncher(WorkerProcessOptions worker, ZygoteOptions zygote)
-      : worker_(std::move(worker)), zygote_(std::move(zygote)) {}
+      : worker_(std::move(worker)),
+        zygote_(std::move(zygote)),
+        dirs_(MakeWorkerPrivateDirs(worker_)) {}
   // Kills the zygote (not the workers).
   ~ZygoteWorkerLauncher() override;
 
@@ -75,6 +77,7 @@ class ZygoteWorkerLauncher final : public WorkerLauncher {
 
   const WorkerProcessOptions worker_;
   const ZygoteOptions zygote_;
+  const std::shared_ptr<PrivateDirs> dirs_;
   mutable absl::Mutex mu_;
   UniqueFd control_ ABSL_GUARDED_BY(mu_);
   pid_t zygote_pid_ ABSL_GUARDED_BY(mu_) = 0;

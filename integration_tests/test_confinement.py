@@ -208,6 +208,34 @@ class PrivateHomeTest(fx.ServerTestCase):
         self.assertTrue(os.path.isdir("/etc"))
         self.assertTrue(os.path.isdir(home_b))
 
+    def test_a_recycled_home_is_empty_renamed_and_private(self):
+        # pyexecd hands the directory of an ended session (its worker's
+        # process group all gone) to a later worker, emptied and renamed:
+        # no later session sees what an earlier one left, or finds it at the
+        # old path.
+        homes, inodes = set(), []
+        for i in range(6):
+            s = self.bind(cleanup=False)
+            home = self.home_of(s)[0]
+            self.assertNotIn(home, homes)
+            homes.add(home)
+            inodes.append(os.stat(home).st_ino)
+            self.assertEqual(self.ev("sorted(__import__('os').listdir('.'))", s), [])
+            self.assertEqual(self.ev("oct(__import__('os').stat('.').st_mode & 0o777)", s),
+                             "0o700")
+            self.assertEqual(self.ev("__import__('os').listxattr('.')", s), [])
+            self.ex("import os\nos.makedirs('tree/deeper')\n"
+                    "open('tree/deeper/secret', 'w').write('%d')\n"
+                    "open('secret', 'w').write('%d')\nos.chmod('.', 0o777)\n"
+                    "try:\n    os.setxattr('.', 'user.secret', b'%d')\n"
+                    "except OSError:\n    pass\n" % (i, i, i), s)
+            self.stub.Unbind(fx.pb.UnbindRequest(session=s), timeout=5)
+            fx.wait_until(lambda: not os.path.lexists(home), 15.0,
+                          what="the old path to be gone")
+        # The same directories came back under new names (else this test
+        # checked nothing).
+        self.assertLess(len(set(inodes)), len(inodes), inodes)
+
     def test_root_removed_at_exit(self):
         srv = self.make_server()
         self.addCleanup(srv.cleanup)
