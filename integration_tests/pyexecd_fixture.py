@@ -204,6 +204,11 @@ class Server:
         self.channel = None
         self._log = tempfile.NamedTemporaryFile(prefix="pyexecd_", suffix=".log", delete=False)
         self.log_path = self._log.name
+        # pyexecd's TMPDIR, where it makes the root of the workers' private
+        # directories: removed at cleanup, so that a server the test
+        # SIGKILLed (which cannot remove its root) leaves nothing in /tmp.
+        self.tmpdir = tempfile.mkdtemp(prefix="pyexecd_tmp_")
+        os.chmod(self.tmpdir, 0o711)  # workers (another user) pass through
 
     # -- lifecycle
 
@@ -214,7 +219,8 @@ class Server:
         self.proc = subprocess.Popen(
             self.wrapper + [binary] + self.flags, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
-            stderr=self._log, preexec_fn=_die_with_parent)
+            stderr=self._log, preexec_fn=_die_with_parent,
+            env=dict(os.environ, TMPDIR=self.tmpdir))
         line = self._read_stdout_line(STARTUP_TIMEOUT_S)
         prefix = "listening on 127.0.0.1:"
         if not line.startswith(prefix):
@@ -312,6 +318,7 @@ class Server:
         """Stops the server; the log stays until remove_log()."""
         self.stop()
         self._log.close()
+        shutil.rmtree(self.tmpdir, ignore_errors=True)
 
     def remove_log(self):
         if os.environ.get("PYEXEC_KEEP_LOGS") is None:

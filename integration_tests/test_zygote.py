@@ -124,8 +124,8 @@ class ZygoteDeathTest(fx.ServerTestCase):
         zygote = the_zygote(srv.pid)
         os.kill(zygote, signal.SIGKILL)
         fx.wait_gone({zygote: None}, 5.0)
-        fx.wait_until(lambda: zygote_pids(srv.pid) not in ([], [zygote]), 10.0,
-                      what="a new zygote")
+        fx.wait_until(lambda: "worker(s) of an earlier zygote" in srv.log_tail(),
+                      10.0, what="a new zygote to take over the workers")
         path = self.marker()
         fut = self.stub.Exec.future(pb.ExecRequest(
             session=busy, code=self.touch_code(path) + "while True: pass"), timeout=30)

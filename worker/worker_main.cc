@@ -486,6 +486,17 @@ int RunZygote() {
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, nullptr);
 
+  // The workers of a zygote that died before us are ours to guard too:
+  // taken over first thing, so that a pyexecd killed while this zygote
+  // starts up still takes them down (see GuardAfterControlClosed below).
+  WorkerGuard guard;
+  if (parent_pidfd >= 0) {
+    if (int adopted = guard.AdoptChildrenOf(absl::GetFlag(FLAGS_parent_pid), getpid());
+        adopted > 0) {
+      LogInfo(absl::StrCat("zygote: guarding ", adopted, " worker(s) of an earlier zygote"));
+    }
+  }
+
   WorkerSeccomp seccomp;
   absl::Status ready;
   if (absl::GetFlag(FLAGS_seccomp)) {
@@ -527,16 +538,11 @@ int RunZygote() {
       seccomp.inherited = ready.ok();
     }
   }
-  if (!WriteZygoteReady(control, ready).ok() || !ready.ok()) return 2;
-
-  // The workers of a zygote that died before us are ours to guard too.
-  WorkerGuard guard;
-  if (parent_pidfd >= 0) {
-    if (int adopted = guard.AdoptChildrenOf(absl::GetFlag(FLAGS_parent_pid), getpid());
-        adopted > 0) {
-      LogInfo(absl::StrCat("zygote: guarding ", adopted, " worker(s) of an earlier zygote"));
-    }
+  if (!WriteZygoteReady(control, ready).ok()) {
+    GuardAfterControlClosed(parent_pidfd, guard);
+    return 2;
   }
+  if (!ready.ok()) return 2;  // pyexecd reports it and stops
   while (true) {
     absl::StatusOr<ZygoteRequest> request = ReceiveZygoteRequest(control);
     if (!request.ok()) {
