@@ -48,6 +48,23 @@ class PreloadTest(fx.ServerTestCase):
                 "text=True).stdout", s)
         self.assertNotIn("LD_BIND_NOW", self.ev("env", s))
 
+    def test_a_process_forked_by_a_session_resets_threading(self):
+        # The zygote disarms threading's after-fork hook for its own forks;
+        # each worker re-arms it, so that a session's os.fork() with another
+        # thread running gives a child that sees only its own thread.
+        s = self.bind()
+        self.ex("import os, threading\n"
+                "ev = threading.Event()\n"
+                "t = threading.Thread(target=ev.wait)\n"
+                "t.start()\n"
+                "pid = os.fork()\n"
+                "if pid == 0:\n"
+                "    os._exit(0 if threading.enumerate() == [threading.main_thread()] else 3)\n"
+                "_, status = os.waitpid(pid, 0)\n"
+                "ev.set()\n"
+                "t.join()\n", s)
+        self.assertEqual(self.ev("os.waitstatus_to_exitcode(status)", s), 0)
+
     def test_random_differs_between_sessions(self):
         values = set()
         for _ in range(3):

@@ -31,6 +31,7 @@ struct Helpers {
   PyObject* run_call;
   PyObject* format_exception;
   PyObject* after_fork;
+  PyObject* before_forks;
 };
 
 // The live objects of a bound session, by ref id. Ids are 96 random bits
@@ -329,17 +330,25 @@ absl::Status PythonRunner::Initialize() {
   };
   helpers_ = new Helpers{get("Capture"), get("Streamer"), get("run_eval"),
                          get("run_exec"), get("run_call"),
-                         get("format_exception"), get("after_fork")};
+                         get("format_exception"), get("after_fork"),
+                         get("before_forks")};
   PyRef capsule(PyCapsule_New(this, nullptr, nullptr));
   emit_ = PyCFunction_New(&kEmitDef, capsule.get());
   if (!emit_ || !helpers_->streamer_type || !helpers_->capture_type ||
       !helpers_->run_eval || !helpers_->run_exec ||
       !helpers_->run_call || !helpers_->format_exception ||
-      !helpers_->after_fork) {
+      !helpers_->after_fork || !helpers_->before_forks) {
     PyErr_Print();
     return absl::InternalError("runner helpers are incomplete");
   }
   return absl::OkStatus();
+}
+
+absl::Status PythonRunner::BeforeForks() {
+  PyRef done(PyObject_CallNoArgs(helpers_->before_forks));
+  if (done) return absl::OkStatus();
+  PyErr_Print();
+  return absl::InternalError("before_forks failed");
 }
 
 absl::Status PythonRunner::AfterFork(const std::string& private_dir) {

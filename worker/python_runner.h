@@ -49,7 +49,13 @@ class PythonRunner {
   // the server raises KeyboardInterrupt) and loads the runner's helpers.
   absl::Status Initialize();
 
-  // In a worker forked from a zygote, once confined: reseeds `random`, and
+  // In the zygote, once, when it is known to run a single thread: prepares
+  // forks (runner.py before_forks: disarms threading's after-fork hook,
+  // which only costs copy-on-write faults in the zygote's workers).
+  absl::Status BeforeForks();
+
+  // In a worker forked from a zygote, once confined: re-arms that hook,
+  // reseeds `random`, and
   // with `private_dir` (empty: none) points os.environ HOME/TMPDIR and
   // tempfile at it (runner.py after_fork).
   absl::Status AfterFork(const std::string& private_dir);

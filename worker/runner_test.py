@@ -4,6 +4,7 @@ import os
 import random
 import sys
 import tempfile
+import threading
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -185,6 +186,30 @@ class AfterForkTest(unittest.TestCase):
         runner.after_fork(None)
         self.assertEqual(os.environ['HOME'], '/home/kept')
         self.assertEqual(tempfile.tempdir, '/kept')
+
+    def test_threading_hook_is_disarmed_before_forks_and_rearmed_after(self):
+        hook = threading._after_fork
+        code = hook.__code__
+        self.addCleanup(setattr, runner, '_disarmed_threading_hook', None)
+        self.addCleanup(setattr, hook, '__code__', code)
+        runner.before_forks()
+        self.assertIsNot(hook.__code__, code)
+        hook()  # what the zygote's workers run: nothing
+        runner.before_forks()  # once only: the original code is kept
+        runner.after_fork(None)
+        self.assertIs(hook.__code__, code)
+        # Re-armed: a process forked with another thread running sees only
+        # its own thread.
+        done = threading.Event()
+        t = threading.Thread(target=done.wait)
+        t.start()
+        self.addCleanup(t.join)
+        self.addCleanup(done.set)
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0 if len(threading.enumerate()) == 1 else 3)
+        _, status = os.waitpid(pid, 0)
+        self.assertEqual(os.waitstatus_to_exitcode(status), 0)
 
 
 if __name__ == '__main__':

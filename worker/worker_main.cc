@@ -525,6 +525,8 @@ int RunZygote() {
           "which must stay single-threaded to fork workers safely; start "
           "threads in sessions instead, or stop them at the end of "
           "--preload_file"));
+    } else {
+      ready = runner.BeforeForks();
     }
   }
   if (ready.ok() && seccomp.filter &&
