@@ -45,6 +45,7 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
 #include "common/frame.h"
 #include "common/limits.h"
 #include "common/logging.h"
@@ -369,7 +370,7 @@ struct WorkerSeccomp {
 // The zygote's forked worker. Never returns.
 [[noreturn]] void RunForked(int socket, PythonRunner& runner,
                             const std::string& private_dir,
-                            const WorkerSeccomp& seccomp) {
+                            const ConfinementOptions& forked_confinement) {
   // A new process group, so that Kill() of this worker also ends what its
   // user code starts, and not its siblings. pyexecd does the same when the
   // zygote replies, whichever runs first; under a filter inherited from the
@@ -381,12 +382,8 @@ struct WorkerSeccomp {
   // The zygote may run as root: the worker drops to the worker user (and
   // gets its filter, namespace and private directory) itself, before any
   // user code runs.
-  ConfinementOptions confinement = ConfinementFromFlags(private_dir);
-  if (seccomp.inherited) {
-    confinement.seccomp = false;  // already on, since the fork
-  } else if (seccomp.filter) {
-    confinement.compiled_seccomp = &*seccomp.filter;
-  }
+  ConfinementOptions confinement = forked_confinement;
+  confinement.private_dir = private_dir;
   if (absl::Status s = ConfineWorker(confinement); !s.ok()) {
     LogError(absl::StrCat("worker: cannot confine: ", s.message()));
     KillOwnProcessGroup();
@@ -421,7 +418,7 @@ struct WorkerSeccomp {
 // inherited from the zygote the worker cannot.
 pid_t ForkWorker(int socket, const std::string& private_dir, int control,
                  int parent_pidfd, PythonRunner& runner,
-                 const WorkerSeccomp& seccomp, WorkerGuard& guard) {
+                 const ConfinementOptions& forked_confinement, WorkerGuard& guard) {
   PyOS_BeforeFork();
   const uint64_t before = WorkerGuard::BootTicksNow();
   long worker = syscall(SYS_clone, CLONE_PARENT | SIGCHLD, nullptr, nullptr,
@@ -440,7 +437,7 @@ pid_t ForkWorker(int socket, const std::string& private_dir, int control,
     if (control != 3) close(control);
     if (parent_pidfd >= 0) close(parent_pidfd);
     PyOS_AfterFork_Child();
-    RunForked(3, runner, private_dir, seccomp);
+    RunForked(3, runner, private_dir, forked_confinement);
   }
   int saved_errno = errno;
   if (worker > 0) {
@@ -545,6 +542,15 @@ int RunZygote() {
     return 2;
   }
   if (!ready.ok()) return 2;  // pyexecd reports it and stops
+  // Each forked worker's confinement, but for its private directory: read
+  // from the flags once here, not in every worker (a string flag's read
+  // takes a lock and allocates, and each write there is a copied page).
+  ConfinementOptions forked_confinement = ConfinementFromFlags("");
+  if (seccomp.inherited) {
+    forked_confinement.seccomp = false;  // on since the fork
+  } else if (seccomp.filter) {
+    forked_confinement.compiled_seccomp = &*seccomp.filter;
+  }
   while (true) {
     absl::StatusOr<ZygoteRequest> request = ReceiveZygoteRequest(control);
     if (!request.ok()) {
@@ -552,7 +558,7 @@ int RunZygote() {
       return request.status().code() == absl::StatusCode::kCancelled ? 0 : 4;
     }
     pid_t pid = ForkWorker(request->socket.get(), request->private_dir, control,
-                           parent_pidfd, runner, seccomp, guard);
+                           parent_pidfd, runner, forked_confinement, guard);
     if (!WriteZygoteReply(control, pid).ok()) {
       GuardAfterControlClosed(parent_pidfd, guard);
       return 5;
@@ -564,6 +570,10 @@ int RunZygote() {
 }  // namespace pyexec
 
 int main(int argc, char** argv) {
+  // Debian builds Abseil without NDEBUG, which leaves absl::Mutex's deadlock
+  // detector on: each lock then updates one global graph, and in a forked
+  // worker each of those writes is a copied page. (As in pyexecd.)
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   pyexec::SetLogProgramName("pyexec_worker");
   pyexec::RememberCommandLine(argc, argv);
   absl::ParseCommandLine(argc, argv);
