@@ -144,11 +144,11 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> ZygoteWorkerLauncher::Launch() {
                                         guard.Release(), dirs_);
 }
 
-bool ZygoteWorkerLauncher::RestartIfDead() {
+void ZygoteWorkerLauncher::RestartIfDead() {
   absl::MutexLock lock(&mu_);
-  if (zygote_pid_ <= 0) return true;  // none yet, or a failed start: Launch retries
+  if (zygote_pid_ <= 0) return;  // none yet, or a failed start: Launch retries
   int status;
-  if (waitpid(zygote_pid_, &status, WNOHANG) != zygote_pid_) return true;
+  if (waitpid(zygote_pid_, &status, WNOHANG) != zygote_pid_) return;
   LogWarning(absl::StrCat("zygote pid ", zygote_pid_, " ", DescribeWaitStatus(status),
                           "; starting a new one"));
   zygote_pid_ = 0;  // reaped: its pid may be anyone's now
@@ -156,9 +156,7 @@ bool ZygoteWorkerLauncher::RestartIfDead() {
   ++restarts_;
   if (absl::Status s = StartZygoteLocked(); !s.ok()) {
     LogError(absl::StrCat("zygote restart failed: ", s.message()));
-    return false;
   }
-  return true;
 }
 
 pid_t ZygoteWorkerLauncher::zygote_pid() const {

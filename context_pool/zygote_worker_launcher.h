@@ -59,9 +59,9 @@ class ZygoteWorkerLauncher final : public WorkerLauncher {
 
   // Starts a new zygote now if the current one has died, so that the
   // workers it forked are guarded again without waiting for the next
-  // Launch. pyexecd calls it once a second. Returns false if a new zygote
-  // was needed and could not start (logged; Launch tries again).
-  bool RestartIfDead();
+  // Launch. pyexecd calls it once a second. A failed start is logged, and
+  // Launch tries again.
+  void RestartIfDead();
 
   // The zygote's pid, 0 if none is running (for tests and logs).
   pid_t zygote_pid() const;

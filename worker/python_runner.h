@@ -55,9 +55,8 @@ class PythonRunner {
   absl::Status BeforeForks();
 
   // In a worker forked from a zygote, once confined: re-arms that hook,
-  // reseeds `random`, and
-  // with `private_dir` (empty: none) points os.environ HOME/TMPDIR and
-  // tempfile at it (runner.py after_fork).
+  // reseeds `random`, and with `private_dir` (empty: none) points
+  // os.environ HOME/TMPDIR and tempfile at it (runner.py after_fork).
   absl::Status AfterFork(const std::string& private_dir);
 
   // Runs one request and fills `response` (id, value or error, output, or a

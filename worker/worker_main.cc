@@ -7,7 +7,7 @@
 // - as the zygote (--zygote): a single-threaded template that initialises
 //   CPython once, imports the --preload modules, runs --preload_file, then
 //   forks one worker per request that pyexecd sends on --control_fd (see
-//   ZygoteLoop for the protocol). Forked workers share the zygote's memory
+//   common/zygote_protocol.h for the protocol). Forked workers share the zygote's memory
 //   copy-on-write and are ready in about a millisecond.
 //
 // Either way a worker leads its own process group and exits when its socket
@@ -24,7 +24,6 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
-#include <stdio.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -44,11 +43,14 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 #include "common/frame.h"
 #include "common/limits.h"
 #include "common/logging.h"
+#include "common/procfs.h"
 #include "common/zygote_protocol.h"
 #include "pyexec/v1/worker.pb.h"
 #include "worker/py_ref.h"
@@ -342,17 +344,18 @@ absl::Status Preload() {
   return absl::FailedPreconditionError(text);
 }
 
-// Threads of this process (the kernel's count, Python's or not).
+// Threads of this process (the kernel's count, Python's or not); -1 if
+// /proc does not say.
 int ThreadCount() {
-  FILE* f = fopen("/proc/self/status", "r");
-  if (f == nullptr) return -1;
-  char line[256];
-  int threads = -1;
-  while (fgets(line, sizeof(line), f) != nullptr) {
-    if (sscanf(line, "Threads: %d", &threads) == 1) break;
+  for (absl::string_view line :
+       absl::StrSplit(ReadProcFile("/proc/self/status"), '\n')) {
+    int threads;
+    if (absl::ConsumePrefix(&line, "Threads:") &&
+        absl::SimpleAtoi(absl::StripAsciiWhitespace(line), &threads)) {
+      return threads;
+    }
   }
-  fclose(f);
-  return threads;
+  return -1;
 }
 
 // How the zygote's workers get the seccomp filter.
@@ -508,11 +511,11 @@ int RunZygote() {
   if (ready.ok()) ready = runner.Initialize();
   if (ready.ok()) ready = Preload();
   if (ready.ok()) {
+    WarmUp(runner);
     // Moves everything the zygote allocated into the GC's permanent
     // generation: a worker's collections then never write to those objects'
     // headers, so their pages stay shared instead of being copied on the
     // first collection after the fork.
-    WarmUp(runner);
     PyRun_SimpleString("import gc\ngc.collect()\ngc.freeze()\n");
     // fork() copies only the calling thread: a lock that another thread
     // holds at that moment stays locked forever in the worker.
@@ -526,8 +529,12 @@ int RunZygote() {
       ready = runner.BeforeForks();
     }
   }
+  // Each forked worker's confinement, but for its private directory: read
+  // from the flags once here, not in every worker (a string flag's read
+  // takes a lock and allocates, and each write there is a copied page).
+  ConfinementOptions forked_confinement = ConfinementFromFlags("");
   if (ready.ok() && seccomp.filter &&
-      ConfinementFromFlags("").network == WorkerNetwork::kHost) {
+      forked_confinement.network == WorkerNetwork::kHost) {
     // After the preloads (the operator's code, trusted, and not to be
     // surprised by EPERM), before any worker exists.
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
@@ -542,10 +549,6 @@ int RunZygote() {
     return 2;
   }
   if (!ready.ok()) return 2;  // pyexecd reports it and stops
-  // Each forked worker's confinement, but for its private directory: read
-  // from the flags once here, not in every worker (a string flag's read
-  // takes a lock and allocates, and each write there is a copied page).
-  ConfinementOptions forked_confinement = ConfinementFromFlags("");
   if (seccomp.inherited) {
     forked_confinement.seccomp = false;  // on since the fork
   } else if (seccomp.filter) {
