@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/wire_format_lite.h"
 
 namespace pyexec {
 namespace {
@@ -58,6 +59,23 @@ bool ParseFramePayload(absl::string_view payload,
   input.SetRecursionLimit(kFrameParseRecursionLimit);
   return message->ParseFromCodedStream(&input) &&
          input.ConsumedEntireMessage();
+}
+
+uint64_t FrameRequestId(absl::string_view payload) {
+  google::protobuf::io::CodedInputStream input(
+      reinterpret_cast<const uint8_t*>(payload.data()),
+      static_cast<int>(payload.size()));
+  input.SetRecursionLimit(kFrameParseRecursionLimit);
+  using google::protobuf::internal::WireFormatLite;
+  while (uint32_t tag = input.ReadTag()) {
+    if (WireFormatLite::GetTagFieldNumber(tag) == 1 &&
+        WireFormatLite::GetTagWireType(tag) == WireFormatLite::WIRETYPE_VARINT) {
+      uint64_t id = 0;
+      return input.ReadVarint64(&id) ? id : 0;
+    }
+    if (!WireFormatLite::SkipField(&input, tag)) return 0;
+  }
+  return 0;
 }
 
 absl::StatusOr<std::optional<std::string>> FrameDecoder::Next() {

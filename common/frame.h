@@ -29,6 +29,11 @@ void AppendFrame(const google::protobuf::MessageLite& message, std::string* out)
 bool ParseFramePayload(absl::string_view payload,
                        google::protobuf::MessageLite* message);
 
+// The `id` (field 1, a varint) of a serialized WorkerRequest or
+// WorkerResponse, read without parsing the rest: a frame that does not parse
+// as a whole can still be answered under its id. 0 if there is none.
+uint64_t FrameRequestId(absl::string_view payload);
+
 // Reassembles frames from a byte stream that arrives in arbitrary pieces.
 // Not thread-safe.
 class FrameDecoder {

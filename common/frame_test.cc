@@ -75,6 +75,24 @@ TEST(FrameTest, DeepNestingParsesUpToTheFrameLimit) {
   EXPECT_FALSE(ParseFramePayload(nested(kFrameParseRecursionLimit + 5), &r));
 }
 
+// A request too deep to parse still names its id, so that the worker can
+// answer it with an error instead of leaving the call hanging.
+TEST(FrameTest, RequestIdIsReadWithoutParsingTheRest) {
+  internal::WorkerRequest r = Request(4242, "x");
+  pyexec::v1::Value* v = &(*r.mutable_eval()->mutable_locals())["deep"];
+  for (int i = 0; i < kFrameParseRecursionLimit + 20; ++i) {
+    v->set_list(true);
+    v = v->add_items();
+  }
+  const std::string payload = r.SerializeAsString();
+  internal::WorkerRequest parsed;
+  EXPECT_FALSE(ParseFramePayload(payload, &parsed));
+  EXPECT_EQ(FrameRequestId(payload), 4242u);
+  EXPECT_EQ(FrameRequestId(Request(7, "y").SerializeAsString()), 7u);
+  EXPECT_EQ(FrameRequestId(""), 0u);
+  EXPECT_EQ(FrameRequestId("\xff\xff garbage"), 0u);
+}
+
 TEST(FrameTest, BlockingReadAndWriteOverASocket) {
   int fds[2];
   ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);

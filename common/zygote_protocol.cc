@@ -13,6 +13,14 @@
 namespace pyexec {
 namespace {
 
+// The fixed part of a fork request; the private directory follows it.
+struct RequestHeader {
+  uint32_t magic;
+  uint32_t private_dir_length;
+  int64_t uid;
+  int64_t gid;
+};
+
 absl::Status WriteAll(int fd, const void* data, size_t size) {
   const char* p = static_cast<const char*>(data);
   while (size > 0) {
@@ -61,8 +69,8 @@ absl::Status WriteZygoteReady(int control, const absl::Status& preload) {
 }
 
 absl::StatusOr<ZygoteRequest> ReceiveZygoteRequest(int control) {
-  uint32_t header[2] = {0, 0};  // magic, private_dir length
-  iovec iov{header, sizeof(header)};
+  RequestHeader header{};
+  iovec iov{&header, sizeof(header)};
   alignas(cmsghdr) char control_buffer[CMSG_SPACE(sizeof(int))];
   msghdr msg{};
   msg.msg_iov = &iov;
@@ -83,15 +91,17 @@ absl::StatusOr<ZygoteRequest> ReceiveZygoteRequest(int control) {
       fd.reset(received);
     }
   }
-  if (n != sizeof(header) || header[0] != kZygoteForkMagic || !fd.valid() ||
-      header[1] > 4096) {
+  if (n != sizeof(header) || header.magic != kZygoteForkMagic || !fd.valid() ||
+      header.private_dir_length > 4096) {
     return absl::DataLossError("malformed zygote request");
   }
   ZygoteRequest request;
   request.socket = std::move(fd);
-  request.private_dir.resize(header[1]);
-  absl::Status s = ReadAll(control, request.private_dir.data(), header[1],
-                           absl::InfiniteFuture());
+  request.uid = header.uid;
+  request.gid = header.gid;
+  request.private_dir.resize(header.private_dir_length);
+  absl::Status s = ReadAll(control, request.private_dir.data(),
+                           header.private_dir_length, absl::InfiniteFuture());
   if (!s.ok()) return s;
   return request;
 }
@@ -116,10 +126,11 @@ absl::Status ReadZygoteReady(int control, absl::Time deadline) {
 }
 
 absl::Status SendZygoteRequest(int control, int worker_socket,
-                               const std::string& private_dir) {
-  uint32_t header[2] = {kZygoteForkMagic,
-                        static_cast<uint32_t>(private_dir.size())};
-  iovec iov{header, sizeof(header)};
+                               const std::string& private_dir, int64_t uid,
+                               int64_t gid) {
+  RequestHeader header{kZygoteForkMagic, static_cast<uint32_t>(private_dir.size()),
+                       uid, gid};
+  iovec iov{&header, sizeof(header)};
   alignas(cmsghdr) char control_buffer[CMSG_SPACE(sizeof(int))] = {};
   msghdr msg{};
   msg.msg_iov = &iov;

@@ -9,10 +9,11 @@
 //                                     means ready, else the preload failure
 //                                     (a Python traceback)
 //   pyexecd -> zygote:        request uint32 kZygoteForkMagic, uint32
-//                                     length + the worker's private directory
-//                                     (may be empty), with one socket
-//                                     attached (SCM_RIGHTS): the worker's end
-//                                     of its frame socket
+//                                     length, int64 uid, int64 gid (-1: the
+//                                     zygote's settings) + the worker's
+//                                     private directory (may be empty), with
+//                                     one socket attached (SCM_RIGHTS): the
+//                                     worker's end of its frame socket
 //   zygote -> pyexecd:        reply   int32 pid of the forked worker, or
 //                                     -errno
 // Requests are answered in order, one at a time.
@@ -37,6 +38,9 @@ struct ZygoteRequest {
   UniqueFd socket;
   // HOME/TMPDIR of the worker (ConfinementOptions::private_dir); may be "".
   std::string private_dir;
+  // The worker's own uid and gid (--worker_uid_range); -1: the settings'.
+  int64_t uid = -1;
+  int64_t gid = -1;
 };
 
 // Zygote side. Blocking.
@@ -50,7 +54,8 @@ absl::Status WriteZygoteReply(int control, pid_t pid_or_errno);
 // a preload failed; UNAVAILABLE if it died or timed out.
 absl::Status ReadZygoteReady(int control, absl::Time deadline);
 absl::Status SendZygoteRequest(int control, int worker_socket,
-                               const std::string& private_dir);
+                               const std::string& private_dir, int64_t uid = -1,
+                               int64_t gid = -1);
 // The forked worker's pid. UNAVAILABLE if the zygote is gone or silent,
 // RESOURCE_EXHAUSTED if it could not fork.
 absl::StatusOr<pid_t> ReadZygoteReply(int control, absl::Time deadline);

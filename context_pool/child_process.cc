@@ -18,6 +18,7 @@ ChildProcess::~ChildProcess() {
     waitpid(pid_, &status, 0);
   }
   if (!private_dir_.empty() && dirs_ != nullptr) dirs_->Return(private_dir_, pid_);
+  if (uids_ != nullptr) uids_->Return(uid_, pid_);
 }
 
 PrivateDirGuard::~PrivateDirGuard() {
@@ -47,6 +48,11 @@ std::optional<std::string> ChildProcess::TryReap() {
   reaped_ = true;
   description_ = r == pid_ ? DescribeWaitStatus(status)
                            : absl::StrCat("lost (waitpid: ", strerror(errno), ")");
+  if (dirs_ != nullptr) {
+    if (std::optional<std::string> verdict = dirs_->TakeDiskCapVerdict(pid_)) {
+      description_ = absl::StrCat(description_, ": ", *verdict);
+    }
+  }
   // Whatever user code left in the group goes with it.
   kill(-pid_, SIGKILL);
   return description_;

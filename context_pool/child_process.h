@@ -10,6 +10,7 @@
 
 #include "common/unique_fd.h"
 #include "context_pool/private_dir.h"
+#include "context_pool/uid_pool.h"
 #include "context_pool/worker_launcher.h"
 
 namespace pyexec {
@@ -20,15 +21,19 @@ namespace pyexec {
 class ChildProcess final : public WorkerProcess {
  public:
   // `private_dir` (may be "") is the worker's HOME/TMPDIR, taken from and
-  // returned to `dirs`.
+  // returned to `dirs`; `uid` (when `uids` is set) its own uid, taken from
+  // and returned to `uids`.
   ChildProcess(pid_t pid, UniqueFd socket, UniqueFd pidfd,
                std::string private_dir = "",
-               std::shared_ptr<PrivateDirs> dirs = nullptr)
+               std::shared_ptr<PrivateDirs> dirs = nullptr, uint32_t uid = 0,
+               std::shared_ptr<UidPool> uids = nullptr)
       : pid_(pid),
         socket_(std::move(socket)),
         pidfd_(std::move(pidfd)),
         private_dir_(std::move(private_dir)),
-        dirs_(std::move(dirs)) {}
+        dirs_(std::move(dirs)),
+        uid_(uid),
+        uids_(std::move(uids)) {}
   // Kills and reaps the process if that has not happened yet. The pool
   // destroys a worker once it has exited (at Unbind, expiry or death), so
   // this is also where its private directory is returned.
@@ -49,6 +54,8 @@ class ChildProcess final : public WorkerProcess {
   UniqueFd pidfd_;
   const std::string private_dir_;
   const std::shared_ptr<PrivateDirs> dirs_;
+  const uint32_t uid_;
+  const std::shared_ptr<UidPool> uids_;
   bool reaped_ = false;
   std::string description_;
 };
@@ -65,8 +72,9 @@ class PrivateDirGuard {
  public:
   PrivateDirGuard(std::shared_ptr<PrivateDirs> dirs, std::string path)
       : dirs_(std::move(dirs)), path_(std::move(path)) {}
-  PrivateDirGuard(const PrivateDirGuard&) = delete;
-  PrivateDirGuard& operator=(const PrivateDirGuard&) = delete;
+  PrivateDirGuard(PrivateDirGuard&& other)
+      : dirs_(std::move(other.dirs_)), path_(std::exchange(other.path_, std::string())) {}
+  PrivateDirGuard& operator=(PrivateDirGuard&&) = delete;
   ~PrivateDirGuard();
   const std::string& path() const { return path_; }
   std::string Release() { return std::exchange(path_, std::string()); }

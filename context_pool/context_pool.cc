@@ -89,6 +89,10 @@ struct ContextPool::Call {
   // Streamed calls: where events go, and how many are not yet consumed.
   CallEvent events;
   int events_outstanding = 0;
+  // Bytes of those events, and each one's size in the order handed out
+  // (the consumer consumes in that order).
+  size_t bytes_outstanding = 0;
+  std::deque<size_t> outstanding_sizes;
   // Keeps the events, then the outcome, in order (streamed calls only), and
   // the sequence number of the next one.
   std::shared_ptr<OrderedDelivery> order;
@@ -405,8 +409,11 @@ void ContextPool::EventConsumed(CallId id) {
     Call* call = FindCall(id, &running_on);
     if (call == nullptr || running_on == nullptr) return;
     if (call->events_outstanding > 0) --call->events_outstanding;
-    if (running_on->reading_paused &&
-        call->events_outstanding < options_.max_buffered_events) {
+    if (!call->outstanding_sizes.empty()) {
+      call->bytes_outstanding -= call->outstanding_sizes.front();
+      call->outstanding_sizes.pop_front();
+    }
+    if (running_on->reading_paused && !StreamFull(*call)) {
       ResumeReading(running_on, &deferred);
     }
   }
@@ -833,6 +840,8 @@ void ContextPool::HandleFrame(Worker* w, const std::string& payload,
     // keeps the worker unblocked so that it sees the interrupt.
     if (!call->events || call->interrupted != absl::StatusCode::kOk) return;
     ++call->events_outstanding;
+    call->outstanding_sizes.push_back(payload.size());
+    call->bytes_outstanding += payload.size();
     if (!call->order) call->order = std::make_shared<OrderedDelivery>();
     deferred->push_back([order = call->order, seq = call->next_seq++,
                          events = call->events, id = call->id,
@@ -842,7 +851,7 @@ void ContextPool::HandleFrame(Worker* w, const std::string& payload,
         events(id, std::move(event));
       });
     });
-    if (call->events_outstanding >= options_.max_buffered_events) {
+    if (StreamFull(*call)) {
       w->reading_paused = true;
       UpdateEpoll(w);
     }
@@ -880,6 +889,14 @@ void ContextPool::HandleFrame(Worker* w, const std::string& payload,
     idle_.push_back(w->key);
     TrimIdle();
   }
+}
+
+bool ContextPool::StreamFull(const Call& call) const {
+  // One event may always be outstanding, however large (up to the frame
+  // limit): a stream must be able to move at all.
+  return call.events_outstanding >= options_.max_buffered_events ||
+         (call.events_outstanding > 0 &&
+          call.bytes_outstanding >= options_.max_buffered_bytes);
 }
 
 void ContextPool::TrimIdle() {

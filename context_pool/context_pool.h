@@ -48,6 +48,10 @@ struct ContextPoolOptions {
   // socket, so the worker blocks in write() and its Python code pauses:
   // server memory per stream stays bounded however slow the client is.
   int max_buffered_events = 8;
+  // The same bound in bytes of those events (high watermark): reading
+  // pauses once the unconsumed events reach it, so a slow reader of large
+  // items holds about this much, not max_buffered_events large items.
+  size_t max_buffered_bytes = 16 << 20;
   // Most request bytes waiting in queues (stateless and per session), so
   // that a few huge requests cannot pile up memory; past it, RESOURCE_EXHAUSTED.
   // One call may always wait, whatever its size.
@@ -229,6 +233,9 @@ class ContextPool {
   // because the worker was condemned or reading is paused.
   bool DecodeFrames(Worker* w, Deferred* deferred)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether a streamed call's consumer is too far behind to read more from
+  // its worker (events or bytes outstanding at their bound).
+  bool StreamFull(const Call& call) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Lifts a backpressure pause: handles buffered frames, then reads again.
   void ResumeReading(Worker* w, Deferred* deferred)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

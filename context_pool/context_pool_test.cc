@@ -286,6 +286,34 @@ TEST_F(ContextPoolTest, StreamEventsAreBoundedUntilConsumed) {
   for (int i = 0; i < 20; ++i) EXPECT_EQ(events[i], i);
 }
 
+// Large items are bounded by bytes, not only by count: a slow reader of
+// 1 MiB items holds about max_buffered_bytes, not max_buffered_events MiB.
+TEST_F(ContextPoolTest, StreamEventsAreBoundedInBytesToo) {
+  ContextPoolOptions options;
+  options.workers = 1;
+  options.max_buffered_events = 8;
+  options.max_buffered_bytes = (5 << 20) / 2;  // 2.5 MiB: three 1 MiB items
+  StartPool(options);
+  WorkerId a = Acquire();
+  std::atomic<int> received{0};
+  CallResult r;
+  internal::WorkerRequest request = Eval(absl::StrCat("bigstream:6:", 1 << 20));
+  request.set_stream(true);
+  CallId id = pool_->Submit(a, std::move(request), In(absl::Seconds(10)), r.Callback(), "",
+                            [&](CallId, internal::WorkerResponse) { ++received; });
+  absl::Time until = In(absl::Seconds(5));
+  while (received < 3 && absl::Now() < until) absl::SleepFor(absl::Milliseconds(1));
+  absl::SleepFor(absl::Milliseconds(100));
+  EXPECT_EQ(received.load(), 3);
+  for (int consumed = 0; consumed < 6; ++consumed) {
+    until = In(absl::Seconds(5));
+    while (received <= consumed && absl::Now() < until) absl::SleepFor(absl::Milliseconds(1));
+    pool_->EventConsumed(id);
+  }
+  ASSERT_TRUE(r.Wait().ok());
+  EXPECT_EQ(received.load(), 6);
+}
+
 TEST_F(ContextPoolTest, InterruptWorkerEndsTheRunningCallCancelled) {
   ContextPoolOptions options;
   options.workers = 1;

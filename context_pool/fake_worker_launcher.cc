@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -106,6 +107,18 @@ class FakeProcess final : public WorkerProcess {
           partial.set_id(request.id());
           partial.set_partial(true);
           partial.mutable_value()->set_int_(i);
+          if (!WriteFrame(fd, partial).ok()) return Exit("exited with code 6");
+        }
+        response.mutable_value()->set_int_(n);
+      } else if (std::vector<std::string> big = absl::StrSplit(code, ':');
+                 big.size() == 3 && big[0] == "bigstream" && absl::SimpleAtoi(big[1], &n)) {
+        size_t bytes = 0;
+        absl::SimpleAtoi(big[2], &bytes);
+        for (int i = 0; i < n && !interrupted_ && !killed_; ++i) {
+          internal::WorkerResponse partial;
+          partial.set_id(request.id());
+          partial.set_partial(true);
+          partial.mutable_value()->set_str(std::string(bytes, static_cast<char>('a' + i % 26)));
           if (!WriteFrame(fd, partial).ok()) return Exit("exited with code 6");
         }
         response.mutable_value()->set_int_(n);

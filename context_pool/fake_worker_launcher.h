@@ -6,6 +6,7 @@
 // the behaviour:
 //   "sleep:MS"   sleeps MS ms, interruptibly (answers KeyboardInterrupt)
 //   "stream:N"   sends N partial responses (values 0..N-1), then N
+//   "bigstream:N:BYTES"  sends N partial responses of a BYTES-long str, then N
 //   "spin"       ignores interrupts until killed
 //   "exit:N"     the process "exits" with code N mid-call
 //   "garbage"    writes bytes that are not a frame

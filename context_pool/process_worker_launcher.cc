@@ -17,22 +17,39 @@
 #include "context_pool/child_process.h"
 #include "context_pool/private_dir.h"
 
-extern char** environ;
-
 namespace pyexec {
 
 absl::StatusOr<pid_t> SpawnWorkerBinary(
-    const WorkerProcessOptions& options, int fd3,
-    const std::vector<std::string>& extra_args,
+    const WorkerProcessOptions& options, const internal::WorkerSettings& settings,
+    int fd3, const std::vector<std::string>& extra_args,
     const std::vector<std::string>& extra_env) {
+  // The settings travel on a pipe, not the command line, which /proc shows
+  // to every process.
+  int settings_pipe[2];
+  if (pipe2(settings_pipe, O_CLOEXEC) != 0) {
+    return absl::InternalError(absl::StrCat("pipe2: ", strerror(errno)));
+  }
+  UniqueFd settings_read(settings_pipe[0]), settings_write(settings_pipe[1]);
+  const std::string serialized = settings.SerializeAsString();
+  // Settings are small (paths and numbers), far below a pipe's buffer.
+  if (serialized.size() > 60000 ||
+      write(settings_write.get(), serialized.data(), serialized.size()) !=
+          static_cast<ssize_t>(serialized.size())) {
+    return absl::InternalError("cannot pass the worker settings");
+  }
+  settings_write.reset();
+
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-  // stdout carries nothing of ours; C-level prints of user code go to the
-  // server's stderr, beside the worker's own log lines.
-  posix_spawn_file_actions_adddup2(&actions, 2, 1);
-  // dup2 clears FD_CLOEXEC on the copy, so fd 3 survives exec.
+  // stdout and stderr carry nothing of ours: what user code writes there
+  // goes to pyexecd's log through the output pipe, never to its terminal.
+  const int output = options.output_fd >= 0 ? options.output_fd : STDERR_FILENO;
+  posix_spawn_file_actions_adddup2(&actions, output, 1);
+  posix_spawn_file_actions_adddup2(&actions, output, 2);
+  // dup2 clears FD_CLOEXEC on the copy, so fds 3 and 4 survive exec.
   posix_spawn_file_actions_adddup2(&actions, fd3, 3);
+  posix_spawn_file_actions_adddup2(&actions, settings_read.get(), 4);
 
   posix_spawnattr_t attr;
   posix_spawnattr_init(&attr);
@@ -46,34 +63,21 @@ absl::StatusOr<pid_t> SpawnWorkerBinary(
   posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
                                       POSIX_SPAWN_SETPGROUP);
 
-  const ConfinementOptions& c = options.confinement;
   std::vector<std::string> args = {
       options.worker_binary,
       "--socket_fd=3",
+      "--settings_fd=4",
       absl::StrCat("--parent_pid=", getpid()),
-      absl::StrCat("--max_output_bytes=", options.max_output_bytes),
-      absl::StrCat("--max_value_depth=", options.max_value_depth),
-      absl::StrCat("--max_frame_bytes=", options.max_frame_bytes),
-      absl::StrCat("--max_response_bytes=", options.max_response_bytes),
-      absl::StrCat("--memory_limit_mb=", options.memory_limit_mb),
-      absl::StrCat("--max_open_files=", options.max_open_files),
-      absl::StrCat("--uid=", c.uid),
-      absl::StrCat("--gid=", c.gid),
-      absl::StrCat("--max_processes=", c.max_processes),
-      absl::StrCat("--cpu_seconds=", c.cpu_seconds),
-      absl::StrCat("--max_file_bytes=", c.max_file_bytes),
-      absl::StrCat("--seccomp=", c.seccomp ? "true" : "false"),
-      absl::StrCat("--network=", c.network == WorkerNetwork::kNone ? "none" : "host"),
   };
   args.insert(args.end(), extra_args.begin(), extra_args.end());
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
 
-  std::vector<std::string> env_extra = extra_env;
+  std::vector<std::string> env = options.environment;
+  env.insert(env.end(), extra_env.begin(), extra_env.end());
   std::vector<char*> envp;
-  for (char** e = environ; *e != nullptr; ++e) envp.push_back(*e);
-  for (std::string& e : env_extra) envp.push_back(e.data());
+  for (std::string& e : env) envp.push_back(e.data());
   envp.push_back(nullptr);
 
   pid_t pid = 0;
@@ -90,41 +94,86 @@ absl::StatusOr<pid_t> SpawnWorkerBinary(
 
 std::shared_ptr<PrivateDirs> MakeWorkerPrivateDirs(const WorkerProcessOptions& options) {
   if (options.private_dir_root.empty()) return nullptr;
-  return std::make_shared<PrivateDirs>(options.private_dir_root,
-                                       options.confinement.uid,
-                                       options.confinement.gid,
-                                       /*recycle=*/options.confinement.seccomp);
+  const internal::Confinement& c = options.settings.confinement();
+  PrivateDirs::Options dirs;
+  dirs.root = options.private_dir_root;
+  dirs.uid = c.switch_user() ? static_cast<int64_t>(c.uid()) : -1;
+  dirs.gid = c.switch_user() ? static_cast<int64_t>(c.gid()) : -1;
+  dirs.recycle = c.seccomp();
+  dirs.max_disk_bytes = options.max_disk_bytes;
+  return std::make_shared<PrivateDirs>(dirs);
 }
 
-absl::StatusOr<std::string> TakeWorkerPrivateDir(const std::shared_ptr<PrivateDirs>& dirs) {
-  if (dirs == nullptr) return std::string();
-  return dirs->Take();
+std::shared_ptr<UidPool> MakeWorkerUids(const WorkerProcessOptions& options) {
+  if (options.uid_count == 0) return nullptr;
+  return std::make_shared<UidPool>(options.uid_first, options.uid_count,
+                                   options.settings.confinement().seccomp());
+}
+
+absl::StatusOr<WorkerIdentity> WorkerIdentity::Take(
+    const std::shared_ptr<PrivateDirs>& dirs, const std::shared_ptr<UidPool>& uids) {
+  int64_t uid = -1;
+  if (uids != nullptr) {
+    absl::StatusOr<uint32_t> taken = uids->Take();
+    if (!taken.ok()) return taken.status();
+    uid = *taken;
+  }
+  std::string dir;
+  if (dirs != nullptr) {
+    absl::StatusOr<std::string> taken = dirs->Take(uid, uid);
+    if (!taken.ok()) {
+      if (uids != nullptr) uids->Return(static_cast<uint32_t>(uid), 0);
+      return taken.status();
+    }
+    dir = *std::move(taken);
+  }
+  return WorkerIdentity(dirs, std::move(dir), uids, uid);
+}
+
+WorkerIdentity::~WorkerIdentity() {
+  if (uid_ >= 0 && uids_ != nullptr) uids_->Return(static_cast<uint32_t>(uid_), 0);
+}
+
+std::unique_ptr<ChildProcess> WorkerIdentity::Adopt(pid_t pid, UniqueFd socket,
+                                                    UniqueFd pidfd) {
+  std::string dir = dir_.Release();
+  if (dirs_ != nullptr && !dir.empty()) dirs_->Attach(dir, pid);
+  const int64_t uid = std::exchange(uid_, -1);
+  return std::make_unique<ChildProcess>(pid, std::move(socket), std::move(pidfd),
+                                        std::move(dir), dirs_,
+                                        uid < 0 ? 0 : static_cast<uint32_t>(uid),
+                                        uid < 0 ? nullptr : uids_);
 }
 
 absl::StatusOr<std::unique_ptr<WorkerProcess>> ProcessWorkerLauncher::Launch() {
   UniqueFd ours, theirs;
   if (absl::Status s = MakeSocketPair(&ours, &theirs); !s.ok()) return s;
 
-  absl::StatusOr<std::string> dir = TakeWorkerPrivateDir(dirs_);
-  if (!dir.ok()) return dir.status();
-  PrivateDirGuard guard(dirs_, *std::move(dir));
-  absl::StatusOr<pid_t> spawned = SpawnWorkerBinary(
-      options_, theirs.get(), {absl::StrCat("--private_dir=", guard.path())});
+  absl::StatusOr<WorkerIdentity> identity =
+      WorkerIdentity::Take(dirs_, uids_);
+  if (!identity.ok()) return identity.status();
+  internal::WorkerSettings settings = options_.settings;
+  settings.mutable_confinement()->set_private_dir(identity->private_dir());
+  if (identity->uid() >= 0) {
+    settings.mutable_confinement()->set_switch_user(true);
+    settings.mutable_confinement()->set_uid(static_cast<uint32_t>(identity->uid()));
+    settings.mutable_confinement()->set_gid(static_cast<uint32_t>(identity->gid()));
+  }
+  absl::StatusOr<pid_t> spawned = SpawnWorkerBinary(options_, settings, theirs.get(), {});
   if (!spawned.ok()) return spawned.status();
   const pid_t pid = *spawned;
   theirs.reset();
 
   UniqueFd pidfd(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
   if (!pidfd.valid()) {
+    const int error = errno;
     kill(pid, SIGKILL);
     int status;
     waitpid(pid, &status, 0);
-    return absl::InternalError(absl::StrCat("pidfd_open: ", strerror(errno)));
+    return absl::InternalError(absl::StrCat("pidfd_open: ", strerror(error)));
   }
   fcntl(ours.get(), F_SETFL, fcntl(ours.get(), F_GETFL) | O_NONBLOCK);
-  // The ChildProcess owns the directory now.
-  return std::make_unique<ChildProcess>(pid, std::move(ours), std::move(pidfd),
-                                        guard.Release(), dirs_);
+  return identity->Adopt(pid, std::move(ours), std::move(pidfd));
 }
 
 }  // namespace pyexec

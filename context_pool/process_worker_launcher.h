@@ -11,7 +11,11 @@
 #include "absl/status/statusor.h"
 #include "common/limits.h"
 #include "worker/confinement.h"
+#include "context_pool/child_process.h"
 #include "context_pool/private_dir.h"
+#include "context_pool/uid_pool.h"
+#include "pyexec/v1/worker.pb.h"
+#include "worker/worker_settings.h"
 #include "context_pool/worker_launcher.h"
 
 namespace pyexec {
@@ -20,25 +24,27 @@ namespace pyexec {
 struct WorkerProcessOptions {
   // Path of the pyexec_worker binary.
   std::string worker_binary;
-  // Captured stdout/stderr per call, each.
-  uint64_t max_output_bytes = kDefaultMaxOutputBytes;
-  // Container nesting limit of Values.
-  int max_value_depth = kDefaultMaxValueDepth;
-  // Largest request frame the worker accepts.
-  uint64_t max_frame_bytes = kDefaultMaxFrameBytes;
-  // Largest response the worker sends; bigger results are refused.
-  uint64_t max_response_bytes = kDefaultMaxMessageBytes;
-  // RLIMIT_AS in MiB, 0 = none.
-  uint64_t memory_limit_mb = 0;
-  // RLIMIT_NOFILE, 0 = inherited.
-  uint64_t max_open_files = 0;
-  // User, rlimits, seccomp and network applied by the worker itself
-  // (ConfineWorker). Its private_dir is ignored: see private_dir_root.
-  ConfinementOptions confinement;
+  // What each worker is told at start: limits, confinement (user, rlimits,
+  // seccomp, Landlock, network; applied by the worker itself with
+  // ConfineWorker), preloads. Its confinement's private_dir is ignored: see
+  // private_dir_root.
+  internal::WorkerSettings settings = DefaultWorkerSettings();
   // When set, each worker gets a fresh private directory under it (owned by
-  // confinement.uid/gid) as HOME, TMPDIR and working directory, removed once
-  // the worker has exited.
+  // the worker's uid) as HOME, TMPDIR and working directory, removed or
+  // recycled once the worker has exited.
   std::string private_dir_root;
+  // Disk one worker's private directory may take; 0 = no cap.
+  uint64_t max_disk_bytes = 0;
+  // With count > 0, each worker runs as a uid of its own from
+  // [uid_first, uid_first + uid_count) instead of the settings' uid.
+  uint32_t uid_first = 0;
+  uint32_t uid_count = 0;
+  // The workers' whole environment, NAME=VALUE (BuildWorkerEnvironment);
+  // each worker adds its own HOME and TMPDIR.
+  std::vector<std::string> environment;
+  // Where workers' stdout and stderr go (the write end of the
+  // WorkerOutputLog pipe); -1: pyexecd's stderr.
+  int output_fd = -1;
 };
 
 // The workers' private directories under options.private_dir_root, or null
@@ -46,35 +52,70 @@ struct WorkerProcessOptions {
 // which keeps every process of a session in its worker's process group.
 std::shared_ptr<PrivateDirs> MakeWorkerPrivateDirs(const WorkerProcessOptions& options);
 
-// A private directory from `dirs` for one worker; "" when `dirs` is null.
-absl::StatusOr<std::string> TakeWorkerPrivateDir(const std::shared_ptr<PrivateDirs>& dirs);
+// The workers' uids, or null when they share the settings' uid.
+std::shared_ptr<UidPool> MakeWorkerUids(const WorkerProcessOptions& options);
+
+// What one new worker runs as and lives in: its uid (-1: the settings'), and
+// its private directory, which the guard removes unless the launch hands it
+// on (Release). Returns the uid to `uids` if the launch fails.
+class WorkerIdentity {
+ public:
+  // RESOURCE_EXHAUSTED when no uid is free.
+  static absl::StatusOr<WorkerIdentity> Take(const std::shared_ptr<PrivateDirs>& dirs,
+                                             const std::shared_ptr<UidPool>& uids);
+  WorkerIdentity(WorkerIdentity&& other)
+      : dir_(std::move(other.dir_)),
+        dirs_(std::move(other.dirs_)),
+        uids_(std::move(other.uids_)),
+        uid_(std::exchange(other.uid_, -1)) {}
+  ~WorkerIdentity();
+
+  int64_t uid() const { return uid_; }
+  int64_t gid() const { return uid_ < 0 ? -1 : uid_; }
+  const std::string& private_dir() const { return dir_.path(); }
+  // The worker `pid` now runs: it owns the directory and the uid.
+  std::unique_ptr<ChildProcess> Adopt(pid_t pid, UniqueFd socket, UniqueFd pidfd);
+
+ private:
+  WorkerIdentity(std::shared_ptr<PrivateDirs> dirs, std::string dir,
+                 std::shared_ptr<UidPool> uids, int64_t uid)
+      : dir_(dirs, std::move(dir)), dirs_(std::move(dirs)), uids_(std::move(uids)), uid_(uid) {}
+  PrivateDirGuard dir_;
+  std::shared_ptr<PrivateDirs> dirs_;
+  std::shared_ptr<UidPool> uids_;
+  int64_t uid_;
+};
 
 // Starts pyexec_worker processes with posix_spawn. Each worker gets a Unix
-// socketpair end as fd 3, /dev/null as stdin, the server's stderr, its own
-// process group (so that Kill() also ends what user code started) and a pidfd
-// for exit notification. The worker confines itself (ConfineWorker) with
-// options.confinement before it runs any user code.
+// socketpair end as fd 3, /dev/null as stdin, the output pipe as stdout and
+// stderr, its own process group (so that Kill() also ends what user code
+// started) and a pidfd for exit notification. The worker confines itself
+// (ConfineWorker) with the settings' confinement before it runs any user
+// code.
 class ProcessWorkerLauncher final : public WorkerLauncher {
  public:
   explicit ProcessWorkerLauncher(WorkerProcessOptions options)
-      : options_(std::move(options)), dirs_(MakeWorkerPrivateDirs(options_)) {}
+      : options_(std::move(options)),
+        dirs_(MakeWorkerPrivateDirs(options_)),
+        uids_(MakeWorkerUids(options_)) {}
 
   absl::StatusOr<std::unique_ptr<WorkerProcess>> Launch() override;
 
  private:
   const WorkerProcessOptions options_;
   const std::shared_ptr<PrivateDirs> dirs_;
+  const std::shared_ptr<UidPool> uids_;
 };
 
 
-// Starts options.worker_binary with `fd3` as its fd 3, stdin /dev/null,
-// stdout onto the server's stderr, default signal dispositions, an empty
-// signal mask and its own process group. The arguments carry the worker
-// settings and confinement, --parent_pid and `extra_args`; the environment
-// is this process's, plus `extra_env` ("NAME=VALUE").
+// Starts options.worker_binary with `fd3` as its fd 3, `settings` readable
+// on its fd 4 (--settings_fd), stdin /dev/null, stdout and stderr onto
+// options.output_fd, default signal dispositions, an empty signal mask and
+// its own process group. The arguments are --parent_pid and `extra_args`;
+// the environment is options.environment plus `extra_env` ("NAME=VALUE").
 absl::StatusOr<pid_t> SpawnWorkerBinary(
-    const WorkerProcessOptions& options, int fd3,
-    const std::vector<std::string>& extra_args,
+    const WorkerProcessOptions& options, const internal::WorkerSettings& settings,
+    int fd3, const std::vector<std::string>& extra_args,
     const std::vector<std::string>& extra_env = {});
 
 }  // namespace pyexec

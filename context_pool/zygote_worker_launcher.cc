@@ -31,20 +31,17 @@ absl::Status ZygoteWorkerLauncher::Start() {
 absl::Status ZygoteWorkerLauncher::StartZygoteLocked() {
   UniqueFd ours, theirs;
   if (absl::Status s = MakeSocketPair(&ours, &theirs); !s.ok()) return s;
-  std::vector<std::string> args = {"--zygote", "--control_fd=3"};
-  if (!zygote_.preload.empty()) {
-    args.push_back(absl::StrCat("--preload=", absl::StrJoin(zygote_.preload, ",")));
-  }
-  if (!zygote_.preload_file.empty()) {
-    args.push_back(absl::StrCat("--preload_file=", zygote_.preload_file));
-  }
+  internal::WorkerSettings settings = worker_.settings;
+  for (const std::string& module : zygote_.preload) settings.add_preload(module);
+  settings.set_preload_file(zygote_.preload_file);
   // LD_BIND_NOW: the dynamic linker resolves every symbol of the zygote's
   // libraries (and of extension modules it loads) once, at start-up, instead
   // of lazily in each forked worker: a lazy lookup costs a symbol search and
   // a copy-on-write of the GOT page, per worker. The zygote removes it from
   // its environment, so that workers and the programs they run do not get it.
   absl::StatusOr<pid_t> pid =
-      SpawnWorkerBinary(worker_, theirs.get(), args, {"LD_BIND_NOW=1"});
+      SpawnWorkerBinary(worker_, settings, theirs.get(), {"--zygote", "--control_fd=3"},
+                        {"LD_BIND_NOW=1"});
   if (!pid.ok()) return pid.status();
   theirs.reset();
   control_ = std::move(ours);
@@ -79,18 +76,19 @@ void ZygoteWorkerLauncher::StopZygoteLocked() {
   zygote_pid_ = 0;
 }
 
-absl::StatusOr<pid_t> ZygoteWorkerLauncher::ForkLocked(
-    int worker_socket, const std::string& private_dir) {
-  absl::Status sent = SendZygoteRequest(control_.get(), worker_socket, private_dir);
+absl::StatusOr<pid_t> ZygoteWorkerLauncher::ForkLocked(int worker_socket,
+                                                       const WorkerIdentity& identity) {
+  absl::Status sent = SendZygoteRequest(control_.get(), worker_socket,
+                                        identity.private_dir(), identity.uid(),
+                                        identity.gid());
   if (!sent.ok()) return sent;
   return ReadZygoteReply(control_.get(), MonotonicNow() + zygote_.fork_timeout);
 }
 
 absl::StatusOr<std::unique_ptr<WorkerProcess>> ZygoteWorkerLauncher::Launch() {
   UniqueFd ours, theirs;
-  absl::StatusOr<std::string> dir = TakeWorkerPrivateDir(dirs_);
-  if (!dir.ok()) return dir.status();
-  PrivateDirGuard guard(dirs_, *std::move(dir));
+  absl::StatusOr<WorkerIdentity> identity = WorkerIdentity::Take(dirs_, uids_);
+  if (!identity.ok()) return identity.status();
 
   absl::StatusOr<pid_t> pid;
   {
@@ -106,7 +104,7 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> ZygoteWorkerLauncher::Launch() {
       // then sees EOF (we close our end) and exits, instead of serving the
       // same socket as the retry's worker.
       if (absl::Status s = MakeSocketPair(&ours, &theirs); !s.ok()) return s;
-      pid = ForkLocked(theirs.get(), guard.path());
+      pid = ForkLocked(theirs.get(), *identity);
       if (pid.ok() || pid.status().code() != absl::StatusCode::kUnavailable) {
         break;
       }
@@ -140,8 +138,7 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> ZygoteWorkerLauncher::Launch() {
     return abandon("pidfd_open", error);
   }
   fcntl(ours.get(), F_SETFL, fcntl(ours.get(), F_GETFL) | O_NONBLOCK);
-  return std::make_unique<ChildProcess>(*pid, std::move(ours), std::move(pidfd),
-                                        guard.Release(), dirs_);
+  return identity->Adopt(*pid, std::move(ours), std::move(pidfd));
 }
 
 void ZygoteWorkerLauncher::RestartIfDead() {

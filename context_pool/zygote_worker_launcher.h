@@ -47,7 +47,8 @@ class ZygoteWorkerLauncher final : public WorkerLauncher {
   ZygoteWorkerLauncher(WorkerProcessOptions worker, ZygoteOptions zygote)
       : worker_(std::move(worker)),
         zygote_(std::move(zygote)),
-        dirs_(MakeWorkerPrivateDirs(worker_)) {}
+        dirs_(MakeWorkerPrivateDirs(worker_)),
+        uids_(MakeWorkerUids(worker_)) {}
   // Kills the zygote (not the workers).
   ~ZygoteWorkerLauncher() override;
 
@@ -71,13 +72,13 @@ class ZygoteWorkerLauncher final : public WorkerLauncher {
  private:
   absl::Status StartZygoteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void StopZygoteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::StatusOr<pid_t> ForkLocked(int worker_socket,
-                                   const std::string& private_dir)
+  absl::StatusOr<pid_t> ForkLocked(int worker_socket, const WorkerIdentity& identity)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const WorkerProcessOptions worker_;
   const ZygoteOptions zygote_;
   const std::shared_ptr<PrivateDirs> dirs_;
+  const std::shared_ptr<UidPool> uids_;
   mutable absl::Mutex mu_;
   UniqueFd control_ ABSL_GUARDED_BY(mu_);
   pid_t zygote_pid_ ABSL_GUARDED_BY(mu_) = 0;

@@ -17,6 +17,7 @@ Run with Debian's /usr/bin/python3 (python3-grpcio, python3-protobuf).
 
 import atexit
 import ctypes
+import glob
 import faulthandler
 import os
 import selectors
@@ -28,6 +29,7 @@ import tempfile
 import threading
 import time
 import unittest
+import uuid
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -617,17 +619,28 @@ class ServerTestCase(unittest.TestCase):
         return cm.exception
 
     def marker(self):
-        """A fresh path; user code creates it to say that it is running."""
-        d = tempfile.mkdtemp(prefix="pyexec_marker_")
-        # Workers run as an unprivileged user (--worker_user) when the tests
-        # run as root: they must be able to write here.
-        os.chmod(d, 0o777)
-        self.addCleanup(shutil.rmtree, d, True)
-        return os.path.join(d, "started")
+        """A fresh file name; user code creates it in its own HOME (touch_code) to
+        say that it is running. Sessions may write nowhere else (Landlock)."""
+        return "pyexec_marker_%s" % uuid.uuid4().hex
 
     @staticmethod
-    def touch_code(path):
-        return "open(%r, 'w').close()\n" % path
+    def touch_code(name):
+        return ("open(__import__('os').path.join(__import__('os').environ['HOME'], %r), "
+                "'w').close()\n" % name)
 
-    def wait_file(self, path, timeout=10.0):
-        wait_until(lambda: os.path.exists(path), timeout, what="user code to start (%s)" % path)
+    def wait_file(self, name, timeout=10.0):
+        """Waits until a session created `name` in its HOME; returns its path."""
+        return wait_until(lambda: find_marker(name), timeout,
+                          what="user code to start (%s)" % name)
+
+    def session_home(self, session):
+        return self.ev("__import__('os').environ['HOME']", session)
+
+
+def find_marker(name):
+    """The path of marker `name` in any test server's private directories, or None.
+    Every Server gets its own TMPDIR (pyexecd_tmp_*), where pyexecd makes the root
+    of its workers' directories."""
+    found = glob.glob(os.path.join(tempfile.gettempdir(), "pyexecd_tmp_*", "pyexecd-*",
+                                   "w-*", name))
+    return found[0] if found else None

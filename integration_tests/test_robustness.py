@@ -32,13 +32,15 @@ class RobustBase(fx.ServerTestCase):
     WORKERS = 2
     MAX_WORKERS = 6
 
-    def pid_marker_code(self, path):
-        """Code that writes the worker's pid to path (signals that the call started)."""
-        return ("import os as _os\n_f = open(%r + '.tmp', 'w'); _f.write(str(_os.getpid())); "
-                "_f.close(); _os.rename(%r + '.tmp', %r)\n" % (path, path, path))
+    def pid_marker_code(self, name):
+        """Code that writes the worker's pid to `name` in its HOME (signals that the
+        call started)."""
+        return ("import os as _os\n_p = _os.path.join(_os.environ['HOME'], %r)\n"
+                "_f = open(_p + '.tmp', 'w'); _f.write(str(_os.getpid())); "
+                "_f.close(); _os.rename(_p + '.tmp', _p)\n" % name)
 
-    def read_pid(self, path, timeout=10.0):
-        self.wait_file(path, timeout)
+    def read_pid(self, name, timeout=10.0):
+        path = self.wait_file(name, timeout)
         with open(path) as f:
             return int(f.read())
 

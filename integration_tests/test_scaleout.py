@@ -592,8 +592,10 @@ class BalancerTestBase(unittest.TestCase):
         drained = max(survivors, key=lambda r: sum(1 for t in tokens if self.owner(t) is r))
         mine = [t for t in tokens if self.owner(t) is drained]
         self.assertTrue(mine)
-        marker = tempfile.mktemp(prefix="pyexec_scaleout_")
-        self.addCleanup(lambda: os.path.exists(marker) and os.remove(marker))
+        # In the session's own HOME: sessions may write nowhere else.
+        home = self.stub.Eval(pb.EvalRequest(session=mine[0], code="__import__('os').environ['HOME']"),
+                              timeout=CALL_TIMEOUT).value.str
+        marker = os.path.join(home, "started")
         in_flight = self.stub.Eval.future(pb.EvalRequest(
             session=mine[0],
             code="(open(%r, 'w').close(), __import__('time').sleep(2), n * 6)[2]" % marker),

@@ -128,7 +128,7 @@ class StreamTest(Base):
 
     def test_generator_of_10000_items_under_backpressure_keeps_memory_flat(self):
         s = self.bind()
-        progress = os.path.join(os.path.dirname(self.marker()), "progress")
+        progress = os.path.join(self.session_home(s), "progress")
         self.ex("def gen(n, path):\n"
                 "    for i in range(n):\n"
                 "        if i % 100 == 0:\n"

@@ -4,6 +4,8 @@
 #include <limits.h>
 #include <pwd.h>
 #include <signal.h>
+#include <sys/prctl.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -13,14 +15,19 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/limits.h"
 #include "common/logging.h"
 #include "context_pool/private_dir.h"
+#include "context_pool/uid_pool.h"
+#include "context_pool/worker_environment.h"
+#include "server/isolation.h"
 #include "server/pyexec_server.h"
 #include "worker/confinement.h"
+#include "worker/landlock.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
           "host:port to listen on; port 0 picks a free port.");
@@ -88,6 +95,37 @@ ABSL_FLAG(std::string, worker_home_root, "",
           "Directory under which each worker gets a private HOME/TMPDIR, "
           "removed when the worker ends; default a fresh "
           "$TMPDIR/pyexecd-XXXXXX, removed at exit.");
+ABSL_FLAG(bool, worker_landlock, true,
+          "Put each worker in a Landlock domain of its own (Linux >= 5.13): "
+          "it reads only system and Python paths, writes only its private "
+          "directory, and cannot reach other processes' /proc entries, "
+          "signals or abstract sockets. Used where the kernel has it.");
+ABSL_FLAG(std::vector<std::string>, worker_read_paths, {},
+          "More paths sessions may read and execute under Landlock, e.g. a "
+          "virtualenv or a data directory (comma-separated; each must "
+          "exist).");
+ABSL_FLAG(std::string, worker_uid_range, "",
+          "FIRST-LAST: each worker runs as a uid of its own from this range "
+          "(needs root or CAP_SETUID and CAP_SETGID), handed out again once "
+          "its processes are gone. Empty: all workers run as --worker_user.");
+ABSL_FLAG(uint64_t, worker_max_disk_mb, 0,
+          "Disk a session's private directory may take; past it the session "
+          "is ended (its call gets ABORTED saying why). 0 = no cap.");
+ABSL_FLAG(std::vector<std::string>, worker_env, {},
+          "NAME=VALUE pairs added to the workers' environment "
+          "(comma-separated; values cannot hold commas).");
+ABSL_FLAG(std::vector<std::string>, worker_env_passthrough, {},
+          "Names of pyexecd's environment variables that workers see too "
+          "(comma-separated). Workers otherwise get only PATH, LANG, the "
+          "PYTHON* variables, HOME and TMPDIR.");
+ABSL_FLAG(bool, allow_shared_worker_uid, false,
+          "Start even when authentication is on and workers would share "
+          "pyexecd's uid with no Landlock (ABI >= 6) to keep them from it; "
+          "sessions could then read pyexecd's secrets and signal it.");
+ABSL_FLAG(std::string, health_listen, "",
+          "HOST:PORT of a plaintext port serving only grpc.health.v1, "
+          "without client certificates (Kubernetes probes under mTLS). "
+          "Empty: none.");
 ABSL_FLAG(uint64_t, max_output_bytes, pyexec::kDefaultMaxOutputBytes,
           "Captured stdout and stderr per call, each; the rest is cut.");
 ABSL_FLAG(int, max_message_bytes, pyexec::kDefaultMaxMessageBytes,
@@ -157,8 +195,19 @@ std::string DefaultWorkerBinary() {
   return dir + "/pyexec_worker";
 }
 
+// Default stack of the threads a session starts when RLIMIT_AS is set
+// (which counts every thread's whole stack): 200 threads fit in 1 GiB.
+constexpr uint64_t kLimitedThreadStackBytes = 2 << 20;
+
+// An absolute, resolved path for `path`, or `path` itself if it does not
+// resolve.
+std::string Resolved(const std::string& path) {
+  char resolved[PATH_MAX];
+  return realpath(path.c_str(), resolved) != nullptr ? std::string(resolved) : path;
+}
+
 // Fills the worker confinement from the flags. Errors name the flag.
-absl::Status ConfinementFromFlags(ConfinementOptions* c) {
+absl::Status ConfinementFromFlags(const ServerOptions& server, ConfinementOptions* c) {
   if (geteuid() == 0) {
     std::string user = absl::GetFlag(FLAGS_worker_user);
     if (user.empty()) user = getpwnam("pyexec-worker") != nullptr ? "pyexec-worker" : "nobody";
@@ -167,27 +216,66 @@ absl::Status ConfinementFromFlags(ConfinementOptions* c) {
       return absl::InvalidArgumentError(
           absl::StrCat("--worker_user=", user, ": no such user"));
     }
-    c->uid = pw->pw_uid;
-    c->gid = pw->pw_gid;
+    c->set_switch_user(true);
+    c->set_uid(pw->pw_uid);
+    c->set_gid(pw->pw_gid);
     if (pw->pw_uid == 0) LogWarning("--worker_user=root: workers run as root");
   } else if (!absl::GetFlag(FLAGS_worker_user).empty()) {
     LogWarning("--worker_user is ignored: pyexecd does not run as root");
   }
-  c->max_processes = absl::GetFlag(FLAGS_worker_max_processes);
-  c->cpu_seconds = absl::GetFlag(FLAGS_worker_cpu_seconds);
-  c->max_file_bytes = absl::GetFlag(FLAGS_worker_max_file_mb) << 20;
-  c->seccomp = absl::GetFlag(FLAGS_worker_seccomp);
-  if (!ParseWorkerNetwork(absl::GetFlag(FLAGS_worker_network), &c->network)) {
+  c->set_max_processes(absl::GetFlag(FLAGS_worker_max_processes));
+  c->set_cpu_seconds(absl::GetFlag(FLAGS_worker_cpu_seconds));
+  uint64_t max_file_bytes = absl::GetFlag(FLAGS_worker_max_file_mb) << 20;
+  if (uint64_t disk = absl::GetFlag(FLAGS_worker_max_disk_mb) << 20; disk > 0) {
+    // No single file past the disk cap, whatever the periodic check sees.
+    max_file_bytes = max_file_bytes == 0 ? disk : std::min(max_file_bytes, disk);
+  }
+  c->set_max_file_bytes(max_file_bytes);
+  c->set_memory_limit_mb(absl::GetFlag(FLAGS_worker_memory_limit_mb));
+  c->set_max_open_files(absl::GetFlag(FLAGS_worker_max_open_files));
+  if (c->memory_limit_mb() > 0) c->set_thread_stack_bytes(kLimitedThreadStackBytes);
+  c->set_seccomp(absl::GetFlag(FLAGS_worker_seccomp));
+  internal::Confinement::Network network;
+  if (!ParseWorkerNetwork(absl::GetFlag(FLAGS_worker_network), &network)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--worker_network=", absl::GetFlag(FLAGS_worker_network),
         ": must be host or none"));
   }
+  c->set_network(network);
+  c->set_landlock(absl::GetFlag(FLAGS_worker_landlock) && LandlockAbi() >= 1);
+  // Paths no rule may open up to sessions: pyexecd's credentials (the
+  // private-directory root is added once it exists).
+  for (const std::string* file :
+       {&server.auth.tokens_file, &server.auth.peer_secret_file, &server.tls.cert_file,
+        &server.tls.key_file, &server.tls.client_ca_file}) {
+    if (!file->empty()) c->add_forbidden_paths(Resolved(*file));
+  }
+  std::vector<std::string> read = absl::GetFlag(FLAGS_worker_read_paths);
+  if (!server.zygote.preload_file.empty()) read.push_back(server.zygote.preload_file);
+  for (const std::string& path : read) {
+    if (path.empty()) continue;
+    if (access(path.c_str(), F_OK) != 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--worker_read_paths: ", path, " does not exist"));
+    }
+    c->add_read_paths(Resolved(path));
+  }
   return absl::OkStatus();
+}
+
+// Whether a rule on `path` would reach `forbidden` (the same, above or
+// below it).
+bool Overlaps(const std::string& path, const std::string& forbidden) {
+  auto beneath = [](const std::string& inner, const std::string& outer) {
+    return outer == "/" || inner == outer ||
+           (absl::StartsWith(inner, outer) && inner[outer.size()] == '/');
+  };
+  return beneath(path, forbidden) || beneath(forbidden, path);
 }
 
 ServerOptions OptionsFromFlags() {
   ServerOptions o;
-  o.listen = absl::GetFlag(FLAGS_listen);
+  o.listen = BracketHostPort(absl::GetFlag(FLAGS_listen));
   o.pool.workers = std::max(1, absl::GetFlag(FLAGS_workers));
   o.pool.max_workers = std::max(0, absl::GetFlag(FLAGS_max_workers));
   o.pool.max_pending = std::max(0, absl::GetFlag(FLAGS_max_pending));
@@ -215,22 +303,25 @@ ServerOptions OptionsFromFlags() {
   o.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   o.worker.worker_binary = absl::GetFlag(FLAGS_worker_binary);
   if (o.worker.worker_binary.empty()) o.worker.worker_binary = DefaultWorkerBinary();
-  o.worker.max_output_bytes = absl::GetFlag(FLAGS_max_output_bytes);
-  o.worker.max_value_depth =
-      std::clamp(absl::GetFlag(FLAGS_max_value_depth), 1, kMaxValueDepthCeiling);
+  internal::WorkerSettings& settings = o.worker.settings;
+  settings.set_max_output_bytes(absl::GetFlag(FLAGS_max_output_bytes));
+  settings.set_max_value_depth(
+      std::clamp(absl::GetFlag(FLAGS_max_value_depth), 1, kMaxValueDepthCeiling));
   // A request frame carries one gRPC message plus a little framing.
-  o.worker.max_frame_bytes = static_cast<uint64_t>(o.max_message_bytes) + kFrameOverheadBytes;
+  settings.set_max_frame_bytes(static_cast<uint64_t>(o.max_message_bytes) +
+                               kFrameOverheadBytes);
   // A response carries the result plus the captured output, all of which
   // must fit one gRPC message.
-  o.worker.max_response_bytes = static_cast<uint64_t>(o.max_message_bytes);
-  o.pool.max_frame_bytes = o.worker.max_response_bytes + kFrameOverheadBytes;
+  settings.set_max_response_bytes(static_cast<uint64_t>(o.max_message_bytes));
+  o.pool.max_frame_bytes = settings.max_response_bytes() + kFrameOverheadBytes;
+  o.core.max_value_depth = settings.max_value_depth();
+  o.worker.max_disk_bytes = absl::GetFlag(FLAGS_worker_max_disk_mb) << 20;
   o.launcher = absl::GetFlag(FLAGS_launcher) == "spawn" ? LauncherKind::kSpawn
                                                         : LauncherKind::kZygote;
   o.zygote.preload = absl::GetFlag(FLAGS_preload);
   o.zygote.preload_file = absl::GetFlag(FLAGS_preload_file);
-  o.worker.memory_limit_mb = absl::GetFlag(FLAGS_worker_memory_limit_mb);
-  o.worker.max_open_files = absl::GetFlag(FLAGS_worker_max_open_files);
-  o.advertise_address = absl::GetFlag(FLAGS_advertise_address);
+  o.advertise_address = BracketHostPort(absl::GetFlag(FLAGS_advertise_address));
+  o.health_listen = BracketHostPort(absl::GetFlag(FLAGS_health_listen));
   for (const std::string& peer : absl::GetFlag(FLAGS_peers)) {
     if (!peer.empty()) o.peers.push_back(peer);
   }
@@ -240,12 +331,35 @@ ServerOptions OptionsFromFlags() {
   return o;
 }
 
-// Creates the private directory root and proves, in a forked child, that a
-// worker can be confined as configured (user, rlimits, a private directory
-// under the root, seccomp, network namespace). Runs before any thread
-// exists. Returns the root if pyexecd created it (to remove at exit).
-absl::StatusOr<std::string> PrepareWorkerConfinement(WorkerProcessOptions* worker) {
-  if (absl::Status s = ConfinementFromFlags(&worker->confinement); !s.ok()) return s;
+// Fills the workers' confinement and environment, creates the private
+// directory root and proves, in a forked child, that a worker can be
+// confined as configured (user, rlimits, a private directory under the
+// root, Landlock, seccomp, network). With --worker_network=none where no
+// network namespace can be made (a container's seccomp profile), workers
+// get no inet sockets instead. Says which layers are active, and refuses
+// to start when they cannot keep sessions from pyexecd. Runs before any
+// thread exists. Returns the root if pyexecd created it (to remove at exit).
+absl::StatusOr<std::string> PrepareWorkers(const ServerOptions& server,
+                                           WorkerProcessOptions* worker) {
+  ConfinementOptions& c = *worker->settings.mutable_confinement();
+  if (absl::Status s = ConfinementFromFlags(server, &c); !s.ok()) return s;
+  if (const std::string range = absl::GetFlag(FLAGS_worker_uid_range); !range.empty()) {
+    absl::StatusOr<std::pair<uint32_t, uint32_t>> uids = UidPool::ParseRange(range);
+    if (!uids.ok()) return uids.status();
+    if (geteuid() != 0) {
+      return absl::InvalidArgumentError(
+          "--worker_uid_range: pyexecd must run as root to give workers uids");
+    }
+    worker->uid_first = uids->first;
+    worker->uid_count = uids->second - uids->first + 1;
+    c.set_ptys(true);  // a pseudo-terminal is then reachable by its owner only
+  }
+  absl::StatusOr<std::vector<std::string>> environment =
+      BuildWorkerEnvironment(CurrentEnvironment(), absl::GetFlag(FLAGS_worker_env_passthrough),
+                             absl::GetFlag(FLAGS_worker_env));
+  if (!environment.ok()) return environment.status();
+  worker->environment = *std::move(environment);
+
   const std::string given = absl::GetFlag(FLAGS_worker_home_root);
   absl::StatusOr<std::string> root = CreatePrivateDirRoot(given);
   if (!root.ok()) {
@@ -253,26 +367,70 @@ absl::StatusOr<std::string> PrepareWorkerConfinement(WorkerProcessOptions* worke
         absl::StrCat("--worker_home_root: ", root.status().message()));
   }
   worker->private_dir_root = *root;
-  std::string created = given.empty() ? *root : "";
-  ConfinementOptions probe = worker->confinement;
-  absl::StatusOr<std::string> dir =
-      CreatePrivateDir(*root, probe.uid, probe.gid);
-  absl::Status checked = dir.status();
-  if (dir.ok()) {
-    probe.private_dir = *dir;
-    checked = CheckConfinement(probe);
-    RemoveTree(*dir).IgnoreError();
-  }
-  if (!checked.ok()) {
+  c.add_forbidden_paths(Resolved(*root));
+  const std::string created = given.empty() ? *root : "";
+  auto fail = [&created](absl::Status status) {
     if (!created.empty()) RemoveTree(created).IgnoreError();
-    return checked;
+    return status;
+  };
+  for (const std::string& path : c.read_paths()) {
+    for (const std::string& forbidden : c.forbidden_paths()) {
+      if (Overlaps(path, forbidden)) {
+        return fail(absl::InvalidArgumentError(absl::StrCat(
+            "--worker_read_paths: ", path, " would let sessions reach ", forbidden)));
+      }
+    }
   }
+
+  IsolationFacts facts;
+  facts.pyexecd_uid = geteuid();
+  facts.uid_per_worker = worker->uid_count > 0;
+  facts.landlock_abi = LandlockAbi();
+  facts.authentication = !server.auth.tokens_file.empty() || server.tls.mtls();
+  facts.allow_shared_worker_uid = absl::GetFlag(FLAGS_allow_shared_worker_uid);
+  if (absl::GetFlag(FLAGS_worker_landlock) && facts.landlock_abi == 0) {
+    LogWarning("this kernel has no Landlock: workers get no Landlock domain");
+  }
+
+  // The probe runs as the first worker would: the first uid of the range.
+  ConfinementOptions probe = c;
+  if (worker->uid_count > 0) {
+    probe.set_switch_user(true);
+    probe.set_uid(worker->uid_first);
+    probe.set_gid(worker->uid_first);
+  }
+  probe.add_protected_pids(getpid());
+  auto check = [&root](ConfinementOptions& options) {
+    absl::StatusOr<std::string> dir =
+        CreatePrivateDir(*root, options.switch_user() ? options.uid() : -1,
+                         options.switch_user() ? options.gid() : -1);
+    if (!dir.ok()) return dir.status();
+    options.set_private_dir(*dir);
+    absl::Status checked = CheckConfinement(options);
+    RemoveTree(*dir).IgnoreError();
+    return checked;
+  };
+  absl::Status checked = check(probe);
+  if (!checked.ok() && c.network() == internal::Confinement::NONE) {
+    probe.set_network(internal::Confinement::NO_INET);
+    if (check(probe).ok()) {
+      LogWarning(absl::StrCat("--worker_network=none: no network namespace here (",
+                              checked.message(),
+                              "); workers get no inet sockets instead (seccomp)"));
+      c.set_network(internal::Confinement::NO_INET);
+      checked = absl::OkStatus();
+    }
+  }
+  if (!checked.ok()) return fail(checked);
+  facts.confinement = c;
+  LogInfo(DescribeIsolation(facts));
+  if (absl::Status s = CheckIsolation(facts); !s.ok()) return fail(s);
   return created;
 }
 
 int Run() {
   ServerOptions options = OptionsFromFlags();
-  absl::StatusOr<std::string> created_root = PrepareWorkerConfinement(&options.worker);
+  absl::StatusOr<std::string> created_root = PrepareWorkers(options, &options.worker);
   if (!created_root.ok()) {
     LogError(absl::StrCat("cannot start: ", created_root.status().message()));
     return 1;
@@ -333,6 +491,9 @@ int Run() {
 }  // namespace pyexec
 
 int main(int argc, char** argv) {
+  // pyexecd's /proc entries (environment, working directory, memory) stay
+  // closed to processes of its uid, which its workers may be.
+  prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
   // Debian builds Abseil without NDEBUG, which leaves absl::Mutex's deadlock
   // detector on: every lock, ours and gRPC's (gpr_mu is an absl::Mutex),
   // then goes through one global graph under one global lock. Tests keep it;

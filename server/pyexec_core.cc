@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
+#include "server/request_validation.h"
 
 namespace pyexec {
 
@@ -184,12 +185,8 @@ CallId PyExecCore::Run(absl::string_view principal, const std::string& session,
 CallId PyExecCore::Eval(absl::string_view principal,
                         const v1::EvalRequest& request, absl::Time deadline,
                         v1::EvalResponse* response, RpcDone done) {
-  if (request.code().empty()) {
-    done(absl::InvalidArgumentError("code is empty"));
-    return 0;
-  }
-  if (request.result_as_ref() && request.session().empty()) {
-    done(absl::InvalidArgumentError("result_as_ref needs a bound session"));
+  if (absl::Status bad = ValidateRequest(request, options_.max_value_depth); !bad.ok()) {
+    done(bad);
     return 0;
   }
   return Run(principal, request.session(),
@@ -202,8 +199,8 @@ CallId PyExecCore::Eval(absl::string_view principal,
 CallId PyExecCore::Exec(absl::string_view principal,
                         const v1::ExecRequest& request, absl::Time deadline,
                         v1::ExecResponse* response, RpcDone done) {
-  if (request.code().empty()) {
-    done(absl::InvalidArgumentError("code is empty"));
+  if (absl::Status bad = ValidateRequest(request, options_.max_value_depth); !bad.ok()) {
+    done(bad);
     return 0;
   }
   return Run(principal, request.session(),
@@ -216,7 +213,7 @@ CallId PyExecCore::Exec(absl::string_view principal,
 CallId PyExecCore::Call(absl::string_view principal,
                         const v1::CallRequest& request, absl::Time deadline,
                         v1::CallResponse* response, RpcDone done) {
-  if (absl::Status bad = CheckCall(request); !bad.ok()) {
+  if (absl::Status bad = ValidateRequest(request, options_.max_value_depth); !bad.ok()) {
     done(bad);
     return 0;
   }
@@ -227,39 +224,12 @@ CallId PyExecCore::Call(absl::string_view principal,
              std::move(done));
 }
 
-absl::Status PyExecCore::CheckCall(const v1::CallRequest& request) {
-  if (request.function().empty()) {
-    return absl::InvalidArgumentError("function is empty");
-  }
-  if (!request.target_ref().empty()) {
-    if (!request.module().empty()) {
-      return absl::InvalidArgumentError(
-          "module must be empty when target_ref is set");
-    }
-    if (request.session().empty()) {
-      return absl::InvalidArgumentError("target_ref needs a bound session");
-    }
-  } else if (request.module().empty()) {
-    return absl::InvalidArgumentError(
-        "module is empty (use \"builtins\" or \"__main__\")");
-  }
-  if (request.get_attribute() &&
-      (request.args_size() > 0 || request.kwargs_size() > 0)) {
-    return absl::InvalidArgumentError(
-        "get_attribute reads an attribute: args and kwargs must be empty");
-  }
-  if (request.result_as_ref() && request.session().empty()) {
-    return absl::InvalidArgumentError("result_as_ref needs a bound session");
-  }
-  return absl::OkStatus();
-}
-
 CallId PyExecCore::ExecStream(absl::string_view principal,
                               const v1::ExecRequest& request,
                               absl::Time deadline,
                               StreamSink<v1::ExecEvent> sink, RpcDone done) {
-  if (request.code().empty()) {
-    done(absl::InvalidArgumentError("code is empty"));
+  if (absl::Status bad = ValidateRequest(request, options_.max_value_depth); !bad.ok()) {
+    done(bad);
     return 0;
   }
   internal::WorkerRequest work =
@@ -280,7 +250,7 @@ CallId PyExecCore::CallStream(absl::string_view principal,
                               const v1::CallRequest& request,
                               absl::Time deadline,
                               StreamSink<v1::CallEvent> sink, RpcDone done) {
-  if (absl::Status bad = CheckCall(request); !bad.ok()) {
+  if (absl::Status bad = ValidateRequest(request, options_.max_value_depth); !bad.ok()) {
     done(bad);
     return 0;
   }
@@ -302,9 +272,8 @@ CallId PyExecCore::Release(absl::string_view principal,
                            const v1::ReleaseRequest& request,
                            absl::Time deadline, v1::ReleaseResponse* response,
                            RpcDone done) {
-  if (request.session().empty()) {
-    done(absl::InvalidArgumentError(
-        "session is empty: only bound sessions hold refs"));
+  if (absl::Status bad = ValidateRequest(request); !bad.ok()) {
+    done(bad);
     return 0;
   }
   internal::WorkerRequest work;

@@ -9,6 +9,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/limits.h"
 #include "context_pool/context_pool.h"
 #include "pyexec/v1/pyexec.pb.h"
 #include "server/session_table.h"
@@ -26,6 +27,8 @@ struct CoreOptions {
   uint32_t max_refs_per_session = 10000;
   // Most sessions one principal may hold at once; 0 = no limit.
   int max_sessions_per_principal = 0;
+  // Deepest container nesting of request values (the workers' limit too).
+  int max_value_depth = kDefaultMaxValueDepth;
 };
 
 // Receives the outcome of an RPC once its response has been filled in.
@@ -139,8 +142,6 @@ class PyExecCore {
              absl::Time deadline,
              std::function<void(internal::WorkerResponse&)> fill, RpcDone done,
              CallEvent events = nullptr);
-  // The checks Call and CallStream share.
-  static absl::Status CheckCall(const v1::CallRequest& request);
 
   const CoreOptions options_;
   SessionTable* const sessions_;

@@ -1,5 +1,6 @@
 #include "server/pyexec_server.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -29,6 +30,15 @@ std::string WithPort(absl::string_view host_port, int port) {
   absl::string_view host =
       colon == absl::string_view::npos ? host_port : host_port.substr(0, colon);
   return absl::StrCat(host, ":", port);
+}
+
+std::string BracketHostPort(absl::string_view host_port) {
+  if (host_port.empty() || host_port[0] == '[' ||
+      std::count(host_port.begin(), host_port.end(), ':') < 2) {
+    return std::string(host_port);
+  }
+  size_t colon = host_port.rfind(':');
+  return absl::StrCat("[", host_port.substr(0, colon), "]", host_port.substr(colon));
 }
 
 PyExecServer::PyExecServer(ServerOptions options)
@@ -75,17 +85,23 @@ MetricsSnapshot PyExecServer::Snapshot() const {
 }
 
 absl::StatusOr<std::string> PyExecServer::Start() {
+  // Workers' stdout and stderr: into our log, never onto our terminal.
+  absl::StatusOr<std::unique_ptr<WorkerOutputLog>> output =
+      WorkerOutputLog::Start(WorkerOutputLog::Options());
+  if (!output.ok()) return output.status();
+  worker_output_ = *std::move(output);
+  WorkerProcessOptions worker = options_.worker;
+  worker.output_fd = worker_output_->write_fd();
   // The zygote is exec'd first, before any gRPC thread exists, and is the
   // only process that forks (grpc/grpc#22624).
   std::unique_ptr<WorkerLauncher> launcher;
   if (options_.launcher == LauncherKind::kZygote) {
-    auto zygote =
-        std::make_unique<ZygoteWorkerLauncher>(options_.worker, options_.zygote);
+    auto zygote = std::make_unique<ZygoteWorkerLauncher>(worker, options_.zygote);
     if (absl::Status s = zygote->Start(); !s.ok()) return s;
     zygote_ = zygote.get();
     launcher = std::move(zygote);
   } else {
-    launcher = std::make_unique<ProcessWorkerLauncher>(options_.worker);
+    launcher = std::make_unique<ProcessWorkerLauncher>(worker);
   }
   AuthOptions auth_options = options_.auth;
   auth_options.mtls = options_.tls.mtls();
@@ -178,6 +194,21 @@ absl::StatusOr<std::string> PyExecServer::Start() {
     return absl::UnavailableError(
         absl::StrCat("cannot listen on ", options_.listen));
   }
+  if (!options_.health_listen.empty()) {
+    // Its own server: a grpc::Server serves every registered service on all
+    // its ports, and this port must serve health alone, in plaintext.
+    grpc::ServerBuilder health_builder;
+    int health_port = 0;
+    health_builder.AddListeningPort(options_.health_listen,
+                                    grpc::InsecureServerCredentials(), &health_port);
+    health_server_ = health_builder.BuildAndStart();
+    if (health_server_ == nullptr || health_port == 0) {
+      return absl::UnavailableError(
+          absl::StrCat("--health_listen: cannot listen on ", options_.health_listen));
+    }
+    LogInfo(absl::StrCat("health on ", WithPort(options_.health_listen, health_port),
+                         " (plaintext, grpc.health.v1 only)"));
+  }
   SetServing(false);
   std::string address = WithPort(options_.listen, port);
   core_->SetReplica(advertise->empty() ? address : *advertise);
@@ -213,10 +244,13 @@ absl::StatusOr<std::string> PyExecServer::Start() {
 }
 
 void PyExecServer::SetServing(bool serving) {
-  grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
-  if (health == nullptr) return;
-  health->SetServingStatus(serving);
-  health->SetServingStatus(kPyExecServiceName, serving);
+  for (grpc::Server* server : {server_.get(), health_server_.get()}) {
+    if (server == nullptr) continue;
+    grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+    if (health == nullptr) continue;
+    health->SetServingStatus(serving);
+    health->SetServingStatus(kPyExecServiceName, serving);
+  }
 }
 
 void PyExecServer::ReaperLoop() {
@@ -282,6 +316,11 @@ void PyExecServer::Shutdown() {
     server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
     server_->Wait();
   }
+  if (health_server_ != nullptr) {
+    health_server_->Shutdown(std::chrono::system_clock::now());
+    health_server_->Wait();
+  }
+  worker_output_.reset();
   LogInfo("stopped");
 }
 

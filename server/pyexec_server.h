@@ -13,6 +13,7 @@
 #include "common/limits.h"
 #include "context_pool/context_pool.h"
 #include "context_pool/process_worker_launcher.h"
+#include "context_pool/worker_output.h"
 #include "context_pool/zygote_worker_launcher.h"
 #include "grpcpp/server.h"
 #include "server/auth.h"
@@ -79,6 +80,9 @@ struct ServerOptions {
   absl::Duration peers_refresh_interval = absl::Seconds(5);
   // HOST:PORT of the Prometheus endpoint (GET /metrics); empty: none.
   std::string metrics_listen;
+  // HOST:PORT of a plaintext port serving only grpc.health.v1 (probes that
+  // present no client certificate); empty: none.
+  std::string health_listen;
 };
 
 // pyexecd: the gRPC server, the pool, the session table, health and
@@ -130,6 +134,10 @@ class PyExecServer {
   std::unique_ptr<ReflectionV1AlphaService> reflection_v1alpha_;
   std::unique_ptr<ReflectionV1Service> reflection_v1_;
   std::unique_ptr<grpc::Server> server_;
+  // The plaintext health-only server (--health_listen), or null.
+  std::unique_ptr<grpc::Server> health_server_;
+  // Drains workers' stdout and stderr into the log.
+  std::unique_ptr<WorkerOutputLog> worker_output_;
   absl::Notification stop_reaper_;
   std::thread reaper_;
   bool shut_down_ = false;
@@ -137,6 +145,11 @@ class PyExecServer {
 
 // Replaces the port of a host:port (IPv6 hosts in brackets) with `port`.
 std::string WithPort(absl::string_view host_port, int port);
+
+// HOST:PORT with an IPv6 host put in brackets: "fd00::5:50051" (what
+// "$(POD_IP):50051" gives with an IPv6 pod address) becomes
+// "[fd00::5]:50051". Anything else is returned unchanged.
+std::string BracketHostPort(absl::string_view host_port);
 
 }  // namespace pyexec
 

@@ -4,6 +4,8 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/capability.h>
+#include <malloc.h>
+#include <pthread.h>
 #include <linux/seccomp.h>
 #include <net/if.h>
 #include <sched.h>
@@ -17,10 +19,13 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <termios.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <string>
+#include <tuple>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/unique_fd.h"
@@ -124,9 +129,8 @@ absl::Status EnterEmptyNetwork() {
   return DropCapabilities();
 }
 
-absl::Status SwitchUser(int64_t uid, int64_t gid) {
-  if (uid < 0 || geteuid() != 0) return absl::OkStatus();
-  const gid_t g = gid < 0 ? static_cast<gid_t>(uid) : static_cast<gid_t>(gid);
+absl::Status SwitchUser(uid_t uid, gid_t g) {
+  if (geteuid() != 0) return absl::OkStatus();
   if (setgroups(1, &g) != 0) return Errno("setgroups");
   if (setresgid(g, g, g) != 0) return Errno(absl::StrCat("setresgid(", g, ")"));
   if (setresuid(uid, uid, uid) != 0) return Errno(absl::StrCat("setresuid(", uid, ")"));
@@ -137,8 +141,99 @@ absl::Status SwitchUser(int64_t uid, int64_t gid) {
   return absl::OkStatus();
 }
 
+absl::Status RuleError(const char* name, int rc) {
+  return absl::InternalError(absl::StrCat("seccomp_rule_add(", name, "): ", strerror(-rc)));
+}
+
+// Refuses `name` (EPERM) when its argument `arg` (an int: a pid or a
+// selector, compared on its low 32 bits as the kernel reads it) is one of
+// `values`.
+absl::Status DenyWhenArgIs(scmp_filter_ctx ctx, const char* name, unsigned arg,
+                           const std::vector<uint32_t>& values) {
+  int nr = seccomp_syscall_resolve_name(name);
+  if (nr == __NR_SCMP_ERROR) return absl::OkStatus();
+  for (uint32_t value : values) {
+    scmp_arg_cmp cmp = SCMP_CMP32(arg, SCMP_CMP_EQ, value);
+    int rc = seccomp_rule_add_array(ctx, SCMP_ACT_ERRNO(EPERM), nr, 1, &cmp);
+    if (rc != 0 && nr >= 0) return RuleError(name, rc);
+  }
+  return absl::OkStatus();
+}
+
+// Refuses `name` (EPERM) when its int argument `arg` is negative.
+absl::Status DenyNegativeArg(scmp_filter_ctx ctx, const char* name, unsigned arg) {
+  int nr = seccomp_syscall_resolve_name(name);
+  if (nr == __NR_SCMP_ERROR) return absl::OkStatus();
+  scmp_arg_cmp cmp = SCMP_CMP32(arg, SCMP_CMP_MASKED_EQ, 0x80000000u, 0x80000000u);
+  int rc = seccomp_rule_add_array(ctx, SCMP_ACT_ERRNO(EPERM), nr, 1, &cmp);
+  if (rc != 0 && nr >= 0) return RuleError(name, rc);
+  return absl::OkStatus();
+}
+
+// The argument rules (see SeccompFilter): what user code may do to its own
+// processes but not aim at pyexecd, the zygote, other process groups or
+// the terminal.
+absl::Status AddArgumentRules(scmp_filter_ctx ctx, const ConfinementOptions& options) {
+  std::vector<uint32_t> protected_pids;
+  for (int32_t pid : options.protected_pids()) {
+    if (pid > 0) protected_pids.push_back(static_cast<uint32_t>(pid));
+  }
+  // Signals. kill(0) (the caller's own group) stays allowed; any other
+  // negative pid names another group, and -1 every process of the uid.
+  for (const char* name : {"kill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo"}) {
+    if (absl::Status s = DenyWhenArgIs(ctx, name, 0, protected_pids); !s.ok()) return s;
+    if (absl::Status s = DenyNegativeArg(ctx, name, 0); !s.ok()) return s;
+  }
+  // Targets the filter cannot check: a thread id (any of pyexecd's threads
+  // stands for pyexecd) and a pidfd (which a /proc/PID directory also is).
+  for (const char* name : {"tkill", "pidfd_send_signal"}) {
+    int nr = seccomp_syscall_resolve_name(name);
+    if (nr == __NR_SCMP_ERROR) continue;
+    int rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), nr, 0);
+    if (rc != 0 && nr >= 0) return RuleError(name, rc);
+  }
+  // Scheduling and memory placement of another process.
+  for (const char* name : {"pidfd_open", "sched_setaffinity", "sched_setscheduler",
+                           "sched_setparam", "sched_setattr", "migrate_pages",
+                           "move_pages"}) {
+    if (absl::Status s = DenyWhenArgIs(ctx, name, 0, protected_pids); !s.ok()) return s;
+  }
+  // setpriority(which, who): PRIO_USER reaches every process of the uid.
+  if (absl::Status s = DenyWhenArgIs(ctx, "setpriority", 0, {PRIO_USER}); !s.ok()) return s;
+  if (absl::Status s = DenyWhenArgIs(ctx, "setpriority", 1, protected_pids); !s.ok()) return s;
+  constexpr uint32_t kIoprioWhoUser = 3;
+  if (absl::Status s = DenyWhenArgIs(ctx, "ioprio_set", 0, {kIoprioWhoUser}); !s.ok()) return s;
+  if (absl::Status s = DenyWhenArgIs(ctx, "ioprio_set", 1, protected_pids); !s.ok()) return s;
+  // prlimit64 on the caller only: glibc's setrlimit passes pid 0. Any other
+  // pid could cap another process (a CPU limit of a second kills it).
+  {
+    int nr = seccomp_syscall_resolve_name("prlimit64");
+    scmp_arg_cmp cmp = SCMP_CMP32(0, SCMP_CMP_NE, 0);
+    int rc = seccomp_rule_add_array(ctx, SCMP_ACT_ERRNO(EPERM), nr, 1, &cmp);
+    if (rc != 0) return RuleError("prlimit64", rc);
+  }
+  // Typing into a terminal that some other process reads.
+  if (absl::Status s = DenyWhenArgIs(ctx, "ioctl", 1, {TIOCSTI, TIOCLINUX}); !s.ok()) {
+    return s;
+  }
+  if (options.network() == internal::Confinement::NO_INET) {
+    if (absl::Status s = DenyWhenArgIs(ctx, "socket", 0, {AF_INET, AF_INET6, AF_PACKET});
+        !s.ok()) {
+      return s;
+    }
+    // The 32-bit ABI multiplexes socket() through socketcall, whose
+    // arguments are in memory the filter cannot read.
+    int nr = seccomp_syscall_resolve_name_arch(SCMP_ARCH_X86, "socketcall");
+    if (seccomp_arch_native() == SCMP_ARCH_X86_64 && nr >= 0) {
+      int rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(socketcall), 0);
+      if (rc != 0 && rc != -EEXIST) return RuleError("socketcall", rc);
+    }
+  }
+  return absl::OkStatus();
+}
+
 // Adds the filter's architectures and rules to `ctx`.
-absl::Status AddSeccompRules(scmp_filter_ctx ctx) {
+absl::Status AddSeccompRules(scmp_filter_ctx ctx, const ConfinementOptions& options) {
   // The 32-bit ABIs reach the same kernel through other syscall numbers: a
   // filter for the native ABI only would be bypassed with `int 0x80`.
   if (seccomp_arch_native() == SCMP_ARCH_X86_64) {
@@ -156,10 +251,7 @@ absl::Status AddSeccompRules(scmp_filter_ctx ctx) {
     int rc = seccomp_rule_add(ctx, deny, nr, 0);
     // A pseudo number (negative) names a syscall that exists on none of our
     // ABIs; nothing to refuse then.
-    if (rc != 0 && nr >= 0) {
-      return absl::InternalError(
-          absl::StrCat("seccomp_rule_add(", *name, "): ", strerror(-rc)));
-    }
+    if (rc != 0 && nr >= 0) return RuleError(*name, rc);
   }
   // clone() with a namespace flag would do what unshare does. clone3 passes
   // its flags in memory the filter cannot read, so it answers ENOSYS, which
@@ -168,30 +260,26 @@ absl::Status AddSeccompRules(scmp_filter_ctx ctx) {
                         CLONE_NEWIPC, CLONE_NEWUTS, CLONE_NEWCGROUP}) {
     int rc = seccomp_rule_add(ctx, deny, SCMP_SYS(clone), 1,
                               SCMP_A0(SCMP_CMP_MASKED_EQ, flag, flag));
-    if (rc != 0) {
-      return absl::InternalError(absl::StrCat("seccomp_rule_add(clone): ", strerror(-rc)));
-    }
+    if (rc != 0) return RuleError("clone", rc);
   }
   int nr_clone3 = seccomp_syscall_resolve_name("clone3");
   if (nr_clone3 >= 0) {
     int rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), nr_clone3, 0);
-    if (rc != 0) {
-      return absl::InternalError(absl::StrCat("seccomp_rule_add(clone3): ", strerror(-rc)));
-    }
+    if (rc != 0) return RuleError("clone3", rc);
   }
-  return absl::OkStatus();
+  return AddArgumentRules(ctx, options);
 }
 
 }  // namespace
 
-absl::StatusOr<SeccompFilter> SeccompFilter::Compile() {
+absl::StatusOr<SeccompFilter> SeccompFilter::Compile(const ConfinementOptions& options) {
   scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
   if (ctx == nullptr) return absl::InternalError("seccomp_init failed");
   struct Releaser {
     scmp_filter_ctx ctx;
     ~Releaser() { seccomp_release(ctx); }
   } releaser{ctx};
-  if (absl::Status s = AddSeccompRules(ctx); !s.ok()) return s;
+  if (absl::Status s = AddSeccompRules(ctx, options); !s.ok()) return s;
   // libseccomp exports the compiled program only to a file descriptor.
   UniqueFd out(static_cast<int>(syscall(SYS_memfd_create, "seccomp_bpf", MFD_CLOEXEC)));
   if (!out.valid()) return Errno("memfd_create");
@@ -223,55 +311,90 @@ absl::Status SeccompFilter::Install() const {
   return absl::OkStatus();
 }
 
-bool ParseWorkerNetwork(const std::string& text, WorkerNetwork* out) {
+ConfinementOptions DefaultConfinement() {
+  ConfinementOptions options;
+  options.set_seccomp(true);
+  return options;
+}
+
+bool ParseWorkerNetwork(const std::string& text, internal::Confinement::Network* out) {
   if (text == "none") {
-    *out = WorkerNetwork::kNone;
+    *out = internal::Confinement::NONE;
   } else if (text == "host") {
-    *out = WorkerNetwork::kHost;
+    *out = internal::Confinement::HOST;
   } else {
     return false;
   }
   return true;
 }
 
-absl::Status ConfineWorker(const ConfinementOptions& options) {
-  if (options.network == WorkerNetwork::kNone) {
+absl::Status ConfineWorker(const ConfinementOptions& options,
+                           const ConfinementResources& resources) {
+  if (options.network() == internal::Confinement::NONE) {
     if (absl::Status s = EnterEmptyNetwork(); !s.ok()) {
       return absl::FailedPreconditionError(absl::StrCat(
           "--worker_network=none: cannot create an empty network namespace (",
-          s.message(),
-          "); run pyexecd as root or with CAP_SYS_ADMIN, or where unprivileged "
-          "user namespaces are allowed, or use --worker_network=host"));
+          s.message(), ")"));
     }
   }
   // Limits first: as root we may set any hard limit, after setuid only lower.
-  if (absl::Status s = SetLimit(RLIMIT_NPROC, "RLIMIT_NPROC", options.max_processes);
-      !s.ok()) {
-    return s;
+  for (auto [resource, name, value] :
+       {std::tuple<int, const char*, uint64_t>{RLIMIT_NPROC, "RLIMIT_NPROC",
+                                               options.max_processes()},
+        {RLIMIT_CPU, "RLIMIT_CPU", options.cpu_seconds()},
+        {RLIMIT_FSIZE, "RLIMIT_FSIZE", options.max_file_bytes()},
+        {RLIMIT_AS, "RLIMIT_AS", options.memory_limit_mb() << 20},
+        {RLIMIT_NOFILE, "RLIMIT_NOFILE", options.max_open_files()}}) {
+    if (absl::Status s = SetLimit(resource, name, value); !s.ok()) return s;
   }
-  if (absl::Status s = SetLimit(RLIMIT_CPU, "RLIMIT_CPU", options.cpu_seconds); !s.ok()) {
-    return s;
+  if (options.switch_user()) {
+    if (absl::Status s = SwitchUser(options.uid(), options.gid()); !s.ok()) return s;
   }
-  if (absl::Status s = SetLimit(RLIMIT_FSIZE, "RLIMIT_FSIZE", options.max_file_bytes);
-      !s.ok()) {
-    return s;
-  }
-  if (absl::Status s = SwitchUser(options.uid, options.gid); !s.ok()) return s;
-  if (!options.private_dir.empty()) {
+  if (!options.private_dir().empty()) {
     // After the switch, so that a directory the worker cannot use fails here.
-    if (chdir(options.private_dir.c_str()) != 0) {
-      return Errno(absl::StrCat("chdir ", options.private_dir));
+    if (chdir(options.private_dir().c_str()) != 0) {
+      return Errno(absl::StrCat("chdir ", options.private_dir()));
     }
-    setenv("HOME", options.private_dir.c_str(), 1);
-    setenv("TMPDIR", options.private_dir.c_str(), 1);
+    setenv("HOME", options.private_dir().c_str(), 1);
+    setenv("TMPDIR", options.private_dir().c_str(), 1);
   }
-  // Other workers run as the same user: a non-dumpable process's memory and
-  // /proc files stay closed to them (and no core files land anywhere).
+  if (options.thread_stack_bytes() > 0) {
+    // Under RLIMIT_AS every thread's whole stack counts, touched or not:
+    // smaller default stacks let a session run hundreds of threads, and
+    // fewer malloc arenas keep their 64 MiB reservations from adding up.
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, options.thread_stack_bytes());
+    int rc = pthread_setattr_default_np(&attr);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) {
+      errno = rc;
+      return Errno("pthread_setattr_default_np");
+    }
+    mallopt(M_ARENA_MAX, 2);
+  }
+  // Other workers may run as the same user: a non-dumpable process's memory
+  // and /proc files stay closed to them (and no core files land anywhere).
   if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) return Errno("PR_SET_DUMPABLE");
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return Errno("PR_SET_NO_NEW_PRIVS");
-  if (!options.seccomp) return absl::OkStatus();
-  if (options.compiled_seccomp != nullptr) return options.compiled_seccomp->Install();
-  absl::StatusOr<SeccompFilter> filter = SeccompFilter::Compile();
+  if (options.landlock()) {
+    absl::Status restricted;
+    if (resources.landlock != nullptr) {
+      restricted = RestrictSelfWithLandlock(*resources.landlock, options.private_dir());
+    } else {
+      absl::StatusOr<LandlockRules> rules = LandlockRules::ForWorkers(
+          {options.read_paths().begin(), options.read_paths().end()}, options.ptys());
+      restricted = rules.ok() ? RestrictSelfWithLandlock(*rules, options.private_dir())
+                              : rules.status();
+    }
+    if (!restricted.ok()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("Landlock: ", restricted.message()));
+    }
+  }
+  if (!options.seccomp() || resources.seccomp_inherited) return absl::OkStatus();
+  if (resources.seccomp != nullptr) return resources.seccomp->Install();
+  absl::StatusOr<SeccompFilter> filter = SeccompFilter::Compile(options);
   if (!filter.ok()) return filter.status();
   return filter->Install();
 }

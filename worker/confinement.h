@@ -1,19 +1,25 @@
 #ifndef PYEXEC_WORKER_CONFINEMENT_H_
 #define PYEXEC_WORKER_CONFINEMENT_H_
 
-// Confinement of a worker process: the unprivileged user, no_new_privs,
-// rlimits, a seccomp filter, a private HOME/TMPDIR and an optional empty
-// network namespace. See README "Confined workers" and SECURITY notes there.
+// Confinement of a worker process, in layers (SECURITY.md says what each
+// one stops, per deployment form):
+//   - a Landlock domain (worker/landlock.h): files, /proc of other
+//     processes, signals and abstract sockets outside the worker;
+//   - a uid of its own (--worker_uid_range) or the worker user;
+//   - a seccomp filter with argument rules: no ptrace, mount, namespaces,
+//     kernel modules, ...; no signal, renice or rlimit change aimed at
+//     pyexecd, the zygote or another process group; no TIOCSTI;
+//   - no_new_privs, non-dumpable, rlimits, a private HOME/TMPDIR, an
+//     optional empty network namespace (or no inet sockets at all).
 //
 // ConfineWorker is the one entry point. It runs in the worker process itself,
-// once, before the worker serves its first request: today right after exec,
-// before Python is initialised; with a forking zygote, in each forked child
-// (which is why it takes plain values and touches no Python). It must run
-// in the child, never in a long-lived template: setuid and the netns are per
-// process and cannot be undone. The seccomp filter is the one exception: the
-// zygote installs it on itself (SeccompFilter::Install, with the host
-// network), since it only narrows what the zygote may do, and its workers
-// inherit it at fork instead of each installing its own.
+// once, before the worker serves its first request: right after exec for a
+// spawned worker, before Python is initialised; in each child the zygote
+// forks. It must run in the child, never in a long-lived template: setuid,
+// Landlock and the netns are per process and cannot be undone. The seccomp
+// filter is the one exception: the zygote installs it on itself (with the
+// host network or no inet sockets), since it only narrows what the zygote
+// may do, and its workers inherit it at fork.
 //
 // A zygote that initialised Python before forking must, after calling it,
 // also refresh os.environ["HOME"]/["TMPDIR"] (and drop tempfile.tempdir),
@@ -28,16 +34,34 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "pyexec/v1/worker.pb.h"
+#include "worker/landlock.h"
 
 namespace pyexec {
 
-// The seccomp filter (kDeniedSyscalls and namespace flags of clone answer
-// EPERM, clone3 ENOSYS), compiled to classic BPF. libseccomp takes about
-// 0.7 ms to build and compile it; the zygote compiles it once, and each
-// forked worker only installs the program.
+// What a worker applies to itself; a plain proto message, so that pyexecd
+// fills it once and it crosses exec and fork unchanged.
+using ConfinementOptions = internal::Confinement;
+
+// The defaults of a worker started without settings: the seccomp filter,
+// nothing else.
+ConfinementOptions DefaultConfinement();
+
+// The seccomp filter compiled to classic BPF: kDeniedSyscalls and namespace
+// flags of clone answer EPERM, clone3 ENOSYS, and the argument rules:
+//   - kill, tgkill, rt_(tg)sigqueueinfo, pidfd_open, sched_set*,
+//     migrate_pages, move_pages, setpriority and ioprio_set aimed at
+//     options.protected_pids answer EPERM; so do kill of a negative pid (any
+//     process group but the caller's own, which is kill(0)), PRIO_USER and
+//     IOPRIO_WHO_USER (every process of the uid), tkill and
+//     pidfd_send_signal (which name targets the filter cannot check);
+//   - prlimit64 only on the caller itself (pid 0);
+//   - ioctl TIOCSTI and TIOCLINUX (typing into a terminal);
+//   - with network NO_INET, socket() of inet and packet families.
+// libseccomp takes about 0.7 ms to build it; the zygote compiles it once.
 class SeccompFilter {
  public:
-  static absl::StatusOr<SeccompFilter> Compile();
+  static absl::StatusOr<SeccompFilter> Compile(const ConfinementOptions& options);
   // Installs the filter on every thread of the calling process (TSYNC).
   // REQUIRES: no_new_privs is set, or the process has CAP_SYS_ADMIN.
   absl::Status Install() const;
@@ -47,49 +71,27 @@ class SeccompFilter {
   std::vector<sock_filter> program_;
 };
 
-// Worker network namespace policy.
-enum class WorkerNetwork {
-  kHost,  // the server's network (no namespace)
-  kNone,  // a new, empty network namespace: only a loopback interface
-};
-
-// Everything ConfineWorker applies. Plain values (and a pointer to a
-// program compiled beforehand), so that it can be passed on a command line
-// or across a fork.
-struct ConfinementOptions {
-  // Switch to this uid/gid (supplementary groups dropped) when the process
-  // runs as root; -1 keeps the current ids. Resolved from --worker_user by
-  // pyexecd.
-  int64_t uid = -1;
-  int64_t gid = -1;
-  // RLIMIT_NPROC: processes and threads of the worker's real uid (the count
-  // is per uid, shared by every worker running as that user); 0 = inherited.
-  uint64_t max_processes = 0;
-  // RLIMIT_CPU in seconds of CPU over the worker's life (SIGXCPU, then
-  // SIGKILL a second later); 0 = none.
-  uint64_t cpu_seconds = 0;
-  // RLIMIT_FSIZE: largest file the worker may write, in bytes; 0 = none.
-  uint64_t max_file_bytes = 0;
-  // Install the seccomp filter (kDeniedSyscalls answer EPERM).
-  bool seccomp = true;
-  // The filter compiled in advance (not owned; must outlive ConfineWorker);
-  // null compiles it in ConfineWorker.
-  const SeccompFilter* compiled_seccomp = nullptr;
-  // The worker's private directory: becomes HOME, TMPDIR and the working
-  // directory. Empty = leave them alone.
-  std::string private_dir;
-  WorkerNetwork network = WorkerNetwork::kHost;
+// What a worker's confinement may take ready-made from its zygote instead of
+// preparing it in every worker.
+struct ConfinementResources {
+  // The filter compiled beforehand (not owned); null compiles one.
+  const SeccompFilter* seccomp = nullptr;
+  // The process already runs under the filter (inherited from the zygote).
+  bool seccomp_inherited = false;
+  // The Landlock rules with their paths opened (not owned); null opens them.
+  const LandlockRules* landlock = nullptr;
 };
 
 // Confines the calling process. Order matters and is fixed here: the network
 // namespace first (it needs privileges, and unshare is in the filter), then
-// rlimits (raising a hard limit needs root), the private directory, the
-// user switch, PR_SET_DUMPABLE(0) and PR_SET_NO_NEW_PRIVS, and the seccomp
-// filter last, on every thread of the process (TSYNC). Any failure is
-// returned and the caller must exit: a half-confined worker must not run
+// rlimits (raising a hard limit needs root), the user switch, the private
+// directory, PR_SET_DUMPABLE(0) and PR_SET_NO_NEW_PRIVS, Landlock, and the
+// seccomp filter last, on every thread of the process (TSYNC). Any failure
+// is returned and the caller must exit: a half-confined worker must not run
 // user code. Call it while the process has at most helper threads that run
 // no user code.
-absl::Status ConfineWorker(const ConfinementOptions& options);
+absl::Status ConfineWorker(const ConfinementOptions& options,
+                           const ConfinementResources& resources = {});
 
 // Runs ConfineWorker in a forked child and returns its verdict, so that
 // pyexecd can refuse to start with a clear message (e.g. a kernel without
@@ -98,7 +100,7 @@ absl::Status ConfineWorker(const ConfinementOptions& options);
 absl::Status CheckConfinement(const ConfinementOptions& options);
 
 // Parses "none" / "host".
-bool ParseWorkerNetwork(const std::string& text, WorkerNetwork* out);
+bool ParseWorkerNetwork(const std::string& text, internal::Confinement::Network* out);
 
 // The syscalls the filter refuses with EPERM, by name (names unknown to the
 // running architecture are skipped). Exposed for tests and documentation.

@@ -8,6 +8,10 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <termios.h>
+#include <pthread.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -16,7 +20,9 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <atomic>
 #include <functional>
+#include <vector>
 #include <future>
 #include <string>
 #include <thread>
@@ -32,14 +38,14 @@ namespace {
 // `setup` runs in the child before ConfineWorker and returns the body.
 std::string InConfinedChildAfter(
     const std::function<std::function<std::string()>()>& setup,
-    const ConfinementOptions& options) {
+    const ConfinementOptions& options, const ConfinementResources& resources = {}) {
   int fds[2];
   if (pipe(fds) != 0) return "pipe failed";
   pid_t pid = fork();
   if (pid == 0) {
     close(fds[0]);
     std::function<std::string()> body = setup();
-    absl::Status s = ConfineWorker(options);
+    absl::Status s = ConfineWorker(options, resources);
     std::string out = s.ok() ? body() : "ConfineWorker: " + std::string(s.message());
     if (write(fds[1], out.data(), out.size()) < 0) _exit(3);
     _exit(0);
@@ -57,8 +63,9 @@ std::string InConfinedChildAfter(
 }
 
 std::string InConfinedChild(const ConfinementOptions& options,
-                            const std::function<std::string()>& body) {
-  return InConfinedChildAfter([&body] { return body; }, options);
+                            const std::function<std::string()>& body,
+                            const ConfinementResources& resources = {}) {
+  return InConfinedChildAfter([&body] { return body; }, options, resources);
 }
 
 std::string ExpectErrno(const char* what, long rc, int expected) {
@@ -92,19 +99,18 @@ std::string SeccompRefusals() {
 }
 
 TEST(ConfinementTest, SeccompRefusesDangerousSyscallsWithEperm) {
-  ConfinementOptions options;
-  EXPECT_EQ(InConfinedChild(options, SeccompRefusals), "");
+  EXPECT_EQ(InConfinedChild(DefaultConfinement(), SeccompRefusals), "");
 }
 
 // The zygote compiles the filter once and its forked workers only install
 // it: the same refusals, from a program compiled in another process.
 TEST(ConfinementTest, PrecompiledSeccompFilterRefusesTheSame) {
-  absl::StatusOr<SeccompFilter> filter = SeccompFilter::Compile();
+  absl::StatusOr<SeccompFilter> filter = SeccompFilter::Compile(DefaultConfinement());
   ASSERT_TRUE(filter.ok()) << filter.status();
   EXPECT_GT(filter->instructions(), 60u);
-  ConfinementOptions options;
-  options.compiled_seccomp = &*filter;
-  EXPECT_EQ(InConfinedChild(options, SeccompRefusals), "");
+  ConfinementResources resources;
+  resources.seccomp = &*filter;
+  EXPECT_EQ(InConfinedChild(DefaultConfinement(), SeccompRefusals, resources), "");
 }
 
 // A thread started before ConfineWorker (like the worker's parent watchdog)
@@ -132,16 +138,16 @@ class EarlyThread {
 // The filter covers threads that existed before it (TSYNC): they must not be
 // a way around it.
 TEST(ConfinementTest, SeccompCoversThreadsStartedBefore) {
-  absl::StatusOr<SeccompFilter> filter = SeccompFilter::Compile();
+  absl::StatusOr<SeccompFilter> filter = SeccompFilter::Compile(DefaultConfinement());
   ASSERT_TRUE(filter.ok()) << filter.status();
-  ConfinementOptions options;
-  options.compiled_seccomp = &*filter;
+  ConfinementResources resources;
+  resources.seccomp = &*filter;
   std::string result = InConfinedChildAfter(
       [] {
         auto* early = new EarlyThread;  // in the child, which _exits: never freed
         return std::function<std::string()>([early] { return early->TryNow(); });
       },
-      options);
+      DefaultConfinement(), resources);
   EXPECT_EQ(result, "");
 }
 
@@ -149,11 +155,10 @@ TEST(ConfinementTest, LimitsAndPrivateDirectory) {
   char dir[] = "/tmp/confinement_test.XXXXXX";
   ASSERT_NE(mkdtemp(dir), nullptr);
   ConfinementOptions options;
-  options.seccomp = false;
-  options.max_processes = 321;
-  options.cpu_seconds = 77;
-  options.max_file_bytes = 4096;
-  options.private_dir = dir;
+  options.set_max_processes(321);
+  options.set_cpu_seconds(77);
+  options.set_max_file_bytes(4096);
+  options.set_private_dir(dir);
   std::string result = InConfinedChild(options, [&] {
     std::string out;
     rlimit l;
@@ -185,9 +190,10 @@ TEST(ConfinementTest, LimitsAndPrivateDirectory) {
 
 TEST(ConfinementTest, SwitchesToTheWorkerUserWhenRoot) {
   if (geteuid() != 0) GTEST_SKIP() << "needs root (CI runs as root)";
-  ConfinementOptions options;
-  options.uid = 65534;
-  options.gid = 65534;
+  ConfinementOptions options = DefaultConfinement();
+  options.set_switch_user(true);
+  options.set_uid(65534);
+  options.set_gid(65534);
   std::string result = InConfinedChild(options, [] {
     std::string out;
     if (getuid() != 65534 || geteuid() != 65534) out += "uid not switched; ";
@@ -201,21 +207,117 @@ TEST(ConfinementTest, SwitchesToTheWorkerUserWhenRoot) {
 }
 
 TEST(ConfinementTest, CheckConfinementReportsAnUnusableSetting) {
-  ConfinementOptions options;
-  options.private_dir = "/nonexistent/pyexec/dir";
+  ConfinementOptions options = DefaultConfinement();
+  options.set_private_dir("/nonexistent/pyexec/dir");
   absl::Status s = CheckConfinement(options);
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_NE(s.message().find("/nonexistent/pyexec/dir"), std::string::npos) << s;
-  EXPECT_TRUE(CheckConfinement(ConfinementOptions{}).ok());
+  EXPECT_TRUE(CheckConfinement(DefaultConfinement()).ok());
 }
 
 TEST(ConfinementTest, ParsesNetworkPolicy) {
-  WorkerNetwork n;
+  internal::Confinement::Network n;
   ASSERT_TRUE(ParseWorkerNetwork("none", &n));
-  EXPECT_EQ(n, WorkerNetwork::kNone);
+  EXPECT_EQ(n, internal::Confinement::NONE);
   ASSERT_TRUE(ParseWorkerNetwork("host", &n));
-  EXPECT_EQ(n, WorkerNetwork::kHost);
+  EXPECT_EQ(n, internal::Confinement::HOST);
   EXPECT_FALSE(ParseWorkerNetwork("bridge", &n));
+}
+
+// The argument rules: what user code may do to its own processes but not
+// aim at pyexecd, the zygote, other process groups or a terminal.
+TEST(ConfinementTest, ArgumentRulesProtectPyexecdAndOtherProcesses) {
+  // Stands for pyexecd: a process the confined child must not touch.
+  pid_t protected_pid = fork();
+  if (protected_pid == 0) {
+    pause();
+    _exit(0);
+  }
+  ConfinementOptions options = DefaultConfinement();
+  options.add_protected_pids(protected_pid);
+  std::string result = InConfinedChild(options, [protected_pid] {
+    std::string out;
+    out += ExpectErrno("kill(pyexecd)", kill(protected_pid, SIGTERM), EPERM);
+    out += ExpectErrno("kill(-1)", kill(-1, SIGTERM), EPERM);
+    out += ExpectErrno("kill(another group)", kill(-protected_pid, SIGTERM), EPERM);
+    out += ExpectErrno("tkill", syscall(SYS_tkill, protected_pid, SIGTERM), EPERM);
+    out += ExpectErrno("tgkill(pyexecd)", syscall(SYS_tgkill, protected_pid, protected_pid, 0),
+                       EPERM);
+    out += ExpectErrno("pidfd_open(pyexecd)", syscall(SYS_pidfd_open, protected_pid, 0), EPERM);
+    rlimit cpu{1, 1};
+    out += ExpectErrno("prlimit(pyexecd)", prlimit(protected_pid, RLIMIT_CPU, &cpu, nullptr),
+                       EPERM);
+    out += ExpectErrno("setpriority(PRIO_USER)", setpriority(PRIO_USER, 0, 10), EPERM);
+    out += ExpectErrno("setpriority(pyexecd)", setpriority(PRIO_PROCESS, protected_pid, 10),
+                       EPERM);
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(0, &set);
+    out += ExpectErrno("sched_setaffinity(pyexecd)",
+                       sched_setaffinity(protected_pid, sizeof(set), &set), EPERM);
+    char c = 'x';
+    out += ExpectErrno("ioctl(TIOCSTI)", ioctl(0, TIOCSTI, &c), EPERM);
+    // What stays allowed: its own processes, its own limits.
+    pid_t own = fork();
+    if (own == 0) {
+      pause();
+      _exit(0);
+    }
+    if (kill(own, SIGKILL) != 0) out += "kill of own child refused; ";
+    waitpid(own, nullptr, 0);
+    if (kill(0, 0) != 0) out += "kill(0) refused; ";
+    rlimit files;
+    getrlimit(RLIMIT_NOFILE, &files);
+    if (setrlimit(RLIMIT_NOFILE, &files) != 0) out += "setrlimit of self refused; ";
+    if (setpriority(PRIO_PROCESS, 0, 1) != 0) out += "renice of self refused; ";
+    return out;
+  });
+  kill(protected_pid, SIGKILL);
+  waitpid(protected_pid, nullptr, 0);
+  EXPECT_EQ(result, "");
+}
+
+TEST(ConfinementTest, NoInetRefusesInetSocketsOnly) {
+  ConfinementOptions options = DefaultConfinement();
+  options.set_network(internal::Confinement::NO_INET);
+  std::string result = InConfinedChild(options, [] {
+    std::string out;
+    out += ExpectErrno("socket(AF_INET)", socket(AF_INET, SOCK_STREAM, 0), EPERM);
+    out += ExpectErrno("socket(AF_INET6)", socket(AF_INET6, SOCK_DGRAM, 0), EPERM);
+    out += ExpectErrno("socket(AF_PACKET)", socket(AF_PACKET, SOCK_RAW, 0), EPERM);
+    int fds[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, fds) != 0) out += "AF_UNIX refused; ";
+    return out;
+  });
+  EXPECT_EQ(result, "");
+}
+
+// Under RLIMIT_AS every thread's whole stack counts: with the smaller
+// default stack and fewer malloc arenas, 200 threads fit in 1 GiB.
+TEST(ConfinementTest, TwoHundredThreadsFitUnderAOneGibMemoryLimit) {
+  ConfinementOptions options = DefaultConfinement();
+  options.set_memory_limit_mb(1024);
+  options.set_thread_stack_bytes(2 << 20);
+  std::string result = InConfinedChild(options, [] {
+    std::vector<pthread_t> threads;
+    static std::atomic<bool> stop{false};
+    for (int i = 0; i < 200; ++i) {
+      pthread_t t;
+      int rc = pthread_create(&t, nullptr, [](void*) -> void* {
+        // Each thread allocates, as a Python thread would.
+        void* p = malloc(64 << 10);
+        while (!stop.load()) usleep(1000);
+        free(p);
+        return nullptr;
+      }, nullptr);
+      if (rc != 0) return "thread " + std::to_string(i) + ": " + strerror(rc);
+      threads.push_back(t);
+    }
+    stop = true;
+    for (pthread_t t : threads) pthread_join(t, nullptr);
+    return std::string();
+  });
+  EXPECT_EQ(result, "");
 }
 
 }  // namespace

@@ -32,6 +32,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <limits.h>
+
 #include <algorithm>
 #include <cstdint>
 #include <string>
@@ -42,6 +44,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
@@ -57,6 +60,7 @@
 #include "worker/confinement.h"
 #include "worker/python_runner.h"
 #include "worker/worker_guard.h"
+#include "worker/worker_settings.h"
 
 ABSL_FLAG(int, socket_fd, 3, "Inherited socket connected to pyexecd.");
 ABSL_FLAG(int, parent_pid, 0,
@@ -65,34 +69,9 @@ ABSL_FLAG(int, parent_pid, 0,
 ABSL_FLAG(bool, zygote, false,
           "Run as the zygote: fork workers on requests from --control_fd.");
 ABSL_FLAG(int, control_fd, 3, "Zygote: inherited control socket.");
-ABSL_FLAG(std::string, preload, "",
-          "Zygote: comma-separated modules to import once for all workers.");
-ABSL_FLAG(std::string, preload_file, "",
-          "Zygote: Python file run once in __main__ before any fork.");
-ABSL_FLAG(uint64_t, max_output_bytes, pyexec::kDefaultMaxOutputBytes,
-          "Captured stdout and stderr per call, each.");
-ABSL_FLAG(int, max_value_depth, pyexec::kDefaultMaxValueDepth,
-          "Container nesting limit of Values.");
-ABSL_FLAG(uint64_t, max_frame_bytes, pyexec::kDefaultMaxFrameBytes,
-          "Largest request frame.");
-ABSL_FLAG(uint64_t, max_response_bytes, pyexec::kDefaultMaxMessageBytes,
-          "Largest response; a bigger result is refused with "
-          "RESOURCE_EXHAUSTED and the worker lives on.");
-ABSL_FLAG(uint64_t, memory_limit_mb, 0,
-          "Address-space limit (RLIMIT_AS) in MiB; 0 = none.");
-ABSL_FLAG(uint64_t, max_open_files, 0, "RLIMIT_NOFILE; 0 = inherited.");
-// Confinement (ConfinementOptions); pyexecd passes all of them. The zygote
-// applies none to itself: each forked worker confines itself.
-ABSL_FLAG(int64_t, uid, -1, "Run as this uid when started as root; -1 = keep.");
-ABSL_FLAG(int64_t, gid, -1, "Run as this gid when started as root; -1 = keep.");
-ABSL_FLAG(uint64_t, max_processes, 0, "RLIMIT_NPROC; 0 = inherited.");
-ABSL_FLAG(uint64_t, cpu_seconds, 0, "RLIMIT_CPU in seconds; 0 = none.");
-ABSL_FLAG(uint64_t, max_file_bytes, 0, "RLIMIT_FSIZE in bytes; 0 = none.");
-ABSL_FLAG(bool, seccomp, true, "Install the seccomp filter.");
-ABSL_FLAG(std::string, network, "host", "host, or none: an empty network namespace.");
-ABSL_FLAG(std::string, private_dir, "",
-          "Private directory: HOME, TMPDIR and working directory (spawned "
-          "workers; the zygote gets one per fork request).");
+ABSL_FLAG(int, settings_fd, -1,
+          "Inherited descriptor to read one serialized WorkerSettings from "
+          "(limits, confinement, preloads); -1: the defaults.");
 
 namespace pyexec {
 namespace {
@@ -115,22 +94,6 @@ void SetCommandLine(absl::string_view text) {
   const size_t n = std::min(text.size(), g_cmdline_size);
   memcpy(g_cmdline, text.data(), n);
   memset(g_cmdline + n, 0, g_cmdline_size - n);
-}
-
-// Applies the per-worker OS limits. A spawned worker applies them before
-// Python allocates anything; a forked one right after the fork (the zygote
-// itself is not limited, so that one runaway session cannot starve it).
-void ApplyLimits() {
-  if (uint64_t mb = absl::GetFlag(FLAGS_memory_limit_mb); mb > 0) {
-    rlimit limit{mb << 20, mb << 20};
-    if (setrlimit(RLIMIT_AS, &limit) != 0) LogWarning("setrlimit(RLIMIT_AS) failed");
-  }
-  if (uint64_t n = absl::GetFlag(FLAGS_max_open_files); n > 0) {
-    rlimit limit{n, n};
-    if (setrlimit(RLIMIT_NOFILE, &limit) != 0) {
-      LogWarning("setrlimit(RLIMIT_NOFILE) failed");
-    }
-  }
 }
 
 // Ends the worker together with every process user code started in its
@@ -184,29 +147,78 @@ void CapResponse(size_t max_bytes, internal::WorkerResponse* response) {
       max_bytes, "); the session is intact"));
 }
 
-// The confinement flags, with `private_dir`. Exits on a bad --network.
-ConfinementOptions ConfinementFromFlags(const std::string& private_dir) {
-  ConfinementOptions confinement;
-  confinement.uid = absl::GetFlag(FLAGS_uid);
-  confinement.gid = absl::GetFlag(FLAGS_gid);
-  confinement.max_processes = absl::GetFlag(FLAGS_max_processes);
-  confinement.cpu_seconds = absl::GetFlag(FLAGS_cpu_seconds);
-  confinement.max_file_bytes = absl::GetFlag(FLAGS_max_file_bytes);
-  confinement.seccomp = absl::GetFlag(FLAGS_seccomp);
-  confinement.private_dir = private_dir;
-  if (!ParseWorkerNetwork(absl::GetFlag(FLAGS_network), &confinement.network)) {
-    LogError("worker: --network must be host or none");
+// The settings pyexecd passed on --settings_fd, or the defaults of a worker
+// started by hand. Exits when they cannot be read.
+internal::WorkerSettings ReadSettings() {
+  internal::WorkerSettings settings = DefaultWorkerSettings();
+  const int fd = absl::GetFlag(FLAGS_settings_fd);
+  if (fd < 0) return settings;
+  std::string data;
+  char buffer[4096];
+  ssize_t n;
+  while ((n = read(fd, buffer, sizeof(buffer))) != 0) {
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      LogError(absl::StrCat("worker: reading --settings_fd: ", strerror(errno)));
+      _exit(7);
+    }
+    data.append(buffer, static_cast<size_t>(n));
+  }
+  close(fd);
+  if (!settings.ParseFromString(data)) {
+    LogError("worker: the settings do not parse");
     _exit(7);
   }
-  return confinement;
+  return settings;
 }
 
-RunnerLimits LimitsFromFlags() {
+RunnerLimits LimitsOf(const internal::WorkerSettings& settings) {
   RunnerLimits limits;
-  limits.max_output_bytes = absl::GetFlag(FLAGS_max_output_bytes);
-  limits.max_value_depth = absl::GetFlag(FLAGS_max_value_depth);
-  limits.max_response_bytes = absl::GetFlag(FLAGS_max_response_bytes);
+  limits.max_output_bytes = settings.max_output_bytes();
+  limits.max_value_depth = settings.max_value_depth();
+  limits.max_response_bytes = settings.max_response_bytes();
   return limits;
+}
+
+// Whether a Landlock rule on `path` would reach one of `forbidden`: the
+// path itself, anything below it, or anything above it.
+bool CoversForbidden(const std::string& path,
+                     const google::protobuf::RepeatedPtrField<std::string>& forbidden) {
+  auto beneath = [](absl::string_view inner, absl::string_view outer) {
+    if (outer == "/") return true;
+    return inner == outer ||
+           (absl::StartsWith(inner, outer) && inner[outer.size()] == '/');
+  };
+  for (const std::string& f : forbidden) {
+    if (beneath(path, f) || beneath(f, path)) return true;
+  }
+  return false;
+}
+
+// The directories Python may still import from after the worker is
+// restricted, beyond the system paths: the entries of sys.path, the
+// packages the preloads came from, and PYTHONPATH for a spawned worker
+// (whose Python starts after the restriction). Entries that would open up
+// pyexecd's secrets or other sessions' directories are left out and
+// logged. Relative entries (the working directory) never count.
+std::vector<std::string> PythonReadPaths(const std::vector<std::string>& candidates,
+                                         const ConfinementOptions& confinement) {
+  std::vector<std::string> out;
+  for (const std::string& candidate : candidates) {
+    if (candidate.empty() || candidate[0] != '/') continue;
+    char resolved[PATH_MAX];
+    if (realpath(candidate.c_str(), resolved) == nullptr) continue;
+    std::string path(resolved);
+    if (absl::StartsWith(path, "/usr/") || path == "/usr") continue;  // a system path
+    if (CoversForbidden(path, confinement.forbidden_paths())) {
+      LogWarning(absl::StrCat("worker: Python path ", path,
+                              " is not readable by sessions: it would expose "
+                              "pyexecd's files or other sessions"));
+      continue;
+    }
+    if (std::find(out.begin(), out.end(), path) == out.end()) out.push_back(path);
+  }
+  return out;
 }
 
 // Runs one throwaway call. In the zygote it pays, once, the first call's
@@ -224,9 +236,9 @@ void WarmUp(PythonRunner& runner) {
 }
 
 // Says hello, then serves requests on `fd` until pyexecd closes it.
-int Serve(int fd, PythonRunner& runner) {
-  const size_t max_frame = absl::GetFlag(FLAGS_max_frame_bytes);
-  const size_t max_response = absl::GetFlag(FLAGS_max_response_bytes);
+int Serve(int fd, PythonRunner& runner, const internal::WorkerSettings& settings) {
+  const size_t max_frame = settings.max_frame_bytes();
+  const size_t max_response = settings.max_response_bytes();
   // Programs that user code starts must not inherit the socket.
   fcntl(fd, F_SETFD, FD_CLOEXEC);
   // Partial responses (streamed calls) come from the main thread and from
@@ -262,18 +274,26 @@ int Serve(int fd, PythonRunner& runner) {
     request.Clear();
     response.Clear();
     if (!ParseFramePayload(payload, &request)) {
-      // The server already checked the request; this is a protocol fault.
-      LogError("worker: request frame does not parse");
-      return 5;
+      // pyexecd checks every request before it sends it, so this is a
+      // protocol fault; the frame itself was read whole, so the stream is
+      // intact: answer the call with an error and serve the next one.
+      LogError("worker: a request frame does not parse");
+      response.set_id(FrameRequestId(payload));
+      response.mutable_failure()->set_code(
+          static_cast<int>(absl::StatusCode::kInvalidArgument));
+      response.mutable_failure()->set_message(
+          "the worker could not read the request (malformed, or nested too "
+          "deeply); the session is intact");
+    } else {
+      runner.Handle(request, &response);
+      CapResponse(max_response, &response);
     }
-    runner.Handle(request, &response);
-    CapResponse(max_response, &response);
     if (!send(response)) return 6;
   }
 }
 
 // Spawned worker: its own CPython, the inherited socket.
-int RunSpawned() {
+int RunSpawned(const internal::WorkerSettings& settings) {
   int pidfd = OpenParentPidfd(absl::GetFlag(FLAGS_parent_pid));
   if (pidfd == -2) return 1;
   StartParentWatchdog(pidfd);
@@ -281,37 +301,40 @@ int RunSpawned() {
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, nullptr);
-  ApplyLimits();
   // Confined before Python starts, so that the interpreter itself (and
   // os.environ, which it copies at start-up) sees the final user, HOME and
   // TMPDIR; the parent watchdog thread gets the seccomp filter too.
-  if (absl::Status s =
-          ConfineWorker(ConfinementFromFlags(absl::GetFlag(FLAGS_private_dir)));
-      !s.ok()) {
+  ConfinementOptions confinement = settings.confinement();
+  confinement.add_protected_pids(getppid());
+  if (const char* pythonpath = getenv("PYTHONPATH"); pythonpath != nullptr) {
+    for (const std::string& path :
+         PythonReadPaths(absl::StrSplit(pythonpath, ':'), confinement)) {
+      confinement.add_read_paths(path);
+    }
+  }
+  if (absl::Status s = ConfineWorker(confinement); !s.ok()) {
     LogError(absl::StrCat("worker: cannot confine: ", s.message()));
     return 7;
   }
-  PythonRunner runner(LimitsFromFlags());
+  PythonRunner runner(LimitsOf(settings));
   if (absl::Status s = runner.Initialize(); !s.ok()) {
     LogError(absl::StrCat("worker: ", s.message()));
     return 2;
   }
-  return Serve(absl::GetFlag(FLAGS_socket_fd), runner);
+  return Serve(absl::GetFlag(FLAGS_socket_fd), runner, settings);
 }
 
-// Imports --preload and runs --preload_file in __main__. On failure returns
-// the formatted traceback.
-absl::Status Preload() {
+// Imports the preloads and runs the preload file in __main__. On failure
+// returns the formatted traceback.
+absl::Status Preload(const internal::WorkerSettings& settings) {
   std::string script = "import importlib, sys, traceback\n";
-  for (absl::string_view module :
-       absl::StrSplit(absl::GetFlag(FLAGS_preload), ',', absl::SkipWhitespace())) {
+  for (const std::string& module : settings.preload()) {
     absl::StrAppend(&script, "importlib.import_module(", "'",
                     absl::StripAsciiWhitespace(module), "')\n");
   }
-  std::string file = absl::GetFlag(FLAGS_preload_file);
   PyObject* main = PyImport_AddModule("__main__");  // borrowed
   PyObject* globals = PyModule_GetDict(main);       // borrowed
-  PyRef path(PyUnicode_FromString(file.c_str()));
+  PyRef path(PyUnicode_FromString(settings.preload_file().c_str()));
   PyDict_SetItemString(globals, "_pyexec_preload_file", path.get());
   absl::StrAppend(
       &script,
@@ -344,6 +367,31 @@ absl::Status Preload() {
   return absl::FailedPreconditionError(text);
 }
 
+// Where the zygote's Python imports from: sys.path, and the directories of
+// the packages and modules already imported from elsewhere (a preload
+// loaded through a path hook, a namespace package).
+std::vector<std::string> ZygotePythonPaths() {
+  PyObject* main = PyImport_AddModule("__main__");  // borrowed
+  PyObject* globals = PyModule_GetDict(main);       // borrowed
+  PyRef found(PyRun_String(
+      "(lambda sys, os: [p for p in sys.path if isinstance(p, str)] + "
+      "[os.path.dirname(f) for f in (getattr(m, '__file__', None) for m in "
+      "list(sys.modules.values())) if isinstance(f, str)])"
+      "(__import__('sys'), __import__('os'))",
+      Py_eval_input, globals, globals));
+  std::vector<std::string> out;
+  if (!found) {
+    PyErr_Clear();
+    return out;
+  }
+  for (Py_ssize_t i = 0; i < PyList_Size(found.get()); ++i) {
+    const char* utf8 = PyUnicode_AsUTF8(PyList_GetItem(found.get(), i));
+    if (utf8 != nullptr) out.emplace_back(utf8);
+  }
+  PyErr_Clear();
+  return out;
+}
+
 // Threads of this process (the kernel's count, Python's or not); -1 if
 // /proc does not say.
 int ThreadCount() {
@@ -358,22 +406,28 @@ int ThreadCount() {
   return -1;
 }
 
-// How the zygote's workers get the seccomp filter.
-struct WorkerSeccomp {
+// What the zygote prepares once for all its workers' confinement.
+struct ForkedConfinement {
+  // The options, but for each worker's private directory and uid.
+  ConfinementOptions options;
   // Compiled once in the zygote, for workers to install.
   std::optional<SeccompFilter> filter;
   // The zygote runs under the filter itself, so that every worker inherits
-  // it at fork and installs nothing: the kernel checks and translates a
-  // filter on each seccomp() call, about 0.25 ms of CPU per worker. Only
-  // with --network=host: a worker that must still unshare its network
-  // namespace (which the filter refuses) installs the filter after that.
+  // it at fork and installs nothing (the kernel checks and translates a
+  // filter on each seccomp() call). Not with network NONE: a worker that
+  // must still unshare its network namespace (which the filter refuses)
+  // installs the filter after that.
   bool inherited = false;
+  // The Landlock rules with their paths opened once; each worker closes
+  // its copies once restricted.
+  LandlockRules landlock;
 };
 
 // The zygote's forked worker. Never returns.
 [[noreturn]] void RunForked(int socket, PythonRunner& runner,
-                            const std::string& private_dir,
-                            const ConfinementOptions& forked_confinement) {
+                            const internal::WorkerSettings& settings,
+                            const ZygoteRequest& request,
+                            ForkedConfinement& forked) {
   // A new process group, so that Kill() of this worker also ends what its
   // user code starts, and not its siblings. pyexecd does the same when the
   // zygote replies, whichever runs first; under a filter inherited from the
@@ -381,35 +435,44 @@ struct WorkerSeccomp {
   setpgid(0, 0);
   // No watchdog thread: the zygote's WorkerGuard kills this worker's group
   // if pyexecd dies.
-  ApplyLimits();
-  // The zygote may run as root: the worker drops to the worker user (and
-  // gets its filter, namespace and private directory) itself, before any
-  // user code runs.
-  ConfinementOptions confinement = forked_confinement;
-  confinement.private_dir = private_dir;
-  if (absl::Status s = ConfineWorker(confinement); !s.ok()) {
-    LogError(absl::StrCat("worker: cannot confine: ", s.message()));
+  //
+  // The zygote may run as root: the worker drops to its user (and gets its
+  // filter, Landlock domain, namespace and private directory) itself,
+  // before any user code runs.
+  ConfinementOptions confinement = forked.options;
+  confinement.set_private_dir(request.private_dir);
+  if (request.uid >= 0) {
+    confinement.set_switch_user(true);
+    confinement.set_uid(static_cast<uint32_t>(request.uid));
+    confinement.set_gid(static_cast<uint32_t>(request.gid));
+  }
+  ConfinementResources resources;
+  resources.seccomp = forked.filter ? &*forked.filter : nullptr;
+  resources.seccomp_inherited = forked.inherited;
+  resources.landlock = &forked.landlock;
+  absl::Status confined = ConfineWorker(confinement, resources);
+  forked.landlock.Close();
+  if (!confined.ok()) {
+    LogError(absl::StrCat("worker: cannot confine: ", confined.message()));
     KillOwnProcessGroup();
     _exit(7);
   }
-  if (absl::Status s = runner.AfterFork(private_dir); !s.ok()) {
+  if (absl::Status s = runner.AfterFork(request.private_dir); !s.ok()) {
     LogError(absl::StrCat("worker: ", s.message()));
     KillOwnProcessGroup();
     _exit(2);
   }
-  int code = Serve(socket, runner);
+  int code = Serve(socket, runner, settings);
   KillOwnProcessGroup();
   _exit(code);
 }
 
-// Forks one worker for `socket` and returns its pid, or -errno.
+// Forks one worker for `request` and returns its pid, or -errno.
 //
 // clone(CLONE_PARENT) makes the worker pyexecd's child, not the zygote's:
 // pyexecd waitpid()s it like a spawned worker, and it carries on if the
-// zygote dies. This is one fork per worker; a double fork through an
-// intermediate process (that then exits, re-parenting the worker) was the
-// first design and cost a second page-table copy and teardown, about half of
-// a worker's creation on the 2-core machine.
+// zygote dies. One fork per worker: a double fork through an intermediate
+// process would copy and tear down the page tables twice.
 //
 // A raw clone skips glibc's fork handlers. That is safe here: the zygote
 // has a single thread, so no lock glibc resets in a forked child (malloc,
@@ -419,9 +482,9 @@ struct WorkerSeccomp {
 // PyOS_AfterFork_*. pyexecd makes the worker lead its own process group
 // (setpgid(pid, pid) on the reply: a parent may), because under the filter
 // inherited from the zygote the worker cannot.
-pid_t ForkWorker(int socket, const std::string& private_dir, int control,
-                 int parent_pidfd, PythonRunner& runner,
-                 const ConfinementOptions& forked_confinement, WorkerGuard& guard) {
+pid_t ForkWorker(const ZygoteRequest& request, int control, int parent_pidfd,
+                 PythonRunner& runner, const internal::WorkerSettings& settings,
+                 ForkedConfinement& forked, WorkerGuard& guard) {
   PyOS_BeforeFork();
   const uint64_t before = WorkerGuard::BootTicksNow();
   long worker = syscall(SYS_clone, CLONE_PARENT | SIGCHLD, nullptr, nullptr,
@@ -433,6 +496,7 @@ pid_t ForkWorker(int socket, const std::string& private_dir, int control,
     SetCommandLine("pyexec_worker (forked by the zygote)");
     // The frame socket takes fd 3 (the control socket's number in the
     // zygote), as in a spawned worker.
+    const int socket = request.socket.get();
     if (socket != 3) {
       dup2(socket, 3);
       close(socket);
@@ -440,7 +504,7 @@ pid_t ForkWorker(int socket, const std::string& private_dir, int control,
     if (control != 3) close(control);
     if (parent_pidfd >= 0) close(parent_pidfd);
     PyOS_AfterFork_Child();
-    RunForked(3, runner, private_dir, forked_confinement);
+    RunForked(3, runner, settings, request, forked);
   }
   int saved_errno = errno;
   if (worker > 0) {
@@ -466,11 +530,45 @@ void GuardAfterControlClosed(int parent_pidfd, WorkerGuard& guard) {
   LogInfo(absl::StrCat("zygote: pyexecd is gone; killed ", killed, " worker(s)"));
 }
 
+// Everything the zygote prepares for its workers' confinement, once the
+// preloads ran (their paths are known then). With the host network or no
+// inet sockets, the zygote also puts itself under the filter.
+absl::Status PrepareForkedConfinement(const internal::WorkerSettings& settings,
+                                      ForkedConfinement* forked) {
+  forked->options = settings.confinement();
+  forked->options.add_protected_pids(getppid());  // pyexecd
+  forked->options.add_protected_pids(getpid());   // this zygote
+  if (forked->options.landlock()) {
+    std::vector<std::string> read(forked->options.read_paths().begin(),
+                                  forked->options.read_paths().end());
+    for (std::string& path : PythonReadPaths(ZygotePythonPaths(), forked->options)) {
+      read.push_back(std::move(path));
+    }
+    absl::StatusOr<LandlockRules> rules =
+        LandlockRules::ForWorkers(read, forked->options.ptys());
+    if (!rules.ok()) return rules.status();
+    forked->landlock = *std::move(rules);
+  }
+  if (!forked->options.seccomp()) return absl::OkStatus();
+  absl::StatusOr<SeccompFilter> compiled = SeccompFilter::Compile(forked->options);
+  if (!compiled.ok()) return compiled.status();
+  forked->filter = *std::move(compiled);
+  if (forked->options.network() == internal::Confinement::NONE) return absl::OkStatus();
+  // After the preloads (the operator's code, trusted, and not to be
+  // surprised by EPERM), before any worker exists.
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
+    return absl::InternalError(absl::StrCat("PR_SET_NO_NEW_PRIVS: ", strerror(errno)));
+  }
+  if (absl::Status s = forked->filter->Install(); !s.ok()) return s;
+  forked->inherited = true;
+  return absl::OkStatus();
+}
+
 // The zygote: pyexecd sends a ZygoteRequest with one socket end attached
 // (SCM_RIGHTS); the zygote forks a worker serving it and answers a
 // ZygoteReply with its pid. Single-threaded: fork() copies only the calling
 // thread, so the zygote must never have had another.
-int RunZygote() {
+int RunZygote(const internal::WorkerSettings& settings) {
   // pyexecd sets it for the zygote only (ZygoteWorkerLauncher); the dynamic
   // linker has read it by now and keeps binding eagerly, also for modules
   // loaded later.
@@ -478,6 +576,9 @@ int RunZygote() {
   // Tells the zygote from its workers in ps and /proc/PID/comm (they share
   // its command line).
   prctl(PR_SET_NAME, "pyexec_zygote");
+  // Its /proc entries (environment, memory) stay closed to processes of
+  // the same uid, which its workers may be.
+  prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
   const int control = absl::GetFlag(FLAGS_control_fd);
   fcntl(control, F_SETFD, FD_CLOEXEC);
   int parent_pidfd = OpenParentPidfd(absl::GetFlag(FLAGS_parent_pid));
@@ -497,19 +598,9 @@ int RunZygote() {
     }
   }
 
-  WorkerSeccomp seccomp;
-  absl::Status ready;
-  if (absl::GetFlag(FLAGS_seccomp)) {
-    absl::StatusOr<SeccompFilter> compiled = SeccompFilter::Compile();
-    if (compiled.ok()) {
-      seccomp.filter = *std::move(compiled);
-    } else {
-      ready = compiled.status();
-    }
-  }
-  PythonRunner runner(LimitsFromFlags());
-  if (ready.ok()) ready = runner.Initialize();
-  if (ready.ok()) ready = Preload();
+  PythonRunner runner(LimitsOf(settings));
+  absl::Status ready = runner.Initialize();
+  if (ready.ok()) ready = Preload(settings);
   if (ready.ok()) {
     WarmUp(runner);
     // Moves everything the zygote allocated into the GC's permanent
@@ -529,39 +620,21 @@ int RunZygote() {
       ready = runner.BeforeForks();
     }
   }
-  // Each forked worker's confinement, but for its private directory: read
-  // from the flags once here, not in every worker (a string flag's read
-  // takes a lock and allocates, and each write there is a copied page).
-  ConfinementOptions forked_confinement = ConfinementFromFlags("");
-  if (ready.ok() && seccomp.filter &&
-      forked_confinement.network == WorkerNetwork::kHost) {
-    // After the preloads (the operator's code, trusted, and not to be
-    // surprised by EPERM), before any worker exists.
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
-      ready = absl::InternalError(absl::StrCat("PR_SET_NO_NEW_PRIVS: ", strerror(errno)));
-    } else {
-      ready = seccomp.filter->Install();
-      seccomp.inherited = ready.ok();
-    }
-  }
+  ForkedConfinement forked;
+  if (ready.ok()) ready = PrepareForkedConfinement(settings, &forked);
   if (!WriteZygoteReady(control, ready).ok()) {
     GuardAfterControlClosed(parent_pidfd, guard);
     return 2;
   }
   if (!ready.ok()) return 2;  // pyexecd reports it and stops
-  if (seccomp.inherited) {
-    forked_confinement.seccomp = false;  // on since the fork
-  } else if (seccomp.filter) {
-    forked_confinement.compiled_seccomp = &*seccomp.filter;
-  }
   while (true) {
     absl::StatusOr<ZygoteRequest> request = ReceiveZygoteRequest(control);
     if (!request.ok()) {
       GuardAfterControlClosed(parent_pidfd, guard);
       return request.status().code() == absl::StatusCode::kCancelled ? 0 : 4;
     }
-    pid_t pid = ForkWorker(request->socket.get(), request->private_dir, control,
-                           parent_pidfd, runner, forked_confinement, guard);
+    pid_t pid = ForkWorker(*request, control, parent_pidfd, runner, settings,
+                           forked, guard);
     if (!WriteZygoteReply(control, pid).ok()) {
       GuardAfterControlClosed(parent_pidfd, guard);
       return 5;
@@ -580,8 +653,9 @@ int main(int argc, char** argv) {
   pyexec::SetLogProgramName("pyexec_worker");
   pyexec::RememberCommandLine(argc, argv);
   absl::ParseCommandLine(argc, argv);
-  if (absl::GetFlag(FLAGS_zygote)) return pyexec::RunZygote();
-  int code = pyexec::RunSpawned();
+  const pyexec::internal::WorkerSettings settings = pyexec::ReadSettings();
+  if (absl::GetFlag(FLAGS_zygote)) return pyexec::RunZygote(settings);
+  int code = pyexec::RunSpawned(settings);
   // The socket closed (pyexecd is gone or let us go) or failed. The watchdog
   // may not have run yet: take user code's processes down with us now.
   pyexec::KillOwnProcessGroup();
