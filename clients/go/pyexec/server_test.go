@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"pyexec.dev/go/pyexec"
+	"github.com/pyexec/pyexec/clients/go/pyexec"
 )
 
 // repoRoot is found from the package directory with symlinks resolved,

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"pyexec.dev/go/pyexec"
+	"github.com/pyexec/pyexec/clients/go/pyexec"
 )
 
 // bound binds a session on c for the test and unbinds it at the end.
