@@ -1,3 +1,7 @@
+// The Go client of pyexec, in the clients/go folder of the repository:
+// releases are tagged clients/go/vX.Y.Z. CI builds it offline against
+// Debian 12's Go packages (run_tests.sh, debian_vendor.sh); README.md,
+// "Versions", says which versions these requirements are.
 module github.com/pyexec/pyexec/clients/go
 
 go 1.19

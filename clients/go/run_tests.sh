@@ -21,7 +21,7 @@ what="${1:-test}"
 module=github.com/pyexec/pyexec/clients/go
 
 export PYEXECD="${PYEXECD:-$root/bazel-bin/server/pyexecd}"
-export GO111MODULE=on GOFLAGS=-mod=vendor GOPROXY=off GOSUMDB=off GOWORK=off GOTOOLCHAIN=local
+export GO111MODULE=on GOFLAGS="-mod=vendor -trimpath" GOPROXY=off GOSUMDB=off GOWORK=off GOTOOLCHAIN=local
 export GOCACHE="${GOCACHE:-${HOME:-/tmp}/.cache/go-build}"
 
 if [ ! -x "$PYEXECD" ]; then
@@ -103,11 +103,11 @@ mkdir "$scratch"
 cp "$here/testdata/scratch/main.go" "$scratch/"
 (
   cd "$scratch"
-  GOFLAGS= go mod init example.com/scratch 2>/dev/null
+  GOFLAGS= go mod init example.com/scratch
   GOFLAGS= go mod edit -require="$module@v0.0.0-00010101000000-000000000000" \
     -replace="$module=$here"
 )
-"$here/debian_vendor.sh" "$scratch" 2>/dev/null
+"$here/debian_vendor.sh" "$scratch"
 (cd "$scratch" && go vet . && go build -o scratch .)
 start_pyexecd
 got="$("$scratch/scratch" "$pyexecd_addr")"

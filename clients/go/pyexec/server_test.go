@@ -15,7 +15,8 @@ import (
 )
 
 // repoRoot is found from the package directory with symlinks resolved,
-// because run_tests.sh builds through a GOPATH symlink.
+// because run_tests.sh builds in a module root made of symlinks to
+// clients/go's entries.
 func repoRoot() string {
 	abs, err := filepath.Abs(".")
 	if err == nil {
