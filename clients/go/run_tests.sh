@@ -103,14 +103,14 @@ mkdir "$scratch"
 cp "$here/testdata/scratch/main.go" "$scratch/"
 (
   cd "$scratch"
-  GOFLAGS= go mod init example.com/scratch
-  GOFLAGS= go mod edit -require="$module@v0.0.0-00010101000000-000000000000" \
+  go mod init example.com/scratch
+  go mod edit -require="$module@v0.0.0-00010101000000-000000000000" \
     -replace="$module=$here"
 )
 "$here/debian_vendor.sh" "$scratch"
 (cd "$scratch" && go vet . && go build -o scratch .)
 start_pyexecd
-got="$("$scratch/scratch" "$pyexecd_addr")"
+got="$(timeout 60 "$scratch/scratch" "$pyexecd_addr")"
 stop_pyexecd
 if [ "$got" != "int64 42" ]; then
   echo "run_tests.sh: the scratch module's program printed '$got', want 'int64 42'" >&2
