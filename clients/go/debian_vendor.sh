@@ -7,16 +7,17 @@
 #   clients/go/debian_vendor.sh MODDIR
 #
 # Which modules: every requirement of MODDIR/go.mod, plus the requirements of
-# every module that go.mod replaces with a local directory (as for a checkout
-# of this client: `replace github.com/pyexec/pyexec/clients/go => ../pyexec/clients/go`),
-# followed through further directory replacements. Those that go.mod lacks
-# are added to it as `// indirect`, which is what `go mod tidy` would do
-# and what Go 1.17+ checks. A module replaced with a
-# directory is vendored from that directory; every other one from
-# $GOCODE_SRC/<module path> (default /usr/share/gocode/src), whose go.mod must
-# declare that path. The requirements of Debian's modules are not followed:
-# only modules that some go.mod here lists are vendored, so a go.mod that
-# misses a module providing an imported package fails the build.
+# every module that go.mod replaces with a local directory (as a program using
+# a checkout of this client does: `replace github.com/pyexec/pyexec/clients/go
+# => ../pyexec/clients/go`), followed through further directory replacements.
+# Go 1.17+ wants each of them listed in go.mod, so those missing are appended
+# to it as `// indirect`, as `go mod tidy` would. A module replaced with a
+# directory is vendored from that directory, every other one from
+# $GOCODE_SRC/<module path> (default /usr/share/gocode/src); either way its
+# go.mod must declare the path it is required as. The requirements of
+# Debian's modules are not followed: only modules that these go.mod files
+# list are vendored, so a go.mod that lacks a module providing an imported
+# package fails the build.
 #
 # vendor/<module path> are symlinks to those directories, and
 # vendor/modules.txt records each module at the version that go.mod requires
