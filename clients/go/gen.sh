@@ -11,7 +11,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
-mod=pyexec.dev/go
+mod=github.com/pyexec/pyexec/clients/go
 
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT

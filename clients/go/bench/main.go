@@ -22,8 +22,8 @@ import (
 
 	"google.golang.org/grpc"
 
-	"pyexec.dev/go/internal/echopb"
-	"pyexec.dev/go/pyexec"
+	"github.com/pyexec/pyexec/clients/go/internal/echopb"
+	"github.com/pyexec/pyexec/clients/go/pyexec"
 )
 
 var (

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"pyexec.dev/go/pyexec"
+	"github.com/pyexec/pyexec/clients/go/pyexec"
 )
 
 func TestRealServerTLSAndTokens(t *testing.T) {

@@ -29,7 +29,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
-	pb "pyexec.dev/go/pyexecv1"
+	pb "github.com/pyexec/pyexec/clients/go/pyexecv1"
 )
 
 // Client is a connection to one pyexecd. It is safe for concurrent use; one

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"pyexec.dev/go/pyexec"
+	"github.com/pyexec/pyexec/clients/go/pyexec"
 )
 
 // TestConformance runs clients/conformance/vectors.json through the public

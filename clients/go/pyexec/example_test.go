@@ -7,7 +7,7 @@ import (
 	"log"
 	"time"
 
-	"pyexec.dev/go/pyexec"
+	"github.com/pyexec/pyexec/clients/go/pyexec"
 )
 
 // Compiled by go test (no Output line, so not run: it needs a server).

@@ -30,8 +30,8 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
-	"pyexec.dev/go/pyexec"
-	pb "pyexec.dev/go/pyexecv1"
+	"github.com/pyexec/pyexec/clients/go/pyexec"
+	pb "github.com/pyexec/pyexec/clients/go/pyexecv1"
 )
 
 // fakePyExec records, per RPC, the authorization metadata and the TLS

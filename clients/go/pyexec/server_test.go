@@ -11,11 +11,12 @@ import (
 	"testing"
 	"time"
 
-	"pyexec.dev/go/pyexec"
+	"github.com/pyexec/pyexec/clients/go/pyexec"
 )
 
 // repoRoot is found from the package directory with symlinks resolved,
-// because run_tests.sh builds through a GOPATH symlink.
+// because run_tests.sh builds in a module root made of symlinks to
+// clients/go's entries.
 func repoRoot() string {
 	abs, err := filepath.Abs(".")
 	if err == nil {

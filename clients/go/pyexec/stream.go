@@ -7,7 +7,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 
-	pb "pyexec.dev/go/pyexecv1"
+	pb "github.com/pyexec/pyexec/clients/go/pyexecv1"
 )
 
 // EventKind says what a stream Event carries.

@@ -3,11 +3,12 @@ package pyexec_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"reflect"
 	"testing"
 	"time"
 
-	"pyexec.dev/go/pyexec"
+	"github.com/pyexec/pyexec/clients/go/pyexec"
 )
 
 // bound binds a session on c for the test and unbinds it at the end.
@@ -44,18 +45,76 @@ type seen struct {
 
 func (e seen) String() string { return e.kind.String() }
 
+func seenOf(ev pyexec.Event) seen {
+	if ev.Kind == pyexec.EventValue {
+		return seen{ev.Kind, ev.Value}
+	}
+	return seen{ev.Kind, ev.Text}
+}
+
 func collect(t *testing.T, st *pyexec.Stream) []seen {
 	t.Helper()
 	var out []seen
 	for st.Next() {
-		ev := st.Event()
-		if ev.Kind == pyexec.EventValue {
-			out = append(out, seen{ev.Kind, ev.Value})
-		} else {
-			out = append(out, seen{ev.Kind, ev.Text})
-		}
+		out = append(out, seenOf(st.Event()))
 	}
 	return out
+}
+
+// merged joins adjacent chunks of the same output stream. Where a chunk
+// ends is not part of the contract (a line end, or 50 ms without one); the
+// order and the content of the output are, and merging keeps both.
+func merged(evs []seen) []seen {
+	var out []seen
+	for _, e := range evs {
+		if n := len(out); n > 0 && e.kind != pyexec.EventValue && out[n-1].kind == e.kind {
+			out[n-1].x = out[n-1].x.(string) + e.x.(string)
+			continue
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// eventsDiff describes the first difference between two event sequences,
+// exact in order and count, or returns "" when they are equal: a reordered,
+// lost, duplicated or extra event is a difference.
+func eventsDiff(got, want []seen) string {
+	for i := 0; i < len(got) || i < len(want); i++ {
+		switch {
+		case i >= len(want):
+			return fmt.Sprintf("%d events, want %d: extra event %d = %s %#v", len(got), len(want), i, got[i].kind, got[i].x)
+		case i >= len(got):
+			return fmt.Sprintf("%d events, want %d: event %d (%s %#v) is missing", len(got), len(want), i, want[i].kind, want[i].x)
+		case !reflect.DeepEqual(got[i], want[i]):
+			return fmt.Sprintf("event %d = %s %#v, want %s %#v (%d events, want %d)",
+				i, got[i].kind, got[i].x, want[i].kind, want[i].x, len(got), len(want))
+		}
+	}
+	return ""
+}
+
+func TestEventsDiffCatchesReorderLossAndDuplicates(t *testing.T) {
+	v := func(i int64) seen { return seen{pyexec.EventValue, i} }
+	out := func(s string) seen { return seen{pyexec.EventStdout, s} }
+	want := []seen{out("a\n"), v(0), v(1), v(2), out("b\n")}
+	for name, got := range map[string][]seen{
+		"reordered":        {out("a\n"), v(0), v(2), v(1), out("b\n")},
+		"lost":             {out("a\n"), v(0), v(2), out("b\n")},
+		"lost at the end":  {out("a\n"), v(0), v(1), v(2)},
+		"duplicated":       {out("a\n"), v(0), v(1), v(1), v(2), out("b\n")},
+		"output moved":     {v(0), out("a\n"), v(1), v(2), out("b\n")},
+		"output lost":      {out("a"), v(0), v(1), v(2), out("b\n")},
+		"stderr not out":   {out("a\n"), v(0), v(1), v(2), {pyexec.EventStderr, "b\n"}},
+		"value is a float": {out("a\n"), {pyexec.EventValue, 0.0}, v(1), v(2), out("b\n")},
+	} {
+		if eventsDiff(merged(got), want) == "" {
+			t.Errorf("%s: no difference found in %v", name, got)
+		}
+	}
+	if d := eventsDiff(merged([]seen{out("a"), out("\n"), v(0), v(1), v(2), out("b\n")}), want); d != "" {
+		t.Errorf("a chunk split in two: %s", d)
+	}
 }
 
 func TestStreamOutputArrivesBeforeTheCallEnds(t *testing.T) {
@@ -155,6 +214,116 @@ def gen(n, pause):
 	}
 }
 
+// TestStreamLongGeneratorExactOrder: every event of a long stream arrives
+// once, in the order Python produced it, while backpressure pauses and
+// resumes reading the worker many times (pyexecd holds only a few unconsumed
+// events per call, and this reader also stops reading twice for a while).
+func TestStreamLongGeneratorExactOrder(t *testing.T) {
+	s := bound(t, dial(t))
+	mustExec(t, s, `
+import sys
+def counted(n, every):
+    for i in range(n):
+        if i % every == 0:
+            print(f'at {i}')
+        yield i
+    print('done', file=sys.stderr)
+`)
+	const n, every = 10000, 500
+	var want []seen
+	for i := 0; i < n; i++ {
+		if i%every == 0 {
+			want = append(want, seen{pyexec.EventStdout, fmt.Sprintf("at %d\n", i)})
+		}
+		want = append(want, seen{pyexec.EventValue, int64(i)})
+	}
+	want = append(want, seen{pyexec.EventStderr, "done\n"})
+	st, err := s.CallStream(testCtx(t), "__main__", "counted", []any{n, every})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var got []seen
+	for st.Next() {
+		ev := seenOf(st.Event())
+		got = append(got, ev)
+		if ev.kind == pyexec.EventValue && (ev.x == int64(100) || ev.x == int64(n/2)) {
+			// Not a synchronisation: the pause lets the transport's window
+			// and pyexecd's buffer fill, so that reading resumes from full.
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	if err := st.Err(); err != nil {
+		t.Fatalf("Err = %v after %d events", err, len(got))
+	}
+	if d := eventsDiff(merged(got), want); d != "" {
+		t.Fatal(d)
+	}
+}
+
+// TestStreamLongOutputExactOrder: a long ExecStream's stdout and stderr
+// arrive complete and in the order they were written, interleaved.
+func TestStreamLongOutputExactOrder(t *testing.T) {
+	c := dial(t)
+	const n = 3000
+	st, err := c.ExecStream(testCtx(t), fmt.Sprintf(`
+import sys
+for i in range(%d):
+    print(i, file=sys.stderr if i %% 7 == 0 else sys.stdout)
+`, n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var want []seen
+	for i := 0; i < n; i++ {
+		kind := pyexec.EventStdout
+		if i%7 == 0 {
+			kind = pyexec.EventStderr
+		}
+		want = append(want, seen{kind, fmt.Sprintf("%d\n", i)})
+	}
+	got := collect(t, st)
+	if err := st.Err(); err != nil {
+		t.Fatalf("Err = %v after %d events", err, len(got))
+	}
+	if d := eventsDiff(merged(got), merged(want)); d != "" {
+		t.Fatal(d)
+	}
+}
+
+// TestStreamEarlyCloseExactPrefixEveryTime reads the first items of an
+// endless generator and closes the stream, many times: each run must see
+// exactly 1, 2, ... in order (a batch of events overtaken by later ones, or
+// dropped, once pyexecd paused reading the worker, shows here).
+func TestStreamEarlyCloseExactPrefixEveryTime(t *testing.T) {
+	s := bound(t, dial(t))
+	mustExec(t, s, "def forever():\n    i = 0\n    while True:\n        i += 1\n        yield i\n")
+	const runs, items = 30, 40
+	want := make([]seen, items)
+	for i := range want {
+		want[i] = seen{pyexec.EventValue, int64(i + 1)}
+	}
+	for r := 0; r < runs; r++ {
+		st, err := s.CallStream(testCtx(t), "__main__", "forever", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []seen
+		for len(got) < items && st.Next() {
+			got = append(got, seenOf(st.Event()))
+		}
+		err = st.Err()
+		st.Close()
+		if err != nil {
+			t.Fatalf("run %d: Err = %v", r, err)
+		}
+		if d := eventsDiff(got, want); d != "" {
+			t.Fatalf("run %d: %s", r, d)
+		}
+	}
+}
+
 func TestStreamCloseAndCancelMidStreamKeepState(t *testing.T) {
 	s := bound(t, dial(t))
 	mustExec(t, s, `
@@ -213,14 +382,28 @@ def gen():
 		t.Fatal(err)
 	}
 	defer st.Close()
-	n := 0
+	var got []seen
 	for st.Next() {
-		if n++; n == 3 {
+		if got = append(got, seenOf(st.Event())); len(got) == 3 {
 			cancel()
 		}
 	}
 	if !errors.Is(st.Err(), pyexec.ErrCancelled) || !errors.Is(st.Err(), context.Canceled) {
 		t.Fatalf("Err after cancel = %v", st.Err())
+	}
+	// gen counts on from where the earlier streams left `made`. Items
+	// already on their way may follow the cancel, but only as the next
+	// ones: k, k+1, k+2, ... with none lost or out of place.
+	if len(got) < 3 || got[0].kind != pyexec.EventValue {
+		t.Fatalf("events before the end = %v, want at least the 3 items read before cancel", got)
+	}
+	first, _ := got[0].x.(int64)
+	want := make([]seen, len(got))
+	for i := range want {
+		want[i] = seen{pyexec.EventValue, first + int64(i)}
+	}
+	if d := eventsDiff(got, want); d != "" {
+		t.Fatalf("cancelled stream: %s", d)
 	}
 	if v := mustEval(t, s, "state"); v != int64(42) {
 		t.Fatalf("state = %v after cancel", v)
@@ -437,23 +620,26 @@ func TestInterruptFromAnotherGoroutineKeepsState(t *testing.T) {
 	}
 	// The stream's first chunk is the signal that the loop is running.
 	running := make(chan struct{})
-	ended := make(chan error, 1)
+	type result struct {
+		events []seen
+		err    error
+	}
+	ended := make(chan result, 1)
 	go func() {
 		st, err := s.ExecStream(ctx, "print('running')\nwhile True: pass")
 		if err != nil {
 			close(running)
-			ended <- err
+			ended <- result{nil, err}
 			return
 		}
 		defer st.Close()
-		first := true
+		var evs []seen
 		for st.Next() {
-			if first {
+			if evs = append(evs, seenOf(st.Event())); len(evs) == 1 {
 				close(running)
-				first = false
 			}
 		}
-		ended <- st.Err()
+		ended <- result{evs, st.Err()}
 	}()
 	<-running
 	start := time.Now()
@@ -461,9 +647,12 @@ func TestInterruptFromAnotherGoroutineKeepsState(t *testing.T) {
 		t.Fatalf("Interrupt = %v, %v", ok, err)
 	}
 	select {
-	case err := <-ended:
-		if !errors.Is(err, pyexec.ErrCancelled) {
-			t.Fatalf("interrupted call ended with %v, want ErrCancelled", err)
+	case r := <-ended:
+		if !errors.Is(r.err, pyexec.ErrCancelled) {
+			t.Fatalf("interrupted call ended with %v, want ErrCancelled", r.err)
+		}
+		if d := eventsDiff(r.events, []seen{{pyexec.EventStdout, "running\n"}}); d != "" {
+			t.Fatalf("interrupted stream: %s", d)
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the loop was not interrupted within 10 s")

@@ -5,7 +5,7 @@ import (
 	"math/big"
 	"reflect"
 
-	pb "pyexec.dev/go/pyexecv1"
+	pb "github.com/pyexec/pyexec/clients/go/pyexecv1"
 )
 
 // Tuple is a Python tuple. It is kept distinct from a list ([]any) both ways.

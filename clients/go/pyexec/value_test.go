@@ -8,7 +8,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	pb "pyexec.dev/go/pyexecv1"
+	pb "github.com/pyexec/pyexec/clients/go/pyexecv1"
 )
 
 // Wire forms of the Go -> Value mapping, without a server.
