@@ -92,6 +92,60 @@ def pyexecd_path():
     return os.environ.get("PYEXECD") or os.path.join(REPO, "bazel-bin/server/pyexecd")
 
 
+# The uid test servers run as: $PYEXEC_TEST_SERVER_UID (10001 runs them as
+# the container image does, beside root-owned test files), else the test's
+# own user.
+SERVER_UID = (int(os.environ["PYEXEC_TEST_SERVER_UID"])
+              if os.environ.get("PYEXEC_TEST_SERVER_UID") else None)
+
+
+def as_user(uid):
+    """A command prefix that runs the rest as uid:uid with no other groups."""
+    return ["setpriv", "--reuid=%d" % uid, "--regid=%d" % uid, "--clear-groups"]
+
+
+def server_command():
+    """pyexecd's command line for a test that runs it directly, as SERVER_UID."""
+    if SERVER_UID is None:
+        return [pyexecd_path()]
+    return as_user(SERVER_UID) + [binaries_for_any_user()]
+
+
+def give_to_server(path):
+    """Hands `path` (a file or a tree the test made) to SERVER_UID, so that a
+    server run as that user can read its credentials there."""
+    if SERVER_UID is None:
+        return
+    os.chown(path, SERVER_UID, SERVER_UID)
+    for top, dirs, files in os.walk(path):
+        for name in dirs + files:
+            os.chown(os.path.join(top, name), SERVER_UID, SERVER_UID)
+
+
+_ANY_USER_BINARIES = []
+
+
+def binaries_for_any_user():
+    """A copy of pyexecd and its worker that any uid may run (Bazel's outputs
+    live under /root, which other users cannot enter): <dir>/server/pyexecd
+    next to <dir>/worker/pyexec_worker, as pyexecd looks for its worker."""
+    if not _ANY_USER_BINARIES:
+        server = os.path.realpath(pyexecd_path())
+        worker = os.path.join(os.path.dirname(server), "pyexec_worker")
+        if not os.path.exists(worker):
+            worker = os.path.join(os.path.dirname(os.path.dirname(server)),
+                                  "worker", "pyexec_worker")
+        top = tempfile.mkdtemp(prefix="pyexec_bin_")
+        atexit.register(shutil.rmtree, top, True)
+        os.chmod(top, 0o755)
+        for sub, src in (("server", server), ("worker", worker)):
+            os.mkdir(os.path.join(top, sub), 0o755)
+            shutil.copy(src, os.path.join(top, sub))
+            os.chmod(os.path.join(top, sub, os.path.basename(src)), 0o755)
+        _ANY_USER_BINARIES.append(os.path.join(top, "server", "pyexecd"))
+    return _ANY_USER_BINARIES[0]
+
+
 # ---------------------------------------------------------------- processes
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -195,11 +249,16 @@ def wait_gone(pids, timeout):
 class Server:
     """One pyexecd process with its channel and stubs."""
 
-    def __init__(self, *flags, workers=2, max_workers=4, wrapper=()):
+    def __init__(self, *flags, workers=2, max_workers=4, wrapper=(), uid=SERVER_UID, env=None):
         self.flags = ["--listen=127.0.0.1:0", "--workers=%d" % workers,
                       "--max_workers=%d" % max_workers] + list(flags)
         # A command that runs pyexecd (e.g. unshare); self.pid is then its pid.
         self.wrapper = list(wrapper)
+        # Run pyexecd as this uid (and gid), as the container image does
+        # (10001), instead of as the test's own user (None).
+        self.uid = uid
+        # More environment variables for pyexecd.
+        self.env = dict(env or {})
         self.workers = workers
         self.proc = None
         self.port = None
@@ -218,11 +277,16 @@ class Server:
         binary = pyexecd_path()
         if not os.access(binary, os.X_OK):
             raise AssertionError("pyexecd binary not found at %s (set PYEXECD)" % binary)
+        wrapper = self.wrapper
+        if self.uid is not None:
+            os.chown(self.tmpdir, self.uid, self.uid)
+            wrapper = as_user(self.uid) + wrapper
+            binary = binaries_for_any_user()
         self.proc = subprocess.Popen(
-            self.wrapper + [binary] + self.flags, stdin=subprocess.DEVNULL,
+            wrapper + [binary] + self.flags, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=self._log, preexec_fn=_die_with_parent,
-            env=dict(os.environ, TMPDIR=self.tmpdir))
+            env=dict(os.environ, TMPDIR=self.tmpdir, **self.env))
         line = self._read_stdout_line(STARTUP_TIMEOUT_S)
         prefix = "listening on 127.0.0.1:"
         if not line.startswith(prefix):

@@ -33,13 +33,15 @@ protoc -I "$repo/proto" --python_out="$stubs" --grpc_python_out="$stubs" "$plugi
 "$python" -c "import sys; sys.path.insert(0, '$stubs'); import pyexec.v1.pyexec_pb2_grpc, grpcstd.health.v1.health_pb2_grpc, grpcstd.reflection.v1.reflection_pb2_grpc"
 export PYEXEC_PY_STUBS="$stubs"
 
-if (($#)); then
-  suites=("$@")
-else
-  suites=(test_core test_robustness test_drain test_chaos test_repl test_confinement test_security test_zygote test_streams_refs)
-fi
-
 cd "$here"
-# A hard cap on the whole run; each test also has its own watchdog.
-timeout --signal=TERM --kill-after=30 900 \
-  "$python" -B -m unittest -v "${suites[@]}"
+if (($#)); then
+  # A hard cap on the whole run; each test also has its own watchdog.
+  exec timeout --signal=TERM --kill-after=30 900 "$python" -B -m unittest -v "$@"
+fi
+timeout --signal=TERM --kill-after=30 900 "$python" -B -m unittest -v \
+  test_core test_robustness test_drain test_chaos test_repl test_confinement test_security \
+  test_isolation test_zygote test_streams_refs
+# The security and confinement suites again in the non-root form: pyexecd
+# as uid 10001 (the container image's user), its test files handed to it.
+PYEXEC_TEST_SERVER_UID=10001 timeout --signal=TERM --kill-after=30 600 \
+  "$python" -B -m unittest -v test_security test_confinement

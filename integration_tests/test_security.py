@@ -92,6 +92,7 @@ class TokenAuthTest(fx.ServerTestCase):
         secret = os.path.join(cls.dir, "peer_secret")
         with open(secret, "w") as f:
             f.write(PEER_SECRET + "\n")
+        fx.give_to_server(cls.dir)
         cls.SERVER_FLAGS = ("--auth_tokens_file=" + cls.tokens,
                             "--peer_secret_file=" + secret,
                             "--max_sessions_per_principal=2", "--max_timeout=4s")
@@ -279,6 +280,7 @@ class TwoReplicasTest(unittest.TestCase):
         secret = os.path.join(cls.dir, "peer_secret")
         with open(secret, "w") as f:
             f.write(PEER_SECRET + "\n")
+        fx.give_to_server(cls.dir)
         addresses = ["127.0.0.1:%d" % free_port() for _ in range(2)]
         cls.replicas = []
         for address in addresses:
@@ -345,7 +347,7 @@ class IsolationWithoutAuthTest(fx.ServerTestCase):
 class SecureByDefaultTest(unittest.TestCase):
 
     def run_pyexecd(self, *flags):
-        proc = subprocess.run([fx.pyexecd_path(), "--workers=1"] + list(flags),
+        proc = subprocess.run(fx.server_command() + ["--workers=1"] + list(flags),
                               stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
         return proc.returncode, proc.stdout.decode(), proc.stderr.decode()
 
@@ -362,6 +364,7 @@ class SecureByDefaultTest(unittest.TestCase):
         d = tempfile.mkdtemp(prefix="pyexec_sec_")
         self.addCleanup(shutil.rmtree, d, True)
         certs = Certs(d)
+        fx.give_to_server(d)
         rc, out, err = self.run_pyexecd("--listen=0.0.0.0:0", "--tls_cert_file=" + certs.server_crt,
                                         "--tls_key_file=" + certs.server_key)
         self.assertNotEqual(rc, 0)
@@ -443,9 +446,12 @@ class MtlsTest(unittest.TestCase):
         other = Certs(other_dir, ca="otherca")
         cls.stranger = other.issue("stranger", "stranger", "DNS:stranger.example",
                                    ca=(other.ca_key, other.ca_crt))
+        fx.give_to_server(cls.dir)
+        cls.health_address = "127.0.0.1:%d" % free_port()
         cls.server = TlsServer(
             "--tls_cert_file=" + c.server_crt, "--tls_key_file=" + c.server_key,
             "--tls_client_ca_file=" + c.ca_crt, "--tls_refresh_interval=1s",
+            "--health_listen=" + cls.health_address,
             client_creds=cls.creds(cls.alice), workers=2, max_workers=4)
         try:
             cls.server.start()
@@ -496,6 +502,31 @@ class MtlsTest(unittest.TestCase):
             pb_grpc.PyExecStub(channel).Eval(pb.EvalRequest(code="1"), timeout=10)
         self.assertEqual(cm.exception.code(), SC.UNAVAILABLE)
 
+    def test_probes_use_the_plaintext_health_port(self):
+        # Kubernetes' gRPC probes present no client certificate: the main
+        # port refuses them, --health_listen answers in plaintext, and
+        # serves nothing but grpc.health.v1.
+        channel = grpc.insecure_channel(self.health_address)
+        self.addCleanup(channel.close)
+        health = fx.health_pb2_grpc.HealthStub(channel)
+        for service in ("", "pyexec.v1.PyExec"):
+            self.assertEqual(health.Check(fx.health_pb2.HealthCheckRequest(service=service),
+                                          timeout=10).status, fx.SERVING)
+        with self.assertRaises(grpc.RpcError) as cm:
+            pb_grpc.PyExecStub(channel).Eval(pb.EvalRequest(code="1"), timeout=10)
+        self.assertEqual(cm.exception.code(), SC.UNIMPLEMENTED)
+        reflection = refl_grpc.ServerReflectionStub(channel)
+        with self.assertRaises(grpc.RpcError) as cm:
+            list(reflection.ServerReflectionInfo(
+                iter([refl.ServerReflectionRequest(list_services="")]), timeout=10))
+        self.assertEqual(cm.exception.code(), SC.UNIMPLEMENTED)
+        # The main port, without a client certificate: refused.
+        plain = grpc.secure_channel(self.server.address, self.creds())
+        self.addCleanup(plain.close)
+        with self.assertRaises(grpc.RpcError):
+            fx.health_pb2_grpc.HealthStub(plain).Check(fx.health_pb2.HealthCheckRequest(),
+                                                       timeout=10)
+
     def test_rotated_server_certificate_is_picked_up(self):
         # A new server certificate from a new CA, swapped in by rename as a
         # rotation tool would; clients trusting only the new CA get in once
@@ -507,6 +538,7 @@ class MtlsTest(unittest.TestCase):
                          (new.server_key, self.certs.server_key)):
             shutil.copy(src, dst + ".tmp")
         # Key and certificate must change together: the watcher reads both.
+        fx.give_to_server(self.dir)
         os.replace(self.certs.server_key + ".tmp", self.certs.server_key)
         os.replace(self.certs.server_crt + ".tmp", self.certs.server_crt)
         creds = self.creds(self.alice, roots=new.ca_crt)

@@ -201,6 +201,11 @@ absl::StatusOr<std::string> PyExecServer::Start() {
     int health_port = 0;
     health_builder.AddListeningPort(options_.health_listen,
                                     grpc::InsecureServerCredentials(), &health_port);
+    // A server with no service of its own polls nothing and does not
+    // start; the stock generic service answers every other method
+    // UNIMPLEMENTED.
+    health_unimplemented_ = std::make_unique<grpc::CallbackGenericService>();
+    health_builder.RegisterCallbackGenericService(health_unimplemented_.get());
     health_server_ = health_builder.BuildAndStart();
     if (health_server_ == nullptr || health_port == 0) {
       return absl::UnavailableError(

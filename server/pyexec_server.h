@@ -15,6 +15,7 @@
 #include "context_pool/process_worker_launcher.h"
 #include "context_pool/worker_output.h"
 #include "context_pool/zygote_worker_launcher.h"
+#include "grpcpp/generic/async_generic_service.h"
 #include "grpcpp/server.h"
 #include "server/auth.h"
 #include "server/forwarder.h"
@@ -136,6 +137,7 @@ class PyExecServer {
   std::unique_ptr<grpc::Server> server_;
   // The plaintext health-only server (--health_listen), or null.
   std::unique_ptr<grpc::Server> health_server_;
+  std::unique_ptr<grpc::CallbackGenericService> health_unimplemented_;
   // Drains workers' stdout and stderr into the log.
   std::unique_ptr<WorkerOutputLog> worker_output_;
   absl::Notification stop_reaper_;
