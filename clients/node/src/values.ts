@@ -29,13 +29,13 @@ export const MAX_SEND_DEPTH = 96;
 /** Options for the value mapping; see the module comment. */
 export interface ValueOptions {
   /** How Python ints and JS numbers map; default 'auto'. */
-  ints?: 'auto' | 'bigint';
+  ints?: 'auto' | 'bigint' | undefined;
   /**
    * How Python dicts map. 'auto' (default): a plain object when every key is
    * a str, a Map otherwise. 'map': always a Map (keeps insertion order even
    * for integer-like string keys, which plain objects reorder).
    */
-  dicts?: 'auto' | 'map';
+  dicts?: 'auto' | 'map' | undefined;
 }
 
 /**
