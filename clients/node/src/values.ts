@@ -51,7 +51,11 @@ export class Tuple<T = unknown> extends Array<T> {
     return Array;
   }
 
-  /** A tuple of the given elements, typed per position like `tuple()`. */
+  /**
+   * A tuple of the given elements, typed per position as `tuple()` types
+   * them. Unlike `tuple()` it takes elements of any type, as the Array.of
+   * it overrides must; one with no Python mapping fails when sent.
+   */
   declare static of: <T extends unknown[]>(...items: T) => TupleOf<T>;
 }
 

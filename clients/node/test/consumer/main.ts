@@ -1,4 +1,4 @@
-// A program written as a user of the package writes one. test/package.check.ts
+// A program as a user of the package writes it. test/package.check.ts
 // compiles it in a scratch project outside the repository, against the
 // installed package (the npm pack tarball, or the directory) with the
 // project's own TypeScript and the tsconfig of the README's "TypeScript and
