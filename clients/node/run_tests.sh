@@ -1,18 +1,27 @@
 #!/usr/bin/env bash
-# Tests of the Node/TypeScript client: installs the locked npm dependencies
-# (npm ci, package-lock.json), compiles with tsc, then runs `node --test`:
-# value-mapping unit tests, the client against a real pyexecd (streams,
-# refs and Interrupt included), the
-# `conformance` runner (clients/conformance/vectors.json), and TLS/mTLS/bearer
-# against a fake server with certificates made by openssl. Every server
-# listens on 127.0.0.1, port 0.
+# Tests of the Node/TypeScript client. `npm ci` installs the locked npm
+# dependencies (package-lock.json), and its `prepare` builds dist/ (tsc, and
+# the proto). Then two `node --test` runs:
+#  1. dist/test/*.test.js: value-mapping unit tests (and the compile-time
+#     typing checks in them), the client against a real pyexecd (streams,
+#     refs and Interrupt included), the `conformance` runner
+#     (clients/conformance/vectors.json), and TLS/mTLS/bearer against a fake
+#     server with certificates made by openssl;
+#  2. dist/test/package.check.js, alone because npm and tsc are heavy and
+#     the stream tests measure time: `npm pack` from a fresh copy of the
+#     sources, the tarball and the directory installed in scratch projects
+#     in a temporary directory, and a program and the README's examples
+#     compiled there with the project's own tsc and run against pyexecd.
+# Every server listens on 127.0.0.1, port 0. Both runs go; the script fails
+# if either failed.
 #
 #   clients/node/run_tests.sh
 #
 # PYEXECD: the pyexecd binary; default <repo>/bazel-bin/server/pyexecd
 # (build: bazel build //server:pyexecd //worker:pyexec_worker).
 # Needs node >= 18 and npm on PATH (scripts/install_deps.sh installs Debian's
-# nodejs and npm when there is no node), and openssl.
+# nodejs and npm when there is no node), the npm registry (or npm's cache)
+# for npm ci and the scratch projects, tar, and openssl.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -34,6 +43,14 @@ if [ ! -x "$PYEXECD" ]; then
   exit 1
 fi
 
+rm -rf dist # so that the build below is npm ci's
 npm ci --no-audit --no-fund --loglevel=error
-npm run --silent build
-node --test dist/test/*.test.js
+if [ ! -f dist/src/index.js ] || [ ! -f dist/proto/pyexec/v1/pyexec.proto ] || [ ! -f dist/test/client.test.js ]; then
+  echo "run_tests.sh: npm ci did not build dist/ (its prepare script; is ignore-scripts set?)" >&2
+  exit 1
+fi
+
+status=0
+node --test dist/test/*.test.js || status=1
+node --test dist/test/package.check.js || status=1
+exit "$status"

@@ -28,49 +28,49 @@ import type {
 /** TLS settings. PEM contents (not paths): use fs.readFileSync. */
 export interface TlsOptions {
   /** CA certificates to trust; default: the system roots. */
-  rootCerts?: Buffer | string;
+  rootCerts?: Buffer | string | undefined;
   /** Client certificate chain, for mTLS (with privateKey). */
-  certChain?: Buffer | string;
+  certChain?: Buffer | string | undefined;
   /** Client private key, for mTLS (with certChain). */
-  privateKey?: Buffer | string;
+  privateKey?: Buffer | string | undefined;
   /** Expected server name when it differs from the address host (tests, IPs). */
-  serverNameOverride?: string;
+  serverNameOverride?: string | undefined;
 }
 
 /** Options of `new Client(address, options)`. */
 export interface ClientOptions {
   /** TLS: `true` for system roots, or TlsOptions. Default: plaintext. */
-  tls?: boolean | TlsOptions;
+  tls?: boolean | TlsOptions | undefined;
   /** Bearer token, sent as `authorization: Bearer TOKEN` on every call. */
-  token?: string;
+  token?: string | undefined;
   /** Extra metadata sent on every call. */
-  metadata?: Record<string, string>;
+  metadata?: Record<string, string> | undefined;
   /** Timeout of calls that pass none; default: none (the server's --default_timeout applies). */
-  defaultTimeoutMs?: number;
+  defaultTimeoutMs?: number | undefined;
   /** Number of shared contexts that `context(n)` picks from; default 4. */
-  numContexts?: number;
+  numContexts?: number | undefined;
   /** Idle timeout asked for context sessions; 0 = server default. */
-  contextIdleTimeoutSeconds?: number;
+  contextIdleTimeoutSeconds?: number | undefined;
   /** Value mapping (ints, dicts); see values.ts. */
-  values?: ValueOptions;
+  values?: ValueOptions | undefined;
   /** Largest message received or sent; default 64 MiB, pyexecd's default. */
-  maxMessageBytes?: number;
+  maxMessageBytes?: number | undefined;
   /** Raw grpc-js channel options, applied last. */
-  channelOptions?: grpc.ChannelOptions;
+  channelOptions?: grpc.ChannelOptions | undefined;
 }
 
 /** Per-call options. */
 export interface CallOptions {
   /** Timeout in milliseconds, sent as the gRPC deadline. */
-  timeoutMs?: number;
+  timeoutMs?: number | undefined;
   /** Cancels the call; the server interrupts the Python code. */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
 }
 
 /** Options of exec and execStream. */
 export interface ExecOptions extends CallOptions {
   /** Names visible to this call only. */
-  locals?: Record<string, PyInput> | Map<string, PyInput>;
+  locals?: Record<string, PyInput> | Map<string, PyInput> | undefined;
 }
 
 /** Options of eval. */
@@ -79,15 +79,15 @@ export interface EvalOptions extends ExecOptions {
    * Return the result as a `Ref` even when it has a value mapping (bound
    * sessions only; a stateless call rejects with InvalidArgumentError).
    */
-  resultAsRef?: boolean;
+  resultAsRef?: boolean | undefined;
 }
 
 /** Options of call, callStream, callMethod and getattr. */
 export interface CallFnOptions extends CallOptions {
   /** Keyword arguments. */
-  kwargs?: Record<string, PyInput> | Map<string, PyInput>;
+  kwargs?: Record<string, PyInput> | Map<string, PyInput> | undefined;
   /** As for eval: a `Ref` even for a convertible result (bound sessions). */
-  resultAsRef?: boolean;
+  resultAsRef?: boolean | undefined;
 }
 
 /** One event of execStream / callStream: an output chunk or a value. */
@@ -103,7 +103,7 @@ export type OutputEvent = Extract<StreamEvent, { type: 'stdout' | 'stderr' }>;
 /** Options of bind and withSession. */
 export interface BindOptions extends CallOptions {
   /** Idle timeout of the session; 0 or absent = the server default. */
-  idleTimeoutSeconds?: number;
+  idleTimeoutSeconds?: number | undefined;
 }
 
 /** Output the Python code wrote during one call (bounded by the server). */
@@ -146,7 +146,7 @@ let serviceCtor: ServiceCtor | undefined;
 
 function loadService(): ServiceCtor {
   if (serviceCtor === undefined) {
-    // dist/src/client.js -> dist/proto/... (copied there by the build).
+    // dist/src/client.js -> dist/proto/... (copied there by scripts/build.js).
     const file = path.join(__dirname, '..', 'proto', 'pyexec', 'v1', 'pyexec.proto');
     const def = protoLoader.loadSync(file, LOADER_OPTIONS);
     const pkg = grpc.loadPackageDefinition(def) as unknown as { pyexec: { v1: { PyExec: ServiceCtor } } };
@@ -590,7 +590,7 @@ export class Session extends BoundExecutor {
  * fresh session (the old state is gone). Unbound by client.close().
  */
 export class Context extends BoundExecutor {
-  private session?: Promise<Session>;
+  private session: Promise<Session> | undefined;
 
   /** @internal */
   constructor(

@@ -44,7 +44,7 @@ export class RpcError extends PyExecError {
   /** The server's status message. */
   readonly details: string;
   /** Trailing metadata, when the server sent any. */
-  readonly metadata?: Metadata;
+  readonly metadata: Metadata | undefined;
 
   constructor(code: status, details: string, metadata?: Metadata, options?: { cause?: unknown }) {
     super(`${status[code] ?? code}: ${details}`, options);

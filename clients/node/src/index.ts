@@ -15,7 +15,7 @@ export type {
   OutputEvent,
 } from './client';
 export { Tuple, tuple, Float, Opaque, Ref } from './values';
-export type { PyInput, PyValue, ValueOptions } from './values';
+export type { PyInput, PyValue, TupleOf, ValueOptions } from './values';
 export {
   PyExecError,
   PythonError,

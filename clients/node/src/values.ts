@@ -29,20 +29,20 @@ export const MAX_SEND_DEPTH = 96;
 /** Options for the value mapping; see the module comment. */
 export interface ValueOptions {
   /** How Python ints and JS numbers map; default 'auto'. */
-  ints?: 'auto' | 'bigint';
+  ints?: 'auto' | 'bigint' | undefined;
   /**
    * How Python dicts map. 'auto' (default): a plain object when every key is
    * a str, a Map otherwise. 'map': always a Map (keeps insertion order even
    * for integer-like string keys, which plain objects reorder).
    */
-  dicts?: 'auto' | 'map';
+  dicts?: 'auto' | 'map' | undefined;
 }
 
 /**
  * A Python tuple: an Array subclass so it indexes, iterates and spreads like
  * an array, but encodes as a tuple, not a list. Build one with
- * `Tuple.of(1, 2)`, `Tuple.from(iterable)` or `tuple(1, 2)`; `new Tuple(n)`
- * inherits Array's length-only constructor.
+ * `tuple(1, 'a')`, `Tuple.of(1, 'a')` or `Tuple.from(iterable)`;
+ * `new Tuple(n)` inherits Array's length-only constructor.
  */
 export class Tuple<T = unknown> extends Array<T> {
   static override get [Symbol.species](): ArrayConstructor {
@@ -50,11 +50,28 @@ export class Tuple<T = unknown> extends Array<T> {
     // comprehensions over a tuple; only explicit construction makes a Tuple.
     return Array;
   }
+
+  /**
+   * A tuple of the given elements, typed per position as `tuple()` types
+   * them. Unlike `tuple()` it takes elements of any type, as the Array.of
+   * it overrides must; one with no Python mapping fails when sent.
+   */
+  declare static of: <T extends unknown[]>(...items: T) => TupleOf<T>;
 }
 
-/** Builds a Python tuple from its elements. */
-export function tuple<T>(...items: T[]): Tuple<T> {
-  return Tuple.from(items) as Tuple<T>;
+/**
+ * The static type of `tuple(a, b, ...)`: a `Tuple` of the union of the
+ * element types that also keeps each position's own type and the length,
+ * so `tuple('x', 1)[0]` is a `string` and `[1]` a `number`.
+ */
+export type TupleOf<T extends readonly unknown[]> = Tuple<T[number]> & { readonly [K in keyof T]: T[K] };
+
+/**
+ * Builds a Python tuple from its elements, of any mix of types that have a
+ * Python mapping: `tuple('x', 1, [true])`.
+ */
+export function tuple<T extends PyInput[]>(...items: T): TupleOf<T> {
+  return Tuple.from(items) as unknown as TupleOf<T>;
 }
 
 /**

@@ -7,6 +7,7 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import { isDeepStrictEqual } from 'util';
 
 import {
   CancelledError,
@@ -55,6 +56,53 @@ async function collect(it: AsyncIterable<StreamEvent>): Promise<{ events: Stream
   }
   return { events };
 }
+
+/**
+ * The events with adjacent output chunks of the same stream joined: where
+ * a chunk ends (line ends, 50 ms flushes) is not part of the contract, but
+ * the order and content of everything written are.
+ */
+function merged(events: readonly StreamEvent[]): StreamEvent[] {
+  const out: StreamEvent[] = [];
+  for (const ev of events) {
+    const last = out[out.length - 1];
+    if (last !== undefined && last.type === ev.type && ev.type !== 'value') {
+      out[out.length - 1] = { type: ev.type, data: (last as typeof ev).data + ev.data };
+    } else {
+      out.push(ev);
+    }
+  }
+  return out;
+}
+
+/**
+ * Asserts that `actual` is exactly `expected`: every event, once, in order.
+ * On a mismatch it reports the first index that differs and both lengths,
+ * rather than a diff of thousands of events.
+ */
+function assertSameEvents(actual: readonly StreamEvent[], expected: readonly StreamEvent[]): void {
+  const n = Math.min(actual.length, expected.length);
+  for (let i = 0; i < n; i++) {
+    if (isDeepStrictEqual(actual[i], expected[i])) continue;
+    const around = actual.slice(Math.max(0, i - 2), i + 3).map(brief);
+    assert.fail(
+      `event ${i} of ${expected.length} is ${brief(actual[i])}, want ${brief(expected[i])} ` +
+        `(got ${actual.length} events; around it: ${around.join(', ')})`,
+    );
+  }
+  assert.equal(actual.length, expected.length, `got ${actual.length} events, want ${expected.length}`);
+}
+
+/** A short description of an event for failure messages. */
+function brief(ev: StreamEvent | undefined): string {
+  if (ev === undefined) return 'missing';
+  if (ev.type !== 'value') return `${ev.type} ${JSON.stringify(ev.data.slice(0, 40))}`;
+  const v = ev.value;
+  if (Buffer.isBuffer(v)) return `value <${v.length} bytes ${v.subarray(0, 8).toString('hex')}...>`;
+  return `value ${typeof v === 'bigint' ? `${v}n` : JSON.stringify(v)}`;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Resolves once `file` exists: the Python code's "I am running" signal. */
 async function waitForFile(file: string, timeoutMs = 10_000): Promise<void> {
@@ -196,7 +244,7 @@ describe('execStream and callStream', () => {
           }
         })(),
       );
-      assert.equal(events.length, 1);
+      assert.deepEqual(events, [{ type: 'stdout', data: 'go\n' }]);
       assert.ok(error instanceof CancelledError, String(error));
 
       const start = performance.now();
@@ -209,6 +257,75 @@ describe('execStream and callStream', () => {
     assert.ok(nf.error instanceof SessionNotFoundError, String(nf.error));
     const empty = await collect(client.execStream(''));
     assert.ok(empty.error instanceof InvalidArgumentError, String(empty.error));
+  });
+});
+
+// pyexecd holds at most 8 unconsumed events of a call (backpressure, the
+// pool's max_buffered_events): a worker that writes faster than gRPC sends
+// is paused and resumed many times, and a consumer that stops reading fills
+// the HTTP/2 window, so the server's writes stall as well. Whatever the
+// pauses, every event arrives once, in the order the code made it, before
+// the end of the stream.
+describe('long streams arrive complete and in order', () => {
+  const N = 10_000;
+
+  test(`${N} generator items with output between them, read fast, then slowly`, async () => {
+    await withSession(async (s) => {
+      await s.exec(
+        'def items(n):\n    for i in range(n):\n        if i % 100 == 0:\n            print("at", i)\n' +
+          '        yield i\n    print("done")\n',
+      );
+      const expected: StreamEvent[] = [];
+      for (let i = 0; i < N; i++) {
+        if (i % 100 === 0) expected.push({ type: 'stdout', data: `at ${i}\n` });
+        expected.push({ type: 'value', value: i });
+      }
+      expected.push({ type: 'stdout', data: 'done\n' });
+
+      const got: StreamEvent[] = [];
+      for await (const ev of s.callStream('__main__', 'items', [N], { timeoutMs: 60_000 })) {
+        got.push(ev);
+        // A consumer that stops for a while, then reads in small steps.
+        if (got.length === N / 2) await sleep(300);
+        else if (got.length > N / 2 && got.length % 500 === 0) await sleep(20);
+      }
+      assertSameEvents(merged(got), expected);
+    });
+  });
+
+  test(`${N} lines on stdout and stderr keep their interleaving`, async () => {
+    const code = 'import sys\nfor i in range(' + N + '):\n    print(i, file=sys.stderr if i % 7 == 0 else sys.stdout)\n';
+    const expected: StreamEvent[] = [];
+    for (let i = 0; i < N; i++) expected.push({ type: i % 7 === 0 ? 'stderr' : 'stdout', data: `${i}\n` });
+    const got: StreamEvent[] = [];
+    for await (const ev of client.execStream(code, { timeoutMs: 60_000 })) {
+      got.push(ev);
+      if (got.length === 1000) await sleep(300);
+    }
+    assertSameEvents(merged(got), merged(expected));
+  });
+
+  test('items larger than the HTTP/2 window, read slowly', async () => {
+    const COUNT = 48;
+    const SIZE = 256 * 1024;
+    await withSession(async (s) => {
+      await s.exec(
+        'def big(n, size):\n    for i in range(n):\n        print("item", i)\n' +
+          '        yield i.to_bytes(4, "big") * (size // 4)\n',
+      );
+      const got: StreamEvent[] = [];
+      for await (const ev of s.callStream('__main__', 'big', [COUNT, SIZE], { timeoutMs: 60_000 })) {
+        got.push(ev);
+        await sleep(10);
+      }
+      const expected: StreamEvent[] = [];
+      for (let i = 0; i < COUNT; i++) {
+        const item = Buffer.alloc(SIZE);
+        for (let off = 0; off < SIZE; off += 4) item.writeUInt32BE(i, off);
+        expected.push({ type: 'stdout', data: `item ${i}\n` }, { type: 'value', value: item });
+      }
+      assertSameEvents(merged(got), expected);
+    });
   });
 });
 
@@ -336,6 +453,7 @@ describe('interrupt', () => {
       assert.deepEqual(first.value, { type: 'stdout', data: 'go\n' });
       assert.equal(await s.interrupt(), true);
       const rest = await collect(it);
+      assert.deepEqual(rest.events, []); // the code printed once only
       assert.ok(rest.error instanceof CancelledError, String(rest.error));
       assert.ok(((await s.eval('n')) as number) > 0);
     });

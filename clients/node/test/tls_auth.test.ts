@@ -17,7 +17,7 @@ interface Seen {
   method: string;
   authorization: string[];
   extra: string[];
-  peerCN?: string;
+  peerCN: string | undefined;
 }
 
 interface Fake {

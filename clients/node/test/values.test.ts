@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 
-import { Float, InvalidArgumentError, Opaque, Ref, Tuple, tuple } from '../src';
+import { Float, InvalidArgumentError, Opaque, PyInput, Ref, Tuple, TupleOf, tuple } from '../src';
 import { MAX_SEND_DEPTH, fromWire, toWire } from '../src/values';
 
 test('ints: int within int64, big_int beyond', () => {
@@ -34,6 +34,37 @@ test('containers keep their kind', () => {
   const d = fromWire({ kind: 'dict', dict: true, keys: [{ kind: 'str', str: 'a' }, { kind: 'int', int: '1' }], items: [{ kind: 'none', none: {} }, { kind: 'bool', bool: false }] });
   assert.deepEqual(d, new Map<unknown, unknown>([['a', null], [1, false]]));
   assert.deepEqual(fromWire({ kind: 'dict', dict: true, keys: [{ kind: 'str', str: 'a' }], items: [{ kind: 'bool', bool: true }] }), { a: true });
+});
+
+// The type assertions below are checked when tsc compiles this file (the
+// build fails on an error, or on an @ts-expect-error that finds none); the
+// runtime assertions check that the values agree with their types.
+test('tuple() and Tuple.of take any mix of element types and keep each position typed', () => {
+  const t = tuple('x', 1);
+  const s: string = t[0];
+  const n: number = t[1];
+  const len: 2 = t.length;
+  const asTuple: Tuple<string | number> = t;
+  const asInput: PyInput = t;
+  const u: TupleOf<[number, string | null, boolean[]]> = Tuple.of(2, null, [true]);
+  const flags: boolean[] = u[2];
+  const nested = tuple(1n, tuple('a', null), new Map([[tuple(1, 2), Buffer.from('v')]]), new Set([new Float(1)]));
+  const empty: TupleOf<[]> = tuple();
+  // @ts-expect-error each position keeps its own type
+  const wrong: number = t[0];
+  // @ts-expect-error a function has no Python mapping
+  const fn = tuple('x', () => 1);
+  // @ts-expect-error nor does a symbol
+  tuple(Symbol('s'));
+
+  assert.ok(t instanceof Tuple && u instanceof Tuple && empty instanceof Tuple && nested instanceof Tuple);
+  assert.deepEqual([s, n, len, wrong, flags], ['x', 1, 2, 'x', [true]]);
+  assert.equal(asTuple, asInput);
+  assert.deepEqual(toWire(t), { tuple: true, items: [{ str: 'x' }, { int: '1' }] });
+  assert.deepEqual(toWire(u), { tuple: true, items: [{ int: '2' }, { none: {} }, { list: true, items: [{ bool: true }] }] });
+  assert.deepEqual(toWire(empty), { tuple: true, items: [] });
+  assert.equal(toWire(nested).items?.length, 4);
+  assert.throws(() => toWire(fn), TypeError);
 });
 
 test('bytes are Buffers; any Uint8Array is sent as bytes', () => {
