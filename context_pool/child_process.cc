@@ -17,8 +17,10 @@ ChildProcess::~ChildProcess() {
     int status;
     waitpid(pid_, &status, 0);
   }
-  if (!private_dir_.empty() && dirs_ != nullptr) dirs_->Return(private_dir_, pid_);
-  if (uids_ != nullptr) uids_->Return(uid_, pid_);
+  const WorkerHoldings& h = holdings_;
+  if (!h.private_dir.empty() && h.dirs != nullptr) h.dirs->Return(h.private_dir, pid_);
+  if (h.uids != nullptr) h.uids->Return(h.uid, pid_);
+  if (!h.cgroup.empty() && h.cgroups != nullptr) h.cgroups->Remove(h.cgroup);
 }
 
 PrivateDirGuard::~PrivateDirGuard() {
@@ -48,8 +50,8 @@ std::optional<std::string> ChildProcess::TryReap() {
   reaped_ = true;
   description_ = r == pid_ ? DescribeWaitStatus(status)
                            : absl::StrCat("lost (waitpid: ", strerror(errno), ")");
-  if (dirs_ != nullptr) {
-    if (std::optional<std::string> verdict = dirs_->TakeDiskCapVerdict(pid_)) {
+  if (holdings_.dirs != nullptr) {
+    if (std::optional<std::string> verdict = holdings_.dirs->TakeDiskCapVerdict(pid_)) {
       description_ = absl::StrCat(description_, ": ", *verdict);
     }
   }

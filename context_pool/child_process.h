@@ -11,6 +11,7 @@
 #include "common/unique_fd.h"
 #include "context_pool/private_dir.h"
 #include "context_pool/uid_pool.h"
+#include "context_pool/worker_cgroups.h"
 #include "context_pool/worker_launcher.h"
 
 namespace pyexec {
@@ -18,25 +19,30 @@ namespace pyexec {
 // A real pyexec_worker process that leads its own process group and that
 // pyexecd can waitpid(): its child, spawned (spawn launcher) or forked by the
 // zygote with CLONE_PARENT (zygote launcher). Death is seen through a pidfd.
+// What a worker holds that must be given back once it is gone; each part is
+// optional (its owner null).
+struct WorkerHoldings {
+  // Its HOME/TMPDIR, taken from and returned to `dirs`.
+  std::string private_dir;
+  std::shared_ptr<PrivateDirs> dirs;
+  // Its own uid, taken from and returned to `uids`.
+  uint32_t uid = 0;
+  std::shared_ptr<UidPool> uids;
+  // Its cgroup, made and removed by `cgroups`.
+  std::string cgroup;
+  std::shared_ptr<WorkerCgroups> cgroups;
+};
+
 class ChildProcess final : public WorkerProcess {
  public:
-  // `private_dir` (may be "") is the worker's HOME/TMPDIR, taken from and
-  // returned to `dirs`; `uid` (when `uids` is set) its own uid, taken from
-  // and returned to `uids`.
-  ChildProcess(pid_t pid, UniqueFd socket, UniqueFd pidfd,
-               std::string private_dir = "",
-               std::shared_ptr<PrivateDirs> dirs = nullptr, uint32_t uid = 0,
-               std::shared_ptr<UidPool> uids = nullptr)
+  ChildProcess(pid_t pid, UniqueFd socket, UniqueFd pidfd, WorkerHoldings holdings = {})
       : pid_(pid),
         socket_(std::move(socket)),
         pidfd_(std::move(pidfd)),
-        private_dir_(std::move(private_dir)),
-        dirs_(std::move(dirs)),
-        uid_(uid),
-        uids_(std::move(uids)) {}
+        holdings_(std::move(holdings)) {}
   // Kills and reaps the process if that has not happened yet. The pool
   // destroys a worker once it has exited (at Unbind, expiry or death), so
-  // this is also where its private directory is returned.
+  // this is also where its holdings are given back.
   ~ChildProcess() override;
 
   int pid() const override { return pid_; }
@@ -52,10 +58,7 @@ class ChildProcess final : public WorkerProcess {
   const pid_t pid_;
   UniqueFd socket_;
   UniqueFd pidfd_;
-  const std::string private_dir_;
-  const std::shared_ptr<PrivateDirs> dirs_;
-  const uint32_t uid_;
-  const std::shared_ptr<UidPool> uids_;
+  const WorkerHoldings holdings_;
   bool reaped_ = false;
   std::string description_;
 };

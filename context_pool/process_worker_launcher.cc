@@ -111,7 +111,8 @@ std::shared_ptr<UidPool> MakeWorkerUids(const WorkerProcessOptions& options) {
 }
 
 absl::StatusOr<WorkerIdentity> WorkerIdentity::Take(
-    const std::shared_ptr<PrivateDirs>& dirs, const std::shared_ptr<UidPool>& uids) {
+    const std::shared_ptr<PrivateDirs>& dirs, const std::shared_ptr<UidPool>& uids,
+    std::shared_ptr<WorkerCgroups> cgroups) {
   int64_t uid = -1;
   if (uids != nullptr) {
     absl::StatusOr<uint32_t> taken = uids->Take();
@@ -127,22 +128,35 @@ absl::StatusOr<WorkerIdentity> WorkerIdentity::Take(
     }
     dir = *std::move(taken);
   }
-  return WorkerIdentity(dirs, std::move(dir), uids, uid);
+  return WorkerIdentity(dirs, std::move(dir), uids, uid, std::move(cgroups));
 }
 
 WorkerIdentity::~WorkerIdentity() {
   if (uid_ >= 0 && uids_ != nullptr) uids_->Return(static_cast<uint32_t>(uid_), 0);
 }
 
-std::unique_ptr<ChildProcess> WorkerIdentity::Adopt(pid_t pid, UniqueFd socket,
-                                                    UniqueFd pidfd) {
-  std::string dir = dir_.Release();
-  if (dirs_ != nullptr && !dir.empty()) dirs_->Attach(dir, pid);
+absl::StatusOr<std::unique_ptr<ChildProcess>> WorkerIdentity::Adopt(pid_t pid,
+                                                                    UniqueFd socket,
+                                                                    UniqueFd pidfd) {
+  WorkerHoldings holdings;
+  if (cgroups_ != nullptr) {
+    absl::StatusOr<std::string> cgroup = cgroups_->Place(pid);
+    if (!cgroup.ok()) return cgroup.status();
+    holdings.cgroup = *std::move(cgroup);
+    holdings.cgroups = cgroups_;
+  }
+  holdings.private_dir = dir_.Release();
+  holdings.dirs = dirs_;
+  if (dirs_ != nullptr && !holdings.private_dir.empty()) {
+    dirs_->Attach(holdings.private_dir, pid);
+  }
   const int64_t uid = std::exchange(uid_, -1);
+  if (uid >= 0) {
+    holdings.uid = static_cast<uint32_t>(uid);
+    holdings.uids = uids_;
+  }
   return std::make_unique<ChildProcess>(pid, std::move(socket), std::move(pidfd),
-                                        std::move(dir), dirs_,
-                                        uid < 0 ? 0 : static_cast<uint32_t>(uid),
-                                        uid < 0 ? nullptr : uids_);
+                                        std::move(holdings));
 }
 
 absl::StatusOr<std::unique_ptr<WorkerProcess>> ProcessWorkerLauncher::Launch() {
@@ -150,7 +164,7 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> ProcessWorkerLauncher::Launch() {
   if (absl::Status s = MakeSocketPair(&ours, &theirs); !s.ok()) return s;
 
   absl::StatusOr<WorkerIdentity> identity =
-      WorkerIdentity::Take(dirs_, uids_);
+      WorkerIdentity::Take(dirs_, uids_, options_.cgroups);
   if (!identity.ok()) return identity.status();
   internal::WorkerSettings settings = options_.settings;
   settings.mutable_confinement()->set_private_dir(identity->private_dir());
@@ -173,7 +187,16 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> ProcessWorkerLauncher::Launch() {
     return absl::InternalError(absl::StrCat("pidfd_open: ", strerror(error)));
   }
   fcntl(ours.get(), F_SETFL, fcntl(ours.get(), F_GETFL) | O_NONBLOCK);
-  return identity->Adopt(pid, std::move(ours), std::move(pidfd));
+  absl::StatusOr<std::unique_ptr<ChildProcess>> child =
+      identity->Adopt(pid, std::move(ours), std::move(pidfd));
+  if (!child.ok()) {
+    kill(-pid, SIGKILL);
+    kill(pid, SIGKILL);
+    int status;
+    waitpid(pid, &status, 0);
+    return child.status();
+  }
+  return std::unique_ptr<WorkerProcess>(*std::move(child));
 }
 
 }  // namespace pyexec

@@ -14,6 +14,7 @@
 #include "context_pool/child_process.h"
 #include "context_pool/private_dir.h"
 #include "context_pool/uid_pool.h"
+#include "context_pool/worker_cgroups.h"
 #include "pyexec/v1/worker.pb.h"
 #include "worker/worker_settings.h"
 #include "context_pool/worker_launcher.h"
@@ -45,6 +46,8 @@ struct WorkerProcessOptions {
   // Where workers' stdout and stderr go (the write end of the
   // WorkerOutputLog pipe); -1: pyexecd's stderr.
   int output_fd = -1;
+  // A cgroup per worker, where one is delegated to pyexecd; null: none.
+  std::shared_ptr<WorkerCgroups> cgroups;
 };
 
 // The workers' private directories under options.private_dir_root, or null
@@ -62,28 +65,39 @@ class WorkerIdentity {
  public:
   // RESOURCE_EXHAUSTED when no uid is free.
   static absl::StatusOr<WorkerIdentity> Take(const std::shared_ptr<PrivateDirs>& dirs,
-                                             const std::shared_ptr<UidPool>& uids);
+                                             const std::shared_ptr<UidPool>& uids,
+                                             std::shared_ptr<WorkerCgroups> cgroups);
   WorkerIdentity(WorkerIdentity&& other)
       : dir_(std::move(other.dir_)),
         dirs_(std::move(other.dirs_)),
         uids_(std::move(other.uids_)),
-        uid_(std::exchange(other.uid_, -1)) {}
+        uid_(std::exchange(other.uid_, -1)),
+        cgroups_(std::move(other.cgroups_)) {}
   ~WorkerIdentity();
 
   int64_t uid() const { return uid_; }
   int64_t gid() const { return uid_ < 0 ? -1 : uid_; }
   const std::string& private_dir() const { return dir_.path(); }
-  // The worker `pid` now runs: it owns the directory and the uid.
-  std::unique_ptr<ChildProcess> Adopt(pid_t pid, UniqueFd socket, UniqueFd pidfd);
+  // The worker `pid` now runs, before any user code: it is put in its
+  // cgroup, and owns the directory and the uid. On failure the caller must
+  // kill and reap it.
+  absl::StatusOr<std::unique_ptr<ChildProcess>> Adopt(pid_t pid, UniqueFd socket,
+                                                      UniqueFd pidfd);
 
  private:
   WorkerIdentity(std::shared_ptr<PrivateDirs> dirs, std::string dir,
-                 std::shared_ptr<UidPool> uids, int64_t uid)
-      : dir_(dirs, std::move(dir)), dirs_(std::move(dirs)), uids_(std::move(uids)), uid_(uid) {}
+                 std::shared_ptr<UidPool> uids, int64_t uid,
+                 std::shared_ptr<WorkerCgroups> cgroups)
+      : dir_(dirs, std::move(dir)),
+        dirs_(std::move(dirs)),
+        uids_(std::move(uids)),
+        uid_(uid),
+        cgroups_(std::move(cgroups)) {}
   PrivateDirGuard dir_;
   std::shared_ptr<PrivateDirs> dirs_;
   std::shared_ptr<UidPool> uids_;
   int64_t uid_;
+  std::shared_ptr<WorkerCgroups> cgroups_;
 };
 
 // Starts pyexec_worker processes with posix_spawn. Each worker gets a Unix

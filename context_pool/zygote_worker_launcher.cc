@@ -87,7 +87,8 @@ absl::StatusOr<pid_t> ZygoteWorkerLauncher::ForkLocked(int worker_socket,
 
 absl::StatusOr<std::unique_ptr<WorkerProcess>> ZygoteWorkerLauncher::Launch() {
   UniqueFd ours, theirs;
-  absl::StatusOr<WorkerIdentity> identity = WorkerIdentity::Take(dirs_, uids_);
+  absl::StatusOr<WorkerIdentity> identity =
+      WorkerIdentity::Take(dirs_, uids_, worker_.cgroups);
   if (!identity.ok()) return identity.status();
 
   absl::StatusOr<pid_t> pid;
@@ -122,7 +123,7 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> ZygoteWorkerLauncher::Launch() {
     kill(worker, SIGKILL);
     int status;
     waitpid(worker, &status, 0);
-    return absl::InternalError(absl::StrCat(what, ": ", strerror(error)));
+    return absl::InternalError(error == 0 ? what : absl::StrCat(what, ": ", strerror(error)));
   };
   // The zygote forked it with CLONE_PARENT: it is our child, and it must
   // lead its own process group before the pool can kill(-pid) it. The
@@ -138,7 +139,10 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> ZygoteWorkerLauncher::Launch() {
     return abandon("pidfd_open", error);
   }
   fcntl(ours.get(), F_SETFL, fcntl(ours.get(), F_GETFL) | O_NONBLOCK);
-  return identity->Adopt(*pid, std::move(ours), std::move(pidfd));
+  absl::StatusOr<std::unique_ptr<ChildProcess>> child =
+      identity->Adopt(*pid, std::move(ours), std::move(pidfd));
+  if (!child.ok()) return abandon(std::string(child.status().message()), 0);
+  return std::unique_ptr<WorkerProcess>(*std::move(child));
 }
 
 void ZygoteWorkerLauncher::RestartIfDead() {

@@ -37,7 +37,8 @@ LEAKY_ENV = {"AWS_SECRET_ACCESS_KEY": "not-for-tenants-4242"}
 NON_ROOT_UID = 10001
 CONTAINER = os.environ.get("PYEXEC_TEST_TARGET") == "container"
 # Flags of the local forms, as the manifests set them.
-COMMON_FLAGS = ("--worker_max_disk_mb=8", "--worker_memory_limit_mb=1024")
+COMMON_FLAGS = ("--worker_max_disk_mb=8", "--worker_memory_limit_mb=1024",
+                "--worker_max_processes=256")
 
 
 def read_tokens(path):
@@ -91,6 +92,9 @@ class LocalTarget:
     def log_since(self, offset):
         return self.server.log_since(offset)
 
+    def startup_log(self):
+        return self.server.log_since(0)
+
     def pyexecd_alive(self):
         return self.server.proc.poll() is None
 
@@ -135,6 +139,9 @@ class ContainerTarget:
 
     def log_since(self, offset):
         return self._log()[offset:]
+
+    def startup_log(self):
+        return self._log()
 
     def _host_pid(self):
         out = self._podman("inspect", "--format", "{{.State.Pid}}", self.container)
@@ -436,6 +443,44 @@ class IsolationAttacks:
                 self.assertIn("worker output: ", line.split(forged)[0])
                 self.assertFalse(line.startswith(forged), line)
                 self.assertNotIn("\x1b", line)
+
+    def test_one_sessions_processes_do_not_use_up_anothers(self):
+        s = self.bind("alice")
+        made = self.run_code("alice", (
+            "import os, signal, time\n"
+            "children = []\n"
+            "try:\n"
+            "    for _ in range(400):\n"
+            "        pid = os.fork()\n"
+            "        if pid == 0:\n"
+            "            signal.pause()\n"
+            "            os._exit(0)\n"
+            "        children.append(pid)\n"
+            "except OSError:\n"
+            "    pass\n"
+            "result = len(children)\n"), s)
+        # Reaped before the test ends, so that the tests after it (the same
+        # uid, when workers share one) start with the count back to normal.
+        self.addCleanup(self.run_code, "alice", (
+            "for pid in children:\n"
+            "    os.kill(pid, signal.SIGKILL)\n"
+            "    os.waitpid(pid, 0)\n"), s)
+        self.assertLess(made, 256)  # the cap stopped the bomb
+        log = self.target.startup_log()
+        if "per session (cgroup" not in log:
+            # No cgroup is delegated here (pyexecd as 10001 on this host, a
+            # container): the cap is RLIMIT_NPROC, counted per uid, and the
+            # start-up line says so. Documented in SECURITY.md.
+            self.assertIn("RLIMIT_NPROC 256 shared by every process of the uid", log)
+            return
+        bob = self.run_code("bob", (
+            "import threading\n"
+            "stop = threading.Event()\n"
+            "threads = [threading.Thread(target=stop.wait) for _ in range(50)]\n"
+            "[t.start() for t in threads]\n"
+            "stop.set(); [t.join() for t in threads]\n"
+            "result = len(threads)\n"), self.bind("bob"))
+        self.assertEqual(bob, 50)
 
     # -- ordinary programs still work
 

@@ -37,6 +37,7 @@ std::string DescribeIsolation(const IsolationFacts& facts) {
       layers.push_back("network: the host's");
       break;
   }
+  if (!facts.process_cap.empty()) layers.push_back(facts.process_cap);
   layers.push_back("non-dumpable, clean environment, output to the log");
   return absl::StrCat("isolation: ", absl::StrJoin(layers, "; "));
 }

@@ -27,6 +27,9 @@ struct IsolationFacts {
   // Authentication is configured: there are principals to keep apart.
   bool authentication = false;
   bool allow_shared_worker_uid = false;
+  // How each session's processes are capped, in words ("" when they are
+  // not).
+  std::string process_cap;
 };
 
 // Whether workers run as pyexecd's own uid.

@@ -23,6 +23,7 @@
 #include "common/logging.h"
 #include "context_pool/private_dir.h"
 #include "context_pool/uid_pool.h"
+#include "context_pool/worker_cgroups.h"
 #include "context_pool/worker_environment.h"
 #include "server/isolation.h"
 #include "server/pyexec_server.h"
@@ -383,6 +384,24 @@ absl::StatusOr<std::string> PrepareWorkers(const ServerOptions& server,
   }
 
   IsolationFacts facts;
+  // The per-session process cap: a cgroup per worker where one is
+  // delegated, else RLIMIT_NPROC (per uid: shared by every worker, and by
+  // every process of that uid on the node).
+  if (c.max_processes() > 0) {
+    absl::StatusOr<std::unique_ptr<WorkerCgroups>> cgroups =
+        WorkerCgroups::Create(c.max_processes());
+    if (cgroups.ok()) {
+      facts.process_cap = absl::StrCat("processes: ", c.max_processes(),
+                                       " per session (", (*cgroups)->description(), ")");
+      worker->cgroups = std::shared_ptr<WorkerCgroups>(*std::move(cgroups));
+      c.set_max_processes(0);
+    } else {
+      facts.process_cap = absl::StrCat(
+          "processes: RLIMIT_NPROC ", c.max_processes(),
+          worker->uid_count > 0 ? " per worker uid" : " shared by every process of the uid",
+          " (no cgroup per session: ", cgroups.status().message(), ")");
+    }
+  }
   facts.pyexecd_uid = geteuid();
   facts.uid_per_worker = worker->uid_count > 0;
   facts.landlock_abi = LandlockAbi();

@@ -269,6 +269,7 @@ void PyExecServer::ReaperLoop() {
     core_->ReapExpiredSessions();
     ReapOrphanedChildren();
     if (zygote_ != nullptr) zygote_->RestartIfDead();
+    if (options_.worker.cgroups != nullptr) options_.worker.cgroups->Sweep();
     absl::StatusOr<bool> reloaded = auth_->ReloadIfChanged();
     if (!reloaded.ok()) {
       LogError(absl::StrCat("credentials not reloaded (keeping the previous ones): ",
