@@ -6,6 +6,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "clients/cpp/python_literal.h"
@@ -63,16 +64,22 @@ absl::StatusOr<std::vector<v1::Value>> ParseCallArgs(const std::vector<std::stri
   std::vector<v1::Value> values;
   for (size_t i = 0; i < args.size(); ++i) {
     const size_t position = values.size() + 1;
-    if (args[i] == kStrMarker) {
-      if (++i == args.size()) {
+    const std::string marker_eq = absl::StrCat(kStrMarker, "=");
+    if (args[i] == kStrMarker || absl::StartsWith(args[i], marker_eq)) {
+      std::string text;
+      if (args[i] != kStrMarker) {
+        text = args[i].substr(marker_eq.size());
+      } else if (++i == args.size()) {
         return absl::InvalidArgumentError(
             absl::StrCat(kStrMarker, " must be followed by the argument to pass as a str"));
+      } else {
+        text = args[i];
       }
-      if (!IsValidUtf8(args[i])) {
+      if (!IsValidUtf8(text)) {
         return absl::InvalidArgumentError(
             absl::StrCat("argument ", position, " is not valid UTF-8"));
       }
-      values.push_back(MakeStr(args[i]));
+      values.push_back(MakeStr(text));
       continue;
     }
     absl::StatusOr<v1::Value> v = ParseLiteralArg(args[i]);

@@ -30,7 +30,7 @@ absl::StatusOr<v1::Value> ParseLiteralArg(absl::string_view arg);
 // Parses the ARGs of `pyexec call MODULE FUNCTION [ARG...]`. kStrMarker
 // ("--str") before an argument passes that one argument verbatim as a str
 // (`--str 42` is '42', `--str --str` is '--str'); it applies to the next
-// argument only. INVALID_ARGUMENT, naming the argument by its position
+// argument only. `--str=TEXT` is the same as `--str TEXT`. INVALID_ARGUMENT, naming the argument by its position
 // (1-based) and text, for an argument that ParseLiteralArg refuses or a
 // trailing --str.
 absl::StatusOr<std::vector<v1::Value>> ParseCallArgs(const std::vector<std::string>& args);

@@ -103,6 +103,8 @@ TEST(ParseCallArgsTest, StrMarkerAppliesToTheNextArgumentOnly) {
   EXPECT_EQ(CallArgs({"--str", "--str"}), "'--str'");
   EXPECT_EQ(CallArgs({"--str", "-3", "--str", "None"}), "'-3' | 'None'");
   EXPECT_EQ(CallArgs({"--str", ""}), "''");
+  EXPECT_EQ(CallArgs({"--str=42", "--str=", "--str=--str"}), "'42' | '' | '--str'");
+  EXPECT_EQ(CallArgs({"--strx"}), "'--strx'");  // a bare word
 }
 
 TEST(ParseCallArgsTest, ErrorsNameTheArgument) {

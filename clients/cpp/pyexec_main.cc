@@ -57,9 +57,10 @@ namespace {
 
 // The command line split the way absl::ParseCommandLine would split it,
 // except that `--str ARG` (anywhere before --) goes to the positional
-// arguments as two entries, in place, whatever ARG looks like: `call`
-// interprets the marker (see ParseCallArgs), and absl must neither reject
-// --str as an unknown flag nor take an ARG such as -3 for a flag.
+// arguments as two entries, in place, whatever ARG looks like, and
+// `--str=ARG` as one: `call` interprets the marker (see ParseCallArgs), and
+// absl must neither reject --str as an unknown flag nor take an ARG such as
+// -3 for a flag.
 struct SplitArgs {
   // argv[0] and the flag arguments (with their separate values), for absl.
   std::vector<char*> flags;
@@ -84,6 +85,10 @@ SplitArgs Split(int argc, char** argv) {
     if (arg == pyexec::kStrMarker) {
       split.positional.emplace_back(arg);
       if (i + 1 < argc) split.positional.emplace_back(argv[++i]);
+      continue;
+    }
+    if (absl::StartsWith(arg, absl::StrCat(pyexec::kStrMarker, "="))) {
+      split.positional.emplace_back(arg);
       continue;
     }
     if (arg.size() < 2 || arg[0] != '-') {

@@ -29,6 +29,7 @@ expect 2 --addr=127.0.0.1:1 --timeout 2s call math fabs -- -3
 # that starts with '-', so these reach the (unreachable) server.
 expect 2 --addr=127.0.0.1:1 --timeout=2s call math fabs --str -3
 expect 2 --addr=127.0.0.1:1 --timeout=2s call builtins len --str --str
+expect 2 --addr=127.0.0.1:1 --timeout=2s call builtins len --str=-3
 expect 2 --addr=127.0.0.1:1 --timeout=2s call builtins len -- --str -x
 expect 64 --addr=127.0.0.1:1 call builtins len --str
 expect 64 --addr=127.0.0.1:1 call re match '[a-z]+' abc   # not a literal: use --str
