@@ -1,7 +1,10 @@
 """`pyexec repl` driven through a pseudo-terminal against the real pyexecd:
-line editing and history, multi-line blocks, Ctrl-C interrupting a running
-call with the session kept, Ctrl-C at the prompt, Ctrl-D unbinding and
-exiting. The CLI comes from $PYEXEC_CLI, else <repo>/bazel-bin/clients/cpp/pyexec."""
+line editing and history, multi-line blocks, output streamed while a
+statement runs, expression statements printed as python3 -i prints them,
+Tab completion from the session, input()'s message, Ctrl-C interrupting a
+running call with the session kept, Ctrl-C at the prompt, Ctrl-D and
+SystemExit unbinding and exiting. The CLI comes from $PYEXEC_CLI, else
+<repo>/bazel-bin/clients/cpp/pyexec."""
 
 import os
 import pty
@@ -123,8 +126,17 @@ class ReplTest(fx.ServerTestCase):
         self.addCleanup(term.close)
         term.expect(r"session ")
         self.token = term.expect(r"[. ]")
+        # A test that fails leaves its REPL killed, not exited: unbind its
+        # session so that the next tests still find free workers.
+        self.addCleanup(self.unbind_quietly, self.token)
         term.expect(r">>> ")
         return term, home
+
+    def unbind_quietly(self, token):
+        try:
+            self.stub.Unbind(pb.UnbindRequest(session=token), timeout=10)
+        except Exception:  # the server may be gone already
+            pass
 
     def stats(self):
         return self.stub.GetStats(pb.GetStatsRequest(), timeout=10)
@@ -160,7 +172,7 @@ class ReplTest(fx.ServerTestCase):
         self.assertIn("(1, 'a')\r\n", term.expect(r">>> "))
         term.send("print('out'); b'\\x00'\r")
         out = term.expect(r">>> ")
-        self.assertIn("out\r\n", out)
+        self.assertIn("out\r\nb'\\x00'\r\n", out)
         term.send("1/0\r")
         out = term.expect(r">>> ")
         self.assertIn("Traceback (most recent call last):", out)
@@ -181,6 +193,120 @@ class ReplTest(fx.ServerTestCase):
         self.assertEqual(self.stats().sessions, 0)
         with open(os.path.join(home, ".pyexec_history")) as f:
             self.assertIn("f(21)", f.read())  # libedit stores spaces as \\040
+
+    def test_output_appears_while_the_statement_runs(self):
+        term, _ = self.start_repl()
+        term.send("import time\r")
+        term.expect(r">>> ")
+        # The statement prints, then sleeps far longer than expect() waits:
+        # "first" can only be seen if it is streamed before the end.
+        term.send("print('first'); time.sleep(60)\r")
+        term.expect(r"first\r\n", timeout=15)
+        self.assertNotIn(">>> ", term.seen)
+        self.assertGreaterEqual(self.stats().busy_workers, 1)  # still running
+        term.send("\x03", at_prompt=False)
+        term.expect(r"KeyboardInterrupt")
+        term.expect(r">>> ")
+        # The brief's loop: 0, 1 and 2 arrive about 0.5 s apart.
+        term.send("for i in range(3): print(i); time.sleep(0.5)\r")
+        term.expect(r"\.\.\. ")
+        term.send("\r")
+        arrivals = []
+        for n in range(3):
+            term.expect(r"%d\r\n" % n)
+            arrivals.append(time.monotonic())
+        term.expect(r">>> ")
+        self.assertGreater(arrivals[2] - arrivals[0], 0.6)
+        self.assertEqual(term.exit_with_ctrl_d(), 0)
+
+    def test_expression_statements_print_as_python_does(self):
+        term, _ = self.start_repl()
+        term.send("x = 1; x\r")
+        self.assertIn("x = 1; x\r\n1\r\n", term.expect(r">>> "))
+        term.send("1; 2\r")
+        self.assertIn("1; 2\r\n1\r\n2\r\n", term.expect(r">>> "))
+        term.send("'a' + 'b'\r")
+        self.assertIn("'ab'\r\n", term.expect(r">>> "))
+        term.send("_ * 2\r")  # _ is the last value shown
+        self.assertIn("'abab'\r\n", term.expect(r">>> "))
+        term.send("for i in range(2): i\r")
+        term.expect(r"\.\.\. ")
+        term.send("\r")
+        self.assertIn("0\r\n1\r\n", term.expect(r">>> "))
+        term.send("None; x = 2\r")
+        out = term.expect(r">>> ")
+        self.assertEqual(out.replace("None; x = 2", "").strip(), "")
+        # The REPL's machinery leaves no names behind in the session.
+        term.send("sorted(k for k in globals() if k in ('x', 'i') or 'pyexec' in k)\r")
+        self.assertIn("['i', 'x']\r\n", term.expect(r">>> "))
+        term.send("def g():\r")
+        term.expect(r"\.\.\. ")
+        term.send("    return 1/0\r")
+        term.expect(r"\.\.\. ")
+        term.send("\r")
+        term.expect(r">>> ")
+        term.send("g()\r")
+        out = term.expect(r">>> ")
+        self.assertIn('Traceback (most recent call last):\r\n'
+                      '  File "<stdin>", line 1, in <module>\r\n'
+                      '  File "<stdin>", line 2, in g\r\n'
+                      'ZeroDivisionError: division by zero\r\n', out)
+        self.assertNotIn("pyexec-", out)
+        term.send("1 +* 2\r")
+        out = term.expect(r">>> ")
+        self.assertIn('  File "<stdin>", line 1\r\n    1 +* 2\r\n', out)
+        self.assertIn("SyntaxError: invalid syntax\r\n", out)
+        self.assertEqual(term.exit_with_ctrl_d(), 0)
+
+    def test_tab_completes_from_the_session(self):
+        term, _ = self.start_repl()
+        term.send("import math; value_of_x = 3\r")
+        term.expect(r">>> ")
+        # A unique completion is inserted: the line then runs as completed.
+        term.send("math.fact\t")
+        term.expect(r"orial\(")
+        term.send("5)\r")
+        self.assertIn("120\r\n", term.expect(r">>> "))
+        term.send("value_o\t")
+        term.expect(r"f_x")
+        term.send("\r")
+        self.assertIn("3\r\n", term.expect(r">>> "))
+        # Several: the second Tab lists them.
+        term.send("math.p\t")
+        term.send("\t")
+        listing = term.expect(r"math\.prod\(")
+        for name in ("math.pi", "math.pow(", "math.perm("):
+            self.assertIn(name, listing)
+        term.send("\x15")  # Ctrl-U: clear the line
+        # A Tab on an empty word indents, inside a block.
+        term.send("if True:\r")
+        term.expect(r"\.\.\. ")
+        term.send("\t")
+        term.send("value_of_x\r")
+        term.expect(r"\.\.\. ")
+        term.send("\r")
+        self.assertIn("3\r\n", term.expect(r">>> "))
+        self.assertEqual(term.exit_with_ctrl_d(), 0)
+
+    def test_input_says_why_it_is_not_available(self):
+        term, _ = self.start_repl()
+        term.send("input('name? ')\r")
+        out = term.expect(r">>> ")
+        self.assertIn("EOFError: input() is not available in pyexec repl: the code runs in a "
+                      "remote interpreter whose stdin is not connected to this terminal", out)
+        # The session's own input() is back for other clients.
+        st = self.stub.Eval(pb.EvalRequest(session=self.token, code="input.__module__"),
+                            timeout=10)
+        self.assertEqual(st.value.str, "builtins")
+        self.assertEqual(term.exit_with_ctrl_d(), 0)
+
+    def test_system_exit_ends_the_repl_with_its_code(self):
+        term, _ = self.start_repl()
+        term.send("x = 5\r")
+        term.expect(r">>> ")
+        term.send("raise SystemExit(3)\r")
+        self.assertEqual(term.wait(), 3)
+        self.assertEqual(self.stats().sessions, 0)
 
     def test_ctrl_c_interrupts_the_running_call_and_keeps_the_session(self):
         term, _ = self.start_repl()

@@ -1,5 +1,10 @@
 #include "clients/cpp/cli.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -8,6 +13,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "clients/cpp/cli_args.h"
 #include "clients/cpp/client.h"
@@ -23,18 +29,27 @@ const char kCliUsage[] =
     "[--json] [TLS and token flags] COMMAND\n"
     "commands:\n"
     "  eval CODE                       evaluate an expression, print its repr\n"
-    "  exec CODE                       execute statements\n"
-    "  exec --stream CODE              print output live, as it is written\n"
+    "  exec [--stream] CODE            execute statements; --stream prints\n"
+    "                                  output live, as it is written\n"
+    "                                  CODE may be - (read stdin) or @FILE\n"
     "  call [--stream] MODULE FUNCTION [ARG...]\n"
     "                                  call MODULE.FUNCTION(*ARGs); each ARG is\n"
-    "                                  None/True/False, an int, a float, a\n"
-    "                                  quoted 'str' or b'bytes', else a str\n"
+    "                                  a Python literal: 42, 2**64, 1.5, nan,\n"
+    "                                  None, True, 'str', b'bytes', [3, 1],\n"
+    "                                  (1,), 1,2 (a tuple), {'k': 1}, {1, 2};\n"
+    "                                  other text is sent as a str as it is\n"
+    "                                  (hello, 1.2.3); --str ARG (or --str=ARG)\n"
+    "                                  sends that one ARG as a str, whatever\n"
+    "                                  it looks like\n"
     "  bind [--idle_timeout=10m]       bind a session, print its token\n"
     "  unbind TOKEN                    release a session\n"
+    "  interrupt TOKEN                 interrupt the code running on a session\n"
+    "                                  (KeyboardInterrupt; state kept)\n"
+    "  release TOKEN REF_ID...         drop object references the session holds\n"
     "  stats                           print pool figures\n"
     "  repl                            interactive session: bound at start,\n"
     "                                  unbound at exit; Ctrl-C interrupts the\n"
-    "                                  running code, Ctrl-D exits\n"
+    "                                  running code, Tab completes, Ctrl-D exits\n"
     "--json prints one JSON object per command on stdout, errors included:\n"
     "  {\"value\": TAGGED, \"stdout\", \"stderr\"} or {\"error\": {\"kind\", ...}}\n"
     "Put -- before arguments that start with '-' (e.g. negative numbers).\n"
@@ -201,6 +216,60 @@ void PrintFields(const google::protobuf::Message& message, const Output& o) {
   if (o.json) PrintJson(o, json);
 }
 
+// The whole file at `path`; INVALID_ARGUMENT naming the path and the reason
+// if it cannot be read (a directory included).
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot read ", path, ": ", std::strerror(errno)));
+  }
+  std::string contents;
+  char buffer[65536];
+  ssize_t n;
+  while ((n = read(fd, buffer, sizeof buffer)) != 0) {
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      const int saved = errno;
+      close(fd);
+      return absl::InvalidArgumentError(
+          absl::StrCat("cannot read ", path, ": ", std::strerror(saved)));
+    }
+    contents.append(buffer, static_cast<size_t>(n));
+  }
+  close(fd);
+  return contents;
+}
+
+// The code of eval/exec given as `arg`: the text itself; all of `in` for
+// "-"; the contents of FILE for "@FILE". An argument that starts with '@'
+// but spans lines is code: single-line Python cannot start with '@' (a
+// decorator needs its def on the next line), so "@FILE" never hides code.
+// A UTF-8 byte order mark is dropped, as Python does for source files.
+// INVALID_ARGUMENT if the file cannot be read or the code is not UTF-8.
+absl::StatusOr<std::string> ReadCode(const std::string& arg, std::istream& in) {
+  std::string code;
+  std::string from;
+  if (arg == "-") {
+    std::stringstream contents;
+    contents << in.rdbuf();
+    code = contents.str();
+    from = "stdin";
+  } else if (!arg.empty() && arg[0] == '@' && arg.find('\n') == std::string::npos) {
+    const std::string path = arg.substr(1);
+    absl::StatusOr<std::string> contents = ReadFile(path);
+    if (!contents.ok()) return contents.status();
+    code = *std::move(contents);
+    from = path;
+  } else {
+    return arg;
+  }
+  if (absl::StartsWith(code, "\xef\xbb\xbf")) code.erase(0, 3);
+  if (!IsValidUtf8(code)) {
+    return absl::InvalidArgumentError(absl::StrCat("the code in ", from, " is not UTF-8"));
+  }
+  return code;
+}
+
 }  // namespace
 
 absl::StatusOr<std::string> ResolveToken(const std::string& flag_token,
@@ -230,7 +299,7 @@ absl::StatusOr<std::string> ResolveToken(const std::string& flag_token,
 }
 
 int RunCli(const CliOptions& options, const std::vector<std::string>& args,
-           std::ostream& out, std::ostream& err) {
+           std::istream& in, std::ostream& out, std::ostream& err) {
   const Output o{options.json, out, err};
   if (args.empty()) return Usage(o, "missing command");
   const std::string& command = args[0];
@@ -242,35 +311,37 @@ int RunCli(const CliOptions& options, const std::vector<std::string>& args,
 
   if (command == "eval" || command == "exec") {
     if (nargs != 1) return Usage(o, command + " takes exactly one CODE argument");
+    if (command == "eval" && options.stream) return Usage(o, "--stream is for exec and call");
+    absl::StatusOr<std::string> code = ReadCode(args[1], in);
+    if (!code.ok()) return Usage(o, code.status().message());
     if (command == "eval") {
-      if (options.stream) return Usage(o, "--stream is for exec and call");
-      return Report(client->Eval(options.session, args[1], {}, call_options),
+      return Report(client->Eval(options.session, *code, {}, call_options),
                     /*print_value=*/true, o);
     }
+    // An empty file runs nothing and succeeds, as with python3; the server
+    // refuses empty code, so send a statement that does nothing.
+    if (code->empty()) *code = "pass";
     if (options.stream) {
       return ReportStream(o, [&](const StreamHandlers& handlers) {
-        return client->RunExecStream(options.session, args[1], handlers, {},
+        return client->RunExecStream(options.session, *code, handlers, {},
                                      call_options);
       });
     }
-    return Report(client->Exec(options.session, args[1], {}, call_options),
+    return Report(client->Exec(options.session, *code, {}, call_options),
                   /*print_value=*/false, o);
   }
   if (command == "call") {
     if (nargs < 2) return Usage(o, "call takes MODULE FUNCTION [ARG...]");
-    std::vector<v1::Value> call_args;
-    for (size_t i = 3; i < args.size(); ++i) {
-      absl::StatusOr<v1::Value> v = ParseLiteralArg(args[i]);
-      if (!v.ok()) return Usage(o, v.status().message());
-      call_args.push_back(*std::move(v));
-    }
+    absl::StatusOr<std::vector<v1::Value>> call_args =
+        ParseCallArgs(std::vector<std::string>(args.begin() + 3, args.end()));
+    if (!call_args.ok()) return Usage(o, call_args.status().message());
     if (options.stream) {
       return ReportStream(o, [&](const StreamHandlers& handlers) {
         return client->RunCallStream(options.session, args[1], args[2],
-                                     handlers, call_args, {}, call_options);
+                                     handlers, *call_args, {}, call_options);
       });
     }
-    return Report(client->Call(options.session, args[1], args[2], call_args, {},
+    return Report(client->Call(options.session, args[1], args[2], *call_args, {},
                                call_options),
                   /*print_value=*/true, o);
   }
@@ -292,6 +363,29 @@ int RunCli(const CliOptions& options, const std::vector<std::string>& args,
     absl::Status status = client->Unbind(args[1], call_options);
     if (!status.ok()) return RpcError(o, status);
     if (o.json) PrintJson(o, nlohmann::json::object());
+    return kExitOk;
+  }
+  if (command == "interrupt") {
+    if (nargs != 1) return Usage(o, "interrupt takes exactly one TOKEN");
+    absl::StatusOr<bool> interrupted = client->Interrupt(args[1], call_options);
+    if (!interrupted.ok()) return RpcError(o, interrupted.status());
+    if (o.json) {
+      PrintJson(o, {{"interrupted", *interrupted}});
+    } else {
+      out << (*interrupted ? "interrupted" : "nothing was running") << "\n";
+    }
+    return kExitOk;
+  }
+  if (command == "release") {
+    if (nargs < 2) return Usage(o, "release takes TOKEN REF_ID...");
+    absl::StatusOr<uint32_t> released = client->ReleaseRefs(
+        args[1], std::vector<std::string>(args.begin() + 2, args.end()), call_options);
+    if (!released.ok()) return RpcError(o, released.status());
+    if (o.json) {
+      PrintJson(o, {{"released", *released}});
+    } else {
+      out << *released << "\n";
+    }
     return kExitOk;
   }
   if (command == "stats") {

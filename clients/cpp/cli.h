@@ -3,6 +3,7 @@
 #ifndef PYEXEC_CLIENTS_CPP_CLI_H_
 #define PYEXEC_CLIENTS_CPP_CLI_H_
 
+#include <istream>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -61,15 +62,23 @@ extern const char kCliUsage[];
 //   eval CODE                        prints the value
 //   exec CODE                        prints nothing but the output
 //                                    (with --stream: as it is written)
-//   call MODULE FUNCTION [ARG...]    ARGs parsed by ParseLiteralArg
+//                                    CODE "-" is all of `in`; "@FILE" (with
+//                                    no newline) is FILE's contents
+//   call MODULE FUNCTION [ARG...]    ARGs parsed by ParseCallArgs (Python
+//                                    literals, bare words, --str ARG)
 //   bind                             prints the token
 //   unbind TOKEN                     prints nothing
+//   interrupt TOKEN                  prints "interrupted" or "nothing was
+//                                    running"
+//   release TOKEN REF_ID...          prints how many refs were live
 //   stats                            prints "name: value" per GetStats field
 // With options.json, `out` gets exactly one JSON object on one line instead:
 //   eval/call  {"value": TAGGED, "stdout": "...", "stderr": "..."}
 //   exec       {"stdout": "...", "stderr": "..."}
 //   bind       {"session": "...", "idle_timeout_seconds": N}
 //   unbind     {}
+//   interrupt  {"interrupted": true|false}
+//   release    {"released": N}
 //   stats      {"num_workers": N, ...}
 //   errors     {"error": {"kind": "python_error", "type", "message",
 //              "traceback"}, "stdout", "stderr"}, {"error": {"kind": "status",
@@ -80,7 +89,7 @@ extern const char kCliUsage[];
 //   {} or {"error": ...} at the end.
 // TAGGED is the lossless value form of clients/conformance/README.md.
 int RunCli(const CliOptions& options, const std::vector<std::string>& args,
-           std::ostream& out, std::ostream& err);
+           std::istream& in, std::ostream& out, std::ostream& err);
 
 }  // namespace pyexec
 

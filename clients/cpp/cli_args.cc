@@ -1,171 +1,96 @@
 #include "clients/cpp/cli_args.h"
 
-#include <cmath>
-#include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
-#include "absl/strings/numbers.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "clients/cpp/python_literal.h"
 #include "clients/cpp/value.h"
 
 namespace pyexec {
 namespace {
 
-bool IsInteger(absl::string_view s) {
-  if (!s.empty() && (s[0] == '-' || s[0] == '+')) s.remove_prefix(1);
-  return !s.empty() && std::all_of(s.begin(), s.end(), absl::ascii_isdigit);
-}
-
-// Digits with at most one '.', an optional exponent, and at least one digit
-// in the mantissa: 1.5, .5, 1., 2e3, -1.5E-3.
-bool IsFloat(absl::string_view s) {
-  if (!s.empty() && (s[0] == '-' || s[0] == '+')) s.remove_prefix(1);
-  size_t i = 0, digits = 0;
-  bool dot = false;
-  for (; i < s.size(); ++i) {
-    if (absl::ascii_isdigit(s[i])) {
-      ++digits;
-    } else if (s[i] == '.' && !dot) {
-      dot = true;
-    } else {
-      break;
+// True if `s` (leading whitespace stripped) can only be meant as a literal,
+// so that a parse error must be reported rather than the text sent as a
+// str: it opens a container or a string (a quote, maybe after a string
+// prefix such as b or rb), or a number is followed by ** (2**-1, 1.5**2).
+bool LooksLikeLiteral(absl::string_view s) {
+  if (s.empty()) return false;
+  if (s[0] == '[' || s[0] == '(' || s[0] == '{' || s[0] == '\'' || s[0] == '"') return true;
+  size_t letters = 0;
+  while (letters < s.size() && letters < 2 && absl::ascii_isalpha(s[letters])) ++letters;
+  if (letters > 0 && letters < s.size() && (s[letters] == '\'' || s[letters] == '"')) {
+    const std::string prefix = absl::AsciiStrToLower(s.substr(0, letters));
+    for (const char* p : {"b", "r", "u", "f", "br", "rb", "fr", "rf"}) {
+      if (prefix == p) return true;
     }
   }
-  if (digits == 0) return false;
-  if (i == s.size()) return dot;
-  if (s[i] != 'e' && s[i] != 'E') return false;
-  absl::string_view exp = s.substr(i + 1);
-  return IsInteger(exp);
+  size_t i = 0;
+  if (s[i] == '-' || s[i] == '+') ++i;
+  while (i < s.size() && s[i] == ' ') ++i;
+  if (i >= s.size() || !absl::ascii_isdigit(s[i])) return false;
+  while (i < s.size() && (absl::ascii_isalnum(s[i]) || s[i] == '_' || s[i] == '.')) ++i;
+  while (i < s.size() && s[i] == ' ') ++i;
+  return s.substr(i, 2) == "**";
 }
 
-void AppendUtf8(char32_t c, std::string* out) {
-  if (c < 0x80) {
-    out->push_back(static_cast<char>(c));
-  } else if (c < 0x800) {
-    out->push_back(static_cast<char>(0xc0 | (c >> 6)));
-    out->push_back(static_cast<char>(0x80 | (c & 0x3f)));
-  } else if (c < 0x10000) {
-    out->push_back(static_cast<char>(0xe0 | (c >> 12)));
-    out->push_back(static_cast<char>(0x80 | ((c >> 6) & 0x3f)));
-    out->push_back(static_cast<char>(0x80 | (c & 0x3f)));
-  } else {
-    out->push_back(static_cast<char>(0xf0 | (c >> 18)));
-    out->push_back(static_cast<char>(0x80 | ((c >> 12) & 0x3f)));
-    out->push_back(static_cast<char>(0x80 | ((c >> 6) & 0x3f)));
-    out->push_back(static_cast<char>(0x80 | (c & 0x3f)));
-  }
-}
-
-// Unquotes the body of a quoted literal (quotes already removed).
-absl::StatusOr<std::string> Unescape(absl::string_view body, bool bytes) {
-  std::string out;
-  for (size_t i = 0; i < body.size(); ++i) {
-    if (body[i] != '\\') {
-      out.push_back(body[i]);
-      continue;
-    }
-    if (++i == body.size()) {
-      return absl::InvalidArgumentError("trailing backslash");
-    }
-    const char e = body[i];
-    size_t hex_len = 0;
-    switch (e) {
-      case '\\':
-      case '\'':
-      case '"':
-        out.push_back(e);
-        continue;
-      case 'n':
-        out.push_back('\n');
-        continue;
-      case 'r':
-        out.push_back('\r');
-        continue;
-      case 't':
-        out.push_back('\t');
-        continue;
-      case '0':
-        out.push_back('\0');
-        continue;
-      case 'x':
-        hex_len = 2;
-        break;
-      case 'u':
-        hex_len = bytes ? 0 : 4;
-        break;
-      case 'U':
-        hex_len = bytes ? 0 : 8;
-        break;
-      default:
-        break;
-    }
-    if (hex_len == 0) {
-      return absl::InvalidArgumentError(absl::StrCat("bad escape \\", std::string(1, e)));
-    }
-    absl::string_view hex = body.substr(i + 1, hex_len);
-    uint32_t c = 0;
-    if (hex.size() != hex_len ||
-        !std::all_of(hex.begin(), hex.end(), absl::ascii_isxdigit) ||
-        !absl::SimpleHexAtoi(hex, &c)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("bad escape \\", std::string(1, e), hex));
-    }
-    i += hex_len;
-    if (bytes) {
-      out.push_back(static_cast<char>(c));
-    } else {
-      if (c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff)) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("bad code point \\", std::string(1, e), hex));
-      }
-      AppendUtf8(c, &out);
-    }
-  }
-  return out;
+// `arg` for an error message: at most 60 bytes (cut at a character
+// boundary), so that a huge argument does not flood the terminal.
+std::string Excerpt(absl::string_view arg) {
+  if (arg.size() <= 60) return std::string(arg);
+  size_t cut = 57;
+  while (cut > 0 && (static_cast<unsigned char>(arg[cut]) & 0xc0) == 0x80) --cut;
+  return absl::StrCat(arg.substr(0, cut), "...");
 }
 
 }  // namespace
 
 absl::StatusOr<v1::Value> ParseLiteralArg(absl::string_view arg) {
-  if (arg == "None") return MakeNone();
-  if (arg == "True") return MakeBool(true);
-  if (arg == "False") return MakeBool(false);
-  if (IsInteger(arg)) return MakeBigInt(arg);
-  if (arg == "nan") return MakeFloat(std::nan(""));
-  if (arg == "inf" || arg == "+inf") return MakeFloat(HUGE_VAL);
-  if (arg == "-inf") return MakeFloat(-HUGE_VAL);
-  if (IsFloat(arg)) {
-    double d;
-    if (absl::SimpleAtod(arg, &d)) return MakeFloat(d);
-  }
-  const bool bytes = arg.size() >= 2 && arg[0] == 'b' &&
-                     (arg[1] == '\'' || arg[1] == '"');
-  absl::string_view quoted = bytes ? arg.substr(1) : arg;
-  if (!quoted.empty() && (quoted[0] == '\'' || quoted[0] == '"')) {
-    // Find the closing quote, skipping escaped characters.
-    size_t end = 1;
-    while (end < quoted.size() && quoted[end] != quoted[0]) {
-      end += quoted[end] == '\\' ? 2 : 1;
-    }
-    if (end >= quoted.size()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("unterminated string literal: ", arg));
-    }
-    if (end != quoted.size() - 1) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("text after the closing quote: ", arg));
-    }
-    absl::StatusOr<std::string> text =
-        Unescape(quoted.substr(1, quoted.size() - 2), bytes);
-    if (!text.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("in ", arg, ": ", text.status().message()));
-    }
-    return bytes ? MakeBytes(*text) : MakeStr(*text);
+  absl::StatusOr<v1::Value> literal = ParsePythonLiteral(arg);
+  if (literal.ok()) return literal;
+  if (LooksLikeLiteral(absl::StripLeadingAsciiWhitespace(arg))) return literal.status();
+  if (!IsValidUtf8(arg)) {
+    return absl::InvalidArgumentError("not valid UTF-8 (use b'\\xhh' escapes for raw bytes)");
   }
   return MakeStr(arg);
+}
+
+absl::StatusOr<std::vector<v1::Value>> ParseCallArgs(const std::vector<std::string>& args) {
+  std::vector<v1::Value> values;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const size_t position = values.size() + 1;
+    const std::string marker_eq = absl::StrCat(kStrMarker, "=");
+    if (args[i] == kStrMarker || absl::StartsWith(args[i], marker_eq)) {
+      std::string text;
+      if (args[i] != kStrMarker) {
+        text = args[i].substr(marker_eq.size());
+      } else if (++i == args.size()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(kStrMarker, " must be followed by the argument to pass as a str"));
+      } else {
+        text = args[i];
+      }
+      if (!IsValidUtf8(text)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("argument ", position, " is not valid UTF-8"));
+      }
+      values.push_back(MakeStr(text));
+      continue;
+    }
+    absl::StatusOr<v1::Value> v = ParseLiteralArg(args[i]);
+    if (!v.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "argument ", position, " (", Excerpt(args[i]), ") is not a valid Python literal: ",
+          v.status().message(), "; put ", kStrMarker, " before it to pass it as a str"));
+    }
+    values.push_back(*std::move(v));
+  }
+  return values;
 }
 
 }  // namespace pyexec

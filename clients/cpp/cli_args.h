@@ -1,7 +1,10 @@
-// Parsing of the `pyexec call` command's positional arguments.
+// The `pyexec call` command's positional arguments as Values.
 
 #ifndef PYEXEC_CLIENTS_CPP_CLI_ARGS_H_
 #define PYEXEC_CLIENTS_CPP_CLI_ARGS_H_
+
+#include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -9,20 +12,28 @@
 
 namespace pyexec {
 
-// Turns one command-line argument into a Value, Python-literal style:
-//   None, True, False                  -> None / bool
-//   42, -7, +3, 123456789012345678901  -> int (big_int past int64)
-//   1.5, -2e3, .5, 1., nan, inf, -inf  -> float
-//   'text', "text"                     -> str, with the escapes \\ \' \" \n
-//                                         \r \t \0 \xhh \uhhhh \Uhhhhhhhh
-//   b'data', b"data"                   -> bytes, with the escapes above
-//                                         except \u and \U
-//   anything else                      -> str, taken verbatim
-// So `hello` and `'hello'` both give 'hello', while `'42'` gives the string
-// '42'. Lists, dicts and other containers are not parsed: they arrive as str.
-// INVALID_ARGUMENT for a quoted argument that is unterminated or has a bad
-// escape.
+// The marker that makes the next `call` argument a str, whatever it holds.
+inline constexpr char kStrMarker[] = "--str";
+
+// Turns one command-line argument into a Value:
+// - a Python literal, as ParsePythonLiteral reads it (so 42, 2**64, 1.5,
+//   nan, None, True, 'text', b'\x00', [3, 1], (1,), {'k': 1}, {1, 2}, set());
+// - else, if it starts like a literal that went wrong (after leading
+//   whitespace: one of [ ( { or a quote, optionally after a string prefix
+//   such as b or r; or an integer followed by **), INVALID_ARGUMENT saying
+//   why and suggesting --str;
+// - else the argument itself, verbatim, as a str ("bare word"): hello,
+//   1.2.3, 2024-01-01, a b, true, ''.
+// INVALID_ARGUMENT also for a bare word that is not valid UTF-8.
 absl::StatusOr<v1::Value> ParseLiteralArg(absl::string_view arg);
+
+// Parses the ARGs of `pyexec call MODULE FUNCTION [ARG...]`. kStrMarker
+// ("--str") before an argument passes that one argument verbatim as a str
+// (`--str 42` is '42', `--str --str` is '--str'); it applies to the next
+// argument only. `--str=TEXT` is the same as `--str TEXT`. INVALID_ARGUMENT, naming the argument by its position
+// (1-based) and text, for an argument that ParseLiteralArg refuses or a
+// trailing --str.
+absl::StatusOr<std::vector<v1::Value>> ParseCallArgs(const std::vector<std::string>& args);
 
 }  // namespace pyexec
 

@@ -11,19 +11,24 @@
 #include <cstdio>
 #include <clocale>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <iostream>
+#include <memory>
+#include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "clients/cpp/client.h"
+#include "clients/cpp/repl_helper_py.h"
 #include "clients/cpp/value.h"
-#include "grpcpp/client_context.h"
 
 namespace pyexec {
 
@@ -84,18 +89,26 @@ int ReadKey(FILE* in) {
   return code;
 }
 
-// Asked of the server (stateless) for the buffered source `src`: "more" if
-// it is an incomplete statement, "eval" if it is one expression, "exec"
-// otherwise. A SyntaxError comes back as a Python error; the REPL then runs
-// the source on the session, which reports it.
-constexpr char kProbe[] =
-    "(lambda codeop, ast: (lambda c: 'more' if c is None else "
-    "('eval' if (lambda b: len(b) == 1 and isinstance(b[0], ast.Expr))"
-    "(ast.parse(src).body) else 'exec'))"
-    "(codeop.compile_command(src, '<stdin>', 'single')))"
-    "(__import__('codeop'), __import__('ast'))";
+// Asked of the server (stateless) for the buffered source `src`: True if it
+// is an incomplete statement (the REPL asks for more). A SyntaxError comes
+// back as a Python error; the REPL then runs the source on the session,
+// which reports it.
+constexpr char kIncompleteProbe[] =
+    "__import__('codeop').compile_command(src, '<stdin>', 'single') is None";
 
-enum class Mode { kMore, kEval, kExec };
+// How long a Tab waits for the session's completions.
+constexpr absl::Duration kCompletionDeadline = absl::Seconds(3);
+
+// Python's completer delimiters (readline.get_completer_delims() in
+// python3 -i): '.' is not one, so `math.p` is one word.
+char kWordBreaks[] = " \t\n`~!@#$%^&*()-=+[{]}\\|;:'\",<>/?";
+
+class Repl;
+// The REPL that libedit's completion callbacks (plain C functions) serve.
+Repl* g_repl = nullptr;
+
+char** AttemptCompletion(const char* text, int start, int end);
+char* NextCompletion(const char* text, int state);
 
 class Repl {
  public:
@@ -112,21 +125,12 @@ class Repl {
     }
     std::cerr << "pyexec repl on " << options_.addr << ", session " << token_
               << (options_.session.empty() ? "" : " (attached)")
-              << ". Ctrl-C interrupts, Ctrl-D exits.\n";
+              << ". Ctrl-C interrupts, Tab completes, Ctrl-D exits.\n";
     int code = Loop();
     if (options_.session.empty() && !token_.empty()) {
       (void)client_.Unbind(token_, CallOptions{absl::Seconds(10)});
     }
     return code;
-  }
-
- private:
-  absl::Status BindNew() {
-    absl::StatusOr<BindResult> bound =
-        client_.Bind(options_.idle_timeout, CallOptions{options_.timeout});
-    if (!bound.ok()) return bound.status();
-    token_ = bound->session;
-    return absl::OkStatus();
   }
 
   int Loop() {
@@ -157,36 +161,61 @@ class Repl {
       if (buffer.empty() && line.find_first_not_of(" \t") == std::string::npos) continue;
       buffer.push_back(line);
       const std::string source = absl::StrJoin(buffer, "\n");
-      const Mode mode = Classify(source);
-      if (mode == Mode::kMore) continue;
+      if (Incomplete(source)) continue;
       buffer.clear();
-      if (int code = Execute(source, mode); code != kExitOk) return code;
+      if (std::optional<int> exit_code = Execute(source)) return *exit_code;
     }
   }
 
-  Mode Classify(const std::string& source) {
+  // Tab: the completions of `text` from the session (libedit's
+  // rl_attempted_completion_function).
+  char** Complete(const char* text) {
+    // Never fall back to libedit's file name completion; append nothing
+    // (rlcompleter has already appended "(" to callables).
+    rl_attempted_completion_over = 1;
+    rl_completion_append_character = '\0';
+    if (std::strspn(text, " \t") == std::strlen(text)) {
+      // Indentation, as python3 -i: the one "completion" is a tab.
+      completions_ = {"\t"};
+      return rl_completion_matches(text, NextCompletion);
+    }
+    absl::Duration deadline = kCompletionDeadline;
+    if (options_.timeout > absl::ZeroDuration()) deadline = std::min(deadline, options_.timeout);
     absl::StatusOr<Result> r =
-        client_.Eval("", kProbe, {{"src", MakeStr(source)}}, CallOptions{absl::Seconds(30)});
-    if (!r.ok() || !r->ok() || r->value.kind_case() != v1::Value::kStr) return Mode::kExec;
-    if (r->value.str() == "more") return Mode::kMore;
-    return r->value.str() == "eval" ? Mode::kEval : Mode::kExec;
+        client_.Eval(token_, ReplCompletionCode(text), {}, CallOptions{deadline});
+    if (!r.ok() || !r->ok()) return nullptr;
+    completions_ = CompletionsFromValue(r->value);
+    if (completions_.empty()) return nullptr;
+    next_completion_ = 0;
+    return rl_completion_matches(text, NextCompletion);
   }
 
-  // Runs one RPC through the callback API so that Ctrl-C can cancel it.
-  grpc::Status Cancellable(
-      const std::function<void(grpc::ClientContext*, std::function<void(grpc::Status)>)>& start) {
-    grpc::ClientContext context;
-    if (options_.timeout > absl::ZeroDuration() && options_.timeout != absl::InfiniteDuration()) {
-      context.set_deadline(absl::ToChronoTime(absl::Now() + options_.timeout));
-    }
-    grpc::Status status;
-    start(&context, [&status](grpc::Status s) {
-      status = std::move(s);
-      char c = kDoneByte;
-      (void)!write(g_pipe[1], &c, 1);
-    });
-    // Wait for the done byte; an interrupt byte on the way cancels the call
-    // (the server interrupts Python) and keeps waiting for its end.
+  // The completions of the last Complete, one per call, malloc'ed for
+  // libedit; null after the last.
+  char* CompletionAt(int state) {
+    if (state == 0) next_completion_ = 0;
+    if (next_completion_ >= completions_.size()) return nullptr;
+    return strdup(completions_[next_completion_++].c_str());
+  }
+
+ private:
+  absl::Status BindNew() {
+    absl::StatusOr<BindResult> bound =
+        client_.Bind(options_.idle_timeout, CallOptions{options_.timeout});
+    if (!bound.ok()) return bound.status();
+    token_ = bound->session;
+    return absl::OkStatus();
+  }
+
+  bool Incomplete(const std::string& source) {
+    absl::StatusOr<Result> r = client_.Eval("", kIncompleteProbe, {{"src", MakeStr(source)}},
+                                            CallOptions{absl::Seconds(30)});
+    return r.ok() && r->ok() && r->value.has_bool_() && r->value.bool_();
+  }
+
+  // Waits for the reader's done byte; an interrupt byte on the way calls
+  // `cancel` (the server interrupts Python) and keeps waiting for the end.
+  static void WaitUntilDone(const std::function<void()>& cancel) {
     bool done = false;
     while (!done) {
       pollfd p = {g_pipe[0], POLLIN, 0};
@@ -196,11 +225,10 @@ class Repl {
       while ((n = read(g_pipe[0], bytes, sizeof bytes)) > 0) {
         for (ssize_t i = 0; i < n; ++i) {
           if (bytes[i] == kDoneByte) done = true;
-          if (bytes[i] == kInterruptByte && !done) context.TryCancel();
+          if (bytes[i] == kInterruptByte && !done) cancel();
         }
       }
     }
-    return status;
   }
 
   static void DrainPipe() {
@@ -209,59 +237,65 @@ class Repl {
     }
   }
 
-  int Execute(const std::string& source, Mode mode) {
-    grpc::Status status;
-    std::string out, err;
-    const v1::PythonError* error = nullptr;
-    v1::EvalResponse eval;
-    v1::ExecResponse exec;
-    if (mode == Mode::kEval) {
-      v1::EvalRequest request;
-      request.set_session(token_);
-      request.set_code(source);
-      status = Cancellable([&](grpc::ClientContext* c, std::function<void(grpc::Status)> done) {
-        client_.stub().async()->Eval(c, &request, &eval, std::move(done));
-      });
-      out = eval.stdout();
-      err = eval.stderr();
-      if (eval.has_error()) error = &eval.error();
-    } else {
-      v1::ExecRequest request;
-      request.set_session(token_);
-      request.set_code(source);
-      status = Cancellable([&](grpc::ClientContext* c, std::function<void(grpc::Status)> done) {
-        client_.stub().async()->Exec(c, &request, &exec, std::move(done));
-      });
-      out = exec.stdout();
-      err = exec.stderr();
-      if (exec.has_error()) error = &exec.error();
-    }
+  // Runs one statement, printing its output as it streams. Returns the
+  // code to exit the REPL with (SystemExit, or a lost attached session),
+  // else nothing.
+  std::optional<int> Execute(const std::string& source) {
+    std::unique_ptr<EventStream<v1::ExecEvent>> stream = client_.ExecStream(
+        token_, ReplStatementCode(source), {}, CallOptions{options_.timeout});
+    absl::Status status;
+    std::optional<v1::PythonError> error;
+    // The stream is read on its own thread so that this one can watch for
+    // Ctrl-C; only that thread writes to the terminal until it is done.
+    std::thread reader([&] {
+      v1::ExecEvent event;
+      while (stream->Next(&event)) {
+        switch (event.event_case()) {
+          case v1::ExecEvent::kStdout:
+            std::cout << event.stdout() << std::flush;
+            break;
+          case v1::ExecEvent::kStderr:
+            std::cerr << event.stderr() << std::flush;
+            break;
+          case v1::ExecEvent::kEnd:
+            if (event.end().has_error()) error = event.end().error();
+            break;
+          default:
+            break;
+        }
+      }
+      status = stream->Finish();
+      char c = kDoneByte;
+      (void)!write(g_pipe[1], &c, 1);
+    });
+    WaitUntilDone([&stream] { stream->Cancel(); });
+    reader.join();
     if (!status.ok()) return Failed(status);
-    std::cout << out << std::flush;
-    std::cerr << err;
-    if (error != nullptr) {
-      std::cerr << (error->traceback().empty()
-                        ? absl::StrCat(error->type(), ": ", error->message(), "\n")
-                        : error->traceback());
-      if (!error->traceback().empty() && error->traceback().back() != '\n') std::cerr << "\n";
-    } else if (mode == Mode::kEval && !eval.value().has_none()) {
-      std::cout << FormatValue(eval.value()) << "\n";
+    if (!error.has_value()) return std::nullopt;
+    // repl_helper.py shows the statement's own exceptions; what ends the
+    // stream with an error is SystemExit (with an int code) or a failure of
+    // the helper itself.
+    int exit_code;
+    if (error->type() == "SystemExit" && absl::SimpleAtoi(error->message(), &exit_code)) {
+      return exit_code;
     }
-    std::cout << std::flush;
+    std::cerr << (error->traceback().empty()
+                      ? absl::StrCat(error->type(), ": ", error->message(), "\n")
+                      : error->traceback());
+    if (!error->traceback().empty() && error->traceback().back() != '\n') std::cerr << "\n";
     std::cerr << std::flush;
-    return kExitOk;
+    return std::nullopt;
   }
 
-  int Failed(const grpc::Status& status) {
-    if (status.error_code() == grpc::StatusCode::CANCELLED) {
+  std::optional<int> Failed(const absl::Status& status) {
+    if (status.code() == absl::StatusCode::kCancelled) {
       std::cerr << "KeyboardInterrupt" << std::endl;
-      return kExitOk;
+      return std::nullopt;
     }
-    std::cerr << "pyexec: " << absl::StatusCodeToString(
-                                   static_cast<absl::StatusCode>(status.error_code()))
-              << ": " << status.error_message() << std::endl;
-    if (status.error_code() == grpc::StatusCode::NOT_FOUND ||
-        status.error_code() == grpc::StatusCode::ABORTED) {
+    std::cerr << "pyexec: " << absl::StatusCodeToString(status.code()) << ": "
+              << status.message() << std::endl;
+    if (status.code() == absl::StatusCode::kNotFound ||
+        status.code() == absl::StatusCode::kAborted) {
       if (!options_.session.empty()) return kExitRpcError;
       token_.clear();
       if (absl::Status s = BindNew(); !s.ok()) {
@@ -271,15 +305,46 @@ class Repl {
       std::cerr << "pyexec: session lost; new session " << token_ << " (state reset)"
                 << std::endl;
     }
-    return kExitOk;
+    return std::nullopt;
   }
 
   const CliOptions& options_;
   Client client_;
   std::string token_;
+  std::vector<std::string> completions_;
+  size_t next_completion_ = 0;
 };
 
+char** AttemptCompletion(const char* text, int, int) { return g_repl->Complete(text); }
+
+char* NextCompletion(const char*, int state) { return g_repl->CompletionAt(state); }
+
 }  // namespace
+
+std::string ReplStatementCode(absl::string_view source) {
+  return absl::StrCat("exec(compile(", FormatStr(kReplHelperSource),
+                      ", '<pyexec-repl>', 'exec'), {'__builtins__': __builtins__, "
+                      "'namespace': globals(), 'source': ",
+                      FormatStr(source), "})");
+}
+
+std::string ReplCompletionCode(absl::string_view text) {
+  // complete(text, 0), (text, 1)... until None, as readline calls it.
+  return absl::StrCat(
+      "(lambda c, t: list(iter(lambda n=__import__('itertools').count(): "
+      "c.complete(t, next(n)), None)))(__import__('rlcompleter').Completer(globals()), ",
+      FormatStr(text), ")");
+}
+
+std::vector<std::string> CompletionsFromValue(const v1::Value& value) {
+  std::vector<std::string> completions;
+  if (!value.has_list()) return completions;
+  for (const v1::Value& item : value.items()) {
+    if (!item.has_str()) return {};
+    completions.push_back(item.str());
+  }
+  return completions;
+}
 
 int RunRepl(const CliOptions& options, const std::string& history_file) {
   if (options.json) {
@@ -291,7 +356,7 @@ int RunRepl(const CliOptions& options, const std::string& history_file) {
     std::cerr << "pyexec: " << client.status().message() << "\n";
     return kExitUsage;
   }
-  // The read end is non-blocking: Cancellable polls it and drains it.
+  // The read end is non-blocking: WaitUntilDone polls it and drains it.
   if (pipe2(g_pipe, O_CLOEXEC) != 0 || fcntl(g_pipe[0], F_SETFL, O_NONBLOCK) != 0) {
     perror("pyexec: pipe");
     return kExitRpcError;
@@ -311,9 +376,15 @@ int RunRepl(const CliOptions& options, const std::string& history_file) {
   // libedit edits and displays characters by the locale's encoding (UTF-8
   // keys show as \U+20AC escapes under the C locale).
   setlocale(LC_CTYPE, "");
+  rl_attempted_completion_function = AttemptCompletion;
+  rl_basic_word_break_characters = kWordBreaks;
+  rl_completer_word_break_characters = kWordBreaks;
   using_history();
   if (!history_file.empty()) read_history(history_file.c_str());
-  int code = Repl(options, *std::move(client)).Run();
+  Repl repl(options, *std::move(client));
+  g_repl = &repl;
+  int code = repl.Run();
+  g_repl = nullptr;
   if (!history_file.empty()) write_history(history_file.c_str());
   return code;
 }

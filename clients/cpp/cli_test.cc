@@ -22,11 +22,12 @@ using ::testing::StartsWith;
 class CliTest : public ::testing::Test {
  protected:
   // Runs the CLI against the fake server; returns the exit code.
-  int Run(std::vector<std::string> args) {
+  int Run(std::vector<std::string> args, const std::string& stdin_text = "") {
     out_.str("");
     err_.str("");
     options_.addr = server_.address();
-    return RunCli(options_, args, out_, err_);
+    std::istringstream in(stdin_text);
+    return RunCli(options_, args, in, out_, err_);
   }
 
   fakes::FakePyExecServer server_;
@@ -34,6 +35,13 @@ class CliTest : public ::testing::Test {
   std::ostringstream out_;
   std::ostringstream err_;
 };
+
+std::string TmpFile(const std::string& name, const std::string& contents) {
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  std::string path = absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/", name);
+  std::ofstream(path) << contents;
+  return path;
+}
 
 TEST_F(CliTest, EvalPrintsRepr) {
   EXPECT_EQ(Run({"eval", "1+1"}), kExitOk);
@@ -88,6 +96,93 @@ TEST_F(CliTest, CallParsesLiteralArgs) {
   EXPECT_EQ(out_.str(),
             "['math', 'fsum', 1, 2.5, 'x', None, 'word', b'\\x00', "
             "99999999999999999999]\n");
+}
+
+TEST_F(CliTest, CallArgsAreLiteralsWithStrForVerbatim) {
+  EXPECT_EQ(Run({"call", "builtins", "sorted", "[3,1]"}), kExitOk);
+  EXPECT_EQ(out_.str(), "['builtins', 'sorted', [3, 1]]\n");
+  EXPECT_EQ(Run({"call", "operator", "add", "2**64", "1"}), kExitOk);
+  EXPECT_EQ(out_.str(), "['operator', 'add', 18446744073709551616, 1]\n");
+  EXPECT_EQ(Run({"call", "m", "f", "--str", "[3,1]", "--str", "42", "42", "1,2", "{'k': {1}}"}),
+            kExitOk);
+  EXPECT_EQ(out_.str(), "['m', 'f', '[3,1]', '42', 42, (1, 2), {'k': {1}}]\n");
+  EXPECT_EQ(Run({"call", "math", "gcd", "12", "18"}), kExitOk);
+  EXPECT_EQ(out_.str(), "['math', 'gcd', 12, 18]\n");
+  EXPECT_EQ(Run({"call", "builtins", "len", "hello"}), kExitOk);
+  EXPECT_EQ(out_.str(), "['builtins', 'len', 'hello']\n");
+}
+
+TEST_F(CliTest, BadCallArgIsAUsageErrorAndSendsNothing) {
+  EXPECT_EQ(Run({"call", "re", "match", "[a-z]+", "abc"}), kExitUsage);
+  EXPECT_THAT(err_.str(), StartsWith("pyexec: argument 1 ([a-z]+) is not a valid Python "
+                                     "literal: name 'a' is not a literal (column 2); put "
+                                     "--str before it to pass it as a str\n"));
+  EXPECT_EQ(Run({"call", "m", "f", "1", "--str"}), kExitUsage);
+  EXPECT_THAT(err_.str(), HasSubstr("--str must be followed by"));
+  EXPECT_TRUE(server_.service().sessions_seen().empty());
+}
+
+TEST_F(CliTest, ExecReadsCodeFromStdin) {
+  EXPECT_EQ(Run({"exec", "-"}, "x = 1\nprint(x)\n"), kExitOk);
+  EXPECT_EQ(out_.str(), "x = 1\nprint(x)\n");  // the fake echoes the code
+  EXPECT_EQ(Run({"eval", "-"}, "1+1"), kExitOk);
+  EXPECT_EQ(out_.str(), "out('', '1+1', {})\n");
+  // Empty input runs nothing and succeeds, as python3 < /dev/null does.
+  EXPECT_EQ(Run({"exec", "-"}, ""), kExitOk);
+  EXPECT_EQ(out_.str(), "pass");
+}
+
+TEST_F(CliTest, ExecReadsCodeFromAFile) {
+  const std::string file = TmpFile("code.py", "\xef\xbb\xbfimport sys\nprint(sys)\n");
+  EXPECT_EQ(Run({"exec", "@" + file}), kExitOk);
+  EXPECT_EQ(out_.str(), "import sys\nprint(sys)\n");  // without the BOM
+  EXPECT_EQ(Run({"eval", "@" + TmpFile("expr.py", "6*7")}), kExitOk);
+  EXPECT_EQ(out_.str(), "out('', '6*7', {})\n");
+  // Code that starts with '@' and spans lines is code (a decorator).
+  EXPECT_EQ(Run({"exec", "@dec\ndef f(): pass"}), kExitOk);
+  EXPECT_EQ(out_.str(), "@dec\ndef f(): pass");
+  EXPECT_EQ(Run({"exec", "@" + TmpFile("empty.py", "")}), kExitOk);
+  EXPECT_EQ(out_.str(), "pass");
+}
+
+TEST_F(CliTest, UnreadableCodeIsAUsageError) {
+  EXPECT_EQ(Run({"exec", "@/nonexistent/code.py"}), kExitUsage);
+  EXPECT_THAT(err_.str(), StartsWith("pyexec: cannot read /nonexistent/code.py: No such file"));
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  EXPECT_EQ(Run({"exec", absl::StrCat("@", tmp != nullptr ? tmp : "/tmp")}), kExitUsage);
+  EXPECT_THAT(err_.str(), HasSubstr("Is a directory"));
+  EXPECT_EQ(Run({"exec", "@" + TmpFile("latin1.py", "s = '\xe9'\n")}), kExitUsage);
+  EXPECT_THAT(err_.str(), HasSubstr("latin1.py is not UTF-8"));
+  EXPECT_EQ(Run({"exec", "-"}, "\xff"), kExitUsage);
+  EXPECT_THAT(err_.str(), HasSubstr("the code in stdin is not UTF-8"));
+  EXPECT_TRUE(server_.service().sessions_seen().empty());
+}
+
+TEST_F(CliTest, InterruptSaysWhetherSomethingRan) {
+  EXPECT_EQ(Run({"interrupt", "busy-1"}), kExitOk);
+  EXPECT_EQ(out_.str(), "interrupted\n");
+  EXPECT_EQ(Run({"interrupt", "idle-1"}), kExitOk);
+  EXPECT_EQ(out_.str(), "nothing was running\n");
+  EXPECT_EQ(Run({"interrupt", "gone-1"}), kExitRpcError);
+  EXPECT_EQ(err_.str(), "pyexec: NOT_FOUND: unknown session\n");
+  EXPECT_THAT(server_.service().sessions_seen(), ElementsAre("busy-1", "idle-1", "gone-1"));
+  EXPECT_EQ(Run({"interrupt"}), kExitUsage);
+  EXPECT_EQ(Run({"interrupt", "a", "b"}), kExitUsage);
+  options_.json = true;
+  EXPECT_EQ(Run({"interrupt", "busy-2"}), kExitOk);
+  EXPECT_EQ(out_.str(), "{\"interrupted\":true}\n");
+}
+
+TEST_F(CliTest, ReleasePrintsHowManyWereLive) {
+  EXPECT_EQ(Run({"release", "s1", "live-a", "dead-b", "live-c"}), kExitOk);
+  EXPECT_EQ(out_.str(), "2\n");
+  EXPECT_EQ(Run({"release", "gone-1", "live-a"}), kExitRpcError);
+  EXPECT_EQ(err_.str(), "pyexec: NOT_FOUND: unknown session\n");
+  EXPECT_EQ(Run({"release", "s1"}), kExitUsage);
+  EXPECT_THAT(err_.str(), HasSubstr("release takes TOKEN REF_ID..."));
+  options_.json = true;
+  EXPECT_EQ(Run({"release", "s1", "live-a"}), kExitOk);
+  EXPECT_EQ(out_.str(), "{\"released\":1}\n");
 }
 
 TEST_F(CliTest, BindPrintsTokenAndUnbindSendsIt) {
@@ -165,15 +260,9 @@ TEST_F(CliTest, UnreachableServerExits2) {
   std::ostringstream out, err;
   CliOptions options = options_;
   options.addr = "127.0.0.1:1";
-  EXPECT_EQ(RunCli(options, {"stats"}, out, err), kExitRpcError);
+  std::istringstream in;
+  EXPECT_EQ(RunCli(options, {"stats"}, in, out, err), kExitRpcError);
   EXPECT_THAT(err.str(), StartsWith("pyexec: UNAVAILABLE: "));
-}
-
-std::string TmpFile(const std::string& name, const std::string& contents) {
-  const char* tmp = std::getenv("TEST_TMPDIR");
-  std::string path = absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/", name);
-  std::ofstream(path) << contents;
-  return path;
 }
 
 TEST(ResolveTokenTest, FlagThenFileThenEnvironment) {
@@ -211,7 +300,8 @@ TEST(CliTlsTest, MutualTlsAndTokenReachTheServer) {
   options.channel.server_name_override = "pyexec.test";
   options.channel.token = "cli-token";
   std::ostringstream out, err;
-  ASSERT_EQ(RunCli(options, {"stats"}, out, err), kExitOk) << err.str();
+  std::istringstream in;
+  ASSERT_EQ(RunCli(options, {"stats"}, in, out, err), kExitOk) << err.str();
   std::vector<fakes::RecordedCall> calls = server.service().calls();
   ASSERT_EQ(calls.size(), 1u);
   EXPECT_EQ(calls[0].peer_common_name, "client-1");
@@ -224,14 +314,14 @@ TEST(CliTlsTest, MutualTlsAndTokenReachTheServer) {
   options.channel.client_cert_file.clear();
   options.channel.client_key_file.clear();
   std::ostringstream out2, err2;
-  EXPECT_EQ(RunCli(options, {"stats"}, out2, err2), kExitRpcError);
+  EXPECT_EQ(RunCli(options, {"stats"}, in, out2, err2), kExitRpcError);
   EXPECT_THAT(err2.str(), StartsWith("pyexec: UNAVAILABLE: "));
   EXPECT_THAT(err2.str(), Not(HasSubstr("cli-token")));
 
   // A missing CA file is a usage error.
   options.channel.root_ca_file = certs->File("missing.pem");
   std::ostringstream out3, err3;
-  EXPECT_EQ(RunCli(options, {"stats"}, out3, err3), kExitUsage);
+  EXPECT_EQ(RunCli(options, {"stats"}, in, out3, err3), kExitUsage);
   EXPECT_THAT(err3.str(), HasSubstr("missing.pem"));
 }
 

@@ -125,6 +125,34 @@ grpc::Status FakePyExec::GetStats(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
+grpc::Status FakePyExec::Interrupt(grpc::ServerContext* context,
+                                   const v1::InterruptRequest* request,
+                                   v1::InterruptResponse* response) {
+  RecordCall("Interrupt", *context);
+  RecordSession(request->session());
+  if (absl::StartsWith(request->session(), "gone")) {
+    return grpc::Status(grpc::StatusCode::NOT_FOUND, "unknown session");
+  }
+  response->set_interrupted(absl::StartsWith(request->session(), "busy"));
+  return grpc::Status::OK;
+}
+
+grpc::Status FakePyExec::Release(grpc::ServerContext* context,
+                                 const v1::ReleaseRequest* request,
+                                 v1::ReleaseResponse* response) {
+  RecordCall("Release", *context);
+  RecordSession(request->session());
+  if (absl::StartsWith(request->session(), "gone")) {
+    return grpc::Status(grpc::StatusCode::NOT_FOUND, "unknown session");
+  }
+  uint32_t live = 0;
+  for (const std::string& id : request->ref_ids()) {
+    if (absl::StartsWith(id, "live")) ++live;
+  }
+  response->set_released(live);
+  return grpc::Status::OK;
+}
+
 std::vector<std::string> FakePyExec::unbound() const {
   absl::MutexLock lock(&mu_);
   return unbound_;

@@ -20,7 +20,8 @@ namespace fakes {
 
 // What one RPC arrived with.
 struct RecordedCall {
-  // "Bind", "Unbind", "Eval", "Exec", "Call" or "GetStats".
+  // "Bind", "Unbind", "Eval", "Exec", "Call", "GetStats", "Interrupt" or
+  // "Release".
   std::string method;
   // The client's metadata as the server saw it (gRPC's own keys included,
   // e.g. user-agent).
@@ -38,8 +39,11 @@ struct RecordedCall {
 //                   stderr "err"
 // Exec echoes the code to stdout ("raise" gives a ValueError result). Call
 // returns [module, function, *args, *((k, v) for kwargs)]. GetStats reports
-// num_workers=4, available_workers=3. Every call's metadata is recorded (see
-// calls()). This class is thread-safe.
+// num_workers=4, available_workers=3. Interrupt answers NOT_FOUND for a
+// session starting with "gone", interrupted=true for one starting with
+// "busy", else false. Release answers NOT_FOUND for "gone..." sessions, else
+// counts the ids that start with "live". Every call's metadata is recorded
+// (see calls()). This class is thread-safe.
 class FakePyExec final : public v1::PyExec::Service {
  public:
   grpc::Status Bind(grpc::ServerContext* context, const v1::BindRequest* request,
@@ -56,11 +60,17 @@ class FakePyExec final : public v1::PyExec::Service {
   grpc::Status GetStats(grpc::ServerContext* context,
                         const v1::GetStatsRequest* request,
                         v1::GetStatsResponse* response) override;
+  grpc::Status Interrupt(grpc::ServerContext* context,
+                         const v1::InterruptRequest* request,
+                         v1::InterruptResponse* response) override;
+  grpc::Status Release(grpc::ServerContext* context,
+                       const v1::ReleaseRequest* request,
+                       v1::ReleaseResponse* response) override;
 
   // Tokens passed to Unbind, in order.
   std::vector<std::string> unbound() const;
 
-  // The `session` of every Eval/Exec/Call, in order.
+  // The `session` of every Eval/Exec/Call/Interrupt/Release, in order.
   std::vector<std::string> sessions_seen() const;
 
   // Every RPC received, in order.

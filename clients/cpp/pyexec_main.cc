@@ -14,6 +14,7 @@
 #include "absl/strings/strip.h"
 #include "absl/time/time.h"
 #include "clients/cpp/cli.h"
+#include "clients/cpp/cli_args.h"
 #include "clients/cpp/cli_repl.h"
 
 ABSL_FLAG(std::string, addr, "127.0.0.1:50051", "pyexec server, HOST:PORT");
@@ -54,14 +55,47 @@ ABSL_FLAG(std::string, token_file, "",
 
 namespace {
 
+// The command line split the way absl::ParseCommandLine would split it,
+// except that `--str ARG` (anywhere before --) goes to the positional
+// arguments as two entries, in place, whatever ARG looks like, and
+// `--str=ARG` as one: `call` interprets the marker (see ParseCallArgs), and
+// absl must neither reject --str as an unknown flag nor take an ARG such as
+// -3 for a flag.
+struct SplitArgs {
+  // argv[0] and the flag arguments (with their separate values), for absl.
+  std::vector<char*> flags;
+  // The positional arguments, in order, --str markers included.
+  std::vector<std::string> positional;
+  // Empty, or why the command line is wrong.
+  std::string problem;
+};
+
 // absl::ParseCommandLine exits with status 1 on an unknown flag or a bad
-// value; the CLI promises 64 for usage errors, so check first. Returns an
-// empty string if every flag argument is known and parses.
-std::string CheckFlags(int argc, char** argv) {
+// value; the CLI promises 64 for usage errors, so every flag is checked
+// here first.
+SplitArgs Split(int argc, char** argv) {
+  SplitArgs split;
+  split.flags.push_back(argv[0]);
   for (int i = 1; i < argc; ++i) {
     absl::string_view arg = argv[i];
-    if (arg == "--") break;
-    if (arg.size() < 2 || arg[0] != '-') continue;
+    if (arg == "--") {
+      split.positional.insert(split.positional.end(), argv + i + 1, argv + argc);
+      break;
+    }
+    if (arg == pyexec::kStrMarker) {
+      split.positional.emplace_back(arg);
+      if (i + 1 < argc) split.positional.emplace_back(argv[++i]);
+      continue;
+    }
+    if (absl::StartsWith(arg, absl::StrCat(pyexec::kStrMarker, "="))) {
+      split.positional.emplace_back(arg);
+      continue;
+    }
+    if (arg.size() < 2 || arg[0] != '-') {
+      split.positional.emplace_back(arg);
+      continue;
+    }
+    split.flags.push_back(argv[i]);
     absl::string_view body = absl::StripPrefix(absl::StripPrefix(arg, "-"), "-");
     const size_t eq = body.find('=');
     absl::string_view name = body.substr(0, eq);
@@ -78,35 +112,40 @@ std::string CheckFlags(int argc, char** argv) {
     }
     if (flag == nullptr) {
       // Only the name: a mistyped --token=... must not echo the secret.
-      return absl::StrCat("unknown flag --", name,
-                          " (put -- before arguments that start with '-')");
+      split.problem = absl::StrCat("unknown flag --", name,
+                                   " (put -- before arguments that start with '-')");
+      return split;
     }
     if (eq == body.npos) {
-      // "--flag value" form: absl takes the next argument as the value.
-      if (!flag->IsOfType<bool>() && ++i == argc) {
-        return absl::StrCat("missing value for ", arg);
-      }
       if (flag->IsOfType<bool>()) continue;
+      // "--flag value" form: absl takes the next argument as the value.
+      if (++i == argc) {
+        split.problem = absl::StrCat("missing value for ", arg);
+        return split;
+      }
+      split.flags.push_back(argv[i]);
     }
     std::string value(eq == body.npos ? argv[i] : body.substr(eq + 1));
     std::string error;
     // A scratch parse: the real one below sets the same value again.
     if (!flag->ParseFrom(value, &error)) {
-      return absl::StrCat("bad value for --", name, ": ", error);
+      split.problem = absl::StrCat("bad value for --", name, ": ", error);
+      return split;
     }
   }
-  return "";
+  return split;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(pyexec::kCliUsage);
-  if (std::string problem = CheckFlags(argc, argv); !problem.empty()) {
-    std::cerr << "pyexec: " << problem << "\n" << pyexec::kCliUsage;
+  SplitArgs split = Split(argc, argv);
+  if (!split.problem.empty()) {
+    std::cerr << "pyexec: " << split.problem << "\n" << pyexec::kCliUsage;
     return pyexec::kExitUsage;
   }
-  std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
+  absl::ParseCommandLine(static_cast<int>(split.flags.size()), split.flags.data());
   pyexec::CliOptions options;
   options.addr = absl::GetFlag(FLAGS_addr);
   options.timeout = absl::GetFlag(FLAGS_timeout);
@@ -127,7 +166,7 @@ int main(int argc, char** argv) {
   }
   options.channel.token = *std::move(token);
   options.stream = absl::GetFlag(FLAGS_stream);
-  std::vector<std::string> args(positional.begin() + 1, positional.end());
+  const std::vector<std::string>& args = split.positional;
   if (!args.empty() && args[0] == "repl") {
     if (args.size() != 1) {
       std::cerr << "pyexec: repl takes no arguments\n" << pyexec::kCliUsage;
@@ -142,7 +181,7 @@ int main(int argc, char** argv) {
     }
     return pyexec::RunRepl(options, history);
   }
-  const int code = pyexec::RunCli(options, args, std::cout, std::cerr);
+  const int code = pyexec::RunCli(options, args, std::cin, std::cout, std::cerr);
   std::cout.flush();
   return code;
 }

@@ -25,6 +25,19 @@ expect 2 --addr=127.0.0.1:1 --timeout=2s stats
 expect 2 --addr=127.0.0.1:1 --timeout 2s call math fabs -- -3
 "$bin" --addr=127.0.0.1:1 --timeout=2s stats 2>&1 | grep -q '^pyexec: UNAVAILABLE: ' \
   || { echo "FAIL: no 'pyexec: UNAVAILABLE:' line"; fail=1; }
+# --str passes the next argument through flag parsing untouched, even one
+# that starts with '-', so these reach the (unreachable) server.
+expect 2 --addr=127.0.0.1:1 --timeout=2s call math fabs --str -3
+expect 2 --addr=127.0.0.1:1 --timeout=2s call builtins len --str --str
+expect 2 --addr=127.0.0.1:1 --timeout=2s call builtins len --str=-3
+expect 2 --addr=127.0.0.1:1 --timeout=2s call builtins len -- --str -x
+expect 64 --addr=127.0.0.1:1 call builtins len --str
+expect 64 --addr=127.0.0.1:1 call re match '[a-z]+' abc   # not a literal: use --str
+expect 64 --addr=127.0.0.1:1 exec @"${TEST_TMPDIR}/missing.py"
+expect 64 --addr=127.0.0.1:1 interrupt
+expect 64 --addr=127.0.0.1:1 release TOKEN
+echo 'x = 1' > "${TEST_TMPDIR}/code.py"
+expect 2 --addr=127.0.0.1:1 --timeout=2s exec @"${TEST_TMPDIR}/code.py"
 # Token and TLS flags: bad combinations are usage errors that never show the
 # token.
 expect 64 --token=sekrit-1 --token_file="${TEST_TMPDIR}/none" stats

@@ -125,6 +125,16 @@ std::string FormatItems(
 
 }  // namespace
 
+bool IsValidUtf8(absl::string_view s) {
+  while (!s.empty()) {
+    char32_t c;
+    const size_t len = DecodeUtf8(s, &c);
+    if (len == 0) return false;
+    s.remove_prefix(len);
+  }
+  return true;
+}
+
 v1::Value MakeNone() {
   v1::Value v;
   v.mutable_none();

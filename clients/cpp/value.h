@@ -77,6 +77,10 @@ struct Ref {
 // but not unassigned code points. Invalid UTF-8 bytes are shown as \xhh.
 std::string FormatStr(absl::string_view utf8);
 
+// True if `s` is valid UTF-8 as a Python str may hold it when it travels as
+// Value.str: no overlong forms, no surrogates, nothing past U+10FFFF.
+bool IsValidUtf8(absl::string_view s);
+
 // Returns Python's repr() of bytes, e.g. b'\x00ab'.
 std::string FormatBytes(absl::string_view data);
 
