@@ -1,19 +1,23 @@
 %% The grpcbox transport. grpcbox cannot be fetched here, so:
 %% 1. without grpcbox, pyexec_grpcbox must load and fail cleanly;
-%% 2. with stand-ins for grpcbox_client, grpcbox_channel_sup and ctx that
-%%    enforce grpcbox's API contract (see the _data directory), the `py' API
-%%    must work end to end against the real pyexecd through
-%%    {transport, grpcbox}: our #grpcbox_def{} marshal/unmarshal functions,
-%%    deadline passing and status mapping are real; grpcbox's own HTTP/2
-%%    stack is not exercised.
+%% 2. with stand-ins for grpcbox_client, grpcbox_channel_sup,
+%%    grpcbox_channel, grpcbox_metadata, ctx and h2_stream that behave as
+%%    grpcbox 0.17.1 and ts_chatterbox 0.15.1 do (see the _data directory:
+%%    what each stream sends to its caller and when, what happens on
+%%    timeout, server death and caller death, a channel that outlives its
+%%    caller), the `py' API must work end to end against the real pyexecd
+%%    through {transport, grpcbox}: our #grpcbox_def{} marshal/unmarshal
+%%    functions, deadline passing and status mapping are real; grpcbox's own
+%%    HTTP/2 stack is not exercised.
 -module(pyexec_grpcbox_SUITE).
 -include_lib("common_test/include/ct.hrl").
 -include_lib("stdlib/include/assert.hrl").
 
 -compile([export_all, nowarn_export_all]).
 
--define(FAKES, ["grpcbox_client", "grpcbox_channel_sup", "grpcbox_metadata", "ctx",
-                "chatterbox_h2_stream"]).
+-define(FAKES, ["grpcbox_app", "grpcbox_client", "grpcbox_channel_sup", "grpcbox_channel",
+                "grpcbox_metadata", "ctx", "h2_stream"]).
+-define(CHANNEL, pyexec_test_channel).
 
 all() ->
     [loads_without_grpcbox, start_fails_cleanly_without_grpcbox, {group, with_grpcbox}].
@@ -22,7 +26,10 @@ groups() ->
     [{with_grpcbox, [sequence],
       [first_call_right_after_start, api_over_grpcbox, errors_over_grpcbox,
        bind_limit_over_grpcbox, infinity_timeout_over_grpcbox, nodelay_and_connect_timeout,
-       metadata_over_grpcbox, streams_and_refs_over_grpcbox, unsupported_config_refused]}].
+       metadata_over_grpcbox, streams_and_refs_over_grpcbox,
+       no_stray_messages_after_timeouts, server_death_fails_calls_at_once,
+       caller_death_cancels_its_call, app_stop_tears_down_the_channel,
+       unsupported_config_refused]}].
 
 init_per_suite(Config) ->
     {ok, Srv} = pyexec_test_util:start_server(pyexec_test_util:pyexecd_path(),
@@ -46,7 +53,8 @@ init_per_group(with_grpcbox, Config) ->
     ok = file:write_file(filename:join(Ebin, "grpcbox.app"),
                          io_lib:format("~p.~n", [{application, grpcbox,
                                                   [{vsn, "fake"}, {modules, []},
-                                                   {registered, []},
+                                                   {registered, [grpcbox_channel_sup]},
+                                                   {mod, {grpcbox_app, []}},
                                                    {applications, [kernel, stdlib]}]}])),
     true = code:add_patha(Ebin),
     persistent_term:put(fake_grpcbox_calls, counters:new(1, [])),
@@ -55,6 +63,8 @@ init_per_group(with_grpcbox, Config) ->
 
 end_per_group(with_grpcbox, Config) ->
     pyexec_test_util:stop_app(),
+    catch grpcbox_channel:stop(?CHANNEL),
+    application:stop(grpcbox),
     code:del_path(?config(ebin, Config)),
     [begin code:purge(M), code:delete(M) end || M <- [list_to_atom(F) || F <- ?FAKES]],
     application:unload(grpcbox),
@@ -65,8 +75,37 @@ start_app(Config, Extra) ->
 
 app_env(Config, Extra) ->
     #{port := Port} = ?config(srv, Config),
+    port_env(Port, Extra).
+
+port_env(Port, Extra) ->
     [{endpoints, [{"127.0.0.1", Port}]}, {transport, grpcbox},
-     {grpcbox_channel, pyexec_test_channel} | Extra].
+     {grpcbox_channel, ?CHANNEL} | Extra].
+
+%% Another pyexecd, for the cases that kill one or tell two apart.
+start_server(Args) ->
+    pyexec_test_util:start_server(pyexec_test_util:pyexecd_path(),
+                                  ["--listen=127.0.0.1:0" | Args]).
+
+%% Nothing in this process's mailbox.
+mailbox() ->
+    {messages, Msgs} = process_info(self(), messages),
+    Msgs.
+
+%% Waits until the server runs or queues N calls.
+wait_calls_in_flight(N) ->
+    pyexec_test_util:wait_until(
+      fun() ->
+              #{busy_workers := B, pending_requests := P} = py_pool:get_stats(),
+              B + P >= N orelse {busy, B, pending, P}
+      end, {calls_in_flight, N}).
+
+wait_no_busy_worker(Timeout) ->
+    pyexec_test_util:wait_until(
+      fun() -> case py_pool:get_stats() of
+                   #{busy_workers := 0} -> true;
+                   Other -> Other
+               end
+      end, no_busy_worker, Timeout).
 
 calls() -> counters:get(persistent_term:get(fake_grpcbox_calls), 1).
 
@@ -214,7 +253,119 @@ streams_and_refs_over_grpcbox(_Config) ->
     ?assertEqual(not_running, py:interrupt(self())),
     %% Every one of these went through grpcbox_client.
     ?assert(calls() - Before >= 15),
-    py:unbind().
+    py:unbind(),
+    %% The streams' end of stream, closing and 'DOWN' messages were all
+    %% consumed, here and in the stream drivers alike.
+    ?assertEqual({ok, [0, 1]}, py:stream(builtins, iter, [[0, 1]])),
+    ?assertEqual([], mailbox()).
+
+%% grpcbox's stream processes send their caller headers, trailers, end of
+%% stream and 'DOWN' messages after the caller has stopped waiting (with
+%% real grpcbox 0.17.1, ten timeouts left 35 such messages). None of them
+%% may reach the caller: the default deadline_grace waits for the server's
+%% DEADLINE_EXCEEDED, and with deadline_grace 0 the client gives up first
+%% and the answer comes after.
+no_stray_messages_after_timeouts(Config) ->
+    [begin
+         start_app(Config, [{decode_bytes, tagged} | Extra]),
+         Self = self(),
+         Observer = spawn_link(fun() -> observe_streams(Self, []) end),
+         persistent_term:put(fake_grpcbox_observer, Observer),
+         try
+             [?assertEqual({error, timeout}, py:call(time, sleep, [1], #{}, 100))
+              || _ <- lists:seq(1, 10)],
+             %% Every stream process has ended, so everything they sent
+             %% has been delivered.
+             Observer ! all_ended,
+             receive {Observer, N} -> ?assertEqual(10, N)
+             after 10000 -> ct:fail(streams_did_not_end)
+             end,
+             ?assertEqual([], mailbox())
+         after
+             persistent_term:erase(fake_grpcbox_observer)
+         end
+     end || Extra <- [[], [{deadline_grace, 0}]]],
+    start_app(Config, [{decode_bytes, tagged}]).
+
+observe_streams(Parent, Mons) ->
+    receive
+        {fake_grpcbox_stream, Pid} ->
+            observe_streams(Parent, [erlang:monitor(process, Pid) | Mons]);
+        all_ended ->
+            [receive {'DOWN', M, process, _, _} -> ok end || M <- Mons],
+            Parent ! {self(), length(Mons)}
+    end.
+
+%% When the server dies, the calls in flight fail at once with
+%% `unavailable', whatever their timeout, as with the built-in transport;
+%% grpcbox's own unary call waits for its whole timeout, forever with
+%% infinity.
+server_death_fails_calls_at_once(Config) ->
+    {ok, Srv} = start_server(["--workers=3", "--max_workers=3"]),
+    #{port := Port} = Srv,
+    ok = pyexec_test_util:start_app(port_env(Port, [])),
+    Self = self(),
+    Run = fun(Tag, F) ->
+                  spawn_link(fun() -> Self ! {Tag, F()} end)
+          end,
+    Run(infinity, fun() -> py:call(time, sleep, [30], #{}, infinity) end),
+    Run(twenty_s, fun() -> py:call(time, sleep, [30], #{}, 20000) end),
+    Run(stream, fun() -> py:stream(time, sleep, [30]) end),
+    wait_calls_in_flight(3),
+    pyexec_test_util:stop_server(Srv, "KILL"),
+    T0 = erlang:monotonic_time(millisecond),
+    [receive
+         {Tag, Result} ->
+             ?assertMatch({Tag, {error, {grpc, unavailable, _}}}, {Tag, Result}),
+             ?assert(erlang:monotonic_time(millisecond) - T0 < 2000)
+     after 5000 ->
+             ct:fail({still_waiting, Tag})
+     end || Tag <- [infinity, twenty_s, stream]],
+    start_app(Config, [{decode_bytes, tagged}]).
+
+%% A caller that dies cancels its call: the server interrupts the Python
+%% code at once instead of running it to its deadline (grpcbox's stream
+%% processes do not watch their caller).
+caller_death_cancels_its_call(_Config) ->
+    wait_no_busy_worker(10000),
+    [begin
+         Caller = spawn(Call),
+         wait_calls_in_flight(1),
+         exit(Caller, kill),
+         wait_no_busy_worker(3000)
+     end || Call <- [fun() -> py:call(time, sleep, [30], #{}, 60000) end,
+                     fun() -> py:stream(time, sleep, [30]) end]].
+
+%% application:stop(pyexec) stops the grpcbox channel that pyexec started,
+%% so that a restart with other endpoints uses them (grpcbox's channel
+%% otherwise outlives pyexec, with the old endpoints). A channel that was
+%% there before pyexec started is the user's and stays.
+app_stop_tears_down_the_channel(Config) ->
+    {ok, Srv} = start_server(["--workers=1", "--max_workers=3"]),
+    #{port := Port} = Srv,
+    #{port := SuitePort} = ?config(srv, Config),
+    try
+        start_app(Config, []),
+        ?assertMatch(#{max_workers := 2}, py_pool:get_stats()),
+        pyexec_test_util:stop_app(),
+        ?assertEqual({error, undefined_channel}, grpcbox_channel:pick(?CHANNEL, unary)),
+        ok = pyexec_test_util:start_app(port_env(Port, [])),
+        ?assertMatch(#{max_workers := 3}, py_pool:get_stats()),
+        pyexec_test_util:stop_app(),
+        ?assertEqual({error, undefined_channel}, grpcbox_channel:pick(?CHANNEL, unary)),
+        %% The user's own channel, on the suite's server.
+        {ok, _} = grpcbox_channel_sup:start_child(
+                    users_channel, [{http, "127.0.0.1", SuitePort, []}], #{sync_start => true}),
+        ok = pyexec_test_util:start_app([{grpcbox_channel, users_channel}
+                                         | proplists:delete(grpcbox_channel, port_env(Port, []))]),
+        ?assertMatch(#{max_workers := 2}, py_pool:get_stats()),
+        pyexec_test_util:stop_app(),
+        ?assertMatch({ok, _}, grpcbox_channel:pick(users_channel, unary)),
+        grpcbox_channel:stop(users_channel)
+    after
+        pyexec_test_util:stop_server(Srv, "KILL"),
+        start_app(Config, [{decode_bytes, tagged}])
+    end.
 
 stream_events(Ref) ->
     receive
