@@ -9,6 +9,11 @@
 %%    through {transport, grpcbox}: our #grpcbox_def{} marshal/unmarshal
 %%    functions, deadline passing and status mapping are real; grpcbox's own
 %%    HTTP/2 stack is not exercised.
+%% By hand, PYEXEC_GRPCBOX_LIBS=Dir runs the with_grpcbox group against
+%% real grpcbox instead: Dir holds compiled grpcbox 0.17.1 applications and
+%% their dependencies (Dir/<app>/ebin). The checks that read the
+%% stand-ins' records (call counts, metadata, endpoint settings) are then
+%% skipped, and the wait for late messages is a plain pause.
 -module(pyexec_grpcbox_SUITE).
 -include_lib("common_test/include/ct.hrl").
 -include_lib("stdlib/include/assert.hrl").
@@ -43,6 +48,18 @@ end_per_suite(Config) ->
     ok.
 
 init_per_group(with_grpcbox, Config) ->
+    Paths = case real_grpcbox() of
+                false -> [load_stand_ins(Config)];
+                Dir -> filelib:wildcard(filename:join([Dir, "*", "ebin"]))
+            end,
+    [true = code:add_patha(P) || P <- Paths],
+    ct:log("grpcbox_client: ~s", [code:which(grpcbox_client)]),
+    persistent_term:put(fake_grpcbox_calls, counters:new(1, [])),
+    start_app(Config, [{decode_bytes, tagged}]),
+    [{paths, Paths} | Config].
+
+%% Compiles the stand-ins; returns their ebin directory.
+load_stand_ins(Config) ->
     Ebin = filename:join([?config(priv_dir, Config), "grpcbox", "ebin"]),
     ok = filelib:ensure_dir(filename:join(Ebin, "x")),
     [begin
@@ -56,19 +73,33 @@ init_per_group(with_grpcbox, Config) ->
                                                    {registered, [grpcbox_channel_sup]},
                                                    {mod, {grpcbox_app, []}},
                                                    {applications, [kernel, stdlib]}]}])),
-    true = code:add_patha(Ebin),
-    persistent_term:put(fake_grpcbox_calls, counters:new(1, [])),
-    start_app(Config, [{decode_bytes, tagged}]),
-    [{ebin, Ebin} | Config].
+    Ebin.
 
 end_per_group(with_grpcbox, Config) ->
     pyexec_test_util:stop_app(),
     catch grpcbox_channel:stop(?CHANNEL),
     application:stop(grpcbox),
-    code:del_path(?config(ebin, Config)),
-    [begin code:purge(M), code:delete(M) end || M <- [list_to_atom(F) || F <- ?FAKES]],
+    [code:del_path(P) || P <- ?config(paths, Config)],
+    case real_grpcbox() of
+        false -> [begin code:purge(M), code:delete(M) end || M <- [list_to_atom(F) || F <- ?FAKES]];
+        _ -> ok
+    end,
     application:unload(grpcbox),
     ok.
+
+real_grpcbox() ->
+    case os:getenv("PYEXEC_GRPCBOX_LIBS") of
+        V when V =:= false; V =:= "" -> false;
+        Dir -> Dir
+    end.
+
+%% Runs Check only against the stand-ins, which record what grpcbox was
+%% given.
+stand_ins_only(Check) ->
+    case real_grpcbox() of
+        false -> Check();
+        _ -> ok
+    end.
 
 start_app(Config, Extra) ->
     ok = pyexec_test_util:start_app(app_env(Config, Extra)).
@@ -146,8 +177,8 @@ api_over_grpcbox(_Config) ->
     ok = py:unbind(Ctx),
     ?assertError(context_not_bound, py:ctx_eval(Ctx, <<"y">>)),
     ?assertMatch(#{num_workers := _, checked_out := 0}, py_pool:get_stats()),
-    %% Each of the 13 RPCs above went through grpcbox_client:unary/5.
-    ?assertEqual(13, calls() - Before).
+    %% Each of the 13 RPCs above went through grpcbox_client.
+    stand_ins_only(fun() -> ?assertEqual(13, calls() - Before) end).
 
 errors_over_grpcbox(_Config) ->
     ?assertEqual({error, {'ZeroDivisionError', "division by zero"}}, py:eval(<<"1/0">>)),
@@ -173,9 +204,13 @@ first_call_right_after_start(Config) ->
 %% `infinity' must be an infinite ctx deadline: a ctx without one gets
 %% grpcbox's 5 s default and `{error, timeout}' while the code runs on.
 infinity_timeout_over_grpcbox(_Config) ->
-    persistent_term:put(fake_grpcbox_default_timeout, 300),
+    Sleep = case real_grpcbox() of
+                false -> persistent_term:put(fake_grpcbox_default_timeout, 300), <<"1">>;
+                _ -> <<"6">>
+            end,
     try
-        ?assertEqual({ok, 7}, py:eval(<<"__import__('time').sleep(1) or 7">>, #{}, infinity))
+        ?assertEqual({ok, 7}, py:eval(<<"__import__('time').sleep(", Sleep/binary, ") or 7">>,
+                                      #{}, infinity))
     after
         persistent_term:erase(fake_grpcbox_default_timeout)
     end.
@@ -184,6 +219,9 @@ infinity_timeout_over_grpcbox(_Config) ->
 %% waits for the server's delayed ACK (44 ms p50 against 0.6 ms measured
 %% with real grpcbox). The connect timeout goes the same way.
 nodelay_and_connect_timeout(Config) ->
+    stand_ins_only(fun() -> nodelay_and_connect_timeout_(Config) end).
+
+nodelay_and_connect_timeout_(Config) ->
     start_app(Config, [{decode_bytes, tagged}, {connect_timeout, 1234}]),
     [{http, "127.0.0.1", _, [], Settings}] = persistent_term:get(fake_grpcbox_endpoints),
     ?assertMatch(#{connect_timeout := 1234}, Settings),
@@ -191,6 +229,9 @@ nodelay_and_connect_timeout(Config) ->
 
 %% `metadata' (which will carry credentials) goes out on every call.
 metadata_over_grpcbox(Config) ->
+    stand_ins_only(fun() -> metadata_over_grpcbox_(Config) end).
+
+metadata_over_grpcbox_(Config) ->
     start_app(Config, [{decode_bytes, tagged},
                        {metadata, [{<<"Authorization">>, <<"Bearer t0k3n">>}, {"x-team", "erl"}]}]),
     persistent_term:erase(fake_grpcbox_last_metadata),
@@ -213,7 +254,7 @@ unsupported_config_refused(Config) ->
      end || {Key, _} = KV <- [{authority, "example.org"}, {keepalive_interval, 60000},
                             {window_size, 8388608}, {max_message_size, 1000},
                             {connections, 3}, {reconnect_backoff_min, 10},
-                            {reconnect_backoff_max, 100}, {deadline_grace, 10}]],
+                            {reconnect_backoff_max, 100}]],
     %% The defaults, set explicitly, are fine.
     start_app(Config, [{decode_bytes, tagged}, {connections, 2}, {window_size, 4194304}]),
     ?assertEqual({ok, 2}, py:eval(<<"1 + 1">>)).
@@ -252,7 +293,7 @@ streams_and_refs_over_grpcbox(_Config) ->
     ?assertMatch({error, {grpc, invalid_argument, _}}, py:getattr(R, '__class__')),
     ?assertEqual(not_running, py:interrupt(self())),
     %% Every one of these went through grpcbox_client.
-    ?assert(calls() - Before >= 15),
+    stand_ins_only(fun() -> ?assert(calls() - Before >= 15) end),
     py:unbind(),
     %% The streams' end of stream, closing and 'DOWN' messages were all
     %% consumed, here and in the stream drivers alike.
@@ -276,9 +317,15 @@ no_stray_messages_after_timeouts(Config) ->
               || _ <- lists:seq(1, 10)],
              %% Every stream process has ended, so everything they sent
              %% has been delivered.
-             Observer ! all_ended,
-             receive {Observer, N} -> ?assertEqual(10, N)
-             after 10000 -> ct:fail(streams_did_not_end)
+             case real_grpcbox() of
+                 false ->
+                     Observer ! all_ended,
+                     receive {Observer, N} -> ?assertEqual(10, N)
+                     after 10000 -> ct:fail(streams_did_not_end)
+                     end;
+                 _ ->
+                     wait_no_busy_worker(5000),
+                     timer:sleep(500)
              end,
              ?assertEqual([], mailbox())
          after
