@@ -272,8 +272,7 @@ streams_and_refs_over_grpcbox(_Config) ->
     ?assertEqual([{stdout, <<"at 0\n">>}, {data, 0}, {stdout, <<"at 1\n">>}, {data, 1}, done],
                  stream_events(Ref)),
     {ok, Ref2} = py:exec_start(<<"print('x')\n1/0">>),
-    ?assertEqual([{stdout, <<"x\n">>}, {error, {'ZeroDivisionError', "division by zero"}}],
-                 stream_events(Ref2)),
+    ?assertEqual([{stdout, <<"x\n">>}, {error, <<"division by zero">>}], stream_events(Ref2)),
     %% Cancel: the generator is interrupted, the session keeps its state.
     {ok, Ref3} = py:stream_start('__main__', forever, []),
     receive {py_stream, Ref3, {data, 1}} -> ok after 10000 -> ct:fail(no_item) end,
