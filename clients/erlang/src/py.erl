@@ -522,8 +522,9 @@ call_method(Ref, Method, Args) ->
 call_method({py_ref, Session, Id, _, _} = Ref, Method, Args, Kwargs)
   when is_binary(Session), is_list(Args), is_map(Kwargs) ->
     ref_session(Ref),
-    run({session, Session}, call, #{target_ref => Id, function => name(Method),
-                                    args => Args, kwargs => Kwargs}, default_timeout());
+    ref_error(<<"target_ref: ">>,
+              run({session, Session}, call, #{target_ref => Id, function => name(Method),
+                                              args => Args, kwargs => Kwargs}, default_timeout()));
 call_method(Ref, _Method, _Args, _Kwargs) ->
     error({badarg, Ref}).
 
@@ -531,8 +532,9 @@ call_method(Ref, _Method, _Args, _Kwargs) ->
 -spec getattr(py_ref(), name()) -> py_result().
 getattr({py_ref, Session, Id, _, _} = Ref, Name) when is_binary(Session) ->
     ref_session(Ref),
-    run({session, Session}, call, #{target_ref => Id, function => name(Name),
-                                    get_attribute => true}, default_timeout());
+    ref_error(<<"target_ref: ">>,
+              run({session, Session}, call, #{target_ref => Id, function => name(Name),
+                                              get_attribute => true}, default_timeout()));
 getattr(Ref, _Name) ->
     error({badarg, Ref}).
 
@@ -542,8 +544,10 @@ getattr(Ref, _Name) ->
 -spec to_term(py_ref()) -> py_result().
 to_term({py_ref, Session, _, _, _} = Ref) when is_binary(Session) ->
     ref_session(Ref),
-    run({session, Session}, eval, #{code => <<"_pyexec_ref">>,
-                                    locals => #{<<"_pyexec_ref">> => Ref}}, default_timeout());
+    ref_error(<<"'_pyexec_ref': ">>,
+              run({session, Session}, eval, #{code => <<"_pyexec_ref">>,
+                                              locals => #{<<"_pyexec_ref">> => Ref}},
+                  default_timeout()));
 to_term(Ref) ->
     error({badarg, Ref}).
 
@@ -572,6 +576,19 @@ release(Refs) when is_list(Refs) ->
               end, ok, BySession);
 release(Ref) ->
     release([Ref]).
+
+%% The server says where in the request a value failed (`'name': ...' for a
+%% local, `target_ref: ...' for the Call's target). Where that part is one
+%% this client made up to carry the caller's ref, it means nothing to the
+%% caller: the message starts at what went wrong.
+ref_error(Prefix, {error, {grpc, invalid_argument, Msg}} = E) ->
+    N = byte_size(Prefix),
+    case Msg of
+        <<Prefix:N/binary, Rest/binary>> -> {error, {grpc, invalid_argument, Rest}};
+        _ -> E
+    end;
+ref_error(_Prefix, Result) ->
+    Result.
 
 ref_session({py_ref, S, Id, T, R}) when is_binary(S), is_binary(Id), is_binary(T), is_binary(R) ->
     ok;
