@@ -268,6 +268,8 @@ streams_and_refs_over_grpcbox(_Config) ->
                    "        state.append(1)\n        yield len(state)\n        time.sleep(0.01)\n">>),
     ?assertEqual({ok, [0, 1, 2]}, py:stream('__main__', gen, [3])),
     ?assertEqual(<<"at 0\nat 1\nat 2\n">>, maps:get(stdout, py:last_output())),
+    %% Every item, in order, through the call process's relay.
+    ?assertEqual({ok, lists:seq(0, 9999)}, py:stream(builtins, iter, [lists:seq(0, 9999)])),
     {ok, Ref} = py:stream_start('__main__', gen, [2], #{output => true}),
     ?assertEqual([{stdout, <<"at 0\n">>}, {data, 0}, {stdout, <<"at 1\n">>}, {data, 1}, done],
                  stream_events(Ref)),
