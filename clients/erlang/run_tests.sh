@@ -6,6 +6,8 @@
 #   clients/erlang/run_tests.sh            # everything
 #   clients/erlang/run_tests.sh eunit      # EUnit only (no server needed)
 #
+# The OTP application is clients/erlang/pyexec (rebar3 wants a dependency's
+# directory to carry the application's name).
 # PYEXECD: the pyexecd binary; default <repo>/bazel-bin/server/pyexecd
 # (build: bazel build //server:pyexecd //worker:pyexec_worker).
 # Needs: erlang-nox erlang-dev rebar3 erlang-common-test erlang-eunit, and
@@ -14,13 +16,13 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
-cd "$here"
 
 export PYEXECD="${PYEXECD:-$root/bazel-bin/server/pyexecd}"
 what="${1:-all}"
 
 # The protobuf codec is generated from the .proto: fail if it is stale.
-/usr/bin/python3 scripts/gen_pyexec_pb.py --check
+/usr/bin/python3 "$here/scripts/gen_pyexec_pb.py" --check
+cd "$here/pyexec"
 rebar3 compile
 rebar3 xref
 rebar3 eunit
