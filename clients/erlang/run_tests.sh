@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Tests of the Erlang client: compile (offline, no dependencies), xref,
 # EUnit (codec, HPACK/RFC 7541 Appendix C, framing), then the Common Test
-# suites, which start a real pyexecd (and a grpcio test server) themselves.
+# suites, which start a real pyexecd (and a grpcio test server) themselves,
+# and last a scratch rebar3 project that takes this client as a git_subdir
+# dependency (scripts/check_rebar3_dep.sh: needs git; checks HEAD).
 #
 #   clients/erlang/run_tests.sh            # everything
 #   clients/erlang/run_tests.sh eunit      # EUnit only (no server needed)
@@ -37,3 +39,5 @@ if [ ! -x "$PYEXECD" ]; then
   exit 1
 fi
 rebar3 ct --verbose=false
+# The client as a rebar3 dependency (git_subdir) of a scratch project.
+"$here/scripts/check_rebar3_dep.sh"
