@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Tests of the Erlang client: compile (offline, no dependencies), xref,
 # EUnit (codec, HPACK/RFC 7541 Appendix C, framing), then the Common Test
-# suites, which start a real pyexecd (and a grpcio test server) themselves.
+# suites, which start a real pyexecd (and a grpcio test server) themselves,
+# and last a scratch rebar3 project that takes this client as a git_subdir
+# dependency (scripts/check_rebar3_dep.sh: needs git; checks HEAD).
 #
 #   clients/erlang/run_tests.sh            # everything
 #   clients/erlang/run_tests.sh eunit      # EUnit only (no server needed)
 #
+# The OTP application is clients/erlang/pyexec (rebar3 wants a dependency's
+# directory to carry the application's name).
 # PYEXECD: the pyexecd binary; default <repo>/bazel-bin/server/pyexecd
 # (build: bazel build //server:pyexecd //worker:pyexec_worker).
 # Needs: erlang-nox erlang-dev rebar3 erlang-common-test erlang-eunit, and
@@ -14,13 +18,13 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
-cd "$here"
 
 export PYEXECD="${PYEXECD:-$root/bazel-bin/server/pyexecd}"
 what="${1:-all}"
 
 # The protobuf codec is generated from the .proto: fail if it is stale.
-/usr/bin/python3 scripts/gen_pyexec_pb.py --check
+/usr/bin/python3 "$here/scripts/gen_pyexec_pb.py" --check
+cd "$here/pyexec"
 rebar3 compile
 rebar3 xref
 rebar3 eunit
@@ -35,3 +39,5 @@ if [ ! -x "$PYEXECD" ]; then
   exit 1
 fi
 rebar3 ct --verbose=false
+# The client as a rebar3 dependency (git_subdir) of a scratch project.
+"$here/scripts/check_rebar3_dep.sh"

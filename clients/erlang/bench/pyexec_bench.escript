@@ -10,7 +10,7 @@
 %%
 %% Environment: PYEXECD, ECHO_SERVER (defaults: bazel-bin/server/pyexecd,
 %% bazel-bin/bench/echo_server_main), CONNECTIONS (HTTP/2 connections of the
-%% client, default 2). Build first with `rebar3 compile`.
+%% client, default 2). Build first with `rebar3 compile` in clients/erlang/pyexec.
 -mode(compile).
 
 main(Args) ->
@@ -21,7 +21,8 @@ main(Args) ->
                     end,
     Here = filename:dirname(filename:absname(escript:script_name())),
     Root = filename:dirname(filename:dirname(filename:dirname(Here))),
-    true = code:add_patha(filename:join(filename:dirname(Here), "_build/default/lib/pyexec/ebin")),
+    true = code:add_patha(filename:join(filename:dirname(Here),
+                                        "pyexec/_build/default/lib/pyexec/ebin")),
     Pyexecd = env("PYEXECD", filename:join(Root, "bazel-bin/server/pyexecd")),
     Echo = env("ECHO_SERVER", filename:join(Root, "bazel-bin/bench/echo_server_main")),
     Conns = list_to_integer(env("CONNECTIONS", "2")),

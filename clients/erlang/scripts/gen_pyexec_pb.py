@@ -1,7 +1,7 @@
 #!/usr/bin/python3
-"""Generates clients/erlang/src/pyexec_pb.erl from proto/pyexec/v1/pyexec.proto.
+"""Generates clients/erlang/pyexec/src/pyexec_pb.erl from proto/pyexec/v1/pyexec.proto.
 
-    clients/erlang/scripts/gen_pyexec_pb.py           # rewrite src/pyexec_pb.erl
+    clients/erlang/scripts/gen_pyexec_pb.py           # rewrite pyexec/src/pyexec_pb.erl
     clients/erlang/scripts/gen_pyexec_pb.py --check   # exit 1 if it is stale (CI)
 
 protoc compiles the .proto into a descriptor set (--descriptor_set_out),
@@ -31,7 +31,7 @@ CLIENT = os.path.dirname(HERE)
 ROOT = os.path.dirname(os.path.dirname(CLIENT))
 PROTO_DIR = os.path.join(ROOT, "proto")
 PROTO = "pyexec/v1/pyexec.proto"
-OUT = os.path.join(CLIENT, "src", "pyexec_pb.erl")
+OUT = os.path.join(CLIENT, "pyexec", "src", "pyexec_pb.erl")
 
 F = descriptor_pb2.FieldDescriptorProto
 

@@ -7,7 +7,7 @@
 -behaviour(pyexec_rpc).
 
 -export([unary/3, request/3, decode_status/2, percent_decode/1,
-         stream_open/3, stream_request/3, stream_recv/2, stream_cancel/1]).
+         stream_open/3, stream_request/3, stream_request/4, stream_recv/2, stream_cancel/1]).
 
 -export_type([stream/0]).
 
@@ -55,19 +55,23 @@ stream_open(Method, Request, Timeout) ->
 -spec stream_request(binary(), iodata(), timeout()) ->
           {ok, stream()} | {error, pyexec_rpc:grpc_error()}.
 stream_request(Path, Msg, Timeout) ->
+    case pick() of
+        {ok, Conn} -> {ok, stream_request(Conn, Path, Msg, Timeout)};
+        {error, _} = E -> E
+    end.
+
+%% @doc stream_request/3 on a given pyexec_conn connection (the grpcbox
+%% suite's stand-in owns its connections).
+-spec stream_request(pid(), binary(), iodata(), timeout()) -> stream().
+stream_request(Conn, Path, Msg, Timeout) ->
     Body = [<<0, (iolist_size(Msg)):32>>, Msg],
     Deadline = case Timeout of
                    infinity -> infinity;
                    _ -> erlang:monotonic_time(millisecond) + Timeout
                end,
-    case pick() of
-        {ok, Conn} ->
-            Mref = erlang:monitor(process, Conn, [{alias, demonitor}]),
-            Conn ! {pyexec_req, Mref, self(), {stream, Path}, Body, Deadline},
-            {ok, #{conn => Conn, mref => Mref, resp => raw, deadline => Deadline}};
-        {error, _} = E ->
-            E
-    end.
+    Mref = erlang:monitor(process, Conn, [{alias, demonitor}]),
+    Conn ! {pyexec_req, Mref, self(), {stream, Path}, Body, Deadline},
+    #{conn => Conn, mref => Mref, resp => raw, deadline => Deadline}.
 
 %% @doc The next message of a stream: `{ok, Msg}', `done' when it ended
 %% with status OK, `{error, GrpcError}' when it ended otherwise (the stream

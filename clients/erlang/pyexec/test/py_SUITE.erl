@@ -364,7 +364,8 @@ pool_exhaustion(_Config) ->
                              receive release -> py:unbind(), Parent ! {self(), released} end
                      end) || _ <- lists:seq(1, ?MAX_WORKERS)],
     [receive {H, R} -> ?assertEqual(ok, R) after 30000 -> error(bind_timeout) end || H <- Holders],
-    ?assertMatch(#{checked_out := ?MAX_WORKERS}, py_pool:get_stats()),
+    %% available_workers: how many more can be bound (erlang_python 1.x).
+    ?assertMatch(#{checked_out := ?MAX_WORKERS, available_workers := 0}, py_pool:get_stats()),
     ?assertEqual({error, no_workers_available}, py:bind()),
     ?assertEqual({error, no_workers_available}, py:bind(new)),
     false = py:is_bound(),
@@ -385,11 +386,17 @@ get_stats(_Config) ->
                                                      pending_requests, max_workers, sessions]],
     ?assertEqual(?MAX_WORKERS, maps:get(max_workers, Stats)),
     ?assert(is_binary(maps:get(replica, Stats))),
+    %% The server's idle warm workers (--workers=2) are idle_workers;
+    %% available_workers is how many more workers can be bound.
+    ?assert(is_integer(maps:get(idle_workers, Stats))),
+    ?assertMatch(#{checked_out := 0, available_workers := ?MAX_WORKERS}, Stats),
     ok = py:bind(),
-    #{checked_out := 1} = py_pool:get_stats(),
+    {ok, Ctx} = py:bind(new),
+    ?assertMatch(#{checked_out := 2, available_workers := ?MAX_WORKERS - 2}, py_pool:get_stats()),
+    ok = py:unbind(Ctx),
     ok = py:unbind(),
-    %% Unbind discards the worker, so the figure drops at once.
-    ?assertMatch(#{checked_out := 0}, py_pool:get_stats()).
+    %% Unbind discards the worker, so the figures change at once.
+    ?assertMatch(#{checked_out := 0, available_workers := ?MAX_WORKERS}, py_pool:get_stats()).
 
 %% The timeout is the gRPC deadline: the server interrupts `while True:
 %% pass' and the call returns {error, timeout} shortly after it.

@@ -10,7 +10,7 @@
 %% suites work wherever rebar3 runs them from.
 repo_root() ->
     Src = proplists:get_value(source, ?MODULE:module_info(compile)),
-    filename:join(lists:sublist(filename:split(Src), length(filename:split(Src)) - 4)).
+    filename:join(lists:sublist(filename:split(Src), length(filename:split(Src)) - 5)).
 
 %% $PYEXECD if set, else bazel-bin/server/pyexecd under the repository root.
 pyexecd_path() ->

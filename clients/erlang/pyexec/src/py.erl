@@ -383,15 +383,25 @@ async_gather(Calls, Timeout) when is_list(Calls) ->
 %% `{ok, [Item, ...]}' for a generator or iterator (a non-iterable result
 %% is a one-element list). The items are read one by one as the server
 %% streams them, with flow control, in the calling process.
--spec stream(name(), name(), [value()]) -> {ok, [value()]} | {error, py_error()}.
+%% A Python exception is `{error, Message}', the exception's str() as a
+%% binary, as erlang_python's stream/3 gives it (it collects a
+%% stream_start/3 stream); py:last_traceback() has the traceback.
+-spec stream(name(), name(), [value()]) -> {ok, [value()]} | {error, py_error() | binary()}.
 stream(Module, Function, Args) ->
     stream(Module, Function, Args, #{}).
 
--spec stream(name(), name(), [value()], map()) -> {ok, [value()]} | {error, py_error()}.
+%% @doc stream/3 with keyword arguments. With keyword arguments a Python
+%% exception is `{error, {Type, Message}}', as for call/4: erlang_python
+%% evaluates `list(Module.Function(...))' in that case.
+-spec stream(name(), name(), [value()], map()) -> {ok, [value()]} | {error, py_error() | binary()}.
 stream(Module, Function, Args, Kwargs) when is_list(Args), is_map(Kwargs) ->
     Req = #{module => name(Module), function => name(Function), args => Args, kwargs => Kwargs},
+    Shape = case map_size(Kwargs) of
+                0 -> message;
+                _ -> type_and_message
+            end,
     case open_stream(default, call_stream, Req, default_timeout()) of
-        {ok, St} -> collect(St, [], [], []);
+        {ok, St} -> collect(St, Shape, [], [], []);
         {error, _} = E -> E
     end.
 
@@ -410,8 +420,8 @@ stream_eval(Code, Locals) when is_map(Locals) ->
 %%   `{py_stream, Ref, {data, Item}}'  each item yielded (or the result)
 %%   `{py_stream, Ref, done}'          the end
 %%   `{py_stream, Ref, {error, Reason}}'  the end, after an error (a Python
-%%       exception is `{Type, Message}'; `<<"cancelled">>' after
-%%       stream_cancel/1; else as for call/3)
+%%       exception is its str() as a binary, as in erlang_python;
+%%       `<<"cancelled">>' after stream_cancel/1; else as for call/3)
 %% Options (a map): `owner' (pid), and extensions of this client: `ctx'
 %% (a context), `kwargs', `timeout' (ms or infinity), `output' (true:
 %% also deliver `{py_stream, Ref, {stdout | stderr, Binary}}' chunks).
@@ -512,8 +522,9 @@ call_method(Ref, Method, Args) ->
 call_method({py_ref, Session, Id, _, _} = Ref, Method, Args, Kwargs)
   when is_binary(Session), is_list(Args), is_map(Kwargs) ->
     ref_session(Ref),
-    run({session, Session}, call, #{target_ref => Id, function => name(Method),
-                                    args => Args, kwargs => Kwargs}, default_timeout());
+    ref_error(<<"target_ref: ">>,
+              run({session, Session}, call, #{target_ref => Id, function => name(Method),
+                                              args => Args, kwargs => Kwargs}, default_timeout()));
 call_method(Ref, _Method, _Args, _Kwargs) ->
     error({badarg, Ref}).
 
@@ -521,8 +532,9 @@ call_method(Ref, _Method, _Args, _Kwargs) ->
 -spec getattr(py_ref(), name()) -> py_result().
 getattr({py_ref, Session, Id, _, _} = Ref, Name) when is_binary(Session) ->
     ref_session(Ref),
-    run({session, Session}, call, #{target_ref => Id, function => name(Name),
-                                    get_attribute => true}, default_timeout());
+    ref_error(<<"target_ref: ">>,
+              run({session, Session}, call, #{target_ref => Id, function => name(Name),
+                                              get_attribute => true}, default_timeout()));
 getattr(Ref, _Name) ->
     error({badarg, Ref}).
 
@@ -532,8 +544,10 @@ getattr(Ref, _Name) ->
 -spec to_term(py_ref()) -> py_result().
 to_term({py_ref, Session, _, _, _} = Ref) when is_binary(Session) ->
     ref_session(Ref),
-    run({session, Session}, eval, #{code => <<"_pyexec_ref">>,
-                                    locals => #{<<"_pyexec_ref">> => Ref}}, default_timeout());
+    ref_error(<<"'_pyexec_ref': ">>,
+              run({session, Session}, eval, #{code => <<"_pyexec_ref">>,
+                                              locals => #{<<"_pyexec_ref">> => Ref}},
+                  default_timeout()));
 to_term(Ref) ->
     error({badarg, Ref}).
 
@@ -562,6 +576,19 @@ release(Refs) when is_list(Refs) ->
               end, ok, BySession);
 release(Ref) ->
     release([Ref]).
+
+%% The server says where in the request a value failed (`'name': ...' for a
+%% local, `target_ref: ...' for the Call's target). Where that part is one
+%% this client made up to carry the caller's ref, it means nothing to the
+%% caller: the message starts at what went wrong.
+ref_error(Prefix, {error, {grpc, invalid_argument, Msg}} = E) ->
+    N = byte_size(Prefix),
+    case Msg of
+        <<Prefix:N/binary, Rest/binary>> -> {error, {grpc, invalid_argument, Rest}};
+        _ -> E
+    end;
+ref_error(_Prefix, Result) ->
+    Result.
 
 ref_session({py_ref, S, Id, T, R}) when is_binary(S), is_binary(Id), is_binary(T), is_binary(R) ->
     ok;
@@ -768,14 +795,14 @@ open_stream(_Target, _Method, _Req, Timeout) ->
 
 %% The next event of a stream, in the `py_stream' event shapes:
 %% {data, V} | {stdout, B} | {stderr, B} | done | {error, Reason} (the last
-%% two end it), or {ctl, Ctl} for a control message to the reader.
+%% two end it), or {ctl, Ctl} for a control message to the reader. A Python
+%% exception ends it as {exception, PythonError}, which the reader shapes.
 next_event(#{s := S, target := Target, id := Id, session := Session, method := Method} = St, Wait) ->
     case pyexec_rpc:stream_recv(S, Wait) of
         {ok, #{'end' := #{error := Err}}} ->
-            Reason = python_error(Err),
             %% The status (OK) follows the `end' event.
             _ = pyexec_rpc:stream_recv(S, 5000),
-            {error, Reason};
+            {exception, Err};
         {ok, #{'end' := _}} ->
             case pyexec_rpc:stream_recv(S, 5000) of
                 done -> done;
@@ -804,21 +831,30 @@ stream_error(E, #{target := Target, id := Id, session := Session, method := Meth
     catch error:context_not_bound -> {error, context_not_bound}
     end.
 
-%% stream/3,4: reads every event in the calling process.
-collect(St, Acc, Out, Err) ->
+%% stream/3,4: reads every event in the calling process. Shape: how a
+%% Python exception is returned (see stream/3 and stream/4).
+collect(St, Shape, Acc, Out, Err) ->
     case next_event(St, infinity) of
-        {data, V} -> collect(St, [V | Acc], Out, Err);
-        {stdout, B} -> collect(St, Acc, [B | Out], Err);
-        {stderr, B} -> collect(St, Acc, Out, [B | Err]);
-        {ctl, _} -> collect(St, Acc, Out, Err);
+        {data, V} -> collect(St, Shape, [V | Acc], Out, Err);
+        {stdout, B} -> collect(St, Shape, Acc, [B | Out], Err);
+        {stderr, B} -> collect(St, Shape, Acc, Out, [B | Err]);
+        {ctl, _} -> collect(St, Shape, Acc, Out, Err);
         Final ->
             put(?OUTPUT_KEY, {iolist_to_binary(lists:reverse(Out)),
                               iolist_to_binary(lists:reverse(Err))}),
             case Final of
                 done -> {ok, lists:reverse(Acc)};
+                {exception, Exc} when Shape =:= message -> {error, exception_message(Exc)};
+                {exception, Exc} -> {error, python_error(Exc)};
                 {error, _} = E -> E
             end
     end.
+
+%% A Python exception as erlang_python's streams report it: its str(), as
+%% a binary. The traceback stays available through last_traceback/0.
+exception_message(#{message := Msg, traceback := Tb}) ->
+    put(?TRACEBACK_KEY, Tb),
+    Msg.
 
 -define(OWNER_QUEUE_MAX, 1000).
 
@@ -882,6 +918,8 @@ forward(#{s := S} = St, Ref, Owner, Output) ->
                 continue -> forward(St, Ref, Owner, Output);
                 Stop -> Stop
             end;
+        {exception, Exc} ->
+            {error, exception_message(Exc)};
         Final ->
             Final
     end.

@@ -1,7 +1,8 @@
 %% @doc Top supervisor.
 %%
 %%   pyexec_sup (rest_for_one)
-%%     pyexec_conn_sup   the HTTP/2 connections (built-in transport only)
+%%     pyexec_conn_sup   the HTTP/2 connections (built-in transport), or
+%%     pyexec_grpcbox    the owner of the grpcbox channel (grpcbox transport)
 %%     pyexec_registry   sessions and bindings
 %%
 %% rest_for_one: if the connections had to restart, every session's
@@ -26,9 +27,11 @@ init([]) ->
                            start => {pyexec_conn_sup, start_link, []},
                            type => supervisor}];
                     grpcbox ->
+                        %% Owns the grpcbox channel: stops it on shutdown.
                         [#{id => pyexec_grpcbox,
                            start => {pyexec_grpcbox, start_link, []},
-                           type => worker}]
+                           type => worker,
+                           shutdown => 5000}]
                 end,
     Registry = #{id => pyexec_registry,
                  start => {pyexec_registry, start_link, []},

@@ -93,13 +93,12 @@ validate(Key, Value) -> error({pyexec_config, {bad_value, Key, Value}}).
 %% grpcbox owns the connections in `{transport, grpcbox}' mode, and these
 %% settings have no per-channel equivalent there (chatterbox reads windows
 %% and frame sizes from its own application environment, the authority
-%% comes from the endpoint, reconnects and deadlines are grpcbox's). Setting
-%% one of them to anything but its default is refused rather than ignored.
-%% Honoured in grpcbox mode: endpoints, tls, metadata, connect_timeout,
-%% default_timeout and the rest of the keys that do not concern HTTP/2.
+%% comes from the endpoint, reconnects are grpcbox's). Setting one of them
+%% to anything but its default is refused rather than ignored. Honoured in
+%% grpcbox mode: endpoints, tls, metadata, connect_timeout, default_timeout,
+%% deadline_grace and the rest of the keys that do not concern HTTP/2.
 -define(NOT_WITH_GRPCBOX, [authority, keepalive_interval, window_size, max_message_size,
-                           connections, reconnect_backoff_min, reconnect_backoff_max,
-                           deadline_grace]).
+                           connections, reconnect_backoff_min, reconnect_backoff_max]).
 
 check_transport(#{transport := grpcbox} = Cfg, Env) ->
     Defaults = defaults(),
