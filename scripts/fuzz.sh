@@ -15,7 +15,8 @@ cd "$(dirname "$0")/.."
 
 targets=("$@")
 if ((${#targets[@]} == 0)); then
-  targets=(//server:request_fuzzer //common:frame_fuzzer //worker:python_value_fuzzer)
+  targets=(//server:request_fuzzer //common:frame_fuzzer //worker:python_value_fuzzer
+           //clients/cpp:python_literal_fuzzer)
 fi
 bazel=(bazel)
 bazel_flags=(--config=fuzz)

@@ -18,7 +18,7 @@ PACKAGES=(
   # fuzzing, sanitizers and -Wthread-safety (clang-14 and its compiler-rt)
   clang-14 libclang-rt-14-dev
   # Erlang client
-  erlang-nox erlang-dev rebar3 erlang-common-test erlang-eunit erlang-proper
+  erlang-nox erlang-dev rebar3 erlang-common-test erlang-eunit erlang-proper git
   # Go client (grpc-go needs golang/protobuf 1.5, not Debian's default 1.3)
   golang-go golang-google-grpc-dev golang-google-protobuf-dev
   golang-github-golang-protobuf-1-5-dev protoc-gen-go protoc-gen-go-grpc
