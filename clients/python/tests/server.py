@@ -32,8 +32,9 @@ def pyexecd_path() -> str:
 class Pyexecd:
     """One pyexecd process; stop() ends it (SIGTERM, then SIGKILL)."""
 
-    def __init__(self, *flags: str, workers: int = 2, max_workers: int = 4) -> None:
-        self.flags: List[str] = ["--listen=127.0.0.1:0", "--workers=%d" % workers,
+    def __init__(self, *flags: str, workers: int = 2, max_workers: int = 4,
+                 listen: str = "127.0.0.1:0") -> None:
+        self.flags: List[str] = ["--listen=" + listen, "--workers=%d" % workers,
                                  "--max_workers=%d" % max_workers] + list(flags)
         self.proc: Optional[subprocess.Popen] = None
         self.address = ""
