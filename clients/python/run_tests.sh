@@ -3,10 +3,10 @@
 # the sync and asyncio clients, live output, wait_for_ready and back-off,
 # streams (exact order and completeness), TLS/mTLS/bearer token against a fake
 # server, the `conformance` runner (clients/conformance/vectors.json, sync +
-# aio), and the package as users get it (test_package: pip install into a
-# --system-site-packages venv, the sdist, a program outside the repo, mypy
-# --strict on user code, a read-only checkout). First, mypy --strict checks
-# the package itself (pyproject.toml's [tool.mypy]).
+# aio), the README's python examples, and the package as users get it
+# (test_package: pip install into a --system-site-packages venv, the sdist, a
+# program outside the repo, mypy --strict on user code, a read-only checkout).
+# First, mypy --strict checks the package itself (pyproject.toml's [tool.mypy]).
 # pyexecd comes from $PYEXECD, else <repo>/bazel-bin/server/pyexecd.
 #
 # Usage: clients/python/run_tests.sh [unittest names, e.g. test_conformance]
@@ -30,7 +30,7 @@ if (($#)); then
   tests=("$@")
 else
   tests=(test_values test_client test_options test_streams_refs test_tls_auth test_conformance
-         test_package)
+         test_readme test_package)
 fi
 if ((! $#)); then
   # Debian's mypy, no cache left behind; the config is pyproject.toml's.
