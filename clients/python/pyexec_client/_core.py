@@ -150,8 +150,9 @@ class Options:
     def call_output(self, on_stdout: Optional[OutputCallback],
                     on_stderr: Optional[OutputCallback]) -> "Output":
         """A call's callbacks: its own, else the client's."""
-        return Output(_callback("on_stdout", on_stdout) or self.output.stdout,
-                      _callback("on_stderr", on_stderr) or self.output.stderr)
+        stdout, stderr = _callback("on_stdout", on_stdout), _callback("on_stderr", on_stderr)
+        return Output(self.output.stdout if stdout is None else stdout,
+                      self.output.stderr if stderr is None else stderr)
 
     def call_kwargs(self, timeout: Optional[float], wait_for_ready: bool = True) -> Dict[str, Any]:
         """The grpc stub arguments of one call; wait_for_ready=False opts a
@@ -304,8 +305,8 @@ def outcome(resp: Any, has_value: bool, output: Output
 
 
 class Collected:
-    """The output of a streamed call that has no callback, kept for its
-    Result or PythonError."""
+    """The output of a streamed call that has no callback, kept whole for its
+    Result or PythonError (the server bounds only unary calls' output)."""
 
     def __init__(self, output: Output) -> None:
         self._output = output
