@@ -11,9 +11,9 @@
 #
 # Usage: clients/python/run_tests.sh [unittest names, e.g. test_conformance]
 # Uses Debian's /usr/bin/python3 (python3-grpcio, python3-protobuf; for
-# test_package also python3-venv, python3-pip, python3-setuptools,
-# python3-wheel) and generates the stubs with protoc + grpc_python_plugin
-# into a temp dir ($PYEXEC_CLIENT_STUBS): nothing is written into the tree.
+# test_package also python3-venv, python3-setuptools, python3-wheel) and
+# generates the stubs with protoc + grpc_python_plugin into a temp dir
+# ($PYEXEC_CLIENT_STUBS): nothing is written into the tree.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
