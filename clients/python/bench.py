@@ -6,19 +6,27 @@ against pyexecd, next to grpcio's own figure against the bare echo server
 
 Starts pyexecd ($PYEXECD, else bazel-bin/server/pyexecd) and the echo server
 ($ECHO_SERVER, else bazel-bin/bench/echo_server_main) on port 0. Prints ratios;
-nothing here asserts a speed.
+nothing here asserts a speed. The stubs come from $PYEXEC_CLIENT_STUBS, else
+are generated into a temporary directory, removed at the end.
 """
 
 import argparse
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "tests"))
-import server  # noqa: E402
+import server  # noqa: E402  (also puts clients/python on sys.path)
+import build_stubs  # noqa: E402
+
+STUB_DIR = tempfile.mkdtemp(prefix="pyexec_bench_")
+if not os.environ.get("PYEXEC_CLIENT_STUBS"):
+    os.environ["PYEXEC_CLIENT_STUBS"] = STUB_DIR
+    build_stubs.generate(STUB_DIR)
 import grpc  # noqa: E402
 import pyexec_client  # noqa: E402
 import pyexec_client.aio  # noqa: E402
@@ -95,8 +103,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--inflight", type=int, default=16)
     args = ap.parse_args()
-    stub_dir = tempfile.mkdtemp(prefix="pyexec_bench_")
-    echo_pb2, echo_pb2_grpc = echo_stubs(stub_dir)
+    echo_pb2, echo_pb2_grpc = echo_stubs(STUB_DIR)
     pyexecd = server.Pyexecd(workers=2, max_workers=4).start()
     echo = EchoServer().start()
     try:
@@ -158,6 +165,7 @@ def main() -> None:
     finally:
         pyexecd.stop()
         echo.stop()
+        shutil.rmtree(STUB_DIR, ignore_errors=True)
 
 
 if __name__ == "__main__":

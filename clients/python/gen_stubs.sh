@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
-# Generates the pyexec.v1 Python stubs from proto/pyexec/v1/pyexec.proto with
-# Debian's protoc and grpc_python_plugin. The stubs are build output, never
-# committed: pyexec_client imports them from $PYEXEC_CLIENT_STUBS, else from
-# clients/python/build/gen (this script's default output), and generates them
-# there itself on first import when protoc is available.
+# Generates the pyexec.v1 stubs (pyexec_pb2.py, pyexec_pb2_grpc.py) from
+# proto/pyexec/v1/pyexec.proto into OUT_DIR, for a source checkout: point
+# $PYEXEC_CLIENT_STUBS at OUT_DIR and import pyexec_client from
+# clients/python. An installed package has its own stubs (its build runs the
+# same build_stubs.py). Needs protoc and grpc_python_plugin.
 #
-# Usage: clients/python/gen_stubs.sh [OUT_DIR]
+# Usage: clients/python/gen_stubs.sh OUT_DIR
 set -euo pipefail
+if (($# != 1)); then
+  echo "usage: $0 OUT_DIR" >&2
+  exit 2
+fi
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-repo="$(cd "$here/../.." && pwd)"
-out="${1:-${PYEXEC_CLIENT_STUBS:-$here/build/gen}}"
-mkdir -p "$out"
-protoc -I "$repo/proto" --python_out="$out" --grpc_python_out="$out" \
-  --plugin=protoc-gen-grpc_python="$(command -v grpc_python_plugin)" \
-  "$repo/proto/pyexec/v1/pyexec.proto"
-echo "$out"
+mkdir -p "$1"
+/usr/bin/python3 -B "$here/build_stubs.py" "$1" >/dev/null
+echo "$1"

@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
 # Tests of the Python client (unittest) against a real pyexecd: value mapping,
-# the sync and asyncio clients, TLS/mTLS/bearer token against a fake server,
-# and the `conformance` runner (clients/conformance/vectors.json, sync + aio);
-# first, mypy checks the package's type hints.
+# the sync and asyncio clients, live output, wait_for_ready and back-off,
+# streams (exact order and completeness), TLS/mTLS/bearer token against a fake
+# server, the `conformance` runner (clients/conformance/vectors.json, sync +
+# aio), the README's python examples, and the package as users get it
+# (test_package: pip install into a --system-site-packages venv, the sdist, a
+# program outside the repo, mypy --strict on user code, a read-only checkout).
+# First, mypy --strict checks the package itself (pyproject.toml's [tool.mypy]).
 # pyexecd comes from $PYEXECD, else <repo>/bazel-bin/server/pyexecd.
 #
 # Usage: clients/python/run_tests.sh [unittest names, e.g. test_conformance]
-# Uses Debian's /usr/bin/python3 (python3-grpcio, python3-protobuf) and
-# generates the stubs with protoc + grpc_python_plugin into a temp dir.
+# Uses Debian's /usr/bin/python3 (python3-grpcio, python3-protobuf; for
+# test_package also python3-venv, python3-setuptools, python3-wheel) and
+# generates the stubs with protoc + grpc_python_plugin into a temp dir
+# ($PYEXEC_CLIENT_STUBS): nothing is written into the tree.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
@@ -23,12 +29,13 @@ export PYEXEC_CLIENT_STUBS="$stubs"
 if (($#)); then
   tests=("$@")
 else
-  tests=(test_values test_client test_streams_refs test_tls_auth test_conformance)
+  tests=(test_values test_client test_options test_streams_refs test_tls_auth test_conformance
+         test_readme test_package)
 fi
 if ((! $#)); then
-  # The public API is fully typed: check it (Debian's mypy, no cache left behind).
+  # Debian's mypy, no cache left behind; the config is pyproject.toml's.
   (cd "$here" && mypy --cache-dir=/dev/null --python-executable /usr/bin/python3 \
-    --ignore-missing-imports --disallow-untyped-defs --disallow-incomplete-defs pyexec_client)
+    pyexec_client build_stubs.py setup.py)
 fi
 cd "$here/tests"
 timeout --signal=TERM --kill-after=30 600 /usr/bin/python3 -B -m unittest -v "${tests[@]}"

@@ -4,7 +4,7 @@ Sync API here (pyexec_client.Client); the asyncio flavour with the same names
 is pyexec_client.aio. See clients/python/README.md.
 """
 
-from ._core import Bound, Event, Item, Result, Stats, Stderr, Stdout
+from ._core import Bound, Event, Item, OutputCallback, Result, Stats, Stderr, Stdout
 from .client import Client, Context, Session, Stream
 from .errors import (Cancelled, InvalidArgument, PermissionDenied, PoolExhausted, PyExecError,
                      PythonError, RefLimitExceeded, SessionNotFound, Timeout, Unauthenticated,
@@ -13,6 +13,7 @@ from .values import Opaque, Ref, from_value, to_value
 
 __all__ = [
     "Client", "Session", "Context", "Stream", "Stdout", "Stderr", "Item", "Event", "Result",
+    "OutputCallback",
     "Stats", "Bound", "Opaque", "Ref", "UnknownRef", "RefLimitExceeded",
     "PyExecError", "PythonError", "SessionNotFound", "Timeout", "PoolExhausted",
     "InvalidArgument", "Unavailable", "Cancelled", "WorkerDied", "Unauthenticated",

@@ -1,9 +1,10 @@
 """What the sync and the asyncio clients share: options, channel credentials,
 request building and response decoding. No I/O happens here."""
 
+import math
 import os
 from dataclasses import dataclass, fields
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import grpc
 
@@ -12,6 +13,10 @@ from .errors import InvalidArgument, PyExecError, PythonError
 from .values import Ref, from_value, to_value, to_value_map
 
 Metadata = Tuple[Tuple[str, str], ...]
+
+OutputCallback = Callable[[str], object]
+"""Receives one chunk of a call's stdout or stderr (on_stdout=, on_stderr=).
+In the asyncio client it may also be a coroutine function; it is awaited."""
 
 # Messages up to the server's own limit (64 MiB by default) in both directions.
 _DEFAULT_CHANNEL_OPTIONS: List[Tuple[str, Any]] = [
@@ -72,6 +77,17 @@ class Options:
     timeout: default per-call timeout in seconds (None: no deadline, the server
         applies its own default).
     num_contexts: size of the pool of shared contexts (client.context(n)).
+    wait_for_ready: calls wait for the channel to connect (until their
+        deadline) instead of failing at once with Unavailable while the
+        server cannot be reached. Unbind never waits: cleanup stays prompt.
+    initial_reconnect_backoff, max_reconnect_backoff: seconds before the
+        first reconnection attempt after a failed connection, and the cap of
+        the growing delay between later attempts (grpc's
+        grpc.initial_reconnect_backoff_ms / grpc.max_reconnect_backoff_ms;
+        None: grpc's defaults, 1 s and 120 s).
+    on_stdout, on_stderr: default output callbacks of every call (see
+        OutputCallback and the README); a call's own on_stdout= / on_stderr=
+        take precedence.
     channel_options: extra grpc channel arguments.
     """
 
@@ -80,6 +96,11 @@ class Options:
                  certificate_chain: Optional[Any] = None, server_name: Optional[str] = None,
                  token: Optional[str] = None, metadata: Sequence[Tuple[str, str]] = (),
                  timeout: Optional[float] = None, num_contexts: Optional[int] = None,
+                 wait_for_ready: bool = False,
+                 initial_reconnect_backoff: Optional[float] = None,
+                 max_reconnect_backoff: Optional[float] = None,
+                 on_stdout: Optional[OutputCallback] = None,
+                 on_stderr: Optional[OutputCallback] = None,
                  channel_options: Sequence[Tuple[str, Any]] = ()) -> None:
         if not target:
             raise InvalidArgument("pyexec_client: empty target address")
@@ -97,7 +118,21 @@ class Options:
         self.metadata: Metadata = tuple(md)
         self.timeout = timeout
         self.num_contexts = num_contexts or os.cpu_count() or 1
-        self.channel_options = list(_DEFAULT_CHANNEL_OPTIONS) + list(channel_options)
+        self.wait_for_ready = bool(wait_for_ready)
+        self.output = Output(_callback("on_stdout", on_stdout),
+                             _callback("on_stderr", on_stderr))
+        self.channel_options = list(_DEFAULT_CHANNEL_OPTIONS)
+        initial_ms = _backoff_ms("initial_reconnect_backoff", initial_reconnect_backoff)
+        max_ms = _backoff_ms("max_reconnect_backoff", max_reconnect_backoff)
+        if initial_ms is not None and max_ms is not None and initial_ms > max_ms:
+            raise InvalidArgument("pyexec_client: initial_reconnect_backoff %r is more than "
+                                  "max_reconnect_backoff %r"
+                                  % (initial_reconnect_backoff, max_reconnect_backoff))
+        if initial_ms is not None:
+            self.channel_options.append(("grpc.initial_reconnect_backoff_ms", initial_ms))
+        if max_ms is not None:
+            self.channel_options.append(("grpc.max_reconnect_backoff_ms", max_ms))
+        self.channel_options.extend(channel_options)
         if server_name:
             self.channel_options.append(("grpc.ssl_target_name_override", server_name))
 
@@ -111,6 +146,74 @@ class Options:
 
     def call_timeout(self, timeout: Optional[float]) -> Optional[float]:
         return self.timeout if timeout is None else timeout
+
+    def call_output(self, on_stdout: Optional[OutputCallback],
+                    on_stderr: Optional[OutputCallback]) -> "Output":
+        """A call's callbacks: its own, else the client's."""
+        stdout, stderr = _callback("on_stdout", on_stdout), _callback("on_stderr", on_stderr)
+        return Output(self.output.stdout if stdout is None else stdout,
+                      self.output.stderr if stderr is None else stderr)
+
+    def call_kwargs(self, timeout: Optional[float], wait_for_ready: bool = True) -> Dict[str, Any]:
+        """The grpc stub arguments of one call; wait_for_ready=False opts a
+        call out of the client's wait_for_ready (cleanup)."""
+        kw: Dict[str, Any] = {}
+        if self.metadata:
+            kw["metadata"] = self.metadata
+        deadline = self.call_timeout(timeout)
+        if deadline is not None:
+            kw["timeout"] = deadline
+        if self.wait_for_ready and wait_for_ready:
+            kw["wait_for_ready"] = True
+        return kw
+
+
+def _backoff_ms(name: str, seconds: Optional[float]) -> Optional[int]:
+    if seconds is None:
+        return None
+    if (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
+            or not math.isfinite(seconds) or seconds <= 0):
+        raise InvalidArgument("pyexec_client: %s must be a positive number of seconds, got %r"
+                              % (name, seconds))
+    return max(1, round(seconds * 1000))
+
+
+def _callback(name: str, cb: Optional[OutputCallback]) -> Optional[OutputCallback]:
+    if cb is not None and not callable(cb):
+        raise InvalidArgument("pyexec_client: %s must be callable, got %s"
+                              % (name, type(cb).__qualname__))
+    return cb
+
+
+@dataclass(frozen=True)
+class Output:
+    """Where a call's output goes: each stream to its callback, or, when it
+    has none, into the call's Result (or PythonError)."""
+    stdout: Optional[OutputCallback] = None
+    stderr: Optional[OutputCallback] = None
+
+    def live(self) -> bool:
+        """True when some output goes to a callback."""
+        return self.stdout is not None or self.stderr is not None
+
+    def callback(self, ev: "Union[Stdout, Stderr]") -> Optional[OutputCallback]:
+        """The callback that receives an output event, if any."""
+        return self.stdout if isinstance(ev, Stdout) else self.stderr
+
+    def split(self, stdout: str, stderr: str
+              ) -> Tuple[List[Tuple[OutputCallback, str]], str, str]:
+        """A finished call's captured output: (callback, text) deliveries, and
+        the stdout and stderr left for the Result."""
+        deliveries: List[Tuple[OutputCallback, str]] = []
+        if self.stdout is not None:
+            if stdout:
+                deliveries.append((self.stdout, stdout))
+            stdout = ""
+        if self.stderr is not None:
+            if stderr:
+                deliveries.append((self.stderr, stderr))
+            stderr = ""
+        return deliveries, stdout, stderr
 
 
 def eval_request(session: str, code: str, locals: Optional[Mapping[str, Any]],
@@ -190,12 +293,39 @@ def event(ev: Any) -> Optional[Event]:
     raise PyExecError("pyexec_client: stream event with no kind")
 
 
-def result(resp: Any, has_value: bool) -> Result:
-    """Decodes an Eval/Exec/Call response; raises PythonError if the code raised."""
+def outcome(resp: Any, has_value: bool, output: Output
+            ) -> Tuple[Union[Result, PythonError], List[Tuple[OutputCallback, str]]]:
+    """Decodes an Eval/Exec/Call response into its Result, or the PythonError
+    to raise, and the output deliveries to make first (see Output.split)."""
+    deliveries, stdout, stderr = output.split(resp.stdout, resp.stderr)
     if resp.HasField("error"):
-        raise PythonError(resp.error.type, resp.error.message, resp.error.traceback,
-                          resp.stdout, resp.stderr)
-    return Result(from_value(resp.value) if has_value else None, resp.stdout, resp.stderr)
+        e = resp.error
+        return PythonError(e.type, e.message, e.traceback, stdout, stderr), deliveries
+    return Result(from_value(resp.value) if has_value else None, stdout, stderr), deliveries
+
+
+class Collected:
+    """The output of a streamed call that has no callback, kept whole for its
+    Result or PythonError (the server bounds only unary calls' output)."""
+
+    def __init__(self, output: Output) -> None:
+        self._output = output
+        self._stdout: List[str] = []
+        self._stderr: List[str] = []
+
+    def add(self, ev: Event) -> None:
+        if isinstance(ev, Stdout) and self._output.stdout is None:
+            self._stdout.append(ev.text)
+        elif isinstance(ev, Stderr) and self._output.stderr is None:
+            self._stderr.append(ev.text)
+
+    def result(self) -> Result:
+        return Result(None, "".join(self._stdout), "".join(self._stderr))
+
+    def error(self, err: PythonError) -> PythonError:
+        """err (the stream's end) with the kept output."""
+        return PythonError(err.type, err.message, err.traceback, "".join(self._stdout),
+                           "".join(self._stderr))
 
 
 def stats(resp: Any) -> Stats:
@@ -219,11 +349,3 @@ def context_index(n: Optional[int], num_contexts: int, fallback: int) -> int:
                               % (n, num_contexts))
     return n - 1
 
-
-def stub_kwargs(metadata: Metadata, timeout: Optional[float]) -> Dict[str, Any]:
-    kw: Dict[str, Any] = {}
-    if metadata:
-        kw["metadata"] = metadata
-    if timeout is not None:
-        kw["timeout"] = timeout
-    return kw

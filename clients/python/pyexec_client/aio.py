@@ -9,9 +9,13 @@
 
 A task cancelled while awaiting a call cancels the RPC, which interrupts the
 Python code on the server (a bound session keeps its state).
+
+Output callbacks (on_stdout=, on_stderr=) may be plain functions or
+coroutine functions; a coroutine is awaited before the call goes on.
 """
 
 import asyncio
+import inspect
 from types import TracebackType
 from typing import (Any, AsyncIterator, Callable, List, Mapping, Optional, Sequence, Tuple, Type,
                     Union)
@@ -20,22 +24,32 @@ import grpc
 import grpc.aio
 
 from . import _core
-from ._core import Bound, Event, Item, Result, Stats
-from ._stubs import pb_grpc
+from ._core import Bound, Event, Item, OutputCallback, Result, Stats, Stderr, Stdout
+from ._stubs import pb, pb_grpc
 from .errors import (InvalidArgument, PyExecError, PythonError, SessionNotFound, WorkerDied,
                      from_rpc_error)
 from .values import Ref
+
+
+async def _deliver(callback: OutputCallback, text: str) -> None:
+    result = callback(text)
+    if inspect.isawaitable(result):
+        await result
 
 
 class Stream:
     """The events of exec_stream/call_stream, for `async for` (see
     pyexec_client.Stream). Stopping early cancels the RPC, which interrupts
     the Python code: cancel(), the end of an `async with` block, dropping the
-    stream, or cancelling the task that awaits it."""
+    stream, or cancelling the task that awaits it. Output callbacks get each
+    chunk as the iteration reads it (and are awaited) before its event is
+    returned."""
 
-    def __init__(self, call: Any, on_error: Callable[[PyExecError], None]) -> None:
+    def __init__(self, call: Any, on_error: Callable[[PyExecError], None],
+                 output: _core.Output = _core.Output()) -> None:
         self._call = call  # a grpc.aio.UnaryStreamCall
         self._on_error = on_error
+        self._output = output
         self._done = False
 
     def __aiter__(self) -> "Stream":
@@ -74,11 +88,16 @@ class Stream:
         if ev is None:
             self._done = True
             raise StopAsyncIteration
+        if isinstance(ev, (Stdout, Stderr)):
+            callback = self._output.callback(ev)
+            if callback is not None:
+                await _deliver(callback, ev.text)
         return ev
 
     async def items(self) -> AsyncIterator[Any]:
-        """Only the values of the Item events (output chunks are dropped).
-        Closing this generator early cancels the stream."""
+        """Only the values of the Item events (output chunks go to the
+        callbacks, if any, and are dropped otherwise). Closing this generator
+        early cancels the stream."""
         try:
             async for ev in self:
                 if isinstance(ev, Item):
@@ -110,57 +129,100 @@ class _Calls:
         """Called with the token of a call that failed with `err`."""
 
     async def _run(self, method: str, make: Callable[[str], Any], timeout: Optional[float],
-                   has_value: bool) -> Result:
+                   has_value: bool, output: _core.Output) -> Result:
         token = await self._token()
         try:
-            return await self._client._unary(method, make(token), timeout, has_value)
+            resp = await self._client._invoke(method, make(token), timeout)
         except PyExecError as err:
             self._lost(token, err)
             raise
+        res, deliveries = _core.outcome(resp, has_value, output)
+        for callback, text in deliveries:
+            await _deliver(callback, text)
+        if isinstance(res, PythonError):
+            raise res
+        return res
 
     async def _stream(self, method: str, make: Callable[[str], Any],
-                      timeout: Optional[float]) -> Stream:
+                      timeout: Optional[float], output: _core.Output) -> Stream:
         token = await self._token()
         call = self._client._start_stream(method, make(token), timeout)
-        return Stream(call, lambda err: self._lost(token, err))
+        return Stream(call, lambda err: self._lost(token, err), output)
+
+    async def _exec_live(self, make: Callable[[str], Any], timeout: Optional[float],
+                         output: _core.Output) -> Result:
+        """Exec through ExecStream, output to the callbacks as it is written.
+        A callback that raises cancels the call (interrupting the code)."""
+        kept = _core.Collected(output)
+        async with await self._stream("ExecStream", make, timeout, output) as stream:
+            try:
+                async for ev in stream:
+                    kept.add(ev)
+            except PythonError as err:
+                raise kept.error(err) from None
+        return kept.result()
+
+    def _output(self, on_stdout: Optional[OutputCallback],
+                on_stderr: Optional[OutputCallback]) -> _core.Output:
+        return self._client.options.call_output(on_stdout, on_stderr)
 
     async def eval_result(self, code: str, locals: Optional[Mapping[str, Any]] = None, *,
                           timeout: Optional[float] = None,
-                          result_as_ref: bool = False) -> Result:
+                          result_as_ref: bool = False,
+                          on_stdout: Optional[OutputCallback] = None,
+                          on_stderr: Optional[OutputCallback] = None) -> Result:
         """Evaluates one expression; returns its value and captured output.
-        result_as_ref (bound sessions): return a Ref even for a convertible value."""
+        result_as_ref (bound sessions): return a Ref even for a convertible value.
+        on_stdout/on_stderr receive the output when the call returns."""
         return await self._run(
-            "Eval", lambda t: _core.eval_request(t, code, locals, result_as_ref), timeout, True)
+            "Eval", lambda t: _core.eval_request(t, code, locals, result_as_ref), timeout, True,
+            self._output(on_stdout, on_stderr))
 
     async def exec_result(self, code: str, locals: Optional[Mapping[str, Any]] = None, *,
-                          timeout: Optional[float] = None) -> Result:
-        """Executes statements; the Result's value is None."""
-        return await self._run("Exec", lambda t: _core.exec_request(t, code, locals), timeout,
-                               False)
+                          timeout: Optional[float] = None,
+                          on_stdout: Optional[OutputCallback] = None,
+                          on_stderr: Optional[OutputCallback] = None) -> Result:
+        """Executes statements; the Result's value is None. With callbacks
+        (here or the client's) it runs as an ExecStream: live output."""
+        make = lambda t: _core.exec_request(t, code, locals)  # noqa: E731
+        output = self._output(on_stdout, on_stderr)
+        if output.live():
+            return await self._exec_live(make, timeout, output)
+        return await self._run("Exec", make, timeout, False, output)
 
     async def call_result(self, module: str, function: str, args: Sequence[Any] = (),
                           kwargs: Optional[Mapping[str, Any]] = None, *,
                           timeout: Optional[float] = None,
-                          result_as_ref: bool = False) -> Result:
-        """Calls module.function(*args, **kwargs); `function` may be dotted."""
+                          result_as_ref: bool = False,
+                          on_stdout: Optional[OutputCallback] = None,
+                          on_stderr: Optional[OutputCallback] = None) -> Result:
+        """Calls module.function(*args, **kwargs); `function` may be dotted.
+        on_stdout/on_stderr receive the output when the call returns."""
         return await self._run(
             "Call", lambda t: _core.call_request(t, module, function, args, kwargs,
-                                                 result_as_ref), timeout, True)
+                                                 result_as_ref), timeout, True,
+            self._output(on_stdout, on_stderr))
 
     async def call_method_result(self, ref: Ref, method: str, args: Sequence[Any] = (),
                                  kwargs: Optional[Mapping[str, Any]] = None, *,
                                  timeout: Optional[float] = None,
-                                 result_as_ref: bool = False) -> Result:
+                                 result_as_ref: bool = False,
+                                 on_stdout: Optional[OutputCallback] = None,
+                                 on_stderr: Optional[OutputCallback] = None) -> Result:
         """Calls ref.method(*args, **kwargs) on the session's live object."""
         return await self._run("Call", lambda t: _core.call_request(
-            t, "", method, args, kwargs, result_as_ref, target=ref), timeout, True)
+            t, "", method, args, kwargs, result_as_ref, target=ref), timeout, True,
+            self._output(on_stdout, on_stderr))
 
     async def call_method(self, ref: Ref, method: str, args: Sequence[Any] = (),
                           kwargs: Optional[Mapping[str, Any]] = None, *,
-                          timeout: Optional[float] = None, result_as_ref: bool = False) -> Any:
+                          timeout: Optional[float] = None, result_as_ref: bool = False,
+                          on_stdout: Optional[OutputCallback] = None,
+                          on_stderr: Optional[OutputCallback] = None) -> Any:
         """Calls ref.method(*args, **kwargs) and returns its value."""
         return (await self.call_method_result(ref, method, args, kwargs, timeout=timeout,
-                                              result_as_ref=result_as_ref)).value
+                                              result_as_ref=result_as_ref, on_stdout=on_stdout,
+                                              on_stderr=on_stderr)).value
 
     async def getattr(self, obj: Union[Ref, str], attribute: str, *,
                       timeout: Optional[float] = None, result_as_ref: bool = False) -> Any:
@@ -169,46 +231,62 @@ class _Calls:
         module, target = (obj, None) if isinstance(obj, str) else ("", obj)
         make = lambda t: _core.call_request(t, module, attribute, (), None, result_as_ref,
                                             target=target, get_attribute=True)  # noqa: E731
-        return (await self._run("Call", make, timeout, True)).value
+        return (await self._run("Call", make, timeout, True, self._output(None, None))).value
 
     async def exec_stream(self, code: str, locals: Optional[Mapping[str, Any]] = None, *,
-                          timeout: Optional[float] = None) -> Stream:
+                          timeout: Optional[float] = None,
+                          on_stdout: Optional[OutputCallback] = None,
+                          on_stderr: Optional[OutputCallback] = None) -> Stream:
         """Executes statements; returns a Stream of Stdout/Stderr events."""
         return await self._stream("ExecStream", lambda t: _core.exec_request(t, code, locals),
-                                  timeout)
+                                  timeout, self._output(on_stdout, on_stderr))
 
     async def call_stream(self, module: str, function: str, args: Sequence[Any] = (),
                           kwargs: Optional[Mapping[str, Any]] = None, *,
-                          timeout: Optional[float] = None) -> Stream:
+                          timeout: Optional[float] = None,
+                          on_stdout: Optional[OutputCallback] = None,
+                          on_stderr: Optional[OutputCallback] = None) -> Stream:
         """Calls module.function(...); returns a Stream of output chunks and Items."""
         return await self._stream(
             "CallStream", lambda t: _core.call_request(t, module, function, args, kwargs),
-            timeout)
+            timeout, self._output(on_stdout, on_stderr))
 
     async def call_method_stream(self, ref: Ref, method: str, args: Sequence[Any] = (),
                                  kwargs: Optional[Mapping[str, Any]] = None, *,
-                                 timeout: Optional[float] = None) -> Stream:
+                                 timeout: Optional[float] = None,
+                                 on_stdout: Optional[OutputCallback] = None,
+                                 on_stderr: Optional[OutputCallback] = None) -> Stream:
         """call_stream on a method of a Ref's object."""
         return await self._stream("CallStream", lambda t: _core.call_request(
-            t, "", method, args, kwargs, target=ref), timeout)
+            t, "", method, args, kwargs, target=ref), timeout,
+            self._output(on_stdout, on_stderr))
 
     async def eval(self, code: str, locals: Optional[Mapping[str, Any]] = None, *,
-                   timeout: Optional[float] = None, result_as_ref: bool = False) -> Any:
+                   timeout: Optional[float] = None, result_as_ref: bool = False,
+                   on_stdout: Optional[OutputCallback] = None,
+                   on_stderr: Optional[OutputCallback] = None) -> Any:
         """Evaluates one expression and returns its value."""
         return (await self.eval_result(code, locals, timeout=timeout,
-                                       result_as_ref=result_as_ref)).value
+                                       result_as_ref=result_as_ref, on_stdout=on_stdout,
+                                       on_stderr=on_stderr)).value
 
     async def exec(self, code: str, locals: Optional[Mapping[str, Any]] = None, *,
-                   timeout: Optional[float] = None) -> None:
-        """Executes statements."""
-        await self.exec_result(code, locals, timeout=timeout)
+                   timeout: Optional[float] = None,
+                   on_stdout: Optional[OutputCallback] = None,
+                   on_stderr: Optional[OutputCallback] = None) -> None:
+        """Executes statements (live output with on_stdout/on_stderr)."""
+        await self.exec_result(code, locals, timeout=timeout, on_stdout=on_stdout,
+                               on_stderr=on_stderr)
 
     async def call(self, module: str, function: str, args: Sequence[Any] = (),
                    kwargs: Optional[Mapping[str, Any]] = None, *,
-                   timeout: Optional[float] = None, result_as_ref: bool = False) -> Any:
+                   timeout: Optional[float] = None, result_as_ref: bool = False,
+                   on_stdout: Optional[OutputCallback] = None,
+                   on_stderr: Optional[OutputCallback] = None) -> Any:
         """Calls module.function(*args, **kwargs) and returns its value."""
         return (await self.call_result(module, function, args, kwargs, timeout=timeout,
-                                       result_as_ref=result_as_ref)).value
+                                       result_as_ref=result_as_ref, on_stdout=on_stdout,
+                                       on_stderr=on_stderr)).value
 
 
 class _SessionCalls(_Calls):
@@ -237,7 +315,7 @@ class _SessionCalls(_Calls):
             return False
         try:
             return bool((await self._client._invoke(
-                "Interrupt", _core.pb.InterruptRequest(session=token), timeout)).interrupted)
+                "Interrupt", pb.InterruptRequest(session=token), timeout)).interrupted)
         except PyExecError as err:
             self._lost(token, err)
             raise
@@ -346,17 +424,13 @@ class Client(_Calls):
     async def _token(self) -> str:
         return ""
 
-    async def _unary(self, method: str, request: Any, timeout: Optional[float],
-                     has_value: bool) -> Result:
-        return _core.result(await self._invoke(method, request, timeout), has_value)
-
     def _start_stream(self, method: str, request: Any, timeout: Optional[float]) -> Any:
         """Starts a server-streaming RPC; its errors surface while reading."""
-        kw = _core.stub_kwargs(self.options.metadata, self.options.call_timeout(timeout))
-        return getattr(self._stub, method)(request, **kw)
+        return getattr(self._stub, method)(request, **self.options.call_kwargs(timeout))
 
-    async def _invoke(self, method: str, request: Any, timeout: Optional[float]) -> Any:
-        kw = _core.stub_kwargs(self.options.metadata, self.options.call_timeout(timeout))
+    async def _invoke(self, method: str, request: Any, timeout: Optional[float],
+                      wait_for_ready: bool = True) -> Any:
+        kw = self.options.call_kwargs(timeout, wait_for_ready)
         try:
             return await getattr(self._stub, method)(request, **kw)
         except grpc.RpcError as err:
@@ -366,7 +440,9 @@ class Client(_Calls):
         return _core.bound(await self._invoke("Bind", _core.bind_request(idle_timeout), timeout))
 
     async def _unbind(self, session: str, timeout: Optional[float]) -> None:
-        await self._invoke("Unbind", _core.pb.UnbindRequest(session=session), timeout)
+        # Never waits for a connection (see pyexec_client.Client._unbind).
+        await self._invoke("Unbind", pb.UnbindRequest(session=session), timeout,
+                           wait_for_ready=False)
 
     def session(self, idle_timeout: Optional[int] = None) -> Session:
         """A session handle; bound by `async with` (or await bind())."""
@@ -392,7 +468,7 @@ class Client(_Calls):
         return ctx
 
     async def stats(self, *, timeout: Optional[float] = None) -> Stats:
-        return _core.stats(await self._invoke("GetStats", _core.pb.GetStatsRequest(), timeout))
+        return _core.stats(await self._invoke("GetStats", pb.GetStatsRequest(), timeout))
 
     async def close(self) -> None:
         """Unbinds the shared contexts (best effort) and closes the channel."""

@@ -7,6 +7,7 @@
         s.eval("math.pi * r**2")
     # ... and unbound here, even on error
     client.context(1).call("math", "gcd", [12, 18])     # a shared, numbered context
+    client.exec("print('hi')", on_stdout=print)         # output as it is written
 """
 
 import threading
@@ -16,8 +17,8 @@ from typing import Any, Callable, Iterator, List, Mapping, Optional, Sequence, T
 import grpc
 
 from . import _core
-from ._core import Bound, Event, Item, Result, Stats
-from ._stubs import pb_grpc
+from ._core import Bound, Event, Item, OutputCallback, Result, Stats, Stderr, Stdout
+from ._stubs import pb, pb_grpc
 from .errors import (InvalidArgument, PyExecError, PythonError, SessionNotFound, WorkerDied,
                      from_rpc_error)
 from .values import Ref
@@ -32,11 +33,17 @@ class Stream:
     Stopping early cancels the RPC, which interrupts the Python code; a bound
     session keeps its state. That happens on cancel(), at the end of a `with`
     block, or when the stream is dropped (e.g. `break` out of a `for` over it).
+
+    Output callbacks (on_stdout=, on_stderr=) are called with each output
+    chunk as the iteration reads it, in the iterating thread, before the
+    chunk's event is returned; items() calls them too.
     """
 
-    def __init__(self, call: Any, on_error: Callable[[PyExecError], None]) -> None:
+    def __init__(self, call: Any, on_error: Callable[[PyExecError], None],
+                 output: _core.Output = _core.Output()) -> None:
         self._call = call  # the grpc response iterator (also a grpc.Call)
         self._on_error = on_error
+        self._output = output
         self._done = False
 
     def __iter__(self) -> "Stream":
@@ -65,11 +72,16 @@ class Stream:
         if ev is None:
             self._done = True
             raise StopIteration
+        if isinstance(ev, (Stdout, Stderr)):
+            callback = self._output.callback(ev)
+            if callback is not None:
+                callback(ev.text)
         return ev
 
     def items(self) -> Iterator[Any]:
-        """Only the values of the Item events (output chunks are dropped).
-        Closing this generator early cancels the stream."""
+        """Only the values of the Item events (output chunks go to the
+        callbacks, if any, and are dropped otherwise). Closing this generator
+        early cancels the stream."""
         try:
             for ev in self:
                 if isinstance(ev, Item):
@@ -109,55 +121,101 @@ class _Calls:
         """Called with the token of a call that failed with `err`."""
 
     def _run(self, method: str, make: Callable[[str], Any], timeout: Optional[float],
-             has_value: bool) -> Result:
+             has_value: bool, output: _core.Output) -> Result:
         token = self._token()
         try:
-            return self._client._unary(method, make(token), timeout, has_value)
+            resp = self._client._invoke(method, make(token), timeout)
         except PyExecError as err:
             self._lost(token, err)
             raise
+        res, deliveries = _core.outcome(resp, has_value, output)
+        for callback, text in deliveries:
+            callback(text)
+        if isinstance(res, PythonError):
+            raise res
+        return res
 
-    def _stream(self, method: str, make: Callable[[str], Any],
-                timeout: Optional[float]) -> Stream:
+    def _stream(self, method: str, make: Callable[[str], Any], timeout: Optional[float],
+                output: _core.Output) -> Stream:
         token = self._token()
         call = self._client._start_stream(method, make(token), timeout)
-        return Stream(call, lambda err: self._lost(token, err))
+        return Stream(call, lambda err: self._lost(token, err), output)
+
+    def _exec_live(self, make: Callable[[str], Any], timeout: Optional[float],
+                   output: _core.Output) -> Result:
+        """Exec through ExecStream, output to the callbacks as it is written.
+        A callback that raises cancels the call (interrupting the code)."""
+        kept = _core.Collected(output)
+        with self._stream("ExecStream", make, timeout, output) as stream:
+            try:
+                for ev in stream:
+                    kept.add(ev)
+            except PythonError as err:
+                raise kept.error(err) from None
+        return kept.result()
+
+    def _output(self, on_stdout: Optional[OutputCallback],
+                on_stderr: Optional[OutputCallback]) -> _core.Output:
+        return self._client.options.call_output(on_stdout, on_stderr)
 
     def eval_result(self, code: str, locals: Optional[Mapping[str, Any]] = None, *,
-                    timeout: Optional[float] = None, result_as_ref: bool = False) -> Result:
+                    timeout: Optional[float] = None, result_as_ref: bool = False,
+                    on_stdout: Optional[OutputCallback] = None,
+                    on_stderr: Optional[OutputCallback] = None) -> Result:
         """Evaluates one expression; returns its value and captured output.
-        result_as_ref (bound sessions): return a Ref even for a convertible value."""
+        result_as_ref (bound sessions): return a Ref even for a convertible value.
+        on_stdout/on_stderr receive the output when the call returns (Eval
+        has no streaming RPC) instead of the Result."""
         return self._run("Eval", lambda t: _core.eval_request(t, code, locals, result_as_ref),
-                         timeout, True)
+                         timeout, True, self._output(on_stdout, on_stderr))
 
     def exec_result(self, code: str, locals: Optional[Mapping[str, Any]] = None, *,
-                    timeout: Optional[float] = None) -> Result:
-        """Executes statements; the Result's value is None."""
-        return self._run("Exec", lambda t: _core.exec_request(t, code, locals), timeout, False)
+                    timeout: Optional[float] = None,
+                    on_stdout: Optional[OutputCallback] = None,
+                    on_stderr: Optional[OutputCallback] = None) -> Result:
+        """Executes statements; the Result's value is None. With on_stdout or
+        on_stderr (here or the client's), the call runs as an ExecStream and
+        the callbacks get each chunk as the code writes it; output without a
+        callback stays in the Result."""
+        make = lambda t: _core.exec_request(t, code, locals)  # noqa: E731
+        output = self._output(on_stdout, on_stderr)
+        if output.live():
+            return self._exec_live(make, timeout, output)
+        return self._run("Exec", make, timeout, False, output)
 
     def call_result(self, module: str, function: str, args: Sequence[Any] = (),
                     kwargs: Optional[Mapping[str, Any]] = None, *,
-                    timeout: Optional[float] = None, result_as_ref: bool = False) -> Result:
-        """Calls module.function(*args, **kwargs); `function` may be dotted."""
+                    timeout: Optional[float] = None, result_as_ref: bool = False,
+                    on_stdout: Optional[OutputCallback] = None,
+                    on_stderr: Optional[OutputCallback] = None) -> Result:
+        """Calls module.function(*args, **kwargs); `function` may be dotted.
+        on_stdout/on_stderr receive the output when the call returns; for
+        output while it runs, use call_stream(..., on_stdout=...)."""
         return self._run("Call", lambda t: _core.call_request(t, module, function, args, kwargs,
                                                               result_as_ref),
-                         timeout, True)
+                         timeout, True, self._output(on_stdout, on_stderr))
 
     def call_method_result(self, ref: Ref, method: str, args: Sequence[Any] = (),
                            kwargs: Optional[Mapping[str, Any]] = None, *,
                            timeout: Optional[float] = None,
-                           result_as_ref: bool = False) -> Result:
+                           result_as_ref: bool = False,
+                           on_stdout: Optional[OutputCallback] = None,
+                           on_stderr: Optional[OutputCallback] = None) -> Result:
         """Calls ref.method(*args, **kwargs) on the session's live object;
         `method` may be a dotted path."""
         return self._run("Call", lambda t: _core.call_request(
-            t, "", method, args, kwargs, result_as_ref, target=ref), timeout, True)
+            t, "", method, args, kwargs, result_as_ref, target=ref), timeout, True,
+            self._output(on_stdout, on_stderr))
 
     def call_method(self, ref: Ref, method: str, args: Sequence[Any] = (),
                     kwargs: Optional[Mapping[str, Any]] = None, *,
-                    timeout: Optional[float] = None, result_as_ref: bool = False) -> Any:
+                    timeout: Optional[float] = None, result_as_ref: bool = False,
+                    on_stdout: Optional[OutputCallback] = None,
+                    on_stderr: Optional[OutputCallback] = None) -> Any:
         """Calls ref.method(*args, **kwargs) and returns its value."""
         return self.call_method_result(ref, method, args, kwargs, timeout=timeout,
-                                       result_as_ref=result_as_ref).value
+                                       result_as_ref=result_as_ref, on_stdout=on_stdout,
+                                       on_stderr=on_stderr).value
 
     def getattr(self, obj: Union[Ref, str], attribute: str, *,
                 timeout: Optional[float] = None, result_as_ref: bool = False) -> Any:
@@ -166,49 +224,65 @@ class _Calls:
         module, target = (obj, None) if isinstance(obj, str) else ("", obj)
         make = lambda t: _core.call_request(t, module, attribute, (), None, result_as_ref,
                                             target=target, get_attribute=True)  # noqa: E731
-        return self._run("Call", make, timeout, True).value
+        return self._run("Call", make, timeout, True, self._output(None, None)).value
 
     def exec_stream(self, code: str, locals: Optional[Mapping[str, Any]] = None, *,
-                    timeout: Optional[float] = None) -> Stream:
+                    timeout: Optional[float] = None,
+                    on_stdout: Optional[OutputCallback] = None,
+                    on_stderr: Optional[OutputCallback] = None) -> Stream:
         """Executes statements; returns a Stream of Stdout/Stderr events sent
         as the code writes them. The RPC starts now."""
         return self._stream("ExecStream", lambda t: _core.exec_request(t, code, locals),
-                            timeout)
+                            timeout, self._output(on_stdout, on_stderr))
 
     def call_stream(self, module: str, function: str, args: Sequence[Any] = (),
                     kwargs: Optional[Mapping[str, Any]] = None, *,
-                    timeout: Optional[float] = None) -> Stream:
+                    timeout: Optional[float] = None,
+                    on_stdout: Optional[OutputCallback] = None,
+                    on_stderr: Optional[OutputCallback] = None) -> Stream:
         """Calls module.function(*args, **kwargs); returns a Stream of output
         chunks and an Item per element when the result is an iterator or
         generator (else one Item, the result)."""
         return self._stream("CallStream",
                             lambda t: _core.call_request(t, module, function, args, kwargs),
-                            timeout)
+                            timeout, self._output(on_stdout, on_stderr))
 
     def call_method_stream(self, ref: Ref, method: str, args: Sequence[Any] = (),
                            kwargs: Optional[Mapping[str, Any]] = None, *,
-                           timeout: Optional[float] = None) -> Stream:
+                           timeout: Optional[float] = None,
+                           on_stdout: Optional[OutputCallback] = None,
+                           on_stderr: Optional[OutputCallback] = None) -> Stream:
         """call_stream on a method of a Ref's object."""
         return self._stream("CallStream", lambda t: _core.call_request(
-            t, "", method, args, kwargs, target=ref), timeout)
+            t, "", method, args, kwargs, target=ref), timeout,
+            self._output(on_stdout, on_stderr))
 
     def eval(self, code: str, locals: Optional[Mapping[str, Any]] = None, *,
-             timeout: Optional[float] = None, result_as_ref: bool = False) -> Any:
+             timeout: Optional[float] = None, result_as_ref: bool = False,
+             on_stdout: Optional[OutputCallback] = None,
+             on_stderr: Optional[OutputCallback] = None) -> Any:
         """Evaluates one expression and returns its value."""
-        return self.eval_result(code, locals, timeout=timeout,
-                                result_as_ref=result_as_ref).value
+        return self.eval_result(code, locals, timeout=timeout, result_as_ref=result_as_ref,
+                                on_stdout=on_stdout, on_stderr=on_stderr).value
 
     def exec(self, code: str, locals: Optional[Mapping[str, Any]] = None, *,
-             timeout: Optional[float] = None) -> None:
-        """Executes statements."""
-        self.exec_result(code, locals, timeout=timeout)
+             timeout: Optional[float] = None,
+             on_stdout: Optional[OutputCallback] = None,
+             on_stderr: Optional[OutputCallback] = None) -> None:
+        """Executes statements (live output with on_stdout/on_stderr, as
+        exec_result)."""
+        self.exec_result(code, locals, timeout=timeout, on_stdout=on_stdout,
+                         on_stderr=on_stderr)
 
     def call(self, module: str, function: str, args: Sequence[Any] = (),
              kwargs: Optional[Mapping[str, Any]] = None, *,
-             timeout: Optional[float] = None, result_as_ref: bool = False) -> Any:
+             timeout: Optional[float] = None, result_as_ref: bool = False,
+             on_stdout: Optional[OutputCallback] = None,
+             on_stderr: Optional[OutputCallback] = None) -> Any:
         """Calls module.function(*args, **kwargs) and returns its value."""
         return self.call_result(module, function, args, kwargs, timeout=timeout,
-                                result_as_ref=result_as_ref).value
+                                result_as_ref=result_as_ref, on_stdout=on_stdout,
+                                on_stderr=on_stderr).value
 
 
 class _SessionCalls(_Calls):
@@ -240,7 +314,7 @@ class _SessionCalls(_Calls):
             return False
         try:
             return bool(self._client._invoke(
-                "Interrupt", _core.pb.InterruptRequest(session=token), timeout).interrupted)
+                "Interrupt", pb.InterruptRequest(session=token), timeout).interrupted)
         except PyExecError as err:
             self._lost(token, err)
             raise
@@ -348,7 +422,8 @@ class Context(_SessionCalls):
 class Client(_Calls):
     """A connection to pyexecd. Thread-safe; the calls on the client itself are
     stateless (pooled interpreters). See pyexec_client._core.Options for the
-    keyword arguments (TLS, bearer token, default timeout, contexts)."""
+    keyword arguments (TLS, bearer token, default timeout, contexts,
+    wait_for_ready and reconnect back-off, output callbacks)."""
 
     def __init__(self, target: str, **options: Any) -> None:
         self._client = self
@@ -366,17 +441,13 @@ class Client(_Calls):
     def _token(self) -> str:
         return ""
 
-    def _unary(self, method: str, request: Any, timeout: Optional[float],
-               has_value: bool) -> Result:
-        return _core.result(self._invoke(method, request, timeout), has_value)
-
     def _start_stream(self, method: str, request: Any, timeout: Optional[float]) -> Any:
         """Starts a server-streaming RPC; its errors surface while reading."""
-        kw = _core.stub_kwargs(self.options.metadata, self.options.call_timeout(timeout))
-        return getattr(self._stub, method)(request, **kw)
+        return getattr(self._stub, method)(request, **self.options.call_kwargs(timeout))
 
-    def _invoke(self, method: str, request: Any, timeout: Optional[float]) -> Any:
-        kw = _core.stub_kwargs(self.options.metadata, self.options.call_timeout(timeout))
+    def _invoke(self, method: str, request: Any, timeout: Optional[float],
+                wait_for_ready: bool = True) -> Any:
+        kw = self.options.call_kwargs(timeout, wait_for_ready)
         try:
             return getattr(self._stub, method)(request, **kw)
         except grpc.RpcError as err:
@@ -386,7 +457,10 @@ class Client(_Calls):
         return _core.bound(self._invoke("Bind", _core.bind_request(idle_timeout), timeout))
 
     def _unbind(self, session: str, timeout: Optional[float]) -> None:
-        self._invoke("Unbind", _core.pb.UnbindRequest(session=session), timeout)
+        # Never waits for a connection: a session on an unreachable server
+        # cannot be released anyway, and close() and `with` must not hang.
+        self._invoke("Unbind", pb.UnbindRequest(session=session), timeout,
+                     wait_for_ready=False)
 
     def session(self, idle_timeout: Optional[int] = None) -> Session:
         """A session handle; bound by `with` (or bind()), unbound at the block's end."""
@@ -412,7 +486,7 @@ class Client(_Calls):
 
     def stats(self, *, timeout: Optional[float] = None) -> Stats:
         """The server's pool figures."""
-        return _core.stats(self._invoke("GetStats", _core.pb.GetStatsRequest(), timeout))
+        return _core.stats(self._invoke("GetStats", pb.GetStatsRequest(), timeout))
 
     def close(self) -> None:
         """Unbinds the shared contexts (best effort) and closes the channel."""

@@ -32,8 +32,9 @@ def pyexecd_path() -> str:
 class Pyexecd:
     """One pyexecd process; stop() ends it (SIGTERM, then SIGKILL)."""
 
-    def __init__(self, *flags: str, workers: int = 2, max_workers: int = 4) -> None:
-        self.flags: List[str] = ["--listen=127.0.0.1:0", "--workers=%d" % workers,
+    def __init__(self, *flags: str, workers: int = 2, max_workers: int = 4,
+                 listen: str = "127.0.0.1:0") -> None:
+        self.flags: List[str] = ["--listen=" + listen, "--workers=%d" % workers,
                                  "--max_workers=%d" % max_workers] + list(flags)
         self.proc: Optional[subprocess.Popen] = None
         self.address = ""
@@ -53,12 +54,10 @@ class Pyexecd:
         while not line.endswith(b"\n"):
             left = deadline - time.monotonic()
             if left <= 0 or not sel.select(left):
-                self.stop()
-                raise RuntimeError("pyexecd did not print its address in time:\n" + self.log())
+                self._fail("pyexecd did not print its address in time")
             chunk = os.read(self.proc.stdout.fileno(), 1)
             if not chunk:
-                self.stop()
-                raise RuntimeError("pyexecd exited early:\n" + self.log())
+                self._fail("pyexecd exited early")
             line += chunk
         sel.close()
         text = line.decode().strip()
@@ -68,7 +67,13 @@ class Pyexecd:
         self.address = text[len("listening on "):]
         return self
 
+    def _fail(self, what: str) -> None:
+        log = self.log()
+        self.stop()
+        raise RuntimeError("%s:\n%s" % (what, log))
+
     def log(self) -> str:
+        """The end of pyexecd's stderr; valid until stop()."""
         self._stderr.seek(0)
         return self._stderr.read().decode(errors="replace")[-4000:]
 
@@ -84,3 +89,4 @@ class Pyexecd:
                 self.proc.wait()
         self.proc.stdout.close()
         self.proc = None
+        self._stderr.close()

@@ -33,9 +33,23 @@ def touch_then_spin(path: str) -> str:
     return "open(%r, 'w').close()\nwhile True: pass" % path
 
 
+# A stream of many events, so that the server's backpressure (8 unwritten
+# events per stream) pauses and resumes the worker many times: a generator
+# that prints a line before each item, and statements that write to both
+# output streams.
+LONG_GEN = ("import sys\n"
+            "def counted(n):\n    for i in range(n):\n        print('line', i)\n"
+            "        yield i\n")
+LONG_N = 3000
+MIXED_OUTPUT = ("import sys\nfor i in range(%d):\n"
+                "    print('out', i, file=sys.stderr if i %% 7 == 3 else sys.stdout)\n")
+MIXED_N = 2000
+
+
 def merged(events: list) -> list:
     """Adjacent chunks of the same output stream joined: the server flushes at
-    line ends and every 50 ms, so a line may come in more than one chunk."""
+    line ends and every 50 ms, so a line may come in more than one chunk.
+    Nothing else is forgiven: order, kinds and every character count."""
     out: list = []
     for ev in events:
         if out and type(ev) is type(out[-1]) and isinstance(ev, (Stdout, Stderr)):
@@ -45,16 +59,17 @@ def merged(events: list) -> list:
     return out
 
 
-def assert_items_of_forever(test: unittest.TestCase, got: list, n: int) -> None:
-    """`n` items of forever(). Not checked as exactly 1..n: pyexecd can reorder
-    a stream's events once backpressure pauses and resumes the worker (a run
-    of events arrives later than the ones after it; see
-    tests/stream_order_repro.py). Tighten to `got == list(range(1, n + 1))`
-    once the server keeps the order."""
-    test.assertEqual(len(got), n)
-    test.assertEqual(len(set(got)), n)
-    test.assertEqual(got[0], 1)
-    test.assertTrue(all(isinstance(v, int) and v >= 1 for v in got), got)
+def long_gen_events(n: int) -> list:
+    """What counted(n) must stream, exactly: each line, then its item."""
+    events: list = []
+    for i in range(n):
+        events += [Stdout("line %d\n" % i), Item(i)]
+    return events
+
+
+def mixed_output_events(n: int) -> list:
+    """What MIXED_OUTPUT % n must stream, merged, exactly in write order."""
+    return merged([(Stderr if i % 7 == 3 else Stdout)("out %d\n" % i) for i in range(n)])
 
 
 def marker_dir(test: unittest.TestCase) -> str:
@@ -147,7 +162,7 @@ class SyncStreamsRefsTest(unittest.TestCase):
                 if len(got) == 5:
                     break
             gc.collect()  # the stream is already gone in CPython; be sure elsewhere
-            assert_items_of_forever(self, got, 5)
+            self.assertEqual(got, [1, 2, 3, 4, 5])
             # The generator no longer runs: a call on the session gets through
             # (it would queue behind the endless generator and time out).
             self.assertEqual(s.eval("state", timeout=10), 42)
@@ -195,6 +210,25 @@ class SyncStreamsRefsTest(unittest.TestCase):
             list(self.client.exec_stream(""))
         with self.assertRaises(SessionNotFound):
             list(self.client.attach("no-such-token").exec_stream("1"))
+
+    def test_long_streams_keep_order_and_lose_nothing(self) -> None:
+        with self.client.session() as s:
+            s.exec(LONG_GEN)
+            events = list(s.call_stream("__main__", "counted", [LONG_N]))
+            self.assertEqual(merged(events), long_gen_events(LONG_N))
+            events = list(s.exec_stream(MIXED_OUTPUT % MIXED_N))
+            self.assertEqual(merged(events), mixed_output_events(MIXED_N))
+            # Streams cut short after 40 items, again and again on the same
+            # session: each gives exactly 1..40.
+            s.exec(GEN)
+            for run in range(20):
+                s.exec("made = 0")
+                got = []
+                for value in s.call_stream("__main__", "forever").items():
+                    got.append(value)
+                    if len(got) == 40:
+                        break
+                self.assertEqual(got, list(range(1, 41)), "run %d" % run)
 
     def test_worker_death_mid_stream_loses_the_context(self) -> None:
         ctx = self.client.context(1)
@@ -346,7 +380,7 @@ class AsyncStreamsRefsTest(unittest.TestCase):
                         got.append(value)
                         if len(got) == 3:
                             break
-                assert_items_of_forever(self, got, 3)
+                self.assertEqual(got, [1, 2, 3])
                 self.assertEqual(await s.eval("state", timeout=10), 42)
                 # Cancelling the task that reads the stream cancels the RPC.
                 stream = await s.call_stream("__main__", "forever")
@@ -383,6 +417,27 @@ class AsyncStreamsRefsTest(unittest.TestCase):
                     async for _ in await s.exec_stream("while True: pass", timeout=1):
                         pass
                 self.assertEqual(await s.eval("state"), 42)
+        self.run_async(body)
+
+    def test_long_streams_keep_order_and_lose_nothing(self) -> None:
+        async def body(c) -> None:
+            async with c.session() as s:
+                await s.exec(LONG_GEN)
+                stream = await s.call_stream("__main__", "counted", [LONG_N])
+                self.assertEqual(merged([ev async for ev in stream]), long_gen_events(LONG_N))
+                stream = await s.exec_stream(MIXED_OUTPUT % MIXED_N)
+                self.assertEqual(merged([ev async for ev in stream]),
+                                 mixed_output_events(MIXED_N))
+                await s.exec(GEN)
+                for run in range(10):
+                    await s.exec("made = 0")
+                    got = []
+                    async with await s.call_stream("__main__", "forever") as stream:
+                        async for value in stream.items():
+                            got.append(value)
+                            if len(got) == 40:
+                                break
+                    self.assertEqual(got, list(range(1, 41)), "run %d" % run)
         self.run_async(body)
 
     def test_refs_and_interrupt(self) -> None:
