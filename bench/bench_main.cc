@@ -284,6 +284,10 @@ int RunSessionsMode(const std::string& log_path) {
   std::vector<SessionsRun> runs = {
       {"zygote", {"--launcher=zygote"}, true, n},
       {"spawn", {"--launcher=spawn"}, true, absl::GetFlag(FLAGS_spawn_sessions)},
+      // The same zygote without each worker's Landlock domain: what that
+      // layer costs a Bind and the churn, in this run.
+      {"zygote-nolandlock", {"--launcher=zygote", "--worker_landlock=false"}, true,
+       std::min(n, 100)},
   };
   const std::string preload = absl::GetFlag(FLAGS_preload_modules);
   if (!preload.empty()) {
@@ -361,6 +365,17 @@ int RunSessionsMode(const std::string& log_path) {
     std::cout << absl::StrFormat("USS per session spawn/zygote: %.1fx\n",
                                  s.density.uss_mean_mib / z.density.uss_mean_mib);
   }
+  const SessionsRun& plain = runs[2];
+  if (plain.churn_result.rate > 0 && z.churn_result.rate > 0) {
+    std::cout << absl::StrFormat(
+        "Landlock domain per worker: churn %.0f/s with, %.0f/s without (%.2fx); Bind p50 "
+        "%s with, %s without (%+.0f us)\n",
+        z.churn_result.rate, plain.churn_result.rate,
+        z.churn_result.rate / plain.churn_result.rate,
+        pyexec::bench::FormatMicros(z.churn_result.bind.p50),
+        pyexec::bench::FormatMicros(plain.churn_result.bind.p50),
+        absl::ToDoubleMicroseconds(z.churn_result.bind.p50 - plain.churn_result.bind.p50));
+  }
   PrintChurnCpu(z);
   std::cout << absl::StrFormat("target churn >= 1000/s with %d threads: %s (%.0f/s)\n",
                                churn.threads, verdict(z.churn_result.rate >= 1000), z.churn_result.rate);
@@ -370,10 +385,10 @@ int RunSessionsMode(const std::string& log_path) {
   std::cout << absl::StrFormat("target %d sessions at <= 3 MiB USS each: %s (%d bound, %s)\n",
                                n, verdict(z.density.bound >= n && z.density.uss_mean_mib <= 3.0),
                                z.density.bound, Mib(z.density.uss_mean_mib));
-  if (runs.size() > 2) {
-    const double delta = runs[2].density.uss_mean_mib - z.density.uss_mean_mib;
+  if (runs.size() > 3) {
+    const double delta = runs[3].density.uss_mean_mib - z.density.uss_mean_mib;
     std::cout << absl::StrFormat("target preload USS within 1 MiB: %s (%+.2f MiB)\n",
-                                 verdict(runs[2].density.bound >= n && delta <= 1.0), delta);
+                                 verdict(runs[3].density.bound >= n && delta <= 1.0), delta);
   }
   return 0;
 }
