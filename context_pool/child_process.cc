@@ -42,22 +42,27 @@ void ChildProcess::Kill() {
   kill(pid_, SIGKILL);
 }
 
-std::optional<std::string> ChildProcess::TryReap() {
-  if (reaped_) return description_;
+std::optional<WorkerExit> ChildProcess::TryReap() {
+  if (reaped_) return exit_;
   int status = 0;
   pid_t r = waitpid(pid_, &status, WNOHANG);
   if (r == 0) return std::nullopt;
   reaped_ = true;
-  description_ = r == pid_ ? DescribeWaitStatus(status)
-                           : absl::StrCat("lost (waitpid: ", strerror(errno), ")");
+  if (r == pid_) {
+    exit_.description = DescribeWaitStatus(status);
+    exit_.cause = WIFSIGNALED(status) ? DeathCause::kSignal : DeathCause::kExit;
+  } else {
+    exit_.description = absl::StrCat("lost (waitpid: ", strerror(errno), ")");
+  }
   if (holdings_.dirs != nullptr) {
     if (std::optional<std::string> verdict = holdings_.dirs->TakeDiskCapVerdict(pid_)) {
-      description_ = absl::StrCat(description_, ": ", *verdict);
+      exit_.description = absl::StrCat(exit_.description, ": ", *verdict);
+      exit_.cause = DeathCause::kDiskCap;
     }
   }
   // Whatever user code left in the group goes with it.
   kill(-pid_, SIGKILL);
-  return description_;
+  return exit_;
 }
 
 std::string SignalName(int signal) {

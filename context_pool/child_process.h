@@ -52,7 +52,7 @@ class ChildProcess final : public WorkerProcess {
   // interrupt meant for the call it is about to start from a stale one.
   void Interrupt(uint64_t request_id) override;
   void Kill() override;
-  std::optional<std::string> TryReap() override;
+  std::optional<WorkerExit> TryReap() override;
 
  private:
   const pid_t pid_;
@@ -60,7 +60,7 @@ class ChildProcess final : public WorkerProcess {
   UniqueFd pidfd_;
   const WorkerHoldings holdings_;
   bool reaped_ = false;
-  std::string description_;
+  WorkerExit exit_;
 };
 
 // "SIGKILL", "SIGSEGV", ... or "signal N".

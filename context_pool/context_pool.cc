@@ -4,13 +4,10 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
-#include <sys/socket.h>
 
 #include <algorithm>
 #include <utility>
 
-#include "absl/container/flat_hash_map.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/clock.h"
@@ -23,54 +20,13 @@ namespace {
 // fd key*2+1 (worker keys start at 1).
 constexpr uint64_t kWakeKey = 0;
 
+// While timers are being scheduled, the I/O thread sleeps at most this long
+// at a time, so that a timer due later needs no wake-up: in steady traffic
+// every call schedules a deadline timer, which would otherwise wake the
+// thread each time it had just gone to sleep with no timer pending.
+constexpr absl::Duration kTimerHorizon = absl::Seconds(1);
+
 std::string DurationText(absl::Duration d) { return absl::FormatDuration(d); }
-
-}  // namespace
-
-namespace {
-
-// Hands a streamed call's events, then its outcome, to their receivers one at
-// a time and in the order the worker sent them. They are handed out by the
-// I/O thread and by gRPC threads that lift a backpressure pause (which read
-// the frames buffered meanwhile); whichever thread holds the next item in
-// order delivers it and every later one already there. Nobody waits, so a
-// receiver that calls back into the pool (EventConsumed) cannot deadlock.
-// Thread-safe.
-class OrderedDelivery {
- public:
-  // Queues item `seq` (0, 1, 2, ... with no gaps) and delivers what is now
-  // in order.
-  void Put(uint64_t seq, std::function<void()> deliver) {
-    {
-      absl::MutexLock lock(&mu_);
-      pending_.emplace(seq, std::move(deliver));
-      if (draining_) return;  // the draining thread will get to it
-      draining_ = true;
-    }
-    while (true) {
-      std::function<void()> next;
-      {
-        absl::MutexLock lock(&mu_);
-        auto it = pending_.find(next_);
-        if (it == pending_.end()) {
-          draining_ = false;
-          return;
-        }
-        next = std::move(it->second);
-        pending_.erase(it);
-        ++next_;
-      }
-      next();
-    }
-  }
-
- private:
-  absl::Mutex mu_;
-  bool draining_ ABSL_GUARDED_BY(mu_) = false;
-  uint64_t next_ ABSL_GUARDED_BY(mu_) = 0;
-  absl::flat_hash_map<uint64_t, std::function<void()>> pending_
-      ABSL_GUARDED_BY(mu_);
-};
 
 }  // namespace
 
@@ -78,10 +34,8 @@ struct ContextPool::Call {
   CallId id = 0;
   internal::WorkerRequest request;
   CallDone done;
-  bool has_deadline_timer = false;
-  TimerMap::iterator deadline_timer;
-  bool has_kill_timer = false;
-  TimerMap::iterator kill_timer;
+  TimerQueue::Timer deadline_timer;
+  TimerQueue::Timer kill_timer;
   // Why the call was interrupted (DEADLINE_EXCEEDED or CANCELLED); OK if not.
   absl::StatusCode interrupted = absl::StatusCode::kOk;
   // Interrupted by InterruptWorker rather than by its own client.
@@ -107,12 +61,14 @@ struct ContextPool::Call {
 struct ContextPool::Worker {
   enum class State { kStarting, kReady, kDying };
 
-  Worker(uint64_t key, std::unique_ptr<WorkerProcess> process,
-         size_t max_frame_bytes)
-      : key(key), process(std::move(process)), decoder(max_frame_bytes) {}
+  Worker(uint64_t key, std::unique_ptr<WorkerProcess> process, size_t max_frame_bytes)
+      : key(key),
+        process(std::move(process)),
+        connection(this->process->socket_fd(), max_frame_bytes) {}
 
   const uint64_t key;
   const std::unique_ptr<WorkerProcess> process;
+  WorkerConnection connection;
   State state = State::kStarting;
   bool checked_out = false;
   // Has run a stateless call: its interpreter may hold state left by that
@@ -120,33 +76,27 @@ struct ContextPool::Worker {
   // only `principal`'s stateless calls may run on it.
   bool tainted = false;
   std::string principal;
-  // Discarded by Release or Shutdown: its end is expected.
+  // Discarded by Release, Shutdown or the scheduler: its end is expected.
   bool released = false;
   bool socket_registered = false;
   bool exit_registered = false;
-  bool want_write = false;
-  // Backpressure: a streamed call's consumer is behind, so the socket is
-  // not read (EPOLLIN off) until it catches up.
-  bool reading_paused = false;
-  // Set when the pool killed the worker; explains its death.
+  // Set when the pool killed the worker for a fault; explains its death.
+  std::optional<DeathCause> condemned_cause;
   std::string condemned_reason;
   std::unique_ptr<Call> current;
   std::deque<std::unique_ptr<Call>> queue;  // session calls waiting to run
-  std::string outbuf;                        // frame bytes not yet written
-  FrameDecoder decoder;
-  bool has_startup_timer = false;
-  TimerMap::iterator startup_timer;
+  TimerQueue::Timer startup_timer;
 };
 
 struct ContextPool::Waiter {
   uint64_t id = 0;
   AcquireDone done;
-  TimerMap::iterator timer;
+  TimerQueue::Timer timer;
 };
 
 ContextPool::ContextPool(ContextPoolOptions options,
                          std::unique_ptr<WorkerLauncher> launcher)
-    : options_(options), launcher_(std::move(launcher)) {}
+    : options_(options), launcher_(std::move(launcher)), scheduler_(options.workers) {}
 
 ContextPool::~ContextPool() { Shutdown(); }
 
@@ -178,7 +128,7 @@ absl::Status ContextPool::Start() {
 bool ContextPool::WaitUntilWarm(absl::Duration timeout) {
   absl::MutexLock lock(&mu_);
   auto warm = [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
-    return static_cast<int>(idle_.size()) >= options_.workers;
+    return static_cast<int>(scheduler_.idle_count()) >= options_.workers;
   };
   return mu_.AwaitWithTimeout(absl::Condition(&warm), timeout);
 }
@@ -189,26 +139,19 @@ void ContextPool::Wake() {
   (void)ignored;
 }
 
-ContextPool::TimerMap::iterator ContextPool::AddTimer(absl::Time when,
-                                                      TimerKind kind,
-                                                      uint64_t id) {
-  auto it = timers_.emplace(when, std::make_pair(kind, id));
-  if (when < next_wake_) {
-    next_wake_ = when;
+TimerQueue::Timer ContextPool::ScheduleLocked(absl::Time when, std::function<void()> fire) {
+  last_scheduled_ = MonotonicNow();
+  TimerQueue::Timer timer = timers_.Schedule(when, std::move(fire));
+  if (when < sleep_until_) {
+    sleep_until_ = when;
     Wake();
   }
-  return it;
+  return timer;
 }
 
 void ContextPool::RunDeferred(Deferred* deferred) {
   for (auto& fn : *deferred) fn();
   deferred->clear();
-}
-
-int ContextPool::PendingCount() const {
-  int n = static_cast<int>(pending_.size() + waiters_.size());
-  for (const auto& [key, w] : workers_) n += static_cast<int>(w->queue.size());
-  return n;
 }
 
 // ---------------------------------------------------------------------------
@@ -221,14 +164,12 @@ void ContextPool::Acquire(absl::Time deadline, AcquireDone done) {
     absl::MutexLock lock(&mu_);
     if (draining_ || stopping_) {
       refused = absl::UnavailableError("server is shutting down");
-    } else if (checked_out_ + static_cast<int>(waiters_.size()) >=
-               options_.max_workers) {
+    } else if (checked_out_ + static_cast<int>(waiters_.size()) >= options_.max_workers) {
       refused = absl::ResourceExhaustedError(absl::StrCat(
           "no_workers_available: all ", options_.max_workers,
           " workers are bound to sessions"));
-    } else if ((granted = TakeCleanIdle()) != 0) {
-      Worker* w = workers_[granted].get();
-      w->checked_out = true;
+    } else if ((granted = scheduler_.TakeForSession()) != 0) {
+      workers_.at(granted)->checked_out = true;
       ++checked_out_;
       Wake();  // spawn a replacement for the warm pool
     } else if (static_cast<int>(waiters_.size()) >= options_.max_pending) {
@@ -237,9 +178,19 @@ void ContextPool::Acquire(absl::Time deadline, AcquireDone done) {
       auto waiter = std::make_unique<Waiter>();
       waiter->id = next_call_id_++;
       waiter->done = std::move(done);
-      waiter->timer =
-          AddTimer(WallToMonotonic(deadline, options_.wall_clock()),
-                   TimerKind::kAcquireDeadline, waiter->id);
+      waiter->timer = ScheduleLocked(
+          WallToMonotonic(deadline, options_.wall_clock()), [this, id = waiter->id]()
+                                                                ABSL_NO_THREAD_SAFETY_ANALYSIS {
+            auto it = std::find_if(waiters_.begin(), waiters_.end(),
+                                   [id](const auto& w) { return w->id == id; });
+            if (it == waiters_.end()) return;
+            AcquireDone done = std::move((*it)->done);
+            waiters_.erase(it);
+            timer_deferred_.push_back([done = std::move(done)] {
+              done(absl::DeadlineExceededError(
+                  "deadline exceeded while waiting for a worker to start"));
+            });
+          });
       waiters_.push_back(std::move(waiter));
       Wake();
       return;
@@ -260,29 +211,27 @@ void ContextPool::Release(WorkerId worker) {
     if (it == workers_.end() || !it->second->checked_out) return;
     Worker* w = it->second.get();
     w->checked_out = false;
-    w->released = true;
     --checked_out_;
     if (w->current != nullptr) {
       FinishCall(std::move(w->current),
-                 absl::AbortedError("the session was unbound during the call"),
-                 &deferred);
+                 absl::AbortedError("the session was unbound during the call"), &deferred);
     }
     while (!w->queue.empty()) {
       std::unique_ptr<Call> call = std::move(w->queue.front());
       w->queue.pop_front();
+      --queued_calls_;
       FinishCall(std::move(call),
                  absl::AbortedError("the session was unbound before the call ran"),
                  &deferred);
     }
-    Condemn(w, "released");
+    Discard(w, "released");
   }
   RunDeferred(&deferred);
 }
 
 CallId ContextPool::Submit(WorkerId worker, internal::WorkerRequest request,
                            absl::Time deadline, CallDone done,
-                           absl::string_view principal,
-                           CallEvent events) {
+                           absl::string_view principal, CallEvent events) {
   absl::Status refused;
   CallId id = 0;
   {
@@ -300,23 +249,19 @@ CallId ContextPool::Submit(WorkerId worker, internal::WorkerRequest request,
       if (it == workers_.end() || !it->second->checked_out ||
           it->second->state == Worker::State::kDying) {
         refused = absl::NotFoundError("session not found: its interpreter is gone");
-      } else if (Worker* w = it->second.get();
-                 w->current == nullptr && w->queue.empty()) {
+      } else if (Worker* w = it->second.get(); w->current == nullptr && w->queue.empty()) {
         start = w;
       } else if (static_cast<int>(w->queue.size()) >= options_.max_pending) {
-        refused = absl::ResourceExhaustedError(
-            "too many calls waiting for this session");
+        refused = absl::ResourceExhaustedError("too many calls waiting for this session");
       } else {
         queue = &w->queue;
         queue_location = w->key;
       }
-    } else if (uint64_t key = TakeIdleFor(principal); key != 0) {
-      start = workers_[key].get();
-      ++busy_unbound_;
+    } else if (uint64_t key = scheduler_.TakeForStateless(principal); key != 0) {
+      start = workers_.at(key).get();
     } else if (static_cast<int>(pending_.size()) >= options_.max_pending) {
       refused = absl::ResourceExhaustedError(absl::StrCat(
-          "too many calls waiting for a worker (limit ", options_.max_pending,
-          ")"));
+          "too many calls waiting for a worker (limit ", options_.max_pending, ")"));
     } else {
       queue = &pending_;
       // Idle workers may all belong to other principals: the I/O thread
@@ -340,9 +285,11 @@ CallId ContextPool::Submit(WorkerId worker, internal::WorkerRequest request,
       call->done = std::move(done);
       call->events = std::move(events);
       call->principal = std::string(principal);
-      call->deadline_timer = AddTimer(WallToMonotonic(deadline, options_.wall_clock()),
-                                      TimerKind::kCallDeadline, id);
-      call->has_deadline_timer = true;
+      call->deadline_timer =
+          ScheduleLocked(WallToMonotonic(deadline, options_.wall_clock()),
+                         [this, id]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+                           OnCallDeadline(id, &timer_deferred_);
+                         });
       ++open_calls_;
       if (start != nullptr) {
         StartCall(start, std::move(call));
@@ -350,6 +297,7 @@ CallId ContextPool::Submit(WorkerId worker, internal::WorkerRequest request,
         call_location_[id] = queue_location;
         call->queued_bytes = bytes;
         queued_bytes_ += bytes;
+        ++queued_calls_;
         queue->push_back(std::move(call));
       }
     }
@@ -358,8 +306,7 @@ CallId ContextPool::Submit(WorkerId worker, internal::WorkerRequest request,
   return id;
 }
 
-std::deque<std::unique_ptr<ContextPool::Call>>* ContextPool::QueueAt(
-    uint64_t location) {
+std::deque<std::unique_ptr<ContextPool::Call>>* ContextPool::QueueAt(uint64_t location) {
   if (location == 0) return &pending_;
   auto it = workers_.find(location);
   return it == workers_.end() ? nullptr : &it->second->queue;
@@ -394,8 +341,7 @@ void ContextPool::Cancel(CallId call) {
     if (running_on != nullptr) {
       InterruptCall(running_on, absl::StatusCode::kCancelled, &deferred);
     } else {
-      FinishQueuedCall(call, absl::CancelledError("cancelled by the client"),
-                       &deferred);
+      FinishQueuedCall(call, absl::CancelledError("cancelled by the client"), &deferred);
     }
   }
   RunDeferred(&deferred);
@@ -413,8 +359,8 @@ void ContextPool::EventConsumed(CallId id) {
       call->bytes_outstanding -= call->outstanding_sizes.front();
       call->outstanding_sizes.pop_front();
     }
-    if (running_on->reading_paused && !StreamFull(*call)) {
-      ResumeReading(running_on, &deferred);
+    if (running_on->connection.paused() && !StreamFull(*call)) {
+      ReadFrames(running_on, /*resume=*/true, &deferred);
     }
   }
   RunDeferred(&deferred);
@@ -449,8 +395,8 @@ void ContextPool::BeginDrain() {
     absl::MutexLock lock(&mu_);
     draining_ = true;
     // Binds that were waiting will not get a worker now.
-    for (auto& waiter : waiters_) timers_.erase(waiter->timer);
     waiters.swap(waiters_);
+    for (auto& waiter : waiters) waiter->timer.Cancel();
   }
   for (auto& waiter : waiters) {
     waiter->done(absl::UnavailableError("server is shutting down"));
@@ -459,21 +405,18 @@ void ContextPool::BeginDrain() {
 
 bool ContextPool::WaitForCallsToFinish(absl::Time deadline) {
   absl::MutexLock lock(&mu_);
-  auto done = [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
-    return open_calls_ == 0;
-  };
-  return mu_.AwaitWithTimeout(absl::Condition(&done),
-                              deadline - options_.wall_clock());
+  auto done = [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return open_calls_ == 0; };
+  return mu_.AwaitWithTimeout(absl::Condition(&done), deadline - options_.wall_clock());
 }
 
 PoolStats ContextPool::GetStats() const {
   absl::MutexLock lock(&mu_);
   PoolStats stats;
-  stats.available_workers = static_cast<int>(idle_.size());
+  stats.available_workers = static_cast<int>(scheduler_.idle_count());
   stats.checked_out = checked_out_;
-  stats.pending_requests = PendingCount();
+  stats.pending_requests = static_cast<int>(waiters_.size()) + queued_calls_;
   stats.starting_workers = starting_ + launching_;
-  stats.busy_workers = busy_unbound_;
+  stats.busy_workers = scheduler_.running_stateless();
   for (const auto& [key, w] : workers_) {
     if (w->state != Worker::State::kReady) continue;
     ++stats.num_workers;
@@ -509,25 +452,26 @@ void ContextPool::Shutdown() {
         FinishCall(std::move(w->queue.front()), gone, &deferred);
         w->queue.pop_front();
       }
+      w->startup_timer.Cancel();
       doomed.push_back(std::move(w));
     }
     workers_.clear();
-    idle_.clear();
     while (!pending_.empty()) {
       FinishCall(std::move(pending_.front()), gone, &deferred);
       pending_.pop_front();
     }
+    queued_calls_ = 0;
     for (auto& waiter : waiters_) {
+      waiter->timer.Cancel();
       deferred.push_back([done = std::move(waiter->done), gone] { done(gone); });
     }
     waiters_.clear();
-    timers_.clear();
   }
   // Destroying a process object waits for it to exit.
   for (auto& w : doomed) {
-    std::optional<std::string> how = w->process->TryReap();
+    std::optional<WorkerExit> how = w->process->TryReap();
     LogInfo(absl::StrCat("worker pid ", w->process->pid(), " stopped",
-                         how ? absl::StrCat(" (", *how, ")") : ""));
+                         how ? absl::StrCat(" (", how->description, ")") : ""));
   }
   doomed.clear();
   RunDeferred(&deferred);
@@ -541,14 +485,17 @@ void ContextPool::IoLoop() {
   epoll_event events[kMaxEvents];
   while (true) {
     int timeout_ms = -1;
-    int spawns = 0;
     {
       absl::MutexLock lock(&mu_);
       if (stopping_) break;
-      absl::Time now = MonotonicNow();
-      absl::Time next = timers_.empty() ? absl::InfiniteFuture()
-                                        : timers_.begin()->first;
-      spawns = SpawnsNeeded();
+      const absl::Time now = MonotonicNow();
+      absl::Time next = timers_.next();
+      if (next != absl::InfiniteFuture() || now < last_scheduled_ + kTimerHorizon) {
+        next = std::min(next, now + kTimerHorizon);
+      }
+      int spawns = draining_ ? 0
+                             : scheduler_.SpawnsNeeded(starting_, launching_,
+                                                       static_cast<int>(waiters_.size()));
       if (spawns > 0 && next_spawn_attempt_ > now) {
         next = std::min(next, next_spawn_attempt_);
         spawns = 0;
@@ -559,7 +506,7 @@ void ContextPool::IoLoop() {
         spawn_requests_ += spawns;
         launching_ += spawns;
       }
-      next_wake_ = next;
+      sleep_until_ = next;
       if (next != absl::InfiniteFuture()) {
         // Round up so that a timer is never polled for early.
         timeout_ms = static_cast<int>(std::max<int64_t>(
@@ -574,6 +521,9 @@ void ContextPool::IoLoop() {
     Deferred deferred;
     {
       absl::MutexLock lock(&mu_);
+      // Anything scheduled from here on wakes the loop unless it is due
+      // after the loop's next computed sleep.
+      sleep_until_ = absl::InfinitePast();
       for (int i = 0; i < n; ++i) {
         if (events[i].data.u64 == kWakeKey) {
           uint64_t count;
@@ -583,63 +533,12 @@ void ContextPool::IoLoop() {
         }
         OnWorkerEvent(events[i].data.u64, events[i].events, &deferred);
       }
-      FireTimers(MonotonicNow(), &deferred);
+      timers_.FireDue(MonotonicNow());
+      for (auto& fn : timer_deferred_) deferred.push_back(std::move(fn));
+      timer_deferred_.clear();
       Dispatch(&deferred);
     }
     RunDeferred(&deferred);
-  }
-}
-
-int ContextPool::SpawnsNeeded() const {
-  if (stopping_ || draining_) return 0;
-  int unbound = static_cast<int>(idle_.size()) + busy_unbound_ + starting_ +
-                launching_;
-  const int for_pool = std::max(0, options_.workers - unbound);
-  // Binds need fresh workers: idle ones that never ran a call, or ones on
-  // their way (including those just counted for the pool). Only waiters
-  // beyond those get spawns of their own, so that a replacement already
-  // starting serves a Bind instead of a second spawn the pool would then
-  // have to retire. (Keeping a fresh worker in reserve for binds was tried:
-  // under stateless load it was taken whenever the used workers were all
-  // busy, and the pool spawned and retired workers over and over.)
-  int fresh = starting_ + launching_ + for_pool;
-  for (uint64_t key : idle_) fresh += workers_.at(key)->tainted ? 0 : 1;
-  return for_pool + std::max(0, static_cast<int>(waiters_.size()) - fresh);
-}
-
-uint64_t ContextPool::TakeIdleFor(absl::string_view principal) {
-  auto clean = idle_.rend();
-  for (auto it = idle_.rbegin(); it != idle_.rend(); ++it) {
-    const Worker& w = *workers_.at(*it);
-    if (!w.tainted) {
-      if (clean == idle_.rend()) clean = it;
-    } else if (w.principal == principal) {
-      clean = it;  // a worker already tainted by this principal is best
-      break;
-    }
-  }
-  if (clean == idle_.rend()) return 0;
-  uint64_t key = *clean;
-  idle_.erase(std::next(clean).base());
-  return key;
-}
-
-uint64_t ContextPool::TakeCleanIdle() {
-  for (auto it = idle_.rbegin(); it != idle_.rend(); ++it) {
-    if (!workers_.at(*it)->tainted) {
-      uint64_t key = *it;
-      idle_.erase(std::next(it).base());
-      return key;
-    }
-  }
-  return 0;
-}
-
-void ContextPool::EndStateless(Worker* w) {
-  --busy_unbound_;
-  auto it = running_stateless_.find(w->principal);
-  if (it != running_stateless_.end() && --it->second <= 0) {
-    running_stateless_.erase(it);
   }
 }
 
@@ -664,48 +563,49 @@ void ContextPool::SpawnLoop() {
 }
 
 void ContextPool::SpawnOne() {
-  {
-    absl::StatusOr<std::unique_ptr<WorkerProcess>> process = launcher_->Launch();
-    absl::MutexLock lock(&mu_);
-    --launching_;
-    Wake();  // the I/O loop re-plans spawns and timers
-    if (stopping_) return;  // destroying the process kills and reaps it
-    uint64_t key = next_key_;
-    if (process.ok()) {
-      // A worker whose socket or exit we cannot watch would hang its calls
-      // or die unseen: refuse it like a failed spawn (destroying it kills
-      // and reaps it).
-      absl::Status watched = Watch(**process, key);
-      if (!watched.ok()) process = watched;
-    }
-    if (!process.ok()) {
-      ++consecutive_spawn_failures_;
-      absl::Duration backoff = std::min(
-          absl::Milliseconds(100) * (1 << std::min(consecutive_spawn_failures_, 6)),
-          absl::Seconds(5));
-      next_spawn_attempt_ = MonotonicNow() + backoff;
-      LogError(absl::StrCat("worker spawn failed (retrying in ",
-                            DurationText(backoff), "): ",
-                            process.status().message()));
-      // The other requests wait for the backoff too.
-      launching_ -= spawn_requests_;
-      spawn_requests_ = 0;
-      return;
-    }
-    consecutive_spawn_failures_ = 0;
-    ++next_key_;
-    auto w = std::make_unique<Worker>(key, std::move(*process),
-                                      options_.max_frame_bytes);
-    w->socket_registered = true;
-    w->exit_registered = true;
-    w->startup_timer = AddTimer(MonotonicNow() + options_.startup_timeout,
-                                TimerKind::kStartup, key);
-    w->has_startup_timer = true;
-    ++starting_;
-    ++workers_spawned_;
-    LogInfo(absl::StrCat("worker pid ", w->process->pid(), " spawned"));
-    workers_.emplace(key, std::move(w));
+  absl::StatusOr<std::unique_ptr<WorkerProcess>> process = launcher_->Launch();
+  absl::MutexLock lock(&mu_);
+  --launching_;
+  Wake();  // the I/O loop re-plans spawns and timers
+  if (stopping_) return;  // destroying the process kills and reaps it
+  const uint64_t key = next_key_;
+  if (process.ok()) {
+    // A worker whose socket or exit we cannot watch would hang its calls
+    // or die unseen: refuse it like a failed spawn (destroying it kills and
+    // reaps it).
+    absl::Status watched = Watch(**process, key);
+    if (!watched.ok()) process = watched;
   }
+  if (!process.ok()) {
+    ++consecutive_spawn_failures_;
+    absl::Duration backoff = std::min(
+        absl::Milliseconds(100) * (1 << std::min(consecutive_spawn_failures_, 6)),
+        absl::Seconds(5));
+    next_spawn_attempt_ = MonotonicNow() + backoff;
+    LogError(absl::StrCat("worker spawn failed (retrying in ", DurationText(backoff),
+                          "): ", process.status().message()));
+    // The other requests wait for the backoff too.
+    launching_ -= spawn_requests_;
+    spawn_requests_ = 0;
+    return;
+  }
+  consecutive_spawn_failures_ = 0;
+  ++next_key_;
+  auto w = std::make_unique<Worker>(key, std::move(*process), options_.max_frame_bytes);
+  w->socket_registered = true;
+  w->exit_registered = true;
+  w->startup_timer = ScheduleLocked(
+      MonotonicNow() + options_.startup_timeout, [this, key]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+        auto it = workers_.find(key);
+        if (it != workers_.end() && it->second->state == Worker::State::kStarting) {
+          Condemn(it->second.get(), DeathCause::kStartupTimeout,
+                  absl::StrCat("not ready within ", DurationText(options_.startup_timeout)));
+        }
+      });
+  ++starting_;
+  ++workers_spawned_;
+  LogInfo(absl::StrCat("worker pid ", w->process->pid(), " spawned"));
+  workers_.emplace(key, std::move(w));
 }
 
 absl::Status ContextPool::Watch(const WorkerProcess& process, uint64_t key) {
@@ -729,151 +629,127 @@ absl::Status ContextPool::Watch(const WorkerProcess& process, uint64_t key) {
 
 void ContextPool::Unwatch(int fd) {
   // ENOENT/EBADF: not registered or already closed, which is what we want.
-  if (epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, fd, nullptr) != 0 &&
-      errno != ENOENT && errno != EBADF) {
+  if (epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, fd, nullptr) != 0 && errno != ENOENT &&
+      errno != EBADF) {
     LogError(absl::StrCat("epoll_ctl(DEL): ", strerror(errno)));
   }
 }
 
-void ContextPool::OnWorkerEvent(uint64_t epoll_key, uint32_t events,
-                                Deferred* deferred) {
+void ContextPool::OnWorkerEvent(uint64_t epoll_key, uint32_t events, Deferred* deferred) {
   auto it = workers_.find(epoll_key / 2);
   if (it == workers_.end()) return;  // already gone
   Worker* w = it->second.get();
   if (epoll_key % 2 == 1) {
-    if (std::optional<std::string> how = w->process->TryReap()) {
-      Bury(w, *how, deferred);
-    }
+    if (std::optional<WorkerExit> how = w->process->TryReap()) Bury(w, *how, deferred);
     return;
   }
-  if (events & EPOLLOUT) FlushWrites(w);
-  if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
-    ReadFromWorker(w, deferred);
-  }
-}
-
-bool ContextPool::DecodeFrames(Worker* w, Deferred* deferred) {
-  while (!w->reading_paused) {
-    absl::StatusOr<std::optional<std::string>> frame = w->decoder.Next();
-    if (!frame.ok()) {
-      Condemn(w, absl::StrCat("protocol error: ", frame.status().message()));
-      return false;
+  if (events & EPOLLOUT) {
+    if (absl::Status s = w->connection.Flush(); !s.ok()) {
+      Condemn(w, DeathCause::kProtocolError, std::string(s.message()));
+      return;
     }
-    if (!frame->has_value()) return true;
-    HandleFrame(w, **frame, deferred);
-    if (!w->socket_registered) return false;  // condemned by the frame
+    if (!w->connection.wants_write()) UpdateEpoll(w);
   }
-  return false;
+  if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+    // While paused, a hang-up is left to the exit fd, which buries the
+    // worker.
+    ReadFrames(w, /*resume=*/false, deferred);
+  }
 }
 
-void ContextPool::ResumeReading(Worker* w, Deferred* deferred) {
-  w->reading_paused = false;
-  // Frames read before the pause come first; they may pause it again.
-  if (!DecodeFrames(w, deferred)) return;
-  UpdateEpoll(w);
+void ContextPool::ReadFrames(Worker* w, bool resume, Deferred* deferred) {
+  if (!w->socket_registered) return;
+  const bool was_paused = w->connection.paused();
+  WorkerConnection::FrameHandler handle = [this, w, deferred](const std::string& payload)
+                                              ABSL_NO_THREAD_SAFETY_ANALYSIS {
+                                                return HandleFrame(w, payload, deferred);
+                                              };
+  absl::Status s = resume ? w->connection.Resume(handle) : w->connection.Read(handle);
+  if (!w->socket_registered) return;  // condemned by a frame
+  if (!s.ok()) {
+    Condemn(w, DeathCause::kProtocolError, std::string(s.message()));
+    return;
+  }
+  if (w->connection.paused() != was_paused) UpdateEpoll(w);
 }
 
 void ContextPool::UpdateEpoll(Worker* w) {
   if (!w->socket_registered) return;
   epoll_event ev{};
-  ev.events = (w->reading_paused ? 0 : EPOLLIN | EPOLLRDHUP) |
-              (w->want_write ? EPOLLOUT : 0);
+  ev.events = w->connection.epoll_events();
   ev.data.u64 = w->key * 2;
-  if (epoll_ctl(epoll_fd_.get(), EPOLL_CTL_MOD, w->process->socket_fd(),
-                &ev) != 0) {
+  if (epoll_ctl(epoll_fd_.get(), EPOLL_CTL_MOD, w->process->socket_fd(), &ev) != 0) {
     // An unseen event would stall the call: give the worker up.
-    Condemn(w, absl::StrCat("epoll_ctl(MOD): ", strerror(errno)));
+    Condemn(w, DeathCause::kProtocolError, absl::StrCat("epoll_ctl(MOD): ", strerror(errno)));
   }
 }
 
-void ContextPool::ReadFromWorker(Worker* w, Deferred* deferred) {
-  char buffer[65536];
-  // While paused, a hang-up is left to the exit fd, which buries the worker.
-  while (w->socket_registered && !w->reading_paused) {
-    ssize_t n = recv(w->process->socket_fd(), buffer, sizeof(buffer), 0);
-    if (n > 0) {
-      w->decoder.Append(buffer, static_cast<size_t>(n));
-      if (!DecodeFrames(w, deferred)) return;
-      if (static_cast<size_t>(n) < sizeof(buffer)) return;
-    } else if (n == 0) {
-      Condemn(w, "protocol error: the worker closed its socket");
-      return;
-    } else {
-      if (errno == EAGAIN || errno == EWOULDBLOCK) return;
-      if (errno == EINTR) continue;
-      Condemn(w, absl::StrCat("socket error: ", strerror(errno)));
-      return;
-    }
+void ContextPool::SendFrame(Worker* w, const internal::WorkerRequest& frame) {
+  const bool wanted_write = w->connection.wants_write();
+  if (absl::Status s = w->connection.Send(frame); !s.ok()) {
+    Condemn(w, DeathCause::kProtocolError, std::string(s.message()));
+    return;
   }
+  if (w->connection.wants_write() != wanted_write) UpdateEpoll(w);
 }
 
-void ContextPool::HandleFrame(Worker* w, const std::string& payload,
-                              Deferred* deferred) {
+bool ContextPool::HandleFrame(Worker* w, const std::string& payload, Deferred* deferred) {
   internal::WorkerResponse response;
   if (!ParseFramePayload(payload, &response)) {
-    Condemn(w, "protocol error: the worker sent a frame that does not parse");
-    return;
+    Condemn(w, DeathCause::kProtocolError,
+            "protocol error: the worker sent a frame that does not parse");
+    return false;
   }
   if (response.has_hello()) {
     if (w->state != Worker::State::kStarting) {
-      Condemn(w, "protocol error: unexpected hello");
-      return;
+      Condemn(w, DeathCause::kProtocolError, "protocol error: unexpected hello");
+      return false;
     }
     w->state = Worker::State::kReady;
     --starting_;
-    if (w->has_startup_timer) {
-      timers_.erase(w->startup_timer);
-      w->has_startup_timer = false;
-    }
-    idle_.push_back(w->key);
-    TrimIdle();
-    return;
+    w->startup_timer.Cancel();
+    BecomeIdle(w);
+    return true;
   }
   if (w->current == nullptr || response.id() != w->current->id) {
-    Condemn(w, absl::StrCat("protocol error: unexpected response id ",
-                            response.id()));
-    return;
+    Condemn(w, DeathCause::kProtocolError,
+            absl::StrCat("protocol error: unexpected response id ", response.id()));
+    return false;
   }
   if (response.partial()) {
     Call* call = w->current.get();
     // Nobody wants the events of an interrupted call; dropping them also
     // keeps the worker unblocked so that it sees the interrupt.
-    if (!call->events || call->interrupted != absl::StatusCode::kOk) return;
+    if (!call->events || call->interrupted != absl::StatusCode::kOk) return true;
     ++call->events_outstanding;
     call->outstanding_sizes.push_back(payload.size());
     call->bytes_outstanding += payload.size();
     if (!call->order) call->order = std::make_shared<OrderedDelivery>();
-    deferred->push_back([order = call->order, seq = call->next_seq++,
-                         events = call->events, id = call->id,
-                         event = std::move(response)]() mutable {
-      order->Put(seq, [events = std::move(events), id,
-                       event = std::move(event)]() mutable {
+    deferred->push_back([order = call->order, seq = call->next_seq++, events = call->events,
+                         id = call->id, event = std::move(response)]() mutable {
+      order->Put(seq, [events = std::move(events), id, event = std::move(event)]() mutable {
         events(id, std::move(event));
       });
     });
     if (StreamFull(*call)) {
-      w->reading_paused = true;
-      UpdateEpoll(w);
+      w->connection.Pause();
+      return false;
     }
-    return;
+    return true;
   }
   std::unique_ptr<Call> call = std::move(w->current);
-  if (call->by_interrupt_request &&
-      call->interrupted == absl::StatusCode::kCancelled) {
+  if (call->by_interrupt_request && call->interrupted == absl::StatusCode::kCancelled) {
     FinishCall(std::move(call),
-               absl::CancelledError(
-                   "interrupted by an Interrupt request; the Python code was "
-                   "interrupted and the session keeps its state"),
+               absl::CancelledError("interrupted by an Interrupt request; the Python code was "
+                                    "interrupted and the session keeps its state"),
                deferred);
   } else if (call->interrupted == absl::StatusCode::kDeadlineExceeded) {
     FinishCall(std::move(call),
-               absl::DeadlineExceededError(
-                   "deadline exceeded; the Python code was interrupted"),
+               absl::DeadlineExceededError("deadline exceeded; the Python code was interrupted"),
                deferred);
   } else if (call->interrupted == absl::StatusCode::kCancelled) {
     FinishCall(std::move(call),
-               absl::CancelledError(
-                   "cancelled by the client; the Python code was interrupted"),
+               absl::CancelledError("cancelled by the client; the Python code was interrupted"),
                deferred);
   } else {
     FinishCall(std::move(call), std::move(response), deferred);
@@ -882,97 +758,64 @@ void ContextPool::HandleFrame(Worker* w, const std::string& payload,
     if (!w->queue.empty()) {
       std::unique_ptr<Call> next = std::move(w->queue.front());
       w->queue.pop_front();
+      --queued_calls_;
       StartCall(w, std::move(next));
     }
   } else if (!w->released) {
-    EndStateless(w);
-    idle_.push_back(w->key);
-    TrimIdle();
+    scheduler_.StatelessEnded(w->principal);
+    BecomeIdle(w);
   }
+  return w->socket_registered;
 }
 
 bool ContextPool::StreamFull(const Call& call) const {
   // One event may always be outstanding, however large (up to the frame
   // limit): a stream must be able to move at all.
   return call.events_outstanding >= options_.max_buffered_events ||
-         (call.events_outstanding > 0 &&
-          call.bytes_outstanding >= options_.max_buffered_bytes);
+         (call.events_outstanding > 0 && call.bytes_outstanding >= options_.max_buffered_bytes);
 }
 
-void ContextPool::TrimIdle() {
-  // The pool can grow past --workers when a Bind that had a spawn started
-  // for it gives up (deadline, drain); shrink it back by retiring the least
-  // recently used workers that ran stateless calls.
-  while (static_cast<int>(idle_.size()) + busy_unbound_ + starting_ >
-         options_.workers + static_cast<int>(waiters_.size())) {
-    auto lru = std::find_if(idle_.begin(), idle_.end(),
-                            [this](uint64_t key)
-                                ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-                                  return workers_.at(key)->tainted;
-                                });
-    if (lru == idle_.end()) break;
-    Worker* victim = workers_.at(*lru).get();
-    victim->released = true;
-    Condemn(victim, "retired");
+void ContextPool::BecomeIdle(Worker* w) {
+  scheduler_.AddIdle(w->key, w->tainted, w->principal);
+  for (uint64_t key : scheduler_.Trim(starting_, static_cast<int>(waiters_.size()))) {
+    Discard(workers_.at(key).get(), "retired");
   }
 }
 
 void ContextPool::StartCall(Worker* w, std::unique_ptr<Call> call) {
   Dequeued(call.get());
   if (!w->checked_out) {
+    // The scheduler counted the call as running when it chose the worker.
     w->tainted = true;
     w->principal = call->principal;
-    ++running_stateless_[w->principal];
-    last_served_[w->principal] = ++dispatch_count_;
   }
   call_location_[call->id] = w->key;
-  AppendFrame(call->request, &w->outbuf);
+  internal::WorkerRequest request = std::move(call->request);
   call->request.Clear();  // only the bytes are needed from here on
   w->current = std::move(call);
-  FlushWrites(w);
+  SendFrame(w, request);
 }
 
-void ContextPool::FlushWrites(Worker* w) {
-  size_t done = 0;
-  while (done < w->outbuf.size()) {
-    ssize_t n = send(w->process->socket_fd(), w->outbuf.data() + done,
-                     w->outbuf.size() - done, MSG_DONTWAIT | MSG_NOSIGNAL);
-    if (n > 0) {
-      done += static_cast<size_t>(n);
-    } else if (n < 0 && errno == EINTR) {
-      continue;
-    } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      break;
-    } else {
-      w->outbuf.clear();
-      Condemn(w, absl::StrCat("socket write failed: ", strerror(errno)));
-      return;
-    }
-  }
-  w->outbuf.erase(0, done);
-  bool want_write = !w->outbuf.empty();
-  if (want_write != w->want_write) {
-    w->want_write = want_write;
-    UpdateEpoll(w);
-  }
-}
-
-void ContextPool::Condemn(Worker* w, const std::string& reason) {
+void ContextPool::Condemn(Worker* w, DeathCause cause, const std::string& reason) {
   if (w->state != Worker::State::kDying) {
+    w->condemned_cause = cause;
     w->condemned_reason = reason;
+    LogWarning(absl::StrCat("killing worker pid ", w->process->pid(), ": ", reason));
+  }
+  Discard(w, reason);
+}
+
+void ContextPool::Discard(Worker* w, const std::string& reason) {
+  if (w->state != Worker::State::kDying) {
+    if (!w->condemned_cause) {
+      w->released = true;
+      w->condemned_reason = reason;
+    }
     if (w->state == Worker::State::kStarting) --starting_;
     w->state = Worker::State::kDying;
-    if (w->has_startup_timer) {
-      timers_.erase(w->startup_timer);
-      w->has_startup_timer = false;
-    }
-    if (!w->released) {
-      LogWarning(absl::StrCat("killing worker pid ", w->process->pid(), ": ",
-                              reason));
-    }
+    w->startup_timer.Cancel();
   }
-  auto idle = std::find(idle_.begin(), idle_.end(), w->key);
-  if (idle != idle_.end()) idle_.erase(idle);
+  scheduler_.RemoveIdle(w->key);
   w->process->Kill();
   if (w->socket_registered) {
     Unwatch(w->process->socket_fd());
@@ -980,269 +823,151 @@ void ContextPool::Condemn(Worker* w, const std::string& reason) {
   }
 }
 
-namespace {
-
-// A death's cause from a small fixed set (a metrics label): why the pool
-// condemned the worker, else how the process ended.
-const char* DeathCause(const std::string& condemned, const std::string& how) {
-  if (absl::StartsWith(condemned, "protocol error") ||
-      absl::StartsWith(condemned, "socket")) {
-    return "protocol_error";
-  }
-  if (absl::StrContains(condemned, "--kill_grace")) return "kill_grace";
-  if (absl::StartsWith(condemned, "not ready within")) return "startup_timeout";
-  return absl::StrContains(how, "signal") ? "signal" : "exit";
-}
-
-}  // namespace
-
-void ContextPool::Bury(Worker* w, const std::string& how, Deferred* deferred) {
+void ContextPool::Bury(Worker* w, const WorkerExit& exit, Deferred* deferred) {
   const uint64_t key = w->key;
   const bool expected = w->released || stopping_;
   std::string reason =
-      w->condemned_reason.empty() || w->condemned_reason == "released"
-          ? absl::StrCat("worker pid ", w->process->pid(), " ", how)
-          : absl::StrCat(w->condemned_reason, " (worker pid ", w->process->pid(),
-                         " ", how, ")");
+      w->condemned_cause
+          ? absl::StrCat(w->condemned_reason, " (worker pid ", w->process->pid(), " ",
+                         exit.description, ")")
+          : absl::StrCat("worker pid ", w->process->pid(), " ", exit.description);
   if (expected) {
-    LogInfo(absl::StrCat("worker pid ", w->process->pid(), " exited (", how,
-                         ")"));
+    LogInfo(absl::StrCat("worker pid ", w->process->pid(), " exited (", exit.description, ")"));
   } else {
     ++workers_died_;
-    ++deaths_by_reason_[DeathCause(w->condemned_reason, how)];
+    ++deaths_by_reason_[DeathCauseLabel(w->condemned_cause.value_or(exit.cause))];
     LogWarning(absl::StrCat("worker lost: ", reason));
   }
   if (w->state == Worker::State::kStarting) --starting_;
   w->state = Worker::State::kDying;
-  if (w->has_startup_timer) timers_.erase(w->startup_timer);
-  auto idle = std::find(idle_.begin(), idle_.end(), key);
-  if (idle != idle_.end()) idle_.erase(idle);
+  w->startup_timer.Cancel();
+  scheduler_.RemoveIdle(key);
 
   // Tell the listener first, so that the session is gone before its
   // callers hear ABORTED and a retry reliably gets NOT_FOUND.
   if (w->checked_out) {
     --checked_out_;
     if (lost_listener_) {
-      deferred->push_back(
-          [listener = lost_listener_, key, reason] { listener(key, reason); });
+      deferred->push_back([listener = lost_listener_, key, reason] { listener(key, reason); });
     }
   }
   if (w->current != nullptr) {
-    if (!w->checked_out && !w->released) EndStateless(w);
+    if (!w->checked_out && !w->released) scheduler_.StatelessEnded(w->principal);
     FinishCall(std::move(w->current),
-               absl::AbortedError(absl::StrCat(
-                   "the worker died during the call: ", reason,
-                   w->checked_out ? "; the session is gone" : "")),
+               absl::AbortedError(absl::StrCat("the worker died during the call: ", reason,
+                                               w->checked_out ? "; the session is gone" : "")),
                deferred);
   }
   while (!w->queue.empty()) {
+    --queued_calls_;
     FinishCall(std::move(w->queue.front()),
-               absl::AbortedError(absl::StrCat(
-                   "the session's worker died before the call ran: ", reason)),
+               absl::AbortedError(
+                   absl::StrCat("the session's worker died before the call ran: ", reason)),
                deferred);
     w->queue.pop_front();
   }
-  if (w->socket_registered) {
-    Unwatch(w->process->socket_fd());
-  }
-  if (w->exit_registered) {
-    Unwatch(w->process->exit_fd());
-  }
-  workers_.erase(key);
+  if (w->socket_registered) Unwatch(w->process->socket_fd());
+  if (w->exit_registered) Unwatch(w->process->exit_fd());
+  // Destroyed once the lock is released: giving back its private directory,
+  // uid and cgroup must not hold up the pool.
+  auto node = workers_.extract(key);
+  deferred->push_back(
+      [worker = std::shared_ptr<Worker>(std::move(node.mapped()))]() mutable { worker.reset(); });
 }
 
-void ContextPool::FireTimers(absl::Time now, Deferred* deferred) {
-  while (!timers_.empty() && timers_.begin()->first <= now) {
-    auto [kind, id] = timers_.begin()->second;
-    timers_.erase(timers_.begin());
-    switch (kind) {
-      case TimerKind::kCallDeadline: {
-        Worker* running_on;
-        Call* call = FindCall(id, &running_on);
-        if (call == nullptr) break;
-        call->has_deadline_timer = false;  // fired: nothing to erase
-        if (running_on != nullptr) {
-          InterruptCall(running_on, absl::StatusCode::kDeadlineExceeded,
-                        deferred);
-        } else {
-          FinishQueuedCall(id,
-                           absl::DeadlineExceededError(
-                               "deadline exceeded while waiting for a worker"),
-                           deferred);
-        }
-        break;
-      }
-      case TimerKind::kKill: {
-        Worker* running_on;
-        Call* call = FindCall(id, &running_on);
-        if (call == nullptr || running_on == nullptr) break;
-        call->has_kill_timer = false;
-        Condemn(running_on,
-                absl::StrCat("the call did not stop within --kill_grace (",
-                             DurationText(options_.kill_grace),
-                             ") after it was interrupted"));
-        break;
-      }
-      case TimerKind::kStartup: {
-        auto it = workers_.find(id);
-        if (it == workers_.end()) break;
-        it->second->has_startup_timer = false;
-        if (it->second->state == Worker::State::kStarting) {
-          Condemn(it->second.get(),
-                  absl::StrCat("not ready within ",
-                               DurationText(options_.startup_timeout)));
-        }
-        break;
-      }
-      case TimerKind::kAcquireDeadline: {
-        auto it = std::find_if(waiters_.begin(), waiters_.end(),
-                               [id = id](const auto& w) { return w->id == id; });
-        if (it == waiters_.end()) break;
-        AcquireDone done = std::move((*it)->done);
-        waiters_.erase(it);
-        deferred->push_back([done = std::move(done)] {
-          done(absl::DeadlineExceededError(
-              "deadline exceeded while waiting for a worker to start"));
-        });
-        break;
-      }
-    }
+void ContextPool::OnCallDeadline(CallId id, Deferred* deferred) {
+  Worker* running_on;
+  Call* call = FindCall(id, &running_on);
+  if (call == nullptr) return;
+  if (running_on != nullptr) {
+    InterruptCall(running_on, absl::StatusCode::kDeadlineExceeded, deferred);
+  } else {
+    FinishQueuedCall(id, absl::DeadlineExceededError("deadline exceeded while waiting for a worker"),
+                     deferred);
   }
 }
 
-void ContextPool::InterruptCall(Worker* w, absl::StatusCode reason,
-                                Deferred* deferred) {
+void ContextPool::InterruptCall(Worker* w, absl::StatusCode reason, Deferred* deferred) {
   Call* call = w->current.get();
   if (call->interrupted != absl::StatusCode::kOk) return;
   call->interrupted = reason;
   w->process->Interrupt(call->id);
-  call->kill_timer =
-      AddTimer(MonotonicNow() + options_.kill_grace, TimerKind::kKill, call->id);
-  call->has_kill_timer = true;
+  const uint64_t key = w->key;
+  const CallId id = call->id;
+  call->kill_timer = ScheduleLocked(
+      MonotonicNow() + options_.kill_grace, [this, key, id]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+        auto it = workers_.find(key);
+        if (it == workers_.end() || it->second->current == nullptr ||
+            it->second->current->id != id) {
+          return;
+        }
+        Condemn(it->second.get(), DeathCause::kKillGrace,
+                absl::StrCat("the call did not stop within --kill_grace (",
+                             DurationText(options_.kill_grace), ") after it was interrupted"));
+      });
   // A stream paused by backpressure must flow again: the worker may be
   // blocked writing an event and would never see the interrupt.
-  if (w->reading_paused) ResumeReading(w, deferred);
+  if (w->connection.paused()) ReadFrames(w, /*resume=*/true, deferred);
 }
 
 void ContextPool::Dispatch(Deferred* deferred) {
   while (!waiters_.empty()) {
-    uint64_t key = TakeCleanIdle();
+    uint64_t key = scheduler_.TakeForSession();
     if (key == 0) break;
     std::unique_ptr<Waiter> waiter = std::move(waiters_.front());
     waiters_.pop_front();
-    timers_.erase(waiter->timer);
-    Worker* w = workers_[key].get();
-    w->checked_out = true;
+    waiter->timer.Cancel();
+    workers_.at(key)->checked_out = true;
     ++checked_out_;
-    deferred->push_back(
-        [done = std::move(waiter->done), key] { done(WorkerId{key}); });
+    deferred->push_back([done = std::move(waiter->done), key] { done(WorkerId{key}); });
   }
-  // Stateless calls: the principal with the fewest running stateless calls
-  // first, then the one served least recently, then the oldest call; so a
-  // principal with a deep queue cannot starve the others.
-  std::vector<const Call*> blocked;  // no compatible idle worker this pass
+  if (pending_.empty() || scheduler_.idle_count() == 0) return;
+  std::vector<std::string> waiting;
+  waiting.reserve(pending_.size());
+  for (const auto& call : pending_) waiting.push_back(call->principal);
   // Fresh workers already on their way, not promised to binds.
-  int spare_starting = std::max(0, starting_ - static_cast<int>(waiters_.size()));
-  while (!idle_.empty() && pending_.size() > blocked.size()) {
-    auto best = pending_.end();
-    std::pair<int, uint64_t> best_rank;
-    for (auto it = pending_.begin(); it != pending_.end(); ++it) {
-      if (std::find(blocked.begin(), blocked.end(), it->get()) != blocked.end()) {
-        continue;
-      }
-      const std::string& principal = (*it)->principal;
-      auto running = running_stateless_.find(principal);
-      auto served = last_served_.find(principal);
-      std::pair<int, uint64_t> rank = {
-          running == running_stateless_.end() ? 0 : running->second,
-          served == last_served_.end() ? 0 : served->second};
-      if (best == pending_.end() || rank < best_rank) {
-        best = it;
-        best_rank = rank;
-      }
-    }
-    uint64_t key = TakeIdleFor((*best)->principal);
-    if (key == 0) {
-      // Every idle worker ran another principal's calls. A principal with
-      // nothing running must not starve: recycle the least recently used
-      // idle worker for it (unless a fresh one is already on its way).
-      // Otherwise another waiting call may still use the idle workers.
-      blocked.push_back(best->get());
-      if (best_rank.first == 0) {
-        if (spare_starting > 0) {
-          --spare_starting;
-        } else {
-          Recycle(workers_.at(idle_.front()).get());
-        }
-      }
-      continue;
-    }
-    std::unique_ptr<Call> call = std::move(*best);
-    pending_.erase(best);
-    ++busy_unbound_;
-    StartCall(workers_[key].get(), std::move(call));
+  const int spare_starting = std::max(0, starting_ - static_cast<int>(waiters_.size()));
+  Scheduler::Plan plan = scheduler_.PlanStateless(waiting, spare_starting);
+  for (uint64_t key : plan.recycle) {
+    Discard(workers_.at(key).get(), "recycled for another principal");
   }
-  // Idle workers left now are of no use to any waiting call. Rebalance: a
-  // blocked principal gets a worker of a principal that runs at least two
-  // more stateless calls than it does. Each recycle costs a spawn, so shares
-  // only move towards equal, never back and forth.
-  for (const Call* call : blocked) {
-    if (idle_.empty()) break;
-    int mine = RunningStateless(call->principal);
-    if (mine == 0) continue;  // handled above
-    if (spare_starting > 0) {
-      --spare_starting;
-      continue;
-    }
-    for (uint64_t key : idle_) {
-      Worker* w = workers_.at(key).get();
-      if (RunningStateless(w->principal) > mine + 1) {
-        Recycle(w);
-        break;
-      }
-    }
+  if (plan.starts.empty()) return;
+  std::vector<std::unique_ptr<Call>> starting(pending_.size());
+  for (const Scheduler::Plan::Start& start : plan.starts) {
+    starting[start.waiting_index] = std::move(pending_[start.waiting_index]);
   }
-}
-
-int ContextPool::RunningStateless(const std::string& principal) const {
-  auto it = running_stateless_.find(principal);
-  return it == running_stateless_.end() ? 0 : it->second;
-}
-
-void ContextPool::Recycle(Worker* w) {
-  w->released = true;
-  Condemn(w, "recycled for another principal");
+  pending_.erase(std::remove(pending_.begin(), pending_.end(), nullptr), pending_.end());
+  for (const Scheduler::Plan::Start& start : plan.starts) {
+    --queued_calls_;
+    StartCall(workers_.at(start.worker).get(), std::move(starting[start.waiting_index]));
+  }
 }
 
 void ContextPool::FinishCall(std::unique_ptr<Call> call,
                              absl::StatusOr<internal::WorkerResponse> result,
                              Deferred* deferred) {
   Dequeued(call.get());
-  if (call->has_deadline_timer) timers_.erase(call->deadline_timer);
-  if (call->has_kill_timer) timers_.erase(call->kill_timer);
+  call->deadline_timer.Cancel();
+  call->kill_timer.Cancel();
   call_location_.erase(call->id);
   --open_calls_;
   ++calls_total_;
   if (call->order) {
     // After the events already handed out, which may still be on their way.
-    deferred->push_back([order = call->order, seq = call->next_seq,
-                         done = std::move(call->done),
+    deferred->push_back([order = call->order, seq = call->next_seq, done = std::move(call->done),
                          result = std::move(result)]() mutable {
-      order->Put(seq, [done = std::move(done),
-                       result = std::move(result)]() mutable {
+      order->Put(seq, [done = std::move(done), result = std::move(result)]() mutable {
         done(std::move(result));
       });
     });
     return;
   }
-  deferred->push_back([done = std::move(call->done),
-                       result = std::move(result)]() mutable {
+  deferred->push_back([done = std::move(call->done), result = std::move(result)]() mutable {
     done(std::move(result));
   });
 }
 
-void ContextPool::FinishQueuedCall(CallId id, const absl::Status& status,
-                                   Deferred* deferred) {
+void ContextPool::FinishQueuedCall(CallId id, const absl::Status& status, Deferred* deferred) {
   auto loc = call_location_.find(id);
   if (loc == call_location_.end()) return;
   std::deque<std::unique_ptr<Call>>* queue = QueueAt(loc->second);
@@ -1252,6 +977,7 @@ void ContextPool::FinishQueuedCall(CallId id, const absl::Status& status,
   if (it == queue->end()) return;
   std::unique_ptr<Call> call = std::move(*it);
   queue->erase(it);
+  --queued_calls_;
   FinishCall(std::move(call), status, deferred);
 }
 

@@ -21,7 +21,12 @@
 #include "common/unique_fd.h"
 #include "common/frame.h"
 #include "common/limits.h"
+#include "context_pool/death_cause.h"
+#include "context_pool/ordered_delivery.h"
 #include "context_pool/pool_ids.h"
+#include "context_pool/scheduler.h"
+#include "context_pool/timer_queue.h"
+#include "context_pool/worker_connection.h"
 #include "context_pool/worker_launcher.h"
 #include "pyexec/v1/worker.pb.h"
 
@@ -72,8 +77,7 @@ struct PoolStats {
   uint64_t workers_spawned = 0;
   uint64_t workers_died = 0;  // deaths the pool did not ask for
   uint64_t calls_total = 0;   // calls answered
-  // workers_died by cause, for metrics: "exit", "signal", "protocol_error",
-  // "kill_grace" (did not stop after an interrupt), "startup_timeout".
+  // workers_died by cause (DeathCauseLabel), for metrics.
   std::map<std::string, uint64_t> deaths_by_reason;
 };
 
@@ -184,33 +188,46 @@ class ContextPool {
   struct Call;
   struct Worker;
   struct Waiter;
-  enum class TimerKind { kCallDeadline, kKill, kStartup, kAcquireDeadline };
-  using TimerMap = std::multimap<absl::Time, std::pair<TimerKind, uint64_t>>;
-  // Work to run once the lock is released.
+  // Work to run once the lock is released: callbacks, and the destruction of
+  // dead workers (which returns their holdings).
   using Deferred = std::vector<std::function<void()>>;
 
   void IoLoop();
   void Wake();
+  // Schedules a timer whose callback runs on the I/O thread under the lock;
+  // wakes the I/O thread only if it would otherwise sleep past `when`.
+  TimerQueue::Timer ScheduleLocked(absl::Time when, std::function<void()> fire)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Handles readiness of one worker's descriptors.
-  void OnWorkerEvent(uint64_t worker_key, uint32_t events, Deferred* deferred)
+  void OnWorkerEvent(uint64_t epoll_key, uint32_t events, Deferred* deferred)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void ReadFromWorker(Worker* w, Deferred* deferred)
+  // Reads the frames that arrived (or, with `resume`, lifts a backpressure
+  // pause first); condemns the worker on a protocol error.
+  void ReadFrames(Worker* w, bool resume, Deferred* deferred)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void HandleFrame(Worker* w, const std::string& payload, Deferred* deferred)
+  // Handles one frame; false when the worker was condemned or reading
+  // paused.
+  bool HandleFrame(Worker* w, const std::string& payload, Deferred* deferred)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void FlushWrites(Worker* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Sends a frame to the worker; condemns it if its socket failed.
+  void SendFrame(Worker* w, const internal::WorkerRequest& frame)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Something is wrong with the worker (protocol error, socket closed,
   // timeout): kill it; it is cleaned up once its exit is observed.
-  void Condemn(Worker* w, const std::string& reason)
+  void Condemn(Worker* w, DeathCause cause, const std::string& reason)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Kills a worker the pool no longer wants (released, recycled, retired):
+  // its end is expected.
+  void Discard(Worker* w, const std::string& reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The process has exited (or is being discarded): finish its calls, tell
-  // listeners, forget it.
-  void Bury(Worker* w, const std::string& how, Deferred* deferred)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void FireTimers(absl::Time now, Deferred* deferred)
+  // listeners, forget it; it is destroyed once the lock is released.
+  void Bury(Worker* w, const WorkerExit& exit, Deferred* deferred)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Gives idle workers work: acquire waiters first, then pending calls.
   void Dispatch(Deferred* deferred) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Makes `w` idle again (ready, unbound) and retires workers past the
+  // pool's size.
+  void BecomeIdle(Worker* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void StartCall(Worker* w, std::unique_ptr<Call> call)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FinishCall(std::unique_ptr<Call> call,
@@ -229,20 +246,13 @@ class ContextPool {
                         Deferred* deferred) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void InterruptCall(Worker* w, absl::StatusCode reason, Deferred* deferred)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Handles the complete frames already read from `w`; false if it stopped
-  // because the worker was condemned or reading is paused.
-  bool DecodeFrames(Worker* w, Deferred* deferred)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The call's deadline passed.
+  void OnCallDeadline(CallId id, Deferred* deferred) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Whether a streamed call's consumer is too far behind to read more from
   // its worker (events or bytes outstanding at their bound).
   bool StreamFull(const Call& call) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Lifts a backpressure pause: handles buffered frames, then reads again.
-  void ResumeReading(Worker* w, Deferred* deferred)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Sets the worker socket's epoll interest from its write and pause state.
+  // Sets the worker socket's epoll interest from its connection's state.
   void UpdateEpoll(Worker* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // How many workers to spawn to keep the warm pool and waiting binds served.
-  int SpawnsNeeded() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The spawner thread: launches workers as the I/O loop asks.
   void SpawnLoop() ABSL_LOCKS_EXCLUDED(mu_);
   void SpawnOne() ABSL_LOCKS_EXCLUDED(mu_);
@@ -251,27 +261,7 @@ class ContextPool {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Removes `fd` from epoll.
   void Unwatch(int fd) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  TimerMap::iterator AddTimer(absl::Time when, TimerKind kind, uint64_t id)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RunDeferred(Deferred* deferred) ABSL_LOCKS_EXCLUDED(mu_);
-  int PendingCount() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Takes an idle worker for a stateless call of `principal`: one that ran
-  // only that principal's calls (most recently used first), else a fresh
-  // one. 0 if none.
-  uint64_t TakeIdleFor(absl::string_view principal)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Takes an idle worker that has never run a call, for a session. 0 if none.
-  uint64_t TakeCleanIdle() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Stateless calls of `principal` running now.
-  int RunningStateless(const std::string& principal) const
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Kills an idle worker that ran another principal's calls; the pool
-  // spawns a fresh one in its place.
-  void Recycle(Worker* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Retires idle used workers while the pool is past its size.
-  void TrimIdle() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Bookkeeping of an unbound worker whose stateless call ended.
-  void EndStateless(Worker* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A call leaves its queue (to run or to end): its bytes no longer wait.
   void Dequeued(Call* call) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
@@ -291,8 +281,8 @@ class ContextPool {
   // Every live worker process, by key (a WorkerId once checked out).
   absl::flat_hash_map<uint64_t, std::unique_ptr<Worker>> workers_
       ABSL_GUARDED_BY(mu_);
-  // Idle, ready, unbound workers, most recently used last.
-  std::vector<uint64_t> idle_ ABSL_GUARDED_BY(mu_);
+  // Placement, fairness, recycling, trimming and spawn decisions.
+  Scheduler scheduler_ ABSL_GUARDED_BY(mu_);
   // Stateless calls waiting for an idle worker.
   std::deque<std::unique_ptr<Call>> pending_ ABSL_GUARDED_BY(mu_);
   // Binds waiting for a worker to become ready.
@@ -302,8 +292,15 @@ class ContextPool {
   absl::flat_hash_map<CallId, uint64_t> call_location_ ABSL_GUARDED_BY(mu_);
   // Keyed by MonotonicNow() time; callers' wall-clock deadlines are
   // converted once, on entry.
-  TimerMap timers_ ABSL_GUARDED_BY(mu_);
-  absl::Time next_wake_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
+  TimerQueue timers_ ABSL_GUARDED_BY(mu_);
+  // What timer callbacks left to run once the lock is released.
+  Deferred timer_deferred_ ABSL_GUARDED_BY(mu_);
+  // The time the I/O thread sleeps until (a timer earlier than this wakes
+  // it), and the last time a timer was scheduled: while timers come and go,
+  // the loop sleeps at most kTimerHorizon at a time, so that the next
+  // call's deadline timer needs no wake-up of its own.
+  absl::Time sleep_until_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
+  absl::Time last_scheduled_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   uint64_t next_key_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t next_call_id_ ABSL_GUARDED_BY(mu_) = 1;
   int starting_ ABSL_GUARDED_BY(mu_) = 0;
@@ -312,15 +309,11 @@ class ContextPool {
   // Launches asked and not yet returned (includes spawn_requests_).
   int launching_ ABSL_GUARDED_BY(mu_) = 0;
   int checked_out_ ABSL_GUARDED_BY(mu_) = 0;
-  int busy_unbound_ ABSL_GUARDED_BY(mu_) = 0;
   int open_calls_ ABSL_GUARDED_BY(mu_) = 0;
+  // Calls waiting in any queue (stateless and per session).
+  int queued_calls_ ABSL_GUARDED_BY(mu_) = 0;
   // Request bytes of the calls waiting in any queue.
   size_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
-  // Running stateless calls per principal, and when each principal's last
-  // stateless call started (a dispatch count), for fair dispatch.
-  absl::flat_hash_map<std::string, int> running_stateless_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<std::string, uint64_t> last_served_ ABSL_GUARDED_BY(mu_);
-  uint64_t dispatch_count_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t workers_spawned_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t workers_died_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<std::string, uint64_t> deaths_by_reason_ ABSL_GUARDED_BY(mu_);

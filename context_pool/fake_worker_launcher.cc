@@ -52,10 +52,11 @@ class FakeProcess final : public WorkerProcess {
       if (worker_fd_ >= 0) shutdown(worker_fd_, SHUT_RDWR);
     }
   }
-  std::optional<std::string> TryReap() override {
+  std::optional<WorkerExit> TryReap() override {
     absl::MutexLock lock(&mu_);
     if (!exited_) return std::nullopt;
-    return how_;
+    return WorkerExit{how_, absl::StrContains(how_, "signal") ? DeathCause::kSignal
+                                                             : DeathCause::kExit};
   }
 
  private:
@@ -113,7 +114,7 @@ class FakeProcess final : public WorkerProcess {
       } else if (std::vector<std::string> big = absl::StrSplit(code, ':');
                  big.size() == 3 && big[0] == "bigstream" && absl::SimpleAtoi(big[1], &n)) {
         size_t bytes = 0;
-        absl::SimpleAtoi(big[2], &bytes);
+        if (!absl::SimpleAtoi(big[2], &bytes)) bytes = 0;
         for (int i = 0; i < n && !interrupted_ && !killed_; ++i) {
           internal::WorkerResponse partial;
           partial.set_id(request.id());

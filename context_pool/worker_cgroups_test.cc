@@ -6,7 +6,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <fstream>
 #include <string>
 #include <vector>
 
@@ -14,11 +13,6 @@
 
 namespace pyexec {
 namespace {
-
-std::string Read(const std::string& path) {
-  std::ifstream in(path);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
 
 // Runs in a child, so that a v2 set-up (which moves the calling process
 // into a leaf) leaves the test process where it was.

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "context_pool/death_cause.h"
 
 namespace pyexec {
 
@@ -35,10 +36,11 @@ class WorkerProcess {
   virtual void Interrupt(uint64_t request_id) = 0;
   // Kills the worker and everything in its process group at once.
   virtual void Kill() = 0;
-  // Once the process has exited: reaps it and says how it ended, e.g.
-  // "exited with code 3" or "killed by signal SIGSEGV". std::nullopt while it
-  // is still running.
-  virtual std::optional<std::string> TryReap() = 0;
+  // Once the process has exited: reaps it and says how it ended ("exited
+  // with code 3", "killed by signal SIGSEGV") and why, as far as the process
+  // knows (the pool knows when it condemned it). std::nullopt while it is
+  // still running.
+  virtual std::optional<WorkerExit> TryReap() = 0;
 };
 
 // Creates workers. Called from the pool's spawner thread only, one launch

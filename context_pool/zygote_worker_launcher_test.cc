@@ -129,9 +129,10 @@ TEST(ZygoteWorkerLauncherTest, InterruptAndKillWorkLikeSpawnedWorkers) {
 
   w->Kill();
   ASSERT_TRUE(WaitReadable(w->exit_fd(), 5000));
-  std::optional<std::string> how = w->TryReap();
+  std::optional<WorkerExit> how = w->TryReap();
   ASSERT_TRUE(how.has_value());
-  EXPECT_EQ(*how, "killed by signal SIGKILL");
+  EXPECT_EQ(how->description, "killed by signal SIGKILL");
+  EXPECT_EQ(how->cause, DeathCause::kSignal);
 }
 
 TEST(ZygoteWorkerLauncherTest, DeadZygoteIsRestartedAndWorkersCarryOn) {
