@@ -34,6 +34,9 @@ struct ContextPool::Call {
   CallId id = 0;
   internal::WorkerRequest request;
   CallDone done;
+  // When the call must end (MonotonicNow time); the worker learns how much
+  // time is left when the call starts.
+  absl::Time deadline;
   TimerQueue::Timer deadline_timer;
   TimerQueue::Timer kill_timer;
   // Why the call was interrupted (DEADLINE_EXCEEDED or CANCELLED); OK if not.
@@ -84,8 +87,14 @@ struct ContextPool::Worker {
   std::optional<DeathCause> condemned_cause;
   std::string condemned_reason;
   std::unique_ptr<Call> current;
+  // Calls made by the client while it runs a callback of `current` (or of
+  // the nested call below): they run on top of it, innermost last.
+  std::vector<std::unique_ptr<Call>> nested;
   std::deque<std::unique_ptr<Call>> queue;  // session calls waiting to run
   TimerQueue::Timer startup_timer;
+
+  // The call whose responses the worker sends now: the innermost.
+  Call* top() const { return nested.empty() ? current.get() : nested.back().get(); }
 };
 
 struct ContextPool::Waiter {
@@ -212,6 +221,11 @@ void ContextPool::Release(WorkerId worker) {
     Worker* w = it->second.get();
     w->checked_out = false;
     --checked_out_;
+    while (!w->nested.empty()) {
+      FinishCall(std::move(w->nested.back()),
+                 absl::AbortedError("the session was unbound during the call"), &deferred);
+      w->nested.pop_back();
+    }
     if (w->current != nullptr) {
       FinishCall(std::move(w->current),
                  absl::AbortedError("the session was unbound during the call"), &deferred);
@@ -231,19 +245,31 @@ void ContextPool::Release(WorkerId worker) {
 
 CallId ContextPool::Submit(WorkerId worker, internal::WorkerRequest request,
                            absl::Time deadline, CallDone done,
-                           absl::string_view principal, CallEvent events) {
+                           absl::string_view principal, CallEvent events, CallId nested_in) {
   absl::Status refused;
   CallId id = 0;
   {
     absl::MutexLock lock(&mu_);
     id = next_call_id_++;
     // Where the call goes: started at once on `start`, or appended to
-    // `queue` (a session's queue, or the stateless one).
+    // `queue` (a session's queue, or the stateless one), or run on top of
+    // the call `nested_in` on `nest_on`.
     Worker* start = nullptr;
+    Worker* nest_on = nullptr;
     std::deque<std::unique_ptr<Call>>* queue = nullptr;
     uint64_t queue_location = 0;
     if (draining_ || stopping_) {
       refused = absl::UnavailableError("server is shutting down");
+    } else if (nested_in != 0) {
+      Worker* w = nullptr;
+      Call* outer = FindCall(nested_in, &w);
+      if (outer == nullptr || w == nullptr || w->top() != outer ||
+          outer->principal != principal || w->state == Worker::State::kDying) {
+        refused = absl::NotFoundError(
+            "the callback this call was made from has ended (or was not this caller's)");
+      } else {
+        nest_on = w;
+      }
     } else if (worker != 0) {
       auto it = workers_.find(worker);
       if (it == workers_.end() || !it->second->checked_out ||
@@ -285,13 +311,20 @@ CallId ContextPool::Submit(WorkerId worker, internal::WorkerRequest request,
       call->done = std::move(done);
       call->events = std::move(events);
       call->principal = std::string(principal);
+      call->deadline = WallToMonotonic(deadline, options_.wall_clock());
       call->deadline_timer =
-          ScheduleLocked(WallToMonotonic(deadline, options_.wall_clock()),
-                         [this, id]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
-                           OnCallDeadline(id, &timer_deferred_);
-                         });
+          ScheduleLocked(call->deadline, [this, id]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+            OnCallDeadline(id, &timer_deferred_);
+          });
       ++open_calls_;
-      if (start != nullptr) {
+      if (nest_on != nullptr) {
+        call_location_[id] = nest_on->key;
+        SetTimeLeft(call.get());
+        internal::WorkerRequest frame = std::move(call->request);
+        call->request.Clear();
+        nest_on->nested.push_back(std::move(call));
+        SendFrame(nest_on, frame);
+      } else if (start != nullptr) {
         StartCall(start, std::move(call));
       } else {
         call_location_[id] = queue_location;
@@ -318,10 +351,18 @@ ContextPool::Call* ContextPool::FindCall(CallId id, Worker** running_on) {
   if (loc == call_location_.end()) return nullptr;
   if (loc->second != 0) {
     auto it = workers_.find(loc->second);
-    if (it != workers_.end() && it->second->current != nullptr &&
-        it->second->current->id == id) {
-      *running_on = it->second.get();
-      return it->second->current.get();
+    if (it != workers_.end()) {
+      Worker* w = it->second.get();
+      if (w->current != nullptr && w->current->id == id) {
+        *running_on = w;
+        return w->current.get();
+      }
+      for (auto& nested : w->nested) {
+        if (nested->id == id) {
+          *running_on = w;
+          return nested.get();
+        }
+      }
     }
   }
   std::deque<std::unique_ptr<Call>>* queue = QueueAt(loc->second);
@@ -337,9 +378,10 @@ void ContextPool::Cancel(CallId call) {
   {
     absl::MutexLock lock(&mu_);
     Worker* running_on;
-    if (FindCall(call, &running_on) == nullptr) return;
+    Call* found = FindCall(call, &running_on);
+    if (found == nullptr) return;
     if (running_on != nullptr) {
-      InterruptCall(running_on, absl::StatusCode::kCancelled, &deferred);
+      InterruptCall(running_on, found, absl::StatusCode::kCancelled, &deferred);
     } else {
       FinishQueuedCall(call, absl::CancelledError("cancelled by the client"), &deferred);
     }
@@ -379,14 +421,50 @@ absl::StatusOr<bool> ContextPool::InterruptWorker(WorkerId worker) {
     Worker* w = it->second.get();
     if (w->current != nullptr) {
       running = true;
-      if (w->current->interrupted == absl::StatusCode::kOk) {
-        w->current->by_interrupt_request = true;
-      }
-      InterruptCall(w, absl::StatusCode::kCancelled, &deferred);
+      Call* call = w->top();
+      if (call->interrupted == absl::StatusCode::kOk) call->by_interrupt_request = true;
+      InterruptCall(w, call, absl::StatusCode::kCancelled, &deferred);
+    } else if (!w->queue.empty()) {
+      // Received but not started: the interrupt is for it.
+      running = true;
+      FinishQueuedCall(w->queue.front()->id, InterruptedBeforeItRan(), &deferred);
     }
   }
   RunDeferred(&deferred);
   return running;
+}
+
+absl::StatusOr<bool> ContextPool::InterruptCall(CallId id) {
+  Deferred deferred;
+  bool found = false;
+  {
+    absl::MutexLock lock(&mu_);
+    Worker* running_on;
+    Call* call = FindCall(id, &running_on);
+    if (call != nullptr) {
+      found = true;
+      if (running_on != nullptr) {
+        if (call->interrupted == absl::StatusCode::kOk) call->by_interrupt_request = true;
+        InterruptCall(running_on, call, absl::StatusCode::kCancelled, &deferred);
+      } else {
+        FinishQueuedCall(id, InterruptedBeforeItRan(), &deferred);
+      }
+    }
+  }
+  RunDeferred(&deferred);
+  return found;
+}
+
+absl::Status ContextPool::SendToCall(CallId id, internal::WorkerRequest frame) {
+  absl::MutexLock lock(&mu_);
+  Worker* running_on;
+  Call* call = FindCall(id, &running_on);
+  if (call == nullptr || running_on == nullptr || running_on->state == Worker::State::kDying) {
+    return absl::NotFoundError("the call has ended");
+  }
+  frame.set_id(id);
+  SendFrame(running_on, frame);
+  return absl::OkStatus();
 }
 
 void ContextPool::BeginDrain() {
@@ -447,6 +525,10 @@ void ContextPool::Shutdown() {
     for (auto& [key, w] : workers_) {
       w->released = true;
       w->process->Kill();
+      while (!w->nested.empty()) {
+        FinishCall(std::move(w->nested.back()), gone, &deferred);
+        w->nested.pop_back();
+      }
       if (w->current != nullptr) FinishCall(std::move(w->current), gone, &deferred);
       while (!w->queue.empty()) {
         FinishCall(std::move(w->queue.front()), gone, &deferred);
@@ -711,13 +793,14 @@ bool ContextPool::HandleFrame(Worker* w, const std::string& payload, Deferred* d
     BecomeIdle(w);
     return true;
   }
-  if (w->current == nullptr || response.id() != w->current->id) {
+  Call* top = w->top();
+  if (top == nullptr || response.id() != top->id) {
     Condemn(w, DeathCause::kProtocolError,
             absl::StrCat("protocol error: unexpected response id ", response.id()));
     return false;
   }
   if (response.partial()) {
-    Call* call = w->current.get();
+    Call* call = top;
     // Nobody wants the events of an interrupted call; dropping them also
     // keeps the worker unblocked so that it sees the interrupt.
     if (!call->events || call->interrupted != absl::StatusCode::kOk) return true;
@@ -737,23 +820,22 @@ bool ContextPool::HandleFrame(Worker* w, const std::string& payload, Deferred* d
     }
     return true;
   }
-  std::unique_ptr<Call> call = std::move(w->current);
-  if (call->by_interrupt_request && call->interrupted == absl::StatusCode::kCancelled) {
-    FinishCall(std::move(call),
-               absl::CancelledError("interrupted by an Interrupt request; the Python code was "
-                                    "interrupted and the session keeps its state"),
-               deferred);
-  } else if (call->interrupted == absl::StatusCode::kDeadlineExceeded) {
-    FinishCall(std::move(call),
-               absl::DeadlineExceededError("deadline exceeded; the Python code was interrupted"),
-               deferred);
-  } else if (call->interrupted == absl::StatusCode::kCancelled) {
-    FinishCall(std::move(call),
-               absl::CancelledError("cancelled by the client; the Python code was interrupted"),
-               deferred);
-  } else {
-    FinishCall(std::move(call), std::move(response), deferred);
+  if (!w->nested.empty()) {
+    // A nested call ended: the call below it waits on for its callback.
+    std::unique_ptr<Call> call = std::move(w->nested.back());
+    w->nested.pop_back();
+    absl::StatusOr<internal::WorkerResponse> outcome = Outcome(*call, std::move(response));
+    FinishCall(std::move(call), std::move(outcome), deferred);
+    // Interrupted while calls ran above it, it hears it now that it is on
+    // top again (the worker's signal went to the call that was running).
+    if (Call* below = w->top(); below->interrupted != absl::StatusCode::kOk) {
+      w->process->Interrupt(below->id);
+    }
+    return true;
   }
+  std::unique_ptr<Call> call = std::move(w->current);
+  absl::StatusOr<internal::WorkerResponse> outcome = Outcome(*call, std::move(response));
+  FinishCall(std::move(call), std::move(outcome), deferred);
   if (w->checked_out) {
     if (!w->queue.empty()) {
       std::unique_ptr<Call> next = std::move(w->queue.front());
@@ -766,6 +848,32 @@ bool ContextPool::HandleFrame(Worker* w, const std::string& payload, Deferred* d
     BecomeIdle(w);
   }
   return w->socket_registered;
+}
+
+absl::StatusOr<internal::WorkerResponse> ContextPool::Outcome(
+    const Call& call, internal::WorkerResponse response) {
+  if (call.by_interrupt_request && call.interrupted == absl::StatusCode::kCancelled) {
+    return absl::CancelledError(
+        "interrupted by an Interrupt request; the Python code was interrupted and the session "
+        "keeps its state");
+  }
+  if (call.interrupted == absl::StatusCode::kDeadlineExceeded) {
+    return absl::DeadlineExceededError("deadline exceeded; the Python code was interrupted");
+  }
+  if (call.interrupted == absl::StatusCode::kCancelled) {
+    return absl::CancelledError("cancelled by the client; the Python code was interrupted");
+  }
+  return response;
+}
+
+absl::Status ContextPool::InterruptedBeforeItRan() {
+  return absl::CancelledError(
+      "interrupted by an Interrupt request before it started; the session keeps its state");
+}
+
+void ContextPool::SetTimeLeft(Call* call) {
+  const absl::Duration left = call->deadline - MonotonicNow();
+  call->request.set_timeout_ms(std::max<int64_t>(1, absl::ToInt64Milliseconds(left)));
 }
 
 bool ContextPool::StreamFull(const Call& call) const {
@@ -790,6 +898,7 @@ void ContextPool::StartCall(Worker* w, std::unique_ptr<Call> call) {
     w->principal = call->principal;
   }
   call_location_[call->id] = w->key;
+  SetTimeLeft(call.get());
   internal::WorkerRequest request = std::move(call->request);
   call->request.Clear();  // only the bytes are needed from here on
   w->current = std::move(call);
@@ -851,6 +960,13 @@ void ContextPool::Bury(Worker* w, const WorkerExit& exit, Deferred* deferred) {
       deferred->push_back([listener = lost_listener_, key, reason] { listener(key, reason); });
     }
   }
+  while (!w->nested.empty()) {
+    FinishCall(std::move(w->nested.back()),
+               absl::AbortedError(absl::StrCat("the worker died during the call: ", reason,
+                                               w->checked_out ? "; the session is gone" : "")),
+               deferred);
+    w->nested.pop_back();
+  }
   if (w->current != nullptr) {
     if (!w->checked_out && !w->released) scheduler_.StatelessEnded(w->principal);
     FinishCall(std::move(w->current),
@@ -880,25 +996,37 @@ void ContextPool::OnCallDeadline(CallId id, Deferred* deferred) {
   Call* call = FindCall(id, &running_on);
   if (call == nullptr) return;
   if (running_on != nullptr) {
-    InterruptCall(running_on, absl::StatusCode::kDeadlineExceeded, deferred);
+    InterruptCall(running_on, call, absl::StatusCode::kDeadlineExceeded, deferred);
   } else {
     FinishQueuedCall(id, absl::DeadlineExceededError("deadline exceeded while waiting for a worker"),
                      deferred);
   }
 }
 
-void ContextPool::InterruptCall(Worker* w, absl::StatusCode reason, Deferred* deferred) {
-  Call* call = w->current.get();
+void ContextPool::InterruptCall(Worker* w, Call* call, absl::StatusCode reason,
+                                Deferred* deferred) {
   if (call->interrupted != absl::StatusCode::kOk) return;
   call->interrupted = reason;
-  w->process->Interrupt(call->id);
+  // Calls nested above it run first and must end before it can: they are
+  // interrupted with it, innermost first, and each one below is signalled
+  // again when the one above it ends (one SIGINT cannot reach two levels).
+  bool above = false;
+  for (auto& nested : w->nested) {
+    if (above) InterruptCall(w, nested.get(), reason, deferred);
+    above = above || nested.get() == call;
+  }
+  if (call == w->current.get()) {
+    for (auto& nested : w->nested) InterruptCall(w, nested.get(), reason, deferred);
+  }
+  w->process->Interrupt(w->top()->id);
   const uint64_t key = w->key;
   const CallId id = call->id;
   call->kill_timer = ScheduleLocked(
       MonotonicNow() + options_.kill_grace, [this, key, id]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
         auto it = workers_.find(key);
-        if (it == workers_.end() || it->second->current == nullptr ||
-            it->second->current->id != id) {
+        Worker* running_on;
+        if (it == workers_.end() || FindCall(id, &running_on) == nullptr ||
+            running_on != it->second.get()) {
           return;
         }
         Condemn(it->second.get(), DeathCause::kKillGrace,

@@ -148,9 +148,25 @@ class ContextPool {
   // With `events`, the request is streamed (`request.stream` is set): its
   // partial responses go to `events`, with backpressure (see
   // max_buffered_events). Events of an interrupted call are dropped.
+  //
+  // With `nested_in`, the call was made by the client while it runs a
+  // callback of that call: it runs at once on top of it, on its worker
+  // (which waits for the callback's answer and runs what arrives
+  // meanwhile), provided that call is the innermost on its worker and was
+  // made by the same `principal`; else NOT_FOUND. `worker` is then ignored.
   CallId Submit(WorkerId worker, internal::WorkerRequest request,
                 absl::Time deadline, CallDone done,
-                absl::string_view principal = "", CallEvent events = nullptr);
+                absl::string_view principal = "", CallEvent events = nullptr,
+                CallId nested_in = 0);
+
+  // Sends a frame that is not a call (a callback's answer) to the worker
+  // running `call`. NOT_FOUND if the call has ended.
+  absl::Status SendToCall(CallId call, internal::WorkerRequest frame);
+
+  // Interrupts the call `call` as InterruptWorker does: running, it is
+  // interrupted; waiting, it ends CANCELLED without running. Returns
+  // whether it was open.
+  absl::StatusOr<bool> InterruptCall(CallId call);
 
   // The consumer of a streamed call has passed one event on; reading from
   // its worker resumes if it was paused. Unknown calls are ignored. May run
@@ -158,8 +174,10 @@ class ContextPool {
   // lock that those callbacks take.
   void EventConsumed(CallId call);
 
-  // Interrupts the call running on checked-out `worker`, as Cancel does; it
-  // ends CANCELLED. Returns whether a call was running, or NOT_FOUND if the
+  // Interrupts the call running on checked-out `worker` (the innermost, when
+  // calls are nested), as Cancel does; it ends CANCELLED. With nothing
+  // running, the first call waiting on the worker ends CANCELLED without
+  // running. Returns whether there was such a call, or NOT_FOUND if the
   // worker is gone or dying (as Submit would).
   absl::StatusOr<bool> InterruptWorker(WorkerId worker);
 
@@ -244,8 +262,16 @@ class ContextPool {
   // Ends a call that is still waiting in a queue; ignores unknown ids.
   void FinishQueuedCall(CallId id, const absl::Status& status,
                         Deferred* deferred) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void InterruptCall(Worker* w, absl::StatusCode reason, Deferred* deferred)
+  void InterruptCall(Worker* w, Call* call, absl::StatusCode reason, Deferred* deferred)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // What a finished call ends with: the worker's response, or the status
+  // its interruption calls for.
+  static absl::StatusOr<internal::WorkerResponse> Outcome(const Call& call,
+                                                          internal::WorkerResponse response);
+  static absl::Status InterruptedBeforeItRan();
+  // Tells the call's request how much of its deadline is left, just before
+  // it goes to its worker.
+  static void SetTimeLeft(Call* call);
   // The call's deadline passed.
   void OnCallDeadline(CallId id, Deferred* deferred) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Whether a streamed call's consumer is too far behind to read more from

@@ -334,6 +334,25 @@ TEST_F(ContextPoolTest, InterruptWorkerEndsTheRunningCallCancelled) {
             absl::StatusCode::kNotFound);
 }
 
+// An interrupt that names a call (Interrupt with a call id) reaches it
+// wherever it is: a waiting one ends CANCELLED without running, and the one
+// running carries on.
+TEST_F(ContextPoolTest, InterruptCallReachesAWaitingCallByItsId) {
+  ContextPoolOptions options;
+  options.workers = 1;
+  StartPool(options);
+  WorkerId a = Acquire();
+  CallResult running, waiting;
+  pool_->Submit(a, Eval("sleep:300"), In(absl::Seconds(10)), running.Callback());
+  CallId second = pool_->Submit(a, Eval("never"), In(absl::Seconds(10)), waiting.Callback());
+  EXPECT_EQ(pool_->InterruptCall(second).value(), true);
+  EXPECT_EQ(waiting.Wait().status().code(), absl::StatusCode::kCancelled);
+  EXPECT_THAT(waiting.value.status().message(), HasSubstr("before it started"));
+  ASSERT_TRUE(running.Wait().ok());
+  EXPECT_EQ(running.value->value().int_(), 300);
+  EXPECT_EQ(pool_->InterruptCall(second).value(), false);  // ended already
+}
+
 TEST_F(ContextPoolTest, WorkerDeathAbortsTheCallWithTheReason) {
   ContextPoolOptions options;
   options.workers = 2;

@@ -708,3 +708,86 @@ def find_marker(name):
     found = glob.glob(os.path.join(tempfile.gettempdir(), "pyexecd_tmp_*", "pyexecd-*",
                                    "w-*", name))
     return found[0] if found else None
+
+
+# ---------------------------------------------------------------- Run (callbacks)
+
+class Callbacks:
+    """Drives Run calls whose Python code calls back into `functions`.
+
+    Each function is called as f(ctx, *args, **kwargs), where ctx.metadata is
+    what a call made from inside it must carry (x-pyexec-callback) to run on
+    the interpreter that waits for it. A function that raises answers with an
+    error (its class name and message); an unknown name answers
+    LookupError. Answers are sent as their functions return, from the thread
+    that reads the stream (so one Run's callbacks run one at a time)."""
+
+    class Context:
+        def __init__(self, callback_id):
+            self.callback_id = callback_id
+            self.metadata = (("x-pyexec-callback", callback_id),)
+
+    def __init__(self, stub, functions):
+        self.stub = stub
+        self.functions = dict(functions)
+        self.requests_seen = []
+
+    def answer(self, request):
+        self.requests_seen.append(request)
+        result = pb.CallbackResult(id=request.id)
+        fn = self.functions.get(request.name)
+        try:
+            if fn is None:
+                raise LookupError("no function registered as %r" % request.name)
+            args = [from_value(a) for a in request.args]
+            kwargs = {k: from_value(v) for k, v in request.kwargs.items()}
+            result.value.CopyFrom(to_value(fn(self.Context(request.id), *args, **kwargs)))
+        except Exception as e:  # noqa: BLE001 - every failure is the answer
+            result.error.type = type(e).__name__
+            result.error.message = str(e)
+        return result
+
+    def run(self, kind, request, timeout=10.0, metadata=(), answer=None):
+        """Sends `request` (an EvalRequest, ExecRequest or CallRequest; `kind`
+        is "eval", "exec" or "call") on a Run stream, answers every callback,
+        and returns the response. `answer` replaces self.answer (returning
+        None leaves a callback unanswered)."""
+        import queue
+        outbox = queue.Queue()
+        outbox.put(pb.RunRequest(**{kind: request}))
+
+        def requests():
+            while True:
+                item = outbox.get()
+                if item is None:
+                    return
+                yield item
+
+        events = self.stub.Run(requests(), timeout=timeout, metadata=metadata)
+        try:
+            for event in events:
+                which = event.WhichOneof("event")
+                if which == "callback":
+                    result = (answer or self.answer)(event.callback)
+                    if result is not None:
+                        outbox.put(pb.RunRequest(callback_result=result))
+                    continue
+                if which != kind:
+                    raise AssertionError("Run answered %s to a %s" % (which, kind))
+                response = getattr(event, which)
+                # The response is the last message: the client closes its
+                # side and the stream ends OK.
+                outbox.put(None)
+                extra = list(events)
+                if extra:
+                    raise AssertionError("messages after the response: %r" % extra)
+                return response
+            raise AssertionError("Run ended without a response")
+        finally:
+            outbox.put(None)
+
+    def eval(self, code, session="", timeout=10.0, metadata=(), **kw):
+        return self.run("eval", pb.EvalRequest(session=session, code=code), timeout, metadata, **kw)
+
+    def exec(self, code, session="", timeout=10.0, metadata=(), **kw):
+        return self.run("exec", pb.ExecRequest(session=session, code=code), timeout, metadata, **kw)

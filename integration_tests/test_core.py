@@ -519,7 +519,8 @@ class HealthAndReflectionTest(fx.ServerTestCase):
             svc = pool.FindServiceByName(fx.SERVICE)
             self.assertEqual({m.name for m in svc.methods},
                              {"Bind", "Unbind", "Eval", "Exec", "Call", "GetStats",
-                              "ExecStream", "CallStream", "Release", "Interrupt"})
+                              "ExecStream", "CallStream", "Release", "Interrupt", "Attach",
+                              "Run"})
             self.assertEqual(pool.FindMessageTypeByName("pyexec.v1.Value").oneofs[0].name, "kind")
 
         fds = files(resps[2])

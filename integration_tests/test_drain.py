@@ -1,6 +1,7 @@
 """Graceful drain on SIGTERM/SIGINT (issue 3, items 3 and 6). One server per test."""
 
 import signal
+import threading
 import time
 import unittest
 
@@ -57,6 +58,69 @@ class DrainTest(fx.ServerTestCase):
         rc = srv.wait_exit(10.0 + 10.0)
         self.assertEqual(rc, 0, "pyexecd exit status after SIGTERM")
         self.assertFalse(fx.wait_gone(pids, 3.0), "processes left behind after drain")
+
+    def test_calls_refused_while_draining_get_unavailable(self):
+        """Retry logic keys on UNAVAILABLE: every call pyexecd refuses, from the
+        SIGTERM to the exit, says UNAVAILABLE.
+
+        One case is gRPC core's, not ours: a call whose headers arrive in the
+        instant between the server's Shutdown and the client reading its
+        GOAWAY is dropped by core unanswered, and the client sees CANCELLED
+        with the bare message "CANCELLED" (grpc/grpc#41785; Debian's 1.51 has
+        it). The server never ran such a call; our clients report it as
+        UNAVAILABLE (see each client's drain test). Here: anything else than
+        OK and UNAVAILABLE must be exactly that signature."""
+        srv = self.server
+        codes = {}
+        core_drops = []
+        stop = threading.Event()
+
+        def loop():
+            # Fresh channels too, so that calls also arrive while the
+            # listener is closing.
+            channel = srv.new_channel()
+            stub = fx.pb_grpc.PyExecStub(channel)
+            while not stop.is_set():
+                try:
+                    stub.Eval(pb.EvalRequest(code="1"), timeout=5)
+                    code = SC.OK
+                except grpc.RpcError as e:
+                    code = e.code()
+                    if code == SC.CANCELLED and e.details() == "CANCELLED":
+                        core_drops.append(e.details())
+                        code = "core drop"
+                    elif code == SC.UNAVAILABLE and srv.proc.poll() is not None:
+                        break
+                    elif code != SC.UNAVAILABLE:
+                        code = (code, e.details())
+                codes[code] = codes.get(code, 0) + 1
+                time.sleep(0.01)
+            channel.close()
+
+        threads = [threading.Thread(target=loop) for _ in range(3)]
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
+        srv.signal(signal.SIGTERM)
+        self.assertEqual(srv.wait_exit(20.0), 0)
+        time.sleep(0.2)
+        stop.set()
+        for t in threads:
+            t.join(10)
+        self.assertGreater(codes.get(SC.OK, 0), 0, codes)
+        self.assertGreater(codes.get(SC.UNAVAILABLE, 0), 0, codes)
+        self.assertEqual(set(codes) - {SC.OK, SC.UNAVAILABLE, "core drop"}, set(), codes)
+
+    def test_attach_streams_end_with_the_reason_at_shutdown(self):
+        srv = self.server
+        s = self.bind(cleanup=False)
+        events = self.stub.Attach(pb.AttachRequest(session=s), timeout=30)
+        self.assertEqual(next(events).WhichOneof("event"), "attached")
+        srv.signal(signal.SIGTERM)
+        rest = list(events)  # ends OK: no RpcError
+        self.assertEqual([e.WhichOneof("event") for e in rest], ["ended"])
+        self.assertIn("shutting down", rest[0].ended.reason)
+        self.assertEqual(srv.wait_exit(20.0), 0)
 
     def test_drain_timeout_bounds_shutdown(self):
         srv = self.server

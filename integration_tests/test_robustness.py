@@ -152,7 +152,7 @@ class DeadlineTest(RobustBase):
         fut = self.stub.Exec.future(pb.ExecRequest(session=s, code=code), timeout=30)
         self.wait_file(path)
         self.assertTrue(fut.cancel())
-        fx.wait_until(lambda: self.ev("globals().get('cancelled_seen', False)", s, timeout=5), 2.0,
+        fx.wait_until(lambda: self.ev("globals().get('cancelled_seen', False)", s, timeout=5), 5.0,
                       what="the cancelled call to be interrupted")
         self.assertEqual(self.ev("kept", s), "state")
         self.assertEqual(self.session_pid(s), pid)

@@ -620,6 +620,78 @@ class BalancerTestBase(unittest.TestCase):
         self.assertEqual(self.session_calls(last, 20), 7 * 1 + 6 * 2)
 
 
+    def test_3_callbacks_leases_and_interrupts_cross_forwarding(self):
+        """Run, Attach and named Interrupts sent to replicas that do not own
+        the session are forwarded to its owner, with their metadata."""
+        auth = (("authorization", "Bearer " + self.token),)
+        token = self.bind()
+        owner = self.owner(token)
+        others = [r for r in self.replicas if r is not owner]
+        via, other = others[0].stub, others[1].stub
+
+        # Re-entry across replicas: the outer Run goes through one non-owner,
+        # each nested call through the other, all to the owner's interpreter.
+        self.stub.Exec(pb.ExecRequest(
+            session=token, code="def down(n):\n    return 0 if n == 0 else pyexec.call('down', n - 1) + 1"),
+            timeout=CALL_TIMEOUT)
+        inner = fx.Callbacks(other, {})
+        outer = fx.Callbacks(via, {})
+
+        def down(ctx, n):
+            call = pb.CallRequest(session=token, module="__main__", function="down")
+            call.args.add().CopyFrom(fx.to_value(n))
+            resp = inner.run("call", call, timeout=CALL_TIMEOUT, metadata=auth + ctx.metadata)
+            return fx.from_value(resp.value) + 1
+
+        inner.functions["down"] = down
+        outer.functions["down"] = down
+        resp = outer.eval("(down(3), __import__('os').getpid())", token, timeout=CALL_TIMEOUT,
+                          metadata=auth)
+        self.assertFalse(resp.HasField("error"), resp.error)
+        depth, pid = fx.from_value(resp.value)
+        self.assertEqual(depth, 6)
+        self.assertEqual(self.stub.Eval(pb.EvalRequest(session=token, code="__import__('os').getpid()"),
+                                        timeout=CALL_TIMEOUT).value.int, pid)
+
+        # A stateless Run through the balancer calls back too.
+        cb = fx.Callbacks(self.stub, {"twice": lambda ctx, x: 2 * x})
+        resp = cb.eval("pyexec.call('twice', 21)", timeout=CALL_TIMEOUT, metadata=auth)
+        self.assertEqual(fx.from_value(resp.value), 42)
+
+        # A call sent through one non-owner and its Interrupt through the
+        # other: never lost, whichever arrives first.
+        for i in range(50):
+            call_id = "fwd-%d" % i
+            fut = via.Exec.future(pb.ExecRequest(session=token, code="while True: pass"),
+                                  timeout=CALL_TIMEOUT, metadata=(("x-pyexec-call-id", call_id),))
+            self.assertTrue(other.Interrupt(pb.InterruptRequest(session=token, call_id=call_id),
+                                            timeout=CALL_TIMEOUT).interrupted, i)
+            with self.assertRaises(grpc.RpcError) as cm:
+                fut.result()
+            self.assertEqual(cm.exception.code(), SC.CANCELLED, (i, cm.exception.details()))
+
+        # A lease held through a non-owner: the session lives while it is
+        # open and ends after the grace once it is cancelled.
+        leased = self.bind()
+        lease_via = [r for r in self.replicas if r is not self.owner(leased)][0]
+        events = lease_via.stub.Attach(pb.AttachRequest(session=leased), metadata=auth)
+        first = next(events)
+        self.assertEqual(first.WhichOneof("event"), "attached")
+        self.assertGreater(first.attached.grace_seconds, 0)
+        self.assertEqual(self.stub.Eval(pb.EvalRequest(session=leased, code="1"),
+                                        timeout=CALL_TIMEOUT).value.int, 1)
+        events.cancel()
+        cancelled = time.monotonic()
+
+        def gone():
+            _, err = self.eval_code(leased, "1")
+            return err is not None and err.code() == SC.NOT_FOUND
+
+        fx.wait_until(gone, first.attached.grace_seconds + 10, interval=0.1,
+                      what="the forwarded lease's session to end")
+        self.assertGreaterEqual(time.monotonic() - cancelled, first.attached.grace_seconds * 0.8)
+
+
 class NginxTest(BalancerTestBase):
     BALANCER = Nginx
 

@@ -4,6 +4,7 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -100,10 +101,14 @@ class StreamTest(Base):
                                       ("stdout", "making 2\n"), ("value", 4)])
         self.assertEqual(events[6][0], "end")
         self.assertEqual(events[6][1].type, "KeyError")
-        # A result that is not an iterator is one value; stateless works too.
+        # Iterables are iterated (a list too), anything else is one value;
+        # stateless works too.
         events = self.collect(self.stub.CallStream(
             self.call_req("builtins", "sorted", [[3, 1, 2]]), timeout=10))
-        self.assertEqual(events, [("value", [1, 2, 3]), ("end", None)])
+        self.assertEqual(events, [("value", 1), ("value", 2), ("value", 3), ("end", None)])
+        events = self.collect(self.stub.CallStream(
+            self.call_req("builtins", "sum", [[3, 1, 2]]), timeout=10))
+        self.assertEqual(events, [("value", 6), ("end", None)])
         events = self.collect(self.stub.CallStream(
             self.call_req("builtins", "iter", [[1, 2]]), timeout=10))
         self.assertEqual(events, [("value", 1), ("value", 2), ("end", None)])
@@ -400,6 +405,69 @@ class InterruptTest(Base):
         self.assertLess(time.monotonic() - start, 2)
         self.assertEqual(self.ev("state", s), "kept")
         self.assertEqual(self.session_pid(s), pid)
+
+    def test_an_interrupt_sent_right_after_its_call_is_never_lost(self):
+        """The README's pattern: send a call, then at once an Interrupt for it.
+        The two race (separate HTTP/2 streams); the call's id in metadata lets
+        an Interrupt that arrives first wait for it. 1000 rounds, 0 lost."""
+        s = self.bind()
+        self.ex("rounds = 0", s)
+        lost = []
+        started = time.monotonic()
+        for i in range(1000):
+            call_id = "race-%d" % i
+            fut = self.stub.Exec.future(
+                pb.ExecRequest(session=s, code="rounds += 1\nwhile True: pass"), timeout=20,
+                metadata=(("x-pyexec-call-id", call_id),))
+            resp = self.stub.Interrupt(pb.InterruptRequest(session=s, call_id=call_id), timeout=5)
+            try:
+                fut.result(timeout=20)
+                lost.append((i, "ran to its end"))
+            except grpc.RpcError as e:
+                if e.code() != SC.CANCELLED:
+                    lost.append((i, e.code()))
+            if not resp.interrupted:
+                lost.append((i, "interrupted=false"))
+        took = time.monotonic() - started
+        print("\ninterrupt race: 1000 rounds, %d lost, %.1f ms per round"
+              % (len(lost), took * 1e3 / 1000), file=sys.stderr)
+        self.assertEqual(lost, [])
+        # Some calls never ran (their Interrupt came first), the rest ran.
+        self.assertLessEqual(self.ev("rounds", s), 1000)
+
+    def test_an_interrupt_for_an_ended_call_says_false(self):
+        s = self.bind()
+        self.stub.Exec(pb.ExecRequest(session=s, code="x = 1"), timeout=5,
+                       metadata=(("x-pyexec-call-id", "done-1"),))
+        self.assertFalse(self.stub.Interrupt(
+            pb.InterruptRequest(session=s, call_id="done-1"), timeout=5).interrupted)
+        # The next call is not touched by it.
+        self.assertEqual(self.ev("x", s), 1)
+
+    def test_an_unnamed_interrupt_reaches_a_call_still_queued(self):
+        """interrupted=true means a call was running or waiting, and that
+        call ends CANCELLED."""
+        s = self.bind()
+        started = self.marker()
+        first = self.stub.Exec.future(pb.ExecRequest(
+            session=s, code=self.touch_code(started) + "import time\ntime.sleep(1)"), timeout=30)
+        self.wait_file(started)
+        second = self.stub.Exec.future(pb.ExecRequest(session=s, code="while True: pass"),
+                                       timeout=30)
+        # Interrupts the running one; once it has ended, the second (queued,
+        # then running) is interrupted by the second Interrupt.
+        self.assertTrue(self.stub.Interrupt(pb.InterruptRequest(session=s), timeout=5).interrupted)
+        self.assertEqual(self._code_of(first), SC.CANCELLED)
+        self.assertTrue(self.stub.Interrupt(pb.InterruptRequest(session=s), timeout=5).interrupted)
+        self.assertEqual(self._code_of(second), SC.CANCELLED)
+
+    @staticmethod
+    def _code_of(fut):
+        try:
+            fut.result(timeout=20)
+            return SC.OK
+        except grpc.RpcError as e:
+            return e.code()
 
     def test_interrupt_of_a_stream_and_unknown_sessions(self):
         s = self.bind()

@@ -6,6 +6,7 @@
 #include "absl/time/clock.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/support/channel_arguments.h"
+#include "server/call_metadata.h"
 #include "server/status_util.h"
 
 namespace pyexec {
@@ -88,6 +89,13 @@ void PrepareForwardContext(const grpc::CallbackServerContext& context,
   client->set_deadline(deadline);
   for (auto& [key, value] : ForwardMetadata(auth, principal)) {
     client->AddMetadata(key, value);
+  }
+  const auto& metadata = context.client_metadata();
+  for (const char* key : {kCallIdHeader, kCallbackHeader}) {
+    auto it = metadata.find(key);
+    if (it != metadata.end()) {
+      client->AddMetadata(key, std::string(it->second.data(), it->second.size()));
+    }
   }
 }
 

@@ -67,7 +67,8 @@ grpc::Status ForwardedStatus(const grpc::ClientContext& client,
                              Metrics* metrics, Rpc rpc, absl::Time received);
 
 // Prepares the outgoing context of a forwarded call: the deadline (or
-// default_timeout) and ForwardMetadata(auth, principal).
+// default_timeout), ForwardMetadata(auth, principal), and the metadata the
+// client put on the call for the owner (server/call_metadata.h).
 void PrepareForwardContext(const grpc::CallbackServerContext& context,
                            absl::Duration default_timeout,
                            const Authenticator* auth,
@@ -179,8 +180,17 @@ class Forwarder {
                                     absl::Time received, StartCall start,
                                     absl::string_view principal = "") const;
 
-  // Forwards one server stream (ExecStream, CallStream) to `peer` on behalf
-  // of `principal`.
+  // Prepares `client` for a call forwarded on behalf of `principal` (see
+  // PrepareForwardContext), for reactors that forward a call themselves
+  // (Run).
+  void PrepareContext(const grpc::CallbackServerContext& context, absl::string_view principal,
+                      grpc::ClientContext* client) const {
+    PrepareForwardContext(context, default_timeout_, auth_, principal, client);
+  }
+  Metrics* metrics() const { return metrics_; }
+
+  // Forwards one server stream (ExecStream, CallStream, Attach) to `peer`
+  // on behalf of `principal`.
   template <typename Request, typename Event>
   grpc::ServerWriteReactor<Event>* ForwardStream(
       grpc::CallbackServerContext* context, std::shared_ptr<const Peer> peer,

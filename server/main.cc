@@ -42,6 +42,10 @@ ABSL_FLAG(int, max_pending, 1024,
 ABSL_FLAG(absl::Duration, session_idle_timeout, absl::Minutes(10),
           "Idle time after which a session is unbound (Bind may ask for its "
           "own).");
+ABSL_FLAG(absl::Duration, lease_grace, absl::Seconds(5),
+          "How long a leased session (one with an Attach stream open) outlives "
+          "the end of its last Attach stream: its client may reconnect and "
+          "Attach again inside it. Then the session is unbound.");
 ABSL_FLAG(absl::Duration, max_session_idle_timeout, absl::Hours(24),
           "Longest idle timeout a Bind may ask for.");
 ABSL_FLAG(uint32_t, max_refs_per_session, 10000,
@@ -282,6 +286,7 @@ ServerOptions OptionsFromFlags() {
   o.pool.max_pending = std::max(0, absl::GetFlag(FLAGS_max_pending));
   o.pool.kill_grace = absl::GetFlag(FLAGS_kill_grace);
   o.core.session_idle_timeout = absl::GetFlag(FLAGS_session_idle_timeout);
+  o.core.lease_grace = std::max(absl::GetFlag(FLAGS_lease_grace), absl::ZeroDuration());
   o.core.max_session_idle_timeout =
       std::max(absl::GetFlag(FLAGS_max_session_idle_timeout),
                o.core.session_idle_timeout);

@@ -29,6 +29,8 @@ const char* RpcName(Rpc rpc) {
     case Rpc::kCallStream: return "CallStream";
     case Rpc::kRelease: return "Release";
     case Rpc::kInterrupt: return "Interrupt";
+    case Rpc::kAttach: return "Attach";
+    case Rpc::kRun: return "Run";
   }
   return "unknown";
 }

@@ -16,9 +16,9 @@ namespace pyexec {
 // The RPCs that metrics are kept for (a small fixed label set).
 enum class Rpc {
   kBind, kUnbind, kEval, kExec, kCall, kGetStats,
-  kExecStream, kCallStream, kRelease, kInterrupt,
+  kExecStream, kCallStream, kRelease, kInterrupt, kAttach, kRun,
 };
-inline constexpr int kNumRpcs = 10;
+inline constexpr int kNumRpcs = 12;
 const char* RpcName(Rpc rpc);
 
 // How a call that this replica forwarded to the session's owner ended.

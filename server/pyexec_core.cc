@@ -1,8 +1,10 @@
 #include "server/pyexec_core.h"
 
 #include <algorithm>
+#include <atomic>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
@@ -64,8 +66,8 @@ std::string TokenForLog(absl::string_view token) {
 }
 
 PyExecCore::PyExecCore(const CoreOptions& options, SessionTable* sessions,
-                       ContextPool* pool)
-    : options_(options), sessions_(sessions), pool_(pool) {}
+                       ContextPool* pool, std::string id_prefix)
+    : options_(options), sessions_(sessions), pool_(pool), callbacks_(std::move(id_prefix)) {}
 
 void BindHandle::Cancel() {
   std::string token;
@@ -139,28 +141,48 @@ absl::Status PyExecCore::Unbind(absl::string_view principal,
   if (worker.has_value()) {
     LogInfo(absl::StrCat("unbind session ", TokenForLog(request.session())));
     pool_->Release(*worker);
+    SessionEnded(request.session(), "unbound");
   }
   return absl::OkStatus();
 }
 
-CallId PyExecCore::Run(absl::string_view principal, const std::string& session,
-                       internal::WorkerRequest request, absl::Time deadline,
-                       std::function<void(internal::WorkerResponse&)> fill,
-                       RpcDone done, CallEvent events) {
+CallId PyExecCore::Submit(const Caller& caller, const std::string& session,
+                          internal::WorkerRequest request, absl::Time deadline,
+                          std::function<void(internal::WorkerResponse&)> fill,
+                          RpcDone done, CallEvent events) {
   request.set_max_refs(options_.max_refs_per_session);
+  // A call the client makes while it runs a callback of a call on this
+  // same session (or, stateless, of a stateless call) runs nested on that
+  // call's interpreter, which waits for the callback's answer: queued
+  // behind it, it would wait for ever.
+  CallId nested_in = 0;
+  if (!caller.callback.empty()) {
+    std::optional<CallbackRegistry::Callback> outer =
+        callbacks_.Find(caller.callback, caller.principal);
+    if (outer.has_value() && outer->session == session) nested_in = outer->call;
+  }
   WorkerId worker = 0;
   if (!session.empty()) {
-    absl::StatusOr<WorkerId> found = sessions_->BeginCall(session, principal);
+    absl::StatusOr<WorkerId> found = sessions_->BeginCall(session, caller.principal);
     if (!found.ok()) {
       done(found.status());
       return 0;
     }
     worker = *found;
   }
-  return pool_->Submit(
+  const bool named = !session.empty() && !caller.call_id.empty();
+  if (named && !named_calls_.Arrive(session, caller.call_id)) {
+    sessions_->EndCall(session);
+    done(absl::CancelledError(
+        "interrupted by an Interrupt request that arrived before the call; the session "
+        "keeps its state"));
+    return 0;
+  }
+  CallId id = pool_->Submit(
       worker, std::move(request), deadline,
-      [this, session, worker, fill = std::move(fill), done = std::move(done)](
-          absl::StatusOr<internal::WorkerResponse> result) {
+      [this, session, worker, named, call_id = caller.call_id, fill = std::move(fill),
+       done = std::move(done)](absl::StatusOr<internal::WorkerResponse> result) {
+        if (named) named_calls_.Ended(session, call_id);
         if (!session.empty()) sessions_->EndCall(session);
         if (!session.empty() && result.status().code() == absl::StatusCode::kNotFound) {
           // The pool no longer has the worker: it died between the Bind
@@ -171,60 +193,64 @@ CallId PyExecCore::Run(absl::string_view principal, const std::string& session,
         if (!result.ok()) {
           done(result.status());
         } else if (result->has_failure()) {
-          done(absl::Status(
-              static_cast<absl::StatusCode>(result->failure().code()),
-              result->failure().message()));
+          done(absl::Status(static_cast<absl::StatusCode>(result->failure().code()),
+                            result->failure().message()));
         } else {
           fill(*result);
           done(absl::OkStatus());
         }
       },
-      principal, std::move(events));
+      caller.principal, std::move(events), nested_in);
+  if (named && id != 0) {
+    named_calls_.Started(session, caller.call_id, id,
+                         [this](CallId call) { pool_->InterruptCall(call).IgnoreError(); });
+  }
+  return id;
 }
 
-CallId PyExecCore::Eval(absl::string_view principal,
+CallId PyExecCore::Eval(const Caller& caller,
                         const v1::EvalRequest& request, absl::Time deadline,
                         v1::EvalResponse* response, RpcDone done) {
   if (absl::Status bad = ValidateRequest(request, options_.max_value_depth); !bad.ok()) {
     done(bad);
     return 0;
   }
-  return Run(principal, request.session(),
+  return Submit(caller, request.session(),
              ToWorkerRequest(request, &internal::WorkerRequest::mutable_eval),
              deadline,
              [response](internal::WorkerResponse& r) { MoveResult(r, response); },
              std::move(done));
 }
 
-CallId PyExecCore::Exec(absl::string_view principal,
+CallId PyExecCore::Exec(const Caller& caller,
                         const v1::ExecRequest& request, absl::Time deadline,
                         v1::ExecResponse* response, RpcDone done) {
   if (absl::Status bad = ValidateRequest(request, options_.max_value_depth); !bad.ok()) {
     done(bad);
     return 0;
   }
-  return Run(principal, request.session(),
+  return Submit(caller, request.session(),
              ToWorkerRequest(request, &internal::WorkerRequest::mutable_exec),
              deadline,
              [response](internal::WorkerResponse& r) { MoveResult(r, response); },
              std::move(done));
 }
 
-CallId PyExecCore::Call(absl::string_view principal,
+CallId PyExecCore::Call(const Caller& caller,
                         const v1::CallRequest& request, absl::Time deadline,
                         v1::CallResponse* response, RpcDone done) {
   if (absl::Status bad = ValidateRequest(request, options_.max_value_depth); !bad.ok()) {
     done(bad);
     return 0;
   }
-  return Run(principal, request.session(),
+  return Submit(caller, request.session(),
              ToWorkerRequest(request, &internal::WorkerRequest::mutable_call),
              deadline,
              [response](internal::WorkerResponse& r) { MoveResult(r, response); },
              std::move(done));
 }
 
-CallId PyExecCore::ExecStream(absl::string_view principal,
+CallId PyExecCore::ExecStream(const Caller& caller,
                               const v1::ExecRequest& request,
                               absl::Time deadline,
                               StreamSink<v1::ExecEvent> sink, RpcDone done) {
@@ -235,8 +261,8 @@ CallId PyExecCore::ExecStream(absl::string_view principal,
   internal::WorkerRequest work =
       ToWorkerRequest(request, &internal::WorkerRequest::mutable_exec);
   work.set_stream(true);
-  return Run(
-      principal, request.session(), std::move(work), deadline,
+  return Submit(
+      caller, request.session(), std::move(work), deadline,
       [sink](internal::WorkerResponse& r) {
         sink(ToEvent<v1::ExecEvent>(r), 0);
       },
@@ -246,7 +272,7 @@ CallId PyExecCore::ExecStream(absl::string_view principal,
       });
 }
 
-CallId PyExecCore::CallStream(absl::string_view principal,
+CallId PyExecCore::CallStream(const Caller& caller,
                               const v1::CallRequest& request,
                               absl::Time deadline,
                               StreamSink<v1::CallEvent> sink, RpcDone done) {
@@ -257,8 +283,8 @@ CallId PyExecCore::CallStream(absl::string_view principal,
   internal::WorkerRequest work =
       ToWorkerRequest(request, &internal::WorkerRequest::mutable_call);
   work.set_stream(true);
-  return Run(
-      principal, request.session(), std::move(work), deadline,
+  return Submit(
+      caller, request.session(), std::move(work), deadline,
       [sink](internal::WorkerResponse& r) {
         sink(ToEvent<v1::CallEvent>(r), 0);
       },
@@ -268,7 +294,7 @@ CallId PyExecCore::CallStream(absl::string_view principal,
       });
 }
 
-CallId PyExecCore::Release(absl::string_view principal,
+CallId PyExecCore::Release(const Caller& caller,
                            const v1::ReleaseRequest& request,
                            absl::Time deadline, v1::ReleaseResponse* response,
                            RpcDone done) {
@@ -279,28 +305,197 @@ CallId PyExecCore::Release(absl::string_view principal,
   internal::WorkerRequest work;
   *work.mutable_release() = request;
   work.mutable_release()->clear_session();
-  return Run(
-      principal, request.session(), std::move(work), deadline,
+  return Submit(
+      caller, request.session(), std::move(work), deadline,
       [response](internal::WorkerResponse& r) {
         response->set_released(r.released());
       },
       std::move(done));
 }
 
-absl::Status PyExecCore::Interrupt(absl::string_view principal,
+absl::Status PyExecCore::Interrupt(const Caller& caller,
                                    const v1::InterruptRequest& request,
                                    v1::InterruptResponse* response) {
-  absl::StatusOr<WorkerId> worker =
-      sessions_->BeginCall(request.session(), principal);
+  const std::string& session = request.session();
+  absl::StatusOr<WorkerId> worker = sessions_->BeginCall(session, caller.principal);
   if (!worker.ok()) return worker.status();
-  sessions_->EndCall(request.session());
-  absl::StatusOr<bool> interrupted = pool_->InterruptWorker(*worker);
-  if (!interrupted.ok()) return interrupted.status();
-  response->set_interrupted(*interrupted);
+  sessions_->EndCall(session);
+  if (!request.call_id().empty()) {
+    response->set_interrupted(named_calls_.Interrupt(
+        session, request.call_id(),
+        [this](CallId call) { pool_->InterruptCall(call).IgnoreError(); }));
+  } else {
+    absl::StatusOr<bool> interrupted = pool_->InterruptWorker(*worker);
+    if (!interrupted.ok()) return interrupted.status();
+    response->set_interrupted(*interrupted);
+  }
   if (response->interrupted()) {
-    LogInfo(absl::StrCat("interrupt session ", TokenForLog(request.session())));
+    LogInfo(absl::StrCat("interrupt session ", TokenForLog(session)));
   }
   return absl::OkStatus();
+}
+
+CallId PyExecCore::RunWithCallbacks(const Caller& caller, const v1::RunRequest& request,
+                                    absl::Time deadline, StreamSink<v1::RunEvent> sink,
+                                    RpcDone done) {
+  internal::WorkerRequest work;
+  std::function<void(internal::WorkerResponse&)> fill;
+  std::string session;
+  absl::Status bad;
+  switch (request.kind_case()) {
+    case v1::RunRequest::kEval:
+      bad = ValidateRequest(request.eval(), options_.max_value_depth);
+      work = ToWorkerRequest(request.eval(), &internal::WorkerRequest::mutable_eval);
+      session = request.eval().session();
+      fill = [sink](internal::WorkerResponse& r) {
+        v1::RunEvent event;
+        MoveResult(r, event.mutable_eval());
+        sink(std::move(event), 0);
+      };
+      break;
+    case v1::RunRequest::kExec:
+      bad = ValidateRequest(request.exec(), options_.max_value_depth);
+      work = ToWorkerRequest(request.exec(), &internal::WorkerRequest::mutable_exec);
+      session = request.exec().session();
+      fill = [sink](internal::WorkerResponse& r) {
+        v1::RunEvent event;
+        MoveResult(r, event.mutable_exec());
+        sink(std::move(event), 0);
+      };
+      break;
+    case v1::RunRequest::kCall:
+      bad = ValidateRequest(request.call(), options_.max_value_depth);
+      work = ToWorkerRequest(request.call(), &internal::WorkerRequest::mutable_call);
+      session = request.call().session();
+      fill = [sink](internal::WorkerResponse& r) {
+        v1::RunEvent event;
+        MoveResult(r, event.mutable_call());
+        sink(std::move(event), 0);
+      };
+      break;
+    default:
+      bad = absl::InvalidArgumentError("Run's first message must be an eval, exec or call");
+      break;
+  }
+  if (!bad.ok()) {
+    done(bad);
+    return 0;
+  }
+  work.set_callbacks(true);
+  // Each callback Python asks for is registered under an id the client
+  // answers with; the call's unanswered ones go when it ends.
+  auto id = std::make_shared<std::atomic<CallId>>(0);
+  CallEvent events = [this, sink, principal = caller.principal, session](
+                         CallId call, internal::WorkerResponse event) {
+    if (!event.has_callback()) {
+      EventConsumed(call);  // nothing else is streamed on Run
+      return;
+    }
+    internal::WorkerCallback& asked = *event.mutable_callback();
+    v1::RunEvent out;
+    v1::CallbackRequest* request = out.mutable_callback();
+    request->set_id(callbacks_.Add({call, asked.seq(), principal, session}));
+    request->set_name(std::move(*asked.mutable_name()));
+    request->mutable_args()->Swap(asked.mutable_args());
+    request->mutable_kwargs()->swap(*asked.mutable_kwargs());
+    sink(std::move(out), call);
+  };
+  CallId call = Submit(
+      caller, session, std::move(work), deadline, std::move(fill),
+      [this, id, done = std::move(done)](absl::Status status) {
+        if (CallId ended = id->load(); ended != 0) callbacks_.EndCall(ended);
+        done(std::move(status));
+      },
+      std::move(events));
+  id->store(call);
+  return call;
+}
+
+absl::Status PyExecCore::AnswerCallback(const Caller& caller,
+                                        const v1::CallbackResult& result) {
+  std::optional<CallbackRegistry::Callback> callback =
+      callbacks_.Take(result.id(), caller.principal);
+  if (!callback.has_value()) {
+    return absl::NotFoundError(
+        "no such callback is waiting (answered already, its call ended, or not this "
+        "caller's)");
+  }
+  internal::WorkerRequest frame;
+  internal::CallbackAnswer* answer = frame.mutable_callback_answer();
+  answer->set_seq(callback->seq);
+  if (result.has_error()) {
+    *answer->mutable_error() = result.error();
+  } else if (absl::Status bad = ValidateValue(result.value(), options_.max_value_depth);
+             !bad.ok()) {
+    // Python hears why instead of waiting for an answer that never comes.
+    answer->mutable_error()->set_type("ValueError");
+    answer->mutable_error()->set_message(
+        absl::StrCat("the client's answer is not a valid value: ", bad.message()));
+  } else if (result.has_value()) {
+    *answer->mutable_value() = result.value();
+  } else {
+    answer->mutable_value()->mutable_none();
+  }
+  return pool_->SendToCall(callback->call, std::move(frame));
+}
+
+absl::StatusOr<std::shared_ptr<Lease>> PyExecCore::Attach(
+    const Caller& caller, const v1::AttachRequest& request,
+    std::function<void(std::string reason)> on_end) {
+  if (request.session().empty()) {
+    return absl::InvalidArgumentError("session is empty: only bound sessions have leases");
+  }
+  if (absl::Status s = sessions_->AddLease(request.session(), caller.principal); !s.ok()) {
+    return s;
+  }
+  auto lease = std::make_shared<Lease>(this, request.session());
+  absl::MutexLock lock(&leases_mu_);
+  lease_watchers_[request.session()][lease.get()] = std::move(on_end);
+  return lease;
+}
+
+void Lease::Release() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (released_) return;
+    released_ = true;
+  }
+  core_->ReleaseLease(session_, this);
+}
+
+void PyExecCore::ReleaseLease(const std::string& session, Lease* lease) {
+  {
+    absl::MutexLock lock(&leases_mu_);
+    auto it = lease_watchers_.find(session);
+    if (it != lease_watchers_.end()) {
+      it->second.erase(lease);
+      if (it->second.empty()) lease_watchers_.erase(it);
+    }
+  }
+  sessions_->DropLease(session);
+}
+
+void PyExecCore::SessionEnded(const std::string& session, const std::string& reason) {
+  absl::flat_hash_map<Lease*, std::function<void(std::string)>> watchers;
+  {
+    absl::MutexLock lock(&leases_mu_);
+    auto it = lease_watchers_.find(session);
+    if (it != lease_watchers_.end()) {
+      watchers = std::move(it->second);
+      lease_watchers_.erase(it);
+    }
+  }
+  for (auto& [lease, on_end] : watchers) on_end(reason);
+  named_calls_.ForgetSession(session);
+}
+
+void PyExecCore::EndAllLeases(const std::string& reason) {
+  std::vector<std::string> leased;
+  {
+    absl::MutexLock lock(&leases_mu_);
+    for (const auto& [session, watchers] : lease_watchers_) leased.push_back(session);
+  }
+  for (const std::string& session : leased) SessionEnded(session, reason);
 }
 
 v1::GetStatsResponse PyExecCore::GetStats() const {
@@ -328,15 +523,20 @@ void PyExecCore::SetReplica(std::string replica) {
 }
 
 void PyExecCore::ReapExpiredSessions() {
-  for (const auto& [token, worker] : sessions_->TakeExpired()) {
-    LogInfo(absl::StrCat("session ", TokenForLog(token), " expired (idle)"));
-    pool_->Release(worker);
+  for (const SessionTable::Expired& expired : sessions_->TakeExpired()) {
+    const char* why = expired.why == SessionTable::Expiry::kLeaseEnded
+                          ? "its lease ended (the client is gone)"
+                          : "idle";
+    LogInfo(absl::StrCat("session ", TokenForLog(expired.token), " expired (", why, ")"));
+    pool_->Release(expired.worker);
+    SessionEnded(expired.token, absl::StrCat("expired: ", why));
   }
 }
 
 void PyExecCore::OnWorkerLost(WorkerId worker, const std::string& reason) {
   if (std::optional<std::string> token = sessions_->RemoveByWorker(worker)) {
     LogWarning(absl::StrCat("session ", TokenForLog(*token), " lost: ", reason));
+    SessionEnded(*token, absl::StrCat("its worker died: ", reason));
   }
 }
 

@@ -153,9 +153,10 @@ absl::StatusOr<std::string> PyExecServer::Start() {
                                              options_.default_timeout, auth_.get());
   }
   pool_ = std::make_unique<ContextPool>(options_.pool, std::move(launcher));
-  sessions_ = std::make_unique<SessionTable>(MonotonicNow, token_prefix);
-  core_ = std::make_unique<PyExecCore>(options_.core, sessions_.get(),
-                                       pool_.get());
+  sessions_ = std::make_unique<SessionTable>(MonotonicNow, token_prefix,
+                                             options_.core.lease_grace);
+  core_ = std::make_unique<PyExecCore>(options_.core, sessions_.get(), pool_.get(),
+                                       token_prefix);
   PyExecCore* core = core_.get();
   pool_->SetWorkerLostListener(
       [core](WorkerId worker, const std::string& reason) {
@@ -313,8 +314,10 @@ void PyExecServer::Shutdown() {
     stop_reaper_.Notify();
     reaper_.join();
   }
-  // Stop the pool first: open calls end UNAVAILABLE, which completes their
-  // reactors, so the gRPC shutdown below does not wait on them.
+  // Attach streams end with the reason, then the pool stops: open calls end
+  // UNAVAILABLE, which completes their reactors, so the gRPC shutdown below
+  // does not wait on them (nor cancel them at its deadline).
+  if (core_ != nullptr) core_->EndAllLeases("the server is shutting down");
   if (pool_ != nullptr) pool_->Shutdown();
   if (server_ != nullptr) {
     // Calls were drained above. gRPC 1.51 otherwise waits out the whole

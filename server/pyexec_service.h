@@ -1,7 +1,6 @@
 #ifndef PYEXEC_SERVER_PYEXEC_SERVICE_H_
 #define PYEXEC_SERVER_PYEXEC_SERVICE_H_
 
-#include "absl/functional/function_ref.h"
 #include "absl/time/time.h"
 #include "pyexec/v1/pyexec.grpc.pb.h"
 #include "server/auth.h"
@@ -12,15 +11,16 @@
 namespace pyexec {
 
 // The pyexec.v1.PyExec gRPC service on the callback API. Stateless and thin:
-// per RPC it authenticates the caller, works out the deadline, calls
-// PyExecCore with the caller's principal, wires client cancellation to the
-// pool and converts the status. No handler blocks: the reply completes the
-// reactor from the pool's thread. Calls on sessions that another replica
-// owns go to the Forwarder instead, with the caller's principal; every
+// per RPC it authenticates the caller, reads what its metadata says about the
+// call (CallerOf), works out the deadline, routes calls on sessions that
+// another replica owns to the Forwarder, calls PyExecCore otherwise, wires
+// client cancellation to the pool and converts the status. No handler
+// blocks: the reply completes the reactor from the pool's thread. Every
 // answer is counted in Metrics.
 //
-// Every RPC of this service, present and future, must start with
-// Authenticate: health and reflection are separate services and stay open.
+// Every RPC of this service, present and future, must start with CallerOf
+// (which authenticates): health and reflection are separate services and
+// stay open.
 class PyExecService final : public v1::PyExec::CallbackService {
  public:
   // `core` and `auth` must outlive the service, and so must `forwarder` and
@@ -66,51 +66,58 @@ class PyExecService final : public v1::PyExec::CallbackService {
   grpc::ServerUnaryReactor* Interrupt(grpc::CallbackServerContext* context,
                                       const v1::InterruptRequest* request,
                                       v1::InterruptResponse* response) override;
+  grpc::ServerWriteReactor<v1::AttachEvent>* Attach(
+      grpc::CallbackServerContext* context, const v1::AttachRequest* request) override;
+  grpc::ServerBidiReactor<v1::RunRequest, v1::RunEvent>* Run(
+      grpc::CallbackServerContext* context) override;
+
+  // The authenticated caller and what its metadata names (x-pyexec-call-id,
+  // x-pyexec-callback): UNAUTHENTICATED, or INVALID_ARGUMENT for a malformed
+  // name.
+  absl::StatusOr<Caller> CallerOf(const grpc::CallbackServerContext& context) const;
+
+  // Where a call runs: null here, a peer to forward to, or NOT_FOUND (see
+  // Forwarder::Route). A call on a session goes to the session's owner; a
+  // stateless call made from a callback goes to the callback's replica.
+  absl::StatusOr<std::shared_ptr<const Peer>> Route(grpc::CallbackServerContext* context,
+                                                    const std::string& session,
+                                                    const Caller& caller, Rpc rpc) const;
+
+  // The call's deadline, or now + default_timeout when it has none, and
+  // never later than now + max_timeout.
+  absl::Time DeadlineOf(const grpc::CallbackServerContext& context) const;
+
+  PyExecCore* core() const { return core_; }
+  const Forwarder* forwarder() const { return forwarder_; }
+  Metrics* metrics() const { return metrics_; }
 
  private:
-  // Eval/Exec/Call: checks the request, runs it on the pool through `run`,
-  // and interrupts it if the client goes away.
+  // Eval/Exec/Call/Release: checks the request, routes it, runs it on the
+  // pool through `run`, and interrupts it if the client goes away.
   template <typename Request, typename Response>
   grpc::ServerUnaryReactor* RunOnPool(
       grpc::CallbackServerContext* context, const Request* request,
       Response* response, Rpc rpc,
-      CallId (PyExecCore::*run)(absl::string_view, const Request&, absl::Time,
+      CallId (PyExecCore::*run)(const Caller&, const Request&, absl::Time,
                                 Response*, RpcDone),
       Forwarder::StartCall forward);
 
   // Unbind/Interrupt: checked and routed like RunOnPool, then answered at
-  // once by `local` (given the caller's principal) with nothing to wait for.
+  // once by `local` with nothing to wait for.
   template <typename Request>
   grpc::ServerUnaryReactor* AnswerAtOnce(
       grpc::CallbackServerContext* context, const Request* request, Rpc rpc,
       Forwarder::StartCall forward,
-      absl::FunctionRef<absl::Status(const std::string& principal)> local);
-
-  // Non-null when the session's owner is another replica: the reactor of
-  // the forwarded call (which carries `principal`), or of the NOT_FOUND for
-  // an unknown owner.
-  grpc::ServerUnaryReactor* RouteElsewhere(grpc::CallbackServerContext* context,
-                                           const std::string& session, Rpc rpc,
-                                           absl::Time received,
-                                           const std::string& principal,
-                                           Forwarder::StartCall forward);
+      absl::FunctionRef<absl::Status(const Caller& caller)> local);
 
   // ExecStream/CallStream: as RunOnPool, with the events written to the
   // client one at a time.
   template <typename Request, typename Event>
   grpc::ServerWriteReactor<Event>* StreamOnPool(
       grpc::CallbackServerContext* context, const Request* request, Rpc rpc,
-      CallId (PyExecCore::*run)(absl::string_view, const Request&, absl::Time,
+      CallId (PyExecCore::*run)(const Caller&, const Request&, absl::Time,
                                 StreamSink<Event>, RpcDone),
       StreamStarter<Request, Event> forward);
-
-  // The caller's principal, or UNAUTHENTICATED.
-  absl::StatusOr<std::string> Authenticate(
-      const grpc::CallbackServerContext& context) const;
-
-  // The call's deadline, or now + default_timeout when it has none, and
-  // never later than now + max_timeout.
-  absl::Time DeadlineOf(const grpc::CallbackServerContext& context) const;
 
   PyExecCore* const core_;
   const Authenticator* const auth_;

@@ -29,11 +29,48 @@ std::string SessionTable::Add(WorkerId worker, absl::Duration idle_timeout,
                               absl::string_view owner) {
   std::string token = token_prefix_ + NewSessionToken();
   absl::MutexLock lock(&mu_);
-  sessions_[token] =
-      Session{worker, idle_timeout, now_(), 0, std::string(owner)};
+  Session& session = sessions_[token];
+  session = Session{worker, idle_timeout, now_(), 0, std::string(owner)};
   by_worker_[worker] = token;
   ++owned_[owner];
+  ScheduleLocked(token, session, ExpiresAt(session));
   return token;
+}
+
+absl::Time SessionTable::ExpiresAt(const Session& session) {
+  if (session.leases > 0) return absl::InfiniteFuture();
+  return std::min(session.last_used + session.idle_timeout, session.lease_deadline);
+}
+
+void SessionTable::ScheduleLocked(const std::string& token, Session& session,
+                                  absl::Time when) {
+  session.generation = next_generation_++;
+  if (when != absl::InfiniteFuture()) due_.push(Due{when, token, session.generation});
+}
+
+absl::Status SessionTable::AddLease(absl::string_view token, absl::string_view principal) {
+  absl::MutexLock lock(&mu_);
+  auto it = sessions_.find(token);
+  if (it == sessions_.end() || it->second.owner != principal) {
+    return absl::NotFoundError("session not found (unknown, expired or unbound token)");
+  }
+  ++it->second.leases;
+  it->second.lease_deadline = absl::InfiniteFuture();
+  // Not scheduled while leased: its entry, when due, finds it leased.
+  return absl::OkStatus();
+}
+
+void SessionTable::DropLease(absl::string_view token) {
+  absl::MutexLock lock(&mu_);
+  auto it = sessions_.find(token);
+  if (it == sessions_.end() || it->second.leases == 0) return;
+  Session& session = it->second;
+  if (--session.leases > 0) return;
+  // The lease held it until now, so the idle clock starts now too: the
+  // grace decides, unless the idle timeout is the shorter.
+  session.last_used = now_();
+  session.lease_deadline = session.last_used + lease_grace_;
+  ScheduleLocked(it->first, session, ExpiresAt(session));
 }
 
 absl::Status SessionTable::ReserveSlot(absl::string_view owner, int limit) {
@@ -112,17 +149,30 @@ std::optional<std::string> SessionTable::RemoveByWorker(WorkerId worker) {
   return token;
 }
 
-std::vector<std::pair<std::string, WorkerId>> SessionTable::TakeExpired() {
+std::vector<SessionTable::Expired> SessionTable::TakeExpired() {
   absl::MutexLock lock(&mu_);
-  std::vector<std::pair<std::string, WorkerId>> expired;
+  std::vector<Expired> expired;
   const absl::Time now = now_();
-  for (const auto& [token, session] : sessions_) {
-    if (session.calls_in_flight == 0 &&
-        now - session.last_used >= session.idle_timeout) {
-      expired.emplace_back(token, session.worker);
+  while (!due_.empty() && due_.top().when <= now) {
+    Due due = due_.top();
+    due_.pop();
+    auto it = sessions_.find(due.token);
+    if (it == sessions_.end() || it->second.generation != due.generation) continue;
+    Session& session = it->second;
+    const absl::Time at = ExpiresAt(session);
+    if (at == absl::InfiniteFuture()) {
+      // Leased: DropLease schedules it again when the last lease ends.
+      continue;
     }
+    if (session.calls_in_flight > 0 || at > now) {
+      // Used since (or busy now): looked at again when it could expire.
+      ScheduleLocked(due.token, session, std::max(at, now + absl::Seconds(1)));
+      continue;
+    }
+    expired.push_back({due.token, session.worker,
+                       session.lease_deadline <= now ? Expiry::kLeaseEnded : Expiry::kIdle});
+    EraseLocked(it);
   }
-  for (const auto& [token, worker] : expired) EraseLocked(sessions_.find(token));
   return expired;
 }
 

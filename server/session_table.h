@@ -3,6 +3,7 @@
 
 #include <functional>
 #include <optional>
+#include <queue>
 #include <string>
 #include <vector>
 
@@ -35,8 +36,11 @@ class SessionTable {
   // start with `token_prefix` (with --peers: "<replica id>.", see
   // peer_set.h).
   explicit SessionTable(std::function<absl::Time()> now = MonotonicNow,
-                        std::string token_prefix = "")
-      : now_(std::move(now)), token_prefix_(std::move(token_prefix)) {}
+                        std::string token_prefix = "",
+                        absl::Duration lease_grace = absl::Seconds(5))
+      : now_(std::move(now)),
+        token_prefix_(std::move(token_prefix)),
+        lease_grace_(lease_grace) {}
 
   // Registers a session for `worker` owned by `owner` and returns its new
   // token.
@@ -69,9 +73,23 @@ class SessionTable {
   // Removes the session bound to `worker` (its worker died). Returns the
   // token if there was one.
   std::optional<std::string> RemoveByWorker(WorkerId worker);
-  // Removes and returns the sessions idle past their timeout, with no call
-  // in flight.
-  std::vector<std::pair<std::string, WorkerId>> TakeExpired();
+  // Why TakeExpired let a session go.
+  enum class Expiry { kIdle, kLeaseEnded };
+  struct Expired {
+    std::string token;
+    WorkerId worker;
+    Expiry why;
+  };
+  // Removes and returns the sessions idle past their timeout, or past the
+  // grace after their last lease ended, with no call in flight.
+  std::vector<Expired> TakeExpired();
+
+  // Takes a lease on a session owned by `principal`: NOT_FOUND as BeginCall.
+  absl::Status AddLease(absl::string_view token, absl::string_view principal);
+  // Ends one lease; the last one starts the grace. Unknown tokens are
+  // ignored.
+  void DropLease(absl::string_view token);
+  absl::Duration lease_grace() const { return lease_grace_; }
 
   size_t size() const;
 
@@ -82,19 +100,41 @@ class SessionTable {
     absl::Time last_used;
     int calls_in_flight = 0;
     std::string owner;
+    int leases = 0;
+    // When the last lease's grace ends; InfiniteFuture while leased or if
+    // never leased.
+    absl::Time lease_deadline = absl::InfiniteFuture();
+    // The generation of the session's live entry in the expiry queue.
+    uint64_t generation = 0;
+  };
+  // An entry of the expiry queue: the session may expire at `when`, no
+  // sooner; stale entries (an older generation) are skipped.
+  struct Due {
+    absl::Time when;
+    std::string token;
+    uint64_t generation;
+    bool operator>(const Due& other) const { return when > other.when; }
   };
 
   // Forgets a session (its maps and its owner's count).
   void EraseLocked(absl::flat_hash_map<std::string, Session>::iterator it)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The earliest time `session` could expire.
+  static absl::Time ExpiresAt(const Session& session);
+  // Replaces the session's expiry entry with one at `when`.
+  void ScheduleLocked(const std::string& token, Session& session, absl::Time when)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::function<absl::Time()> now_;
   const std::string token_prefix_;
+  const absl::Duration lease_grace_;
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, Session> sessions_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<WorkerId, std::string> by_worker_ ABSL_GUARDED_BY(mu_);
   // Live plus reserved sessions per owner.
   absl::flat_hash_map<std::string, int> owned_ ABSL_GUARDED_BY(mu_);
+  std::priority_queue<Due, std::vector<Due>, std::greater<Due>> due_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_generation_ ABSL_GUARDED_BY(mu_) = 1;
 };
 
 // 128 random bits from getrandom(2), as 32 lowercase hex digits.

@@ -43,7 +43,8 @@ TEST_F(SessionTableTest, IdleSessionsExpireButNotWhileACallRuns) {
   now_ += absl::Seconds(2);
   auto expired = table_.TakeExpired();
   ASSERT_EQ(expired.size(), 1u);
-  EXPECT_EQ(expired[0].first, idle);
+  EXPECT_EQ(expired[0].token, idle);
+  EXPECT_EQ(expired[0].why, SessionTable::Expiry::kIdle);
   // The idle clock restarts when the call ends.
   table_.EndCall(busy);
   now_ += absl::Seconds(9);
@@ -87,6 +88,52 @@ TEST_F(SessionTableTest, RemoveByWorker) {
   EXPECT_EQ(table_.RemoveByWorker(5), token);
   EXPECT_FALSE(table_.RemoveByWorker(5).has_value());
   EXPECT_EQ(table_.BeginCall(token).status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(SessionTableTest, ALeasedSessionLivesUntilTheGraceAfterItsLastLease) {
+  SessionTable table([this] { return now_; }, "", absl::Seconds(5));
+  std::string leased = table.Add(1, absl::Seconds(10), "alice");
+  EXPECT_EQ(table.AddLease(leased, "bob").code(), absl::StatusCode::kNotFound);
+  ASSERT_TRUE(table.AddLease(leased, "alice").ok());
+  ASSERT_TRUE(table.AddLease(leased, "alice").ok());
+  now_ += absl::Minutes(30);  // idle far past its timeout: leased, it stays
+  EXPECT_TRUE(table.TakeExpired().empty());
+  table.DropLease(leased);  // one lease left
+  now_ += absl::Minutes(1);
+  EXPECT_TRUE(table.TakeExpired().empty());
+  table.DropLease(leased);  // the last: the grace starts
+  now_ += absl::Seconds(4);
+  EXPECT_TRUE(table.TakeExpired().empty());
+  // A new lease within the grace keeps it.
+  ASSERT_TRUE(table.AddLease(leased, "alice").ok());
+  now_ += absl::Seconds(2);
+  EXPECT_TRUE(table.TakeExpired().empty());
+  table.DropLease(leased);
+  now_ += absl::Seconds(5);
+  auto expired = table.TakeExpired();
+  ASSERT_EQ(expired.size(), 1u);
+  EXPECT_EQ(expired[0].token, leased);
+  EXPECT_EQ(expired[0].why, SessionTable::Expiry::kLeaseEnded);
+}
+
+TEST_F(SessionTableTest, ExpiryLooksOnlyAtDueSessions) {
+  // Many sessions, used again and again: each check finds the one due.
+  std::vector<std::string> tokens;
+  for (int i = 0; i < 1000; ++i) tokens.push_back(table_.Add(i + 1, absl::Seconds(10)));
+  for (int round = 0; round < 5; ++round) {
+    now_ += absl::Seconds(3);
+    for (int i = 1; i < 1000; ++i) {
+      ASSERT_TRUE(table_.BeginCall(tokens[i]).ok());
+      table_.EndCall(tokens[i]);
+    }
+    auto expired = table_.TakeExpired();
+    if (round < 3) EXPECT_TRUE(expired.empty()) << round;
+    if (round == 3) {
+      ASSERT_EQ(expired.size(), 1u);
+      EXPECT_EQ(expired[0].token, tokens[0]);
+    }
+  }
+  EXPECT_EQ(table_.size(), 999u);
 }
 
 }  // namespace

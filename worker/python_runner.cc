@@ -12,9 +12,11 @@
 #include <string>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "common/frame.h"
 #include "common/utf8.h"
 #include "worker/py_ref.h"
 #include "worker/python_value.h"
@@ -32,6 +34,9 @@ struct Helpers {
   PyObject* format_exception;
   PyObject* after_fork;
   PyObject* before_forks;
+  PyObject* stream_items;
+  PyObject* callback_error_type;
+  PyObject* install_client_modules;
 };
 
 // The live objects of a bound session, by ref id. Ids are 96 random bits
@@ -132,6 +137,18 @@ PyObject* EmitText(PyObject* self, PyObject* args) {
   Py_RETURN_NONE;
 }
 
+// _pyexec_call(name, args, kwargs): pyexec.call's way to the client.
+PyObject* CallClientNative(PyObject* self, PyObject* args) {
+  auto* runner = static_cast<PythonRunner*>(PyCapsule_GetPointer(self, nullptr));
+  PyObject *name, *call_args, *call_kwargs;
+  if (runner == nullptr ||
+      !PyArg_ParseTuple(args, "UO!O!", &name, &PyTuple_Type, &call_args, &PyDict_Type,
+                        &call_kwargs)) {
+    return nullptr;
+  }
+  return runner->CallClient(name, call_args, call_kwargs);
+}
+
 namespace {
 
 // The request id the last SIGINT was meant for (pyexecd sends it with
@@ -153,6 +170,8 @@ void OnInterrupt(int, siginfo_t* info, void*) {
 
 PyMethodDef kEmitDef = {"_pyexec_emit", EmitText, METH_VARARGS,
                         "Sends a chunk of streamed output."};
+PyMethodDef kCallClientDef = {"_pyexec_call", CallClientNative, METH_VARARGS,
+                              "Calls a function the client registered."};
 
 // Describes the pending Python exception in `error` and clears it.
 void TakeException(Helpers* helpers, v1::PythonError* error,
@@ -248,6 +267,18 @@ void TakeCapture(PyObject* capture, size_t limit, std::string* out) {
 
 }  // namespace
 
+void CapResponse(size_t max_bytes, internal::WorkerResponse* response) {
+  size_t size = response->ByteSizeLong();
+  if (size <= max_bytes) return;
+  uint64_t id = response->id();
+  response->Clear();
+  response->set_id(id);
+  response->mutable_failure()->set_code(static_cast<int>(absl::StatusCode::kResourceExhausted));
+  response->mutable_failure()->set_message(absl::StrCat(
+      "the result is ", size, " bytes, more than --max_message_bytes (", max_bytes,
+      "); the session is intact"));
+}
+
 PythonRunner::PythonRunner(const RunnerLimits& limits)
     : limits_(limits), refs_(new RefTable()) {}
 
@@ -328,18 +359,27 @@ absl::Status PythonRunner::Initialize() {
   auto get = [&](const char* name) {
     return PyObject_GetAttrString(module.get(), name);  // kept for life
   };
-  helpers_ = new Helpers{get("Capture"), get("Streamer"), get("run_eval"),
-                         get("run_exec"), get("run_call"),
-                         get("format_exception"), get("after_fork"),
-                         get("before_forks")};
+  helpers_ = new Helpers{get("Capture"),        get("Streamer"),
+                         get("run_eval"),       get("run_exec"),
+                         get("run_call"),       get("format_exception"),
+                         get("after_fork"),     get("before_forks"),
+                         get("stream_items"),   get("CallbackError"),
+                         get("install_client_modules")};
   PyRef capsule(PyCapsule_New(this, nullptr, nullptr));
   emit_ = PyCFunction_New(&kEmitDef, capsule.get());
-  if (!emit_ || !helpers_->streamer_type || !helpers_->capture_type ||
-      !helpers_->run_eval || !helpers_->run_exec ||
-      !helpers_->run_call || !helpers_->format_exception ||
-      !helpers_->after_fork || !helpers_->before_forks) {
+  call_client_ = PyCFunction_New(&kCallClientDef, capsule.get());
+  if (!emit_ || !call_client_ || !helpers_->streamer_type || !helpers_->capture_type ||
+      !helpers_->run_eval || !helpers_->run_exec || !helpers_->run_call ||
+      !helpers_->format_exception || !helpers_->after_fork || !helpers_->before_forks ||
+      !helpers_->stream_items || !helpers_->callback_error_type ||
+      !helpers_->install_client_modules) {
     PyErr_Print();
     return absl::InternalError("runner helpers are incomplete");
+  }
+  PyRef installed(PyObject_CallOneArg(helpers_->install_client_modules, call_client_));
+  if (!installed) {
+    PyErr_Print();
+    return absl::InternalError("cannot install the pyexec module");
   }
   return absl::OkStatus();
 }
@@ -363,7 +403,16 @@ absl::Status PythonRunner::AfterFork(const std::string& private_dir) {
 void PythonRunner::Handle(const internal::WorkerRequest& request,
                           internal::WorkerResponse* response) {
   response->set_id(request.id());
+  // A nested request (made by the client while it runs a callback) runs in
+  // the middle of the outer one's: its partial responses carry its own id,
+  // and the outer one's carry the outer id again once it returns.
+  const uint64_t outer_id = current_id_;
+  const size_t outer_depth = active_.size();
   current_id_ = request.id();
+  absl::Cleanup restore = [this, outer_id, outer_depth] {
+    current_id_ = outer_id;
+    active_.resize(outer_depth);
+  };
   // A SIGINT meant for the previous call may still be pending if it arrived
   // after that call finished: drop it so that it does not interrupt this
   // one. One meant for this call (its deadline or cancel landed between the
@@ -390,6 +439,16 @@ void PythonRunner::Handle(const internal::WorkerRequest& request,
   // Refs live only in a bound session's namespace; stateless calls get
   // opaque values and may not name refs.
   RefTable* refs = request.fresh_namespace() ? nullptr : refs_.get();
+  // A callback stops waiting for the client a moment before the call's
+  // deadline, so that the code can still handle the TimeoutError before
+  // pyexecd interrupts it.
+  constexpr absl::Duration kCallbackMargin = absl::Milliseconds(50);
+  active_.push_back({request.id(), request.callbacks(),
+                     request.timeout_ms() > 0 ? absl::Now() +
+                                                    absl::Milliseconds(request.timeout_ms()) -
+                                                    kCallbackMargin
+                                              : absl::InfiniteFuture(),
+                     refs});
   auto ref_limit_error = [&] {
     return absl::ResourceExhaustedError(absl::StrCat(
         "the session holds --max_refs_per_session (", refs_->max_refs(),
@@ -588,18 +647,26 @@ void PythonRunner::Handle(const internal::WorkerRequest& request,
     if (!convert(result.get(), response->mutable_value())) {
       response->clear_value();
     }
-  } else if (!result_as_ref && PyIter_Check(result.get())) {
-    // A generator or iterator: one value per item, as they are produced.
-    while (true) {
-      PyRef item(PyIter_Next(result.get()));
-      if (!item) {
-        if (PyErr_Occurred()) TakeException(helpers_, response->mutable_error());
-        break;
-      }
-      if (!send_value(item.get())) break;
-    }
   } else {
-    send_value(result.get());
+    // Iterables (generators, iterators, async generators, range, list...)
+    // go one value per item, as they are produced; str, bytes and mappings
+    // as one value (runner.py stream_items).
+    PyRef items(result_as_ref ? Py_NewRef(Py_None)
+                              : PyObject_CallOneArg(helpers_->stream_items, result.get()));
+    if (!items) {
+      TakeException(helpers_, response->mutable_error());
+    } else if (items.get() == Py_None) {
+      send_value(result.get());
+    } else {
+      while (true) {
+        PyRef item(PyIter_Next(items.get()));
+        if (!item) {
+          if (PyErr_Occurred()) TakeException(helpers_, response->mutable_error());
+          break;
+        }
+        if (!send_value(item.get())) break;
+      }
+    }
   }
 
   if (streamer) {
@@ -613,6 +680,117 @@ void PythonRunner::Handle(const internal::WorkerRequest& request,
   if (!streamer) {
     TakeCapture(out.get(), limits_.max_output_bytes, response->mutable_stdout());
     TakeCapture(err.get(), limits_.max_output_bytes, response->mutable_stderr());
+  }
+}
+
+PyObject* PythonRunner::CallClient(PyObject* name, PyObject* args, PyObject* kwargs) {
+  if (active_.empty() || !active_.back().callbacks || !receive_) {
+    PyErr_SetString(PyExc_RuntimeError,
+                    "pyexec.call: the client registered no functions for this call "
+                    "(a client calls them through Run once it has registered some)");
+    return nullptr;
+  }
+  const Active call = active_.back();
+  const int depth = limits_.max_value_depth;
+  internal::WorkerResponse partial;
+  internal::WorkerCallback* callback = partial.mutable_callback();
+  const uint32_t seq = ++callback_seq_;
+  callback->set_seq(seq);
+  if (!DisplayTextToUtf8(name, callback->mutable_name())) return nullptr;
+  auto convert = [&](PyObject* object, v1::Value* value, absl::string_view what) {
+    if (call.refs != nullptr) call.refs->BeginValue(UINT32_MAX);
+    absl::Status converted = PythonToValue(object, depth, value, call.refs);
+    if (converted.ok()) return true;
+    if (!PyErr_Occurred()) {
+      PyErr_Format(PyExc_TypeError, "pyexec.call: %s cannot go to the client: %s",
+                   std::string(what).c_str(), std::string(converted.message()).c_str());
+    }
+    return false;
+  };
+  for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(args); ++i) {
+    if (!convert(PyTuple_GET_ITEM(args, i), callback->add_args(),
+                 absl::StrCat("argument ", i))) {
+      return nullptr;
+    }
+  }
+  PyObject *key, *value;
+  Py_ssize_t pos = 0;
+  while (PyDict_Next(kwargs, &pos, &key, &value)) {
+    std::string key_text;
+    if (!PyUnicode_Check(key) || !DisplayTextToUtf8(key, &key_text)) {
+      PyErr_SetString(PyExc_TypeError, "pyexec.call: keyword names must be str");
+      return nullptr;
+    }
+    if (!convert(value, &(*callback->mutable_kwargs())[key_text],
+                 absl::StrCat("keyword argument '", key_text, "'"))) {
+      return nullptr;
+    }
+  }
+  partial.set_id(call.id);
+  partial.set_partial(true);
+  bool sent;
+  Py_BEGIN_ALLOW_THREADS
+  sent = send_(partial);
+  Py_END_ALLOW_THREADS
+  if (!sent) {
+    PyErr_SetString(PyExc_OSError, "pyexec.call: the connection to pyexecd is closed");
+    return nullptr;
+  }
+  while (true) {
+    // An interrupt (deadline, cancel, Interrupt) ends the wait at once.
+    if (PyErr_CheckSignals() < 0) return nullptr;
+    absl::StatusOr<std::string> payload;
+    Py_BEGIN_ALLOW_THREADS
+    payload = receive_(call.deadline);
+    Py_END_ALLOW_THREADS
+    if (!payload.ok()) {
+      if (payload.status().code() == absl::StatusCode::kCancelled) continue;  // a signal
+      if (payload.status().code() == absl::StatusCode::kDeadlineExceeded) {
+        PyErr_Format(PyExc_TimeoutError,
+                     "pyexec.call('%U'): the client did not answer before the call's deadline",
+                     name);
+        return nullptr;
+      }
+      PyErr_Format(PyExc_OSError, "pyexec.call: %s",
+                   std::string(payload.status().message()).c_str());
+      return nullptr;
+    }
+    internal::WorkerRequest request;
+    if (!ParseFramePayload(*payload, &request)) {
+      PyErr_SetString(PyExc_RuntimeError, "pyexec.call: pyexecd sent a frame that does not parse");
+      return nullptr;
+    }
+    if (request.op_case() == internal::WorkerRequest::kCallbackAnswer) {
+      const internal::CallbackAnswer& answer = request.callback_answer();
+      if (answer.seq() != seq) continue;  // a callback that gave up earlier
+      if (answer.has_error()) {
+        PyRef error(PyObject_CallFunction(helpers_->callback_error_type, "ss",
+                                          answer.error().type().c_str(),
+                                          answer.error().message().c_str()));
+        if (error) PyErr_SetObject(helpers_->callback_error_type, error.get());
+        return nullptr;
+      }
+      absl::StatusOr<PyObject*> result = ValueToPython(answer.value(), depth, call.refs);
+      if (!result.ok()) {
+        PyErr_Format(PyExc_ValueError, "pyexec.call: the client's answer: %s",
+                     std::string(result.status().message()).c_str());
+        return nullptr;
+      }
+      return *result;
+    }
+    if (request.op_case() == internal::WorkerRequest::OP_NOT_SET) continue;
+    // A call the client made while it runs this callback: it runs now, on
+    // top of this one, and is answered before the wait goes on.
+    internal::WorkerResponse response;
+    Handle(request, &response);
+    CapResponse(limits_.max_response_bytes, &response);
+    Py_BEGIN_ALLOW_THREADS
+    sent = send_(response);
+    Py_END_ALLOW_THREADS
+    if (!sent) {
+      PyErr_SetString(PyExc_OSError, "pyexec.call: the connection to pyexecd is closed");
+      return nullptr;
+    }
   }
 }
 

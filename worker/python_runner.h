@@ -4,8 +4,12 @@
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "common/limits.h"
 #include "pyexec/v1/worker.pb.h"
 #include "worker/py_ref.h"
@@ -29,6 +33,17 @@ struct RunnerLimits {
 // false if the frame could not be written.
 using FrameSender = std::function<bool(const internal::WorkerResponse&)>;
 
+// Reads the next frame from pyexecd, waiting until `deadline`
+// (InfiniteFuture: no limit): its payload; DEADLINE_EXCEEDED at the
+// deadline; CANCELLED when a signal interrupted the wait (the caller checks
+// Python's signals and waits again); another error when the socket failed.
+// Called with the GIL released.
+using FrameReceiver = std::function<absl::StatusOr<std::string>(absl::Time deadline)>;
+
+// Replaces a response too big for gRPC with a failure, so that the worker
+// and its session survive an oversized result.
+void CapResponse(size_t max_bytes, internal::WorkerResponse* response);
+
 // Runs Eval/Exec/Call requests in the embedded interpreter of this process.
 //
 // One per worker process; the interpreter is process-global. Not thread-safe:
@@ -42,6 +57,10 @@ class PythonRunner {
   // to pyexecd, known only once a zygote has forked this worker).
   // REQUIRES: before the first streamed request.
   void SetFrameSender(FrameSender send) { send_ = std::move(send); }
+  // Sets where a callback's answer (and the nested calls made while the
+  // client runs it) come from: the same socket.
+  // REQUIRES: before the first request with callbacks.
+  void SetFrameReceiver(FrameReceiver receive) { receive_ = std::move(receive); }
   PythonRunner(const PythonRunner&) = delete;
   PythonRunner& operator=(const PythonRunner&) = delete;
 
@@ -62,7 +81,9 @@ class PythonRunner {
   // Runs one request and fills `response` (id, value or error, output, or a
   // failure for a request that cannot be run, e.g. a Value nested too deep).
   // A request with `stream` set sends its output chunks and values through
-  // the FrameSender first, as partial responses.
+  // the FrameSender first, as partial responses. Re-entrant: a call that
+  // waits for a callback's answer runs the requests that arrive meanwhile
+  // (calls the client makes from its callback) through Handle, nested.
   void Handle(const internal::WorkerRequest& request,
               internal::WorkerResponse* response);
 
@@ -74,17 +95,36 @@ class PythonRunner {
   // stderr). Called by the Python Streamer, with the GIL held.
   bool SendText(int kind, PyObject* text);
   friend PyObject* EmitText(PyObject* self, PyObject* args);
+  // pyexec.call(name, *args, **kwargs): asks the client, through pyexecd,
+  // to run its function `name`, and waits for the answer, running nested
+  // calls meanwhile. GIL held; a new reference, or null with an exception.
+  PyObject* CallClient(PyObject* name, PyObject* args, PyObject* kwargs);
+  friend PyObject* CallClientNative(PyObject* self, PyObject* args);
+
+  // A request being handled (nested requests above the outer one).
+  struct Active {
+    uint64_t id;
+    bool callbacks;
+    absl::Time deadline;      // when a callback stops waiting for the client
+    class RefTable* refs;     // the session's refs; null for stateless calls
+  };
   // Sends one partial response (GIL held; released while writing).
   bool SendPartial(internal::WorkerResponse* partial);
 
   const RunnerLimits limits_;
   FrameSender send_;
+  FrameReceiver receive_;
+  std::vector<Active> active_;
+  // Numbers the callbacks of this worker.
+  uint32_t callback_seq_ = 0;
   // The live refs of this worker's session.
   std::unique_ptr<class RefTable> refs_;
   // The id of the request running now, for its partial responses.
   uint64_t current_id_ = 0;
-  // Python's handle on SendText (a builtin function bound to this runner).
+  // Python's handles on SendText and CallClient (builtin functions bound to
+  // this runner).
   PyObject* emit_ = nullptr;
+  PyObject* call_client_ = nullptr;
   // Borrowed from the helper module, alive for the process lifetime.
   struct Helpers* helpers_ = nullptr;
 };

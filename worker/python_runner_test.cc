@@ -4,8 +4,11 @@
 #include <unistd.h>
 
 #include <cstdint>
+#include <deque>
+#include <functional>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
@@ -288,6 +291,219 @@ TEST_F(PythonRunnerTest, InterruptForAnEarlierCallIsDropped) {
   request.set_id(51);
   request.mutable_eval()->set_code("1 + 1");
   EXPECT_EQ(Handle(request).value().int_(), 2);
+}
+
+// The frames a client's side sends back during a callback: answers and
+// nested calls, scripted per test. As a real client does, it sends a
+// callback's answer only once the nested calls it made were answered.
+class ScriptedReceiver {
+ public:
+  // When a callback asks, `answer` makes the frames pyexecd would send: the
+  // nested calls first, the answer last.
+  void Script(std::function<std::vector<internal::WorkerRequest>(
+                  const internal::WorkerCallback&)> answer) {
+    answer_ = std::move(answer);
+  }
+  // The receiver to give the runner.
+  FrameReceiver Receiver(std::function<std::vector<internal::WorkerResponse>()> take_sent) {
+    return [this, take_sent](absl::Time deadline) -> absl::StatusOr<std::string> {
+      for (const internal::WorkerResponse& r : take_sent()) {
+        if (r.has_callback()) {
+          std::vector<internal::WorkerRequest> frames = answer_(r.callback());
+          uint64_t last_nested = 0;
+          for (internal::WorkerRequest& frame : frames) {
+            if (frame.has_callback_answer() && last_nested != 0) {
+              held_.emplace_back(last_nested, frame.SerializeAsString());
+            } else {
+              if (!frame.has_callback_answer()) last_nested = frame.id();
+              queue_.push_back(frame.SerializeAsString());
+            }
+          }
+        } else if (!r.partial()) {
+          responses.push_back(r);
+          for (auto it = held_.begin(); it != held_.end();) {
+            if (it->first == r.id()) {
+              queue_.push_back(std::move(it->second));
+              it = held_.erase(it);
+            } else {
+              ++it;
+            }
+          }
+        }
+      }
+      if (queue_.empty()) {
+        if (deadline == absl::InfiniteFuture()) return absl::UnavailableError("no frame scripted");
+        absl::SleepFor(std::max(absl::ZeroDuration(), deadline - absl::Now()));
+        return absl::DeadlineExceededError("deadline");
+      }
+      std::string next = std::move(queue_.front());
+      queue_.pop_front();
+      return next;
+    };
+  }
+  // Final responses of nested calls, as the runner sent them.
+  std::vector<internal::WorkerResponse> responses;
+
+ private:
+  std::function<std::vector<internal::WorkerRequest>(const internal::WorkerCallback&)> answer_;
+  std::deque<std::string> queue_;
+  // Answers waiting for the response of the nested call with this id.
+  std::vector<std::pair<uint64_t, std::string>> held_;
+};
+
+internal::WorkerRequest Answer(uint32_t seq, int64_t value) {
+  internal::WorkerRequest r;
+  r.mutable_callback_answer()->set_seq(seq);
+  r.mutable_callback_answer()->mutable_value()->set_int_(value);
+  return r;
+}
+
+TEST_F(PythonRunnerTest, PyexecCallAsksTheClientAndReturnsItsAnswer) {
+  ScriptedReceiver script;
+  script.Script([](const internal::WorkerCallback& cb) {
+    // add(a, b=...): the client's function.
+    int64_t sum = cb.args(0).int_() + cb.kwargs().at("b").int_();
+    EXPECT_EQ(cb.name(), "add");
+    return std::vector<internal::WorkerRequest>{Answer(cb.seq(), sum)};
+  });
+  runner_->SetFrameReceiver(script.Receiver(TakeSent));
+  internal::WorkerRequest request;
+  request.set_callbacks(true);
+  request.mutable_eval()->set_code("__import__('pyexec').call('add', 2, b=40) + 0");
+  internal::WorkerResponse r = Handle(request);
+  EXPECT_EQ(r.value().int_(), 42) << r.DebugString();
+  // erlang_python's spelling works too.
+  request.mutable_eval()->set_code("__import__('erlang').call('add', 1, b=1)");
+  EXPECT_EQ(Handle(request).value().int_(), 2);
+}
+
+TEST_F(PythonRunnerTest, AClientErrorRaisesCallbackErrorAndNoClientIsARuntimeError) {
+  ScriptedReceiver script;
+  script.Script([](const internal::WorkerCallback& cb) {
+    internal::WorkerRequest r;
+    r.mutable_callback_answer()->set_seq(cb.seq());
+    r.mutable_callback_answer()->mutable_error()->set_type("badarg");
+    r.mutable_callback_answer()->mutable_error()->set_message("no such function");
+    return std::vector<internal::WorkerRequest>{r};
+  });
+  runner_->SetFrameReceiver(script.Receiver(TakeSent));
+  internal::WorkerRequest request;
+  request.set_callbacks(true);
+  request.mutable_eval()->set_code(
+      "(lambda p: (lambda: p.call('nope'))())(__import__('pyexec'))");
+  internal::WorkerResponse r = Handle(request);
+  EXPECT_EQ(r.error().type(), "CallbackError");
+  EXPECT_THAT(r.error().message(), HasSubstr("badarg: no such function"));
+  request.set_callbacks(false);
+  r = Handle(request);
+  EXPECT_EQ(r.error().type(), "RuntimeError");
+  EXPECT_THAT(r.error().message(), HasSubstr("registered no functions"));
+}
+
+TEST_F(PythonRunnerTest, ACallbackGivesUpAtTheCallsDeadline) {
+  ScriptedReceiver script;
+  script.Script([](const internal::WorkerCallback&) {
+    return std::vector<internal::WorkerRequest>{};  // the client never answers
+  });
+  runner_->SetFrameReceiver(script.Receiver(TakeSent));
+  internal::WorkerRequest request;
+  request.set_callbacks(true);
+  request.set_timeout_ms(300);
+  request.mutable_exec()->set_code(
+      "try:\n    __import__('pyexec').call('slow')\nexcept TimeoutError as e:\n"
+      "    timed_out = str(e)\n");
+  const absl::Time start = absl::Now();
+  internal::WorkerResponse r = Handle(request);
+  EXPECT_FALSE(r.has_error()) << r.DebugString();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+  EXPECT_THAT(Eval("timed_out").value().str(), HasSubstr("did not answer"));
+}
+
+// Re-entry: Python -> client -> Eval -> Python -> client, five levels.
+TEST_F(PythonRunnerTest, TheClientsCallsDuringACallbackRunNested) {
+  ScriptedReceiver script;
+  script.Script([](const internal::WorkerCallback& cb) {
+    const int64_t level = cb.args(0).int_();
+    std::vector<internal::WorkerRequest> frames;
+    if (level < 5) {
+      internal::WorkerRequest nested;
+      nested.set_id(1000 + level);
+      nested.set_callbacks(true);
+      nested.mutable_eval()->set_code(absl::StrCat("__import__('pyexec').call('down', ", level + 1,
+                                                   ") + 1"));
+      frames.push_back(nested);
+    }
+    // The answer itself comes once the nested call was answered: the
+    // receiver queues them in order, and the runner answers the nested call
+    // before it reads on.
+    frames.push_back(Answer(cb.seq(), level * 100));
+    return frames;
+  });
+  runner_->SetFrameReceiver(script.Receiver(TakeSent));
+  internal::WorkerRequest request;
+  request.set_callbacks(true);
+  request.mutable_eval()->set_code("__import__('pyexec').call('down', 1)");
+  internal::WorkerResponse r = Handle(request);
+  EXPECT_EQ(r.value().int_(), 100) << r.DebugString();
+  // Four nested calls answered, innermost first, each with its own id.
+  ASSERT_EQ(script.responses.size(), 4u);
+  EXPECT_EQ(script.responses[0].id(), 1004u);
+  EXPECT_EQ(script.responses[0].value().int_(), 501);
+  EXPECT_EQ(script.responses[3].id(), 1001u);
+}
+
+TEST_F(PythonRunnerTest, AwaitablesAreAwaitedOnTheSessionsLoop) {
+  ASSERT_FALSE(Exec("import asyncio\n"
+                    "async def twice(x):\n"
+                    "    await asyncio.sleep(0.01)\n"
+                    "    return 2 * x\n")
+                   .has_error());
+  EXPECT_EQ(Eval("twice(21)").value().int_(), 42);
+  // Top-level await in Exec, and three sleeps gathered concurrently.
+  const absl::Time start = absl::Now();
+  ASSERT_FALSE(Exec("r = await asyncio.gather(*(asyncio.sleep(0.3, i) for i in range(3)))")
+                   .has_error());
+  EXPECT_LT(absl::Now() - start, absl::Milliseconds(800));
+  EXPECT_EQ(Eval("r").value().items_size(), 3);
+  // The loop is kept: a task made in one call is still there in the next,
+  // and runs whenever a call awaits.
+  ASSERT_FALSE(Exec("t = asyncio.get_event_loop().create_task(twice(5))").has_error());
+  EXPECT_FALSE(Eval("t.done()").value().bool_());
+  EXPECT_EQ(Eval("await t").value().int_(), 10);
+  EXPECT_EQ(Eval("t.result()").value().int_(), 10);
+}
+
+TEST_F(PythonRunnerTest, StreamsIterateIterablesAndSendMappingsWhole) {
+  auto stream_call = [](const std::string& expr) {
+    TakeSent();
+    internal::WorkerRequest request;
+    request.set_stream(true);
+    request.set_max_refs(100);
+    request.mutable_call()->set_module("__main__");
+    request.mutable_call()->set_function("evaluate");
+    request.mutable_call()->add_args()->set_str(expr);
+    internal::WorkerResponse end = Handle(request);
+    std::vector<v1::Value> values;
+    for (const internal::WorkerResponse& r : TakeSent()) {
+      if (r.has_value()) values.push_back(r.value());
+    }
+    EXPECT_FALSE(end.has_error()) << end.DebugString();
+    return values;
+  };
+  ASSERT_FALSE(Exec("def evaluate(expr):\n    return eval(expr)\n").has_error());
+  EXPECT_EQ(stream_call("range(5)").size(), 5u);
+  EXPECT_EQ(stream_call("[1, 2, 3]").size(), 3u);
+  EXPECT_EQ(stream_call("{1, 2}").size(), 2u);
+  EXPECT_EQ(stream_call("'abc'").size(), 1u);
+  EXPECT_EQ(stream_call("b'abc'").size(), 1u);
+  EXPECT_EQ(stream_call("{'a': 1, 'b': 2}").size(), 1u);
+  EXPECT_EQ(stream_call("42").size(), 1u);
+  ASSERT_FALSE(Exec("async def agen(n):\n"
+                    "    for i in range(n):\n"
+                    "        yield i\n").has_error());
+  std::vector<v1::Value> items = stream_call("agen(4)");
+  ASSERT_EQ(items.size(), 4u);
+  EXPECT_EQ(items[3].int_(), 3);
 }
 
 }  // namespace

@@ -6,8 +6,11 @@ is clearer than the C API: output capture, the code cache, namespaces and
 exception formatting. It is also importable on its own, so that
 runner_test.py tests it with a plain python3.
 """
+import ast
 import builtins
+import collections.abc
 import importlib
+import inspect
 import io
 import linecache
 import sys
@@ -216,7 +219,9 @@ class _CodeCache:
                 self._entries.clear()
             self._serial += 1
             filename = '<pyexec-%d>' % self._serial
-            code = compile(source, filename, mode)
+            # Top-level await: the code object then returns an awaitable,
+            # which the caller awaits on the session's event loop.
+            code = compile(source, filename, mode, flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
             linecache.cache[filename] = (len(source), None,
                                          source.splitlines(True), filename)
             self._entries[key] = code
@@ -228,7 +233,8 @@ _cache = _CodeCache(512)
 
 def _namespace(fresh):
     if fresh:
-        return {'__name__': '__main__', '__builtins__': builtins}
+        return {'__name__': '__main__', '__builtins__': builtins,
+                'pyexec': sys.modules.get('pyexec'), 'erlang': sys.modules.get('erlang')}
     return _main
 
 
@@ -253,14 +259,69 @@ def _run_with_locals(ns, local_values, fn):
 def run_eval(source, fresh, local_values):
     code = _cache.get(source, 'eval')
     ns = _namespace(fresh)
-    return _run_with_locals(ns, local_values, lambda: eval(code, ns))
+    return _run_with_locals(ns, local_values, lambda: _settle(eval(code, ns)))
 
 
 def run_exec(source, fresh, local_values):
     code = _cache.get(source, 'exec')
     ns = _namespace(fresh)
-    _run_with_locals(ns, local_values, lambda: exec(code, ns))
+    # With a top-level await, eval of exec-mode code returns a coroutine.
+    _run_with_locals(ns, local_values, lambda: _settle(eval(code, ns)))
     return None
+
+
+# The worker's asyncio event loop, kept across calls (a session's tasks live
+# on it between calls and run whenever a later call awaits). It is made on
+# first use, in the worker itself (never in the zygote, whose epoll fd every
+# worker would share).
+_loop = None
+
+
+def event_loop():
+    global _loop
+    if _loop is None or _loop.is_closed():
+        import asyncio
+        _loop = asyncio.new_event_loop()
+    return _loop
+
+
+def _install_loop_policy():
+    """asyncio.get_event_loop() outside a running loop is the worker's loop,
+    so that a task made by one call (ensure_future, create_task from a plain
+    Exec) is on the loop that a later call's await runs. asyncio.run() and
+    new_event_loop() work as usual; set_event_loop(None), which asyncio.run
+    does when it ends, does not unset it."""
+    import asyncio
+
+    class _WorkerLoopPolicy(asyncio.DefaultEventLoopPolicy):
+        def get_event_loop(self):
+            return event_loop()
+
+    asyncio.set_event_loop_policy(_WorkerLoopPolicy())
+
+
+def _await(awaitable):
+    """Runs `awaitable` to its end on the worker's loop. An interrupt
+    (KeyboardInterrupt: pyexecd's deadline, cancel or Interrupt) cancels it
+    and lets it clean up before the interrupt goes on."""
+    import asyncio
+    loop = event_loop()
+    task = asyncio.ensure_future(awaitable, loop=loop)
+    try:
+        return loop.run_until_complete(task)
+    except KeyboardInterrupt:
+        task.cancel()
+        try:
+            loop.run_until_complete(task)
+        except BaseException:
+            pass
+        raise
+
+
+def _settle(result):
+    """A result that is awaitable (a coroutine, a task, a future) is awaited;
+    anything else is the result."""
+    return _await(result) if inspect.isawaitable(result) else result
 
 
 def run_call(module, function, args, kwargs, fresh, target=_MISSING,
@@ -286,7 +347,65 @@ def run_call(module, function, args, kwargs, fresh, target=_MISSING,
         target = getattr(target, name)
     if get_attribute:
         return target
-    return target(*args, **kwargs)
+    return _settle(target(*args, **kwargs))
+
+
+def stream_items(result):
+    """How CallStream sends `result`: None to send it as one value, else an
+    iterator of the values to send one by one. Iterators, generators, async
+    generators and other iterables (range, list, tuple, set) are iterated;
+    str, bytes and mappings (dict) are one value."""
+    if isinstance(result, (str, bytes, bytearray, memoryview, collections.abc.Mapping)):
+        return None
+    if hasattr(result, '__aiter__'):
+        return _items_of_async(result)
+    if isinstance(result, collections.abc.Iterable):
+        return iter(result)
+    return None
+
+
+def _items_of_async(agen):
+    it = agen.__aiter__()
+    while True:
+        try:
+            item = _await(it.__anext__())
+        except StopAsyncIteration:
+            return
+        yield item
+
+
+class CallbackError(Exception):
+    """A function the client registered failed, or has no such name:
+    `type` and `message` are what the client reported."""
+
+    def __init__(self, type_name, message):
+        super().__init__('%s: %s' % (type_name, message) if type_name else message)
+        self.type = type_name
+        self.message = message
+
+
+def install_client_modules(native_call):
+    """Makes `pyexec.call(name, *args, **kwargs)` (and erlang_python's
+    `erlang.call`) call the functions the client registered."""
+    def call(name, /, *args, **kwargs):
+        """Calls the client's function `name` with these arguments and returns
+        its result. Raises CallbackError if it fails, TimeoutError if the
+        client does not answer before the call's deadline, RuntimeError if
+        the client registered no functions (it did not use Run)."""
+        return native_call(name, args, kwargs)
+    pyexec = types.ModuleType('pyexec', 'Calls back into the client that made the call.')
+    pyexec.call = call
+    pyexec.CallbackError = CallbackError
+    erlang = types.ModuleType('erlang', 'erlang_python compatibility: erlang.call is pyexec.call.')
+    erlang.call = call
+    sys.modules['pyexec'] = pyexec
+    sys.modules['erlang'] = erlang
+    _install_loop_policy()
+    # Code written for erlang_python calls erlang.call from a plain eval,
+    # with no import: both names are there from the start (a session may
+    # rebind them).
+    _main['pyexec'] = pyexec
+    _main['erlang'] = erlang
 
 
 def format_exception(exc):

@@ -132,21 +132,6 @@ void StartParentWatchdog(int pidfd) {
   }).detach();
 }
 
-// Replaces a response too big for gRPC with a failure, so that the worker
-// and its session survive an oversized result.
-void CapResponse(size_t max_bytes, internal::WorkerResponse* response) {
-  size_t size = response->ByteSizeLong();
-  if (size <= max_bytes) return;
-  uint64_t id = response->id();
-  response->Clear();
-  response->set_id(id);
-  response->mutable_failure()->set_code(
-      static_cast<int>(absl::StatusCode::kResourceExhausted));
-  response->mutable_failure()->set_message(absl::StrCat(
-      "the result is ", size, " bytes, more than --max_message_bytes (",
-      max_bytes, "); the session is intact"));
-}
-
 // The settings pyexecd passed on --settings_fd, or the defaults of a worker
 // started by hand. Exits when they cannot be read.
 internal::WorkerSettings ReadSettings() {
@@ -250,6 +235,25 @@ int Serve(int fd, PythonRunner& runner, const internal::WorkerSettings& settings
     return WriteFrame(fd, frame).ok();
   };
   runner.SetFrameSender(send);
+  // A callback's answer (and the calls made while the client runs it) come
+  // on the same socket, read while the call waits.
+  runner.SetFrameReceiver([fd, max_frame](absl::Time deadline) -> absl::StatusOr<std::string> {
+    pollfd p{fd, POLLIN, 0};
+    const int timeout_ms =
+        deadline == absl::InfiniteFuture()
+            ? -1
+            : static_cast<int>(std::max<int64_t>(
+                  0, absl::ToInt64Milliseconds(deadline - absl::Now() + absl::Microseconds(999))));
+    int ready = poll(&p, 1, timeout_ms);
+    if (ready < 0 && errno == EINTR) return absl::CancelledError("interrupted by a signal");
+    if (ready < 0) return absl::UnavailableError(absl::StrCat("poll: ", strerror(errno)));
+    if (ready == 0) return absl::DeadlineExceededError("no answer before the deadline");
+    std::string payload;
+    absl::StatusOr<bool> got = ReadFrame(fd, max_frame, &payload);
+    if (!got.ok()) return got.status();
+    if (!*got) return absl::UnavailableError("pyexecd closed the socket");
+    return payload;
+  });
 
   WarmUp(runner);
   internal::WorkerResponse hello;
@@ -284,6 +288,8 @@ int Serve(int fd, PythonRunner& runner, const internal::WorkerSettings& settings
       response.mutable_failure()->set_message(
           "the worker could not read the request (malformed, or nested too "
           "deeply); the session is intact");
+    } else if (request.op_case() == internal::WorkerRequest::kCallbackAnswer) {
+      continue;  // the answer to a callback that gave up waiting: no call
     } else {
       runner.Handle(request, &response);
       CapResponse(max_response, &response);
