@@ -114,6 +114,7 @@ class Pod:
         self.ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
         probe = c.get("readinessProbe", {}).get("grpc", {})
         self.readiness_service = probe.get("service", "")
+        self.readiness_port = probe.get("port")
         volumes = {v["name"]: v for v in pod.get("volumes", [])}
         self.secrets = {}   # mount path -> (secret name, defaultMode)
         self.empty_dirs = {}  # mount path -> sizeLimit in bytes (None: none)
@@ -227,7 +228,7 @@ class Target:
     """
 
     def __init__(self, image, name, workdir, pod_dir=KUSTOMIZE_DIR, ports=None,
-                 peers=None, secret_dir=None, extra_args=()):
+                 peers=None, secret_dirs=None, extra_args=()):
         self.image = image
         self.name = name
         self.workdir = workdir
@@ -237,8 +238,12 @@ class Target:
         self.ports = ports or {str(p): free_port() for p in pod.ports.values()}
         self.grpc_port = self.ports[str(pod.ports["grpc"])]
         self.address = "%s:%d" % (LOOPBACK, self.grpc_port)
+        # Where the kubelet's probes go (a plaintext health port under mTLS).
+        self.probe_address = "%s:%d" % (LOOPBACK, self.ports[str(pod.readiness_port)])
         self.peers = peers or [self.address]
-        self.secret_dir = secret_dir
+        # The Secret volumes: {mount path: host directory laid out by
+        # write_secret_volume}, one for each of the pod's.
+        self.secret_dirs = dict(secret_dirs or {})
         self.extra_args = list(extra_args)
         self.state_path = os.path.join(workdir, name + ".json")
         self._pod = pod
@@ -247,7 +252,7 @@ class Target:
 
     def save(self):
         state = {k: getattr(self, k) for k in
-                 ("image", "name", "workdir", "pod_dir", "ports", "peers", "secret_dir",
+                 ("image", "name", "workdir", "pod_dir", "ports", "peers", "secret_dirs",
                   "extra_args")}
         with open(self.state_path, "w") as f:
             json.dump(state, f)
@@ -267,7 +272,7 @@ class Target:
         """Another container of the same image and pod, with ports of its own
         and the same Secret; peers lists every replica's address (its own
         included) when the two should forward to each other."""
-        t = cls(other.image, name, other.workdir, other.pod_dir, secret_dir=other.secret_dir,
+        t = cls(other.image, name, other.workdir, other.pod_dir, secret_dirs=other.secret_dirs,
                 extra_args=other.extra_args)
         if peers is not None:
             t.peers = list(peers)
@@ -301,7 +306,7 @@ class Target:
         for mount_path, _ in pod.empty_dirs.items():
             cmd.append("--volume=%s:%s:rw" % (self.tmp_dir(), mount_path))
         for mount_path in pod.secrets:
-            cmd.append("--volume=%s:%s:ro" % (self.secret_dir, mount_path))
+            cmd.append("--volume=%s:%s:ro" % (self.secret_dirs[mount_path], mount_path))
         return cmd + [self.image] + self.args()
 
     def start(self, timeout=90):
@@ -315,7 +320,7 @@ class Target:
         podman(*self.podman_run_command())
         deadline = time.monotonic() + timeout
         while True:
-            if health_status(self.address, self._pod.readiness_service) == SERVING:
+            if health_status(self.probe_address, self._pod.readiness_service) == SERVING:
                 return self
             if not self.running():
                 raise RuntimeError("container %s exited:\n%s" % (self.name, self.logs()[-4000:]))
@@ -364,28 +369,36 @@ class Target:
         return os.path.join(mount_path, roots[0])
 
     def secret_paths(self):
-        """The Secret's files as pyexecd sees them (inside the container)."""
-        (mount_path,) = self._pod.secrets
-        return [os.path.join(mount_path, n) for n in sorted(os.listdir(self.secret_dir))
-                if not n.startswith("..")]
+        """The Secrets' files as pyexecd sees them (inside the container)."""
+        return [os.path.join(mount_path, n) for mount_path, d in sorted(self.secret_dirs.items())
+                for n in sorted(os.listdir(d)) if not n.startswith("..")]
 
 
 # ---------------------------------------------------------------- command line
 
-def _cmd_start(a):
-    pod = Pod(render(a.kustomize))
-    ((mount_path, (secret_name, mode)),) = pod.secrets.items()
-    tokens = {"alice": os.urandom(16).hex(), "bob": os.urandom(16).hex()}
+def write_auth_secret(pod, workdir, principals=("alice", "bob")):
+    """The Secret pyexec-auth of the base (tokens of each principal and a
+    peer secret) at workdir/pyexec-auth; returns ({mount path: directory},
+    {principal: token})."""
+    ((mount_path, (secret_name, mode)),) = [
+        (m, s) for m, s in pod.secrets.items() if s[0] == "pyexec-auth"]
+    tokens = {p: os.urandom(16).hex() for p in principals}
     tokens_text = "".join("%s %s\n" % kv for kv in tokens.items()).encode()
-    secret_dir = os.path.join(a.workdir, secret_name)
+    secret_dir = os.path.join(workdir, secret_name)
     write_secret_volume(secret_dir, {"tokens": tokens_text,
                                      "peer-secret": os.urandom(32).hex().encode()},
                         mode, pod.fs_group)
+    return {mount_path: secret_dir}, tokens
+
+
+def _cmd_start(a):
+    pod = Pod(render(a.kustomize))
+    secret_dirs, tokens = write_auth_secret(pod, a.workdir)
     # The tests' copy of the tokens: the one in the volume is root:fsGroup 0440.
     tokens_copy = os.path.join(a.workdir, "tokens")
-    with open(tokens_copy, "wb") as f:
-        f.write(tokens_text)
-    t = Target(a.image, a.name, a.workdir, pod_dir=a.kustomize, secret_dir=secret_dir)
+    with open(tokens_copy, "w") as f:
+        f.write("".join("%s %s\n" % kv for kv in tokens.items()))
+    t = Target(a.image, a.name, a.workdir, pod_dir=a.kustomize, secret_dirs=secret_dirs)
     t.start(a.timeout)
     env = {
         "PYEXEC_TEST_TARGET": "container",
