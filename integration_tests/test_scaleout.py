@@ -15,6 +15,12 @@ land on >= 2 replicas; after kill -9 of one replica only its sessions fail
 and new Binds succeed; after SIGTERM of another its in-flight call finishes
 and the rest carry on; /metrics passes `promtool check metrics` and its
 counters move; every flag the manifests pass is one pyexecd accepts.
+
+ManifestTest renders the base and every overlay and checks them: every
+object against the Kubernetes API schemas (offline, with the npm package
+kubernetes-models; integration_tests/container/manifest_schema), every pod
+against the "restricted" Pod Security Standard, and what issues 7 and 20
+ask of the manifests and the Dockerfile.
 """
 
 import concurrent.futures
