@@ -13,8 +13,7 @@
 # (default ~/.cache/pyexec/container), under a key that hashes the recipe
 # below (variant, packages, dpkg filters): a change of the recipe makes new
 # images; anything else reuses them. An image already in podman's storage
-# with the key as its label is not imported again. Bootstrapping both takes
-# about a minute; reusing them, about a second.
+# with the key as its label is not imported again.
 #
 # Usage: integration_tests/container/base_images.sh   (as root; podman, mmdebstrap)
 # Environment: PODMAN (default "podman --runtime runc"), PYEXEC_CONTAINER_CACHE.

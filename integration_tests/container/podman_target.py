@@ -36,8 +36,12 @@ then SetVolumeOwnership for a read-only volume):
 Used by run_container_tests.sh (`start` and `stop` below, as a command) and
 by tests that restart the container: Target.from_env() returns the container
 the harness started (PYEXEC_TEST_CONTAINER_STATE); start(), stop(), kill(),
-restart() and logs() act on it, and Target.like(other, name) makes a second
-container of the same image and pod for rolling restarts.
+restart() and logs() act on it. Target.like(other, name) makes a second
+container of the same image, pod and Secret, with ports of its own; for two
+replicas that forward to each other, give both the same peers before
+(re)starting them:
+    b = Target.like(a, "b"); a.peers = b.peers = [a.address, b.address]
+    a.restart(); b.start()
 
 Run with Debian's /usr/bin/python3 (python3-grpcio, python3-yaml).
 """
@@ -407,6 +411,9 @@ def _cmd_start(a):
         "PYEXEC_TEST_SECRET_FILES": ":".join(t.secret_paths()),
         "PYEXEC_TEST_CONTAINER": t.name,
         "PYEXEC_TEST_PRIVATE_ROOT": t.private_root(),
+        # The manifest's per-session disk cap, for tests that go past it.
+        "PYEXEC_TEST_WORKER_MAX_DISK_MB": next(
+            (arg.split("=", 1)[1] for arg in t.args() if arg.startswith("--worker_max_disk_mb=")), "0"),
         STATE_ENV: t.save(),
     }
     for k, v in env.items():

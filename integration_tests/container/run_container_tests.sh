@@ -10,9 +10,11 @@
 #    machine's apt sources and cached in ~/.cache/pyexec/container.
 # 2. podman build, the build stage with the host's Bazel disk cache
 #    (~/.cache/pyexec/bazel-disk) mounted where the repository's .bazelrc
-#    points, so that it reuses the actions CI's own build ran. Nothing is
-#    pulled (--pull=never); --network=host lets apt reach the mirror
-#    without iptables.
+#    points, so that it reuses the actions that earlier image builds ran
+#    (and the host's own builds, where their action environment is the
+#    same). Nothing is pulled (--pull=never); --network=host lets apt reach
+#    the mirror without iptables. podman's layer cache keeps the stages of
+#    the last sources built; older ones are pruned.
 # 3. podman_target.py start: the Secret pyexec-auth laid out as the kubelet
 #    lays it out (tokens of alice and bob, a peer secret), the emptyDir, and
 #    the container under the Deployment's securityContext translated to
@@ -72,13 +74,17 @@ timeout 900 "$here/base_images.sh"
 
 step "image build"
 mkdir -p "$disk_cache"
-timeout 1800 "${podman[@]}" build --runtime=runc --pull=never --network=host \
-  --volume "$disk_cache:/root/.cache/pyexec/bazel-disk" \
-  --file "$repo/deploy/container/Dockerfile" --tag "$image" "$repo" \
-  > "$work/build.log" 2>&1 || { tail -n 60 "$work/build.log"; exit 1; }
+build=("${podman[@]}" build --runtime=runc --pull=never --network=host
+       --volume "$disk_cache:/root/.cache/pyexec/bazel-disk"
+       --file "$repo/deploy/container/Dockerfile")
+# The build stage gets a tag of its own, so that the prune below keeps it
+# (podman's layer cache) while the stages of earlier sources go.
+timeout 1800 "${build[@]}" --target=build --tag "$image-build" "$repo" > "$work/build.log" 2>&1 &&
+  timeout 600 "${build[@]}" --tag "$image" "$repo" >> "$work/build.log" 2>&1 ||
+  { tail -n 60 "$work/build.log"; exit 1; }
 grep -E '^INFO: [0-9]+ processes' "$work/build.log" || echo "(the Bazel layer came from podman's cache)"
-# Earlier test images, now untagged, are dead weight.
-"${podman[@]}" image prune --force --filter "label!=pyexec.base-recipe" >/dev/null || true
+# Images made from our base images that nothing tags any more.
+"${podman[@]}" image prune --force --filter label=pyexec.base-recipe >/dev/null
 
 step "container start"
 timeout 180 "$python" "$here/podman_target.py" start \

@@ -83,6 +83,18 @@ class ContainerSmokeTest(unittest.TestCase):
         self.assertTrue(self.eval(s, "os.environ['HOME']").startswith(
             os.environ["PYEXEC_TEST_PRIVATE_ROOT"] + "/"))
 
+    def test_image_has_what_ordinary_programs_need(self):
+        # python3 on PATH and sys.executable (subprocess, multiprocessing),
+        # and CA certificates for ssl's default context.
+        s = self.bind()
+        self.exec(s, "import ssl, subprocess, sys")
+        self.assertEqual(self.eval(s, "subprocess.run(['python3', '-c', 'print(6*7)'], "
+                                      "capture_output=True, text=True).stdout"), "42\n")
+        self.assertEqual(self.eval(s, "subprocess.run([sys.executable, '-c', 'print(7)'], "
+                                      "capture_output=True, text=True).stdout"), "7\n")
+        self.assertGreater(self.eval(s, "ssl.create_default_context().cert_store_stats()"
+                                        "['x509_ca']"), 0)
+
     def test_authentication_is_on(self):
         with self.assertRaises(grpc.RpcError) as cm:
             self.stub.Eval(pb.EvalRequest(code="1"), timeout=TIMEOUT)
