@@ -101,7 +101,8 @@ class ContainerSmokeTest(unittest.TestCase):
         self.assertEqual(cm.exception.code(), SC.UNAUTHENTICATED)
 
     def test_pyexecd_reports_landlock_and_the_shared_uid(self):
-        (line,) = re.findall(r"isolation: .*", self.target.logs())
+        # pyexecd's own start-up line (worker output is prefixed otherwise).
+        (line,) = re.findall(r"^\S+ I pyexecd\[\d+\] (isolation: .*)$", self.target.logs(), re.M)
         sys.stderr.write("\n    pyexecd: %s\n" % line)
         self.assertRegex(line, r"Landlock ABI (\d+)")
         self.assertGreaterEqual(int(re.search(r"Landlock ABI (\d+)", line).group(1)), 6)
