@@ -786,7 +786,11 @@ class BalancerTestBase(unittest.TestCase):
 
     def keep_logs(self):
         for r in self.replicas:
-            self.failure_logs.append(("pyexecd %s (exit %s, log %s)" % (r.address, r.proc.poll(), r.log_path),
+            # A replica that failed to start has no address, one never
+            # started no process.
+            exit_code = r.proc.poll() if r.proc is not None else "not started"
+            self.failure_logs.append(("pyexecd %s (exit %s, log %s)"
+                                      % (getattr(r, "address", r.ip), exit_code, r.log_path),
                                       r.log_tail()))
         if self.lb is not None:
             self.failure_logs.append((type(self.lb).__name__, self.lb.log_tail()))
