@@ -1,9 +1,9 @@
 """The kubectl binaries that render deploy/kubernetes in the tests.
 
 The manifests must render the same objects with two generations of
-kustomize: the current one (whatever kubectl is on PATH, kubectl 1.21 or
-later) and v2.0.3, the kustomize inside kubectl 1.20, which is the only
-kubectl Debian 12 ships (package kubernetes-client). kubectls() returns both:
+kustomize: the current one (in kubectl 1.21 and later) and v2.0.3, the
+kustomize inside kubectl 1.20, which is the only kubectl Debian 12 ships
+(package kubernetes-client). kubectls() returns the kubectls to render with:
 
   - the kubectl on PATH;
   - Debian 12's kubectl 1.20: the PATH one when it is that package's, else
