@@ -483,9 +483,10 @@ class IsolationAttacks:
     def test_one_sessions_processes_do_not_use_up_anothers(self):
         cap, counted = self.process_cap()
         s = self.bind("alice")
-        made = self.run_code("alice", (
-            "import os, signal, time\n"
+        made, error = self.run_code("alice", (
+            "import errno, os, signal, time\n"
             "children = []\n"
+            "error = None\n"
             "try:\n"
             "    for _ in range(%d):\n"
             "        pid = os.fork()\n"
@@ -493,9 +494,9 @@ class IsolationAttacks:
             "            signal.pause()\n"
             "            os._exit(0)\n"
             "        children.append(pid)\n"
-            "except OSError:\n"
-            "    pass\n"
-            "result = len(children)\n" % (cap + 64)), s)
+            "except OSError as e:\n"
+            "    error = errno.errorcode.get(e.errno, str(e.errno))\n"
+            "result = (len(children), error)\n" % (cap + 64)), s)
         # Reaped before the test ends, so that the tests after it (the same
         # uid, when workers share one) start with the count back to normal.
         reap = ("while children:\n"
@@ -503,7 +504,10 @@ class IsolationAttacks:
                 "    os.kill(pid, signal.SIGKILL)\n"
                 "    os.waitpid(pid, 0)\n")
         self.addCleanup(self.run_code, "alice", reap, s)
-        self.assertLess(made, cap)  # the cap stopped the bomb
+        # The cap stopped the bomb: fork failed with EAGAIN (pids.max or
+        # RLIMIT_NPROC), not for want of memory.
+        self.assertLess(made, cap)
+        self.assertEqual(error, "EAGAIN", "after %d processes" % made)
         if counted != "per session":
             # No cgroup per session here (pyexecd as 10001 on this host, a
             # container): the cap is RLIMIT_NPROC, counted per uid, as the
