@@ -19,6 +19,8 @@ body serves every form. Alice and Bob are two principals with tokens.
 
 import glob
 import os
+import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -36,8 +38,12 @@ PEER_SECRET = "peer-secret-0123456789abcdef"
 LEAKY_ENV = {"AWS_SECRET_ACCESS_KEY": "not-for-tenants-4242"}
 NON_ROOT_UID = 10001
 CONTAINER = os.environ.get("PYEXEC_TEST_TARGET") == "container"
-# Flags of the local forms, as the manifests set them.
-COMMON_FLAGS = ("--worker_max_disk_mb=8", "--worker_memory_limit_mb=1024",
+# Flags of the local forms. The memory limit is the manifests'; the disk and
+# process caps are smaller than theirs (96 MiB, and pyexecd's default of 512
+# processes), so that the tests that go past them stay quick. The tests read
+# each form's caps from the target, not from here.
+LOCAL_DISK_CAP_MB = 8
+COMMON_FLAGS = ("--worker_max_disk_mb=%d" % LOCAL_DISK_CAP_MB, "--worker_memory_limit_mb=1024",
                 "--worker_max_processes=256")
 
 
@@ -71,6 +77,7 @@ class LocalTarget:
             os.chown(self.dir, uid, uid)
         self.tokens = dict(TOKENS)
         self.secret_files = [self.tokens_file, self.peer_secret_file]
+        self.disk_cap_mb = LOCAL_DISK_CAP_MB
         self.server = fx.Server(
             "--auth_tokens_file=" + self.tokens_file,
             "--peer_secret_file=" + self.peer_secret_file, *(COMMON_FLAGS + flags),
@@ -117,6 +124,8 @@ class ContainerTarget:
         self.secret_files = os.environ["PYEXEC_TEST_SECRET_FILES"].split(":")
         self.private_root = os.environ["PYEXEC_TEST_PRIVATE_ROOT"]
         self.container = os.environ["PYEXEC_TEST_CONTAINER"]
+        # The manifest's --worker_max_disk_mb, as the harness started it.
+        self.disk_cap_mb = int(os.environ["PYEXEC_TEST_WORKER_MAX_DISK_MB"])
         self._log_offset_base = 0
 
     def start(self):
@@ -127,8 +136,8 @@ class ContainerTarget:
         pass
 
     def _podman(self, *args):
-        return subprocess.run(["podman", "--runtime", "runc"] + list(args),
-                              capture_output=True, text=True, timeout=60)
+        podman = shlex.split(os.environ.get("PODMAN", "podman --runtime runc"))
+        return subprocess.run(podman + list(args), capture_output=True, text=True, timeout=60)
 
     def _log(self):
         out = self._podman("logs", self.container)
@@ -349,10 +358,22 @@ class IsolationAttacks:
 
     def test_writes_outside_the_private_directory_are_refused(self):
         outcomes = self.attempts("alice", (
-            "import os\n"
+            "import errno, os\n"
             "result['/tmp'] = attempt(lambda: open('/tmp/planted', 'w'))\n"
             "result['/var/tmp'] = attempt(lambda: open('/var/tmp/planted', 'w'))\n"
+            "if result['/var/tmp'] == 'OSError':\n"
+            "    try:\n"
+            "        open('/var/tmp/planted', 'w')\n"
+            "    except OSError as e:\n"
+            "        result['/var/tmp'] += ' ' + errno.errorcode.get(e.errno, str(e.errno))\n"
             "result['/dev/shm listing'] = attempt(os.listdir, '/dev/shm')\n"))
+        # In the container /var/tmp is on the read-only root filesystem
+        # (readOnlyRootFilesystem), which refuses the write with EROFS
+        # before Landlock is asked. Everywhere else it is writable, and only
+        # the session's own confinement may refuse it.
+        var_tmp = outcomes.pop("/var/tmp")
+        self.assertIn(var_tmp, ("PermissionError", "OSError EROFS") if CONTAINER
+                      else ("PermissionError",), "/var/tmp was not refused")
         self.assert_all_refused(outcomes)
 
     def test_typing_into_a_terminal_is_refused(self):
@@ -415,14 +436,17 @@ class IsolationAttacks:
 
     def test_a_session_past_the_disk_cap_is_ended_with_a_clear_status(self):
         s = self.bind("alice")
+        # 32 MiB past the form's cap, 1 MiB at a time: pyexecd measures the
+        # private directory about once a second.
+        mib = self.target.disk_cap_mb + 32
         with self.assertRaises(grpc.RpcError) as cm:
             self.target.stub.Exec(pb.ExecRequest(session=s, code=(
                 "import os, time\n"
-                "for i in range(40):\n"
-                "    with open('fill%d' % i, 'wb') as f:\n"
+                "for i in range(%d):\n"
+                "    with open('fill%%d' %% i, 'wb') as f:\n"
                 "        f.write(b'x' * (1 << 20))\n"
                 "        f.flush(); os.fsync(f.fileno())\n"
-                "    time.sleep(0.1)\n")), metadata=self.md("alice"), timeout=60)
+                "    time.sleep(0.1)\n" % mib)), metadata=self.md("alice"), timeout=60)
         self.assertEqual(cm.exception.code(), SC.ABORTED, cm.exception.details())
         self.assertIn("--worker_max_disk_mb", cm.exception.details())
         with self.assertRaises(grpc.RpcError) as cm:
@@ -444,34 +468,54 @@ class IsolationAttacks:
                 self.assertFalse(line.startswith(forged), line)
                 self.assertNotIn("\x1b", line)
 
+    def process_cap(self):
+        """The process cap pyexecd's start-up `isolation:` line reports, and
+        how it counts: "per session" (a cgroup's pids.max), "per worker uid"
+        or "shared by every process of the uid" (RLIMIT_NPROC)."""
+        lines = re.findall(r"^\S+ I pyexecd\[\d+\] isolation: .*$", self.target.startup_log(),
+                           re.M)
+        self.assertEqual(len(lines), 1, "pyexecd's start-up isolation line")
+        m = re.search(r"processes: (?:RLIMIT_NPROC )?(\d+) (per session|per worker uid|"
+                      r"shared by every process of the uid)", lines[0])
+        self.assertIsNotNone(m, lines[0])
+        return int(m.group(1)), m.group(2)
+
     def test_one_sessions_processes_do_not_use_up_anothers(self):
+        cap, counted = self.process_cap()
         s = self.bind("alice")
-        made = self.run_code("alice", (
-            "import os, signal, time\n"
+        made, error = self.run_code("alice", (
+            "import errno, os, signal, time\n"
             "children = []\n"
+            "error = None\n"
             "try:\n"
-            "    for _ in range(400):\n"
+            "    for _ in range(%d):\n"
             "        pid = os.fork()\n"
             "        if pid == 0:\n"
             "            signal.pause()\n"
             "            os._exit(0)\n"
             "        children.append(pid)\n"
-            "except OSError:\n"
-            "    pass\n"
-            "result = len(children)\n"), s)
+            "except OSError as e:\n"
+            "    error = errno.errorcode.get(e.errno, str(e.errno))\n"
+            "result = (len(children), error)\n" % (cap + 64)), s)
         # Reaped before the test ends, so that the tests after it (the same
         # uid, when workers share one) start with the count back to normal.
-        self.addCleanup(self.run_code, "alice", (
-            "for pid in children:\n"
-            "    os.kill(pid, signal.SIGKILL)\n"
-            "    os.waitpid(pid, 0)\n"), s)
-        self.assertLess(made, 256)  # the cap stopped the bomb
-        log = self.target.startup_log()
-        if "per session (cgroup" not in log:
-            # No cgroup is delegated here (pyexecd as 10001 on this host, a
-            # container): the cap is RLIMIT_NPROC, counted per uid, and the
-            # start-up line says so. Documented in SECURITY.md.
-            self.assertIn("RLIMIT_NPROC 256 shared by every process of the uid", log)
+        reap = ("while children:\n"
+                "    pid = children.pop()\n"
+                "    os.kill(pid, signal.SIGKILL)\n"
+                "    os.waitpid(pid, 0)\n")
+        self.addCleanup(self.run_code, "alice", reap, s)
+        # The cap stopped the bomb: fork failed with EAGAIN (pids.max or
+        # RLIMIT_NPROC), not for want of memory.
+        self.assertLess(made, cap)
+        self.assertEqual(error, "EAGAIN", "after %d processes" % made)
+        if counted != "per session":
+            # No cgroup per session here (pyexecd as 10001 on this host, a
+            # container): the cap is RLIMIT_NPROC, counted per uid, as the
+            # start-up line says (docs/security.md), so other sessions of
+            # that uid may wait for processes until the bomb is gone. Then
+            # everyone is served again.
+            self.run_code("alice", reap, s)
+            self.assert_still_serving()
             return
         bob = self.run_code("bob", (
             "import threading\n"
@@ -481,6 +525,7 @@ class IsolationAttacks:
             "stop.set(); [t.join() for t in threads]\n"
             "result = len(threads)\n"), self.bind("bob"))
         self.assertEqual(bob, 50)
+        self.assert_still_serving()
 
     # -- ordinary programs still work
 

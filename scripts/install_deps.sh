@@ -24,6 +24,11 @@ PACKAGES=(
   # Go client (grpc-go needs golang/protobuf 1.5, not Debian's default 1.3)
   golang-go golang-google-grpc-dev golang-google-protobuf-dev
   golang-github-golang-protobuf-1-5-dev protoc-gen-go protoc-gen-go-grpc
+  # container suite: base images bootstrapped from apt's sources (mmdebstrap),
+  # the image built and run by rootful podman with runc (crun refuses a mixed
+  # cgroup v1 set-up) on the host's network, a network namespace of the
+  # test's own for the README's `podman run` block (ip netns)
+  podman runc mmdebstrap iproute2 containernetworking-plugins
 )
 
 # Node client: Debian's nodejs and npm, only when no node is on PATH (a newer
@@ -47,8 +52,11 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 fi
 
-# `kubectl kustomize` renders deploy/kubernetes for the scale-out tests. Any
-# kubectl will do; without one, Debian's kubernetes-client provides it.
+# `kubectl kustomize` renders deploy/kubernetes for the scale-out and
+# container tests. Any kubectl will do, Debian's kubernetes-client (1.20)
+# included: the manifests render the same with it as with current ones, and
+# the manifest tests check both (unpacking Debian's into ~/.cache/pyexec when
+# the kubectl on PATH is another).
 if ! command -v kubectl >/dev/null 2>&1; then
   echo "install_deps: installing kubernetes-client (kubectl)" >&2
   SUDO=""

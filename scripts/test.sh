@@ -16,7 +16,7 @@ root="$(pwd)"
 
 scripts/install_deps.sh || exit 1
 
-suites="${SUITES:-bazel python erlang pyclient scaleout go node fuzz asan tsa}"
+suites="${SUITES:-bazel python erlang pyclient scaleout container go node fuzz asan tsa}"
 passed=0
 failed=0
 failed_names=()
@@ -79,6 +79,9 @@ for suite in $suites; do
     scaleout)
       run_suite "Scale-out: 3 replicas behind nginx and HAProxy, manifests, metrics" \
         integration_tests/run_python_tests.sh test_scaleout ;;
+    container)
+      run_suite "Container: the image built with podman, run under the manifests' securityContext" \
+        integration_tests/container/run_container_tests.sh ;;
     go)
       run_suite "Go client: go test with conformance" clients/go/run_tests.sh ;;
     node)
