@@ -244,6 +244,7 @@ class SessionsTest(fx.ServerTestCase):
         st = self.server.stats()
         self.assertEqual(st.sessions, 1)
         self.assertEqual(st.checked_out, 1)
+        self.assertEqual(st.bindable_workers, 3)
         self.assertGreaterEqual(st.calls_total, before + 2)
         self.assertGreaterEqual(st.workers_spawned, 3)
         self.server.wait_pool_size(sessions=1)
@@ -253,6 +254,8 @@ class SessionsTest(fx.ServerTestCase):
         sessions = [self.bind() for _ in range(4)]
         err = self.assertRpcError(SC.RESOURCE_EXHAUSTED, self.bind)
         self.assertIn("no_workers_available", err.details())
+        # Warm idle workers may remain, but none can be bound.
+        self.assertEqual(self.server.stats().bindable_workers, 0)
         # Stateless calls still work while binds are exhausted.
         for _ in range(4):
             self.assertEqual(self.ev("2 + 2"), 4)

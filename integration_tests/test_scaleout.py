@@ -945,10 +945,18 @@ class BalancerTestBase(unittest.TestCase):
         """Run, Attach and named Interrupts sent to replicas that do not own
         the session are forwarded to its owner, with their metadata."""
         auth = (("authorization", "Bearer " + self.token),)
-        token = self.bind()
+        bound = self.stub.Bind(pb.BindRequest(), timeout=CALL_TIMEOUT)
+        token = bound.session
         owner = self.owner(token)
         others = [r for r in self.replicas if r is not owner]
         via, other = others[0].stub, others[1].stub
+        # Bind names the owner, and a non-owner's answer says where it is.
+        self.assertEqual(bound.owner, owner.address)
+        _, call = via.Eval.with_call(pb.EvalRequest(session=token, code="1"), timeout=CALL_TIMEOUT)
+        self.assertIn(("x-pyexec-owner", owner.address), call.initial_metadata())
+        _, call = owner.stub.Eval.with_call(pb.EvalRequest(session=token, code="1"),
+                                            timeout=CALL_TIMEOUT)
+        self.assertNotIn("x-pyexec-owner", dict(call.initial_metadata()))
 
         # Re-entry across replicas: the outer Run goes through one non-owner,
         # each nested call through the other, all to the owner's interpreter.

@@ -12,7 +12,11 @@ inline constexpr char kCallIdHeader[] = "x-pyexec-call-id";
 // The callback (CallbackRequest.id) the client is running when it makes the
 // call: the call runs nested on the interpreter waiting for that callback.
 inline constexpr char kCallbackHeader[] = "x-pyexec-callback";
-// The longest value either may have.
+// Sent by a replica that forwarded the call, in its initial metadata: the
+// address of the session's owner, which a client that can reach it dials
+// directly for the session's next calls (BindResponse.owner).
+inline constexpr char kOwnerHeader[] = "x-pyexec-owner";
+// The longest value a client's metadata above may have.
 inline constexpr int kMaxCallMetadataBytes = 128;
 
 }  // namespace pyexec

@@ -149,6 +149,9 @@ absl::StatusOr<std::shared_ptr<const Peer>> Forwarder::Route(
         " is not among the current peers (the replica is gone, and its "
         "sessions with it, or the token is not one of ours)"));
   }
+  // Tells a client that can reach the owner where to send the session's
+  // next calls.
+  context->AddInitialMetadata(kOwnerHeader, peer->address);
   return peer;
 }
 

@@ -129,6 +129,10 @@ std::shared_ptr<BindHandle> PyExecCore::Bind(absl::string_view principal,
     response->set_session(std::move(token));
     response->set_idle_timeout_seconds(
         static_cast<uint32_t>(absl::ToInt64Seconds(idle)));
+    {
+      absl::MutexLock lock(&replica_mu_);
+      response->set_owner(owner_address_);
+    }
     done(absl::OkStatus());
   });
   return handle;
@@ -512,13 +516,16 @@ v1::GetStatsResponse PyExecCore::GetStats() const {
   response.set_workers_died(stats.workers_died);
   response.set_calls_total(stats.calls_total);
   response.set_sessions(static_cast<uint32_t>(sessions_->size()));
+  response.set_bindable_workers(
+      static_cast<uint32_t>(std::max(0, pool_->max_workers() - static_cast<int>(stats.checked_out))));
   absl::MutexLock lock(&replica_mu_);
   response.set_replica(replica_);
   return response;
 }
 
-void PyExecCore::SetReplica(std::string replica) {
+void PyExecCore::SetReplica(std::string replica, bool clients_may_dial) {
   absl::MutexLock lock(&replica_mu_);
+  owner_address_ = clients_may_dial ? replica : "";
   replica_ = std::move(replica);
 }
 

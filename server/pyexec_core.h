@@ -183,7 +183,10 @@ class PyExecCore {
   v1::GetStatsResponse GetStats() const;
   // This replica's advertised address, reported by GetStats. Set once the
   // port is known (it may be picked at listen time).
-  void SetReplica(std::string replica) ABSL_LOCKS_EXCLUDED(replica_mu_);
+  // `clients_may_dial`: it is an --advertise_address (replicas run with
+  // --peers), which Bind then returns as the session's owner.
+  void SetReplica(std::string replica, bool clients_may_dial = false)
+      ABSL_LOCKS_EXCLUDED(replica_mu_);
 
   // Unbinds sessions idle past their timeout, or whose lease ended.
   void ReapExpiredSessions();
@@ -214,6 +217,7 @@ class PyExecCore {
   CallbackRegistry callbacks_;
   mutable absl::Mutex replica_mu_;
   std::string replica_ ABSL_GUARDED_BY(replica_mu_);
+  std::string owner_address_ ABSL_GUARDED_BY(replica_mu_);
   // Who hears when a leased session ends, by session.
   absl::Mutex leases_mu_;
   absl::flat_hash_map<std::string, absl::flat_hash_map<Lease*, std::function<void(std::string)>>>

@@ -217,7 +217,8 @@ absl::StatusOr<std::string> PyExecServer::Start() {
   }
   SetServing(false);
   std::string address = WithPort(options_.listen, port);
-  core_->SetReplica(advertise->empty() ? address : *advertise);
+  core_->SetReplica(advertise->empty() ? address : *advertise,
+                    /*clients_may_dial=*/!advertise->empty() && peers_ != nullptr);
 
   if (absl::Status s = pool_->Start(); !s.ok()) return s;
   if (!pool_->WaitUntilWarm(options_.warmup_timeout)) {
