@@ -1,6 +1,7 @@
 #ifndef PYEXEC_COMMON_CLOCK_H_
 #define PYEXEC_COMMON_CLOCK_H_
 
+#include <stdint.h>
 #include <time.h>
 
 #include "absl/time/time.h"
@@ -14,6 +15,14 @@ inline absl::Time MonotonicNow() {
   timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return absl::UnixEpoch() + absl::DurationFromTimespec(ts);
+}
+
+// CLOCK_MONOTONIC in nanoseconds: the per-call trace's stamps, comparable
+// across the processes of one host.
+inline int64_t MonotonicNanos() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
 }
 
 // Turns a wall-clock deadline into a MonotonicNow() one, given the current

@@ -59,6 +59,8 @@ struct ContextPool::Call {
   std::string principal;
   // Request bytes counted in queued_bytes_ while the call waits in a queue.
   size_t queued_bytes = 0;
+  // A traced call (WorkerRequest.trace): when its frame went to the worker.
+  int64_t trace_sent_ns = 0;
 };
 
 struct ContextPool::Worker {
@@ -768,6 +770,13 @@ void ContextPool::UpdateEpoll(Worker* w) {
 
 void ContextPool::SendFrame(Worker* w, const internal::WorkerRequest& frame) {
   const bool wanted_write = w->connection.wants_write();
+  if (frame.trace()) {
+    // Stamped as the write starts: the worker may read the frame before
+    // this thread runs again.
+    if (Call* call = w->top(); call != nullptr && call->id == frame.id()) {
+      call->trace_sent_ns = MonotonicNanos();
+    }
+  }
   if (absl::Status s = w->connection.Send(frame); !s.ok()) {
     Condemn(w, DeathCause::kProtocolError, std::string(s.message()));
     return;
@@ -819,6 +828,10 @@ bool ContextPool::HandleFrame(Worker* w, const std::string& payload, Deferred* d
       return false;
     }
     return true;
+  }
+  if (top->trace_sent_ns != 0) {
+    response.mutable_trace()->set_pool_sent_ns(top->trace_sent_ns);
+    response.mutable_trace()->set_pool_received_ns(MonotonicNanos());
   }
   if (!w->nested.empty()) {
     // A nested call ended: the call below it waits on for its callback.

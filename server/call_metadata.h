@@ -16,6 +16,9 @@ inline constexpr char kCallbackHeader[] = "x-pyexec-callback";
 // address of the session's owner, which a client that can reach it dials
 // directly for the session's next calls (BindResponse.owner).
 inline constexpr char kOwnerHeader[] = "x-pyexec-owner";
+// Any value: the client asks for the call's per-stage trace, which comes
+// back in the trailing metadata of the same name (see TraceText).
+inline constexpr char kTraceHeader[] = "x-pyexec-trace";
 // The longest value a client's metadata above may have.
 inline constexpr int kMaxCallMetadataBytes = 128;
 

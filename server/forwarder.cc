@@ -35,6 +35,9 @@ class ForwardReactor final : public grpc::ServerUnaryReactor {
 
   void OnCancel() override { client_.TryCancel(); }
   void OnDone() override { delete this; }
+  // Neither reaction blocks or takes a lock held around Finish: gRPC may run
+  // them inline (see PoolCallReactor).
+  bool InternalInlineable() override { return true; }
 
  private:
   const std::shared_ptr<const Peer> peer_;  // keeps the channel alive

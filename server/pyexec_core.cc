@@ -155,6 +155,7 @@ CallId PyExecCore::Submit(const Caller& caller, const std::string& session,
                           std::function<void(internal::WorkerResponse&)> fill,
                           RpcDone done, CallEvent events) {
   request.set_max_refs(options_.max_refs_per_session);
+  request.set_trace(caller.trace != nullptr);
   // A call the client makes while it runs a callback of a call on this
   // same session (or, stateless, of a stateless call) runs nested on that
   // call's interpreter, which waits for the callback's answer: queued
@@ -184,8 +185,10 @@ CallId PyExecCore::Submit(const Caller& caller, const std::string& session,
   }
   CallId id = pool_->Submit(
       worker, std::move(request), deadline,
-      [this, session, worker, named, call_id = caller.call_id, fill = std::move(fill),
+      [this, session, worker, named, call_id = caller.call_id, trace = caller.trace,
+       fill = std::move(fill),
        done = std::move(done)](absl::StatusOr<internal::WorkerResponse> result) {
+        if (trace != nullptr && result.ok()) *trace = result->trace();
         if (named) named_calls_.Ended(session, call_id);
         if (!session.empty()) sessions_->EndCall(session);
         if (!session.empty() && result.status().code() == absl::StatusCode::kNotFound) {

@@ -49,6 +49,9 @@ struct Caller {
   // x-pyexec-callback: the client makes this call while it runs that
   // callback, so the call runs nested on the waiting interpreter.
   std::string callback;
+  // x-pyexec-trace: where the worker and the pool stamp the call's stages
+  // (owned by the RPC; null when the client did not ask).
+  internal::CallTrace* trace = nullptr;
 };
 
 // Receives the outcome of an RPC once its response has been filled in.

@@ -8,8 +8,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "common/clock.h"
 #include "server/call_canceller.h"
 #include "server/call_metadata.h"
+#include "server/call_trace.h"
 #include "server/run_reactor.h"
 #include "server/status_util.h"
 
@@ -67,10 +69,28 @@ class MeteredReactor : public grpc::ServerUnaryReactor {
 // A unary reactor whose call runs on the pool. OnCancel (client cancelled or
 // disconnected, or the deadline passed) interrupts the Python code; the pool
 // then answers and Finish runs as usual.
+//
+// Inlineable (as gRPC's own default reactor is): gRPC runs OnDone and
+// OnCancel on the thread that completes the call instead of handing them to
+// its executor, one thread wake-up less per call. That is safe because
+// neither blocks: OnDone deletes, OnCancel takes only the canceller's lock
+// and the pool's, and Finish is never called with either held (the pool
+// answers after releasing its lock). pyexec_service_test races cancels with
+// answers under ASan with lock-cycle detection on.
 class PoolCallReactor final : public MeteredReactor {
  public:
   PoolCallReactor(PyExecCore* core, Metrics* metrics, Rpc rpc)
       : MeteredReactor(metrics, rpc), canceller_([core](CallId id) { core->Cancel(id); }) {}
+
+  // The client asked for the call's trace (x-pyexec-trace): the pool and the
+  // worker stamp its stages into the returned object, and the answer carries
+  // them in trailing metadata. `entered_ns`: when the handler was entered.
+  internal::CallTrace* StartTrace(grpc::CallbackServerContext* context, int64_t entered_ns) {
+    trace_ = std::make_unique<internal::CallTrace>();
+    context_ = context;
+    entered_ns_ = entered_ns;
+    return trace_.get();
+  }
 
   // Submits through `start`, which returns the pool's CallId. `done` may
   // Finish the call on another thread before `start` returns; touching `this`
@@ -78,13 +98,23 @@ class PoolCallReactor final : public MeteredReactor {
   // handler, which calls Run, has returned the reactor.
   template <typename Start>
   void Run(Start start) {
-    canceller_.Set(start([this](absl::Status status) { Answer(status); }));
+    canceller_.Set(start([this](absl::Status status) {
+      if (trace_ != nullptr) {
+        context_->AddTrailingMetadata(kTraceHeader,
+                                      TraceText(*trace_, entered_ns_, MonotonicNanos()));
+      }
+      Answer(status);
+    }));
   }
 
   void OnCancel() override { canceller_.Cancel(); }
+  bool InternalInlineable() override { return true; }
 
  private:
   CallCanceller canceller_;
+  std::unique_ptr<internal::CallTrace> trace_;
+  grpc::CallbackServerContext* context_ = nullptr;
+  int64_t entered_ns_ = 0;
 };
 
 // A server stream whose call runs on the pool. Events from the pool are
@@ -486,6 +516,8 @@ grpc::ServerUnaryReactor* PyExecService::RunOnPool(
     CallId (PyExecCore::*run)(const Caller&, const Request&, absl::Time, Response*, RpcDone),
     Forwarder::StartCall forward) {
   const absl::Time received = absl::Now();
+  const bool traced = context->client_metadata().count(kTraceHeader) > 0;
+  const int64_t entered_ns = traced ? MonotonicNanos() : 0;
   absl::StatusOr<Caller> caller = CallerOf(*context);
   if (!caller.ok()) return Finished(caller.status(), metrics_, rpc);
   if (absl::Status bad = v1::MalformedRequestError(*request); !bad.ok()) {
@@ -499,6 +531,7 @@ grpc::ServerUnaryReactor* PyExecService::RunOnPool(
                                caller->principal);
   }
   auto* reactor = new PoolCallReactor(core_, metrics_, rpc);
+  if (traced) caller->trace = reactor->StartTrace(context, entered_ns);
   reactor->Run([&](RpcDone done) {
     return (core_->*run)(*caller, *request, DeadlineOf(*context), response, std::move(done));
   });

@@ -16,6 +16,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "common/clock.h"
 #include "common/frame.h"
 #include "common/utf8.h"
 #include "worker/py_ref.h"
@@ -638,7 +639,9 @@ void PythonRunner::Handle(const internal::WorkerRequest& request,
   };
 
   if (interrupt_this_call) PyErr_SetInterruptEx(SIGINT);
+  if (request.trace()) response->mutable_trace()->set_python_start_ns(MonotonicNanos());
   PyRef result(PyObject_Call(callable.get(), args.get(), nullptr));
+  if (request.trace()) response->mutable_trace()->set_python_end_ns(MonotonicNanos());
   if (!result) {
     TakeException(helpers_, response->mutable_error());
   } else if (request.op_case() == internal::WorkerRequest::kExec) {

@@ -50,6 +50,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
+#include "common/clock.h"
 #include "common/frame.h"
 #include "common/limits.h"
 #include "common/logging.h"
@@ -291,8 +292,13 @@ int Serve(int fd, PythonRunner& runner, const internal::WorkerSettings& settings
     } else if (request.op_case() == internal::WorkerRequest::kCallbackAnswer) {
       continue;  // the answer to a callback that gave up waiting: no call
     } else {
+      const int64_t received = request.trace() ? MonotonicNanos() : 0;
       runner.Handle(request, &response);
       CapResponse(max_response, &response);
+      if (request.trace()) {
+        response.mutable_trace()->set_worker_received_ns(received);
+        response.mutable_trace()->set_worker_sent_ns(MonotonicNanos());
+      }
     }
     if (!send(response)) return 6;
   }
