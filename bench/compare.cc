@@ -1,5 +1,7 @@
 #include "bench/compare.h"
 
+#include "bench/thread_costs.h"
+
 #include <memory>
 #include <string>
 #include <vector>
@@ -91,13 +93,21 @@ absl::StatusOr<PhaseResult> RunEvalPhase(
 
 std::string Ratio(double r) { return absl::StrFormat("%.2fx", r); }
 
-// Phase options that read `pid`'s counters around the measured window.
+// Phase options that read `pid`'s counters, in all and by thread, around
+// the measured window.
 PhaseOptions Counted(const PhaseOptions& base, int pid, ProcessTreeCounters* before,
-                     ProcessTreeCounters* after) {
+                     ProcessTreeCounters* after, ThreadCosts* threads_before,
+                     ThreadCosts* threads_after) {
   PhaseOptions o = base;
   if (pid <= 0) return o;
-  o.on_measure_begin = [pid, before] { *before = ReadProcessTreeCounters(pid); };
-  o.on_measure_end = [pid, after] { *after = ReadProcessTreeCounters(pid); };
+  o.on_measure_begin = [pid, before, threads_before] {
+    *threads_before = ReadThreadCosts(pid);
+    *before = ReadProcessTreeCounters(pid);
+  };
+  o.on_measure_end = [pid, after, threads_after] {
+    *after = ReadProcessTreeCounters(pid);
+    *threads_after = ReadThreadCosts(pid);
+  };
   return o;
 }
 
@@ -139,16 +149,29 @@ absl::StatusOr<CompareReport> RunCompare(const std::string& pyexec_address,
   if (!eval_n.ok()) return eval_n.status();
 
   ProcessTreeCounters before, after;
-  report.echo_latency = RunPhase({EchoCall((*echo1)[0], options)},
-                                 Counted(options.phase, options.echo_pid, &before, &after));
+  ThreadCosts threads_before, threads_after;
+  report.echo_latency =
+      RunPhase({EchoCall((*echo1)[0], options)},
+               Counted(options.phase, options.echo_pid, &before, &after, &threads_before,
+                       &threads_after));
   report.echo_cost = PerCall(before, after, report.echo_latency.ok);
+  report.echo_threads = FormatThreadCosts(threads_before, threads_after, report.echo_latency.ok);
   before = after = ProcessTreeCounters{};
+  threads_before = threads_after = ThreadCosts{};
   CompareOptions counted = options;
-  counted.phase = Counted(options.phase, options.pyexec_pid, &before, &after);
+  counted.phase = Counted(options.phase, options.pyexec_pid, &before, &after, &threads_before,
+                          &threads_after);
   absl::StatusOr<PhaseResult> eval = RunEvalPhase(*eval1, counted);
   if (!eval.ok()) return eval.status();
   report.eval_latency = *std::move(eval);
   report.eval_cost = PerCall(before, after, report.eval_latency.ok);
+  report.eval_threads = FormatThreadCosts(threads_before, threads_after, report.eval_latency.ok);
+  if (options.traced_calls > 0) {
+    absl::StatusOr<StageBreakdown> stages =
+        TraceEvalStages((*eval1)[0], options.traced_calls, options.call_timeout);
+    if (!stages.ok()) return stages.status();
+    report.stages = *std::move(stages);
+  }
 
   std::vector<CallFn> echo_calls;
   for (const auto& channel : *echo_n) echo_calls.push_back(EchoCall(channel, options));
@@ -210,6 +233,13 @@ std::string FormatCompareTable(const CompareReport& r,
     absl::StrAppendFormat(
         &out, row, "context switches per call", absl::StrFormat("%.1f", r.echo_cost.context_switches),
         absl::StrFormat("%.1f", r.eval_cost.context_switches), "", "", "");
+  }
+  if (!r.eval_threads.empty()) {
+    absl::StrAppend(&out, "\necho server, by thread, 1 client:\n", r.echo_threads);
+    absl::StrAppend(&out, "pyexecd and its workers, by thread, 1 client:\n", r.eval_threads);
+  }
+  if (r.stages.calls > 0) {
+    absl::StrAppend(&out, "\n", FormatStageTable(r.stages, r.echo_latency.latency.p50));
   }
   AppendPhaseErrors({{"echo, 1 client", &r.echo_latency},
                      {"eval, 1 client", &r.eval_latency},

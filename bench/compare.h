@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "bench/load.h"
+#include "bench/stage_trace.h"
 #include "grpcpp/channel.h"
 
 namespace pyexec {
@@ -36,6 +37,8 @@ struct CompareOptions {
   // call in the 1-client phases (pyexecd with its workers); 0 skips it.
   int pyexec_pid = 0;
   int echo_pid = 0;
+  // Traced Evals after the phases (0: no stage breakdown).
+  int traced_calls = 2000;
 };
 
 // What the server side spent per call in a measured phase.
@@ -53,6 +56,12 @@ struct CompareReport {
   // Per call in the 1-client phases; zero when the pids are not known.
   ServerCost echo_cost;
   ServerCost eval_cost;
+  // The same by thread (FormatThreadCosts), empty when the pids are not
+  // known.
+  std::string echo_threads;
+  std::string eval_threads;
+  // Where an Eval's time goes (the server's per-call trace).
+  StageBreakdown stages;
 };
 
 // Creates an insecure channel to `address`. With `own_connection` the

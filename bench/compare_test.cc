@@ -55,6 +55,7 @@ TEST(RunCompareTest, RunsAllPhases) {
   options.phase.warmup = absl::Milliseconds(10);
   options.phase.duration = absl::Milliseconds(100);
   options.concurrency = 3;
+  options.traced_calls = 0;  // the fake sends no trace
   absl::StatusOr<CompareReport> r =
       RunCompare(pyexec.address(), echo->address, options);
   ASSERT_TRUE(r.ok()) << r.status();
@@ -64,6 +65,20 @@ TEST(RunCompareTest, RunsAllPhases) {
   EXPECT_GT(r->eval_throughput.errors["INTERNAL"], 0);
   // 1 session for latency + 3 for throughput, all unbound.
   EXPECT_EQ(pyexec.service().unbound().size(), 4u);
+  echo->server->Shutdown();
+}
+
+TEST(RunCompareTest, SaysWhenTheServerSendsNoTrace) {
+  absl::StatusOr<EchoServer> echo = StartEchoServer("127.0.0.1:0");
+  ASSERT_TRUE(echo.ok()) << echo.status();
+  fakes::FakePyExecServer pyexec;
+  CompareOptions options;
+  options.phase.warmup = absl::Milliseconds(10);
+  options.phase.duration = absl::Milliseconds(50);
+  options.concurrency = 1;
+  options.traced_calls = 5;
+  absl::StatusOr<CompareReport> r = RunCompare(pyexec.address(), echo->address, options);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition) << r.status();
   echo->server->Shutdown();
 }
 

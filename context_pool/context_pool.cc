@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 
@@ -12,6 +13,7 @@
 #include "absl/time/clock.h"
 #include "common/clock.h"
 #include "common/logging.h"
+#include "common/thread_name.h"
 
 namespace pyexec {
 namespace {
@@ -116,6 +118,14 @@ void ContextPool::SetWorkerLostListener(WorkerLostListener listener) {
 }
 
 absl::Status ContextPool::Start() {
+  if (options_.spin_below_calls > 0) {
+    spin_below_calls_ = options_.spin_below_calls;
+  } else {
+    cpu_set_t cpus;
+    spin_below_calls_ =
+        sched_getaffinity(0, sizeof(cpus), &cpus) == 0 ? std::max(1, CPU_COUNT(&cpus)) : 1;
+  }
+  spin_window_ns_.store(absl::ToInt64Nanoseconds(options_.io_spin) / 10);
   epoll_fd_.reset(epoll_create1(EPOLL_CLOEXEC));
   wake_fd_.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!epoll_fd_.valid() || !wake_fd_.valid()) {
@@ -131,8 +141,14 @@ absl::Status ContextPool::Start() {
     absl::MutexLock lock(&mu_);
     started_ = true;
   }
-  io_thread_ = std::thread([this] { IoLoop(); });
-  spawn_thread_ = std::thread([this] { SpawnLoop(); });
+  io_thread_ = std::thread([this] {
+    NameThisThread("pool-io");
+    IoLoop();
+  });
+  spawn_thread_ = std::thread([this] {
+    NameThisThread("pool-spawn");
+    SpawnLoop();
+  });
   return absl::OkStatus();
 }
 
@@ -142,6 +158,39 @@ bool ContextPool::WaitUntilWarm(absl::Duration timeout) {
     return static_cast<int>(scheduler_.idle_count()) >= options_.workers;
   };
   return mu_.AwaitWithTimeout(absl::Condition(&warm), timeout);
+}
+
+int ContextPool::WaitForEvents(epoll_event* events, int max_events, int timeout_ms,
+                               bool poll) {
+  const int64_t max_ns = absl::ToInt64Nanoseconds(options_.io_spin);
+  int64_t window = spin_window_ns_.load(std::memory_order_relaxed);
+  if (poll && window > 0) {
+    const int64_t until = MonotonicNanos() + window;
+    do {
+      int n = epoll_wait(epoll_fd_.get(), events, max_events, 0);
+      if (n != 0) return n;  // caught awake: the window stays
+    } while (MonotonicNanos() < until);
+  }
+  if (poll) {
+    absl::MutexLock lock(&mu_);
+    io_blocked_ = true;  // calls sent from now on wake us to poll again
+  }
+  const int64_t blocked_at = MonotonicNanos();
+  int n = epoll_wait(epoll_fd_.get(), events, max_events, timeout_ms);
+  if (poll && n > 0) {
+    const int64_t blocked_for = MonotonicNanos() - blocked_at;
+    // haltpoll's rule: a block that a longer poll would have caught grows
+    // the window, one longer than the maximum shrinks it.
+    // It never drops below a tenth of the maximum, so that a quiet spell
+    // does not stop the polling for good.
+    if (blocked_for + window <= max_ns) {
+      window = std::min(max_ns, window * 2);
+    } else {
+      window = std::max(max_ns / 10, window / 2);
+    }
+    spin_window_ns_.store(window, std::memory_order_relaxed);
+  }
+  return n;
 }
 
 void ContextPool::Wake() {
@@ -569,6 +618,7 @@ void ContextPool::IoLoop() {
   epoll_event events[kMaxEvents];
   while (true) {
     int timeout_ms = -1;
+    bool poll = false;
     {
       absl::MutexLock lock(&mu_);
       if (stopping_) break;
@@ -596,9 +646,13 @@ void ContextPool::IoLoop() {
         timeout_ms = static_cast<int>(std::max<int64_t>(
             0, absl::ToInt64Milliseconds(next - now + absl::Microseconds(999))));
       }
+      const int running = open_calls_ - queued_calls_;
+      poll = options_.io_spin > absl::ZeroDuration() && running > 0 &&
+             running < spin_below_calls_ && timeout_ms != 0;
+      io_blocked_ = !poll;
     }
 
-    int n = epoll_wait(epoll_fd_.get(), events, kMaxEvents, timeout_ms);
+    int n = WaitForEvents(events, kMaxEvents, timeout_ms, poll);
     if (n < 0 && errno != EINTR) {
       LogError(absl::StrCat("epoll_wait: ", strerror(errno)));
     }
@@ -608,6 +662,7 @@ void ContextPool::IoLoop() {
       // Anything scheduled from here on wakes the loop unless it is due
       // after the loop's next computed sleep.
       sleep_until_ = absl::InfinitePast();
+      io_blocked_ = false;
       for (int i = 0; i < n; ++i) {
         if (events[i].data.u64 == kWakeKey) {
           uint64_t count;
@@ -780,6 +835,13 @@ void ContextPool::SendFrame(Worker* w, const internal::WorkerRequest& frame) {
   if (absl::Status s = w->connection.Send(frame); !s.ok()) {
     Condemn(w, DeathCause::kProtocolError, std::string(s.message()));
     return;
+  }
+  // A call went out while the I/O thread sleeps: with polling worth it, wake
+  // it now, while the worker runs, so that it is awake when the answer comes.
+  if (io_blocked_ && spin_window_ns_.load(std::memory_order_relaxed) > 0 &&
+      open_calls_ - queued_calls_ < spin_below_calls_) {
+    io_blocked_ = false;
+    Wake();
   }
   if (w->connection.wants_write() != wanted_write) UpdateEpoll(w);
 }

@@ -1,6 +1,9 @@
 #ifndef PYEXEC_CONTEXT_POOL_CONTEXT_POOL_H_
 #define PYEXEC_CONTEXT_POOL_CONTEXT_POOL_H_
 
+#include <sys/epoll.h>
+
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -64,6 +67,17 @@ struct ContextPoolOptions {
   // Reads the wall clock that callers' deadlines (absl::Time) refer to.
   // Tests inject one that jumps.
   std::function<absl::Time()> wall_clock = absl::Now;
+  // Longest time the I/O thread polls for a worker's answer before it
+  // blocks in epoll_wait (0: it never polls). A blocked thread pays a wake-up
+  // when the answer comes, which on a VM without guest halt-polling is a
+  // hypervisor exit; polling a little instead catches quick answers awake.
+  // The window adapts as haltpoll's does: it doubles when a block ended
+  // within io_spin (a longer poll would have caught it) and halves when a
+  // block outlasted it. It polls only while calls run and fewer of them than
+  // spin_below_calls, so that it never takes a core a worker needs.
+  absl::Duration io_spin = absl::ZeroDuration();
+  // 0: the number of CPUs this process may run on.
+  int spin_below_calls = 0;
 };
 
 // Figures reported by GetStats.
@@ -211,6 +225,9 @@ class ContextPool {
   using Deferred = std::vector<std::function<void()>>;
 
   void IoLoop();
+  // Waits for events like epoll_wait, first polling for up to the current
+  // window when `poll` is set, and adapts the window.
+  int WaitForEvents(epoll_event* events, int max_events, int timeout_ms, bool poll);
   void Wake();
   // Schedules a timer whose callback runs on the I/O thread under the lock;
   // wakes the I/O thread only if it would otherwise sleep past `when`.
@@ -336,6 +353,13 @@ class ContextPool {
   int launching_ ABSL_GUARDED_BY(mu_) = 0;
   int checked_out_ ABSL_GUARDED_BY(mu_) = 0;
   int open_calls_ ABSL_GUARDED_BY(mu_) = 0;
+  // The I/O thread is (about to be) blocked in epoll_wait: a call sent now
+  // wakes it so that it polls for the answer (io_spin).
+  bool io_blocked_ ABSL_GUARDED_BY(mu_) = false;
+  // The I/O thread's current poll window in nanoseconds (it alone writes
+  // it; others read it to decide whether waking it is worth it).
+  std::atomic<int64_t> spin_window_ns_{0};
+  int spin_below_calls_ = 1;
   // Calls waiting in any queue (stateless and per session).
   int queued_calls_ ABSL_GUARDED_BY(mu_) = 0;
   // Request bytes of the calls waiting in any queue.

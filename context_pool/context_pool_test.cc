@@ -121,6 +121,37 @@ TEST_F(ContextPoolTest, StatelessCallRunsOnAnIdleWorker) {
   EXPECT_THAT(r->value().str(), HasSubstr(":hello"));
 }
 
+// With io_spin the I/O thread polls for answers before it sleeps, and a
+// call sent while it sleeps wakes it: answers, deadlines and concurrent
+// calls behave exactly as without.
+TEST_F(ContextPoolTest, PollingForAnswersChangesNoOutcome) {
+  ContextPoolOptions options;
+  options.workers = 2;
+  options.io_spin = absl::Microseconds(200);
+  options.spin_below_calls = 2;
+  StartPool(options);
+  WorkerId session = Acquire();
+  for (int i = 0; i < 200; ++i) {
+    auto r = Run(i % 2 == 0 ? session : 0, absl::StrCat("sleep:", i % 3));
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->value().int_(), i % 3);
+  }
+  // A slow answer (the poll window runs out, the thread blocks) and a
+  // deadline that interrupts one.
+  auto slow = Run(session, "sleep:30");
+  ASSERT_TRUE(slow.ok()) << slow.status();
+  EXPECT_EQ(Run(session, "sleep:2000", absl::Milliseconds(50)).status().code(),
+            absl::StatusCode::kDeadlineExceeded);
+  // Concurrent calls: more than spin_below_calls run at once.
+  std::vector<std::unique_ptr<CallResult>> results;
+  for (int i = 0; i < 6; ++i) {
+    results.push_back(std::make_unique<CallResult>());
+    pool_->Submit(i < 3 ? session : 0, Eval("sleep:5"), In(absl::Seconds(5)),
+                  results.back()->Callback());
+  }
+  for (auto& r : results) EXPECT_TRUE(r->Wait().ok()) << r->Wait().status();
+}
+
 TEST_F(ContextPoolTest, AcquiredWorkerServesItsSessionOnly) {
   ContextPoolOptions options;
   options.workers = 2;

@@ -20,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/logging.h"
+#include "common/thread_name.h"
 #include "common/unique_fd.h"
 
 namespace pyexec {
@@ -254,7 +255,10 @@ absl::StatusOr<uint64_t> DiskUsage(const std::string& path, uint64_t limit) {
 }
 
 PrivateDirs::PrivateDirs(Options options) : options_(std::move(options)) {
-  thread_ = std::thread([this] { Run(); });
+  thread_ = std::thread([this] {
+    NameThisThread("private-dirs");
+    Run();
+  });
 }
 
 PrivateDirs::~PrivateDirs() {

@@ -13,6 +13,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "common/logging.h"
+#include "common/thread_name.h"
 
 namespace pyexec {
 
@@ -32,7 +33,10 @@ absl::StatusOr<std::unique_ptr<WorkerOutputLog>> WorkerOutputLog::Start(Options 
   auto log = std::unique_ptr<WorkerOutputLog>(
       new WorkerOutputLog(std::move(options), std::move(read), std::move(write),
                           std::move(stop)));
-  log->thread_ = std::thread([raw = log.get()] { raw->Run(); });
+  log->thread_ = std::thread([raw = log.get()] {
+    NameThisThread("worker-output");
+    raw->Run();
+  });
   return log;
 }
 

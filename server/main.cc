@@ -53,6 +53,11 @@ ABSL_FLAG(uint32_t, max_refs_per_session, 10000,
           "that would make more answers RESOURCE_EXHAUSTED.");
 ABSL_FLAG(absl::Duration, default_timeout, absl::Seconds(30),
           "Deadline of calls that carry none.");
+ABSL_FLAG(absl::Duration, io_spin, absl::ZeroDuration(),
+          "Longest time the pool's I/O thread polls for a worker's answer before "
+          "it sleeps, while fewer calls run than there are CPUs (0: never). "
+          "Adapts between a tenth of this and this, as haltpoll does; see "
+          "docs/performance.md.");
 ABSL_FLAG(absl::Duration, kill_grace, absl::Seconds(2),
           "Time an interrupted call gets to stop before its worker is "
           "SIGKILLed.");
@@ -285,6 +290,8 @@ ServerOptions OptionsFromFlags() {
   o.pool.max_workers = std::max(0, absl::GetFlag(FLAGS_max_workers));
   o.pool.max_pending = std::max(0, absl::GetFlag(FLAGS_max_pending));
   o.pool.kill_grace = absl::GetFlag(FLAGS_kill_grace);
+  o.pool.io_spin = std::clamp(absl::GetFlag(FLAGS_io_spin), absl::ZeroDuration(),
+                              absl::Milliseconds(1));
   o.core.session_idle_timeout = absl::GetFlag(FLAGS_session_idle_timeout);
   o.core.lease_grace = std::max(absl::GetFlag(FLAGS_lease_grace), absl::ZeroDuration());
   o.core.max_session_idle_timeout =

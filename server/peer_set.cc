@@ -13,6 +13,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/logging.h"
+#include "common/thread_name.h"
 
 namespace pyexec {
 namespace {
@@ -134,6 +135,7 @@ void PeerSet::Start() {
   }
   if (!any_dns) return;
   refresher_ = std::thread([this] {
+    NameThisThread("peer-refresh");
     while (!stop_.WaitForNotificationWithTimeout(options_.refresh_interval)) {
       Refresh();
     }

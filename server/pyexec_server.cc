@@ -6,6 +6,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
+#include "common/thread_name.h"
 #include "context_pool/orphan_reaper.h"
 #include "grpc/health/v1/health.pb.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -227,7 +228,10 @@ absl::StatusOr<std::string> PyExecServer::Start() {
         absl::FormatDuration(options_.warmup_timeout),
         " (is --worker_binary right? see the log above)"));
   }
-  reaper_ = std::thread([this] { ReaperLoop(); });
+  reaper_ = std::thread([this] {
+    NameThisThread("reaper");
+    ReaperLoop();
+  });
   if (metrics_ != nullptr) {
     Metrics* metrics = metrics_.get();
     absl::StatusOr<std::unique_ptr<MetricsHttpServer>> http =
