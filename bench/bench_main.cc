@@ -31,11 +31,15 @@
 #include "bench/hop.h"
 #include "bench/process.h"
 #include "bench/process_floor.h"
+#include "bench/scale.h"
 #include "bench/sessions.h"
 #include "bench/soak.h"
 #include "clients/cpp/client.h"
 
-ABSL_FLAG(std::string, mode, "compare", "compare | soak | hop | sessions");
+ABSL_FLAG(std::string, mode, "compare", "compare | soak | hop | sessions | scale");
+ABSL_FLAG(std::vector<std::string>, scale_steps,
+          std::vector<std::string>({"100", "1000", "2000", "4000", "10000"}),
+          "scale: bound sessions at each step");
 ABSL_FLAG(std::string, pyexecd, "",
           "pyexecd binary to start; default: $PYEXECD, else bazel-bin's "
           "server/pyexecd found next to this binary or in the workspace");
@@ -279,6 +283,36 @@ void PrintHopFloor(const pyexec::bench::CompareReport& report,
 
 // --mode=sessions: churn and density against the zygote and the posix_spawn
 // launcher (and the zygote with preloads), each on its own pyexecd.
+// --mode=scale: sessions bound in steps up to 10,000 on one replica, one
+// more probed at each step (bench/scale.h).
+int RunScaleMode(const std::string& log_path) {
+  pyexec::bench::ScaleOptions options;
+  options.steps.clear();
+  for (const std::string& step : absl::GetFlag(FLAGS_scale_steps)) {
+    int n = 0;
+    if (!absl::SimpleAtoi(step, &n) || n <= 0 ||
+        (!options.steps.empty() && n <= options.steps.back())) {
+      std::cerr << "pyexec_bench: --scale_steps must be ascending positive counts\n";
+      return 64;
+    }
+    options.steps.push_back(n);
+  }
+  if (options.steps.empty()) return 64;
+  std::vector<std::string> args = {FindPyexecd(), "--listen=127.0.0.1:0", "--workers=4",
+                                   absl::StrCat("--max_workers=", options.steps.back() + 200)};
+  for (const std::string& a : absl::GetFlag(FLAGS_pyexecd_args)) args.push_back(a);
+  std::cout << "starting " << absl::StrJoin(args, " ") << std::endl;
+  auto started = ServerProcess::Start(args, log_path, absl::Seconds(120));
+  if (!started.ok()) {
+    std::cerr << "pyexec_bench: " << started.status() << "\n";
+    return 1;
+  }
+  std::vector<pyexec::bench::ScaleStep> steps =
+      pyexec::bench::RunScale((*started)->address(), (*started)->pid(), options);
+  std::cout << pyexec::bench::FormatScaleTable(steps);
+  return steps.size() == options.steps.size() && steps.back().error.empty() ? 0 : 1;
+}
+
 int RunSessionsMode(const std::string& log_path) {
   const int n = absl::GetFlag(FLAGS_sessions);
   std::vector<SessionsRun> runs = {
@@ -401,8 +435,9 @@ int main(int argc, char** argv) {
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   absl::ParseCommandLine(argc, argv);
   const std::string mode = absl::GetFlag(FLAGS_mode);
-  if (mode != "compare" && mode != "soak" && mode != "hop" && mode != "sessions") {
-    std::cerr << "pyexec_bench: --mode must be compare, soak, hop or sessions\n";
+  if (mode != "compare" && mode != "soak" && mode != "hop" && mode != "sessions" &&
+      mode != "scale") {
+    std::cerr << "pyexec_bench: --mode must be compare, soak, hop, sessions or scale\n";
     return 64;
   }
   const bool soak = mode == "soak";
@@ -413,6 +448,7 @@ int main(int argc, char** argv) {
   if (log_path.empty()) log_path = absl::StrCat("/tmp/pyexec_bench.", getpid(), ".log");
   if (mode == "hop") return RunHopMode(workers, log_path);
   if (mode == "sessions") return RunSessionsMode(log_path);
+  if (mode == "scale") return RunScaleMode(log_path);
 
   // pyexecd: started here unless given.
   std::unique_ptr<ServerProcess> pyexecd;

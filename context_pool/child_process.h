@@ -18,7 +18,9 @@ namespace pyexec {
 
 // A real pyexec_worker process that leads its own process group and that
 // pyexecd can waitpid(): its child, spawned (spawn launcher) or forked by the
-// zygote with CLONE_PARENT (zygote launcher). Death is seen through a pidfd.
+// zygote with CLONE_PARENT (zygote launcher). Its only descriptor here is
+// its socket: the pool sees its death as the socket's hang-up and reaps it
+// (its pid cannot be reused before that), so a session costs pyexecd one fd.
 // What a worker holds that must be given back once it is gone; each part is
 // optional (its owner null).
 struct WorkerHoldings {
@@ -35,11 +37,8 @@ struct WorkerHoldings {
 
 class ChildProcess final : public WorkerProcess {
  public:
-  ChildProcess(pid_t pid, UniqueFd socket, UniqueFd pidfd, WorkerHoldings holdings = {})
-      : pid_(pid),
-        socket_(std::move(socket)),
-        pidfd_(std::move(pidfd)),
-        holdings_(std::move(holdings)) {}
+  ChildProcess(pid_t pid, UniqueFd socket, WorkerHoldings holdings = {})
+      : pid_(pid), socket_(std::move(socket)), holdings_(std::move(holdings)) {}
   // Kills and reaps the process if that has not happened yet. The pool
   // destroys a worker once it has exited (at Unbind, expiry or death), so
   // this is also where its holdings are given back.
@@ -47,7 +46,7 @@ class ChildProcess final : public WorkerProcess {
 
   int pid() const override { return pid_; }
   int socket_fd() const override { return socket_.get(); }
-  int exit_fd() const override { return pidfd_.get(); }
+  int exit_fd() const override { return -1; }
   // SIGINT carrying `request_id` (sigqueue), so that the worker can tell an
   // interrupt meant for the call it is about to start from a stale one.
   void Interrupt(uint64_t request_id) override;
@@ -57,7 +56,6 @@ class ChildProcess final : public WorkerProcess {
  private:
   const pid_t pid_;
   UniqueFd socket_;
-  UniqueFd pidfd_;
   const WorkerHoldings holdings_;
   bool reaped_ = false;
   WorkerExit exit_;

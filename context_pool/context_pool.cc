@@ -96,6 +96,8 @@ struct ContextPool::Worker {
   std::vector<std::unique_ptr<Call>> nested;
   std::deque<std::unique_ptr<Call>> queue;  // session calls waiting to run
   TimerQueue::Timer startup_timer;
+  // Polls for its exit once it hung up or was killed (no exit fd).
+  TimerQueue::Timer reap_timer;
 
   // The call whose responses the worker sends now: the innermost.
   Call* top() const { return nested.empty() ? current.get() : nested.back().get(); }
@@ -703,6 +705,13 @@ void ContextPool::SpawnLoop() {
 
 void ContextPool::SpawnOne() {
   absl::StatusOr<std::unique_ptr<WorkerProcess>> process = launcher_->Launch();
+  Deferred deferred;
+  SpawnedLocked(std::move(process), &deferred);
+  RunDeferred(&deferred);
+}
+
+void ContextPool::SpawnedLocked(absl::StatusOr<std::unique_ptr<WorkerProcess>> process,
+                                Deferred* deferred) {
   absl::MutexLock lock(&mu_);
   --launching_;
   Wake();  // the I/O loop re-plans spawns and timers
@@ -726,13 +735,25 @@ void ContextPool::SpawnOne() {
     // The other requests wait for the backoff too.
     launching_ -= spawn_requests_;
     spawn_requests_ = 0;
+    if (process.status().code() == absl::StatusCode::kResourceExhausted) {
+      // Out of descriptors or processes: the binds waiting for a worker
+      // would wait in vain until their deadlines. They are refused now.
+      const absl::Status refused = absl::ResourceExhaustedError(absl::StrCat(
+          "no_workers_available: no worker can be started now (", process.status().message(),
+          ")"));
+      for (auto& waiter : waiters_) {
+        waiter->timer.Cancel();
+        deferred->push_back([done = std::move(waiter->done), refused] { done(refused); });
+      }
+      waiters_.clear();
+    }
     return;
   }
   consecutive_spawn_failures_ = 0;
   ++next_key_;
   auto w = std::make_unique<Worker>(key, std::move(*process), options_.max_frame_bytes);
   w->socket_registered = true;
-  w->exit_registered = true;
+  w->exit_registered = w->process->exit_fd() >= 0;
   w->startup_timer = ScheduleLocked(
       MonotonicNow() + options_.startup_timeout, [this, key]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
         auto it = workers_.find(key);
@@ -755,6 +776,7 @@ absl::Status ContextPool::Watch(const WorkerProcess& process, uint64_t key) {
     return absl::InternalError(
         absl::StrCat("cannot watch the worker's socket: ", strerror(errno)));
   }
+  if (process.exit_fd() < 0) return absl::OkStatus();  // exit seen through the socket
   ev.events = EPOLLIN;
   ev.data.u64 = key * 2 + 1;
   if (epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, process.exit_fd(), &ev) != 0) {
@@ -805,6 +827,14 @@ void ContextPool::ReadFrames(Worker* w, bool resume, Deferred* deferred) {
                                               };
   absl::Status s = resume ? w->connection.Resume(handle) : w->connection.Read(handle);
   if (!w->socket_registered) return;  // condemned by a frame
+  if (!s.ok() && w->connection.hung_up() && !w->exit_registered) {
+    // It has exited, most likely (a process's descriptors close before it
+    // becomes reapable): reap it, or condemn it if it lives on.
+    Unwatch(w->process->socket_fd());
+    w->socket_registered = false;
+    AwaitExit(w, deferred);
+    return;
+  }
   if (!s.ok()) {
     Condemn(w, DeathCause::kProtocolError, std::string(s.message()));
     return;
@@ -1005,6 +1035,43 @@ void ContextPool::Discard(Worker* w, const std::string& reason) {
     Unwatch(w->process->socket_fd());
     w->socket_registered = false;
   }
+  if (!w->exit_registered && !w->reap_timer.armed()) AwaitExit(w, nullptr);
+}
+
+void ContextPool::AwaitExit(Worker* w, Deferred* deferred) {
+  if (std::optional<WorkerExit> how = w->process->TryReap()) {
+    if (deferred != nullptr) {
+      Bury(w, *how, deferred);
+    } else {
+      // Called from Discard, whose caller still holds `w`: bury it from the
+      // I/O thread instead, at once.
+      ScheduleReapPoll(w->key, absl::ZeroDuration(), MonotonicNow());
+    }
+    return;
+  }
+  ScheduleReapPoll(w->key, absl::Milliseconds(1), MonotonicNow());
+}
+
+void ContextPool::ScheduleReapPoll(uint64_t key, absl::Duration delay, absl::Time since) {
+  auto it = workers_.find(key);
+  if (it == workers_.end()) return;
+  it->second->reap_timer = ScheduleLocked(
+      MonotonicNow() + delay, [this, key, delay, since]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+        auto found = workers_.find(key);
+        if (found == workers_.end()) return;
+        Worker* w = found->second.get();
+        if (std::optional<WorkerExit> how = w->process->TryReap()) {
+          Bury(w, *how, &timer_deferred_);
+          return;
+        }
+        // Alive long after closing its socket: it is of no use any more.
+        if (w->state != Worker::State::kDying &&
+            MonotonicNow() - since > absl::Milliseconds(100)) {
+          Condemn(w, DeathCause::kProtocolError, "protocol error: the worker closed its socket");
+        }
+        ScheduleReapPoll(key, std::clamp(delay * 2, absl::Milliseconds(1), absl::Milliseconds(100)),
+                         since);
+      });
 }
 
 void ContextPool::Bury(Worker* w, const WorkerExit& exit, Deferred* deferred) {
@@ -1025,6 +1092,7 @@ void ContextPool::Bury(Worker* w, const WorkerExit& exit, Deferred* deferred) {
   if (w->state == Worker::State::kStarting) --starting_;
   w->state = Worker::State::kDying;
   w->startup_timer.Cancel();
+  w->reap_timer.Cancel();
   scheduler_.RemoveIdle(key);
 
   // Tell the listener first, so that the session is gone before its

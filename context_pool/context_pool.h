@@ -224,6 +224,10 @@ class ContextPool {
   // dead workers (which returns their holdings).
   using Deferred = std::vector<std::function<void()>>;
 
+  // A launch ended: the worker joins the pool, or the failure is handled
+  // (backoff; binds refused at once when out of resources).
+  void SpawnedLocked(absl::StatusOr<std::unique_ptr<WorkerProcess>> process,
+                     Deferred* deferred) ABSL_LOCKS_EXCLUDED(mu_);
   void IoLoop();
   // Waits for events like epoll_wait, first polling for up to the current
   // window when `poll` is set, and adapts the window.
@@ -254,6 +258,13 @@ class ContextPool {
   // Kills a worker the pool no longer wants (released, recycled, retired):
   // its end is expected.
   void Discard(Worker* w, const std::string& reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A worker without an exit fd hung up or was killed: reaps it now if it
+  // has exited (burying it into `deferred`, or from a timer when null), else
+  // polls TryReap with a backoff from 1 ms to 100 ms, and condemns it if it
+  // outlives its socket by 100 ms.
+  void AwaitExit(Worker* w, Deferred* deferred) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ScheduleReapPoll(uint64_t key, absl::Duration delay, absl::Time since)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The process has exited (or is being discarded): finish its calls, tell
   // listeners, forget it; it is destroyed once the lock is released.
   void Bury(Worker* w, const WorkerExit& exit, Deferred* deferred)

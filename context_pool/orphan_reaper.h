@@ -15,8 +15,15 @@ namespace pyexec {
 
 // Reaps this process's zombie children that do not lead their own process
 // group. Returns how many it reaped. Safe to call from any thread, at any
-// time; a no-op where orphans go to another init.
+// time; a no-op where orphans go to another init (this process is neither
+// PID 1 nor a child subreaper), and, once WatchChildExits ran, when no child
+// has exited since the last scan: the scan reads /proc for every child, one
+// per session, so an idle server with many sessions must not repeat it.
 int ReapOrphanedChildren();
+
+// Installs a SIGCHLD handler (SA_RESTART) that notes that a child exited.
+// Call once, early in main.
+void WatchChildExits();
 
 }  // namespace pyexec
 

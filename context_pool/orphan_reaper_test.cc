@@ -74,6 +74,31 @@ TEST_F(OrphanReaperTest, ReapsAProcessLeftBehindByItsWorker) {
   EXPECT_EQ(ReapOrphanedChildren(), 0);
 }
 
+TEST_F(OrphanReaperTest, WithExitsWatchedItScansOnlyAfterAnExit) {
+  WatchChildExits();
+  EXPECT_EQ(ReapOrphanedChildren(), 0);  // the first call scans
+  // A child that is not a group leader dies: its SIGCHLD makes the next call
+  // scan and reap it, and the one after that scans nothing.
+  pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) _exit(0);
+  ASSERT_TRUE(WaitZombie(child));
+  EXPECT_EQ(ReapOrphanedChildren(), 1);
+  EXPECT_EQ(StateOf(child), '?');
+  EXPECT_EQ(ReapOrphanedChildren(), 0);
+  signal(SIGCHLD, SIG_DFL);
+}
+
+TEST_F(OrphanReaperTest, NothingToDoWhereOrphansGoElsewhere) {
+  prctl(PR_SET_CHILD_SUBREAPER, 0);
+  pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) _exit(0);
+  ASSERT_TRUE(WaitZombie(child));
+  EXPECT_EQ(ReapOrphanedChildren(), 0);  // not PID 1, not a subreaper
+  ASSERT_EQ(waitpid(child, nullptr, 0), child);
+}
+
 TEST_F(OrphanReaperTest, LeavesGroupLeadersToThePool) {
   // A worker (its own group leader) that died: the pool reaps it, to read
   // its exit status; the reaper must not take it.

@@ -136,8 +136,7 @@ WorkerIdentity::~WorkerIdentity() {
 }
 
 absl::StatusOr<std::unique_ptr<ChildProcess>> WorkerIdentity::Adopt(pid_t pid,
-                                                                    UniqueFd socket,
-                                                                    UniqueFd pidfd) {
+                                                                    UniqueFd socket) {
   WorkerHoldings holdings;
   if (cgroups_ != nullptr) {
     absl::StatusOr<std::string> cgroup = cgroups_->Place(pid);
@@ -155,8 +154,7 @@ absl::StatusOr<std::unique_ptr<ChildProcess>> WorkerIdentity::Adopt(pid_t pid,
     holdings.uid = static_cast<uint32_t>(uid);
     holdings.uids = uids_;
   }
-  return std::make_unique<ChildProcess>(pid, std::move(socket), std::move(pidfd),
-                                        std::move(holdings));
+  return std::make_unique<ChildProcess>(pid, std::move(socket), std::move(holdings));
 }
 
 absl::StatusOr<std::unique_ptr<WorkerProcess>> ProcessWorkerLauncher::Launch() {
@@ -178,17 +176,8 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> ProcessWorkerLauncher::Launch() {
   const pid_t pid = *spawned;
   theirs.reset();
 
-  UniqueFd pidfd(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
-  if (!pidfd.valid()) {
-    const int error = errno;
-    kill(pid, SIGKILL);
-    int status;
-    waitpid(pid, &status, 0);
-    return absl::InternalError(absl::StrCat("pidfd_open: ", strerror(error)));
-  }
   fcntl(ours.get(), F_SETFL, fcntl(ours.get(), F_GETFL) | O_NONBLOCK);
-  absl::StatusOr<std::unique_ptr<ChildProcess>> child =
-      identity->Adopt(pid, std::move(ours), std::move(pidfd));
+  absl::StatusOr<std::unique_ptr<ChildProcess>> child = identity->Adopt(pid, std::move(ours));
   if (!child.ok()) {
     kill(-pid, SIGKILL);
     kill(pid, SIGKILL);

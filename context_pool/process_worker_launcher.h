@@ -81,8 +81,7 @@ class WorkerIdentity {
   // The worker `pid` now runs, before any user code: it is put in its
   // cgroup, and owns the directory and the uid. On failure the caller must
   // kill and reap it.
-  absl::StatusOr<std::unique_ptr<ChildProcess>> Adopt(pid_t pid, UniqueFd socket,
-                                                      UniqueFd pidfd);
+  absl::StatusOr<std::unique_ptr<ChildProcess>> Adopt(pid_t pid, UniqueFd socket);
 
  private:
   WorkerIdentity(std::shared_ptr<PrivateDirs> dirs, std::string dir,

@@ -58,6 +58,7 @@ absl::Status WorkerConnection::Read(const FrameHandler& handler) {
       if (!more.ok()) return more.status();
       if (!*more || static_cast<size_t>(n) < sizeof(buffer)) return absl::OkStatus();
     } else if (n == 0) {
+      hung_up_ = true;
       return absl::UnavailableError("protocol error: the worker closed its socket");
     } else if (errno == EINTR) {
       continue;

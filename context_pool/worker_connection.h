@@ -41,6 +41,9 @@ class WorkerConnection {
   // Backpressure: frames are not read until Resume.
   void Pause() { paused_ = true; }
   bool paused() const { return paused_; }
+  // The worker closed its end (Read saw end of file): it has exited, or is
+  // exiting, or closed the socket itself.
+  bool hung_up() const { return hung_up_; }
   // Hands out the frames read before the pause (which may pause again),
   // then reads the socket again.
   absl::Status Resume(const FrameHandler& handler);
@@ -57,6 +60,7 @@ class WorkerConnection {
   std::string outbuf_;  // frame bytes not yet written
   FrameDecoder decoder_;
   bool paused_ = false;
+  bool hung_up_ = false;
 };
 
 }  // namespace pyexec

@@ -25,8 +25,11 @@ class WorkerProcess {
   virtual int pid() const = 0;
   // The pool's end of the frame socket; owned by this object. Non-blocking.
   virtual int socket_fd() const = 0;
-  // Becomes readable when the process has exited (a pidfd, or an eventfd for
-  // a fake). The pool cleans up a worker only once this fires.
+  // Becomes readable when the process has exited (an eventfd for a fake),
+  // or -1: the pool then learns of the exit from the socket's hang-up and
+  // TryReap (a real worker is pyexecd's own child, so its pid cannot be
+  // reused before it is reaped, and no descriptor beyond its socket is
+  // needed). The pool cleans up a worker only once it has exited.
   virtual int exit_fd() const = 0;
 
   // Asks the worker to stop the call with request id `request_id` (SIGINT,

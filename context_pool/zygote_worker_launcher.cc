@@ -133,14 +133,8 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> ZygoteWorkerLauncher::Launch() {
     const int error = errno;
     return abandon(absl::StrCat("setpgid(", *pid, ")"), error);
   }
-  UniqueFd pidfd(static_cast<int>(syscall(SYS_pidfd_open, *pid, 0)));
-  if (!pidfd.valid()) {
-    const int error = errno;  // before kill and waitpid change it
-    return abandon("pidfd_open", error);
-  }
   fcntl(ours.get(), F_SETFL, fcntl(ours.get(), F_GETFL) | O_NONBLOCK);
-  absl::StatusOr<std::unique_ptr<ChildProcess>> child =
-      identity->Adopt(*pid, std::move(ours), std::move(pidfd));
+  absl::StatusOr<std::unique_ptr<ChildProcess>> child = identity->Adopt(*pid, std::move(ours));
   if (!child.ok()) return abandon(std::string(child.status().message()), 0);
   return std::unique_ptr<WorkerProcess>(*std::move(child));
 }

@@ -6,6 +6,7 @@ checks. Graceful drain is in test_drain.py and random SIGKILLs under load in
 test_chaos.py.
 """
 
+import glob
 import os
 import re
 import shutil
@@ -357,6 +358,95 @@ class ChildProcessTest(RobustBase):
         kids = self._spawn_child(s)
         self.assertRpcError(SC.DEADLINE_EXCEEDED, self.exec, SIGINT_IGNORED_LOOP, s, timeout=1.0)
         self.assertFalse(fx.wait_gone(kids, 6.0), "user child outlived its killed worker")
+
+
+    def test_a_forked_child_does_not_hide_its_workers_death(self):
+        """pyexecd learns of a worker's death from its socket's hang-up: a
+        child user code forked (no exec) must not hold that socket open."""
+        s = self.bind()
+        self.ex("import os, time\n"
+                "pid = os.fork()\n"
+                "if pid == 0:\n"
+                "    time.sleep(1000)\n"
+                "    os._exit(0)\n"
+                "child = pid", s)
+        child = self.ev("child", s)
+        self.addCleanup(fx.kill_if_alive, child, fx.proc_stat(child)[2])
+        worker = self.session_pid(s)
+        os.kill(worker, signal.SIGKILL)
+        started = time.monotonic()
+        fx.wait_until(lambda: self._gone(s), 5, interval=0.02, what="the session to end")
+        self.assertLess(time.monotonic() - started, 2, "death noticed late")
+        self.assertFalse(fx.wait_gone({child: None}, 5.0), "the forked child outlived its worker")
+
+    def _gone(self, s):
+        try:
+            self.eval("1", s, timeout=2)
+            return False
+        except grpc.RpcError as e:
+            return e.code() == SC.NOT_FOUND
+
+
+class DescriptorTest(fx.ServerTestCase):
+    """One descriptor per session in pyexecd, and running out of descriptors
+    refuses Binds at once (issue 18)."""
+
+    PER_TEST_SERVER = True
+    # Workers may not ask for more descriptors than the hard limit below.
+    SERVER_FLAGS = ("--worker_max_open_files=64",)
+    WORKERS = 1
+    MAX_WORKERS = 200
+
+    def test_a_session_costs_pyexecd_one_descriptor(self):
+        self.server.wait_pool_size(sessions=0)
+        base = fx.fd_count(self.server.pid)
+        sessions = [self.bind() for _ in range(20)]
+        self.server.wait_pool_size(sessions=20)
+        grown = fx.fd_count(self.server.pid) - base
+        self.assertLessEqual(grown, 20 + 2, "fds grew by %d for 20 sessions" % grown)
+        self.assertGreaterEqual(grown, 20 - 2)
+        del sessions
+
+    def make_server(self):
+        # A soft and hard limit of 160: pyexecd cannot raise it, and runs out
+        # of descriptors well before --max_workers.
+        return fx.Server(*self.SERVER_FLAGS, workers=self.WORKERS, max_workers=self.MAX_WORKERS,
+                         wrapper=["prlimit", "--nofile=160:160", "--"])
+
+    def test_out_of_descriptors_binds_are_refused_at_once_and_nothing_leaks(self):
+        self.assertIn("open-file limit", self.server.log_tail())
+        bound = []
+        refused = None
+        for _ in range(200):
+            started = time.monotonic()
+            try:
+                bound.append(self.stub.Bind(pb.BindRequest(), timeout=20).session)
+            except grpc.RpcError as e:
+                refused = (e, time.monotonic() - started)
+                break
+        self.assertIsNotNone(refused, "200 binds under a 160-descriptor limit all succeeded")
+        err, took = refused
+        self.assertEqual(err.code(), SC.RESOURCE_EXHAUSTED, err.details())
+        self.assertLess(took, 5, "the refused Bind waited %.1fs" % took)
+        # The sessions bound before work; freeing some lets Binds succeed again.
+        self.assertEqual(self.ev("1 + 1", bound[0]), 2)
+        for s in bound[:10]:
+            self.stub.Unbind(pb.UnbindRequest(session=s), timeout=10)
+        fx.wait_until(lambda: self._binds(), 30, interval=0.5, what="Bind to work again")
+        for s in bound[10:]:
+            self.stub.Unbind(pb.UnbindRequest(session=s), timeout=10)
+        self.server.wait_pool_size(sessions=0, timeout=60)
+        # No private directory was left behind by the failed starts.
+        leftovers = glob.glob("/tmp/pyexecd_tmp_*/pyexecd-%d/w-*" % self.server.pid)
+        self.assertLessEqual(len(leftovers), self.WORKERS + 2, leftovers)
+
+    def _binds(self):
+        try:
+            s = self.stub.Bind(pb.BindRequest(), timeout=10).session
+        except grpc.RpcError:
+            return False
+        self.stub.Unbind(pb.UnbindRequest(session=s), timeout=10)
+        return True
 
 
 @unittest.skipUnless(os.geteuid() == 0 and shutil.which("unshare"),

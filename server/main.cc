@@ -21,10 +21,12 @@
 #include "absl/time/time.h"
 #include "common/limits.h"
 #include "common/logging.h"
+#include "context_pool/orphan_reaper.h"
 #include "context_pool/private_dir.h"
 #include "context_pool/uid_pool.h"
 #include "context_pool/worker_cgroups.h"
 #include "context_pool/worker_environment.h"
+#include "server/file_limit.h"
 #include "server/isolation.h"
 #include "server/pyexec_server.h"
 #include "worker/confinement.h"
@@ -461,6 +463,16 @@ absl::StatusOr<std::string> PrepareWorkers(const ServerOptions& server,
 
 int Run() {
   ServerOptions options = OptionsFromFlags();
+  // One descriptor per session: take the whole hard limit, and say when even
+  // that cannot hold --max_workers.
+  const uint64_t file_limit = RaiseOpenFileLimit();
+  if (std::string warning =
+          FileLimitWarning(file_limit, options.pool.max_workers, options.pool.workers);
+      !warning.empty()) {
+    LogWarning(warning);
+  }
+  // Orphans of dead workers are looked for only after a child exits.
+  WatchChildExits();
   absl::StatusOr<std::string> created_root = PrepareWorkers(options, &options.worker);
   if (!created_root.ok()) {
     LogError(absl::StrCat("cannot start: ", created_root.status().message()));

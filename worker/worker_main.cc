@@ -23,6 +23,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
+#include <pthread.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/prctl.h>
@@ -222,7 +223,20 @@ void WarmUp(PythonRunner& runner) {
 }
 
 // Says hello, then serves requests on `fd` until pyexecd closes it.
+// The socket to pyexecd, closed in every process user code forks (os.fork,
+// multiprocessing): a child must neither answer calls on it nor keep it
+// open after the worker dies, since its hang-up is how pyexecd learns of the
+// worker's death.
+int served_socket = -1;
+void CloseServedSocketInChild() {
+  if (served_socket >= 0) close(served_socket);
+  served_socket = -1;
+}
+
 int Serve(int fd, PythonRunner& runner, const internal::WorkerSettings& settings) {
+  served_socket = fd;
+  static const int installed = pthread_atfork(nullptr, nullptr, CloseServedSocketInChild);
+  (void)installed;
   const size_t max_frame = settings.max_frame_bytes();
   const size_t max_response = settings.max_response_bytes();
   // Programs that user code starts must not inherit the socket.
