@@ -311,7 +311,7 @@ CallId ContextPool::Submit(WorkerId worker, internal::WorkerRequest request,
     Worker* nest_on = nullptr;
     std::deque<std::unique_ptr<Call>>* queue = nullptr;
     uint64_t queue_location = 0;
-    if (draining_ || stopping_) {
+    if (stopping_ || (draining_ && (worker == 0 || !drain_keeps_sessions_))) {
       refused = absl::UnavailableError("server is shutting down");
     } else if (nested_in != 0) {
       Worker* w = nullptr;
@@ -520,11 +520,12 @@ absl::Status ContextPool::SendToCall(CallId id, internal::WorkerRequest frame) {
   return absl::OkStatus();
 }
 
-void ContextPool::BeginDrain() {
+void ContextPool::BeginDrain(bool keep_session_calls) {
   std::deque<std::unique_ptr<Waiter>> waiters;
   {
     absl::MutexLock lock(&mu_);
     draining_ = true;
+    drain_keeps_sessions_ = keep_session_calls;
     // Binds that were waiting will not get a worker now.
     waiters.swap(waiters_);
     for (auto& waiter : waiters) waiter->timer.Cancel();

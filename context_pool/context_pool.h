@@ -204,8 +204,11 @@ class ContextPool {
   void SetWorkerLostListener(WorkerLostListener listener);
 
   // From now on refuses new binds and calls with UNAVAILABLE; calls already
-  // accepted carry on.
-  void BeginDrain();
+  // accepted carry on. With `keep_session_calls`, calls on checked-out
+  // workers are still taken (the sessions are being moved away, and their
+  // snapshots are calls too; the core refuses clients' calls on a session
+  // once its move starts).
+  void BeginDrain(bool keep_session_calls = false);
   // Waits until no call is running or waiting. Returns false on timeout.
   bool WaitForCallsToFinish(absl::Time deadline);
 
@@ -332,6 +335,7 @@ class ContextPool {
   bool started_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
+  bool drain_keeps_sessions_ ABSL_GUARDED_BY(mu_) = false;
   // Every live worker process, by key (a WorkerId once checked out).
   absl::flat_hash_map<uint64_t, std::unique_ptr<Worker>> workers_
       ABSL_GUARDED_BY(mu_);

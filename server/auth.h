@@ -106,6 +106,12 @@ class Authenticator {
 
   // Number of tokens in force (for logs; never the tokens themselves).
   size_t token_count() const;
+  // The peer secret in force ("" without one): snapshots are sealed with a
+  // key derived from it (server/snapshot_seal.h).
+  std::string peer_secret() const {
+    absl::MutexLock lock(&mu_);
+    return peer_secret_;
+  }
 
   // Metadata a replica adds to a call it forwards to a peer on behalf of
   // `principal`: x-pyexec-forwarded, x-pyexec-principal and, when a peer

@@ -19,6 +19,10 @@ inline constexpr char kOwnerHeader[] = "x-pyexec-owner";
 // Any value: the client asks for the call's per-stage trace, which comes
 // back in the trailing metadata of the same name (see TraceText).
 inline constexpr char kTraceHeader[] = "x-pyexec-trace";
+// Put by a draining replica on the Bind{restore} that moves a session to a
+// peer (server/migrator.h): the session's token, which the peer keeps.
+// Honoured only on calls an authenticated peer forwarded.
+inline constexpr char kMovedTokenHeader[] = "x-pyexec-moved-token";
 // The longest value a client's metadata above may have.
 inline constexpr int kMaxCallMetadataBytes = 128;
 

@@ -134,28 +134,50 @@ bool IsForwarded(const grpc::CallbackServerContext& context) {
 absl::StatusOr<std::shared_ptr<const Peer>> Forwarder::Route(
     grpc::CallbackServerContext* context, absl::string_view session,
     Rpc rpc) const {
+  absl::StatusOr<std::shared_ptr<const Peer>> owner = Owner(context, session, rpc);
+  if (owner.ok() && *owner != nullptr) {
+    // Tells a client that can reach the owner where to send the session's
+    // next calls.
+    context->AddInitialMetadata(kOwnerHeader, (*owner)->address);
+  }
+  return owner;
+}
+
+absl::StatusOr<std::shared_ptr<const Peer>> Forwarder::Owner(
+    grpc::CallbackServerContext* context, absl::string_view session, Rpc rpc) const {
   if (session.empty()) return nullptr;
+  if (holds_ != nullptr && holds_(session)) {
+    if (IsForwarded(*context)) context->AddTrailingMetadata(kServedByTrailer, peers_->self_id());
+    return nullptr;
+  }
+  // A session this replica moved away (or learned the place of) goes there,
+  // even when a peer forwarded the call here: its holder serves it itself,
+  // so a call crosses at most two hops, and that only while the replica
+  // that moved it is still up.
+  if (directory_ != nullptr) {
+    if (std::shared_ptr<const Peer> holder = directory_->Known(session)) return holder;
+  }
   if (IsForwarded(*context)) {
-    // Forward at most once: whatever our table says is the answer.
+    // Forward at most once otherwise: whatever our table says is the answer.
     context->AddTrailingMetadata(kServedByTrailer, peers_->self_id());
     return nullptr;
   }
   absl::string_view owner = ReplicaIdOfToken(session);
   if (owner.empty() || owner == peers_->self_id()) return nullptr;
-  std::shared_ptr<const Peer> peer = peers_->Find(owner);
-  if (peer == nullptr) {
-    if (metrics_ != nullptr) {
-      metrics_->RecordForward(rpc, ForwardOutcome::kUnknownReplica);
+  if (std::shared_ptr<const Peer> peer = peers_->Find(owner)) return peer;
+  // Its replica is gone: the session may have moved when it drained.
+  if (directory_ != nullptr) {
+    if (std::shared_ptr<const Peer> holder = directory_->Locate(session, kLocateTimeout)) {
+      return holder;
     }
-    return absl::NotFoundError(absl::StrCat(
-        "session not found: its replica ", owner,
-        " is not among the current peers (the replica is gone, and its "
-        "sessions with it, or the token is not one of ours)"));
   }
-  // Tells a client that can reach the owner where to send the session's
-  // next calls.
-  context->AddInitialMetadata(kOwnerHeader, peer->address);
-  return peer;
+  if (metrics_ != nullptr) {
+    metrics_->RecordForward(rpc, ForwardOutcome::kUnknownReplica);
+  }
+  return absl::NotFoundError(absl::StrCat(
+      "session not found: its replica ", owner,
+      " is not among the current peers and no peer holds it (the replica is gone, and its "
+      "sessions with it, or the token is not one of ours)"));
 }
 
 grpc::ServerUnaryReactor* Forwarder::Forward(

@@ -21,6 +21,7 @@
 #include "server/auth.h"
 #include "server/metrics.h"
 #include "server/peer_set.h"
+#include "server/session_directory.h"
 
 namespace pyexec {
 
@@ -147,6 +148,9 @@ class ForwardStreamReactor final : public grpc::ServerWriteReactor<Event>,
 // it.
 class Forwarder {
  public:
+  // How long a replica asks its peers where a moved session went.
+  static constexpr absl::Duration kLocateTimeout = absl::Milliseconds(500);
+
   Forwarder(PeerSet* peers, Metrics* metrics, absl::Duration default_timeout,
             const Authenticator* auth = nullptr)
       : peers_(peers),
@@ -203,11 +207,26 @@ class Forwarder {
     return reactor;
   }
 
+  // Sessions held here are served here whatever replica their token names
+  // (moved here from a draining peer); `holds` says which. Sessions that
+  // left their replica are found through `directory`. Both before serving.
+  void SetSessionLocator(std::function<bool(absl::string_view token)> holds,
+                         SessionDirectory* directory) {
+    holds_ = std::move(holds);
+    directory_ = directory;
+  }
+
  private:
+  // The peer to send a call on `session` to, or null to serve it here.
+  absl::StatusOr<std::shared_ptr<const Peer>> Owner(grpc::CallbackServerContext* context,
+                                                    absl::string_view session, Rpc rpc) const;
+
   PeerSet* const peers_;
   Metrics* const metrics_;
   const absl::Duration default_timeout_;
   const Authenticator* const auth_;
+  std::function<bool(absl::string_view)> holds_;
+  SessionDirectory* directory_ = nullptr;
 };
 
 }  // namespace pyexec

@@ -44,6 +44,12 @@ ABSL_FLAG(int, max_pending, 1024,
 ABSL_FLAG(absl::Duration, session_idle_timeout, absl::Minutes(10),
           "Idle time after which a session is unbound (Bind may ask for its "
           "own).");
+ABSL_FLAG(bool, migrate_on_drain, true,
+          "With --peers, a draining replica (SIGTERM) moves its sessions to its "
+          "peers (snapshot, restore, the same tokens) instead of ending them.");
+ABSL_FLAG(uint64_t, max_snapshot_bytes, 48 << 20,
+          "Largest session snapshot (Snapshot, Bind{restore}, and moves at drain); "
+          "at most --max_message_bytes less 64 KiB.");
 ABSL_FLAG(absl::Duration, lease_grace, absl::Seconds(5),
           "How long a leased session (one with an Attach stream open) outlives "
           "the end of its last Attach stream: its client may reconnect and "
@@ -296,6 +302,7 @@ ServerOptions OptionsFromFlags() {
                               absl::Milliseconds(1));
   o.core.session_idle_timeout = absl::GetFlag(FLAGS_session_idle_timeout);
   o.core.lease_grace = std::max(absl::GetFlag(FLAGS_lease_grace), absl::ZeroDuration());
+  o.migrate_on_drain = absl::GetFlag(FLAGS_migrate_on_drain);
   o.core.max_session_idle_timeout =
       std::max(absl::GetFlag(FLAGS_max_session_idle_timeout),
                o.core.session_idle_timeout);
@@ -316,6 +323,10 @@ ServerOptions OptionsFromFlags() {
   o.allow_unauthenticated = absl::GetFlag(FLAGS_allow_unauthenticated);
   o.drain_timeout = absl::GetFlag(FLAGS_drain_timeout);
   o.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  o.core.max_snapshot_bytes =
+      std::min<uint64_t>(absl::GetFlag(FLAGS_max_snapshot_bytes),
+                         static_cast<uint64_t>(std::max(o.max_message_bytes, 128 << 10)) -
+                             (64 << 10));
   o.worker.worker_binary = absl::GetFlag(FLAGS_worker_binary);
   if (o.worker.worker_binary.empty()) o.worker.worker_binary = DefaultWorkerBinary();
   internal::WorkerSettings& settings = o.worker.settings;

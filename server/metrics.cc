@@ -31,6 +31,7 @@ const char* RpcName(Rpc rpc) {
     case Rpc::kInterrupt: return "Interrupt";
     case Rpc::kAttach: return "Attach";
     case Rpc::kRun: return "Run";
+    case Rpc::kSnapshot: return "Snapshot";
   }
   return "unknown";
 }
@@ -64,23 +65,53 @@ void Metrics::RecordCall(Rpc rpc, grpc::StatusCode code,
   int c = static_cast<int>(code);
   if (c < 0 || c >= kNumCodes) c = grpc::StatusCode::UNKNOWN;
   calls_[r][c].fetch_add(1, std::memory_order_relaxed);
-  Histogram& h = latency_[r];
-  const double seconds = absl::ToDoubleSeconds(latency);
+  Observe(&latency_[r], latency);
+}
+
+void Metrics::Observe(Histogram* h, absl::Duration value) {
+  const double seconds = absl::ToDoubleSeconds(value);
   for (size_t b = 0; b < kBuckets.size(); ++b) {
     if (seconds <= kBuckets[b]) {
-      h.buckets[b].fetch_add(1, std::memory_order_relaxed);
+      h->buckets[b].fetch_add(1, std::memory_order_relaxed);
       break;
     }
   }
-  h.sum_nanos.fetch_add(
-      static_cast<uint64_t>(std::max<int64_t>(0, absl::ToInt64Nanoseconds(latency))),
+  h->sum_nanos.fetch_add(
+      static_cast<uint64_t>(std::max<int64_t>(0, absl::ToInt64Nanoseconds(value))),
       std::memory_order_relaxed);
-  h.count.fetch_add(1, std::memory_order_relaxed);
+  h->count.fetch_add(1, std::memory_order_relaxed);
+}
+
+void Metrics::RenderHistogram(std::string* out, const std::string& name,
+                              const std::string& labels, const Histogram& h) {
+  // Read the count first: buckets are bumped before it, so the +Inf bucket
+  // (== count) never falls below a finite bucket.
+  const uint64_t count = h.count.load(std::memory_order_relaxed);
+  uint64_t cumulative = 0;
+  for (size_t b = 0; b < kBuckets.size(); ++b) {
+    cumulative += h.buckets[b].load(std::memory_order_relaxed);
+    absl::StrAppend(out, name, "_bucket{", labels, "le=\"", Number(kBuckets[b]), "\"} ",
+                    std::min(cumulative, count), "\n");
+  }
+  absl::StrAppend(out, name, "_bucket{", labels, "le=\"+Inf\"} ", count, "\n");
+  std::string plain = labels;
+  if (!plain.empty()) plain.pop_back();  // the trailing comma
+  const std::string braces = plain.empty() ? "" : absl::StrCat("{", plain, "}");
+  absl::StrAppend(out, name, "_sum", braces, " ",
+                  Number(h.sum_nanos.load(std::memory_order_relaxed) / 1e9), "\n");
+  absl::StrAppend(out, name, "_count", braces, " ", count, "\n");
 }
 
 void Metrics::RecordForward(Rpc rpc, ForwardOutcome outcome) {
   forwarded_[static_cast<int>(rpc)][static_cast<int>(outcome)].fetch_add(
       1, std::memory_order_relaxed);
+}
+
+void Metrics::RecordMigration(MigrationOutcome outcome, uint64_t bytes, absl::Duration took) {
+  migrations_[static_cast<int>(outcome)].fetch_add(1, std::memory_order_relaxed);
+  if (outcome != MigrationOutcome::kMigrated) return;
+  migrated_bytes_.fetch_add(bytes, std::memory_order_relaxed);
+  Observe(&migration_seconds_, took);
 }
 
 std::string Metrics::Render() const {
@@ -104,26 +135,8 @@ std::string Metrics::Render() const {
   Header(&out, "pyexec_rpc_duration_seconds", "histogram",
          "Time from receiving a PyExec RPC to answering it.");
   for (int r = 0; r < kNumRpcs; ++r) {
-    const Histogram& h = latency_[r];
-    const char* name = RpcName(Rpc(r));
-    // Read the count first: buckets are bumped before it, so the +Inf
-    // bucket (== count) never falls below a finite bucket.
-    const uint64_t count = h.count.load(std::memory_order_relaxed);
-    uint64_t cumulative = 0;
-    for (size_t b = 0; b < kBuckets.size(); ++b) {
-      cumulative += h.buckets[b].load(std::memory_order_relaxed);
-      absl::StrAppend(&out, "pyexec_rpc_duration_seconds_bucket{rpc=\"", name,
-                      "\",le=\"", Number(kBuckets[b]), "\"} ",
-                      std::min(cumulative, count), "\n");
-    }
-    absl::StrAppend(&out, "pyexec_rpc_duration_seconds_bucket{rpc=\"", name,
-                    "\",le=\"+Inf\"} ", count, "\n");
-    absl::StrAppend(&out, "pyexec_rpc_duration_seconds_sum{rpc=\"", name,
-                    "\"} ",
-                    Number(h.sum_nanos.load(std::memory_order_relaxed) / 1e9),
-                    "\n");
-    absl::StrAppend(&out, "pyexec_rpc_duration_seconds_count{rpc=\"", name,
-                    "\"} ", count, "\n");
+    RenderHistogram(&out, "pyexec_rpc_duration_seconds",
+                    absl::StrCat("rpc=\"", RpcName(Rpc(r)), "\","), latency_[r]);
   }
 
   Header(&out, "pyexec_forwarded_calls_total", "counter",
@@ -138,6 +151,21 @@ std::string Metrics::Render() const {
                       "\n");
     }
   }
+
+  Header(&out, "pyexec_session_migrations_total", "counter",
+         "Sessions this replica moved to a peer when it drained, by outcome.");
+  static constexpr const char* kOutcomes[] = {"migrated", "failed", "left_behind"};
+  for (int o = 0; o < kNumMigrationOutcomes; ++o) {
+    absl::StrAppend(&out, "pyexec_session_migrations_total{outcome=\"", kOutcomes[o], "\"} ",
+                    migrations_[o].load(std::memory_order_relaxed), "\n");
+  }
+  Header(&out, "pyexec_session_migration_bytes_total", "counter",
+         "Snapshot bytes of the sessions this replica moved.");
+  absl::StrAppend(&out, "pyexec_session_migration_bytes_total ",
+                  migrated_bytes_.load(std::memory_order_relaxed), "\n");
+  Header(&out, "pyexec_session_migration_seconds", "histogram",
+         "Time to move one session: snapshot, restore on the peer.");
+  RenderHistogram(&out, "pyexec_session_migration_seconds", "", migration_seconds_);
 
   Header(&out, "pyexec_workers", "gauge",
          "Worker processes by state. busy counts bound workers running a "

@@ -16,9 +16,17 @@ namespace pyexec {
 // The RPCs that metrics are kept for (a small fixed label set).
 enum class Rpc {
   kBind, kUnbind, kEval, kExec, kCall, kGetStats,
-  kExecStream, kCallStream, kRelease, kInterrupt, kAttach, kRun,
+  kExecStream, kCallStream, kRelease, kInterrupt, kAttach, kRun, kSnapshot,
 };
-inline constexpr int kNumRpcs = 12;
+inline constexpr int kNumRpcs = 13;
+
+// How a session fared when its replica drained with peers (server/migrator.h).
+enum class MigrationOutcome {
+  kMigrated,    // restored on a peer, its token keeps working
+  kFailed,      // the snapshot or the restore failed: ended as before
+  kLeftBehind,  // still busy when the drain time ran out: ended as before
+};
+inline constexpr int kNumMigrationOutcomes = 3;
 const char* RpcName(Rpc rpc);
 
 // How a call that this replica forwarded to the session's owner ended.
@@ -66,6 +74,9 @@ class Metrics {
   void RecordCall(Rpc rpc, grpc::StatusCode code, absl::Duration latency);
   // One call on a session owned by another replica.
   void RecordForward(Rpc rpc, ForwardOutcome outcome);
+  // One session's move at drain: its outcome, the blob's size and the time
+  // from snapshot to restored.
+  void RecordMigration(MigrationOutcome outcome, uint64_t bytes, absl::Duration took);
 
   // The whole exposition, for GET /metrics.
   std::string Render() const;
@@ -79,8 +90,17 @@ class Metrics {
   };
 
   const std::function<MetricsSnapshot()> snapshot_;
+  static void Observe(Histogram* h, absl::Duration value);
+  // The _bucket, _sum and _count series of `h`; `labels` is "" or
+  // `key="value",` pairs each ending in a comma.
+  static void RenderHistogram(std::string* out, const std::string& name,
+                              const std::string& labels, const Histogram& h);
+
   std::array<std::array<std::atomic<uint64_t>, kNumCodes>, kNumRpcs> calls_{};
   std::array<Histogram, kNumRpcs> latency_{};
+  std::array<std::atomic<uint64_t>, kNumMigrationOutcomes> migrations_{};
+  std::atomic<uint64_t> migrated_bytes_{0};
+  Histogram migration_seconds_;
   std::array<std::array<std::atomic<uint64_t>, kNumForwardOutcomes>, kNumRpcs>
       forwarded_{};
 };

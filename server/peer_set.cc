@@ -212,6 +212,15 @@ std::shared_ptr<const Peer> PeerSet::Find(absl::string_view replica_id) const {
   return it == peers_.end() ? nullptr : it->second;
 }
 
+std::vector<std::shared_ptr<const Peer>> PeerSet::Others() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<std::shared_ptr<const Peer>> others;
+  for (const auto& [id, peer] : peers_) {
+    if (id != self_id_) others.push_back(peer);
+  }
+  return others;
+}
+
 int PeerSet::size() const {
   absl::MutexLock lock(&mu_);
   return static_cast<int>(peers_.size());

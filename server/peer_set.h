@@ -81,6 +81,9 @@ class PeerSet {
   // set mid-call keeps its channel until the call ends.
   std::shared_ptr<const Peer> Find(absl::string_view replica_id) const;
 
+  // Every discovered peer but this replica.
+  std::vector<std::shared_ptr<const Peer>> Others() const;
+
   // This replica's id.
   const std::string& self_id() const { return self_id_; }
   // Discovered replicas, this one included when it is listed.

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "common/logging.h"
 #include "server/request_validation.h"
 
@@ -89,8 +90,29 @@ std::shared_ptr<BindHandle> PyExecCore::Bind(absl::string_view principal,
                                              const v1::BindRequest& request,
                                              absl::Time deadline,
                                              v1::BindResponse* response,
-                                             RpcDone done) {
+                                             RpcDone done, std::string keep_token) {
   auto handle = std::make_shared<BindHandle>(this, principal);
+  // A snapshot to restore is checked before anything is spent on it: its
+  // seal, then whose it is.
+  std::shared_ptr<internal::SnapshotEnvelope> restore;
+  if (!request.restore().empty()) {
+    if (request.restore().size() > options_.max_snapshot_bytes + 4096) {
+      done(absl::InvalidArgumentError(absl::StrCat(
+          "restore: the blob is larger than --max_snapshot_bytes (",
+          options_.max_snapshot_bytes, ")")));
+      return handle;
+    }
+    if (seal_ == nullptr) {
+      done(absl::FailedPreconditionError("restore: snapshots are not enabled on this server"));
+      return handle;
+    }
+    absl::StatusOr<internal::SnapshotEnvelope> opened = seal_->Open(request.restore(), principal);
+    if (!opened.ok()) {
+      done(opened.status());
+      return handle;
+    }
+    restore = std::make_shared<internal::SnapshotEnvelope>(*std::move(opened));
+  }
   if (absl::Status room = sessions_->ReserveSlot(
           principal, options_.max_sessions_per_principal);
       !room.ok()) {
@@ -102,7 +124,8 @@ std::shared_ptr<BindHandle> PyExecCore::Bind(absl::string_view principal,
     idle = std::min(absl::Seconds(request.idle_timeout_seconds()),
                     options_.max_session_idle_timeout);
   }
-  pool_->Acquire(deadline, [this, idle, response, handle,
+  pool_->Acquire(deadline, [this, idle, response, handle, deadline, restore,
+                            keep_token = std::move(keep_token),
                             owner = std::string(principal),
                             done = std::move(done)](absl::StatusOr<WorkerId> worker) {
     if (!worker.ok()) {
@@ -110,32 +133,124 @@ std::shared_ptr<BindHandle> PyExecCore::Bind(absl::string_view principal,
       done(worker.status());
       return;
     }
-    std::string token;
-    {
-      absl::MutexLock lock(&handle->mu_);
-      if (!handle->cancelled_) {
-        token = sessions_->Add(*worker, idle, owner);
-        handle->token_ = token;
-      }
-    }
-    sessions_->ReleaseSlot(owner);
-    if (token.empty()) {
-      pool_->Release(*worker);
-      done(absl::CancelledError("the client cancelled the bind"));
+    if (restore == nullptr) {
+      FinishBind(handle, *worker, idle, owner, keep_token, response, done);
       return;
     }
-    LogInfo(absl::StrCat("bind session ", TokenForLog(token), " idle_timeout ",
-                         absl::FormatDuration(idle)));
-    response->set_session(std::move(token));
-    response->set_idle_timeout_seconds(
-        static_cast<uint32_t>(absl::ToInt64Seconds(idle)));
-    {
-      absl::MutexLock lock(&replica_mu_);
-      response->set_owner(owner_address_);
-    }
-    done(absl::OkStatus());
+    // The state goes into the worker before the session exists: nobody
+    // can call it half restored.
+    internal::WorkerRequest load;
+    load.mutable_restore()->set_state(restore->state());
+    pool_->Submit(
+        *worker, std::move(load), deadline,
+        [this, handle, worker = *worker, idle, owner, keep_token, response,
+         done](absl::StatusOr<internal::WorkerResponse> loaded) {
+          if (loaded.ok() && loaded->has_failure()) {
+            loaded = absl::Status(static_cast<absl::StatusCode>(loaded->failure().code()),
+                                  absl::StrCat("restore: ", loaded->failure().message()));
+          }
+          if (!loaded.ok()) {
+            sessions_->ReleaseSlot(owner);
+            pool_->Release(worker);
+            done(loaded.status());
+            return;
+          }
+          *response->mutable_restore_lost() = loaded->restore_lost();
+          if (loaded->has_error()) *response->mutable_restore_error() = loaded->error();
+          FinishBind(handle, worker, idle, owner, keep_token, response, done);
+        },
+        owner);
   });
   return handle;
+}
+
+void PyExecCore::FinishBind(const std::shared_ptr<BindHandle>& handle, WorkerId worker,
+                            absl::Duration idle, const std::string& owner,
+                            const std::string& keep_token, v1::BindResponse* response,
+                            const RpcDone& done) {
+  std::string token;
+  {
+    absl::MutexLock lock(&handle->mu_);
+    if (!handle->cancelled_) {
+      token = keep_token.empty() ? sessions_->Add(worker, idle, owner)
+                                 : sessions_->AddWithToken(keep_token, worker, idle, owner);
+      handle->token_ = token;
+    }
+  }
+  sessions_->ReleaseSlot(owner);
+  if (token.empty()) {
+    pool_->Release(worker);
+    done(keep_token.empty() ? absl::CancelledError("the client cancelled the bind")
+                            : absl::AlreadyExistsError("the session is already held here"));
+    return;
+  }
+  LogInfo(absl::StrCat(keep_token.empty() ? "bind session " : "restored moved session ",
+                       TokenForLog(token), " idle_timeout ", absl::FormatDuration(idle)));
+  response->set_session(std::move(token));
+  response->set_idle_timeout_seconds(static_cast<uint32_t>(absl::ToInt64Seconds(idle)));
+  {
+    absl::MutexLock lock(&replica_mu_);
+    response->set_owner(owner_address_);
+  }
+  done(absl::OkStatus());
+}
+
+CallId PyExecCore::Snapshot(const Caller& caller, const v1::SnapshotRequest& request,
+                            absl::Time deadline, v1::SnapshotResponse* response, RpcDone done) {
+  if (request.session().empty()) {
+    done(absl::InvalidArgumentError("session is empty: only bound sessions have a state"));
+    return 0;
+  }
+  if (seal_ == nullptr) {
+    done(absl::FailedPreconditionError("snapshots are not enabled on this server"));
+    return 0;
+  }
+  internal::WorkerRequest work;
+  work.mutable_snapshot()->set_max_bytes(options_.max_snapshot_bytes);
+  return Submit(
+      caller, request.session(), std::move(work), deadline,
+      [this, response, principal = caller.principal](internal::WorkerResponse& r) {
+        internal::SnapshotResult& taken = *r.mutable_snapshot();
+        internal::SnapshotEnvelope envelope;
+        envelope.set_version(1);
+        envelope.set_principal(principal);
+        envelope.set_state(std::move(*taken.mutable_state()));
+        *envelope.mutable_modules() = taken.modules();
+        envelope.set_refs(taken.refs());
+        envelope.set_created_unix_ms(absl::ToUnixMillis(absl::Now()));
+        response->set_blob(seal_->Seal(envelope));
+        *response->mutable_lost() = std::move(*taken.mutable_lost());
+        *response->mutable_modules() = taken.modules();
+        response->set_refs(taken.refs());
+      },
+      std::move(done));
+}
+
+absl::StatusOr<v1::SnapshotResponse> PyExecCore::SnapshotForMove(const std::string& token,
+                                                                 const std::string& owner,
+                                                                 absl::Time deadline) {
+  sessions_->SetMoving(token, true);
+  Caller caller(owner);
+  caller.moving_call = true;
+  v1::SnapshotRequest request;
+  request.set_session(token);
+  v1::SnapshotResponse response;
+  absl::Notification done;
+  absl::Status status;
+  Snapshot(caller, request, deadline, &response, [&](absl::Status s) {
+    status = std::move(s);
+    done.Notify();
+  });
+  done.WaitForNotification();
+  if (!status.ok()) return status;
+  return response;
+}
+
+void PyExecCore::MovedOut(const std::string& token, const std::string& owner) {
+  std::optional<WorkerId> worker = sessions_->Remove(token, owner);
+  if (!worker.has_value()) return;
+  pool_->Release(*worker);
+  SessionEnded(token, "the session moved to another replica; attach again", /*moved=*/true);
 }
 
 absl::Status PyExecCore::Unbind(absl::string_view principal,
@@ -168,7 +283,8 @@ CallId PyExecCore::Submit(const Caller& caller, const std::string& session,
   }
   WorkerId worker = 0;
   if (!session.empty()) {
-    absl::StatusOr<WorkerId> found = sessions_->BeginCall(session, caller.principal);
+    absl::StatusOr<WorkerId> found =
+        sessions_->BeginCall(session, caller.principal, caller.moving_call);
     if (!found.ok()) {
       done(found.status());
       return 0;
@@ -448,7 +564,7 @@ absl::Status PyExecCore::AnswerCallback(const Caller& caller,
 
 absl::StatusOr<std::shared_ptr<Lease>> PyExecCore::Attach(
     const Caller& caller, const v1::AttachRequest& request,
-    std::function<void(std::string reason)> on_end) {
+    std::function<void(std::string reason, bool moved)> on_end) {
   if (request.session().empty()) {
     return absl::InvalidArgumentError("session is empty: only bound sessions have leases");
   }
@@ -482,8 +598,9 @@ void PyExecCore::ReleaseLease(const std::string& session, Lease* lease) {
   sessions_->DropLease(session);
 }
 
-void PyExecCore::SessionEnded(const std::string& session, const std::string& reason) {
-  absl::flat_hash_map<Lease*, std::function<void(std::string)>> watchers;
+void PyExecCore::SessionEnded(const std::string& session, const std::string& reason,
+                              bool moved) {
+  absl::flat_hash_map<Lease*, std::function<void(std::string, bool)>> watchers;
   {
     absl::MutexLock lock(&leases_mu_);
     auto it = lease_watchers_.find(session);
@@ -492,7 +609,7 @@ void PyExecCore::SessionEnded(const std::string& session, const std::string& rea
       lease_watchers_.erase(it);
     }
   }
-  for (auto& [lease, on_end] : watchers) on_end(reason);
+  for (auto& [lease, on_end] : watchers) on_end(reason, moved);
   named_calls_.ForgetSession(session);
 }
 

@@ -16,6 +16,7 @@
 #include "server/callback_registry.h"
 #include "server/named_calls.h"
 #include "server/session_table.h"
+#include "server/snapshot_seal.h"
 
 namespace pyexec {
 
@@ -35,6 +36,8 @@ struct CoreOptions {
   // How long a leased session outlives the end of its last Attach stream
   // (a client reconnecting inside it keeps the session).
   absl::Duration lease_grace = absl::Seconds(5);
+  // Largest snapshot blob (Snapshot, Bind{restore}).
+  uint64_t max_snapshot_bytes = 48 << 20;
 };
 
 // Who makes a call, and what the client said about it in its metadata.
@@ -52,6 +55,9 @@ struct Caller {
   // x-pyexec-trace: where the worker and the pool stamp the call's stages
   // (owned by the RPC; null when the client did not ask).
   internal::CallTrace* trace = nullptr;
+  // The migrator's own snapshot of a session it is moving (never set from a
+  // client's metadata).
+  bool moving_call = false;
 };
 
 // Receives the outcome of an RPC once its response has been filled in.
@@ -122,10 +128,15 @@ class PyExecCore {
   // lets the RPC say that its client went away (cancelled, disconnected,
   // deadline), so that the session is not created, or is unbound at once,
   // instead of idling for its timeout.
+  //
+  // With request.restore, the new worker loads the snapshot before the
+  // session exists; `keep_token` (a session moved here from a draining
+  // peer) registers it under its old token instead of a new one.
   std::shared_ptr<BindHandle> Bind(absl::string_view principal,
                                    const v1::BindRequest& request,
                                    absl::Time deadline,
-                                   v1::BindResponse* response, RpcDone done);
+                                   v1::BindResponse* response, RpcDone done,
+                                   std::string keep_token = "");
   // Always OK: unknown, expired and other principals' tokens are fine (and
   // left alone).
   absl::Status Unbind(absl::string_view principal,
@@ -166,6 +177,12 @@ class PyExecCore {
   absl::Status AnswerCallback(const Caller& caller, const v1::CallbackResult& result);
 
   // Drops refs of the session (after any call queued on it).
+  // Seals the session's state into a blob (its principal's only).
+  CallId Snapshot(const Caller& caller, const v1::SnapshotRequest& request,
+                  absl::Time deadline, v1::SnapshotResponse* response, RpcDone done);
+  // Seals and opens snapshot blobs. REQUIRES: set before serving Snapshot
+  // or Bind{restore}; outlives the core.
+  void SetSnapshotSeal(const SnapshotSeal* seal) { seal_ = seal; }
   CallId Release(const Caller& caller, const v1::ReleaseRequest& request,
                  absl::Time deadline, v1::ReleaseResponse* response,
                  RpcDone done);
@@ -180,7 +197,7 @@ class PyExecCore {
   // NOT_FOUND as for calls.
   absl::StatusOr<std::shared_ptr<Lease>> Attach(const Caller& caller,
                                                 const v1::AttachRequest& request,
-                                                std::function<void(std::string reason)> on_end);
+                                                std::function<void(std::string reason, bool moved)> on_end);
   absl::Duration lease_grace() const { return sessions_->lease_grace(); }
 
   v1::GetStatsResponse GetStats() const;
@@ -190,6 +207,18 @@ class PyExecCore {
   // --peers), which Bind then returns as the session's owner.
   void SetReplica(std::string replica, bool clients_may_dial = false)
       ABSL_LOCKS_EXCLUDED(replica_mu_);
+
+  // Moving sessions off a draining replica (server/migrator.h):
+  // Marks the session as moving (new calls on it get UNAVAILABLE) and seals
+  // its state once the calls accepted before have run.
+  absl::StatusOr<v1::SnapshotResponse> SnapshotForMove(const std::string& token,
+                                                       const std::string& owner,
+                                                       absl::Time deadline);
+  // The session now lives on a peer: it leaves this replica (its worker is
+  // released; lease streams end UNAVAILABLE, so clients attach again).
+  void MovedOut(const std::string& token, const std::string& owner);
+  // The move failed: the session stays, and takes calls again.
+  void MoveFailed(const std::string& token) { sessions_->SetMoving(token, false); }
 
   // Unbinds sessions idle past their timeout, or whose lease ended.
   void ReapExpiredSessions();
@@ -211,9 +240,15 @@ class PyExecCore {
   // A lease ended.
   void ReleaseLease(const std::string& session, Lease* lease);
   // The session ended: its leases hear why, its named calls are forgotten.
-  void SessionEnded(const std::string& session, const std::string& reason);
+  void SessionEnded(const std::string& session, const std::string& reason, bool moved = false);
+
+  // Registers the bound worker as a session and answers the Bind.
+  void FinishBind(const std::shared_ptr<BindHandle>& handle, WorkerId worker,
+                  absl::Duration idle, const std::string& owner, const std::string& keep_token,
+                  v1::BindResponse* response, const RpcDone& done);
 
   const CoreOptions options_;
+  const SnapshotSeal* seal_ = nullptr;
   SessionTable* const sessions_;
   ContextPool* const pool_;
   NamedCalls named_calls_;
@@ -223,7 +258,7 @@ class PyExecCore {
   std::string owner_address_ ABSL_GUARDED_BY(replica_mu_);
   // Who hears when a leased session ends, by session.
   absl::Mutex leases_mu_;
-  absl::flat_hash_map<std::string, absl::flat_hash_map<Lease*, std::function<void(std::string)>>>
+  absl::flat_hash_map<std::string, absl::flat_hash_map<Lease*, std::function<void(std::string, bool)>>>
       lease_watchers_ ABSL_GUARDED_BY(leases_mu_);
 };
 

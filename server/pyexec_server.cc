@@ -158,6 +158,18 @@ absl::StatusOr<std::string> PyExecServer::Start() {
                                              options_.core.lease_grace);
   core_ = std::make_unique<PyExecCore>(options_.core, sessions_.get(), pool_.get(),
                                        token_prefix);
+  seal_ = std::make_unique<SnapshotSeal>(auth_->peer_secret());
+  core_->SetSnapshotSeal(seal_.get());
+  if (peers_ != nullptr) {
+    directory_ = std::make_unique<SessionDirectory>(peers_.get(), auth_.get());
+    SessionTable* sessions = sessions_.get();
+    forwarder_->SetSessionLocator(
+        [sessions](absl::string_view token) { return sessions->Holds(token); },
+        directory_.get());
+    peer_service_ = std::make_unique<PeerService>(sessions_.get(), auth_.get());
+    migrator_ = std::make_unique<Migrator>(core_.get(), sessions_.get(), peers_.get(),
+                                           directory_.get(), auth_.get(), metrics_.get());
+  }
   PyExecCore* core = core_.get();
   pool_->SetWorkerLostListener(
       [core](WorkerId worker, const std::string& reason) {
@@ -191,6 +203,7 @@ absl::StatusOr<std::string> PyExecServer::Start() {
   builder.RegisterService(service_.get());
   builder.RegisterService(reflection_v1alpha_.get());
   builder.RegisterService(reflection_v1_.get());
+  if (peer_service_ != nullptr) builder.RegisterService(peer_service_.get());
   server_ = builder.BuildAndStart();
   if (server_ == nullptr || port == 0) {
     return absl::UnavailableError(
@@ -303,9 +316,13 @@ bool PyExecServer::Drain() {
                        " for calls in flight"));
   SetServing(false);
   draining_ = true;
-  pool_->BeginDrain();
-  bool finished =
-      pool_->WaitForCallsToFinish(absl::Now() + options_.drain_timeout);
+  const absl::Time deadline = absl::Now() + options_.drain_timeout;
+  const bool migrate = migrator_ != nullptr && options_.migrate_on_drain;
+  // Moving sessions: their calls carry on until each one's move starts (its
+  // snapshot waits behind them); binds and stateless calls stop now.
+  pool_->BeginDrain(/*keep_session_calls=*/migrate);
+  if (migrate) migrator_->MoveAll(deadline);
+  bool finished = pool_->WaitForCallsToFinish(deadline);
   if (!finished) LogWarning("drain timed out; stopping calls still running");
   return finished;
 }

@@ -19,6 +19,9 @@
 #include "grpcpp/server.h"
 #include "server/auth.h"
 #include "server/forwarder.h"
+#include "server/migrator.h"
+#include "server/peer_service.h"
+#include "server/snapshot_seal.h"
 #include "server/metrics.h"
 #include "server/metrics_http.h"
 #include "server/peer_set.h"
@@ -67,6 +70,9 @@ struct ServerOptions {
   size_t grpc_memory_quota_bytes = 1024 << 20;
   // How long SIGTERM waits for in-flight calls before stopping workers.
   absl::Duration drain_timeout = absl::Seconds(30);
+  // With peers, a draining replica moves its sessions to them
+  // (server/migrator.h) instead of ending them.
+  bool migrate_on_drain = true;
   // Largest gRPC message either way.
   int max_message_bytes = kDefaultMaxMessageBytes;
   // How long start-up waits for the warm pool.
@@ -124,6 +130,12 @@ class PyExecServer {
   std::unique_ptr<PeerSet> peers_;
   std::unique_ptr<Metrics> metrics_;
   std::unique_ptr<Forwarder> forwarder_;
+  // With peers: where moved sessions are, the Peer service, and the mover
+  // of this replica's sessions at drain.
+  std::unique_ptr<SessionDirectory> directory_;
+  std::unique_ptr<PeerService> peer_service_;
+  std::unique_ptr<Migrator> migrator_;
+  std::unique_ptr<SnapshotSeal> seal_;
   std::unique_ptr<MetricsHttpServer> metrics_http_;
   std::unique_ptr<ContextPool> pool_;
   // The pool's launcher when it is a zygote (owned by pool_), else null.

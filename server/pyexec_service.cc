@@ -266,9 +266,9 @@ class AttachReactor final : public grpc::ServerWriteReactor<v1::AttachEvent> {
     // The core calls back when the session ends, from any thread, maybe
     // while gRPC is done with this reactor: through a link that OnDone cuts.
     absl::StatusOr<std::shared_ptr<Lease>> lease =
-        core->Attach(caller, request, [link = link_](std::string reason) {
+        core->Attach(caller, request, [link = link_](std::string reason, bool moved) {
           absl::MutexLock lock(&link->mu);
-          if (link->reactor != nullptr) link->reactor->Ended(std::move(reason));
+          if (link->reactor != nullptr) link->reactor->Ended(std::move(reason), moved);
         });
     std::shared_ptr<Lease> to_release;
     {
@@ -335,11 +335,17 @@ class AttachReactor final : public grpc::ServerWriteReactor<v1::AttachEvent> {
     AttachReactor* reactor ABSL_GUARDED_BY(mu);
   };
 
-  // The session ended while leased.
-  void Ended(std::string reason) {
+  // The session ended while leased, or (`moved`) left for another replica:
+  // the stream then ends UNAVAILABLE, so that the client attaches again and
+  // finds it there.
+  void Ended(std::string reason, bool moved) {
     absl::MutexLock lock(&mu_);
     if (finished_) return;
-    lease_.reset();  // nothing left to release: the session is gone
+    lease_.reset();  // nothing left to release: the session is gone from here
+    if (moved) {
+      FinishLocked(absl::UnavailableError(reason));
+      return;
+    }
     queue_.emplace_back().mutable_ended()->set_reason(std::move(reason));
     ending_ = true;
     PumpLocked();
@@ -474,9 +480,17 @@ grpc::ServerUnaryReactor* PyExecService::Bind(grpc::CallbackServerContext* conte
   if (absl::Status bad = v1::MalformedRequestError(*request); !bad.ok()) {
     return Finished(bad, metrics_, Rpc::kBind);
   }
+  // A session moved here by a draining peer keeps its token.
+  std::string keep_token;
+  if (IsForwarded(*context)) {
+    absl::StatusOr<std::string> moved = CallMetadata(*context, kMovedTokenHeader);
+    if (!moved.ok()) return Finished(moved.status(), metrics_, Rpc::kBind);
+    keep_token = *std::move(moved);
+  }
   auto* reactor = new BindReactor(metrics_, Rpc::kBind);
   reactor->Start(core_->Bind(caller->principal, *request, DeadlineOf(*context), response,
-                             [reactor](absl::Status status) { reactor->Answer(status); }));
+                             [reactor](absl::Status status) { reactor->Answer(status); },
+                             std::move(keep_token)));
   return reactor;
 }
 
@@ -557,6 +571,13 @@ grpc::ServerUnaryReactor* PyExecService::Call(grpc::CallbackServerContext* conte
                                               v1::CallResponse* response) {
   return RunOnPool(context, request, response, Rpc::kCall, &PyExecCore::Call,
                    ForwardUnary(&AsyncStub::Call, request, response));
+}
+
+grpc::ServerUnaryReactor* PyExecService::Snapshot(grpc::CallbackServerContext* context,
+                                                  const v1::SnapshotRequest* request,
+                                                  v1::SnapshotResponse* response) {
+  return RunOnPool(context, request, response, Rpc::kSnapshot, &PyExecCore::Snapshot,
+                   ForwardUnary(&AsyncStub::Snapshot, request, response));
 }
 
 grpc::ServerUnaryReactor* PyExecService::Release(grpc::CallbackServerContext* context,

@@ -63,6 +63,9 @@ class PyExecService final : public v1::PyExec::CallbackService {
   grpc::ServerUnaryReactor* Release(grpc::CallbackServerContext* context,
                                     const v1::ReleaseRequest* request,
                                     v1::ReleaseResponse* response) override;
+  grpc::ServerUnaryReactor* Snapshot(grpc::CallbackServerContext* context,
+                                     const v1::SnapshotRequest* request,
+                                     v1::SnapshotResponse* response) override;
   grpc::ServerUnaryReactor* Interrupt(grpc::CallbackServerContext* context,
                                       const v1::InterruptRequest* request,
                                       v1::InterruptResponse* response) override;

@@ -37,6 +37,39 @@ std::string SessionTable::Add(WorkerId worker, absl::Duration idle_timeout,
   return token;
 }
 
+std::string SessionTable::AddWithToken(const std::string& token, WorkerId worker,
+                                       absl::Duration idle_timeout, absl::string_view owner) {
+  absl::MutexLock lock(&mu_);
+  if (token.empty() || sessions_.contains(token)) return "";
+  Session& session = sessions_[token];
+  session = Session{worker, idle_timeout, now_(), 0, std::string(owner)};
+  by_worker_[worker] = token;
+  ++owned_[owner];
+  ScheduleLocked(token, session, ExpiresAt(session));
+  return token;
+}
+
+bool SessionTable::Holds(absl::string_view token) const {
+  absl::MutexLock lock(&mu_);
+  return sessions_.contains(token);
+}
+
+std::vector<SessionTable::Listed> SessionTable::List() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<Listed> listed;
+  listed.reserve(sessions_.size());
+  for (const auto& [token, session] : sessions_) {
+    listed.push_back({token, session.owner, session.idle_timeout, session.calls_in_flight});
+  }
+  return listed;
+}
+
+void SessionTable::SetMoving(absl::string_view token, bool moving) {
+  absl::MutexLock lock(&mu_);
+  auto it = sessions_.find(token);
+  if (it != sessions_.end()) it->second.moving = moving;
+}
+
 absl::Time SessionTable::ExpiresAt(const Session& session) {
   if (session.leases > 0) return absl::InfiniteFuture();
   return std::min(session.last_used + session.idle_timeout, session.lease_deadline);
@@ -107,13 +140,18 @@ void SessionTable::EraseLocked(
 }
 
 absl::StatusOr<WorkerId> SessionTable::BeginCall(absl::string_view token,
-                                                 absl::string_view principal) {
+                                                 absl::string_view principal,
+                                                 bool moving_call) {
   absl::MutexLock lock(&mu_);
   auto it = sessions_.find(token);
   // A foreign token gets the very same answer as an unknown one.
   if (it == sessions_.end() || it->second.owner != principal) {
     return absl::NotFoundError(
         "session not found (unknown, expired or unbound token)");
+  }
+  if (it->second.moving && !moving_call) {
+    return absl::UnavailableError(
+        "the session is moving to another replica (this one is draining); retry the call");
   }
   ++it->second.calls_in_flight;
   it->second.last_used = now_();

@@ -46,6 +46,24 @@ class SessionTable {
   // token.
   std::string Add(WorkerId worker, absl::Duration idle_timeout,
                   absl::string_view owner = "");
+  // Registers a session under a token it already has (moved here from a
+  // draining replica). Returns the token, or "" if it is taken.
+  std::string AddWithToken(const std::string& token, WorkerId worker,
+                           absl::Duration idle_timeout, absl::string_view owner);
+  // Whether `token` is a session held here.
+  bool Holds(absl::string_view token) const;
+
+  // A session as the migrator sees it.
+  struct Listed {
+    std::string token;
+    std::string owner;
+    absl::Duration idle_timeout;
+    int calls_in_flight = 0;
+  };
+  // Every session, in no particular order.
+  std::vector<Listed> List() const;
+  // Marks a session as leaving (or, on a failed move, staying after all).
+  void SetMoving(absl::string_view token, bool moving);
 
   // Reserves room for one more session of `owner` before a Bind waits for a
   // worker: RESOURCE_EXHAUSTED when the owner already has `limit` sessions
@@ -60,8 +78,12 @@ class SessionTable {
   // NOT_FOUND for an unknown, expired or unbound token, or one owned by
   // another principal. Every successful BeginCall must be paired with
   // EndCall.
+  // A session being moved to another replica (SetMoving) refuses new calls
+  // with UNAVAILABLE (the client retries and finds it moved), except the
+  // move's own (`moving_call`).
   absl::StatusOr<WorkerId> BeginCall(absl::string_view token,
-                                     absl::string_view principal = "");
+                                     absl::string_view principal = "",
+                                     bool moving_call = false);
   // Marks a call as ended; the idle clock restarts. Unknown tokens are
   // ignored (the session may have been unbound meanwhile).
   void EndCall(absl::string_view token);
@@ -106,6 +128,7 @@ class SessionTable {
     absl::Time lease_deadline = absl::InfiniteFuture();
     // The generation of the session's live entry in the expiry queue.
     uint64_t generation = 0;
+    bool moving = false;
   };
   // An entry of the expiry queue: the session may expire at `when`, no
   // sooner; stale entries (an older generation) are skipped.
