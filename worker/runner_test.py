@@ -333,6 +333,23 @@ class SnapshotTest(unittest.TestCase):
         self.assertIn('more than %d bytes' % (len(state) - 1), cm.exception.message)
         self.assertEqual(snapshot.snapshot(self.ns, {}, len(state))[0], state)
 
+    def test_running_out_of_memory_is_not_a_lost_name(self):
+        ns = _session('class Huge:\n'
+                      '    def __reduce__(self):\n'
+                      '        raise MemoryError()\n'
+                      'h = Huge()\n')
+        with self.assertRaises(snapshot.StateError) as cm:
+            snapshot.snapshot(ns, {}, 0)
+        self.assertEqual(cm.exception.code, snapshot.RESOURCE_EXHAUSTED)
+        self.assertIn('out of memory', cm.exception.message)
+
+    def test_a_name_that_is_not_a_str_is_lost(self):
+        ns = _session('x = 1')
+        ns[3] = 'three'
+        fresh, _, lost, _, _, _ = _round_trip(ns)
+        self.assertEqual(lost, [('3', 'str', 'the name is not a str')])
+        self.assertEqual(fresh['x'], 1)
+
     def test_modules_are_listed_and_bound_again(self):
         ns = _session('import colorsys as cs\nimport json\nimport types\n'
                       'dyn = types.ModuleType("dyn")\ndyn.x = 5\n')

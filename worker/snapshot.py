@@ -198,6 +198,12 @@ def _session_modules():
     return out
 
 
+def _out_of_memory():
+    return StateError(RESOURCE_EXHAUSTED,
+                      'the worker ran out of memory while pickling the '
+                      'session state')
+
+
 def _too_big(limit):
     return StateError(RESOURCE_EXHAUSTED,
                       'the session state is more than %d bytes, the most a '
@@ -211,7 +217,8 @@ def snapshot(namespace, refs, max_bytes):
     Returns (state, lost, modules, refs carried): lost is a list of (name,
     type, reason) for what could not be pickled, left out one by one (a
     ref's name is 'ref <id>'). Raises StateError(RESOURCE_EXHAUSTED) when
-    the state would take more than max_bytes (0: no limit)."""
+    the state would take more than max_bytes (0: no limit) or memory runs
+    out."""
     modules = _session_modules()
     pickler = _load_pickler()
     names, bindings, lost = {}, {}, []
@@ -229,33 +236,40 @@ def snapshot(namespace, refs, max_bytes):
             names[name] = value
     refs = dict(refs)
 
-    def dump(obj, limit, keep=True):
-        writer = _BoundedWriter(limit, keep)
+    meta = pickle.dumps({'modules': modules, 'bindings': bindings},
+                        protocol=pickle.HIGHEST_PROTOCOL)
+    prefix = _HEADER + meta
+    if max_bytes and len(prefix) > max_bytes:
+        raise _too_big(max_bytes)
+
+    def dump(obj, keep=True):
+        # The limit counts the prefix, which a probe (keep False) only counts.
+        writer = _BoundedWriter(max_bytes, keep)
+        writer.write(prefix)
         pickler(writer, namespace).dump(obj)
         return writer
 
-    meta = pickle.dumps({'modules': modules, 'bindings': bindings},
-                        protocol=pickle.HIGHEST_PROTOCOL)
-    budget = max_bytes - len(_HEADER) - len(meta) if max_bytes else 0
-    if max_bytes and budget <= 0:
-        raise _too_big(max_bytes)
     # One pickle of everything; when it fails, each name and ref is tried
     # alone, those that fail are left out and the rest is pickled again.
     # Each round removes at least one item, so this ends.
     while True:
         try:
-            body = dump({'names': names, 'refs': refs}, budget).getvalue()
+            state = dump({'names': names, 'refs': refs}).getvalue()
             break
         except _TooBig:
             raise _too_big(max_bytes) from None
+        except MemoryError:
+            raise _out_of_memory() from None
         except Exception as whole_error:
             culprits = []
             for table, label in ((names, '%s'), (refs, 'ref %s')):
                 for key, value in table.items():
                     try:
-                        dump(value, budget, keep=False)
+                        dump(value, keep=False)
                     except _TooBig:
                         raise _too_big(max_bytes) from None
+                    except MemoryError:
+                        raise _out_of_memory() from None
                     except Exception as error:
                         culprits.append((table, key, label % key, value, error))
             if not culprits:
@@ -266,7 +280,7 @@ def snapshot(namespace, refs, max_bytes):
             for table, key, label, value, error in culprits:
                 del table[key]
                 lost.append((label, _type_name(value), _one_line(error)))
-    return _HEADER + meta + body, lost, modules, len(refs)
+    return state, lost, modules, len(refs)
 
 
 def restore(namespace, state):
