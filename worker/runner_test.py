@@ -333,6 +333,19 @@ class SnapshotTest(unittest.TestCase):
         self.assertIn('more than %d bytes' % (len(state) - 1), cm.exception.message)
         self.assertEqual(snapshot.snapshot(self.ns, {}, len(state))[0], state)
 
+    def test_open_files_are_lost_and_in_memory_files_kept(self):
+        ns = _session('import io\n'
+                      'text = open(%r)\n'
+                      'binary = open(%r, "rb")\n'
+                      'memory = io.StringIO("kept")\n' % (__file__, __file__))
+        self.addCleanup(ns['text'].close)
+        self.addCleanup(ns['binary'].close)
+        fresh, _, lost, _, _, _ = _round_trip(ns)
+        self.assertEqual(sorted((n, t) for n, t, _ in lost),
+                         [('binary', '_io.BufferedReader'), ('text', '_io.TextIOWrapper')])
+        self.assertIn('an open file does not survive', dict((n, r) for n, _, r in lost)['text'])
+        self.assertEqual(fresh['memory'].getvalue(), 'kept')
+
     def test_running_out_of_memory_is_not_a_lost_name(self):
         ns = _session('class Huge:\n'
                       '    def __reduce__(self):\n'

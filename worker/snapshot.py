@@ -23,6 +23,12 @@ globals (`global x` in them rebinds the session's `x`), and their pickles do
 not carry the globals they read: those come back as names of their own, so a
 function that reads an unpicklable global is kept and the global alone is
 lost.
+
+What does not survive: objects that do not pickle (open sockets and files,
+threads, locks, generators and coroutines in flight, asyncio tasks, most C
+objects) and anything that holds one; modules that no longer import where
+the state is restored. After a restore the worker (python_runner.cc) runs
+the session's __pyexec_restore__() if it defines one, to reopen them.
 """
 import builtins
 import importlib
@@ -124,6 +130,13 @@ def _load_pickler():
             if (isinstance(obj, types.FunctionType)
                     and obj.__globals__ is self._namespace):
                 return self._session_function_reduce(obj)
+            if isinstance(obj, io.TextIOWrapper):
+                # cloudpickle would carry a text file open for reading as a
+                # StringIO of its whole content: not the file, and
+                # unbounded. A file is lost like every other descriptor.
+                raise pickle.PicklingError(
+                    'an open file does not survive a snapshot; reopen it in '
+                    '__pyexec_restore__')
             return super().reducer_override(obj)
 
         def _session_function_reduce(self, func):
