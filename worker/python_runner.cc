@@ -22,6 +22,7 @@
 #include "worker/py_ref.h"
 #include "worker/python_value.h"
 #include "worker/runner_py.h"
+#include "worker/snapshot_py.h"
 
 namespace pyexec {
 
@@ -38,6 +39,10 @@ struct Helpers {
   PyObject* stream_items;
   PyObject* callback_error_type;
   PyObject* install_client_modules;
+  // From the snapshot module (snapshot.py).
+  PyObject* snapshot = nullptr;
+  PyObject* restore = nullptr;
+  PyObject* state_error_type = nullptr;
 };
 
 // The live objects of a bound session, by ref id. Ids are 96 random bits
@@ -112,6 +117,27 @@ class RefTable final : public RefHooks {
 
   void Clear() {
     while (!objects_.empty()) Drop(objects_.begin()->first);
+  }
+
+  // A new dict of the live refs, {id: object}; null with an exception.
+  PyObject* ToDict() const {
+    PyRef dict(PyDict_New());
+    if (!dict) return nullptr;
+    for (const auto& [id, object] : objects_) {
+      PyRef key(PyUnicode_FromStringAndSize(id.data(), id.size()));
+      if (!key || PyDict_SetItem(dict.get(), key.get(), object) < 0) return nullptr;
+    }
+    return dict.release();
+  }
+
+  // Holds `object` under `id` (a ref a restore brings back), in place of
+  // any object held under that id.
+  void Adopt(const std::string& id, PyObject* object) {
+    Py_INCREF(object);
+    PyObject*& slot = objects_[id];
+    PyObject* old = slot;
+    slot = object;
+    Py_XDECREF(old);  // may run __del__, hence after the table is updated
   }
 
  private:
@@ -266,6 +292,104 @@ void TakeCapture(PyObject* capture, size_t limit, std::string* out) {
   PyErr_Clear();
 }
 
+// The failure a snapshot.StateError (pending) stands for; clears it.
+absl::Status TakeStateError() {
+  PyObject *type, *value, *traceback;
+  PyErr_Fetch(&type, &value, &traceback);
+  PyErr_NormalizeException(&type, &value, &traceback);
+  PyRef owned_type(type), owned_value(value), owned_tb(traceback);
+  PyRef code(value ? PyObject_GetAttrString(value, "code") : nullptr);
+  PyRef message(value ? PyObject_GetAttrString(value, "message") : nullptr);
+  long number = code ? PyLong_AsLong(code.get()) : -1;
+  std::string text;
+  if (!message || !PyUnicode_Check(message.get()) ||
+      !DisplayTextToUtf8(message.get(), &text)) {
+    text = "the snapshot helper failed";
+  }
+  PyErr_Clear();
+  if (number <= 0 || number > static_cast<long>(absl::StatusCode::kUnauthenticated)) {
+    number = static_cast<long>(absl::StatusCode::kInternal);
+  }
+  return absl::Status(static_cast<absl::StatusCode>(number), text);
+}
+
+// Appends snapshot.py's (name, type, reason) tuples to `out`.
+absl::Status AppendLost(PyObject* list,
+                        google::protobuf::RepeatedPtrField<internal::LostName>* out) {
+  for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); ++i) {
+    PyObject *name, *type, *reason;
+    if (!PyArg_ParseTuple(PyList_GET_ITEM(list, i), "UUU", &name, &type, &reason)) {
+      PyErr_Clear();
+      return absl::InternalError("the snapshot helper listed a lost name badly");
+    }
+    internal::LostName* lost = out->Add();
+    if (!DisplayTextToUtf8(name, lost->mutable_name()) ||
+        !DisplayTextToUtf8(type, lost->mutable_type()) ||
+        !DisplayTextToUtf8(reason, lost->mutable_reason())) {
+      PyErr_Clear();
+      return absl::InternalError("a lost name is not encodable");
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Fills `out` from snapshot.snapshot()'s (state, lost, modules, refs).
+absl::Status FillSnapshot(PyObject* result, internal::SnapshotResult* out) {
+  PyObject *state, *lost, *modules;
+  unsigned int refs;
+  if (!PyArg_ParseTuple(result, "SO!O!I", &state, &PyList_Type, &lost, &PyList_Type,
+                        &modules, &refs)) {
+    PyErr_Clear();
+    return absl::InternalError("the snapshot helper returned a malformed result");
+  }
+  out->set_state(PyBytes_AS_STRING(state), PyBytes_GET_SIZE(state));
+  out->set_refs(refs);
+  for (Py_ssize_t i = 0; i < PyList_GET_SIZE(modules); ++i) {
+    PyObject* name = PyList_GET_ITEM(modules, i);
+    if (!PyUnicode_Check(name) || !DisplayTextToUtf8(name, out->add_modules())) {
+      PyErr_Clear();
+      return absl::InternalError("a module name is not encodable");
+    }
+  }
+  return AppendLost(lost, out->mutable_lost());
+}
+
+// Finishes a restore from snapshot.restore()'s (refs, lost): holds the refs
+// again under their ids, lists what was lost, then runs the session's
+// __pyexec_restore__() if it defines one; an exception it raises is the
+// response's error, and the state stays restored.
+absl::Status FinishRestore(Helpers* helpers, PyObject* result, RefTable* refs,
+                           internal::WorkerResponse* response) {
+  PyObject *table, *lost;
+  if (!PyArg_ParseTuple(result, "O!O!", &PyDict_Type, &table, &PyList_Type, &lost)) {
+    PyErr_Clear();
+    return absl::InternalError("the restore helper returned a malformed result");
+  }
+  PyObject *key, *object;
+  Py_ssize_t pos = 0;
+  while (PyDict_Next(table, &pos, &key, &object)) {
+    Py_ssize_t size;
+    const char* id = PyUnicode_Check(key) ? PyUnicode_AsUTF8AndSize(key, &size) : nullptr;
+    if (id == nullptr) {
+      PyErr_Clear();
+      return absl::InternalError("the restore helper returned a malformed ref id");
+    }
+    refs->Adopt(std::string(id, size), object);
+  }
+  absl::Status listed = AppendLost(lost, response->mutable_restore_lost());
+  if (!listed.ok()) return listed;
+  PyObject* main_dict = PyModule_GetDict(PyImport_AddModule("__main__"));  // borrowed
+  if (PyDict_GetItemString(main_dict, "__pyexec_restore__") == nullptr) {
+    return absl::OkStatus();
+  }
+  PyRef hook_args(Py_BuildValue("(ss()NO)", "__main__", "__pyexec_restore__",
+                                PyDict_New(), Py_False));
+  PyRef done(hook_args ? PyObject_Call(helpers->run_call, hook_args.get(), nullptr)
+                       : nullptr);
+  if (!done) TakeException(helpers, response->mutable_error());
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 void CapResponse(size_t max_bytes, internal::WorkerResponse* response) {
@@ -382,6 +506,28 @@ absl::Status PythonRunner::Initialize() {
     PyErr_Print();
     return absl::InternalError("cannot install the pyexec module");
   }
+  // Last, so that the modules loaded so far count as every worker's own
+  // and snapshots do not list them.
+  PyRef snapshot_code(
+      Py_CompileString(kSnapshotSource, "<pyexec-snapshot>", Py_file_input));
+  PyRef snapshot_module(snapshot_code ? PyImport_ExecCodeModuleEx(
+                                            "_pyexec_snapshot", snapshot_code.get(),
+                                            "<pyexec-snapshot>")
+                                      : nullptr);
+  PyRef marked(snapshot_module ? PyObject_CallMethod(snapshot_module.get(), "mark_installed",
+                                                     "((ss))", "pyexec", "erlang")
+                               : nullptr);
+  if (!marked) {
+    PyErr_Print();
+    return absl::InternalError("snapshot helpers failed to load");
+  }
+  helpers_->snapshot = PyObject_GetAttrString(snapshot_module.get(), "snapshot");
+  helpers_->restore = PyObject_GetAttrString(snapshot_module.get(), "restore");
+  helpers_->state_error_type = PyObject_GetAttrString(snapshot_module.get(), "StateError");
+  if (!helpers_->snapshot || !helpers_->restore || !helpers_->state_error_type) {
+    PyErr_Print();
+    return absl::InternalError("snapshot helpers are incomplete");
+  }
   return absl::OkStatus();
 }
 
@@ -434,6 +580,8 @@ void PythonRunner::Handle(const internal::WorkerRequest& request,
     response->clear_error();
     response->clear_stdout();
     response->clear_stderr();
+    response->clear_snapshot();
+    response->clear_restore_lost();
     response->mutable_failure()->set_code(static_cast<int>(status.code()));
     response->mutable_failure()->set_message(std::string(status.message()));
   };
@@ -551,7 +699,36 @@ void PythonRunner::Handle(const internal::WorkerRequest& request,
       }
       break;
     }
+    case internal::WorkerRequest::kSnapshot:
+    case internal::WorkerRequest::kRestore: {
+      if (refs == nullptr) {
+        return fail(absl::InvalidArgumentError(
+            "snapshot and restore need a bound session"));
+      }
+      PyObject* main_dict = PyModule_GetDict(PyImport_AddModule("__main__"));  // borrowed
+      if (request.op_case() == internal::WorkerRequest::kSnapshot) {
+        PyRef table(refs->ToDict());
+        PyRef limit(PyLong_FromUnsignedLongLong(request.snapshot().max_bytes()));
+        if (!table || !limit) {
+          TakeException(helpers_, response->mutable_error());
+          return;
+        }
+        callable.reset(Py_NewRef(helpers_->snapshot));
+        args.reset(PyTuple_Pack(3, main_dict, table.get(), limit.get()));
+      } else {
+        const std::string& state = request.restore().state();
+        PyRef blob(PyBytes_FromStringAndSize(state.data(), state.size()));
+        if (!blob) {
+          TakeException(helpers_, response->mutable_error());
+          return;
+        }
+        callable.reset(Py_NewRef(helpers_->restore));
+        args.reset(PyTuple_Pack(2, main_dict, blob.get()));
+      }
+      break;
+    }
     case internal::WorkerRequest::kRelease:
+    case internal::WorkerRequest::kCallbackAnswer:
     case internal::WorkerRequest::OP_NOT_SET:
       return fail(absl::InvalidArgumentError("request has no operation"));
   }
@@ -642,10 +819,22 @@ void PythonRunner::Handle(const internal::WorkerRequest& request,
   if (request.trace()) response->mutable_trace()->set_python_start_ns(MonotonicNanos());
   PyRef result(PyObject_Call(callable.get(), args.get(), nullptr));
   if (request.trace()) response->mutable_trace()->set_python_end_ns(MonotonicNanos());
+  const bool state_op = request.op_case() == internal::WorkerRequest::kSnapshot ||
+                        request.op_case() == internal::WorkerRequest::kRestore;
   if (!result) {
-    TakeException(helpers_, response->mutable_error());
+    if (state_op && PyErr_ExceptionMatches(helpers_->state_error_type)) {
+      fail(TakeStateError());
+    } else {
+      TakeException(helpers_, response->mutable_error());
+    }
   } else if (request.op_case() == internal::WorkerRequest::kExec) {
     // no value
+  } else if (request.op_case() == internal::WorkerRequest::kSnapshot) {
+    absl::Status filled = FillSnapshot(result.get(), response->mutable_snapshot());
+    if (!filled.ok()) fail(filled);
+  } else if (request.op_case() == internal::WorkerRequest::kRestore) {
+    absl::Status restored = FinishRestore(helpers_, result.get(), refs, response);
+    if (!restored.ok()) fail(restored);
   } else if (!request.stream()) {
     if (!convert(result.get(), response->mutable_value())) {
       response->clear_value();

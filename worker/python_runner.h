@@ -44,7 +44,8 @@ using FrameReceiver = std::function<absl::StatusOr<std::string>(absl::Time deadl
 // and its session survive an oversized result.
 void CapResponse(size_t max_bytes, internal::WorkerResponse* response);
 
-// Runs Eval/Exec/Call requests in the embedded interpreter of this process.
+// Runs Eval/Exec/Call (and Release, Snapshot, Restore) requests in the
+// embedded interpreter of this process.
 //
 // One per worker process; the interpreter is process-global. Not thread-safe:
 // the worker handles one request at a time on its main thread.
@@ -84,6 +85,17 @@ class PythonRunner {
   // the FrameSender first, as partial responses. Re-entrant: a call that
   // waits for a callback's answer runs the requests that arrive meanwhile
   // (calls the client makes from its callback) through Handle, nested.
+  //
+  // `snapshot` (a bound session) serializes the session's __main__
+  // namespace, imported modules and live refs into `response.snapshot`
+  // without changing the session (snapshot.py); what cannot be pickled is
+  // left out and listed. A state past max_bytes is a RESOURCE_EXHAUSTED
+  // failure. `restore` (REQUIRES: a fresh bound session) loads such a state,
+  // refs under their ids, then runs the session's __pyexec_restore__() if
+  // it defines one: an exception from it is `response.error` with the state
+  // restored all the same. A state that is not a snapshot or does not
+  // unpickle is an INVALID_ARGUMENT failure (FAILED_PRECONDITION when
+  // another Python version made it) and leaves the namespace as it was.
   void Handle(const internal::WorkerRequest& request,
               internal::WorkerResponse* response);
 

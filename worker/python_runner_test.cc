@@ -506,5 +506,66 @@ TEST_F(PythonRunnerTest, StreamsIterateIterablesAndSendMappingsWhole) {
   EXPECT_EQ(items[3].int_(), 3);
 }
 
+TEST_F(PythonRunnerTest, SnapshotReadsTheSessionAndChangesNothing) {
+  ASSERT_FALSE(Exec("snap_items = [1, 2]\n"
+                    "snap_gen = (i for i in range(3))\n"
+                    "def snap_fn():\n"
+                    "    return snap_items\n").has_error());
+  internal::WorkerRequest make_ref;
+  make_ref.set_max_refs(100);
+  make_ref.mutable_eval()->set_code("snap_items");
+  make_ref.mutable_eval()->set_result_as_ref(true);
+  const std::string ref = Handle(make_ref).value().ref().id();
+  ASSERT_FALSE(ref.empty());
+  // Every name and the identity of its value.
+  const std::string fingerprint = "sorted((k, id(v)) for k, v in globals().items())";
+  const std::string before = Eval(fingerprint).value().SerializeAsString();
+
+  internal::WorkerRequest request;
+  request.set_max_refs(100);
+  request.mutable_snapshot()->set_max_bytes(64 << 20);
+  internal::WorkerResponse r = Handle(request);
+  ASSERT_TRUE(r.has_snapshot()) << r.DebugString();
+  EXPECT_GE(r.snapshot().refs(), 1u);
+  bool listed = false;
+  for (const internal::LostName& lost : r.snapshot().lost()) {
+    listed = listed || lost.name() == "snap_gen";
+  }
+  EXPECT_TRUE(listed) << r.snapshot().DebugString();
+
+  EXPECT_EQ(Eval(fingerprint).value().SerializeAsString(), before);
+  EXPECT_EQ(Eval("next(snap_gen)").value().int_(), 0);  // not advanced
+  EXPECT_TRUE(Eval("snap_fn() is snap_items and snap_items == [1, 2]").value().bool_());
+  internal::WorkerRequest use_ref;
+  use_ref.mutable_eval()->set_code("ref is snap_items");
+  (*use_ref.mutable_eval()->mutable_locals())["ref"].mutable_ref()->set_id(ref);
+  EXPECT_TRUE(Handle(use_ref).value().bool_());
+}
+
+TEST_F(PythonRunnerTest, SnapshotAndRestoreNeedABoundSession) {
+  internal::WorkerRequest snapshot;
+  snapshot.set_fresh_namespace(true);
+  snapshot.mutable_snapshot()->set_max_bytes(1 << 20);
+  internal::WorkerResponse r = Handle(snapshot);
+  EXPECT_EQ(r.failure().code(), static_cast<int>(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(r.failure().message(), HasSubstr("bound session"));
+  internal::WorkerRequest restore;
+  restore.set_fresh_namespace(true);
+  restore.mutable_restore()->set_state("x");
+  EXPECT_EQ(Handle(restore).failure().code(),
+            static_cast<int>(absl::StatusCode::kInvalidArgument));
+}
+
+TEST_F(PythonRunnerTest, SnapshotPastMaxBytesIsResourceExhausted) {
+  ASSERT_FALSE(Exec("snap_big = bytes(100_000)").has_error());
+  internal::WorkerRequest request;
+  request.mutable_snapshot()->set_max_bytes(50'000);
+  internal::WorkerResponse r = Handle(request);
+  EXPECT_EQ(r.failure().code(), static_cast<int>(absl::StatusCode::kResourceExhausted));
+  EXPECT_FALSE(r.has_snapshot());
+  EXPECT_EQ(Eval("len(snap_big)").value().int_(), 100'000);
+  Exec("del snap_big");
+}
+
 }  // namespace
 }  // namespace pyexec
