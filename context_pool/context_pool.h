@@ -209,6 +209,10 @@ class ContextPool {
   // snapshots are calls too; the core refuses clients' calls on a session
   // once its move starts).
   void BeginDrain(bool keep_session_calls = false);
+  bool draining() const {
+    absl::MutexLock lock(&mu_);
+    return draining_;
+  }
   // Waits until no call is running or waiting. Returns false on timeout.
   bool WaitForCallsToFinish(absl::Time deadline);
 

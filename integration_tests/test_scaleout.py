@@ -710,6 +710,8 @@ class BalancerTestBase(unittest.TestCase):
     """Three replicas from the manifest behind one balancer; fresh per test."""
 
     BALANCER = None
+    # Flags after the manifest's, for tests that need more of a replica.
+    EXTRA_ARGS = ()
 
     @classmethod
     def setUpClass(cls):
@@ -751,6 +753,7 @@ class BalancerTestBase(unittest.TestCase):
                 arg = re.sub(r":50051$", ":%d" % grpc_port, arg)
                 arg = re.sub(r":9090$", ":%d" % metrics_port, arg)
                 args.append(arg)
+            args += list(self.EXTRA_ARGS)  # later flags win
             r = Replica(args, ip, self.token)
             self.addCleanup(r.remove_log)
             self.addCleanup(r.cleanup)
@@ -1023,6 +1026,106 @@ class BalancerTestBase(unittest.TestCase):
 
 class NginxTest(BalancerTestBase):
     BALANCER = Nginx
+
+
+class RollingRestartTest(BalancerTestBase):
+    """Sessions survive a rolling restart (issue 17): three replicas behind
+    nginx, 100 sessions holding state; SIGTERM one replica, then a second.
+    The draining replicas move their sessions to their peers, and every
+    session answers through the balancer with its state intact, its token
+    unchanged, after at most one retryable UNAVAILABLE."""
+
+    BALANCER = Nginx
+    # Not the balancer tests again.
+    test_1_sessions_spread_and_every_call_succeeds = None
+    test_2_kill9_costs_only_its_sessions_then_sigterm_drains = None
+    test_3_callbacks_leases_and_interrupts_cross_forwarding = None
+    # Room for every session on the last replica; a drain long enough for
+    # the moves; sessions with a million ints need more than 1 GiB for the
+    # snapshot's peak.
+    EXTRA_ARGS = ("--max_workers=120", "--workers=2", "--drain_timeout=120s",
+                  "--worker_memory_limit_mb=2048")
+    SESSIONS = 100
+    BIG = 2  # sessions holding a dict of a million ints
+
+    def call(self, token, code, unavailable):
+        """Eval through the balancer, retrying UNAVAILABLE as clients do;
+        counts the retries in unavailable[token]."""
+        for _ in range(20):
+            try:
+                return self.stub.Eval(pb.EvalRequest(session=token, code=code),
+                                      timeout=CALL_TIMEOUT)
+            except grpc.RpcError as e:
+                if e.code() != SC.UNAVAILABLE:
+                    raise
+                unavailable[token] = unavailable.get(token, 0) + 1
+                time.sleep(0.2)
+        raise AssertionError("still UNAVAILABLE after 20 tries: %s" % token)
+
+    def test_sessions_survive_two_replicas_draining_one_after_the_other(self):
+        state = ("import collections\n"
+                 "def f(x):\n    return x * %d\n"
+                 "class K:\n    def __init__(self, v):\n        self.v = v\n"
+                 "k = K(%d)\n"
+                 "big = {i: i for i in range(%d)}\n")
+        tokens, refs = [], {}
+        for i in range(self.SESSIONS):
+            t = self.bind()
+            n = 1000000 if i < self.BIG else 1000
+            self.stub.Exec(pb.ExecRequest(session=t, code=state % (i, i, n)), timeout=CALL_TIMEOUT)
+            ref = fx.from_value(self.stub.Eval(pb.EvalRequest(session=t, code="K(%d)" % (i + 1)),
+                                               timeout=CALL_TIMEOUT).value)
+            self.assertIsInstance(ref, fx.Ref)
+            refs[t] = ref
+            tokens.append(t)
+
+        def check(t, unavailable):
+            i = tokens.index(t)
+            req = pb.EvalRequest(session=t, code="(f(2), k.v, len(big), r.v)")
+            req.locals["r"].CopyFrom(fx.to_value(refs[t]))
+            for _ in range(20):
+                try:
+                    resp = self.stub.Eval(req, timeout=CALL_TIMEOUT)
+                    break
+                except grpc.RpcError as e:
+                    if e.code() != SC.UNAVAILABLE:
+                        raise AssertionError("session %d: %s %s" % (i, e.code(), e.details()))
+                    unavailable[t] = unavailable.get(t, 0) + 1
+                    time.sleep(0.2)
+            self.assertFalse(resp.HasField("error"), resp.error)
+            self.assertEqual(fx.from_value(resp.value),
+                             (2 * i, i, 1000000 if i < self.BIG else 1000, i + 1), t)
+
+        unavailable = {}
+        for round_ in range(2):
+            alive = [r for r in self.replicas if r.proc.poll() is None]
+            victim = max(alive, key=lambda r: r.stats().sessions)
+            started = time.monotonic()
+            victim.signal(signal.SIGTERM)
+            self.assertEqual(victim.wait_exit(150), 0, victim.log_tail())
+            drained = time.monotonic() - started
+            log = victim.log_tail(200000)
+            moved = re.search(r"draining: (\d+) sessions moved \((\d+) bytes\), (\d+) could not be "
+                              r"moved, (\d+) left behind", log)
+            self.assertIsNotNone(moved, log[-3000:])
+            self.assertEqual(int(moved.group(3)) + int(moved.group(4)), 0, moved.group(0))
+            # The first call on each session after the move.
+            firsts = []
+            for t in tokens:
+                t0 = time.monotonic()
+                check(t, unavailable)
+                firsts.append(time.monotonic() - t0)
+            firsts.sort()
+            print("\nrolling restart, round %d: %s; drain took %.1f s; first call after the move "
+                  "p50 %.1f ms, max %.1f ms" % (round_ + 1, moved.group(0), drained,
+                                                firsts[len(firsts) // 2] * 1e3, firsts[-1] * 1e3),
+                  file=sys.stderr)
+            self.assertGreater(int(moved.group(1)), 0)
+        self.assertLessEqual(max(unavailable.values(), default=0), 1, unavailable)
+        # Everything is on the one replica left, still under the same tokens.
+        survivor = [r for r in self.replicas if r.proc.poll() is None]
+        self.assertEqual(len(survivor), 1)
+        self.assertEqual(survivor[0].stats().sessions, self.SESSIONS)
 
 
 class HAProxyTest(BalancerTestBase):

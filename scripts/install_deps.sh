@@ -14,7 +14,7 @@ PACKAGES=(
   # Python client (TLS test certificates, type check), C++ CLI (line editing), C++ conformance (JSON)
   openssl libedit-dev nlohmann-json3-dev mypy
   # Python client packaging check (pip install into a venv, offline)
-  python3-venv python3-setuptools python3-wheel
+  python3-venv python3-setuptools python3-wheel python3-cloudpickle
   # scale-out: /metrics server; balancer, manifest and metrics checks
   libcivetweb-dev nginx-light haproxy prometheus python3-yaml util-linux
   # fuzzing, sanitizers and -Wthread-safety (clang-14 and its compiler-rt)

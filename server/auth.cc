@@ -161,18 +161,32 @@ size_t Authenticator::token_count() const {
   return tokens_.size();
 }
 
+bool Authenticator::IsPeerLocked(const AuthRequest& request) const {
+  bool peer = request.peer_secret.has_value() && !peer_secret_.empty() &&
+              ConstantTimeEquals(peer_secret_, *request.peer_secret);
+  for (const std::string& id : request.peer_identities) {
+    for (const std::string& allowed : options_.peer_identities) {
+      peer = peer || id == allowed;
+    }
+  }
+  return peer;
+}
+
+absl::Status Authenticator::AuthenticatePeer(const AuthRequest& request) const {
+  absl::MutexLock lock(&mu_);
+  if (!enabled() && peer_secret_.empty() && options_.peer_identities.empty()) {
+    return absl::OkStatus();
+  }
+  if (IsPeerLocked(request)) return absl::OkStatus();
+  return Unauthenticated("only a peer replica may make this call");
+}
+
 absl::StatusOr<std::string> Authenticator::Authenticate(
     const AuthRequest& request) const {
   absl::MutexLock lock(&mu_);
   if (request.asserted_principal.has_value() &&
       !request.asserted_principal->empty()) {
-    bool peer = request.peer_secret.has_value() &&
-                ConstantTimeEquals(peer_secret_, *request.peer_secret);
-    for (const std::string& id : request.peer_identities) {
-      for (const std::string& allowed : options_.peer_identities) {
-        peer = peer || id == allowed;
-      }
-    }
+    const bool peer = IsPeerLocked(request);
     if (!peer) {
       return Unauthenticated(absl::StrCat(
           kPrincipalHeader,

@@ -97,6 +97,10 @@ class Authenticator {
   // The principal of the call, or UNAUTHENTICATED with a message that never
   // contains the presented credentials.
   absl::StatusOr<std::string> Authenticate(const AuthRequest& request) const;
+  // OK if the request comes from a peer replica (its secret or its mTLS
+  // identity), or authentication is off; UNAUTHENTICATED otherwise. For
+  // calls replicas make on their own behalf (proto/pyexec/v1/peer.proto).
+  absl::Status AuthenticatePeer(const AuthRequest& request) const;
 
   // Re-reads the files. On error the previous contents stay in force.
   absl::Status Reload();
@@ -121,6 +125,7 @@ class Authenticator {
 
  private:
   explicit Authenticator(AuthOptions options) : options_(std::move(options)) {}
+  bool IsPeerLocked(const AuthRequest& request) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Identity of a file's current version.
   struct FileStamp {
     bool exists = false;

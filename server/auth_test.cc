@@ -146,6 +146,37 @@ TEST(AuthenticatorTest, OnlyAuthenticatedPeersMayAssertAPrincipal) {
   EXPECT_FALSE((*auth)->Authenticate(by_cert).ok());
 }
 
+// Without a peer secret, an empty x-pyexec-peer-secret must not pass for
+// one (an empty secret would compare equal to the empty configured one).
+TEST(AuthenticatorTest, NoPeerSecretMeansNoClientMayPoseAsAPeer) {
+  AuthOptions options;
+  options.tokens_file = WriteTemp("tokens6", "alice tok-a\n");
+  auto auth = Authenticator::Create(options);
+  ASSERT_TRUE(auth.ok()) << auth.status();
+  AuthRequest forged = WithToken("tok-a");
+  forged.asserted_principal = "bob";
+  forged.peer_secret = "";
+  EXPECT_EQ((*auth)->Authenticate(forged).status().code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ((*auth)->AuthenticatePeer(forged).code(), absl::StatusCode::kUnauthenticated);
+}
+
+TEST(AuthenticatorTest, PeerOnlyCalls) {
+  AuthOptions options;
+  options.tokens_file = WriteTemp("tokens7", "alice tok-a\n");
+  options.peer_secret_file = WriteTemp("secret7", "0123456789abcdef-peer\n");
+  auto auth = Authenticator::Create(options);
+  ASSERT_TRUE(auth.ok()) << auth.status();
+  AuthRequest peer;
+  for (const auto& [key, value] : (*auth)->PeerMetadata("")) {
+    if (key == kPeerSecretHeader) peer.peer_secret = value;
+  }
+  EXPECT_TRUE((*auth)->AuthenticatePeer(peer).ok());
+  EXPECT_EQ((*auth)->AuthenticatePeer(WithToken("tok-a")).code(),
+            absl::StatusCode::kUnauthenticated);  // a client is not a peer
+  auto off = Authenticator::Create(AuthOptions{});
+  EXPECT_TRUE((*off)->AuthenticatePeer(AuthRequest{}).ok());
+}
+
 TEST(AuthenticatorTest, ShortPeerSecretIsRefused) {
   AuthOptions options;
   options.peer_secret_file = WriteTemp("secret5", "short\n");

@@ -163,8 +163,29 @@ absl::StatusOr<std::shared_ptr<const Peer>> Forwarder::Owner(
     return nullptr;
   }
   absl::string_view owner = ReplicaIdOfToken(session);
-  if (owner.empty() || owner == peers_->self_id()) return nullptr;
-  if (std::shared_ptr<const Peer> peer = peers_->Find(owner)) return peer;
+  if (owner.empty()) return nullptr;
+  if (owner == peers_->self_id()) {
+    // Ours by its name but not held: an earlier process at this address
+    // may have moved it away when it drained.
+    if (directory_ != nullptr) {
+      if (std::shared_ptr<const Peer> holder = directory_->Locate(session, kLocateTimeout)) {
+        return holder;
+      }
+    }
+    return nullptr;
+  }
+  if (std::shared_ptr<const Peer> peer = peers_->Find(owner)) {
+    // Its replica is listed but was unreachable last time (it drained and
+    // stopped, and is not yet out of the peer list): the session may have
+    // moved. Ask; if nobody has it, try the replica anyway.
+    if (directory_ != nullptr &&
+        peer->channel->GetState(/*try_to_connect=*/false) == GRPC_CHANNEL_TRANSIENT_FAILURE) {
+      if (std::shared_ptr<const Peer> holder = directory_->Locate(session, kLocateTimeout)) {
+        return holder;
+      }
+    }
+    return peer;
+  }
   // Its replica is gone: the session may have moved when it drained.
   if (directory_ != nullptr) {
     if (std::shared_ptr<const Peer> holder = directory_->Locate(session, kLocateTimeout)) {

@@ -11,6 +11,7 @@
 #include "absl/time/clock.h"
 #include "common/logging.h"
 #include "grpcpp/client_context.h"
+#include "pyexec/v1/peer.grpc.pb.h"
 #include "server/call_metadata.h"
 #include "server/forwarder.h"
 
@@ -37,10 +38,14 @@ MigrationReport Migrator::MoveAll(absl::Time deadline) {
     grpc::ClientContext context;
     context.set_deadline(Chrono(std::min(deadline, absl::Now() + absl::Seconds(2))));
     for (const auto& [key, value] : ForwardMetadata(auth_, "")) context.AddMetadata(key, value);
-    v1::GetStatsResponse stats;
-    if (peer->stub->GetStats(&context, v1::GetStatsRequest(), &stats).ok() &&
-        stats.bindable_workers() > 0) {
-      targets.push_back({peer, static_cast<int>(stats.bindable_workers())});
+    internal::RoomResponse room;
+    grpc::Status asked =
+        internal::Peer::NewStub(peer->channel)->Room(&context, internal::RoomRequest(), &room);
+    if (!asked.ok()) {
+      LogWarning(absl::StrCat("draining: peer ", peer->address,
+                              " cannot take sessions: ", asked.error_message()));
+    } else if (room.bindable_workers() > 0) {
+      targets.push_back({peer, static_cast<int>(room.bindable_workers())});
     }
   }
   LogInfo(absl::StrCat("draining: moving ", sessions.size(), " sessions to ", targets.size(),

@@ -166,7 +166,12 @@ absl::StatusOr<std::string> PyExecServer::Start() {
     forwarder_->SetSessionLocator(
         [sessions](absl::string_view token) { return sessions->Holds(token); },
         directory_.get());
-    peer_service_ = std::make_unique<PeerService>(sessions_.get(), auth_.get());
+    ContextPool* pool = pool_.get();
+    peer_service_ = std::make_unique<PeerService>(
+        sessions_.get(), auth_.get(), [pool]() -> uint32_t {
+          if (pool->draining()) return 0;  // a draining replica takes no sessions
+          return static_cast<uint32_t>(std::max(0, pool->max_workers() - pool->GetStats().checked_out));
+        });
     migrator_ = std::make_unique<Migrator>(core_.get(), sessions_.get(), peers_.get(),
                                            directory_.get(), auth_.get(), metrics_.get());
   }

@@ -315,14 +315,14 @@ absl::Status TakeStateError() {
 
 // Appends snapshot.py's (name, type, reason) tuples to `out`.
 absl::Status AppendLost(PyObject* list,
-                        google::protobuf::RepeatedPtrField<internal::LostName>* out) {
+                        google::protobuf::RepeatedPtrField<v1::LostName>* out) {
   for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); ++i) {
     PyObject *name, *type, *reason;
     if (!PyArg_ParseTuple(PyList_GET_ITEM(list, i), "UUU", &name, &type, &reason)) {
       PyErr_Clear();
       return absl::InternalError("the snapshot helper listed a lost name badly");
     }
-    internal::LostName* lost = out->Add();
+    v1::LostName* lost = out->Add();
     if (!DisplayTextToUtf8(name, lost->mutable_name()) ||
         !DisplayTextToUtf8(type, lost->mutable_type()) ||
         !DisplayTextToUtf8(reason, lost->mutable_reason())) {

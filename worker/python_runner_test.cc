@@ -528,7 +528,7 @@ TEST_F(PythonRunnerTest, SnapshotReadsTheSessionAndChangesNothing) {
   ASSERT_TRUE(r.has_snapshot()) << r.DebugString();
   EXPECT_GE(r.snapshot().refs(), 1u);
   bool listed = false;
-  for (const internal::LostName& lost : r.snapshot().lost()) {
+  for (const v1::LostName& lost : r.snapshot().lost()) {
     listed = listed || lost.name() == "snap_gen";
   }
   EXPECT_TRUE(listed) << r.snapshot().DebugString();

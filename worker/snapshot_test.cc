@@ -176,7 +176,7 @@ TEST(SnapshotTest, EveryKindOfStateRoundTripsIntoAFreshWorker) {
     EXPECT_THAT(snapshot.modules(), ::testing::Contains("colorsys"));
     EXPECT_THAT(snapshot.modules(), ::testing::Not(::testing::Contains("pyexec")));
     std::vector<std::string> lost;
-    for (const internal::LostName& name : snapshot.lost()) {
+    for (const v1::LostName& name : snapshot.lost()) {
       lost.push_back(absl::StrCat(name.name(), " ", name.type()));
       EXPECT_THAT(name.reason(), HasSubstr("cannot pickle"));
       EXPECT_EQ(name.reason().find('\n'), std::string::npos);
@@ -282,7 +282,7 @@ TEST(SnapshotTest, AModuleThatNoLongerImportsIsListedOnRestore) {
   internal::WorkerResponse r = new_worker.Restore(state);
   ASSERT_FALSE(r.has_failure()) << r.failure().message();
   std::vector<std::string> lost;
-  for (const internal::LostName& name : r.restore_lost()) {
+  for (const v1::LostName& name : r.restore_lost()) {
     lost.push_back(absl::StrCat(name.name(), " ", name.type()));
     EXPECT_THAT(name.reason(), HasSubstr("No module named 'snapshot_test_mod'"));
   }
