@@ -1068,16 +1068,17 @@ class RollingRestartTest(BalancerTestBase):
                  "class K:\n    def __init__(self, v):\n        self.v = v\n"
                  "k = K(%d)\n"
                  "big = {i: i for i in range(%d)}\n")
-        tokens, refs = [], {}
-        for i in range(self.SESSIONS):
-            t = self.bind()
+        refs = {}
+        # Every Bind first: nginx goes round the replicas request by request,
+        # and three requests per session would put every Bind on one replica.
+        tokens = [self.bind() for _ in range(self.SESSIONS)]
+        for i, t in enumerate(tokens):
             n = 1000000 if i < self.BIG else 1000
             self.stub.Exec(pb.ExecRequest(session=t, code=state % (i, i, n)), timeout=CALL_TIMEOUT)
             ref = fx.from_value(self.stub.Eval(pb.EvalRequest(session=t, code="K(%d)" % (i + 1)),
                                                timeout=CALL_TIMEOUT).value)
             self.assertIsInstance(ref, fx.Ref)
             refs[t] = ref
-            tokens.append(t)
 
         def check(t, unavailable):
             i = tokens.index(t)
@@ -1096,6 +1097,11 @@ class RollingRestartTest(BalancerTestBase):
             self.assertEqual(fx.from_value(resp.value),
                              (2 * i, i, 1000000 if i < self.BIG else 1000, i + 1), t)
 
+        # The balancer spread the sessions, so that each drain moves some.
+        spread = [r.stats().sessions for r in self.replicas]
+        print("\nrolling restart: sessions per replica before %s" % spread, file=sys.stderr)
+        self.assertEqual(sum(spread), self.SESSIONS)
+        self.assertGreater(min(spread), 0, spread)
         unavailable = {}
         for round_ in range(2):
             alive = [r for r in self.replicas if r.proc.poll() is None]
