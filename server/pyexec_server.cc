@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
 #include "common/thread_name.h"
+#include "common/background_job.h"
 #include "context_pool/orphan_reaper.h"
 #include "grpc/health/v1/health.pb.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -246,10 +247,7 @@ absl::StatusOr<std::string> PyExecServer::Start() {
         absl::FormatDuration(options_.warmup_timeout),
         " (is --worker_binary right? see the log above)"));
   }
-  reaper_ = std::thread([this] {
-    NameThisThread("reaper");
-    ReaperLoop();
-  });
+  StartBackgroundJobs();
   if (metrics_ != nullptr) {
     Metrics* metrics = metrics_.get();
     absl::StatusOr<std::unique_ptr<MetricsHttpServer>> http =
@@ -282,18 +280,40 @@ void PyExecServer::SetServing(bool serving) {
   }
 }
 
-void PyExecServer::ReaperLoop() {
-  // Expiry is checked once a second: idle timeouts are minutes, and a
-  // session's deadline never passes while a call is in flight.
-  // The credential files are checked for changes on the same tick, and the
-  // zombies of processes that outlived their worker are reaped (pyexecd is
-  // PID 1 in a container; see context_pool/orphan_reaper.h), and a zygote
-  // that died is replaced, so that its workers are guarded again.
-  while (!stop_reaper_.WaitForNotificationWithTimeout(absl::Seconds(1))) {
+void PyExecServer::StartBackgroundJobs() {
+  // Each job on a thread of its own, so that a slow one (a zygote restart, a
+  // credentials file on a slow volume) never delays another.
+  constexpr absl::Duration kTick = absl::Seconds(1);
+  // Sessions expire when they are due: the table says when the next one is,
+  // and wakes the job when a sooner one appears (a lease that ends).
+  session_expiry_ = std::make_unique<BackgroundJob>("session-expiry", kTick, [this] {
     core_->ReapExpiredSessions();
+    return sessions_->NextExpiry();
+  });
+  BackgroundJob* expiry = session_expiry_.get();
+  sessions_->SetExpiryWake([expiry] { expiry->Wake(); });
+  // The zombies of processes that outlived their worker (pyexecd is PID 1 in
+  // a container; see context_pool/orphan_reaper.h).
+  jobs_.push_back(std::make_unique<BackgroundJob>("orphan-reaper", kTick, [this] {
     ReapOrphanedChildren();
-    if (zygote_ != nullptr) zygote_->RestartIfDead();
-    if (options_.worker.cgroups != nullptr) options_.worker.cgroups->Sweep();
+    return absl::InfiniteFuture();
+  }));
+  // A zygote that died is replaced, so that its workers are guarded again.
+  if (zygote_ != nullptr) {
+    jobs_.push_back(std::make_unique<BackgroundJob>("zygote-watch", kTick, [this] {
+      zygote_->RestartIfDead();
+      return absl::InfiniteFuture();
+    }));
+  }
+  if (options_.worker.cgroups != nullptr) {
+    jobs_.push_back(std::make_unique<BackgroundJob>("cgroup-sweep", kTick, [this] {
+      options_.worker.cgroups->Sweep();
+      return absl::InfiniteFuture();
+    }));
+  }
+  // Credential files are re-read when they change (a rotated Secret).
+  if (auth_ == nullptr) return;
+  jobs_.push_back(std::make_unique<BackgroundJob>("cred-reload", kTick, [this] {
     absl::StatusOr<bool> reloaded = auth_->ReloadIfChanged();
     if (!reloaded.ok()) {
       LogError(absl::StrCat("credentials not reloaded (keeping the previous ones): ",
@@ -302,7 +322,16 @@ void PyExecServer::ReaperLoop() {
       LogInfo(absl::StrCat("credentials reloaded after a change (",
                            auth_->token_count(), " tokens)"));
     }
+    return absl::InfiniteFuture();
+  }));
+}
+
+void PyExecServer::StopBackgroundJobs() {
+  if (session_expiry_ != nullptr) {
+    sessions_->SetExpiryWake(nullptr);
+    session_expiry_.reset();
   }
+  jobs_.clear();
 }
 
 void PyExecServer::ReloadCredentials() {
@@ -337,10 +366,7 @@ void PyExecServer::Shutdown() {
   shut_down_ = true;
   // Scrapes read the pool: stop them before it goes.
   metrics_http_.reset();
-  if (reaper_.joinable()) {
-    stop_reaper_.Notify();
-    reaper_.join();
-  }
+  StopBackgroundJobs();
   // Attach streams end with the reason, then the pool stops: open calls end
   // UNAVAILABLE, which completes their reactors, so the gRPC shutdown below
   // does not wait on them (nor cancel them at its deadline).

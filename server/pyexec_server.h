@@ -10,6 +10,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include "common/background_job.h"
 #include "common/limits.h"
 #include "context_pool/context_pool.h"
 #include "context_pool/process_worker_launcher.h"
@@ -119,7 +120,10 @@ class PyExecServer {
 
  private:
   void SetServing(bool serving);
-  void ReaperLoop();
+  // The periodic jobs (session expiry, orphan reaping, zygote and cgroup
+  // upkeep, credential reloads), each on its own thread.
+  void StartBackgroundJobs();
+  void StopBackgroundJobs();
 
   // The advertised address: options_.advertise_address or its default.
   absl::StatusOr<std::string> AdvertiseAddress() const;
@@ -152,8 +156,8 @@ class PyExecServer {
   std::unique_ptr<grpc::CallbackGenericService> health_unimplemented_;
   // Drains workers' stdout and stderr into the log.
   std::unique_ptr<WorkerOutputLog> worker_output_;
-  absl::Notification stop_reaper_;
-  std::thread reaper_;
+  std::unique_ptr<BackgroundJob> session_expiry_;
+  std::vector<std::unique_ptr<BackgroundJob>> jobs_;
   bool shut_down_ = false;
 };
 

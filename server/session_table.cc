@@ -78,7 +78,20 @@ absl::Time SessionTable::ExpiresAt(const Session& session) {
 void SessionTable::ScheduleLocked(const std::string& token, Session& session,
                                   absl::Time when) {
   session.generation = next_generation_++;
-  if (when != absl::InfiniteFuture()) due_.push(Due{when, token, session.generation});
+  if (when == absl::InfiniteFuture()) return;
+  const bool earliest = due_.empty() || when < due_.top().when;
+  due_.push(Due{when, token, session.generation});
+  if (earliest && wake_) wake_();
+}
+
+absl::Time SessionTable::NextExpiry() const {
+  absl::MutexLock lock(&mu_);
+  return due_.empty() ? absl::InfiniteFuture() : due_.top().when;
+}
+
+void SessionTable::SetExpiryWake(std::function<void()> wake) {
+  absl::MutexLock lock(&mu_);
+  wake_ = std::move(wake);
 }
 
 absl::Status SessionTable::AddLease(absl::string_view token, absl::string_view principal) {

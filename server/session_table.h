@@ -105,6 +105,14 @@ class SessionTable {
   // Removes and returns the sessions idle past their timeout, or past the
   // grace after their last lease ended, with no call in flight.
   std::vector<Expired> TakeExpired();
+  // When TakeExpired may next have something to take (InfiniteFuture if
+  // nothing is due): the expiry job sleeps until then.
+  absl::Time NextExpiry() const;
+  // Called (under the table's lock, so it must not call back into the table)
+  // whenever a session may now expire sooner than anything due before, for
+  // example when its last lease ends: the expiry job wakes up for it instead
+  // of finding it on its next regular tick.
+  void SetExpiryWake(std::function<void()> wake);
 
   // Takes a lease on a session owned by `principal`: NOT_FOUND as BeginCall.
   absl::Status AddLease(absl::string_view token, absl::string_view principal);
@@ -158,6 +166,7 @@ class SessionTable {
   absl::flat_hash_map<std::string, int> owned_ ABSL_GUARDED_BY(mu_);
   std::priority_queue<Due, std::vector<Due>, std::greater<Due>> due_ ABSL_GUARDED_BY(mu_);
   uint64_t next_generation_ ABSL_GUARDED_BY(mu_) = 1;
+  std::function<void()> wake_ ABSL_GUARDED_BY(mu_);
 };
 
 // 128 random bits from getrandom(2), as 32 lowercase hex digits.

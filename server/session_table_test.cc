@@ -116,6 +116,29 @@ TEST_F(SessionTableTest, ALeasedSessionLivesUntilTheGraceAfterItsLastLease) {
   EXPECT_EQ(expired[0].why, SessionTable::Expiry::kLeaseEnded);
 }
 
+TEST_F(SessionTableTest, TheLastLeaseEndingWakesTheExpiryForItsGrace) {
+  SessionTable table([this] { return now_; }, "", absl::Seconds(5));
+  int wakes = 0;
+  table.SetExpiryWake([&wakes] { ++wakes; });
+  EXPECT_EQ(table.NextExpiry(), absl::InfiniteFuture());
+  std::string leased = table.Add(1, absl::Minutes(10), "alice");
+  // The idle timeout is the only thing due: the table woke the job for it.
+  EXPECT_EQ(table.NextExpiry(), now_ + absl::Minutes(10));
+  EXPECT_EQ(wakes, 1);
+  ASSERT_TRUE(table.AddLease(leased, "alice").ok());
+  now_ += absl::Seconds(30);
+  table.DropLease(leased);
+  // The grace ends long before the idle timeout: the job is woken for it and
+  // sleeps until then, not until its next tick.
+  EXPECT_EQ(wakes, 2);
+  EXPECT_EQ(table.NextExpiry(), now_ + absl::Seconds(5));
+  // A later due time does not wake it again.
+  table.Add(2, absl::Minutes(20), "alice");
+  EXPECT_EQ(wakes, 2);
+  now_ += absl::Seconds(5);
+  ASSERT_EQ(table.TakeExpired().size(), 1u);
+}
+
 TEST_F(SessionTableTest, ExpiryLooksOnlyAtDueSessions) {
   // Many sessions, used again and again: each check finds the one due.
   std::vector<std::string> tokens;
