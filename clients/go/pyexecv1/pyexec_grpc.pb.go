@@ -41,6 +41,28 @@ type PyExecClient interface {
 	// Interrupts the call running on a session, if any; the session keeps its
 	// state and the interrupted call ends CANCELLED.
 	Interrupt(ctx context.Context, in *InterruptRequest, opts ...grpc.CallOption) (*InterruptResponse, error)
+	// Holds a lease on a session while the stream stays open. When the last
+	// lease ends (the client cancels, dies or loses its connection), the
+	// session is unbound after --lease_grace unless a new lease comes first;
+	// a leased session does not expire while idle. The first event says the
+	// lease is held; if the session ends while leased (Unbind, its worker
+	// died), the last event says why and the stream ends OK.
+	Attach(ctx context.Context, in *AttachRequest, opts ...grpc.CallOption) (PyExec_AttachClient, error)
+	// Eval, Exec or Call whose Python code may call functions the client
+	// registered, with pyexec.call(name, *args, **kwargs) (erlang.call is an
+	// alias). The client sends the request first, then one CallbackResult per
+	// CallbackRequest the server sends; the response comes last. Calls the
+	// client makes while it runs a callback carry the callback's id in the
+	// metadata x-pyexec-callback, so that they run on the waiting interpreter
+	// (re-entry) instead of queueing behind it. Once the response has come,
+	// the client closes its side of the stream and the OK status follows (a
+	// failed Run ends at once with its status).
+	Run(ctx context.Context, opts ...grpc.CallOption) (PyExec_RunClient, error)
+	// Serializes a session's state (its __main__ namespace, the modules it
+	// imported, its live refs) into a blob that Bind{restore} turns into a new
+	// session with that state, for the same principal only. Names that cannot
+	// be carried are listed. The session carries on unchanged.
+	Snapshot(ctx context.Context, in *SnapshotRequest, opts ...grpc.CallOption) (*SnapshotResponse, error)
 }
 
 type pyExecClient struct {
@@ -187,6 +209,78 @@ func (c *pyExecClient) Interrupt(ctx context.Context, in *InterruptRequest, opts
 	return out, nil
 }
 
+func (c *pyExecClient) Attach(ctx context.Context, in *AttachRequest, opts ...grpc.CallOption) (PyExec_AttachClient, error) {
+	stream, err := c.cc.NewStream(ctx, &_PyExec_serviceDesc.Streams[2], "/pyexec.v1.PyExec/Attach", opts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &pyExecAttachClient{stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+type PyExec_AttachClient interface {
+	Recv() (*AttachEvent, error)
+	grpc.ClientStream
+}
+
+type pyExecAttachClient struct {
+	grpc.ClientStream
+}
+
+func (x *pyExecAttachClient) Recv() (*AttachEvent, error) {
+	m := new(AttachEvent)
+	if err := x.ClientStream.RecvMsg(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func (c *pyExecClient) Run(ctx context.Context, opts ...grpc.CallOption) (PyExec_RunClient, error) {
+	stream, err := c.cc.NewStream(ctx, &_PyExec_serviceDesc.Streams[3], "/pyexec.v1.PyExec/Run", opts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &pyExecRunClient{stream}
+	return x, nil
+}
+
+type PyExec_RunClient interface {
+	Send(*RunRequest) error
+	Recv() (*RunEvent, error)
+	grpc.ClientStream
+}
+
+type pyExecRunClient struct {
+	grpc.ClientStream
+}
+
+func (x *pyExecRunClient) Send(m *RunRequest) error {
+	return x.ClientStream.SendMsg(m)
+}
+
+func (x *pyExecRunClient) Recv() (*RunEvent, error) {
+	m := new(RunEvent)
+	if err := x.ClientStream.RecvMsg(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func (c *pyExecClient) Snapshot(ctx context.Context, in *SnapshotRequest, opts ...grpc.CallOption) (*SnapshotResponse, error) {
+	out := new(SnapshotResponse)
+	err := c.cc.Invoke(ctx, "/pyexec.v1.PyExec/Snapshot", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PyExecServer is the server API for PyExec service.
 // All implementations must embed UnimplementedPyExecServer
 // for forward compatibility
@@ -215,6 +309,28 @@ type PyExecServer interface {
 	// Interrupts the call running on a session, if any; the session keeps its
 	// state and the interrupted call ends CANCELLED.
 	Interrupt(context.Context, *InterruptRequest) (*InterruptResponse, error)
+	// Holds a lease on a session while the stream stays open. When the last
+	// lease ends (the client cancels, dies or loses its connection), the
+	// session is unbound after --lease_grace unless a new lease comes first;
+	// a leased session does not expire while idle. The first event says the
+	// lease is held; if the session ends while leased (Unbind, its worker
+	// died), the last event says why and the stream ends OK.
+	Attach(*AttachRequest, PyExec_AttachServer) error
+	// Eval, Exec or Call whose Python code may call functions the client
+	// registered, with pyexec.call(name, *args, **kwargs) (erlang.call is an
+	// alias). The client sends the request first, then one CallbackResult per
+	// CallbackRequest the server sends; the response comes last. Calls the
+	// client makes while it runs a callback carry the callback's id in the
+	// metadata x-pyexec-callback, so that they run on the waiting interpreter
+	// (re-entry) instead of queueing behind it. Once the response has come,
+	// the client closes its side of the stream and the OK status follows (a
+	// failed Run ends at once with its status).
+	Run(PyExec_RunServer) error
+	// Serializes a session's state (its __main__ namespace, the modules it
+	// imported, its live refs) into a blob that Bind{restore} turns into a new
+	// session with that state, for the same principal only. Names that cannot
+	// be carried are listed. The session carries on unchanged.
+	Snapshot(context.Context, *SnapshotRequest) (*SnapshotResponse, error)
 	mustEmbedUnimplementedPyExecServer()
 }
 
@@ -251,6 +367,15 @@ func (UnimplementedPyExecServer) Release(context.Context, *ReleaseRequest) (*Rel
 }
 func (UnimplementedPyExecServer) Interrupt(context.Context, *InterruptRequest) (*InterruptResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Interrupt not implemented")
+}
+func (UnimplementedPyExecServer) Attach(*AttachRequest, PyExec_AttachServer) error {
+	return status.Errorf(codes.Unimplemented, "method Attach not implemented")
+}
+func (UnimplementedPyExecServer) Run(PyExec_RunServer) error {
+	return status.Errorf(codes.Unimplemented, "method Run not implemented")
+}
+func (UnimplementedPyExecServer) Snapshot(context.Context, *SnapshotRequest) (*SnapshotResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Snapshot not implemented")
 }
 func (UnimplementedPyExecServer) mustEmbedUnimplementedPyExecServer() {}
 
@@ -451,6 +576,71 @@ func _PyExec_Interrupt_Handler(srv interface{}, ctx context.Context, dec func(in
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PyExec_Attach_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(AttachRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(PyExecServer).Attach(m, &pyExecAttachServer{stream})
+}
+
+type PyExec_AttachServer interface {
+	Send(*AttachEvent) error
+	grpc.ServerStream
+}
+
+type pyExecAttachServer struct {
+	grpc.ServerStream
+}
+
+func (x *pyExecAttachServer) Send(m *AttachEvent) error {
+	return x.ServerStream.SendMsg(m)
+}
+
+func _PyExec_Run_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(PyExecServer).Run(&pyExecRunServer{stream})
+}
+
+type PyExec_RunServer interface {
+	Send(*RunEvent) error
+	Recv() (*RunRequest, error)
+	grpc.ServerStream
+}
+
+type pyExecRunServer struct {
+	grpc.ServerStream
+}
+
+func (x *pyExecRunServer) Send(m *RunEvent) error {
+	return x.ServerStream.SendMsg(m)
+}
+
+func (x *pyExecRunServer) Recv() (*RunRequest, error) {
+	m := new(RunRequest)
+	if err := x.ServerStream.RecvMsg(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func _PyExec_Snapshot_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SnapshotRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PyExecServer).Snapshot(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/pyexec.v1.PyExec/Snapshot",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PyExecServer).Snapshot(ctx, req.(*SnapshotRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 var _PyExec_serviceDesc = grpc.ServiceDesc{
 	ServiceName: "pyexec.v1.PyExec",
 	HandlerType: (*PyExecServer)(nil),
@@ -487,6 +677,10 @@ var _PyExec_serviceDesc = grpc.ServiceDesc{
 			MethodName: "Interrupt",
 			Handler:    _PyExec_Interrupt_Handler,
 		},
+		{
+			MethodName: "Snapshot",
+			Handler:    _PyExec_Snapshot_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -498,6 +692,17 @@ var _PyExec_serviceDesc = grpc.ServiceDesc{
 			StreamName:    "CallStream",
 			Handler:       _PyExec_CallStream_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "Attach",
+			Handler:       _PyExec_Attach_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "Run",
+			Handler:       _PyExec_Run_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "pyexec/v1/pyexec.proto",
