@@ -54,8 +54,8 @@ VALUE_LAYOUT = {
     "ref": (15, F.TYPE_MESSAGE, F.LABEL_OPTIONAL, ".pyexec.v1.Ref"),
 }
 HAND_MAPPED = {"Value", "NoneValue"}
-SCALARS = {F.TYPE_STRING: "string", F.TYPE_UINT32: "uint32", F.TYPE_UINT64: "uint64",
-           F.TYPE_BOOL: "bool"}
+SCALARS = {F.TYPE_STRING: "string", F.TYPE_BYTES: "bytes", F.TYPE_UINT32: "uint32",
+           F.TYPE_UINT64: "uint64", F.TYPE_BOOL: "bool"}
 
 
 class Unsupported(Exception):
@@ -110,12 +110,13 @@ def field_type(msg, field, package):
             if key.type == F.TYPE_STRING and val.type_name == "." + package + ".Value":
                 return "{map, value}"
             raise Unsupported(where + ": only map<string, Value> is supported")
-        if field.label == F.LABEL_REPEATED:
-            raise Unsupported(where + ": repeated messages other than Value are not supported")
         prefix = "." + package + "."
         if not field.type_name.startswith(prefix) or "." in field.type_name[len(prefix):]:
             raise Unsupported(where + ": message type %s is not supported" % field.type_name)
-        return "{message, %s}" % snake(field.type_name[len(prefix):])
+        name = snake(field.type_name[len(prefix):])
+        if field.label == F.LABEL_REPEATED:
+            return "{repeated, {message, %s}}" % name
+        return "{message, %s}" % name
     if field.label == F.LABEL_REPEATED and field.type == F.TYPE_STRING:
         return "{repeated, string}"
     if field.label == F.LABEL_REPEATED or field.type not in SCALARS:

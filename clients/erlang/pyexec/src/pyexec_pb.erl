@@ -20,8 +20,11 @@
                   | call_response | get_stats_request | get_stats_response
                   | stream_end | exec_event | call_event
                   | release_request | release_response | interrupt_request
-                  | interrupt_response.
--type method() :: bind | unbind | eval | exec | call | get_stats | exec_stream | call_stream | release | interrupt.
+                  | interrupt_response | snapshot_request | snapshot_response
+                  | lost_name | attach_request | attach_event
+                  | lease_held | session_ended | run_request
+                  | run_event | callback_request | callback_result.
+-type method() :: bind | unbind | eval | exec | call | get_stats | exec_stream | call_stream | release | interrupt | attach | run | snapshot.
 -type field_type() :: pyexec_pb_wire:field_type().
 
 %% @doc Encodes a message map (see pyexec_pb_wire:encode_msg/2).
@@ -43,8 +46,11 @@ read_field(Bin) -> pyexec_pb_wire:read_field(Bin).
 schema(opaque) -> [{1, type, string}, {2, repr, string}];
 schema(ref) -> [{1, id, string}, {2, type, string}, {3, repr, string}];
 schema(python_error) -> [{1, type, string}, {2, message, string}, {3, traceback, string}];
-schema(bind_request) -> [{1, idle_timeout_seconds, uint32}];
-schema(bind_response) -> [{1, session, string}, {2, idle_timeout_seconds, uint32}];
+schema(bind_request) -> [{1, idle_timeout_seconds, uint32}, {2, restore, bytes}];
+schema(bind_response) ->
+    [{1, session, string}, {2, idle_timeout_seconds, uint32}, {3, owner, string},
+     {4, restore_lost, {repeated, {message, lost_name}}},
+     {5, restore_error, {message, python_error}}];
 schema(unbind_request) -> [{1, session, string}];
 schema(unbind_response) -> [];
 schema(eval_request) ->
@@ -68,7 +74,8 @@ schema(get_stats_response) ->
     [{1, num_workers, uint32}, {2, available_workers, uint32}, {3, checked_out, uint32},
      {4, pending_requests, uint32}, {5, max_workers, uint32}, {6, starting_workers, uint32},
      {7, busy_workers, uint32}, {8, workers_spawned, uint64}, {9, workers_died, uint64},
-     {10, calls_total, uint64}, {11, sessions, uint32}, {12, replica, string}];
+     {10, calls_total, uint64}, {11, sessions, uint32}, {12, replica, string},
+     {13, bindable_workers, uint32}];
 schema(stream_end) -> [{1, error, {message, python_error}}];
 schema(exec_event) ->
     [{1, stdout, string}, {2, stderr, string}, {4, 'end', {message, stream_end}}];
@@ -77,8 +84,29 @@ schema(call_event) ->
      {4, 'end', {message, stream_end}}];
 schema(release_request) -> [{1, session, string}, {2, ref_ids, {repeated, string}}];
 schema(release_response) -> [{1, released, uint32}];
-schema(interrupt_request) -> [{1, session, string}];
-schema(interrupt_response) -> [{1, interrupted, bool}].
+schema(interrupt_request) -> [{1, session, string}, {2, call_id, string}];
+schema(interrupt_response) -> [{1, interrupted, bool}];
+schema(snapshot_request) -> [{1, session, string}];
+schema(snapshot_response) ->
+    [{1, blob, bytes}, {2, lost, {repeated, {message, lost_name}}},
+     {3, modules, {repeated, string}}, {4, refs, uint32}];
+schema(lost_name) -> [{1, name, string}, {2, type, string}, {3, reason, string}];
+schema(attach_request) -> [{1, session, string}];
+schema(attach_event) ->
+    [{1, attached, {message, lease_held}}, {2, ended, {message, session_ended}}];
+schema(lease_held) -> [{1, grace_seconds, uint32}];
+schema(session_ended) -> [{1, reason, string}];
+schema(run_request) ->
+    [{1, eval, {message, eval_request}}, {2, exec, {message, exec_request}},
+     {3, call, {message, call_request}}, {4, callback_result, {message, callback_result}}];
+schema(run_event) ->
+    [{1, callback, {message, callback_request}}, {2, eval, {message, eval_response}},
+     {3, exec, {message, exec_response}}, {4, call, {message, call_response}}];
+schema(callback_request) ->
+    [{1, id, string}, {2, name, string}, {3, args, {repeated, value}},
+     {4, kwargs, {map, value}}];
+schema(callback_result) ->
+    [{1, id, string}, {2, value, value}, {3, error, {message, python_error}}].
 
 %% @doc Path, request message and response message of an RPC of
 %% service pyexec.v1.PyExec.
@@ -92,7 +120,10 @@ method(get_stats) -> {<<"/pyexec.v1.PyExec/GetStats">>, get_stats_request, get_s
 method(exec_stream) -> {<<"/pyexec.v1.PyExec/ExecStream">>, exec_request, exec_event};
 method(call_stream) -> {<<"/pyexec.v1.PyExec/CallStream">>, call_request, call_event};
 method(release) -> {<<"/pyexec.v1.PyExec/Release">>, release_request, release_response};
-method(interrupt) -> {<<"/pyexec.v1.PyExec/Interrupt">>, interrupt_request, interrupt_response}.
+method(interrupt) -> {<<"/pyexec.v1.PyExec/Interrupt">>, interrupt_request, interrupt_response};
+method(attach) -> {<<"/pyexec.v1.PyExec/Attach">>, attach_request, attach_event};
+method(run) -> {<<"/pyexec.v1.PyExec/Run">>, run_request, run_event};
+method(snapshot) -> {<<"/pyexec.v1.PyExec/Snapshot">>, snapshot_request, snapshot_response}.
 
 -spec methods() -> [method()].
-methods() -> [bind, unbind, eval, exec, call, get_stats, exec_stream, call_stream, release, interrupt].
+methods() -> [bind, unbind, eval, exec, call, get_stats, exec_stream, call_stream, release, interrupt, attach, run, snapshot].

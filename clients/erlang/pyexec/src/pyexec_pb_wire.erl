@@ -13,8 +13,8 @@
 -export_type([field_type/0]).
 
 %% The field types the generator may emit; it refuses anything else.
--type field_type() :: string | uint32 | uint64 | bool | value | {repeated, value}
-                    | {repeated, string}
+-type field_type() :: string | bytes | uint32 | uint64 | bool | value | {repeated, value}
+                    | {repeated, string} | {repeated, {message, pyexec_pb:msg_name()}}
                     | {map, value} | {message, pyexec_pb:msg_name()}.
 
 %%====================================================================
@@ -30,6 +30,8 @@ encode_msg(Name, Msg) ->
 enc_field(_N, _Type, undefined) -> [];
 enc_field(_N, string, <<>>) -> [];
 enc_field(N, string, S) -> len(N, S);
+enc_field(_N, bytes, <<>>) -> [];
+enc_field(N, bytes, B) when is_binary(B) -> len(N, B);
 enc_field(_N, uint32, 0) -> [];
 enc_field(N, uint32, I) -> [key(N, 0), varint(I)];
 enc_field(_N, uint64, 0) -> [];
@@ -37,6 +39,7 @@ enc_field(N, uint64, I) -> [key(N, 0), varint(I)];
 enc_field(_N, bool, false) -> [];
 enc_field(N, bool, true) -> [key(N, 0), 1];
 enc_field(N, {repeated, string}, List) -> [len(N, S) || S <- List];
+enc_field(N, {repeated, {message, Name}}, List) -> [len(N, encode_msg(Name, M)) || M <- List];
 enc_field(N, value, Term) ->
     {Io, _} = pyexec_value:encode_field(key(N, 2), Term),
     Io;
@@ -92,6 +95,7 @@ decode_msg(Name, Bin) ->
     dec_fields(Bin, ByNum, Defaults).
 
 default(string) -> <<>>;
+default(bytes) -> <<>>;
 default(uint32) -> 0;
 default(uint64) -> 0;
 default(bool) -> false;
@@ -109,6 +113,7 @@ dec_fields(Bin, ByNum, Acc) ->
     end.
 
 dec_field(Key, string, V, Acc) when is_binary(V) -> Acc#{Key => V};
+dec_field(Key, bytes, V, Acc) when is_binary(V) -> Acc#{Key => V};
 dec_field(Key, uint32, V, Acc) when is_integer(V) -> Acc#{Key => V band 16#ffffffff};
 dec_field(Key, uint64, V, Acc) when is_integer(V) -> Acc#{Key => V};
 dec_field(Key, bool, V, Acc) when is_integer(V) -> Acc#{Key => V =/= 0};
@@ -119,6 +124,12 @@ dec_field(Key, {repeated, string}, V, Acc) when is_binary(V) ->
                _ -> []
            end,
     Acc#{Key => {rev, [V | Prev]}};
+dec_field(Key, {repeated, {message, Name}}, V, Acc) when is_binary(V) ->
+    Prev = case Acc of
+               #{Key := {rev, L}} -> L;
+               _ -> []
+           end,
+    Acc#{Key => {rev, [decode_msg(Name, V) | Prev]}};
 dec_field(Key, {repeated, value}, V, Acc) when is_binary(V) ->
     Prev = case Acc of
                #{Key := {rev, L}} -> L;
