@@ -28,6 +28,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
 
 	pb "github.com/pyexec/pyexec/clients/go/pyexecv1"
 )
@@ -37,8 +38,21 @@ import (
 type Client struct {
 	conn           *grpc.ClientConn
 	stub           pb.PyExecClient
+	target         string
+	dialOpts       []grpc.DialOption // also for the channels to owners
+	routeToOwner   bool
 	defaultTimeout time.Duration
 	contexts       []*Context
+
+	funcs funcRegistry // RegisterFunction
+
+	// life is cancelled by Close: it ends every lease the client holds.
+	life    context.Context
+	endLife context.CancelFunc
+	leases  sync.WaitGroup
+
+	owners owners
+	closed bool // guarded by owners.mu
 }
 
 // Dial connects to target ("host:port", or any gRPC target). Exactly one of
@@ -71,7 +85,11 @@ func Dial(target string, opts ...Option) (*Client, error) {
 	if err != nil {
 		return nil, fromRPC(err)
 	}
-	c := &Client{conn: conn, stub: pb.NewPyExecClient(conn), defaultTimeout: cfg.defaultTimeout}
+	c := &Client{conn: conn, stub: pb.NewPyExecClient(conn), target: target, dialOpts: dopts,
+		routeToOwner: cfg.routeToOwner, defaultTimeout: cfg.defaultTimeout}
+	c.owners.conns = map[string]*ownerConn{}
+	c.funcs.m = map[string]Func{}
+	c.life, c.endLife = context.WithCancel(context.Background())
 	c.contexts = make([]*Context, cfg.numContexts)
 	for i := range c.contexts {
 		c.contexts[i] = &Context{c: c, n: i + 1}
@@ -80,14 +98,22 @@ func Dial(target string, opts ...Option) (*Client, error) {
 }
 
 // Close unbinds the numbered contexts that were bound (best effort, a few
-// seconds at most) and closes the connection. Sessions from Bind are the
-// caller's to unbind; the server's idle timeout reclaims forgotten ones.
+// seconds at most), ends every lease the client holds (the server unbinds
+// those sessions after its --lease_grace), and closes the connections.
+// Sessions bound WithoutLease are the caller's to unbind; the server's idle
+// timeout reclaims forgotten ones.
 func (c *Client) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	for _, x := range c.contexts {
 		x.release(ctx)
 	}
+	c.endLife()
+	c.leases.Wait()
+	c.owners.mu.Lock()
+	c.closed = true
+	c.owners.mu.Unlock()
+	c.closeOwners()
 	return c.conn.Close()
 }
 
@@ -108,19 +134,19 @@ func (c *Client) callCtx(ctx context.Context) (context.Context, context.CancelFu
 // kept between stateless calls) and returns its value. Options: WithLocals,
 // WithOutput.
 func (c *Client) Eval(ctx context.Context, code string, opts ...CallOption) (any, error) {
-	return c.eval(ctx, "", code, opts)
+	return c.eval(ctx, nil, code, opts)
 }
 
 // Exec executes Python statements on a pooled interpreter. Options:
 // WithLocals, WithOutput.
 func (c *Client) Exec(ctx context.Context, code string, opts ...CallOption) error {
-	return c.exec(ctx, "", code, opts)
+	return c.exec(ctx, nil, code, opts)
 }
 
 // Call calls module.function(*args, **kwargs) on a pooled interpreter.
 // function may be dotted ("str.upper"). Options: WithKwargs, WithOutput.
 func (c *Client) Call(ctx context.Context, module, function string, args []any, opts ...CallOption) (any, error) {
-	return c.call(ctx, "", module, function, args, opts)
+	return c.call(ctx, nil, module, function, args, opts)
 }
 
 func applyCall(opts []CallOption) callConfig {
@@ -160,7 +186,7 @@ func (cfg *callConfig) setOutput(stdout, stderr string) {
 	}
 }
 
-func (c *Client) eval(ctx context.Context, session, code string, opts []CallOption) (any, error) {
+func (c *Client) eval(ctx context.Context, s *Session, code string, opts []CallOption) (any, error) {
 	cfg := applyCall(opts)
 	if cfg.kwargs != nil {
 		return nil, invalidArgument("WithKwargs applies to Call only")
@@ -169,12 +195,27 @@ func (c *Client) eval(ctx context.Context, session, code string, opts []CallOpti
 	if err != nil {
 		return nil, err
 	}
+	req := &pb.EvalRequest{Session: s.tokenOrEmpty(), Code: code, Locals: locals,
+		ResultAsRef: cfg.resultAsRef}
 	ctx, cancel := c.callCtx(ctx)
 	defer cancel()
-	resp, err := c.stub.Eval(ctx, &pb.EvalRequest{Session: session, Code: code, Locals: locals,
-		ResultAsRef: cfg.resultAsRef})
-	if err != nil {
-		return nil, fromRPC(err)
+	var resp *pb.EvalResponse
+	if fs := c.funcsFor(cfg); fs != nil {
+		ev, err := c.run(ctx, s, &pb.RunRequest{Kind: &pb.RunRequest_Eval{Eval: req}}, fs)
+		if err != nil {
+			return nil, err
+		}
+		if resp = ev.GetEval(); resp == nil {
+			return nil, runMismatch(ev)
+		}
+	} else {
+		err := c.do(ctx, s, true, func(ctx context.Context, stub pb.PyExecClient, hdr *metadata.MD) (err error) {
+			resp, err = stub.Eval(ctx, req, grpc.Header(hdr))
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
 	}
 	cfg.setOutput(resp.Stdout, resp.Stderr)
 	if resp.Error != nil {
@@ -198,17 +239,31 @@ func execRequest(session, code string, cfg callConfig) (*pb.ExecRequest, error) 
 	return &pb.ExecRequest{Session: session, Code: code, Locals: locals}, nil
 }
 
-func (c *Client) exec(ctx context.Context, session, code string, opts []CallOption) error {
+func (c *Client) exec(ctx context.Context, s *Session, code string, opts []CallOption) error {
 	cfg := applyCall(opts)
-	req, err := execRequest(session, code, cfg)
+	req, err := execRequest(s.tokenOrEmpty(), code, cfg)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := c.callCtx(ctx)
 	defer cancel()
-	resp, err := c.stub.Exec(ctx, req)
-	if err != nil {
-		return fromRPC(err)
+	var resp *pb.ExecResponse
+	if fs := c.funcsFor(cfg); fs != nil {
+		ev, err := c.run(ctx, s, &pb.RunRequest{Kind: &pb.RunRequest_Exec{Exec: req}}, fs)
+		if err != nil {
+			return err
+		}
+		if resp = ev.GetExec(); resp == nil {
+			return runMismatch(ev)
+		}
+	} else {
+		err := c.do(ctx, s, true, func(ctx context.Context, stub pb.PyExecClient, hdr *metadata.MD) (err error) {
+			resp, err = stub.Exec(ctx, req, grpc.Header(hdr))
+			return err
+		})
+		if err != nil {
+			return err
+		}
 	}
 	cfg.setOutput(resp.Stdout, resp.Stderr)
 	return pyError(resp.Error, resp.Stdout, resp.Stderr)
@@ -237,17 +292,31 @@ func callRequest(session, module, function string, args []any, cfg callConfig) (
 	return req, nil
 }
 
-func (c *Client) call(ctx context.Context, session, module, function string, args []any, opts []CallOption) (any, error) {
+func (c *Client) call(ctx context.Context, s *Session, module, function string, args []any, opts []CallOption) (any, error) {
 	cfg := applyCall(opts)
-	req, err := callRequest(session, module, function, args, cfg)
+	req, err := callRequest(s.tokenOrEmpty(), module, function, args, cfg)
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := c.callCtx(ctx)
 	defer cancel()
-	resp, err := c.stub.Call(ctx, req)
-	if err != nil {
-		return nil, fromRPC(err)
+	var resp *pb.CallResponse
+	if fs := c.funcsFor(cfg); fs != nil {
+		ev, err := c.run(ctx, s, &pb.RunRequest{Kind: &pb.RunRequest_Call{Call: req}}, fs)
+		if err != nil {
+			return nil, err
+		}
+		if resp = ev.GetCall(); resp == nil {
+			return nil, runMismatch(ev)
+		}
+	} else {
+		err := c.do(ctx, s, true, func(ctx context.Context, stub pb.PyExecClient, hdr *metadata.MD) (err error) {
+			resp, err = stub.Call(ctx, req, grpc.Header(hdr))
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
 	}
 	cfg.setOutput(resp.Stdout, resp.Stderr)
 	if resp.Error != nil {
@@ -256,15 +325,24 @@ func (c *Client) call(ctx context.Context, session, module, function string, arg
 	return FromValue(resp.Value)
 }
 
-// Bind dedicates an interpreter to the caller. The caller must Unbind the
-// session (prefer Client.Session, which always does). Option:
-// WithIdleTimeout.
+// Bind dedicates an interpreter to the caller and leases it to ctx: the
+// session lives while ctx does. When ctx is done (cancelled, or its
+// deadline passes), or at Unbind or Client.Close, or when the process dies
+// or loses its connection, the lease ends and the server unbinds the
+// session after its --lease_grace (a few seconds), unless a lease is taken
+// again in time. So pass a ctx that lives as long as the session is used;
+// WithLeaseContext ties the lease to another context (for example
+// context.Background(): until Unbind or Close), WithoutLease binds with no
+// lease (the session then lives until Unbind or its idle timeout). Bind
+// returns once the server holds the lease. Prefer Client.Session, which also
+// always unbinds. Options: WithIdleTimeout, WithRestore, WithLeaseContext,
+// WithoutLease.
 func (c *Client) Bind(ctx context.Context, opts ...BindOption) (*Session, error) {
 	var cfg bindConfig
 	for _, o := range opts {
 		o(&cfg)
 	}
-	req := &pb.BindRequest{}
+	req := &pb.BindRequest{Restore: cfg.restore}
 	if cfg.idle > 0 {
 		secs := math.Ceil(cfg.idle.Seconds())
 		if secs > math.MaxUint32 {
@@ -272,18 +350,45 @@ func (c *Client) Bind(ctx context.Context, opts ...BindOption) (*Session, error)
 		}
 		req.IdleTimeoutSeconds = uint32(secs)
 	}
-	ctx, cancel := c.callCtx(ctx)
+	bctx, cancel := c.callCtx(ctx)
 	defer cancel()
-	resp, err := c.stub.Bind(ctx, req)
+	var resp *pb.BindResponse
+	err := c.do(bctx, nil, false, func(ctx context.Context, stub pb.PyExecClient, hdr *metadata.MD) (err error) {
+		resp, err = stub.Bind(ctx, req, grpc.Header(hdr))
+		return err
+	})
 	if err != nil {
-		return nil, fromRPC(err)
+		return nil, err
 	}
-	return &Session{c: c, token: resp.Session,
-		idle: time.Duration(resp.IdleTimeoutSeconds) * time.Second}, nil
+	s := &Session{c: c, token: resp.Session,
+		idle:        time.Duration(resp.IdleTimeoutSeconds) * time.Second,
+		bindOwner:   resp.Owner,
+		restoreLost: lostNames(resp.RestoreLost)}
+	if e := resp.RestoreError; e != nil {
+		s.restoreErr = &PythonError{Type: e.Type, Message: e.Message, Traceback: e.Traceback}
+	}
+	if c.routeToOwner {
+		s.learnOwner(resp.Owner)
+	}
+	if cfg.noLease {
+		return s, nil
+	}
+	leaseCtx := ctx
+	if cfg.leaseCtx != nil {
+		leaseCtx = cfg.leaseCtx
+	}
+	if err := s.startLease(bctx, leaseCtx); err != nil {
+		uctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = s.Unbind(uctx)
+		return nil, err
+	}
+	return s, nil
 }
 
 // Attach returns a handle on an existing session token (for example one
-// bound by another process). Nothing is sent until its first call.
+// bound by another process). Nothing is sent until its first call, and it
+// holds no lease: Session.Lease takes one.
 func (c *Client) Attach(token string) *Session { return &Session{c: c, token: token} }
 
 // Session binds a session, runs f on it and unbinds it when f returns, also
@@ -319,6 +424,7 @@ type Stats struct {
 	CallsTotal       uint64 // calls answered since start
 	Sessions         uint32 // bound sessions
 	Replica          string // this replica's --advertise_address (scale-out)
+	BindableWorkers  uint32 // more sessions that can be bound (0: Bind is refused)
 }
 
 // Stats returns the server's pool figures.
@@ -335,7 +441,7 @@ func (c *Client) Stats(ctx context.Context) (*Stats, error) {
 		MaxWorkers: r.MaxWorkers, StartingWorkers: r.StartingWorkers,
 		BusyWorkers: r.BusyWorkers, WorkersSpawned: r.WorkersSpawned,
 		WorkersDied: r.WorkersDied, CallsTotal: r.CallsTotal, Sessions: r.Sessions,
-		Replica: r.Replica,
+		Replica: r.Replica, BindableWorkers: r.BindableWorkers,
 	}, nil
 }
 
@@ -343,9 +449,24 @@ func (c *Client) Stats(ctx context.Context) (*Stats, error) {
 // variables and imports persist between calls until Unbind. Safe for
 // concurrent use; the server runs one call of a session at a time, in order.
 type Session struct {
-	c     *Client
-	token string
-	idle  time.Duration
+	c         *Client
+	token     string
+	idle      time.Duration
+	bindOwner string
+
+	restoreLost []LostName
+	restoreErr  *PythonError
+
+	mu    sync.Mutex
+	owner string // where calls go with WithRouteToOwner; "" = dial target
+	lease *lease
+}
+
+func (s *Session) tokenOrEmpty() string {
+	if s == nil {
+		return ""
+	}
+	return s.token
 }
 
 // Token is the session's opaque token.
@@ -354,29 +475,37 @@ func (s *Session) Token() string { return s.token }
 // IdleTimeout is the idle timeout the server granted (0 for Attach).
 func (s *Session) IdleTimeout() time.Duration { return s.idle }
 
+// Owner is the address of the replica that holds the session, as Bind
+// named it (BindResponse.owner): empty unless the servers run with --peers.
+// With WithRouteToOwner the session's calls go there directly.
+func (s *Session) Owner() string { return s.bindOwner }
+
 // Eval evaluates one expression in the session.
 func (s *Session) Eval(ctx context.Context, code string, opts ...CallOption) (any, error) {
-	return s.c.eval(ctx, s.token, code, opts)
+	return s.c.eval(ctx, s, code, opts)
 }
 
 // Exec executes statements in the session.
 func (s *Session) Exec(ctx context.Context, code string, opts ...CallOption) error {
-	return s.c.exec(ctx, s.token, code, opts)
+	return s.c.exec(ctx, s, code, opts)
 }
 
 // Call calls module.function(*args, **kwargs) in the session; module
 // "__main__" is the session's namespace.
 func (s *Session) Call(ctx context.Context, module, function string, args []any, opts ...CallOption) (any, error) {
-	return s.c.call(ctx, s.token, module, function, args, opts)
+	return s.c.call(ctx, s, module, function, args, opts)
 }
 
-// Unbind releases the session. Idempotent: unbinding an unknown or expired
-// session succeeds.
+// Unbind ends the session's lease and releases the session. Idempotent:
+// unbinding an unknown or expired session succeeds.
 func (s *Session) Unbind(ctx context.Context) error {
+	s.endLease()
 	ctx, cancel := s.c.callCtx(ctx)
 	defer cancel()
-	_, err := s.c.stub.Unbind(ctx, &pb.UnbindRequest{Session: s.token})
-	return fromRPC(err)
+	return s.c.do(ctx, s, false, func(ctx context.Context, stub pb.PyExecClient, hdr *metadata.MD) error {
+		_, err := stub.Unbind(ctx, &pb.UnbindRequest{Session: s.token}, grpc.Header(hdr))
+		return err
+	})
 }
 
 // Context is one of the client's numbered shared contexts, like
@@ -413,7 +542,8 @@ func (x *Context) get(ctx context.Context) (*Session, error) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if x.session == nil {
-		s, err := x.c.Bind(ctx)
+		// Leased for the client's life: Close ends it.
+		s, err := x.c.Bind(ctx, WithLeaseContext(x.c.life))
 		if err != nil {
 			return nil, err
 		}
@@ -432,6 +562,7 @@ func (x *Context) forget(s *Session, err error) {
 		x.session = nil
 	}
 	x.mu.Unlock()
+	s.endLease()
 }
 
 func (x *Context) release(ctx context.Context) {

@@ -139,6 +139,22 @@ func fromRPC(err error) error {
 	return &StatusError{Code: st.Code(), Message: st.Message(), kind: kind}
 }
 
+// fromCall is fromRPC for a call made with ctx. gRPC core may end a call
+// as a bare CANCELLED when the server shuts down (grpc/grpc#41785): a
+// CANCELLED that this client did not cause (ctx is still live) and that is
+// not the server's report of an Interrupt is the retryable ErrUnavailable.
+func fromCall(ctx context.Context, err error) error {
+	err = fromRPC(err)
+	var se *StatusError
+	if errors.As(err, &se) && se.Code == codes.Canceled && ctx.Err() == nil &&
+		!strings.HasPrefix(se.Message, "interrupted") {
+		return &StatusError{Code: codes.Unavailable, kind: ErrUnavailable,
+			Message: "the server ended the call as CANCELLED (" + se.Message +
+				"), which this client did not cause: taken as UNAVAILABLE"}
+	}
+	return err
+}
+
 func invalidArgument(format string, args ...any) error {
 	return &StatusError{Code: codes.InvalidArgument, Message: fmt.Sprintf(format, args...), kind: ErrInvalidArgument}
 }

@@ -21,6 +21,7 @@ type dialConfig struct {
 	token          string
 	numContexts    int
 	defaultTimeout time.Duration
+	routeToOwner   bool
 	extra          []grpc.DialOption
 }
 
@@ -114,6 +115,23 @@ func WithDialOption(o grpc.DialOption) Option {
 	}
 }
 
+// WithRouteToOwner sends each session's calls straight to the replica that
+// holds it, when pyexecd replicas run with --peers behind a balancer: Bind
+// names the owner (Session.Owner), and a replica that forwards a call says
+// where the owner is (x-pyexec-owner). The client keeps one channel per
+// owner, made with the same options and credentials as the dial target
+// (the address is a routing hint, never trusted for anything else), and
+// closes them at Close. When an owner cannot be reached (not connected
+// within 1 s, refused, UNAVAILABLE), its calls go through the dial target
+// again, which forwards them, and the owner is not tried for 10 s. Off by
+// default: the dial target (balancer) then carries every call.
+func WithRouteToOwner() Option {
+	return func(d *dialConfig) error {
+		d.routeToOwner = true
+		return nil
+	}
+}
+
 // bearer implements credentials.PerRPCCredentials.
 type bearer struct{ md map[string]string }
 
@@ -138,6 +156,7 @@ type callConfig struct {
 	// Set by Session.CallMethod and Session.GetAttr only.
 	targetRef string
 	getAttr   bool
+	funcs     map[string]Func
 }
 
 // Output receives a call's captured stdout and stderr (see WithOutput).
@@ -170,10 +189,52 @@ func WithResultAsRef() CallOption {
 	return func(c *callConfig) { c.resultAsRef = true }
 }
 
+// WithFunction makes fn callable as name by this one Eval, Exec or Call
+// (pyexec.call(name, ...) in Python), in addition to the functions
+// registered on the client (this one wins over a registered one of the same
+// name). Not for streams.
+func WithFunction(name string, fn Func) CallOption {
+	return func(c *callConfig) {
+		if c.funcs == nil {
+			c.funcs = map[string]Func{}
+		}
+		c.funcs[name] = fn
+	}
+}
+
 // BindOption configures Bind and Client.Session.
 type BindOption func(*bindConfig)
 
-type bindConfig struct{ idle time.Duration }
+type bindConfig struct {
+	idle     time.Duration
+	restore  []byte
+	leaseCtx context.Context
+	noLease  bool
+}
+
+// WithRestore binds a session that starts with the state of a snapshot
+// (Session.Snapshot's Blob): its variables, functions, imported modules and
+// refs. The server restores it for the principal that took it only; a blob
+// that is not one of this deployment's is ErrInvalidArgument. What did not
+// come back is in Session.RestoreLost and Session.RestoreError.
+func WithRestore(blob []byte) BindOption {
+	return func(b *bindConfig) { b.restore = blob }
+}
+
+// WithLeaseContext ties the session's lease to ctx instead of the context
+// passed to Bind: the session is unbound (after the server's --lease_grace)
+// once ctx is done, at Unbind or Client.Close, or when this process goes
+// away, whichever comes first. context.Background() keeps it for the
+// client's life.
+func WithLeaseContext(ctx context.Context) BindOption {
+	return func(b *bindConfig) { b.leaseCtx = ctx }
+}
+
+// WithoutLease binds a session without a lease: it outlives this client
+// and lives until Unbind or its idle timeout, as sessions did before leases.
+func WithoutLease() BindOption {
+	return func(b *bindConfig) { b.noLease = true }
+}
 
 // WithIdleTimeout asks for the session's idle timeout (rounded up to whole
 // seconds, capped by the server's --max_session_idle_timeout).

@@ -3,9 +3,13 @@ package pyexec
 import (
 	"context"
 	"io"
+	"sync"
 	"sync/atomic"
+	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 
 	pb "github.com/pyexec/pyexec/clients/go/pyexecv1"
 )
@@ -60,12 +64,79 @@ type Event struct {
 // ctx deadline (or WithDefaultTimeout) bounds the whole stream. A Stream is
 // for one goroutine; Close may be called from any goroutine.
 type Stream struct {
-	recv   func() (*pb.CallEvent, error)
-	cancel context.CancelFunc
+	c     *Client
+	s     *Session        // nil: stateless
+	ctx   context.Context // the caller's, with the deadline
+	mctx  context.Context // ctx with the call's metadata
+	open  openFunc
+	rpc   streamRPC
+	owner string // the owner the RPC went to; "": the dial target
+	// Before the first event, an UNAVAILABLE reopens the stream (see do).
+	gotEvent, retried bool
+
+	mu             sync.Mutex // guards cancelAttempt, for Close
+	cancelAttempt  context.CancelFunc
+	cancelDeadline context.CancelFunc
+
 	ev     Event
 	err    error
 	done   bool
 	closed atomic.Bool // set by Close, possibly from another goroutine
+}
+
+// streamRPC is an open ExecStream or CallStream.
+type streamRPC interface {
+	recv() (*pb.CallEvent, error)
+	Header() (metadata.MD, error)
+}
+
+type openFunc func(ctx context.Context, stub pb.PyExecClient) (streamRPC, error)
+
+// start opens the RPC on the session's route.
+func (st *Stream) start() error {
+	stub, owner := st.c.route(st.ctx, st.s)
+	actx, cancel := context.WithCancel(st.mctx)
+	rpc, err := st.open(actx, stub)
+	st.mu.Lock()
+	st.cancelAttempt = cancel
+	st.mu.Unlock()
+	if st.closed.Load() {
+		cancel() // Close came while it was opening
+	}
+	if err != nil {
+		return err
+	}
+	st.rpc, st.owner = rpc, owner
+	return nil
+}
+
+// reopen decides, for an error before the first event, whether to open the
+// stream again (as do does for other calls): at once through the dial
+// target after the owner failed, or once after a pause.
+func (st *Stream) reopen(err error) bool {
+	if st.gotEvent || st.s == nil || st.closed.Load() || st.ctx.Err() != nil ||
+		!isErr(err, ErrUnavailable) {
+		return false
+	}
+	if st.owner != "" {
+		st.c.ownerFailed(st.owner)
+		st.s.forgetOwner(st.owner)
+	} else if st.retried {
+		return false
+	} else {
+		st.retried = true
+		t := time.NewTimer(retryPause)
+		select {
+		case <-st.ctx.Done():
+			t.Stop()
+			return false
+		case <-t.C:
+		}
+	}
+	st.mu.Lock()
+	st.cancelAttempt()
+	st.mu.Unlock()
+	return st.start() == nil
 }
 
 // Next waits for the next event and reports whether there is one. It
@@ -76,7 +147,20 @@ func (st *Stream) Next() bool {
 		st.done = true
 		return false
 	}
-	e, err := st.recv()
+	e, err := st.rpc.recv()
+	for err != nil && err != io.EOF && st.reopen(fromCall(st.ctx, err)) {
+		e, err = st.rpc.recv()
+	}
+	if err == nil && !st.gotEvent {
+		st.gotEvent = true
+		if st.c.routeToOwner && st.s != nil && st.owner == "" {
+			if hdr, herr := st.rpc.Header(); herr == nil {
+				if v := hdr.Get(mdOwner); len(v) > 0 {
+					st.s.learnOwner(v[0])
+				}
+			}
+		}
+	}
 	if err != nil && st.closed.Load() {
 		// Our own Close cancelled the RPC: an early end, not a failure.
 		st.finish(nil)
@@ -88,7 +172,7 @@ func (st *Stream) Next() bool {
 		return false
 	}
 	if err != nil {
-		st.finish(fromRPC(err))
+		st.finish(fromCall(st.ctx, err))
 		return false
 	}
 	switch x := e.Event.(type) {
@@ -132,80 +216,98 @@ func (st *Stream) Close() error {
 	return nil
 }
 
+func (st *Stream) cancel() {
+	st.mu.Lock()
+	st.cancelAttempt()
+	st.mu.Unlock()
+	st.cancelDeadline()
+}
+
 func (st *Stream) finish(err error) {
 	st.err = err
 	st.done = true
 	st.cancel()
 }
 
-// openStream runs open under a cancellable ctx carrying the call's deadline.
-func (c *Client) openStream(ctx context.Context, open func(context.Context) (func() (*pb.CallEvent, error), error)) (*Stream, error) {
+// openStream opens a stream of session s (nil: stateless) under a
+// cancellable ctx carrying the call's deadline and metadata, routed to the
+// session's owner; Next opens it again if it fails UNAVAILABLE before its
+// first event, as do does for other calls.
+func (c *Client) openStream(ctx context.Context, s *Session, open openFunc) (*Stream, error) {
 	ctx, cancelDeadline := c.callCtx(ctx)
-	ctx, cancel := context.WithCancel(ctx)
-	both := func() { cancel(); cancelDeadline() }
-	recv, err := open(ctx)
-	if err != nil {
-		both()
-		return nil, fromRPC(err)
+	st := &Stream{c: c, s: s, ctx: ctx, mctx: callMetadata(ctx, true), open: open,
+		cancelDeadline: cancelDeadline}
+	if err := st.start(); err != nil {
+		st.cancel()
+		return nil, fromCall(ctx, err)
 	}
-	return &Stream{recv: recv, cancel: both}, nil
+	return st, nil
 }
 
-func (c *Client) execStream(ctx context.Context, session, code string, opts []CallOption) (*Stream, error) {
+// execRPC reads an ExecStream as CallEvents: ExecEvent is CallEvent without
+// values, so one reader serves both.
+type execRPC struct{ pb.PyExec_ExecStreamClient }
+
+func (r execRPC) recv() (*pb.CallEvent, error) {
+	e, err := r.Recv()
+	if err != nil {
+		return nil, err
+	}
+	switch x := e.Event.(type) {
+	case *pb.ExecEvent_Stdout:
+		return &pb.CallEvent{Event: &pb.CallEvent_Stdout{Stdout: x.Stdout}}, nil
+	case *pb.ExecEvent_Stderr:
+		return &pb.CallEvent{Event: &pb.CallEvent_Stderr{Stderr: x.Stderr}}, nil
+	case *pb.ExecEvent_End:
+		return &pb.CallEvent{Event: &pb.CallEvent_End{End: x.End}}, nil
+	}
+	return &pb.CallEvent{}, nil
+}
+
+type callRPC struct{ pb.PyExec_CallStreamClient }
+
+func (r callRPC) recv() (*pb.CallEvent, error) { return r.Recv() }
+
+func (c *Client) execStream(ctx context.Context, s *Session, code string, opts []CallOption) (*Stream, error) {
 	cfg := applyCall(opts)
 	if cfg.output != nil {
 		return nil, invalidArgument("WithOutput does not apply to streams: output arrives as events")
 	}
-	req, err := execRequest(session, code, cfg)
+	if cfg.funcs != nil {
+		return nil, invalidArgument("WithFunction does not apply to streams")
+	}
+	req, err := execRequest(s.tokenOrEmpty(), code, cfg)
 	if err != nil {
 		return nil, err
 	}
-	return c.openStream(ctx, func(ctx context.Context) (func() (*pb.CallEvent, error), error) {
-		rpc, err := c.stub.ExecStream(ctx, req)
-		if err != nil {
-			return nil, err
-		}
-		return func() (*pb.CallEvent, error) {
-			e, err := rpc.Recv()
-			if err != nil {
-				return nil, err
-			}
-			// ExecEvent is CallEvent without values: one reader serves both.
-			switch x := e.Event.(type) {
-			case *pb.ExecEvent_Stdout:
-				return &pb.CallEvent{Event: &pb.CallEvent_Stdout{Stdout: x.Stdout}}, nil
-			case *pb.ExecEvent_Stderr:
-				return &pb.CallEvent{Event: &pb.CallEvent_Stderr{Stderr: x.Stderr}}, nil
-			case *pb.ExecEvent_End:
-				return &pb.CallEvent{Event: &pb.CallEvent_End{End: x.End}}, nil
-			}
-			return &pb.CallEvent{}, nil
-		}, nil
+	return c.openStream(ctx, s, func(ctx context.Context, stub pb.PyExecClient) (streamRPC, error) {
+		rpc, err := stub.ExecStream(ctx, req)
+		return execRPC{rpc}, err
 	})
 }
 
-func (c *Client) callStream(ctx context.Context, session, module, function string, args []any, opts []CallOption) (*Stream, error) {
+func (c *Client) callStream(ctx context.Context, s *Session, module, function string, args []any, opts []CallOption) (*Stream, error) {
 	cfg := applyCall(opts)
 	if cfg.output != nil {
 		return nil, invalidArgument("WithOutput does not apply to streams: output arrives as events")
 	}
-	req, err := callRequest(session, module, function, args, cfg)
+	if cfg.funcs != nil {
+		return nil, invalidArgument("WithFunction does not apply to streams")
+	}
+	req, err := callRequest(s.tokenOrEmpty(), module, function, args, cfg)
 	if err != nil {
 		return nil, err
 	}
-	return c.openStream(ctx, func(ctx context.Context) (func() (*pb.CallEvent, error), error) {
-		rpc, err := c.stub.CallStream(ctx, req)
-		if err != nil {
-			return nil, err
-		}
-		return rpc.Recv, nil
+	return c.openStream(ctx, s, func(ctx context.Context, stub pb.PyExecClient) (streamRPC, error) {
+		rpc, err := stub.CallStream(ctx, req)
+		return callRPC{rpc}, err
 	})
 }
 
 // ExecStream executes statements on a pooled interpreter and streams their
 // output as it is written. Option: WithLocals.
 func (c *Client) ExecStream(ctx context.Context, code string, opts ...CallOption) (*Stream, error) {
-	return c.execStream(ctx, "", code, opts)
+	return c.execStream(ctx, nil, code, opts)
 }
 
 // CallStream calls module.function(*args, **kwargs) on a pooled interpreter
@@ -213,12 +315,12 @@ func (c *Client) ExecStream(ctx context.Context, code string, opts ...CallOption
 // result is an iterator or generator, else one for the result. Option:
 // WithKwargs.
 func (c *Client) CallStream(ctx context.Context, module, function string, args []any, opts ...CallOption) (*Stream, error) {
-	return c.callStream(ctx, "", module, function, args, opts)
+	return c.callStream(ctx, nil, module, function, args, opts)
 }
 
 // ExecStream executes statements in the session, streaming their output.
 func (s *Session) ExecStream(ctx context.Context, code string, opts ...CallOption) (*Stream, error) {
-	return s.c.execStream(ctx, s.token, code, opts)
+	return s.c.execStream(ctx, s, code, opts)
 }
 
 // CallStream calls module.function(*args, **kwargs) in the session,
@@ -226,7 +328,7 @@ func (s *Session) ExecStream(ctx context.Context, code string, opts ...CallOptio
 // kind come as Refs). WithResultAsRef sends an iterator result itself as one
 // Ref instead.
 func (s *Session) CallStream(ctx context.Context, module, function string, args []any, opts ...CallOption) (*Stream, error) {
-	return s.c.callStream(ctx, s.token, module, function, args, opts)
+	return s.c.callStream(ctx, s, module, function, args, opts)
 }
 
 // CallMethod calls ref.method(*args, **kwargs) on the session's object;
@@ -235,20 +337,20 @@ func (s *Session) CallStream(ctx context.Context, module, function string, args 
 // ErrUnknownRef.
 func (s *Session) CallMethod(ctx context.Context, ref Ref, method string, args []any, opts ...CallOption) (any, error) {
 	opts = append(opts[:len(opts):len(opts)], func(c *callConfig) { c.targetRef = ref.ID })
-	return s.c.call(ctx, s.token, "", method, args, opts)
+	return s.c.call(ctx, s, "", method, args, opts)
 }
 
 // CallMethodStream is CallMethod as a stream, like CallStream.
 func (s *Session) CallMethodStream(ctx context.Context, ref Ref, method string, args []any, opts ...CallOption) (*Stream, error) {
 	opts = append(opts[:len(opts):len(opts)], func(c *callConfig) { c.targetRef = ref.ID })
-	return s.c.callStream(ctx, s.token, "", method, args, opts)
+	return s.c.callStream(ctx, s, "", method, args, opts)
 }
 
 // GetAttr reads ref.attr (attr may be dotted: "config.name") from the
 // session's object. Options: WithResultAsRef, WithOutput.
 func (s *Session) GetAttr(ctx context.Context, ref Ref, attr string, opts ...CallOption) (any, error) {
 	opts = append(opts[:len(opts):len(opts)], func(c *callConfig) { c.targetRef, c.getAttr = ref.ID, true })
-	return s.c.call(ctx, s.token, "", attr, nil, opts)
+	return s.c.call(ctx, s, "", attr, nil, opts)
 }
 
 // Release drops refs held by the session so their objects can be freed,
@@ -261,23 +363,13 @@ func (s *Session) Release(ctx context.Context, refs ...Ref) (int, error) {
 	}
 	ctx, cancel := s.c.callCtx(ctx)
 	defer cancel()
-	resp, err := s.c.stub.Release(ctx, &pb.ReleaseRequest{Session: s.token, RefIds: ids})
+	var resp *pb.ReleaseResponse
+	err := s.c.do(ctx, s, false, func(ctx context.Context, stub pb.PyExecClient, hdr *metadata.MD) (err error) {
+		resp, err = stub.Release(ctx, &pb.ReleaseRequest{Session: s.token, RefIds: ids}, grpc.Header(hdr))
+		return err
+	})
 	if err != nil {
-		return 0, fromRPC(err)
+		return 0, err
 	}
 	return int(resp.Released), nil
-}
-
-// Interrupt raises KeyboardInterrupt in the call running on the session, if
-// any (from another goroutine than the caller's). That call ends with
-// ErrCancelled and the session keeps its state. It reports whether a call
-// was running.
-func (s *Session) Interrupt(ctx context.Context) (bool, error) {
-	ctx, cancel := s.c.callCtx(ctx)
-	defer cancel()
-	resp, err := s.c.stub.Interrupt(ctx, &pb.InterruptRequest{Session: s.token})
-	if err != nil {
-		return false, fromRPC(err)
-	}
-	return resp.Interrupted, nil
 }

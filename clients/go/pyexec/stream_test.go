@@ -195,15 +195,24 @@ def gen(n, pause):
 		t.Fatal("Next after the end")
 	}
 
-	// A result that is not an iterator is one value; stateless streams work.
+	// A list is iterated, item by item; a dict (a mapping) is one value;
+	// stateless streams work.
 	c := dial(t)
 	st2, err := c.CallStream(testCtx(t), "builtins", "list", []any{pyexec.Tuple{1, 2, 3}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	got = collect(t, st2)
-	if want := []seen{{pyexec.EventValue, []any{int64(1), int64(2), int64(3)}}}; !reflect.DeepEqual(got, want) || st2.Err() != nil {
+	if want := []seen{{pyexec.EventValue, int64(1)}, {pyexec.EventValue, int64(2)}, {pyexec.EventValue, int64(3)}}; !reflect.DeepEqual(got, want) || st2.Err() != nil {
 		t.Fatalf("list stream = %v, %v", got, st2.Err())
+	}
+	st2, err = c.CallStream(testCtx(t), "builtins", "dict", nil, pyexec.WithKwargs(map[string]any{"a": 1}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = collect(t, st2)
+	if want := []seen{{pyexec.EventValue, map[string]any{"a": int64(1)}}}; !reflect.DeepEqual(got, want) || st2.Err() != nil {
+		t.Fatalf("dict stream = %v, %v", got, st2.Err())
 	}
 	st3, err := c.ExecStream(testCtx(t), "print('x')")
 	if err != nil {
