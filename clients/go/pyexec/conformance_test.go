@@ -43,6 +43,15 @@ type vcase struct {
 	Scenario       string  `json:"scenario"`
 	TimeoutSeconds float64 `json:"timeout_seconds"`
 	Depth          int     `json:"depth"`
+	// v2
+	ExpectItems  []json.RawMessage          `json:"expect_items"`
+	Type         string                     `json:"type"`
+	Use          string                     `json:"use"`
+	AfterRelease string                     `json:"after_release"`
+	Functions    map[string]json.RawMessage `json:"functions"`
+	Eval         string                     `json:"eval"`
+	GraceSeconds float64                    `json:"grace_seconds"`
+	Rounds       int                        `json:"rounds"`
 }
 
 // canon is a value in a comparable, kind-exact form: expectations are
@@ -467,8 +476,310 @@ func runCase(ctx context.Context, c *pyexec.Client, k vcase) error {
 		return nil
 	case "status":
 		return runScenario(ctx, c, k)
+	case "stream":
+		return runStream(ctx, c, k)
+	case "ref":
+		return runRef(ctx, c, k)
+	case "callback":
+		return runCallback(ctx, k)
+	case "lease":
+		return runLease(ctx, c, k)
+	case "interrupt_race":
+		return runInterruptRace(ctx, c, k)
 	}
 	return fmt.Errorf("unknown case kind %q", k.Kind)
+}
+
+func nativeArgs(k vcase) ([]any, []pyexec.CallOption, error) {
+	args := make([]any, len(k.Args))
+	for i, a := range k.Args {
+		var err error
+		if args[i], err = tagToNative(a); err != nil {
+			return nil, nil, err
+		}
+	}
+	var opts []pyexec.CallOption
+	if k.Kwargs != nil {
+		kw := map[string]any{}
+		for name, raw := range k.Kwargs {
+			v, err := tagToNative(raw)
+			if err != nil {
+				return nil, nil, err
+			}
+			kw[name] = v
+		}
+		opts = append(opts, pyexec.WithKwargs(kw))
+	}
+	return args, opts, nil
+}
+
+// runStream: CallStream's values must be expect_items, in order, and the
+// stream must end OK.
+func runStream(ctx context.Context, c *pyexec.Client, k vcase) error {
+	args, opts, err := nativeArgs(k)
+	if err != nil {
+		return err
+	}
+	type streamer interface {
+		CallStream(ctx context.Context, module, function string, args []any, opts ...pyexec.CallOption) (*pyexec.Stream, error)
+	}
+	check := func(r streamer) error {
+		st, err := r.CallStream(ctx, k.Module, k.Function, args, opts...)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		var items []any
+		for st.Next() {
+			if ev := st.Event(); ev.Kind == pyexec.EventValue {
+				items = append(items, ev.Value)
+			}
+		}
+		if err := st.Err(); err != nil {
+			return fmt.Errorf("stream ended with %v after %d items", err, len(items))
+		}
+		if len(items) != len(k.ExpectItems) {
+			return fmt.Errorf("%d items %v, want %d", len(items), items, len(k.ExpectItems))
+		}
+		for i, raw := range k.ExpectItems {
+			if err := expectValue(raw, items[i]); err != nil {
+				return fmt.Errorf("item %d: %v", i, err)
+			}
+		}
+		return nil
+	}
+	if k.Setup == "" {
+		return check(c)
+	}
+	return c.Session(ctx, func(s *pyexec.Session) error {
+		if err := s.Exec(ctx, k.Setup); err != nil {
+			return fmt.Errorf("setup: %w", err)
+		}
+		return check(s)
+	})
+}
+
+func runRef(ctx context.Context, c *pyexec.Client, k vcase) error {
+	return c.Session(ctx, func(s *pyexec.Session) error {
+		if err := s.Exec(ctx, k.Setup); err != nil {
+			return fmt.Errorf("setup: %w", err)
+		}
+		v, err := s.Eval(ctx, k.Code)
+		if err != nil {
+			return err
+		}
+		ref, ok := v.(pyexec.Ref)
+		if !ok || ref.Type != k.Type || ref.ID == "" {
+			return fmt.Errorf("eval(%q) = %#v, want a pyexec.Ref of type %s", k.Code, v, k.Type)
+		}
+		locals := pyexec.WithLocals(map[string]any{"r": ref})
+		got, err := s.Eval(ctx, k.Use, locals)
+		if err != nil {
+			return err
+		}
+		if err := expectValue(k.Expect, got); err != nil {
+			return err
+		}
+		if n, err := s.Release(ctx, ref); err != nil || n != 1 {
+			return fmt.Errorf("Release = %d, %v; want 1", n, err)
+		}
+		_, err = s.Eval(ctx, k.Use, locals)
+		return expectClass(k.AfterRelease, err)
+	})
+}
+
+// callbackFunc builds the behaviour a case names for function name; sess
+// is the case's session, for "reenter".
+func callbackFunc(raw json.RawMessage, sess **pyexec.Session) (pyexec.Func, error) {
+	var named string
+	if json.Unmarshal(raw, &named) == nil {
+		switch named {
+		case "return_args":
+			return func(_ context.Context, args []any, _ map[string]any) (any, error) {
+				return args, nil
+			}, nil
+		case "never":
+			return func(ctx context.Context, _ []any, _ map[string]any) (any, error) {
+				<-ctx.Done()
+				return nil, ctx.Err()
+			}, nil
+		case "reenter":
+			return func(ctx context.Context, args []any, _ map[string]any) (any, error) {
+				if *sess == nil || len(args) != 1 {
+					return nil, fmt.Errorf("reenter needs a session and [n], got %v", args)
+				}
+				v, err := (*sess).Call(ctx, "__main__", "down", args)
+				if err != nil {
+					return nil, err
+				}
+				n, ok := v.(int64)
+				if !ok {
+					return nil, fmt.Errorf("down returned %T", v)
+				}
+				return n + 1, nil
+			}, nil
+		}
+		return nil, fmt.Errorf("unknown callback behaviour %q", named)
+	}
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &obj); err != nil || len(obj) != 1 {
+		return nil, fmt.Errorf("bad callback behaviour %s", raw)
+	}
+	if v, ok := obj["return"]; ok {
+		native, err := tagToNative(v)
+		if err != nil {
+			return nil, err
+		}
+		return func(context.Context, []any, map[string]any) (any, error) { return native, nil }, nil
+	}
+	if v, ok := obj["raise"]; ok {
+		var msg string
+		if err := json.Unmarshal(v, &msg); err != nil {
+			return nil, err
+		}
+		return func(context.Context, []any, map[string]any) (any, error) {
+			return nil, errors.New(msg)
+		}, nil
+	}
+	return nil, fmt.Errorf("unknown callback behaviour %s", raw)
+}
+
+// runCallback registers the case's functions on a client of its own.
+func runCallback(ctx context.Context, k vcase) error {
+	c, err := pyexec.Dial(shared.Addr, pyexec.WithInsecure())
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	var sess *pyexec.Session
+	if len(k.Functions) == 0 {
+		// Python reaches the client's functions only on calls that travel
+		// as Run, which this client uses once a function is registered
+		// (with none, pyexec.call raises RuntimeError: "the client
+		// registered no functions"). The case is about a name the client
+		// does not know, so register one its code does not call.
+		c.RegisterFunction("conformance_unused", func(context.Context, []any, map[string]any) (any, error) {
+			return nil, errors.New("conformance_unused was called")
+		})
+	}
+	for name, raw := range k.Functions {
+		fn, err := callbackFunc(raw, &sess)
+		if err != nil {
+			return err
+		}
+		c.RegisterFunction(name, fn)
+	}
+	timeout := 10 * time.Second
+	if k.TimeoutSeconds > 0 {
+		timeout = time.Duration(k.TimeoutSeconds * float64(time.Second))
+	}
+	check := func(r runner) error {
+		cctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		var got any
+		var err error
+		switch k.Op {
+		case "", "eval":
+			got, err = r.Eval(cctx, k.Code)
+		case "exec_then_eval":
+			if err = r.Exec(cctx, k.Code); err == nil {
+				got, err = r.Eval(ctx, k.Eval)
+			}
+		default:
+			return fmt.Errorf("unknown op %q", k.Op)
+		}
+		if k.Expect != nil {
+			if err != nil {
+				return err
+			}
+			return expectValue(k.Expect, got)
+		}
+		var pe *pyexec.PythonError
+		if !errors.As(err, &pe) {
+			return fmt.Errorf("got %v, %v; want a *pyexec.PythonError", got, err)
+		}
+		if pe.Type != k.Error.Type || !strings.Contains(pe.Message, k.Error.MessageContains) {
+			return fmt.Errorf("got %s: %s, want %s containing %q", pe.Type, pe.Message,
+				k.Error.Type, k.Error.MessageContains)
+		}
+		return nil
+	}
+	if k.Setup == "" && k.Op != "exec_then_eval" {
+		return check(c)
+	}
+	return c.Session(ctx, func(s *pyexec.Session) error {
+		sess = s
+		if k.Setup != "" {
+			if err := s.Exec(ctx, k.Setup); err != nil {
+				return fmt.Errorf("setup: %w", err)
+			}
+		}
+		return check(s)
+	})
+}
+
+// runLease: the session bound with the default lease is gone within the
+// grace (+3 s) once the context it was bound with is cancelled.
+func runLease(ctx context.Context, c *pyexec.Client, k vcase) error {
+	var class string
+	if err := json.Unmarshal(k.Expect, &class); err != nil {
+		return fmt.Errorf("lease expect: %v", err)
+	}
+	lctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s, err := c.Bind(lctx)
+	if err != nil {
+		return err
+	}
+	if v, err := s.Eval(ctx, "1"); err != nil || v != int64(1) {
+		return fmt.Errorf("eval on the leased session: %v, %v", v, err)
+	}
+	other := c.Attach(s.Token())
+	cancel()
+	start := time.Now()
+	limit := time.Duration((k.GraceSeconds + 3) * float64(time.Second))
+	for {
+		_, err := other.Eval(ctx, "1")
+		if err != nil {
+			if cerr := expectClass(class, err); cerr != nil {
+				return cerr
+			}
+			fmt.Printf("conformance: lease ended %v after its context (grace %vs)\n",
+				time.Since(start).Round(time.Millisecond), k.GraceSeconds)
+			return nil
+		}
+		if time.Since(start) > limit {
+			return fmt.Errorf("session still usable %v after the lease ended", limit)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// runInterruptRace: GoExec then at once Interrupt that very call, rounds
+// times: every interrupt must land.
+func runInterruptRace(ctx context.Context, c *pyexec.Client, k vcase) error {
+	return c.Session(ctx, func(s *pyexec.Session) error {
+		lost := 0
+		start := time.Now()
+		var first error
+		for i := 0; i < k.Rounds; i++ {
+			r := s.GoExec(ctx, "while True: pass")
+			ok, ierr := r.Interrupt(ctx)
+			_, err := r.Wait()
+			if ierr != nil || !ok || !errors.Is(err, pyexec.ErrCancelled) {
+				lost++
+				if first == nil {
+					first = fmt.Errorf("round %d: interrupted=%v (%v), call ended with %v", i, ok, ierr, err)
+				}
+			}
+		}
+		fmt.Printf("conformance: interrupt race: %d rounds, %d lost, %v\n", k.Rounds, lost,
+			time.Since(start).Round(time.Millisecond))
+		if lost > 0 {
+			return fmt.Errorf("%d of %d interrupts lost; first: %v", lost, k.Rounds, first)
+		}
+		return nil
+	})
 }
 
 func runScenario(ctx context.Context, c *pyexec.Client, k vcase) error {

@@ -105,7 +105,7 @@ var shared *server
 
 func TestMain(m *testing.M) {
 	s, err := startServer(pyexecdPath(), "--workers=2", "--max_workers=12",
-		"--drain_timeout=2s", "--kill_grace=1s")
+		"--drain_timeout=2s", "--kill_grace=1s", "--lease_grace=1s")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "TestMain:", err)
 		fmt.Fprintln(os.Stderr, "  build it: bazel build //server:pyexecd //worker:pyexec_worker, or set $PYEXECD")
