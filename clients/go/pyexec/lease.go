@@ -6,6 +6,7 @@ import (
 	"io"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -115,7 +116,13 @@ func (s *Session) holdLease(ctx context.Context, l *lease, first chan<- error) {
 	for {
 		stub, owner := s.c.route(ctx, s)
 		actx, acancel := context.WithCancel(ctx)
-		stream, err := stub.Attach(actx, &pb.AttachRequest{Session: s.token})
+		var copts []grpc.CallOption
+		if held && owner == "" {
+			// Taking it again through the dial target: wait for the
+			// channel to reconnect rather than fail fast while it does.
+			copts = append(copts, grpc.WaitForReady(true))
+		}
+		stream, err := stub.Attach(actx, &pb.AttachRequest{Session: s.token}, copts...)
 		var ev *pb.AttachEvent
 		if err == nil {
 			ev, err = stream.Recv()

@@ -136,7 +136,11 @@ func (c *Client) ownerStub(ctx context.Context, addr string) pb.PyExecClient {
 			return nil
 		default:
 			if !oc.conn.WaitForStateChange(wctx, st) {
-				return nil // still connecting: this call takes the target
+				if ctx.Err() == nil {
+					// Not connected in time: a blackholed or hung address.
+					c.ownerFailed(addr)
+				}
+				return nil
 			}
 		}
 	}

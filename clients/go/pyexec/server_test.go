@@ -42,10 +42,20 @@ type server struct {
 	done chan struct{}
 }
 
-// startServer starts `bin` with --listen=127.0.0.1:0 plus args and waits
+// startServer starts `bin` with args, and --listen=127.0.0.1:0 unless they
+// have a --listen, and waits
 // (up to 60 s) for its "listening on HOST:PORT" line.
 func startServer(bin string, args ...string) (*server, error) {
-	cmd := exec.Command(bin, append([]string{"--listen=127.0.0.1:0"}, args...)...)
+	listen := true
+	for _, a := range args {
+		if strings.HasPrefix(a, "--listen=") {
+			listen = false
+		}
+	}
+	if listen {
+		args = append([]string{"--listen=127.0.0.1:0"}, args...)
+	}
+	cmd := exec.Command(bin, args...)
 	// The server's log goes to stderr only with PYEXEC_TEST_LOG=1: it is
 	// noisy and the assertions say what failed.
 	if os.Getenv("PYEXEC_TEST_LOG") != "" {
@@ -104,6 +114,9 @@ func (s *server) Stop() {
 var shared *server
 
 func TestMain(m *testing.M) {
+	if addr := os.Getenv("PYEXEC_TEST_LEASE_CHILD"); addr != "" {
+		leaseChild(addr) // lease_test.go; never returns
+	}
 	s, err := startServer(pyexecdPath(), "--workers=2", "--max_workers=12",
 		"--drain_timeout=2s", "--kill_grace=1s", "--lease_grace=1s")
 	if err != nil {
