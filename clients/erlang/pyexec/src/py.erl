@@ -40,6 +40,7 @@
          stream/3, stream/4, stream_eval/1, stream_eval/2,
          stream_start/3, stream_start/4, stream_cancel/1, exec_start/1, exec_start/2,
          interrupt/1,
+         register_function/2, register_function/3, unregister_function/1,
          is_ref/1, call_method/3, call_method/4, getattr/2, to_term/1, release/1,
          last_traceback/0, last_output/0]).
 
@@ -61,6 +62,32 @@
 %% the same session.
 -type py_ref() :: pyexec_value:py_ref().
 -type py_result() :: {ok, value()} | {error, py_error()}.
+
+%% async_gather/1,2: the helper is defined in a dict of its own (nothing
+%% lands in the session's namespace); its result is a coroutine, which the
+%% server awaits on the session's event loop. '__main__' is the session's
+%% namespace, as for Call.
+-define(GATHER_CODE,
+        <<"(lambda d: (exec(_pyexec_src, d), d['run'](_pyexec_calls))[1])"
+          "({'__builtins__': __builtins__, 'g': globals()})">>).
+
+-define(GATHER_SRC, <<"
+import asyncio, functools, importlib, inspect
+
+def resolve(m, f):
+    head, *rest = f.split('.')
+    obj = g[head] if m == '__main__' else getattr(importlib.import_module(m), head)
+    return functools.reduce(getattr, rest, obj)
+
+async def one(m, f, a, k):
+    r = resolve(m, f)(*a, **k)
+    return (await r) if inspect.isawaitable(r) else r
+
+async def run(calls):
+    rs = await asyncio.gather(*[one(*c) for c in calls], return_exceptions=True)
+    return [(0, type(r).__name__, str(r)) if isinstance(r, BaseException) else (1, r)
+            for r in rs]
+">>).
 
 -define(TRACEBACK_KEY, '$pyexec_last_traceback').
 -define(OUTPUT_KEY, '$pyexec_last_output').
@@ -292,12 +319,12 @@ cast(Module, Function, Args) ->
 cast(#py_ctx{} = Ctx, Module, Function, Args) ->
     cast(Ctx, Module, Function, Args, #{});
 cast(Module, Function, Args, Kwargs) ->
-    _ = spawn_target(caller_target(), call, {Module, Function, Args, Kwargs}, none),
+    _ = spawn_target(caller_target(), {Module, Function, Args, Kwargs}, none),
     ok.
 
 -spec cast(ctx(), name(), name(), [value()], map()) -> ok.
 cast(#py_ctx{id = Id}, Module, Function, Args, Kwargs) ->
-    _ = spawn_target({ctx, Id}, call, {Module, Function, Args, Kwargs}, none),
+    _ = spawn_target({ctx, Id}, {Module, Function, Args, Kwargs}, none),
     ok.
 
 %% @doc Starts `Module.Function(*Args)' and returns at once with a reference
@@ -312,11 +339,11 @@ spawn_call(Module, Function, Args) ->
 spawn_call(#py_ctx{} = Ctx, Module, Function, Args) ->
     spawn_call(Ctx, Module, Function, Args, #{});
 spawn_call(Module, Function, Args, Kwargs) ->
-    spawn_target(caller_target(), call, {Module, Function, Args, Kwargs}, make_ref()).
+    spawn_target(caller_target(), {Module, Function, Args, Kwargs}, make_ref()).
 
 -spec spawn_call(ctx(), name(), name(), [value()], map()) -> reference().
 spawn_call(#py_ctx{id = Id}, Module, Function, Args, Kwargs) ->
-    spawn_target({ctx, Id}, call, {Module, Function, Args, Kwargs}, make_ref()).
+    spawn_target({ctx, Id}, {Module, Function, Args, Kwargs}, make_ref()).
 
 %% @doc The result of spawn_call/3,4,5, waiting up to 30 s.
 -spec await(reference()) -> py_result().
@@ -336,15 +363,16 @@ await(Ref, Timeout) ->
     end.
 
 %% @doc Calls a Python coroutine function and runs the coroutine to its end
-%% (`asyncio.run') on the server; returns a reference for async_await/1,2.
-%% A function that returns a non-coroutine has that value as its result.
+%% on the session's event loop (the server awaits an awaitable result);
+%% returns a reference for async_await/1,2. A function that returns a
+%% non-coroutine has that value as its result.
 -spec async_call(name(), name(), [value()]) -> reference().
 async_call(Module, Function, Args) ->
     async_call(Module, Function, Args, #{}).
 
 -spec async_call(name(), name(), [value()], map()) -> reference().
 async_call(Module, Function, Args, Kwargs) ->
-    spawn_target(caller_target(), async, {Module, Function, Args, Kwargs}, make_ref()).
+    spawn_target(caller_target(), {Module, Function, Args, Kwargs}, make_ref()).
 
 -spec async_await(reference()) -> py_result().
 async_await(Ref) ->
@@ -354,20 +382,36 @@ async_await(Ref) ->
 async_await(Ref, Timeout) ->
     await(Ref, Timeout).
 
-%% @doc Runs the calls concurrently (one RPC each) and returns
-%% `{ok, [Result, ...]}' in the order given, or
-%% `{error, {gather_failed, [{Index, Reason}]}}' (1-based) if any failed.
+%% @doc Runs the calls concurrently, as erlang_python does: one call to the
+%% server that gathers them (asyncio.gather) on the event loop of the
+%% session a synchronous call from the caller would use, so coroutines
+%% that wait overlap on one interpreter. Returns `{ok, [Result, ...]}' in
+%% the order given, or `{error, {gather_failed, [{Index, Reason}]}}'
+%% (1-based) if any failed, Reason `{Type, Message}' as for call/3. The
+%% timeout (default 30 s) is the deadline of the whole gather:
+%% `{error, timeout}' after it (the server cancels the coroutines).
 -spec async_gather([{name(), name(), [value()]}]) -> {ok, [value()]} | {error, term()}.
 async_gather(Calls) ->
     async_gather(Calls, 30000).
 
 -spec async_gather([{name(), name(), [value()]}], timeout()) -> {ok, [value()]} | {error, term()}.
 async_gather(Calls, Timeout) when is_list(Calls) ->
-    Refs = [async_call(M, F, A) || {M, F, A} <- Calls],
-    Results = [async_await(R, Timeout) || R <- Refs],
-    case [{I, Reason} || {I, {error, Reason}} <- lists:zip(lists:seq(1, length(Results)), Results)] of
-        [] -> {ok, [V || {ok, V} <- Results]};
-        Errors -> {error, {gather_failed, Errors}}
+    Specs = [case C of
+                 {M, F, A} when is_list(A) -> {name(M), name(F), A, #{}};
+                 {M, F, A, K} when is_list(A), is_map(K) -> {name(M), name(F), A, K};
+                 _ -> error({badarg, C})
+             end || C <- Calls],
+    case do_eval(default, ?GATHER_CODE, #{<<"_pyexec_src">> => ?GATHER_SRC,
+                                          <<"_pyexec_calls">> => Specs}, Timeout) of
+        {ok, Results} ->
+            Indexed = lists:zip(lists:seq(1, length(Results)), Results),
+            case [{I, {exception_type(T), unicode:characters_to_list(M)}}
+                  || {I, {0, T, M}} <- Indexed] of
+                [] -> {ok, [V || {1, V} <- Results]};
+                Errors -> {error, {gather_failed, Errors}}
+            end;
+        {error, _} = E ->
+            E
     end.
 
 %%====================================================================
@@ -476,17 +520,33 @@ stream_cancel(Ref) when is_reference(Ref) ->
 %% Interrupt (erlang_python 4.x)
 %%====================================================================
 
-%% @doc Interrupts the Python code running on a context (or on the session
-%% bound by the process Pid): `ok', or `not_running' when the context is
-%% idle or has no session yet. The interrupted call returns
-%% `{error, interrupted}' (a stream ends with `{error, interrupted}'); the
-%% session keeps its state. Callable from any process.
--spec interrupt(ctx() | pid()) -> ok | not_running | {error, py_error()}.
+%% @doc Interrupts Python code: `ok', or `not_running'. The interrupted
+%% call returns `{error, interrupted}' (a stream ends with it); a session
+%% keeps its state. Callable from any process.
+%%
+%% `interrupt(Ctx)', `interrupt(Pid)' (the session bound by that process):
+%% the call running on that session (or the first one waiting);
+%% `not_running' when the context is idle or has no session yet.
+%%
+%% `interrupt(Ref)', Ref from spawn_call/3,4,5, async_call/3,4,
+%% stream_start/3,4 or exec_start/1,2 (an extension): that very call, by
+%% its name (x-pyexec-call-id), even if it has not reached the server yet,
+%% so `Ref = py:spawn_call(Ctx, M, F, A), py:interrupt(Ref)' is never
+%% lost. `not_running' once the call has ended. A stateless call is
+%% stopped here (its stream reset).
+-spec interrupt(ctx() | pid() | reference()) -> ok | not_running | {error, py_error()}.
 interrupt(#py_ctx{id = Id}) ->
     case ets:lookup(?CTX_TABLE, Id) of
+        [{_, lost, _, _}] ->
+            {error, session_lost};
         [{_, Session, _, _}] ->
+            %% The CANCELLED of the calls in flight on the session is then
+            %% an interruption (see pyexec_rpc).
+            pyexec_rpc:mark_session_interrupted(Session),
             case pyexec_rpc:call(interrupt, #{session => Session}, default_timeout()) of
-                {ok, #{interrupted := true}} -> ok;
+                {ok, #{interrupted := true}} ->
+                    pyexec_rpc:mark_session_interrupted(Session),
+                    ok;
                 {ok, #{interrupted := false}} -> not_running;
                 {error, {grpc, not_found, _}} -> {error, session_lost};
                 {error, _} = E -> E
@@ -494,11 +554,73 @@ interrupt(#py_ctx{id = Id}) ->
         [] ->
             not_running
     end;
+interrupt(Ref) when is_reference(Ref) ->
+    case catch ets:lookup(?CALL_TABLE, Ref) of
+        [{_, Pid, <<>>, _CallId, Parent, spawned}] ->
+            case catch ets:take(?CALL_TABLE, Ref) of
+                [_] ->
+                    %% Its connection resets the stream when it dies.
+                    exit(Pid, kill),
+                    Parent ! {py_response, Ref, {error, interrupted}},
+                    ok;
+                _ ->
+                    not_running
+            end;
+        [{_, Pid, <<>>, _CallId, _Owner, stream}] ->
+            Mon = erlang:monitor(process, Pid),
+            Pid ! {pyexec_stream_ctl, interrupt},
+            receive {'DOWN', Mon, process, Pid, _} -> ok end;
+        [{_, _Pid, Session, CallId, _, _}] ->
+            New = pyexec_rpc:mark_interrupted(CallId, Session),
+            case pyexec_rpc:call(interrupt, #{session => Session, call_id => CallId},
+                                 default_timeout()) of
+                {ok, #{interrupted := true}} ->
+                    ok;
+                {ok, #{interrupted := false}} ->
+                    New andalso pyexec_rpc:unmark_interrupted(CallId, Session),
+                    not_running;
+                {error, {grpc, not_found, _}} ->
+                    {error, session_lost};
+                {error, _} = E ->
+                    E
+            end;
+        _ ->
+            not_running
+    end;
 interrupt(Pid) when is_pid(Pid) ->
     case ets:lookup(?BOUND_TABLE, Pid) of
         [{_, Id}] -> interrupt(#py_ctx{id = Id});
         [] -> not_running
     end.
+
+%%====================================================================
+%% Callbacks (erlang_python's register_function)
+%%====================================================================
+
+%% @doc Registers Fun as the function Python calls with
+%% `pyexec.call(Name, Arg...)' or `erlang.call(Name, Arg...)' (from any
+%% call of this node). Fun gets the list of arguments (keyword arguments,
+%% if any, as a map appended to it) and returns the value Python gets. An
+%% exception in Fun raises pyexec.CallbackError in Python, with the class
+%% as its type and the reason as its message. Fun runs in a process of its
+%% own; py calls it makes without a context run on the session of the call
+%% that asked (nested on its interpreter: re-entry). Registering again
+%% replaces the function. While any function is registered, calls are sent
+%% as Run streams (a round trip more than plain calls).
+-spec register_function(atom() | binary(), fun(([value()]) -> value())) -> ok.
+register_function(Name, Fun) when (is_atom(Name) orelse is_binary(Name)), is_function(Fun, 1) ->
+    pyexec_callback:register(Name, Fun).
+
+%% @doc Registers `Module:Function(Args)' as Name (see register_function/2).
+-spec register_function(atom() | binary(), module(), atom()) -> ok.
+register_function(Name, Module, Function)
+  when (is_atom(Name) orelse is_binary(Name)), is_atom(Module), is_atom(Function) ->
+    pyexec_callback:register(Name, {Module, Function}).
+
+%% @doc Removes a registered function. Always ok.
+-spec unregister_function(atom() | binary()) -> ok.
+unregister_function(Name) when is_atom(Name); is_binary(Name) ->
+    pyexec_callback:unregister(Name).
 
 %%====================================================================
 %% Object references (erlang_python 4.x py_ref API)
@@ -623,45 +745,67 @@ last_output() ->
 %% here because the spawned process has no binding of its own.
 caller_target() ->
     case bound_id() of
-        none -> stateless;
+        none -> callback_target();
         Id -> {bound, Id}
+    end.
+
+%% In a callback process, calls without a context run on the session of the
+%% call that asked for the callback (nested on its interpreter).
+callback_target() ->
+    case pyexec_callback:context() of
+        #{session := Session} when Session =/= <<>> -> {session, Session};
+        _ -> stateless
     end.
 
 %% Runs a call in a new process; sends `{py_response, Ref, Result}' to the
 %% caller unless Ref is none (cast). A raised error (context_not_bound, a
 %% bad argument) becomes `{py_error, Ref, Reason}'.
-spawn_target(Target, Kind, {Module, Function, Args, Kwargs}, Ref) ->
+%%
+%% The session and the call's id are settled here, before this returns, so
+%% that interrupt(Ref) names the call at once, even before the new process
+%% has sent it (the server keeps an Interrupt that arrives first for its
+%% call). A callback process's context goes with it (see pyexec_callback).
+spawn_target(Target, {Module, Function, Args, Kwargs}, Ref) ->
     Parent = self(),
     Timeout = default_timeout(),
-    spawn(fun() ->
-                  Result = try
-                               case Kind of
-                                   call -> do_call(Target, Module, Function, Args, Kwargs, Timeout);
-                                   async -> do_async(Target, Module, Function, Args, Kwargs, Timeout)
-                               end
-                           of
-                               R -> {py_response, Ref, R}
-                           catch
-                               error:Reason -> {py_error, Ref, Reason}
-                           end,
-                  Ref =:= none orelse (Parent ! Result)
-          end),
+    Callback = pyexec_callback:context(),
+    Resolved = try session(Target) catch error:Why -> {raise, Why} end,
+    CallId = pyexec_rpc:new_call_id(),
+    Go = make_ref(),
+    Pid = spawn(fun() ->
+                        receive Go -> ok end,
+                        pyexec_callback:set_context(Callback),
+                        Result = try
+                                     case Resolved of
+                                         {raise, Raised} -> error(Raised);
+                                         {error, _} = E -> E;
+                                         {ok, Session, Id} ->
+                                             do_call({Target, Id, Session, CallId}, Module,
+                                                     Function, Args, Kwargs, Timeout)
+                                     end
+                                 of
+                                     R -> {py_response, Ref, R}
+                                 catch
+                                     error:Reason -> {py_error, Ref, Reason}
+                                 end,
+                        %% Whoever takes the entry answers: this process, or
+                        %% interrupt/1 (a stateless call it stopped).
+                        case Ref =/= none andalso catch ets:take(?CALL_TABLE, Ref) of
+                            false -> ok;
+                            [] -> ok;
+                            _ -> Parent ! Result
+                        end
+                end),
+    Ref =:= none orelse
+        (catch ets:insert(?CALL_TABLE, {Ref, Pid, token(Resolved), CallId, Parent, spawned})),
+    Pid ! Go,
     Ref.
 
-%% A coroutine function is called and its coroutine run with asyncio.run, in
-%% one Eval: the names come in as locals, and '__main__' is the session's
-%% namespace (globals()), as for Call.
--define(ASYNC_CODE,
-        <<"(lambda asyncio, r: asyncio.run(r) if asyncio.iscoroutine(r) else r)("
-          "__import__('asyncio'), __import__('functools').reduce(getattr, _pyexec_f.split('.')[1:], "
-          "globals()[_pyexec_f.split('.')[0]] if _pyexec_m == '__main__' else "
-          "getattr(__import__('importlib').import_module(_pyexec_m), _pyexec_f.split('.')[0]))"
-          "(*_pyexec_a, **_pyexec_k))">>).
+token({ok, Session, _}) -> Session;
+token(_) -> <<>>.
 
-do_async(Target, Module, Function, Args, Kwargs, Timeout) when is_list(Args), is_map(Kwargs) ->
-    do_eval(Target, ?ASYNC_CODE, #{<<"_pyexec_m">> => name(Module), <<"_pyexec_f">> => name(Function),
-                                   <<"_pyexec_a">> => Args, <<"_pyexec_k">> => Kwargs},
-            Timeout).
+
+
 
 do_call(Target, Module, Function, Args, Kwargs, Timeout) when is_list(Args), is_map(Kwargs) ->
     run(Target, call, #{module => name(Module), function => name(Function),
@@ -675,17 +819,44 @@ do_exec(Target, Code, Locals, Timeout) when is_map(Locals) ->
 
 run(Target, Method, Req, Timeout) when Timeout =:= infinity;
                                        is_integer(Timeout), Timeout >= 0 ->
-    case session(Target) of
-        {ok, Session, Id} ->
-            Result = try pyexec_rpc:call(Method, Req#{session => Session}, Timeout)
-                     catch throw:{pyexec_bad_value, Bad} -> {error, {bad_value, Bad}}
-                     end,
-            result(Method, Result, Target, Id, Session);
-        {error, _} = E ->
-            E
+    case Target of
+        {T, Id, Session, CallId} ->
+            %% Settled by the process that started the call (spawn_target).
+            run(T, Id, Session, CallId, Method, Req, Timeout);
+        _ ->
+            case session(Target) of
+                {ok, Session, Id} ->
+                    run(Target, Id, Session, pyexec_rpc:new_call_id(), Method, Req, Timeout);
+                {error, _} = E ->
+                    E
+            end
     end;
 run(_Target, _Method, _Req, Timeout) ->
     error({badarg, {timeout, Timeout}}).
+
+run(Target, Id, Session, CallId, Method, Req, Timeout) ->
+    Opts = call_opts(Session, CallId),
+    Result = try send(Method, Req#{session => Session}, Timeout, Opts)
+             catch throw:{pyexec_bad_value, Bad} -> {error, {bad_value, Bad}}
+             end,
+    result(Method, Result, Target, Id, Session).
+
+%% Calls go as Run streams while functions are registered, so that Python
+%% can call them (a plain call costs one round trip less).
+send(Method, Req, Timeout, Opts) when Method =:= eval; Method =:= exec; Method =:= call ->
+    case pyexec_callback:any() of
+        true -> pyexec_callback:run(Method, Req, Timeout, Opts);
+        false -> pyexec_rpc:call(Method, Req, Timeout, Opts)
+    end.
+
+%% Every call is named (x-pyexec-call-id), and a call made by a callback
+%% process says which callback it runs (x-pyexec-callback).
+call_opts(Session, CallId) ->
+    Opts = #{session => Session, call_id => CallId},
+    case pyexec_callback:context() of
+        #{id := Cb} -> Opts#{callback => Cb};
+        undefined -> Opts
+    end.
 
 %% Which session a call uses. `default' is the process's binding, if any,
 %% else a stateless call (empty session); `{ctx, Id}' is an explicit
@@ -693,7 +864,7 @@ run(_Target, _Method, _Req, Timeout) ->
 %% process that started an asynchronous call.
 session(default) ->
     case bound_id() of
-        none -> session(stateless);
+        none -> session(callback_target());
         Id -> session({bound, Id})
     end;
 session(stateless) ->
@@ -718,6 +889,11 @@ session_of({_Pool, _N} = Id) ->
     pyexec_registry:ensure_shared(Id);
 session_of(Id) ->
     case ets:lookup(?CTX_TABLE, Id) of
+        [{_, lost, _, _}] ->
+            %% Its lease saw it end on the server: drop it as a call that
+            %% found it gone would.
+            ok = pyexec_registry:lost(Id, lost),
+            not_bound;
         [{_, Session, _, _}] -> {ok, Session};
         [] -> not_bound
     end.
@@ -776,11 +952,17 @@ with_session(Value, Session) -> pyexec_value:attach_session(Value, Session).
 
 %% Opens a stream on the session Target resolves to: {ok, State} for
 %% next_event/2, or an error as call/3 would return it.
-open_stream(Target, Method, Req, Timeout) when Timeout =:= infinity;
-                                               is_integer(Timeout), Timeout >= 0 ->
-    case session(Target) of
+open_stream(Target0, Method, Req, Timeout) when Timeout =:= infinity;
+                                                is_integer(Timeout), Timeout >= 0 ->
+    {Target, Resolved, CallId} =
+        case Target0 of
+            {T, Id0, Session0, C} -> {T, {ok, Session0, Id0}, C};
+            _ -> {Target0, session(Target0), pyexec_rpc:new_call_id()}
+        end,
+    case Resolved of
         {ok, Session, Id} ->
-            try pyexec_rpc:stream_open(Method, Req#{session => Session}, Timeout) of
+            try pyexec_rpc:stream_open(Method, Req#{session => Session}, Timeout,
+                                       call_opts(Session, CallId)) of
                 {ok, S} -> {ok, #{s => S, target => Target, id => Id, session => Session,
                                   method => Method}};
                 {error, _} = E -> result(Method, E, Target, Id, Session)
@@ -872,22 +1054,35 @@ start_driver(Method, Req, Opts) ->
     Timeout = maps:get(timeout, Opts, default_timeout()),
     Output = maps:get(output, Opts),
     Ref = make_ref(),
+    %% As spawn_target/3: settled here so that interrupt(Ref) can name it.
+    Resolved = try session(Target) catch error:Why -> {raise, Why} end,
+    CallId = pyexec_rpc:new_call_id(),
+    Callback = pyexec_callback:context(),
     Pid = spawn(fun() ->
                         receive {Ref, go} -> ok end,
-                        drive(Ref, Owner, Target, Method, Req, Timeout, Output)
+                        pyexec_callback:set_context(Callback),
+                        drive(Ref, Owner, {Target, Resolved, CallId}, Method, Req, Timeout, Output)
                 end),
     %% Registered before stream_cancel/1 can be called, and before the
     %% driver can end and delete the entry. Without the application (no
     %% table) the driver reports `{error, {grpc, unavailable, _}}' to the
     %% owner, as a call would return.
     _ = (catch ets:insert(?STREAM_TABLE, {Ref, Pid})),
+    _ = (catch ets:insert(?CALL_TABLE, {Ref, Pid, token(Resolved), CallId, Owner, stream})),
     Pid ! {Ref, go},
     {ok, Ref}.
 
-drive(Ref, Owner, Target, Method, Req, Timeout, Output) ->
+drive(Ref, Owner, {Target, Resolved, CallId}, Method, Req, Timeout, Output) ->
     %% Owner death arrives as a control message, so it ends a blocked read.
     erlang:monitor(process, Owner, [{tag, pyexec_stream_ctl}]),
-    Final = try open_stream(Target, Method, Req, Timeout) of
+    Final = try
+                case Resolved of
+                    {raise, Raised} -> error(Raised);
+                    {error, _} = E0 -> E0;
+                    {ok, Session, Id} -> open_stream({Target, Id, Session, CallId}, Method, Req,
+                                                     Timeout)
+                end
+            of
                 {ok, St} -> forward(St, Ref, Owner, Output);
                 {error, _} = E -> E
             catch
@@ -895,6 +1090,7 @@ drive(Ref, Owner, Target, Method, Req, Timeout, Output) ->
                 error:Reason -> {error, Reason}
             end,
     _ = (catch ets:delete(?STREAM_TABLE, Ref)),
+    _ = (catch ets:delete(?CALL_TABLE, Ref)),
     case Final of
         owner_down -> ok;
         _ -> Owner ! {py_stream, Ref, Final}
@@ -927,6 +1123,10 @@ forward(#{s := S} = St, Ref, Owner, Output) ->
 ctl({pyexec_stream_ctl, cancel}, S) ->
     pyexec_rpc:stream_cancel(S),
     {error, <<"cancelled">>};
+ctl({pyexec_stream_ctl, interrupt}, S) ->
+    %% interrupt/1 of a stateless stream.
+    pyexec_rpc:stream_cancel(S),
+    {error, interrupted};
 ctl({pyexec_stream_ctl, _Mon, process, _Owner, _}, S) ->
     pyexec_rpc:stream_cancel(S),
     owner_down;
@@ -970,6 +1170,8 @@ exception_type(Type) ->
             end
     end.
 
+unbind_session(lost) ->
+    ok;
 unbind_session(Session) ->
     %% Unbind is idempotent on the server and "unbind always returns ok":
     %% a failure here (server down) leaves the session to its idle timeout.

@@ -5,7 +5,7 @@
 %% Every key is documented in README.md; defaults are in defaults/0.
 -module(pyexec_config).
 
--export([load/0, get/1, all/0, decode_bytes/0, endpoints/0]).
+-export([load/0, get/1, all/0, decode_bytes/0, endpoints/0, endpoint/1]).
 
 -compile({no_auto_import, [get/1]}).
 
@@ -30,7 +30,9 @@ defaults() ->
       window_size => 4 * 1024 * 1024,
       decode_bytes => binary,
       deadline_grace => 2000,
-      authority => undefined}.
+      authority => undefined,
+      lease => true,
+      route_to_owner => false}.
 
 %% @doc Reads the application env over the defaults, validates it and stores
 %% it. Called by pyexec_app:start/2; raises on a bad value so that a
@@ -88,6 +90,8 @@ validate(decode_bytes, B) when B =:= tagged; B =:= binary -> B;
 validate(deadline_grace, T) when is_integer(T), T >= 0 -> T;
 validate(authority, undefined) -> undefined;
 validate(authority, A) -> iolist_to_binary(A);
+validate(lease, B) when is_boolean(B) -> B;
+validate(route_to_owner, B) when is_boolean(B) -> B;
 validate(Key, Value) -> error({pyexec_config, {bad_value, Key, Value}}).
 
 %% grpcbox owns the connections in `{transport, grpcbox}' mode, and these
@@ -114,6 +118,8 @@ timeout_value(_, infinity) -> infinity;
 timeout_value(_, T) when is_integer(T), T > 0 -> T;
 timeout_value(Key, T) -> error({pyexec_config, {bad_value, Key, T}}).
 
+%% @doc One endpoint, `{Host, Port}' or "host:port", as {Host, Port}.
+-spec endpoint(term()) -> {string(), inet:port_number()}.
 endpoint({Host, Port}) when is_integer(Port), Port > 0, Port < 65536 ->
     {host(Host), Port};
 endpoint(S) when is_list(S); is_binary(S) ->

@@ -29,6 +29,15 @@
 %% consumer stops the server after one window (`window_size') of unread
 %% data, which in turn blocks the Python code producing it. The caller
 %% cancels with `{pyexec_cancel, Reply}' (RST_STREAM CANCEL).
+%%
+%% Path is `Path' (unary), `{stream, Path}' (server stream) or
+%% `{Mode, Path, Metadata}' with Mode `unary', `stream' or `bidi' and
+%% Metadata extra request headers of this call only (values that change
+%% from call to call are kept out of the HPACK dynamic table). A `bidi'
+%% stream receives as a server stream, but its request side stays open
+%% after Body: `{pyexec_send, Reply, Body}' sends more (a caller's sends
+%% go out in order, also while the request still waits for a stream), and
+%% `{pyexec_close_send, Reply}' ends the request side (END_STREAM).
 -module(pyexec_conn).
 -behaviour(gen_server).
 
@@ -54,12 +63,14 @@
           size = 0 :: non_neg_integer(),
           unacked = 0 :: non_neg_integer(),      % received, not yet WINDOW_UPDATEd
           mode = unary :: unary | stream,
+          fin = true :: boolean(),               % END_STREAM once `out' is sent
+          fin_sent = false :: boolean(),
           msgbuf = <<>> :: binary(),             % stream: partial gRPC message
           early = 0 :: non_neg_integer()         % stream: octets of msgbuf acked early
          }).
 
 -record(s, {
-          index :: pos_integer(),
+          index :: pos_integer() | {owner, binary()},
           host :: string(),
           port :: inet:port_number(),
           tls :: false | list(),
@@ -92,14 +103,19 @@
           %% Keepalive: the payload of an unanswered PING, if any.
           ping = undefined :: undefined | binary(),
           scheme :: binary(),
-          authority :: binary()
+          authority :: binary(),
+          %% Since when an owner replica's connection has failed to connect.
+          down_since = undefined :: undefined | integer()
          }).
+
+%% An owner replica's connection that cannot connect for this long stops.
+-define(OWNER_GIVE_UP_MS, 60000).
 
 %%====================================================================
 %% API
 %%====================================================================
 
--spec start_link(pos_integer(), {string(), inet:port_number()}) -> {ok, pid()}.
+-spec start_link(pos_integer() | {owner, binary()}, {string(), inet:port_number()}) -> {ok, pid()}.
 start_link(Index, Endpoint) ->
     gen_server:start_link(?MODULE, {Index, Endpoint}, []).
 
@@ -155,6 +171,10 @@ handle_info({pyexec_req, _Reply, _Caller, _Path, _Body, _Deadline} = Req, S) ->
     {noreply, finish_drain(submit(Req, S))};
 handle_info({pyexec_ack, Reply, Octets}, S) ->
     {noreply, ack_stream(Reply, Octets, S)};
+handle_info({pyexec_send, Reply, Body}, S) ->
+    {noreply, send_more(Reply, Body, false, S)};
+handle_info({pyexec_close_send, Reply}, S) ->
+    {noreply, send_more(Reply, <<>>, true, S)};
 handle_info({pyexec_cancel, Reply}, S) ->
     {noreply, finish_drain(cancel(Reply, S))};
 handle_info({'DOWN', Mon, process, _, _}, S) ->
@@ -171,6 +191,8 @@ handle_info({Tag, Sock, Reason}, #s{sock = Sock} = S) when Tag =:= tcp_error; Ta
     {noreply, disconnect(fmt("socket error: ~p", [Reason]), S)};
 handle_info(reconnect, S) ->
     {noreply, connect(S)};
+handle_info(give_up, #s{status = down} = S) ->
+    {stop, normal, S};
 handle_info(keepalive, S) ->
     schedule_keepalive(S#s.cfg),
     {noreply, keepalive(S)};
@@ -222,7 +244,7 @@ connect(#s{host = Host, port = Port, tls = Tls, cfg = Cfg} = S0) ->
                              conn_unacked = 0,
                              cont = undefined, ping = undefined},
                     publish(S1),
-                    drain_queue(S1);
+                    drain_queue(S1#s{down_since = undefined});
                 {error, Reason} ->
                     Mod:close(Sock),
                     connect_failed(Reason, S)
@@ -260,7 +282,12 @@ connect_failed(Reason, #s{cfg = Cfg, backoff = Backoff} = S) ->
     Delay = round(Backoff * (0.8 + 0.4 * rand:uniform())),
     Next = min(Backoff * 2, maps:get(reconnect_backoff_max, Cfg)),
     erlang:send_after(Delay, self(), reconnect),
-    S1#s{backoff = Next}.
+    Now = erlang:monotonic_time(millisecond),
+    case {S#s.index, S#s.down_since} of
+        {{owner, _}, undefined} -> S1#s{backoff = Next, down_since = Now};
+        {{owner, _}, Since} when Now - Since > ?OWNER_GIVE_UP_MS -> self() ! give_up, S1;
+        _ -> S1#s{backoff = Next}
+    end.
 
 %% The connection is gone: fail what was in flight and reconnect. After a
 %% graceful GOAWAY we reconnect at once and keep queued calls; otherwise the
@@ -338,12 +365,10 @@ open_stream({pyexec_req, Reply, Caller, Path, Body, Deadline} = Req, S) ->
     end.
 
 send_request(Id, Reply, Caller, {stream, Path}, Body, Timeout, S) ->
-    S1 = send_request(Id, Reply, Caller, Path, Body, Timeout, S),
-    case S1#s.streams of
-        #{Id := St} -> S1#s{streams = (S1#s.streams)#{Id := St#stream{mode = stream}}};
-        _ -> S1
-    end;
-send_request(Id, Reply, Caller, Path, Body, Timeout, #s{cfg = Cfg} = S) ->
+    send_request(Id, Reply, Caller, {stream, Path, []}, Body, Timeout, S);
+send_request(Id, Reply, Caller, Path, Body, Timeout, S) when is_binary(Path) ->
+    send_request(Id, Reply, Caller, {unary, Path, []}, Body, Timeout, S);
+send_request(Id, Reply, Caller, {Mode, Path, Meta}, Body, Timeout, #s{cfg = Cfg} = S) ->
     Headers = [{<<":method">>, <<"POST">>},
                {<<":scheme">>, S#s.scheme},
                {<<":path">>, Path},
@@ -352,17 +377,20 @@ send_request(Id, Reply, Caller, Path, Body, Timeout, #s{cfg = Cfg} = S) ->
                {<<"te">>, <<"trailers">>},
                {<<"user-agent">>, ?USER_AGENT},
                {<<"grpc-accept-encoding">>, <<"identity">>}
-               | timeout_header(Timeout) ++ maps:get(metadata, Cfg)],
+               | timeout_header(Timeout) ++ maps:get(metadata, Cfg)
+               ++ [{K, V, no_index} || {K, V} <- Meta]],
     {Block, Enc} = pyexec_hpack:encode(Headers, S#s.enc),
     HeaderFrames = pyexec_h2_frame:headers(Id, iolist_to_binary(Block), false, S#s.max_frame),
     St0 = #stream{reply = Reply, caller_mon = erlang:monitor(process, Caller),
-                  send_window = S#s.peer_window, out = iolist_to_binary(Body)},
+                  send_window = S#s.peer_window, out = iolist_to_binary(Body),
+                  mode = case Mode of unary -> unary; _ -> stream end,
+                  fin = Mode =/= bidi},
     {DataFrames, St, SendWindow} = take_data(Id, St0, S#s.send_window, S#s.max_frame),
     S1 = S#s{enc = Enc, next_id = Id + 2, send_window = SendWindow,
              streams = (S#s.streams)#{Id => St},
              refs = (S#s.refs)#{Reply => Id, St#stream.caller_mon => Id},
              blocked = case St#stream.out of
-                           <<>> -> S#s.blocked;
+                           <<>> when St#stream.fin_sent orelse not St#stream.fin -> S#s.blocked;
                            _ -> S#s.blocked ++ [Id]
                        end},
     send([HeaderFrames | DataFrames], S1).
@@ -386,19 +414,66 @@ remaining(Deadline) ->
     end.
 
 %% Cuts as much of the stream's pending body into DATA frames as the stream
-%% window, the connection window and the peer's frame size allow.
-take_data(Id, #stream{out = Out, send_window = SW} = St, ConnW, MaxFrame) ->
-    take_data(Id, Out, SW, ConnW, MaxFrame, [], St).
+%% window, the connection window and the peer's frame size allow. The last
+%% frame carries END_STREAM once the request side is closed (`fin'); a
+%% close with nothing left to send is an empty DATA frame with END_STREAM.
+take_data(_Id, #stream{fin_sent = true} = St, ConnW, _MaxFrame) ->
+    {[], St, ConnW};
+take_data(Id, #stream{out = <<>>, fin = true} = St, ConnW, _MaxFrame) ->
+    {[pyexec_h2_frame:data(Id, <<>>, true)], St#stream{fin_sent = true}, ConnW};
+take_data(Id, #stream{out = Out, send_window = SW, fin = Fin} = St, ConnW, MaxFrame) ->
+    take_data(Id, Out, SW, ConnW, MaxFrame, Fin, [], St).
 
-take_data(_Id, <<>>, SW, CW, _MF, Acc, St) ->
-    {lists:reverse(Acc), St#stream{out = <<>>, send_window = SW}, CW};
-take_data(Id, Out, SW, CW, MF, Acc, St) when SW > 0, CW > 0 ->
+take_data(_Id, <<>>, SW, CW, _MF, Fin, Acc, St) ->
+    {lists:reverse(Acc), St#stream{out = <<>>, send_window = SW, fin_sent = Fin}, CW};
+take_data(Id, Out, SW, CW, MF, Fin, Acc, St) when SW > 0, CW > 0 ->
     N = lists:min([byte_size(Out), SW, CW, MF]),
     <<Chunk:N/binary, Rest/binary>> = Out,
-    Frame = pyexec_h2_frame:data(Id, Chunk, Rest =:= <<>>),
-    take_data(Id, Rest, SW - N, CW - N, MF, [Frame | Acc], St);
-take_data(_Id, Out, SW, CW, _MF, Acc, St) ->
+    Frame = pyexec_h2_frame:data(Id, Chunk, Fin andalso Rest =:= <<>>),
+    take_data(Id, Rest, SW - N, CW - N, MF, Fin, [Frame | Acc], St);
+take_data(_Id, Out, SW, CW, _MF, _Fin, Acc, St) ->
     {lists:reverse(Acc), St#stream{out = Out, send_window = SW}, CW}.
+
+%% More of a bidi stream's request (Fin: and then END_STREAM). A request
+%% still queued for a stream gets it appended.
+send_more(Reply, Body, Fin, #s{refs = Refs} = S) ->
+    case Refs of
+        #{Reply := queued} ->
+            Q = queue:filter(
+                  fun({pyexec_req, R, Caller, {bidi, Path, Meta}, B, D}) when R =:= Reply ->
+                          Mode = case Fin of true -> stream; false -> bidi end,
+                          [{pyexec_req, R, Caller, {Mode, Path, Meta}, [B, Body], D}];
+                     (_) -> true
+                  end, S#s.queue),
+            S#s{queue = Q};
+        #{Reply := Id} when is_integer(Id) ->
+            case S#s.streams of
+                #{Id := #stream{fin = false, out = Out} = St} ->
+                    St1 = St#stream{out = <<Out/binary, (iolist_to_binary(Body))/binary>>, fin = Fin},
+                    push_data(Id, S#s{streams = (S#s.streams)#{Id := St1}});
+                _ ->
+                    S
+            end;
+        _ ->
+            S
+    end.
+
+%% Sends what the windows allow of one stream now; the rest waits in
+%% `blocked' for WINDOW_UPDATEs.
+push_data(Id, #s{streams = Streams, blocked = Blocked} = S) ->
+    case lists:member(Id, Blocked) of
+        true ->
+            flush_blocked(S);
+        false ->
+            #{Id := St} = Streams,
+            {Frames, St1, CW} = take_data(Id, St, S#s.send_window, S#s.max_frame),
+            S1 = S#s{send_window = CW, streams = Streams#{Id := St1},
+                     blocked = case St1#stream.out of
+                                   <<>> when St1#stream.fin_sent orelse not St1#stream.fin -> Blocked;
+                                   _ -> Blocked ++ [Id]
+                               end},
+            send(Frames, S1)
+    end.
 
 %% Sends what the windows now allow for blocked streams, oldest first.
 flush_blocked(#s{blocked = []} = S) ->
@@ -410,7 +485,10 @@ flush_blocked(#s{blocked = Blocked} = S0) ->
                   case S1#s.streams of
                       #{Id := St} when S1#s.send_window > 0 ->
                           {F, St1, CW} = take_data(Id, St, S1#s.send_window, S1#s.max_frame),
-                          B = case St1#stream.out of <<>> -> BAcc; _ -> [Id | BAcc] end,
+                          B = case St1#stream.out of
+                                  <<>> when St1#stream.fin_sent orelse not St1#stream.fin -> BAcc;
+                                  _ -> [Id | BAcc]
+                              end,
                           {[F | FAcc], B,
                            S1#s{send_window = CW, streams = (S1#s.streams)#{Id := St1}}};
                       #{Id := _} ->

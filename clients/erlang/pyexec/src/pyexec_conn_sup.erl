@@ -1,9 +1,26 @@
 %% @doc Supervises the `connections' HTTP/2 connections, spread round-robin
-%% over the configured endpoints.
+%% over the configured endpoints, and the connections to sessions' owner
+%% replicas (`route_to_owner'), started on first use.
 -module(pyexec_conn_sup).
 -behaviour(supervisor).
 
--export([start_link/0, init/1]).
+-export([start_link/0, init/1, start_owner/1]).
+
+%% @doc Starts the connection to an owner replica ("host:port"), if it is
+%% not running yet. It connects in the background; pyexec_grpc uses it
+%% once it is up. A connection to an owner that stays unreachable for a
+%% minute stops (a replica that is gone does not come back under its
+%% address), and starts again when a session names that owner again.
+-spec start_owner(binary()) -> ok.
+start_owner(Address) ->
+    Endpoint = pyexec_config:endpoint(Address),
+    Id = {owner, Address},
+    case supervisor:start_child(?MODULE, #{id => Id,
+                                           start => {pyexec_conn, start_link, [Id, Endpoint]},
+                                           restart => transient}) of
+        {error, already_present} -> _ = supervisor:restart_child(?MODULE, Id), ok;
+        _ -> ok
+    end.
 
 start_link() ->
     supervisor:start_link({local, ?MODULE}, ?MODULE, []).

@@ -12,3 +12,6 @@
 -define(BOUND_TABLE, pyexec_bound).
 %% ETS: py:stream_start/exec_start reference -> the process driving it.  {Ref, Pid}
 -define(STREAM_TABLE, pyexec_streams).
+%% ETS: spawn_call/async_call/stream_start/exec_start reference -> the call,
+%% for py:interrupt/1.  {Ref, Pid, Session, CallId, ReplyTo, spawned | stream}
+-define(CALL_TABLE, pyexec_named_calls).

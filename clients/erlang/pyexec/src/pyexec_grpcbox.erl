@@ -25,15 +25,24 @@
 %% status; and it resets the stream (RST_STREAM CANCEL, so the server
 %% interrupts the Python code) when the caller gives up or dies.
 %%
-%% The module is also the process that owns the grpcbox channel:
+%% Run (bidirectional) is opened with `grpcbox_client:stream/4' and fed with
+%% `grpcbox_client:send/2' and `close_send/1' by the same call process, at
+%% the caller's request. Per-call metadata (x-pyexec-call-id,
+%% x-pyexec-callback) goes in the ctx's outgoing metadata; the response
+%% headers (x-pyexec-owner) come back with the outcome.
+%%
+%% The module is also the process that owns the grpcbox channels:
 %% start_link/0 starts the channel, and terminate/2 stops it when pyexec
-%% stops, so that a restart with other endpoints uses them.
+%% stops, so that a restart with other endpoints uses them. With
+%% `route_to_owner' it also starts a channel per owner replica (on first
+%% use, in the background) and stops those with the others.
 -module(pyexec_grpcbox).
 -behaviour(gen_server).
 -behaviour(pyexec_rpc).
 
--export([start_link/0, unary/3, definition/1, channel_endpoints/0,
-         stream_open/3, stream_recv/2, stream_cancel/1]).
+-export([start_link/0, unary/3, call/4, definition/1, channel_endpoints/0,
+         stream_open/3, stream_open/4, bidi_open/4, stream_send/2, stream_close_send/1,
+         stream_recv/2, stream_cancel/1, owner_ready/1]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
 
 %% Same layout as the record in grpcbox/include/grpcbox.hrl.
@@ -49,6 +58,9 @@
 
 %% gRPC's CANCEL error code, for RST_STREAM.
 -define(CANCEL, 8).
+
+%% ETS: owner replica address -> starting | {ready, ChannelName}.
+-define(OWNERS, pyexec_grpcbox_owners).
 
 %%====================================================================
 %% The channel
@@ -74,21 +86,27 @@ init([]) ->
     process_flag(trap_exit, true),
     Name = pyexec_config:get(grpcbox_channel),
     case start_channel(Name, 50) of
-        {ok, Owned} -> {ok, #{name => Name, owned => Owned}};
-        {error, Reason} -> {stop, Reason}
+        {ok, Owned} ->
+            _ = ets:new(?OWNERS, [named_table, public, set, {read_concurrency, true}]),
+            {ok, #{name => Name, owned => Owned, owners => []}};
+        {error, Reason} ->
+            {stop, Reason}
     end.
 
 %% grpcbox names channels through gproc, which forgets the name of a
 %% stopped channel only once it has seen it die: a restart right after a
 %% stop can find the old, dead channel still registered for a moment.
 start_channel(Name, Tries) ->
-    case grpcbox_channel_sup:start_child(Name, channel_endpoints(), #{sync_start => true}) of
+    start_channel(Name, channel_endpoints(), Tries).
+
+start_channel(Name, Endpoints, Tries) ->
+    case grpcbox_channel_sup:start_child(Name, Endpoints, #{sync_start => true}) of
         {ok, _} ->
             {ok, true};
         {error, {already_started, Pid}} when is_pid(Pid), node(Pid) =:= node() ->
             case is_process_alive(Pid) of
                 true -> {ok, false};
-                false when Tries > 0 -> timer:sleep(10), start_channel(Name, Tries - 1);
+                false when Tries > 0 -> timer:sleep(10), start_channel(Name, Endpoints, Tries - 1);
                 false -> {error, {channel_still_registered, Name}}
             end;
         {error, {already_started, _}} ->
@@ -100,6 +118,20 @@ start_channel(Name, Tries) ->
 handle_call(_Request, _From, St) ->
     {reply, {error, unknown_request}, St}.
 
+%% A channel to an owner replica, started here so that it belongs to (and
+%% stops with) pyexec, and so that a slow start never holds a caller.
+handle_cast({start_owner, Address}, #{owners := Owners} = St) ->
+    Name = {pyexec_owner, Address},
+    {Host, Port} = pyexec_config:endpoint(Address),
+    [{Scheme, _, _, Ssl, Settings} | _] = channel_endpoints(),
+    case start_channel(Name, [{Scheme, Host, Port, Ssl, Settings}], 50) of
+        {ok, _} ->
+            ets:insert(?OWNERS, {Address, {ready, Name}}),
+            {noreply, St#{owners := [Name | Owners]}};
+        {error, _} ->
+            ets:delete(?OWNERS, Address),
+            {noreply, St}
+    end;
 handle_cast(_Msg, St) ->
     {noreply, St}.
 
@@ -108,10 +140,9 @@ handle_info(_Msg, St) ->
 
 %% Calls still in flight on the channel fail with `unavailable' (their
 %% stream processes end with it).
-terminate(_Reason, #{name := Name, owned := true}) ->
-    _ = (catch grpcbox_channel:stop(Name)),
-    ok;
-terminate(_Reason, _St) ->
+terminate(_Reason, #{name := Name, owned := Owned, owners := Owners}) ->
+    [_ = (catch grpcbox_channel:stop(N)) || N <- Owners],
+    Owned andalso (catch grpcbox_channel:stop(Name)),
     ok.
 
 %% @doc The configured endpoints in grpcbox's form, with chatterbox
@@ -153,8 +184,19 @@ definition(Method) ->
 -spec unary(pyexec_rpc:method(), map(), timeout()) ->
           {ok, map()} | {error, pyexec_rpc:grpc_error()}.
 unary(Method, Request, Timeout) ->
+    case call(Method, Request, Timeout, #{}) of
+        {ok, Resp, _Headers} -> {ok, Resp};
+        {error, {lost, E}} -> {error, E};
+        {error, _} = E -> E
+    end.
+
+%% @doc One RPC with options (pyexec_rpc:opts()); the response comes with
+%% the response headers' metadata.
+-spec call(pyexec_rpc:method(), map(), timeout(), pyexec_rpc:opts()) ->
+          {ok, map(), [{binary(), binary()}]} | {error, term()}.
+call(Method, Request, Timeout, Opts) ->
     #{mon := Mon, alias := Alias, deadline := Deadline} = C = start_call(unary, Method, Request,
-                                                                          Timeout),
+                                                                          Timeout, Opts),
     receive
         {Alias, Result} ->
             finish(C),
@@ -176,12 +218,50 @@ unary(Method, Request, Timeout) ->
 %% process's and the reader's mailboxes.
 -spec stream_open(pyexec_rpc:method(), map(), timeout()) -> {ok, call()}.
 stream_open(Method, Request, Timeout) ->
-    {ok, start_call(stream, Method, Request, Timeout)}.
+    stream_open(Method, Request, Timeout, #{}).
+
+-spec stream_open(pyexec_rpc:method(), map(), timeout(), pyexec_rpc:opts()) -> {ok, call()}.
+stream_open(Method, Request, Timeout, Opts) ->
+    {ok, start_call(stream, Method, Request, Timeout, Opts)}.
+
+%% @doc A bidirectional stream (Run), opened with its first message.
+-spec bidi_open(pyexec_rpc:method(), map(), timeout(), pyexec_rpc:opts()) -> {ok, call()}.
+bidi_open(Method, Request, Timeout, Opts) ->
+    {ok, start_call(bidi, Method, Request, Timeout, Opts)}.
+
+%% @doc One more request message of a bidi stream (sent by its call
+%% process, in order).
+-spec stream_send(call(), map()) -> ok.
+stream_send(#{pid := Pid, alias := Alias}, Msg) ->
+    Pid ! {Alias, {send, Msg}},
+    ok.
+
+-spec stream_close_send(call()) -> ok.
+stream_close_send(#{pid := Pid, alias := Alias}) ->
+    Pid ! {Alias, close_send},
+    ok.
+
+%% @doc Whether the channel to an owner replica is there; the first time,
+%% it is started (in the background) and false returned.
+-spec owner_ready(binary()) -> boolean().
+owner_ready(Address) ->
+    case catch ets:lookup(?OWNERS, Address) of
+        [{_, {ready, _}}] -> true;
+        [{_, starting}] -> false;
+        [] ->
+            case ets:insert_new(?OWNERS, {Address, starting}) of
+                true -> gen_server:cast(?MODULE, {start_owner, Address});
+                false -> ok
+            end,
+            false;
+        _ -> false
+    end.
 
 %% @doc The next message of a stream, as pyexec_grpc:stream_recv/2 (a
 %% `{pyexec_stream_ctl, _}' message ends the wait with `{ctl, _}').
 -spec stream_recv(call(), timeout()) ->
-          {ok, map()} | done | timeout | {ctl, term()} | {error, pyexec_rpc:grpc_error()}.
+          {ok, map()} | {done, [{binary(), binary()}]} | timeout | {ctl, term()}
+              | {error, term()}.
 stream_recv(#{mon := Mon, alias := Alias, deadline := Deadline} = C, Wait) ->
     Left = wait_time(Deadline),
     W = case {Wait, Left} of
@@ -192,9 +272,9 @@ stream_recv(#{mon := Mon, alias := Alias, deadline := Deadline} = C, Wait) ->
     receive
         {Alias, {data, Msg}} ->
             {ok, Msg};
-        {Alias, done} ->
+        {Alias, {done, _} = Done} ->
             finish(C),
-            done;
+            Done;
         {Alias, {error, _} = E} ->
             finish(C),
             E;
@@ -220,7 +300,7 @@ stream_recv(#{mon := Mon, alias := Alias, deadline := Deadline} = C, Wait) ->
 stream_cancel(C) ->
     abandon(C).
 
-start_call(Kind, Method, Request, Timeout) ->
+start_call(Kind, Method, Request, Timeout, Opts) ->
     Deadline = case Timeout of
                    infinity -> infinity;
                    _ -> erlang:monotonic_time(millisecond) + Timeout
@@ -228,9 +308,13 @@ start_call(Kind, Method, Request, Timeout) ->
     Caller = self(),
     %% Explicit: the call process may answer more than once (a stream).
     Alias = erlang:alias([explicit_unalias]),
+    Channel = case maps:get(via, Opts, balancer) of
+                  balancer -> pyexec_config:get(grpcbox_channel);
+                  {owner, Address} -> {pyexec_owner, Address}
+              end,
     Args = #{kind => Kind, method => Method, request => Request, deadline => Deadline,
-             channel => pyexec_config:get(grpcbox_channel),
-             metadata => pyexec_config:get(metadata)},
+             channel => Channel,
+             metadata => pyexec_config:get(metadata) ++ maps:get(metadata, Opts, [])},
     {Pid, Mon} = spawn_monitor(fun() -> call_process(Caller, Alias, Args) end),
     #{pid => Pid, mon => Mon, alias => Alias, deadline => Deadline}.
 
@@ -264,10 +348,10 @@ wait_time(Deadline) ->
 %% The call process
 %%====================================================================
 
-call_process(Caller, Alias, #{method := Method, request := Request, channel := Channel} = Args) ->
+call_process(Caller, Alias, #{method := Method, channel := Channel} = Args) ->
     CallerMon = erlang:monitor(process, Caller),
     {Path, Def} = definition(Method),
-    Opened = try grpcbox_client:stream(call_ctx(Args), Path, Request, Def, #{channel => Channel})
+    Opened = try open_stream(Args, Path, Def, Channel)
              catch
                  error:undef:Stack -> not_installed(Stack);
                  Class:Why -> {error, {Class, Why}}
@@ -284,6 +368,19 @@ call_process(Caller, Alias, #{method := Method, request := Request, channel := C
         {error, Reason} ->
             Alias ! {Alias, {error, {grpc, unavailable, fmt("grpcbox: ~p", [Reason])}}}
     end.
+
+%% A unary call or a server stream: request given, response streamed. A
+%% bidi stream: opened without a request, which is then sent.
+open_stream(#{kind := bidi, request := Request} = Args, Path, Def, Channel) ->
+    case grpcbox_client:stream(call_ctx(Args), Path, Def, #{channel => Channel}) of
+        {ok, Stream} ->
+            ok = grpcbox_client:send(Stream, Request),
+            {ok, Stream};
+        {error, _} = E ->
+            E
+    end;
+open_stream(#{request := Request} = Args, Path, Def, Channel) ->
+    grpcbox_client:stream(call_ctx(Args), Path, Request, Def, #{channel => Channel}).
 
 %% ctx and grpcbox are optional: `undef' from them means not installed.
 not_installed([{M, _, _, _} | _] = Stack) ->
@@ -316,16 +413,22 @@ relay(#{stream_id := Id, stream_pid := Pid, monitor_ref := Ref} = S,
     receive
         {headers, Id, Headers} ->
             relay(S, St#{headers := Headers});
+        {Alias, {send, Msg}} ->
+            ok = grpcbox_client:send(S, Msg),
+            relay(S, St);
+        {Alias, close_send} ->
+            ok = grpcbox_client:close_send(S),
+            relay(S, St);
         {data, Id, {pyexec_undecodable, _}} ->
             reset(Pid),
             Alias ! {Alias, {error, {grpc, internal, <<"cannot parse response message">>}}};
         {data, Id, Msg} ->
             case St of
-                #{kind := stream} ->
-                    Alias ! {Alias, {data, Msg}},
-                    relay(S, St);
                 #{kind := unary, data := Data} ->
-                    relay(S, St#{data := [Msg | Data]})
+                    relay(S, St#{data := [Msg | Data]});
+                _ ->
+                    Alias ! {Alias, {data, Msg}},
+                    relay(S, St)
             end;
         {trailers, Id, {Status, Message, _Meta}} ->
             %% grpcbox gives the raw headers' values, or undefined.
@@ -338,8 +441,9 @@ relay(#{stream_id := Id, stream_pid := Pid, monitor_ref := Ref} = S,
             %% tells why.
             Alias ! {Alias, outcome(St, [])};
         {'DOWN', Ref, process, Pid, Reason} ->
-            Alias ! {Alias, {error, {grpc, unavailable,
-                                     fmt("connection to the server lost (~p)", [Reason])}}};
+            %% Ended without a status: the server may have run the call.
+            Alias ! {Alias, {error, {lost, {grpc, unavailable,
+                                            fmt("connection to the server lost (~p)", [Reason])}}}};
         {Alias, cancel} ->
             reset(Pid);
         {'DOWN', CallerMon, process, _, _} ->
@@ -347,11 +451,12 @@ relay(#{stream_id := Id, stream_pid := Pid, monitor_ref := Ref} = S,
     end.
 
 outcome(#{kind := Kind, headers := Headers, data := Data}, Trailers) ->
+    Meta = [{K, V} || {K, V} <- maps:to_list(Headers), is_binary(V)],
     case {pyexec_grpc:decode_status(maps:to_list(Headers), Trailers), Kind, Data} of
-        {ok, stream, _} -> done;
-        {ok, unary, [Msg]} -> {ok, Msg};
+        {ok, unary, [Msg]} -> {ok, Msg, Meta};
         {ok, unary, []} -> {error, {grpc, internal, <<"OK status without a response message">>}};
         {ok, unary, _} -> {error, {grpc, internal, <<"more than one response message">>}};
+        {ok, _, _} -> {done, Meta};
         {{error, _} = E, _, _} -> E
     end.
 

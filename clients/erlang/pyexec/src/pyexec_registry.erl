@@ -10,6 +10,15 @@
 %% server may be spawning a worker) never blocks other binds or releases.
 %% The owner is monitored before the RPC starts, so an owner that dies while
 %% its Bind is in flight still gets the new session released.
+%%
+%% Every session bound here is leased (`lease', default true): a
+%% pyexec_lease process holds an Attach stream on it, so that the server
+%% unbinds it after its --lease_grace when this whole node is gone. The
+%% Bind's caller gets its reply once the lease is held (or its first
+%% attempt failed: it is retried in the background). A session that ends on
+%% the server while leased (its worker died) is forgotten here at once.
+%% With `route_to_owner', the owner replica that Bind names is recorded for
+%% pyexec_rpc.
 -module(pyexec_registry).
 -behaviour(gen_server).
 
@@ -25,7 +34,13 @@
           %% Bind in flight: helper monitor -> {Id, Kind, Owner, Waiters}.
           binds = #{} :: #{reference() => {term(), atom(), pid() | shared, [gen_server:from()]}},
           %% Shared context id -> helper monitor of its Bind in flight.
-          shared_binds = #{} :: #{term() => reference()}
+          shared_binds = #{} :: #{term() => reference()},
+          %% Binds waiting for their lease: lease pid -> what bind_done had.
+          pending = #{} :: #{pid() => {term(), atom(), pid() | shared, [gen_server:from()],
+                                       binary()}},
+          %% Context id -> the lease process of its session, and back.
+          leases = #{} :: #{term() => pid()},
+          lease_ids = #{} :: #{pid() => term()}
          }).
 
 %%====================================================================
@@ -64,13 +79,15 @@ unbind_process(Pid) ->
 -spec ensure_shared(term()) -> {ok, binary()} | {error, term()}.
 ensure_shared(Id) ->
     case ets:lookup(?CTX_TABLE, Id) of
+        [{_, lost, _, _}] -> lost(Id, lost), {error, session_lost};
         [{_, Session, _, _}] -> {ok, Session};
         [] -> gen_server:call(?MODULE, {ensure_shared, Id}, infinity)
     end.
 
 %% @doc The server no longer knows Session (NOT_FOUND) or its worker died
 %% (ABORTED): forget it, unless Id was meanwhile rebound to another session.
--spec lost(term(), binary()) -> ok.
+%% Session `lost': its lease said so before any call did (see below).
+-spec lost(term(), binary() | lost) -> ok.
 lost(Id, Session) ->
     gen_server:call(?MODULE, {lost, Id, Session}, infinity).
 
@@ -114,7 +131,7 @@ handle_call({unbind_process, Pid}, _From, S) ->
     end;
 handle_call({ensure_shared, Id}, From, #s{shared_binds = SB, binds = Binds} = S) ->
     case ets:lookup(?CTX_TABLE, Id) of
-        [{_, Session, _, _}] ->
+        [{_, Session, _, _}] when is_binary(Session) ->
             {reply, {ok, Session}, S};
         [] ->
             case SB of
@@ -128,7 +145,8 @@ handle_call({ensure_shared, Id}, From, #s{shared_binds = SB, binds = Binds} = S)
     end;
 handle_call({lost, Id, Session}, _From, S) ->
     S1 = case ets:lookup(?CTX_TABLE, Id) of
-             [{_, Session, Owner, _}] -> forget(Id, Owner, S);
+             [{_, Known, Owner, _}] when Known =:= Session; Known =:= lost ->
+                 forget(Id, Owner, S);
              _ -> S
          end,
     {reply, ok, S1}.
@@ -143,6 +161,56 @@ handle_info({'DOWN', Ref, process, _, Result}, #s{binds = Binds} = S) when is_ma
     {noreply, bind_done(Id, Kind, Owner, Waiters, Result, S1)};
 handle_info({'DOWN', _Mon, process, Pid, _Reason}, S) ->
     {noreply, owner_down(Pid, S)};
+handle_info({pyexec_lease, Pid, Event}, #s{pending = Pending} = S) when is_map_key(Pid, Pending) ->
+    #{Pid := {Id, Kind, Owner, Waiters, Session}} = Pending,
+    S1 = S#s{pending = maps:remove(Pid, Pending)},
+    case Event of
+        {ended, _} ->
+            %% Gone before the lease was held.
+            [gen_server:reply(W, {error, session_lost}) || W <- Waiters],
+            {noreply, case Owner of shared -> S1; _ -> maybe_demonitor(Owner, S1) end};
+        unsupported ->
+            {noreply, complete_bind(Id, Kind, Owner, Waiters, Session, S1)};
+        _ ->
+            S2 = complete_bind(Id, Kind, Owner, Waiters, Session, S1),
+            {noreply, S2#s{leases = (S2#s.leases)#{Id => Pid},
+                           lease_ids = (S2#s.lease_ids)#{Pid => Id}}}
+    end;
+handle_info({pyexec_lease_down, _, process, Pid, _}, #s{pending = Pending} = S)
+  when is_map_key(Pid, Pending) ->
+    %% A lease process that crashed before its first outcome: the session
+    %% is bound without a lease.
+    #{Pid := {Id, Kind, Owner, Waiters, Session}} = Pending,
+    {noreply, complete_bind(Id, Kind, Owner, Waiters, Session,
+                            S#s{pending = maps:remove(Pid, Pending)})};
+handle_info({pyexec_lease_down, _, process, Pid, _}, #s{lease_ids = LeaseIds} = S) ->
+    case LeaseIds of
+        #{Pid := Id} ->
+            {noreply, S#s{lease_ids = maps:remove(Pid, LeaseIds),
+                          leases = maps:remove(Id, S#s.leases)}};
+        _ ->
+            {noreply, S}
+    end;
+handle_info({pyexec_lease, Pid, {ended, _Reason}}, #s{lease_ids = LeaseIds} = S) ->
+    %% The session ended on the server (Unbind elsewhere, its worker died,
+    %% the server restarted): it is marked lost, so that the next call
+    %% naming it gets session_lost (context_not_bound for a private
+    %% context), as if that call had found it gone; state is never
+    %% silently replaced by a new session.
+    case LeaseIds of
+        #{Pid := Id} ->
+            S1 = S#s{lease_ids = maps:remove(Pid, LeaseIds), leases = maps:remove(Id, S#s.leases)},
+            case ets:lookup(?CTX_TABLE, Id) of
+                [{_, Session, Owner, Kind}] when is_binary(Session) ->
+                    pyexec_rpc:forget_session(Session),
+                    ets:insert(?CTX_TABLE, {Id, lost, Owner, Kind}),
+                    {noreply, S1};
+                _ ->
+                    {noreply, S1}
+            end;
+        _ ->
+            {noreply, S}
+    end;
 handle_info(_Other, S) ->
     {noreply, S}.
 
@@ -150,7 +218,7 @@ terminate(_Reason, _S) ->
     %% Release every session while the connections are still up (they stop
     %% after us). Best effort and bounded: the server would expire them
     %% after its idle timeout anyway.
-    Sessions = [Session || {_, Session, _, _} <- ets:tab2list(?CTX_TABLE)],
+    Sessions = [Session || {_, Session, _, _} <- ets:tab2list(?CTX_TABLE), is_binary(Session)],
     Pids = [spawn_monitor(fun() -> unbind_rpc(Session, 2000) end) || Session <- Sessions],
     [receive {'DOWN', Ref, process, _, _} -> ok after 3000 -> ok end || {_, Ref} <- Pids],
     ok.
@@ -168,20 +236,18 @@ start_bind(Id, Kind, Owner, Waiters, #s{binds = Binds, shared_binds = SB} = S) -
     S#s{binds = Binds#{Ref => {Id, Kind, Owner, Waiters}},
         shared_binds = case Kind of shared -> SB#{Id => Ref}; _ -> SB end}.
 
-bind_done(Id, Kind, Owner, Waiters, {bind_result, {ok, #{session := Session}}}, S) ->
+bind_done(Id, Kind, Owner, Waiters, {bind_result, {ok, #{session := Session} = Resp}}, S) ->
     case Owner =:= shared orelse is_map_key(Owner, S#s.mons) of
         true ->
-            ets:insert(?CTX_TABLE, {Id, Session, Owner, Kind}),
-            S1 = case Kind of
-                     implicit ->
-                         S2 = release_implicit(Owner, S),
-                         ets:insert(?BOUND_TABLE, {Owner, Id}),
-                         S2;
-                     _ -> S
-                 end,
-            Reply = case Kind of shared -> {ok, Session}; _ -> {ok, Id} end,
-            [gen_server:reply(W, Reply) || W <- Waiters],
-            add_owned(Owner, Id, S1);
+            pyexec_rpc:set_owner(Session, maps:get(owner, Resp, <<>>)),
+            case pyexec_config:get(lease) of
+                true ->
+                    Pid = pyexec_lease:start(Session, pyexec_config:get(default_timeout)),
+                    erlang:monitor(process, Pid, [{tag, pyexec_lease_down}]),
+                    S#s{pending = (S#s.pending)#{Pid => {Id, Kind, Owner, Waiters, Session}}};
+                false ->
+                    complete_bind(Id, Kind, Owner, Waiters, Session, S)
+            end;
         false ->
             %% The owner died while Bind was in flight.
             async_unbind(Session),
@@ -196,6 +262,26 @@ bind_done(_Id, _Kind, Owner, Waiters, Result, S) ->
     case Owner of
         shared -> S;
         _ -> maybe_demonitor(Owner, S)
+    end.
+
+complete_bind(Id, Kind, Owner, Waiters, Session, S) ->
+    case Owner =:= shared orelse is_map_key(Owner, S#s.mons) of
+        true ->
+            ets:insert(?CTX_TABLE, {Id, Session, Owner, Kind}),
+            S1 = case Kind of
+                     implicit ->
+                         S2 = release_implicit(Owner, S),
+                         ets:insert(?BOUND_TABLE, {Owner, Id}),
+                         S2;
+                     _ -> S
+                 end,
+            Reply = case Kind of shared -> {ok, Session}; _ -> {ok, Id} end,
+            [gen_server:reply(W, Reply) || W <- Waiters],
+            add_owned(Owner, Id, S1);
+        false ->
+            %% The owner died while its lease was being attached.
+            async_unbind(Session),
+            S
     end.
 
 bind_error({grpc, resource_exhausted, Msg} = E) ->
@@ -222,7 +308,12 @@ release_implicit(Pid, S) ->
         [] -> S
     end.
 
-forget(Id, Owner, S) ->
+forget(Id, Owner, S0) ->
+    S = stop_lease(Id, S0),
+    case ets:lookup(?CTX_TABLE, Id) of
+        [{_, Session, _, _}] when is_binary(Session) -> pyexec_rpc:forget_session(Session);
+        _ -> ok
+    end,
     ets:delete(?CTX_TABLE, Id),
     %% A process bound to this implicit context is no longer bound.
     case Owner of
@@ -240,16 +331,37 @@ forget(Id, Owner, S) ->
             maybe_demonitor(Owner, S1)
     end.
 
-owner_down(Pid, #s{owned = Owned, mons = Mons} = S) ->
-    [begin
-         case ets:lookup(?CTX_TABLE, Id) of
-             [{_, Session, _, _}] -> async_unbind(Session);
-             [] -> ok
-         end,
-         ets:delete(?CTX_TABLE, Id)
-     end || Id <- maps:get(Pid, Owned, [])],
+owner_down(Pid, #s{owned = Owned, mons = Mons} = S0) ->
+    S = lists:foldl(
+          fun(Id, Acc) ->
+                  case ets:lookup(?CTX_TABLE, Id) of
+                      [{_, Session, _, _}] when is_binary(Session) ->
+                          async_unbind(Session),
+                          pyexec_rpc:forget_session(Session);
+                      _ -> ok
+                  end,
+                  ets:delete(?CTX_TABLE, Id),
+                  stop_lease(Id, Acc)
+          end, S0, maps:get(Pid, Owned, [])),
+    %% Binds of this process still waiting for their lease.
+    Pending = maps:filter(fun(LeasePid, {_, _, Owner, _, Session}) when Owner =:= Pid ->
+                                  pyexec_lease:stop(LeasePid),
+                                  async_unbind(Session),
+                                  false;
+                             (_, _) ->
+                                  true
+                          end, S#s.pending),
     ets:delete(?BOUND_TABLE, Pid),
-    S#s{owned = maps:remove(Pid, Owned), mons = maps:remove(Pid, Mons)}.
+    S#s{owned = maps:remove(Pid, Owned), mons = maps:remove(Pid, Mons), pending = Pending}.
+
+stop_lease(Id, #s{leases = Leases, lease_ids = LeaseIds} = S) ->
+    case Leases of
+        #{Id := Pid} ->
+            pyexec_lease:stop(Pid),
+            S#s{leases = maps:remove(Id, Leases), lease_ids = maps:remove(Pid, LeaseIds)};
+        _ ->
+            S
+    end.
 
 add_owned(shared, _Id, S) -> S;
 add_owned(Owner, Id, #s{owned = Owned} = S) ->
@@ -266,7 +378,8 @@ monitor_pid(Pid, #s{mons = Mons} = S) ->
 maybe_demonitor(Pid, #s{mons = Mons, owned = Owned, binds = Binds} = S) ->
     Busy = is_map_key(Pid, Owned)
         orelse ets:member(?BOUND_TABLE, Pid)
-        orelse lists:any(fun({_, _, O, _}) -> O =:= Pid end, maps:values(Binds)),
+        orelse lists:any(fun({_, _, O, _}) -> O =:= Pid end, maps:values(Binds))
+        orelse lists:any(fun({_, _, O, _, _}) -> O =:= Pid end, maps:values(S#s.pending)),
     case {Busy, Mons} of
         {false, #{Pid := Mon}} ->
             erlang:demonitor(Mon, [flush]),
@@ -275,6 +388,8 @@ maybe_demonitor(Pid, #s{mons = Mons, owned = Owned, binds = Binds} = S) ->
             S
     end.
 
+async_unbind(lost) ->
+    ok;
 async_unbind(Session) ->
     _ = spawn(fun() -> unbind_rpc(Session, pyexec_config:get(default_timeout)) end),
     ok.

@@ -20,6 +20,12 @@ init([]) ->
     %% The connection table and round-robin counter live as long as the
     %% supervisor, so connection restarts do not lose them.
     _ = ets:new(pyexec_conns, [named_table, public, set, {read_concurrency, true}]),
+    %% Calls in flight by x-pyexec-call-id (pyexec_rpc), owners of sessions
+    %% (route_to_owner), and the functions Python may call back.
+    _ = ets:new(pyexec_calls, [named_table, public, set, {write_concurrency, true}]),
+    _ = ets:new(pyexec_routes, [named_table, public, set, {read_concurrency, true}]),
+    _ = ets:new(pyexec_functions, [named_table, public, set, {read_concurrency, true}]),
+    _ = ets:new(pyexec_named_calls, [named_table, public, set, {write_concurrency, true}]),
     persistent_term:put({pyexec_grpc, rr}, atomics:new(1, [])),
     Transport = case pyexec_config:get(transport) of
                     builtin ->

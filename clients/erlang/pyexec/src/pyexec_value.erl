@@ -243,12 +243,13 @@ double(<<_:64>>) -> nan.
 %% @doc Python's built-in exception class names (3.11). Listing them here
 %% makes them atoms of this module, so that py's `{error, {Type, Msg}}'
 %% carries an atom for every built-in exception even though it never
-%% creates atoms from exception names (see py:exception_type/1).
+%% creates atoms from exception names (see py:exception_type/1). With
+%% pyexec's own CallbackError (a registered function failed).
 -spec builtin_exception_types() -> [atom()].
 builtin_exception_types() ->
     ['ArithmeticError', 'AssertionError', 'AttributeError', 'BaseException',
      'BaseExceptionGroup', 'BlockingIOError', 'BrokenPipeError', 'BufferError',
-     'BytesWarning', 'ChildProcessError', 'ConnectionAbortedError', 'ConnectionError',
+     'BytesWarning', 'CallbackError', 'ChildProcessError', 'ConnectionAbortedError', 'ConnectionError',
      'ConnectionRefusedError', 'ConnectionResetError', 'DeprecationWarning', 'EOFError',
      'EncodingWarning', 'EnvironmentError', 'Exception', 'ExceptionGroup',
      'FileExistsError', 'FileNotFoundError', 'FloatingPointError', 'FutureWarning',
