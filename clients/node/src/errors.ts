@@ -125,3 +125,33 @@ export function fromGrpcError(err: unknown): PyExecError {
   }
   return new PyExecError(String((err as Error)?.message ?? err), { cause: err });
 }
+
+/**
+ * A CANCELLED status that carries no reason of the server's own: gRPC core
+ * ends calls this way when the server shuts down (grpc/grpc#41785: bare
+ * "CANCELLED"), and grpc-js reports a server's RST_STREAM(CANCEL) as "Call
+ * cancelled". pyexecd's own CANCELLED statuses always say why (an Interrupt,
+ * the client's cancel).
+ */
+function bareCancel(details: string): boolean {
+  return /^\s*((call )?cancell?ed\.?)?\s*$/i.test(details);
+}
+
+/**
+ * Maps the failure of a call: as fromGrpcError, except that a bare CANCELLED
+ * the client did not cause itself (no AbortSignal, no interrupt of its own,
+ * no early exit from a stream) is an UnavailableError, retryable like the
+ * drain it comes from.
+ */
+export function callError(err: unknown, cancelledHere: boolean): PyExecError {
+  const e = fromGrpcError(err);
+  if (!cancelledHere && e instanceof CancelledError && bareCancel(e.details)) {
+    return new UnavailableError(
+      status.UNAVAILABLE,
+      `the server ended the call with a bare CANCELLED (${JSON.stringify(e.details)}): it is shutting down; retry`,
+      e.metadata,
+      { cause: err },
+    );
+  }
+  return e;
+}

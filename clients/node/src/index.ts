@@ -1,5 +1,5 @@
 // @pyexec/client: run Python on a pyexecd server from Node/TypeScript.
-export { Client, Session, Context, Executor, BoundExecutor } from './client';
+export { Client, Session, Context, Executor, BoundExecutor, PendingCall } from './client';
 export type {
   ClientOptions,
   TlsOptions,
@@ -8,6 +8,12 @@ export type {
   EvalOptions,
   CallFnOptions,
   BindOptions,
+  SessionOptions,
+  CallbackOptions,
+  CallbackFunction,
+  CallRef,
+  Snapshot,
+  LostName,
   Output,
   Result,
   Stats,

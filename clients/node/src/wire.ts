@@ -39,12 +39,22 @@ export interface WirePythonError {
   traceback?: string;
 }
 
+export interface WireLostName {
+  name?: string;
+  type?: string;
+  reason?: string;
+}
+
 export interface WireBindRequest {
   idle_timeout_seconds?: number;
+  restore?: Buffer;
 }
 export interface WireBindResponse {
   session?: string;
   idle_timeout_seconds?: number;
+  owner?: string;
+  restore_lost?: WireLostName[];
+  restore_error?: WirePythonError;
 }
 export interface WireUnbindRequest {
   session: string;
@@ -114,4 +124,45 @@ export interface WireReleaseResponse {
 }
 export interface WireInterruptResponse {
   interrupted?: boolean;
+}
+
+export interface WireSnapshotResponse {
+  blob?: Buffer;
+  lost?: WireLostName[];
+  modules?: string[];
+  refs?: number;
+}
+
+/** AttachEvent; `event` names the oneof member that is set. */
+export interface WireAttachEvent {
+  event?: 'attached' | 'ended';
+  attached?: { grace_seconds?: number };
+  ended?: { reason?: string };
+}
+
+export interface WireCallbackRequest {
+  id?: string;
+  name?: string;
+  args?: WireValue[];
+  kwargs?: Record<string, WireValue>;
+}
+export interface WireCallbackResult {
+  id: string;
+  value?: WireValue;
+  error?: WirePythonError;
+}
+/** RunRequest: exactly one member set. */
+export interface WireRunRequest {
+  eval?: WireEvalRequest;
+  exec?: WireExecRequest;
+  call?: WireCallRequest;
+  callback_result?: WireCallbackResult;
+}
+/** RunEvent; `event` names the oneof member that is set. */
+export interface WireRunEvent {
+  event?: 'callback' | 'eval' | 'exec' | 'call';
+  callback?: WireCallbackRequest;
+  eval?: WireEvalResponse;
+  exec?: WireExecResponse;
+  call?: WireCallResponse;
 }
