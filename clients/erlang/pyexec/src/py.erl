@@ -27,7 +27,7 @@
 
 -export([call/3, call/4, call/5,
          eval/1, eval/2, eval/3,
-         exec/1, exec/2,
+         exec/1, exec/2, exec/3,
          bind/0, bind/1, unbind/0, unbind/1, is_bound/0,
          with_context/1,
          ctx_call/4, ctx_call/5, ctx_call/6,
@@ -170,6 +170,12 @@ exec(#py_ctx{id = Id}, Code) ->
     do_exec({ctx, Id}, Code, #{}, default_timeout());
 exec(Code, Locals) when is_map(Locals) ->
     do_exec(default, Code, Locals, default_timeout()).
+
+%% @doc `exec(Code, Locals, Timeout)': exec/2 with a timeout (an extension,
+%% as eval/3).
+-spec exec(code(), map(), timeout()) -> ok | {error, py_error()}.
+exec(Code, Locals, Timeout) when is_map(Locals) ->
+    do_exec(default, Code, Locals, Timeout).
 
 %%====================================================================
 %% Binding (1.x)

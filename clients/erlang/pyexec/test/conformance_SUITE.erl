@@ -18,19 +18,48 @@
 %% A session token is opaque in the `py' API, so the two scenarios that name
 %% a token (an unbound one, one never issued) put that token under the
 %% calling process's binding in the registry's table (from inside the
-%% registry, with sys:replace_state/2) and then call py:eval/1.
+%% registry, with sys:replace_state/2) and then call py:eval/1; so does the
+%% lease case, for the token of a process that has exited.
+%%
+%% v2 kinds, in this client's terms:
+%%   stream          py:stream/4 (on a py:with_context/1 binding after the
+%%                   setup)
+%%   ref             py:eval/1 of a bound process, the ref passed back as a
+%%                   local, py:release/1
+%%   callback        py:register_function/2 for each behaviour, then
+%%                   py:eval/3 or py:exec/3 + py:eval/3 (timeout
+%%                   timeout_seconds). The client sends calls as Run
+%%                   streams only while some function is registered (a
+%%                   plain call otherwise, where pyexec.call raises the
+%%                   server's RuntimeError), so the case with no functions
+%%                   runs with one unrelated function registered.
+%%                   Behaviours: return_args is `fun(Args) -> Args end';
+%%                   raise is `error(Message)'; never waits for ever;
+%%                   reenter calls py:call('__main__', down, [N]), which
+%%                   runs on the case's session (a callback process's
+%%                   calls do) nested on its interpreter.
+%%   lease           a process binds (lease by default), evaluates "1" and
+%%                   exits; its token then fails session_not_found
+%%   interrupt_race  Ref = py:spawn_call(Ctx, builtins, exec,
+%%                   [<<"while True: pass">>]), then at once
+%%                   py:interrupt(Ref) (it names the call) must be `ok' and
+%%                   py:await(Ref) `{error, interrupted}'
+%% The suite's pyexecd runs with --lease_grace=1s.
 -module(conformance_SUITE).
 -include_lib("common_test/include/ct.hrl").
 -include_lib("stdlib/include/assert.hrl").
 
 -compile([export_all, nowarn_export_all]).
 
+-define(CTX_TABLE, pyexec_ctx).
+-define(BOUND_TABLE, pyexec_bound).
+
 all() -> [conformance].
 
 init_per_suite(Config) ->
     Exe = pyexecd_path(),
     {ok, Srv} = pyexec_test_util:start_server(Exe, ["--listen=127.0.0.1:0", "--workers=2",
-                                                    "--max_workers=4"]),
+                                                    "--max_workers=4", "--lease_grace=1s"]),
     ok = pyexec_test_util:start_app([{endpoints, [{"127.0.0.1", maps:get(port, Srv)}]},
                                      {decode_bytes, tagged}]),
     [{srv, Srv} | Config].
@@ -73,7 +102,8 @@ run_case(C) ->
         throw:Reason -> {failed, Reason};
         Class:Reason:Stack -> {crashed, Class, Reason, hd(Stack)}
     after
-        py:unbind()
+        py:unbind(),
+        [py:unregister_function(N) || {N, _} <- ets:tab2list(pyexec_functions)]
     end.
 
 case_kind(<<"roundtrip">>, #{<<"value">> := V} = C) ->
@@ -105,8 +135,120 @@ case_kind(<<"python_error">>, #{<<"op">> := Op, <<"code">> := Code,
     end;
 case_kind(<<"status">>, #{<<"scenario">> := S, <<"expect">> := Class} = C) ->
     scenario(S, Class, C);
+case_kind(<<"stream">>, #{<<"module">> := M, <<"function">> := F, <<"args">> := Args,
+                          <<"expect_items">> := Items} = C) ->
+    Kwargs = maps:map(fun(_, V) -> native(V) end, maps:get(<<"kwargs">>, C, #{})),
+    case maybe_session(C, fun() -> py:stream(M, F, [native(A) || A <- Args], Kwargs) end) of
+        {ok, Got} when length(Got) =:= length(Items) ->
+            case all_match(Items, Got) of
+                true -> ok;
+                false -> throw({mismatch, Items, Got})
+            end;
+        Other ->
+            throw({expected_items, Items, Other})
+    end;
+case_kind(<<"ref">>, #{<<"setup">> := Setup, <<"code">> := Code, <<"type">> := Type,
+                       <<"use">> := Use, <<"expect">> := E, <<"after_release">> := Class}) ->
+    ok = py:bind(),
+    ok = py:exec(Setup),
+    case py:eval(Code) of
+        {ok, {py_ref, _, _, Type, _} = Ref} ->
+            true = py:is_ref(Ref),
+            check_value(E, py:eval(Use, #{r => Ref})),
+            expect(ok, py:release(Ref)),
+            status(Class, py:eval(Use, #{r => Ref}));
+        Other ->
+            throw({expected_ref, Type, Other})
+    end;
+case_kind(<<"callback">>, #{<<"functions">> := Functions, <<"code">> := Code} = C) ->
+    Timeout = round(1000 * maps:get(<<"timeout_seconds">>, C, 10)),
+    [ok = py:register_function(Name, behaviour(B)) || {Name, B} <- maps:to_list(Functions)],
+    map_size(Functions) > 0 orelse py:register_function('_conformance_unused', fun(A) -> A end),
+    Op = maps:get(<<"op">>, C, <<"eval">>),
+    Bound = Op =:= <<"exec_then_eval">> orelse is_map_key(<<"setup">>, C),
+    Run = fun() ->
+                  case C of
+                      #{<<"setup">> := <<>>} -> ok;
+                      #{<<"setup">> := Setup} -> ok = py:exec(Setup);
+                      _ -> ok
+                  end,
+                  case Op of
+                      <<"eval">> -> py:eval(Code, #{}, Timeout);
+                      <<"exec_then_eval">> ->
+                          ok = py:exec(Code, #{}, Timeout),
+                          py:eval(maps:get(<<"eval">>, C), #{}, Timeout)
+                  end
+          end,
+    Result = case Bound of
+                 true -> py:with_context(Run);
+                 false -> Run()
+             end,
+    case C of
+        #{<<"expect">> := E} -> check_value(E, Result);
+        #{<<"error">> := #{<<"type">> := Type} = Err} ->
+            case Result of
+                {error, {T, Msg}} when is_list(Msg) ->
+                    expect(Type, type_binary(T)),
+                    contains(unicode:characters_to_binary(Msg),
+                             maps:get(<<"message_contains">>, Err, <<>>));
+                Other ->
+                    throw({expected_python_error, Type, Other})
+            end
+    end;
+case_kind(<<"lease">>, #{<<"grace_seconds">> := Grace, <<"expect">> := Class}) ->
+    Self = self(),
+    {Pid, Mon} = spawn_monitor(fun() ->
+                                       ok = py:bind(),
+                                       {ok, 1} = py:eval(<<"1">>),
+                                       [{_, Id}] = ets:lookup(?BOUND_TABLE, self()),
+                                       [{_, Token, _, _}] = ets:lookup(?CTX_TABLE, Id),
+                                       Self ! {self(), Token}
+                               end),
+    Token = receive {Pid, T} -> T after 10000 -> throw(no_token) end,
+    receive {'DOWN', Mon, process, Pid, normal} -> ok after 10000 -> throw(holder_alive) end,
+    Deadline = erlang:monotonic_time(millisecond) + (Grace + 3) * 1000,
+    lease_gone(Class, Token, Deadline);
+case_kind(<<"interrupt_race">>, #{<<"rounds">> := Rounds}) ->
+    {ok, Ctx} = py:bind(new),
+    T0 = erlang:monotonic_time(millisecond),
+    try
+        Lost = length([R || R <- lists:seq(1, Rounds),
+                            begin
+                                Ref = py:spawn_call(Ctx, builtins, exec, [<<"while True: pass">>]),
+                                I = py:interrupt(Ref),
+                                {I, py:await(Ref, 20000)} =/= {ok, {error, interrupted}}
+                            end]),
+        Ms = erlang:monotonic_time(millisecond) - T0,
+        Line = io_lib:format("conformance: interrupt_race ~b rounds, ~b lost, ~b ms", [Rounds, Lost, Ms]),
+        ct:pal("~s", [Line]),
+        io:format(user, "~s~n", [Line]),
+        expect(0, Lost)
+    after
+        py:unbind(Ctx)
+    end;
 case_kind(Kind, _C) ->
     throw({unknown_kind, Kind}).
+
+%% A callback behaviour of the vectors as an Erlang function.
+behaviour(<<"return_args">>) -> fun(Args) -> Args end;
+behaviour(#{<<"return">> := V}) -> Value = native(V), fun(_) -> Value end;
+behaviour(#{<<"raise">> := Msg}) -> fun(_) -> error(Msg) end;
+behaviour(<<"never">>) -> fun(_) -> receive after infinity -> ok end end;
+behaviour(<<"reenter">>) ->
+    fun([N]) ->
+            {ok, V} = py:call('__main__', down, [N]),
+            V + 1
+    end;
+behaviour(B) -> throw({unknown_behaviour, B}).
+
+%% eval("1") on Token until it fails with Class, by Deadline.
+lease_gone(Class, Token, Deadline) ->
+    Result = with_token(Token, fun() -> py:eval(<<"1">>) end),
+    case {Result, erlang:monotonic_time(millisecond) > Deadline} of
+        {{ok, 1}, false} -> timer:sleep(100), lease_gone(Class, Token, Deadline);
+        {{ok, 1}, true} -> throw({session_still_there, Token});
+        _ -> status(Class, Result)
+    end.
 
 maybe_session(#{<<"setup">> := Setup}, Fun) ->
     py:with_context(fun() -> ok = py:exec(Setup), Fun() end);
@@ -159,8 +301,6 @@ status(<<"resource_exhausted">>, {error, no_workers_available}) -> ok;
 status(<<"resource_exhausted">>, {error, {grpc, resource_exhausted, _}}) -> ok;
 status(Class, Other) -> throw({expected_status, Class, Other}).
 
--define(CTX_TABLE, pyexec_ctx).
--define(BOUND_TABLE, pyexec_bound).
 
 token_of({py_ctx, Id}) ->
     [{_, Token, _, _}] = ets:lookup(?CTX_TABLE, Id),
