@@ -4,9 +4,6 @@
 
 import { after, before, describe, test } from 'node:test';
 import * as assert from 'node:assert/strict';
-import * as fs from 'fs';
-import * as os from 'os';
-import * as path from 'path';
 import { isDeepStrictEqual } from 'util';
 
 import {
@@ -104,22 +101,13 @@ function brief(ev: StreamEvent | undefined): string {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Resolves once `file` exists: the Python code's "I am running" signal. */
-async function waitForFile(file: string, timeoutMs = 10_000): Promise<void> {
+/** Resolves once a worker is busy: the call just started runs (each test file has its own pyexecd). */
+async function waitBusy(timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  while (!fs.existsSync(file)) {
-    if (Date.now() > deadline) throw new Error(`${file} did not appear in ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 10));
+  while ((await client.getStats()).busyWorkers < 1) {
+    if (Date.now() > deadline) throw new Error(`no call was running after ${timeoutMs} ms`);
+    await sleep(10);
   }
-}
-
-/** A fresh path; the Python code creates it to say that it is running. */
-function markerPath(): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pyexec-node-'));
-  // Workers run as an unprivileged user (--worker_user) when the tests run
-  // as root: they must be able to write here.
-  fs.chmodSync(dir, 0o777);
-  return path.join(dir, 'started');
 }
 
 describe('execStream and callStream', () => {
@@ -192,9 +180,15 @@ describe('execStream and callStream', () => {
       assert.ok(at[0][1] < 900, `first item after ${at[0][1]} ms`);
       assert.ok(at[1][1] >= 1000, `second item after ${at[1][1]} ms`);
     });
-    // Not an iterator: one value. Stateless works too.
+    // A list is iterated too; a str, a dict or a scalar is one value. Stateless works too.
     assert.deepEqual((await collect(client.callStream('builtins', 'sorted', [[3, 1, 2]]))).events, [
-      { type: 'value', value: [1, 2, 3] },
+      { type: 'value', value: 1 },
+      { type: 'value', value: 2 },
+      { type: 'value', value: 3 },
+    ]);
+    assert.deepEqual((await collect(client.callStream('builtins', 'str', ['abc']))).events, [{ type: 'value', value: 'abc' }]);
+    assert.deepEqual((await collect(client.callStream('builtins', 'dict', [], { kwargs: { a: 1 } }))).events, [
+      { type: 'value', value: { a: 1 } },
     ]);
     assert.deepEqual((await collect(client.callStream('builtins', 'iter', [[1, 2]]))).events, [
       { type: 'value', value: 1 },
@@ -423,17 +417,12 @@ describe('interrupt', () => {
     await withSession(async (s) => {
       await s.exec('state = "kept"');
       assert.equal(await s.interrupt(), false); // nothing running
-      const started = markerPath();
-      const running = s.exec(`open(${JSON.stringify(started)}, "w").close()\nwhile True: pass`, { timeoutMs: 30_000 });
+      const running = s.exec('while True: pass', { timeoutMs: 30_000 });
       const outcome = running.then(
         () => undefined,
         (e: unknown) => e,
       );
-      try {
-        await waitForFile(started);
-      } finally {
-        fs.rmSync(path.dirname(started), { recursive: true, force: true });
-      }
+      await waitBusy();
       const start = performance.now();
       // Another handle on the same token, as another task or process would have.
       assert.equal(await client.session(s.token).interrupt({ timeoutMs: 5000 }), true);
