@@ -116,9 +116,16 @@ export interface ClientOptions {
  * gets the positional arguments; keyword arguments, if Python passed any,
  * come as one more argument, a plain object. It returns a value (or a
  * Promise of one) with a Python mapping, or throws: Python then raises
- * `pyexec.CallbackError` with the error's message.
+ * `pyexec.CallbackError` with the error's message (`${err.name}: ${err.message}`).
  */
-export type CallbackFunction = (...args: PyValue[]) => PyInput | void | Promise<PyInput | void>;
+export type CallbackFunction = (...args: PyValue[]) => CallbackReturn | Promise<CallbackReturn>;
+
+/**
+ * What a callback function returns: any value with a Python mapping, or
+ * its arguments as they came (an `Opaque` among them fails when sent back,
+ * and Python sees a CallbackError); `undefined` is None.
+ */
+export type CallbackReturn = PyInput | PyValue | void;
 
 /** Per-call options. */
 export interface CallOptions {
@@ -132,7 +139,10 @@ export interface CallOptions {
 export interface CallbackOptions extends CallOptions {
   /**
    * Functions Python may call during this call only, in addition to the
-   * client's registered ones (these win on a name clash).
+   * client's registered ones (these win on a name clash). Given at all (even
+   * `{}`), the call travels as a Run, so that Python's `pyexec.call` of a
+   * name nobody registered raises `CallbackError` (not the RuntimeError of
+   * a call that takes no callbacks).
    */
   functions?: Record<string, CallbackFunction> | Map<string, CallbackFunction> | undefined;
 }
@@ -809,9 +819,10 @@ export class Core implements LeaseHost {
     let functions: ReadonlyMap<string, CallbackFunction> = this.functions;
     if (opts.functions !== undefined) {
       const extra = opts.functions instanceof Map ? opts.functions : new Map(Object.entries(opts.functions));
-      if (extra.size > 0) functions = new Map([...this.functions, ...extra]);
+      functions = new Map([...this.functions, ...extra]);
+    } else if (functions.size === 0) {
+      return this.unary<object, Resp>(RUN_METHOD[kind], req, opts, ctx);
     }
-    if (functions.size === 0) return this.unary<object, Resp>(RUN_METHOD[kind], req, opts, ctx);
     return this.run<Resp>(kind, req, functions, opts, ctx);
   }
 

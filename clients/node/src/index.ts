@@ -11,6 +11,7 @@ export type {
   SessionOptions,
   CallbackOptions,
   CallbackFunction,
+  CallbackReturn,
   CallRef,
   Snapshot,
   LostName,

@@ -12,6 +12,8 @@ import * as fs from 'fs';
 import * as path from 'path';
 
 import {
+  CallbackFunction,
+  CancelledError,
   Client,
   DeadlineExceededError,
   InvalidArgumentError,
@@ -20,7 +22,10 @@ import {
   PyInput,
   PyValue,
   PythonError,
+  Ref,
+  Session,
   SessionNotFoundError,
+  StreamEvent,
   Tuple,
 } from '../src';
 import { REPO_ROOT, startPyexecd } from './server';
@@ -230,7 +235,176 @@ async function runStatus(client: Client, c: Case): Promise<void> {
   }
 }
 
-async function runCase(client: Client, c: Case): Promise<void> {
+/** Binds, runs fn, unbinds (the runner's sessions are not left to their lease). */
+async function onSession<T>(client: Client, fn: (s: Session) => Promise<T>): Promise<T> {
+  return client.withSession(fn);
+}
+
+function kwargsOf(c: Case): Record<string, PyInput> {
+  const kwargs: Record<string, PyInput> = {};
+  for (const [k, v] of Object.entries((c.kwargs ?? {}) as Record<string, Tagged>)) kwargs[k] = toNative(v);
+  return kwargs;
+}
+
+async function runStream(client: Client, c: Case): Promise<void> {
+  const args = (c.args as Tagged[]).map(toNative);
+  const mod = c.module as string;
+  const fn = c.function as string;
+  const collect = async (gen: AsyncGenerator<StreamEvent, void, undefined>): Promise<Tagged[]> => {
+    const items: Tagged[] = [];
+    for await (const ev of gen) if (ev.type === 'value') items.push(toTagged(ev.value));
+    return items;
+  };
+  const items =
+    c.setup === undefined
+      ? await collect(client.callStream(mod, fn, args, { kwargs: kwargsOf(c) }))
+      : await onSession(client, async (s) => {
+          await s.exec(c.setup as string);
+          return collect(s.callStream(mod, fn, args, { kwargs: kwargsOf(c) }));
+        });
+  const want = c.expect_items as Tagged[];
+  if (items.length !== want.length || !want.every((w, i) => taggedEqual(w, items[i]))) {
+    throw new Error(`expected items ${JSON.stringify(want)}, got ${JSON.stringify(items)}`);
+  }
+}
+
+async function runRef(client: Client, c: Case): Promise<void> {
+  await onSession(client, async (s) => {
+    await s.exec(c.setup as string);
+    const r = await s.eval(c.code as string);
+    if (!(r instanceof Ref)) throw new Error(`expected a Ref, got ${String(r)}`);
+    if (r.type !== c.type) throw new Error(`ref type ${r.type}, want ${String(c.type)}`);
+    expectValue(c, await s.eval(c.use as string, { locals: { r } }));
+    const released = await s.release(r);
+    if (released !== 1) throw new Error(`release gave ${released}, want 1`);
+    await expectError(c.after_release as string, s.eval(c.use as string, { locals: { r } }));
+  });
+}
+
+/** The client-side function of a callback behaviour; `session` is the case's (for re-entry). */
+function behaviour(b: unknown, session: () => Session | undefined): CallbackFunction {
+  if (b === 'return_args') return (...args) => args;
+  if (b === 'never') return () => new Promise<never>(() => {});
+  if (b === 'reenter') {
+    return async (n) => {
+      const s = session();
+      if (s === undefined) throw new Error('reenter needs a session');
+      const down = await s.call('__main__', 'down', [n as PyInput]);
+      return (down as bigint) + 1n;
+    };
+  }
+  if (b !== null && typeof b === 'object') {
+    const o = b as { return?: Tagged; raise?: string };
+    if ('return' in o) return () => toNative(o.return as Tagged);
+    if ('raise' in o) {
+      return () => {
+        throw new Error(o.raise);
+      };
+    }
+  }
+  throw new Error(`unknown callback behaviour ${JSON.stringify(b)}`);
+}
+
+async function runCallback(address: string, c: Case): Promise<void> {
+  // A client of its own, whose registry holds this case's functions only.
+  const client = new Client(address, { values: { ints: 'bigint' }, defaultTimeoutMs: 30_000 });
+  let session: Session | undefined;
+  const functions = Object.entries((c.functions ?? {}) as Record<string, unknown>);
+  for (const [name, b] of functions) client.registerFunction(name, behaviour(b, () => session));
+  const timeoutMs = ((c.timeout_seconds as number | undefined) ?? 10) * 1000;
+  // With no functions registered, the call says it takes callbacks all the
+  // same (`functions: {}`), so that an unknown name is a CallbackError.
+  const opts = { timeoutMs, ...(functions.length === 0 ? { functions: {} } : {}) };
+  const op = (c.op as string | undefined) ?? 'eval';
+  try {
+    const check = async (run: () => Promise<PyValue>) => {
+      if (c.error === undefined) {
+        expectValue(c, await run());
+        return;
+      }
+      const want = c.error as { type: string; message_contains: string };
+      let err: unknown;
+      try {
+        await run();
+      } catch (e) {
+        err = e;
+      }
+      if (!(err instanceof PythonError)) throw new Error(`expected PythonError ${want.type}, got ${String(err)}`);
+      if (err.type !== want.type) throw new Error(`type ${err.type} (${err.pythonMessage}), want ${want.type}`);
+      if (!err.pythonMessage.includes(want.message_contains)) throw new Error(`message ${JSON.stringify(err.pythonMessage)}`);
+    };
+    if (op === 'eval' && c.setup === undefined) {
+      await check(() => client.eval(c.code as string, opts));
+    } else if (op === 'eval' || op === 'exec_then_eval') {
+      await client.withSession(async (s) => {
+        session = s;
+        if (c.setup) await s.exec(c.setup as string, opts);
+        if (op === 'eval') {
+          await check(() => s.eval(c.code as string, opts));
+        } else {
+          await s.exec(c.code as string, opts);
+          await check(() => s.eval(c.eval as string, opts));
+        }
+      });
+    } else {
+      throw new Error(`unknown callback op ${op}`);
+    }
+  } finally {
+    await client.close();
+  }
+}
+
+async function runLease(address: string, c: Case): Promise<void> {
+  const holder = new Client(address, { values: { ints: 'bigint' } });
+  const s = await holder.bind(); // leased: the client's default
+  if (!s.leased) throw new Error('bind() resolved without holding the lease');
+  if ((await s.eval('1')) !== 1n) throw new Error('eval("1") on the leased session');
+  const token = s.token;
+  const start = Date.now();
+  await holder.close(); // the lease ends with its client, no Unbind
+  const other = new Client(address);
+  try {
+    const limit = start + ((c.grace_seconds as number) + 3) * 1000;
+    for (;;) {
+      try {
+        await other.session(token).eval('1', { timeoutMs: 5000 });
+      } catch (e) {
+        await expectError(c.expect as string, Promise.reject(e));
+        console.log(`conformance ${c.name}: session gone ${Date.now() - start} ms after its client closed`);
+        return;
+      }
+      if (Date.now() > limit) throw new Error(`the session outlived its lease by more than ${(c.grace_seconds as number) + 3} s`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  } finally {
+    await other.close();
+  }
+}
+
+async function runInterruptRace(client: Client, c: Case): Promise<void> {
+  const rounds = c.rounds as number;
+  await onSession(client, async (s) => {
+    const start = Date.now();
+    let lost = 0;
+    let firstLoss = '';
+    for (let i = 0; i < rounds; i++) {
+      const running = s.exec('while True: pass', { timeoutMs: 30_000 });
+      const interrupted = await running.interrupt({ timeoutMs: 10_000 });
+      const outcome = await running.then(
+        () => 'completed',
+        (e: unknown) => (e instanceof CancelledError ? 'cancelled' : String(e)),
+      );
+      if (!interrupted || outcome !== 'cancelled') {
+        lost++;
+        firstLoss ||= `round ${i}: interrupted=${interrupted}, call ${outcome}`;
+      }
+    }
+    console.log(`conformance ${c.name}: ${rounds} rounds, ${lost} lost, ${Date.now() - start} ms`);
+    if (lost > 0) throw new Error(`${lost} of ${rounds} interrupts lost (${firstLoss})`);
+  });
+}
+
+async function runCase(client: Client, c: Case, address: string): Promise<void> {
   switch (c.kind) {
     case 'roundtrip': {
       const locals = { x: toNative(c.value as Tagged) };
@@ -257,8 +431,7 @@ async function runCase(client: Client, c: Case): Promise<void> {
       return;
     case 'call': {
       const args = (c.args as Tagged[]).map(toNative);
-      const kwargs: Record<string, PyInput> = {};
-      for (const [k, v] of Object.entries((c.kwargs ?? {}) as Record<string, Tagged>)) kwargs[k] = toNative(v);
+      const kwargs = kwargsOf(c);
       const mod = c.module as string;
       const fn = c.function as string;
       if (c.setup === undefined) {
@@ -291,6 +464,21 @@ async function runCase(client: Client, c: Case): Promise<void> {
     case 'status':
       await runStatus(client, c);
       return;
+    case 'stream':
+      await runStream(client, c);
+      return;
+    case 'ref':
+      await runRef(client, c);
+      return;
+    case 'callback':
+      await runCallback(address, c);
+      return;
+    case 'lease':
+      await runLease(address, c);
+      return;
+    case 'interrupt_race':
+      await runInterruptRace(client, c);
+      return;
     default:
       throw new Error(`unknown case kind ${c.kind}`);
   }
@@ -299,13 +487,13 @@ async function runCase(client: Client, c: Case): Promise<void> {
 test('conformance', { timeout: 180_000 }, async () => {
   const vectors = JSON.parse(fs.readFileSync(vectorsPath(), 'utf8')) as { cases: Case[] };
   assert.ok(vectors.cases.length > 0, 'no conformance cases');
-  const server = await startPyexecd();
+  const server = await startPyexecd(['--lease_grace=1s']);
   const client = new Client(server.address, { values: { ints: 'bigint' }, defaultTimeoutMs: 30_000 });
   const failures: string[] = [];
   try {
     for (const c of vectors.cases) {
       try {
-        await runCase(client, c);
+        await runCase(client, c, server.address);
       } catch (e) {
         failures.push(`${c.name}: ${(e as Error).message}`);
       }
