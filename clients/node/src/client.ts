@@ -410,9 +410,18 @@ interface CallCtx {
 /** A channel to one session owner. */
 class OwnerChannel {
   badUntil = 0;
-  constructor(readonly stub: grpc.Client) {}
-  markDown(): void {
+  constructor(
+    readonly address: string,
+    readonly stub: grpc.Client,
+  ) {}
+  /**
+   * The owner did not answer: pass it over for a while, and forget it as
+   * the session's owner (the session may have moved; the next forwarded
+   * call names the new one).
+   */
+  markDown(route?: SessionRoute): void {
     this.badUntil = Date.now() + OWNER_RETRY_MS;
+    if (route?.owner === this.address) route.owner = undefined;
   }
 }
 
@@ -515,7 +524,7 @@ export class Core implements LeaseHost {
         const host = /^(?:dns:\/\/\/)?(\[[^\]]+\]|[^:]+)/.exec(this.address)?.[1];
         if (host !== undefined) opts['grpc.ssl_target_name_override'] = host.replace(/^\[|\]$/g, '');
       }
-      oc = new OwnerChannel(new this.ctor(route.owner, channelCredentials(this.tls), opts));
+      oc = new OwnerChannel(route.owner, new this.ctor(route.owner, channelCredentials(this.tls), opts));
       this.owners.set(route.owner, oc);
     }
     if (Date.now() < oc.badUntil) return undefined;
@@ -524,7 +533,7 @@ export class Core implements LeaseHost {
     if (state === grpc.connectivityState.READY) return oc;
     if (state === grpc.connectivityState.SHUTDOWN) return undefined;
     if (state === grpc.connectivityState.TRANSIENT_FAILURE) {
-      oc.markDown();
+      oc.markDown(route);
       return undefined;
     }
     // IDLE or CONNECTING: wait a bounded time for the connection.
@@ -538,7 +547,7 @@ export class Core implements LeaseHost {
       watch(ch.getConnectivityState(false));
     });
     if (!ready) {
-      oc.markDown();
+      oc.markDown(route);
       return undefined;
     }
     return oc;
@@ -566,7 +575,7 @@ export class Core implements LeaseHost {
         return await this.unaryOnce<Req, Resp>(owner?.stub ?? this.stub, method, req, opts, callOpts, ctx);
       } catch (e) {
         if (attempt === 0 && ctx.route !== undefined && e instanceof UnavailableError) {
-          owner?.markDown();
+          owner?.markDown(ctx.route);
           const again = this.preflight(opts, ctx);
           if (again) throw again;
           continue;
@@ -671,7 +680,7 @@ export class Core implements LeaseHost {
         finished = true;
         const err = callError(e, cancelledHere);
         if (attempt === 0 && !received && ctx.route !== undefined && err instanceof UnavailableError) {
-          owner?.markDown();
+          owner?.markDown(ctx.route);
           retry = true;
         } else {
           throw err;
@@ -709,7 +718,7 @@ export class Core implements LeaseHost {
       } catch (e) {
         if (!(e instanceof RunFailure)) throw e;
         if (attempt === 0 && !e.sawCallback && ctx.route !== undefined && e.error instanceof UnavailableError) {
-          owner?.markDown();
+          owner?.markDown(ctx.route);
           const again = this.preflight(opts, ctx);
           if (again) throw again;
           continue;
@@ -861,7 +870,7 @@ export class Core implements LeaseHost {
       Date.now() >= oc.badUntil &&
       oc.stub.getChannel().getConnectivityState(false) === grpc.connectivityState.READY
     ) {
-      return { transport: this.attachTransport(owner), ownerDown: () => oc.markDown() };
+      return { transport: this.attachTransport(owner), ownerDown: () => oc.markDown(route) };
     }
     return { transport: this.attachTransport(this.address) };
   }
