@@ -21,7 +21,8 @@ groups() ->
        nested_refs_and_stateless_opaque, released_and_foreign_refs_refused,
        ref_of_an_unbound_session]},
      {interrupt, [sequence],
-      [interrupt_while_true_keeps_state, interrupt_idle_and_unbound, interrupt_a_stream]},
+      [interrupt_while_true_keeps_state, interrupt_idle_and_unbound, interrupt_a_stream,
+       interrupt_race_1000_rounds, interrupt_named_streams_and_stateless_calls]},
      {death, [sequence], [worker_death_during_a_stream]}].
 
 init_per_suite(Config) ->
@@ -501,6 +502,51 @@ interrupt_a_stream(_Config) ->
     Evs = events(Ref, 0),
     ?assertMatch({_, {error, interrupted}}, lists:last(Evs)),
     ?assertEqual({ok, true}, py:eval(Ctx, <<"callable(forever)">>)).
+
+%% The race of issue 19: the call is started and interrupted at once, before
+%% it has reached the server (or while it runs, or while it waits behind
+%% the previous round's): py:interrupt(Ref) names that very call, so it is
+%% never lost. 1000 rounds, 0 lost.
+interrupt_race_1000_rounds(_Config) ->
+    {ok, Ctx} = py:bind(new),
+    ok = py:ctx_exec(Ctx, <<"n = 0">>),
+    T0 = erlang:monotonic_time(millisecond),
+    Results = [begin
+                   Ref = py:spawn_call(Ctx, builtins, exec, [<<"while True: pass">>]),
+                   I = py:interrupt(Ref),
+                   {I, py:await(Ref, 20000)}
+               end || _ <- lists:seq(1, 1000)],
+    Ms = erlang:monotonic_time(millisecond) - T0,
+    Lost = [R || R <- Results, R =/= {ok, {error, interrupted}}],
+    Line = io_lib:format("interrupt race (builtin transport): 1000 rounds, ~b lost, ~b ms",
+                         [length(Lost), Ms]),
+    ct:pal("~s~n~p", [Line, lists:sublist(Lost, 5)]),
+    io:format(user, "~s~n", [Line]),
+    ?assertEqual([], Lost),
+    %% The session kept its state and runs the next call.
+    ?assertEqual({ok, 0}, py:ctx_eval(Ctx, <<"n">>)),
+    py:unbind(Ctx).
+
+%% interrupt(Ref) of a stream (named), of a stateless call and stream
+%% (stopped here), and of a call that has ended (not_running).
+interrupt_named_streams_and_stateless_calls(_Config) ->
+    {ok, Ctx} = py:bind(new),
+    {ok, S} = py:exec_start(<<"while True: pass">>, #{ctx => Ctx}),
+    ?assertEqual(ok, py:interrupt(S)),
+    ?assertMatch([{_, {error, interrupted}}], events(S, 0)),
+    Ref = py:spawn_call(time, sleep, [30]),
+    ?assertEqual(ok, py:interrupt(Ref)),
+    ?assertEqual({error, interrupted}, py:await(Ref, 5000)),
+    {ok, S2} = py:stream_start(time, sleep, [30]),
+    ?assertEqual(ok, py:interrupt(S2)),
+    ?assertMatch([{_, {error, interrupted}}], events(S2, 0)),
+    Done = py:spawn_call(Ctx, math, sqrt, [4]),
+    ?assertEqual({ok, 2.0}, py:await(Done, 5000)),
+    ?assertEqual(not_running, py:interrupt(Done)),
+    ?assertEqual(not_running, py:interrupt(make_ref())),
+    pyexec_test_util:wait_until(fun() -> maps:get(busy_workers, py_pool:get_stats()) =:= 0 end,
+                                no_busy_worker),
+    py:unbind(Ctx).
 
 %%====================================================================
 %% Worker death
