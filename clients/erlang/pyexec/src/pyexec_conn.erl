@@ -105,7 +105,9 @@
           scheme :: binary(),
           authority :: binary(),
           %% Since when an owner replica's connection has failed to connect.
-          down_since = undefined :: undefined | integer()
+          down_since = undefined :: undefined | integer(),
+          %% The server has sent its SETTINGS on this connection.
+          settled = false :: boolean()
          }).
 
 %% An owner replica's connection that cannot connect for this long stops.
@@ -241,7 +243,7 @@ connect(#s{host = Host, port = Port, tls = Tls, cfg = Cfg} = S0) ->
                              next_id = 1, max_streams = infinity,
                              peer_window = ?DEFAULT_WINDOW, max_frame = ?DEFAULT_MAX_FRAME,
                              send_window = ?DEFAULT_WINDOW, blocked = [],
-                             conn_unacked = 0,
+                             conn_unacked = 0, settled = false,
                              cont = undefined, ping = undefined},
                     publish(S1),
                     drain_queue(S1#s{down_since = undefined});
@@ -312,8 +314,11 @@ disconnect(Reason, #s{mod = Mod, sock = Sock} = S0) ->
 refs_without_streams(#s{queue = Q}) ->
     maps:from_list([{element(2, R), queued} || R <- queue:to_list(Q)]).
 
-publish(#s{index = I, status = Status}) ->
-    ets:insert(?TABLE, {I, self(), Status =:= up}).
+%% A connection to an owner replica counts as up once the server has
+%% answered (its SETTINGS): routing prefers the balancer until then, so that
+%% an address that accepts and drops connections is never chosen.
+publish(#s{index = I, status = Status, settled = Settled}) ->
+    ets:insert(?TABLE, {I, self(), Status =:= up andalso (is_integer(I) orelse Settled)}).
 
 %% Connection-level protocol error: tell the server why, then drop it.
 conn_error(Code, Why, #s{mod = Mod, sock = Sock} = S) ->
@@ -781,7 +786,8 @@ apply_settings(Pairs, S0) ->
             S1 = send(pyexec_h2_frame:settings_ack(), S),
             %% The server answered, so the endpoint is healthy: reset the
             %% reconnect backoff.
-            S2 = S1#s{backoff = maps:get(reconnect_backoff_min, S1#s.cfg)},
+            S2 = S1#s{backoff = maps:get(reconnect_backoff_min, S1#s.cfg), settled = true},
+            S2#s.settled =:= S1#s.settled orelse publish(S2),
             drain_queue(flush_blocked(S2))
     end.
 

@@ -31,13 +31,14 @@
 unary(Method, Request, Timeout) ->
     case call(Method, Request, Timeout, #{}) of
         {ok, Resp, _Headers} -> {ok, Resp};
-        {error, {lost, E}} -> {error, E};
+        {error, {Tag, E}} when Tag =:= lost; Tag =:= unsent -> {error, E};
         {error, _} = E -> E
     end.
 
 %% @doc One PyExec RPC with options; the response comes with the response
 %% headers. `{error, {lost, GrpcError}}': the connection was lost while the
-%% server may have been running the call.
+%% server may have been running the call; `{error, {unsent, GrpcError}}':
+%% no connection could take it (the server never saw it).
 -spec call(pyexec_rpc:method(), map(), timeout(), pyexec_rpc:opts()) ->
           {ok, map(), [{binary(), binary()}]} | {error, term()}.
 call(Method, Request, Timeout, Opts) ->
@@ -175,7 +176,7 @@ stream_recv(#{conn := Conn, mref := Mref, resp := RespType, deadline := Deadline
         {Mref, {error, _} = Err} ->
             erlang:demonitor(Mref, [flush]),
             case result(Err) of
-                {retry, E} -> {error, E};
+                {retry, E} -> {error, {unsent, E}};
                 E -> E
             end;
         {'DOWN', Mref, process, _, Reason} ->
@@ -216,7 +217,7 @@ min_timeout(A, B) -> min(A, B).
 request(Path, Msg, Timeout) ->
     case request(Path, Msg, Timeout, #{}) of
         {ok, Bin, _Headers} -> {ok, Bin};
-        {error, {lost, E}} -> {error, E};
+        {error, {Tag, E}} when Tag =:= lost; Tag =:= unsent -> {error, E};
         {error, _} = E -> E
     end.
 
@@ -240,12 +241,12 @@ attempt(Via, Path, Body, Deadline, Tries) ->
                 {retry, _Err} when Tries > 1 ->
                     attempt(Via, Path, Body, Deadline, Tries - 1);
                 {retry, Err} ->
-                    {error, Err};
+                    {error, {unsent, Err}};
                 Result ->
                     Result
             end;
-        {error, _} = E ->
-            E
+        {error, E} ->
+            {error, {unsent, E}}
     end.
 
 send_and_wait(Conn, Path, Body, Deadline) ->

@@ -186,7 +186,7 @@ definition(Method) ->
 unary(Method, Request, Timeout) ->
     case call(Method, Request, Timeout, #{}) of
         {ok, Resp, _Headers} -> {ok, Resp};
-        {error, {lost, E}} -> {error, E};
+        {error, {Tag, E}} when Tag =:= lost; Tag =:= unsent -> {error, E};
         {error, _} = E -> E
     end.
 
@@ -366,7 +366,8 @@ call_process(Caller, Alias, #{method := Method, channel := Channel} = Args) ->
             %% grpcbox waited for a connection until the deadline.
             Alias ! {Alias, {error, {grpc, deadline_exceeded, <<"deadline exceeded before sending">>}}};
         {error, Reason} ->
-            Alias ! {Alias, {error, {grpc, unavailable, fmt("grpcbox: ~p", [Reason])}}}
+            %% No stream could be opened: the server never saw the call.
+            Alias ! {Alias, {error, {unsent, {grpc, unavailable, fmt("grpcbox: ~p", [Reason])}}}}
     end.
 
 %% A unary call or a server stream: request given, response streamed. A
