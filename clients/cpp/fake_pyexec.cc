@@ -11,6 +11,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
 #include "clients/cpp/value.h"
 #include "grpc/grpc_security_constants.h"
 #include "grpcpp/security/auth_context.h"
@@ -28,6 +30,13 @@ grpc::Status FakePyExec::Bind(grpc::ServerContext* context,
   response->set_session(absl::StrCat("s", ++next_session_));
   response->set_idle_timeout_seconds(
       request->idle_timeout_seconds() ? request->idle_timeout_seconds() : 600);
+  response->set_owner(owner_);
+  if (!request->restore().empty()) {
+    if (!absl::StartsWith(request->restore(), "snap:")) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "not a snapshot");
+    }
+    response->add_restore_lost()->set_name("gone_module");
+  }
   return grpc::Status::OK;
 }
 
@@ -45,11 +54,27 @@ grpc::Status FakePyExec::Eval(grpc::ServerContext* context,
                               v1::EvalResponse* response) {
   RecordCall("Eval", *context);
   RecordSession(request->session());
+  {
+    absl::MutexLock lock(&mu_);
+    if (!owner_header_.empty()) context->AddInitialMetadata("x-pyexec-owner", owner_header_);
+  }
   const std::string& code = request->code();
   int status_code = 0;
   if (absl::StartsWith(code, "fail:") &&
       absl::SimpleAtoi(code.substr(5), &status_code)) {
     return grpc::Status(static_cast<grpc::StatusCode>(status_code), "scripted");
+  }
+  if (absl::StartsWith(code, "once:")) {
+    std::vector<std::string> parts = absl::StrSplit(code, ':');
+    absl::MutexLock lock(&mu_);
+    if (parts.size() == 3 && absl::SimpleAtoi(parts[1], &status_code) &&
+        failed_once_[code]++ == 0) {
+      return grpc::Status(static_cast<grpc::StatusCode>(status_code), "CANCELLED");
+    }
+  }
+  if (code == "sleep") {
+    WaitForCancel(context, absl::Seconds(30));
+    return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client");
   }
   if (code == "raise") {
     v1::PythonError* error = response->mutable_error();
@@ -130,6 +155,10 @@ grpc::Status FakePyExec::Interrupt(grpc::ServerContext* context,
                                    v1::InterruptResponse* response) {
   RecordCall("Interrupt", *context);
   RecordSession(request->session());
+  {
+    absl::MutexLock lock(&mu_);
+    interrupt_call_ids_.push_back(request->call_id());
+  }
   if (absl::StartsWith(request->session(), "gone")) {
     return grpc::Status(grpc::StatusCode::NOT_FOUND, "unknown session");
   }
@@ -151,6 +180,169 @@ grpc::Status FakePyExec::Release(grpc::ServerContext* context,
   }
   response->set_released(live);
   return grpc::Status::OK;
+}
+
+grpc::Status FakePyExec::Attach(grpc::ServerContext* context,
+                                const v1::AttachRequest* request,
+                                grpc::ServerWriter<v1::AttachEvent>* writer) {
+  RecordCall("Attach", *context);
+  const std::string& session = request->session();
+  if (absl::StartsWith(session, "gone")) {
+    return grpc::Status(grpc::StatusCode::NOT_FOUND, "unknown session");
+  }
+  int attach;
+  {
+    absl::MutexLock lock(&mu_);
+    attach = ++attaches_[session];
+    ++open_leases_[session];
+  }
+  v1::AttachEvent attached;
+  attached.mutable_attached()->set_grace_seconds(1);
+  writer->Write(attached);
+  grpc::Status status = grpc::Status::OK;
+  if (absl::StartsWith(session, "moved") && attach == 1) {
+    absl::SleepFor(absl::Milliseconds(50));
+    status = grpc::Status(grpc::StatusCode::UNAVAILABLE, "the session moved");
+  } else if (absl::StartsWith(session, "ends")) {
+    absl::SleepFor(absl::Milliseconds(50));
+    v1::AttachEvent ended;
+    ended.mutable_ended()->set_reason("unbound");
+    writer->Write(ended);
+  } else {
+    WaitForCancel(context, absl::InfiniteDuration());
+    status = grpc::Status(grpc::StatusCode::CANCELLED, "lease cancelled");
+  }
+  absl::MutexLock lock(&mu_);
+  --open_leases_[session];
+  return status;
+}
+
+grpc::Status FakePyExec::Run(grpc::ServerContext* context,
+                             grpc::ServerReaderWriter<v1::RunEvent, v1::RunRequest>* stream) {
+  RecordCall("Run", *context);
+  v1::RunRequest first;
+  if (!stream->Read(&first)) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "no request");
+  }
+  v1::RunEvent response;
+  if (first.has_eval() && absl::StartsWith(first.eval().code(), "cb ")) {
+    RecordSession(first.eval().session());
+    std::vector<std::string> names =
+        absl::StrSplit(first.eval().code().substr(3), ' ', absl::SkipEmpty());
+    for (size_t i = 0; i < names.size(); ++i) {
+      v1::RunEvent ask;
+      ask.mutable_callback()->set_id(absl::StrCat("cb", i + 1));
+      ask.mutable_callback()->set_name(names[i]);
+      auto x = first.eval().locals().find("x");
+      if (x != first.eval().locals().end()) *ask.mutable_callback()->add_args() = x->second;
+      stream->Write(ask);
+    }
+    std::vector<v1::Value> outcomes(names.size());
+    for (size_t answered = 0; answered < names.size(); ++answered) {
+      v1::RunRequest answer;
+      if (!stream->Read(&answer) || !answer.has_callback_result()) {
+        return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "expected a callback result");
+      }
+      const v1::CallbackResult& result = answer.callback_result();
+      size_t index = 0;
+      if (!absl::StartsWith(result.id(), "cb") ||
+          !absl::SimpleAtoi(result.id().substr(2), &index) || index < 1 ||
+          index > names.size()) {
+        return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "unknown callback id");
+      }
+      outcomes[index - 1] = result.has_error()
+                                ? MakeStr(absl::StrCat("error ", result.error().type(), ": ",
+                                                       result.error().message()))
+                                : result.value();
+    }
+    *response.mutable_eval()->mutable_value() = MakeList(std::move(outcomes));
+  } else if (first.has_eval()) {
+    grpc::Status status = Eval(context, &first.eval(), response.mutable_eval());
+    if (!status.ok()) return status;
+  } else if (first.has_exec()) {
+    grpc::Status status = Exec(context, &first.exec(), response.mutable_exec());
+    if (!status.ok()) return status;
+  } else if (first.has_call()) {
+    grpc::Status status = Call(context, &first.call(), response.mutable_call());
+    if (!status.ok()) return status;
+  } else {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "no call first");
+  }
+  stream->Write(response);
+  v1::RunRequest extra;
+  if (!stream->Read(&extra)) {
+    absl::MutexLock lock(&mu_);
+    ++run_half_closes_;
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status FakePyExec::Snapshot(grpc::ServerContext* context,
+                                  const v1::SnapshotRequest* request,
+                                  v1::SnapshotResponse* response) {
+  RecordCall("Snapshot", *context);
+  RecordSession(request->session());
+  if (absl::StartsWith(request->session(), "gone")) {
+    return grpc::Status(grpc::StatusCode::NOT_FOUND, "unknown session");
+  }
+  response->set_blob(absl::StrCat("snap:", request->session()));
+  v1::LostName* lost = response->add_lost();
+  lost->set_name("sock");
+  lost->set_type("socket.socket");
+  lost->set_reason("cannot pickle 'socket' object");
+  response->add_modules("json");
+  return grpc::Status::OK;
+}
+
+void FakePyExec::set_owner(const std::string& owner) {
+  absl::MutexLock lock(&mu_);
+  owner_ = owner;
+}
+
+void FakePyExec::set_owner_header(const std::string& owner) {
+  absl::MutexLock lock(&mu_);
+  owner_header_ = owner;
+}
+
+int FakePyExec::open_leases(const std::string& session) const {
+  absl::MutexLock lock(&mu_);
+  auto it = open_leases_.find(session);
+  return it == open_leases_.end() ? 0 : it->second;
+}
+
+int FakePyExec::attaches(const std::string& session) const {
+  absl::MutexLock lock(&mu_);
+  auto it = attaches_.find(session);
+  return it == attaches_.end() ? 0 : it->second;
+}
+
+std::vector<std::string> FakePyExec::interrupt_call_ids() const {
+  absl::MutexLock lock(&mu_);
+  return interrupt_call_ids_;
+}
+
+int FakePyExec::run_half_closes() const {
+  absl::MutexLock lock(&mu_);
+  return run_half_closes_;
+}
+
+void FakePyExec::Stop() {
+  absl::MutexLock lock(&mu_);
+  stopped_ = true;
+}
+
+bool FakePyExec::stopped() const {
+  absl::MutexLock lock(&mu_);
+  return stopped_;
+}
+
+bool FakePyExec::WaitForCancel(grpc::ServerContext* context, absl::Duration max) {
+  const absl::Time until = absl::Now() + max;
+  while (!context->IsCancelled() && absl::Now() < until) {
+    if (stopped()) return false;
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  return true;
 }
 
 std::vector<std::string> FakePyExec::unbound() const {
@@ -215,7 +407,10 @@ FakePyExecServer::FakePyExecServer(const std::optional<FakeTls>& tls) {
   address_ = absl::StrCat("127.0.0.1:", port);
 }
 
-FakePyExecServer::~FakePyExecServer() { server_->Shutdown(); }
+FakePyExecServer::~FakePyExecServer() {
+  service_.Stop();
+  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+}
 
 }  // namespace fakes
 }  // namespace pyexec
