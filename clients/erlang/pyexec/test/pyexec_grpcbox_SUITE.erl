@@ -34,12 +34,13 @@ groups() ->
        metadata_over_grpcbox, streams_and_refs_over_grpcbox,
        no_stray_messages_after_timeouts, server_death_fails_calls_at_once,
        caller_death_cancels_its_call, app_stop_tears_down_the_channel,
+       callbacks_over_grpcbox, leases_over_grpcbox, interrupt_race_over_grpcbox,
        unsupported_config_refused]}].
 
 init_per_suite(Config) ->
     {ok, Srv} = pyexec_test_util:start_server(pyexec_test_util:pyexecd_path(),
                                               ["--listen=127.0.0.1:0", "--workers=1",
-                                               "--max_workers=2"]),
+                                               "--max_workers=2", "--lease_grace=1s"]),
     [{srv, Srv} | Config].
 
 end_per_suite(Config) ->
@@ -415,6 +416,58 @@ app_stop_tears_down_the_channel(Config) ->
         pyexec_test_util:stop_server(Srv, "KILL"),
         start_app(Config, [{decode_bytes, tagged}])
     end.
+
+%% Run streams (grpcbox_client:stream/4, send/2, close_send/1): values
+%% both ways, re-entry on the session (x-pyexec-callback in the ctx's
+%% metadata), an unknown name, a callback that never answers.
+callbacks_over_grpcbox(_Config) ->
+    Before = calls(),
+    ok = py:register_function(echo, fun(Args) -> Args end),
+    ?assertEqual({ok, [1, <<"a">>, #{<<"k">> => {set, [2]}}]},
+                 py:eval(<<"erlang.call('echo', 1, 'a', {'k': {2}})">>)),
+    ok = py:bind(),
+    ok = py:exec(<<"def down(n):\n    return 0 if n == 0 else pyexec.call('down', n - 1) + 1">>),
+    ok = py:register_function(down, fun([N]) -> {ok, V} = py:call('__main__', down, [N]), V + 1 end),
+    ?assertEqual({ok, 10}, py:eval(<<"down(5)">>)),
+    ?assertMatch({error, {'CallbackError', "LookupError" ++ _}}, py:eval(<<"pyexec.call('nope')">>)),
+    ok = py:register_function(slow, fun(_) -> receive after infinity -> ok end end),
+    ?assertEqual(ok, py:exec(<<"try:\n    pyexec.call('slow')\nexcept TimeoutError:\n"
+                               "    r = 'timed out'">>, #{}, 1500)),
+    ?assertEqual({ok, <<"timed out">>}, py:eval(<<"r">>)),
+    py:unbind(),
+    [py:unregister_function(N) || N <- [echo, down, slow]],
+    %% Each call above was a stream of grpcbox_client (a Run, or the
+    %% nested calls' Runs), plus the lease.
+    stand_ins_only(fun() -> ?assert(calls() - Before >= 12) end),
+    ?assertEqual([], mailbox()).
+
+%% A bound session is leased over grpcbox too: unbound behind the client's
+%% back, its lease sees it end and the next call gets session_lost.
+leases_over_grpcbox(_Config) ->
+    ok = py:bind(),
+    [{_, Id}] = ets:lookup(pyexec_bound, self()),
+    [{_, Token, _, _}] = ets:lookup(pyexec_ctx, Id),
+    {ok, _} = pyexec_rpc:call(unbind, #{session => Token}, 5000),
+    pyexec_test_util:wait_until(fun() -> ets:lookup(pyexec_ctx, Id) =:= [{Id, lost, self(), implicit}] end,
+                                marked_lost),
+    ?assertEqual({error, session_lost}, py:eval(<<"1">>)),
+    ?assertNot(py:is_bound()).
+
+%% The interrupt race over grpcbox: the call's id travels in the ctx
+%% metadata, so an Interrupt that comes first still names it.
+interrupt_race_over_grpcbox(_Config) ->
+    {ok, Ctx} = py:bind(new),
+    T0 = erlang:monotonic_time(millisecond),
+    Lost = [R || _ <- lists:seq(1, 200),
+                 R <- [begin
+                           Ref = py:spawn_call(Ctx, builtins, exec, [<<"while True: pass">>]),
+                           {py:interrupt(Ref), py:await(Ref, 20000)}
+                       end],
+                 R =/= {ok, {error, interrupted}}],
+    ct:pal("interrupt race over grpcbox: 200 rounds, ~b lost, ~b ms",
+           [length(Lost), erlang:monotonic_time(millisecond) - T0]),
+    ?assertEqual([], Lost),
+    py:unbind(Ctx).
 
 stream_events(Ref) ->
     receive
