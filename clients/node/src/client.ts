@@ -427,6 +427,8 @@ class OwnerChannel {
 
 /** How long an owner that could not be reached is passed over. */
 const OWNER_RETRY_MS = 10_000;
+/** How long a session call is retried while the server says the session is moving. */
+const MOVE_RETRY_MS = 5_000;
 
 type RunKind = 'eval' | 'exec' | 'call';
 const RUN_METHOD: Record<RunKind, string> = { eval: 'Eval', exec: 'Exec', call: 'Call' };
@@ -569,13 +571,14 @@ export class Core implements LeaseHost {
     const early = this.preflight(opts, ctx);
     if (early) throw early;
     const callOpts = this.callOptions(opts);
+    const retry = { since: 0 };
     for (let attempt = 0; ; attempt++) {
       const owner = attempt === 0 ? await this.ownerFor(ctx.route) : undefined;
       try {
         return await this.unaryOnce<Req, Resp>(owner?.stub ?? this.stub, method, req, opts, callOpts, ctx);
       } catch (e) {
-        if (attempt === 0 && ctx.route !== undefined && e instanceof UnavailableError) {
-          owner?.markDown(ctx.route);
+        if (await this.retryable(retry, attempt, e, callOpts, ctx)) {
+          if (attempt === 0) owner?.markDown(ctx.route);
           const again = this.preflight(opts, ctx);
           if (again) throw again;
           continue;
@@ -583,6 +586,34 @@ export class Core implements LeaseHost {
         throw e;
       }
     }
+  }
+
+  /**
+   * Whether a session call that failed with `err` goes again (after a
+   * pause). UNAVAILABLE: the server did not run it (draining, its owner
+   * out of reach, a drain's bare CANCELLED). The first retry goes at once,
+   * through `address`; while the server says the session is moving (it
+   * refuses calls until the move is done, a few hundred ms), more follow,
+   * 50 ms apart doubling to 500 ms, for at most 5 s and within the deadline.
+   */
+  private async retryable(
+    state: { since: number },
+    attempt: number,
+    err: unknown,
+    callOpts: grpc.CallOptions,
+    ctx: CallCtx,
+  ): Promise<boolean> {
+    if (ctx.route === undefined || !(err instanceof UnavailableError)) return false;
+    if (attempt === 0) {
+      state.since = Date.now();
+      return true;
+    }
+    if (!/moving/i.test(err.details)) return false;
+    const delay = Math.min(50 * 2 ** (attempt - 1), 500);
+    const deadline = callOpts.deadline instanceof Date ? callOpts.deadline.getTime() : Infinity;
+    if (Date.now() + delay - state.since > MOVE_RETRY_MS || Date.now() + delay >= deadline) return false;
+    await new Promise((r) => setTimeout(r, delay));
+    return true;
   }
 
   private unaryOnce<Req, Resp>(
@@ -645,6 +676,7 @@ export class Core implements LeaseHost {
     if (early) throw early;
     const signal = opts.signal;
     const callOpts = this.callOptions(opts);
+    const retryState = { since: 0 };
     for (let attempt = 0; ; attempt++) {
       const owner = attempt === 0 ? await this.ownerFor(ctx.route) : undefined;
       const stub = owner?.stub ?? this.stub;
@@ -669,7 +701,7 @@ export class Core implements LeaseHost {
       const unsubscribe = ctx.control?.onCancel(cancel);
       let finished = false;
       let received = false;
-      let retry = false;
+      let failure: PyExecError | undefined;
       try {
         for await (const msg of call as AsyncIterable<Resp>) {
           received = true;
@@ -678,19 +710,15 @@ export class Core implements LeaseHost {
         finished = true;
       } catch (e) {
         finished = true;
-        const err = callError(e, cancelledHere);
-        if (attempt === 0 && !received && ctx.route !== undefined && err instanceof UnavailableError) {
-          owner?.markDown(ctx.route);
-          retry = true;
-        } else {
-          throw err;
-        }
+        failure = callError(e, cancelledHere);
       } finally {
         signal?.removeEventListener('abort', cancel);
         unsubscribe?.();
         if (!finished) call.cancel();
       }
-      if (!retry) return;
+      if (failure === undefined) return;
+      if (received || !(await this.retryable(retryState, attempt, failure, callOpts, ctx))) throw failure;
+      if (attempt === 0) owner?.markDown(ctx.route);
       const again = this.preflight(opts, ctx);
       if (again) throw again;
     }
@@ -711,14 +739,15 @@ export class Core implements LeaseHost {
     const early = this.preflight(opts, ctx);
     if (early) throw early;
     const callOpts = this.callOptions(opts);
+    const retry = { since: 0 };
     for (let attempt = 0; ; attempt++) {
       const owner = attempt === 0 ? await this.ownerFor(ctx.route) : undefined;
       try {
         return await this.runOnce<Resp>(owner?.stub ?? this.stub, kind, req, functions, opts, callOpts, ctx);
       } catch (e) {
         if (!(e instanceof RunFailure)) throw e;
-        if (attempt === 0 && !e.sawCallback && ctx.route !== undefined && e.error instanceof UnavailableError) {
-          owner?.markDown(ctx.route);
+        if (!e.sawCallback && (await this.retryable(retry, attempt, e.error, callOpts, ctx))) {
+          if (attempt === 0) owner?.markDown(ctx.route);
           const again = this.preflight(opts, ctx);
           if (again) throw again;
           continue;
