@@ -4,16 +4,18 @@ Sync API here (pyexec_client.Client); the asyncio flavour with the same names
 is pyexec_client.aio. See clients/python/README.md.
 """
 
-from ._core import Bound, Event, Item, OutputCallback, Result, Stats, Stderr, Stdout
-from .client import Client, Context, Session, Stream
+from ._callbacks import Function
+from ._core import (Bound, Event, Item, LostName, OutputCallback, Result, Snapshot, Stats,
+                    Stderr, Stdout)
+from .client import Client, Context, RunningCall, Session, Stream
 from .errors import (Cancelled, InvalidArgument, PermissionDenied, PoolExhausted, PyExecError,
                      PythonError, RefLimitExceeded, SessionNotFound, Timeout, Unauthenticated,
                      Unavailable, UnknownRef, ValueConversionError, WorkerDied)
 from .values import Opaque, Ref, from_value, to_value
 
 __all__ = [
-    "Client", "Session", "Context", "Stream", "Stdout", "Stderr", "Item", "Event", "Result",
-    "OutputCallback",
+    "Client", "Session", "Context", "Stream", "RunningCall", "Stdout", "Stderr", "Item", "Event",
+    "Result", "OutputCallback", "Function", "Snapshot", "LostName",
     "Stats", "Bound", "Opaque", "Ref", "UnknownRef", "RefLimitExceeded",
     "PyExecError", "PythonError", "SessionNotFound", "Timeout", "PoolExhausted",
     "InvalidArgument", "Unavailable", "Cancelled", "WorkerDied", "Unauthenticated",

@@ -1,13 +1,18 @@
 """What the sync and the asyncio clients share: options, channel credentials,
 request building and response decoding. No I/O happens here."""
 
+import contextvars
+import itertools
 import math
 import os
+import secrets
+import time
 from dataclasses import dataclass, fields
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import grpc
 
+from ._callbacks import CALLBACK_HEADER, current_callback
 from ._stubs import pb
 from .errors import InvalidArgument, PyExecError, PythonError
 from .values import Ref, from_value, to_value, to_value_map
@@ -50,10 +55,37 @@ class Stats:
 
 
 @dataclass(frozen=True)
+class LostName:
+    """A name a snapshot could not carry (a socket, a thread, an open file...),
+    or a module that no longer imports where the snapshot was restored."""
+    name: str
+    type: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A session's state (Snapshot RPC): give `blob` to
+    client.session(restore=blob) (or bind(restore=blob)) for a new session
+    with that state, for the same principal only. `lost` lists what the blob
+    lacks, `modules` what a restore re-imports, `refs` the live refs it
+    carries (under the same ids)."""
+    blob: bytes
+    lost: Tuple[LostName, ...] = ()
+    modules: Tuple[str, ...] = ()
+    refs: int = 0
+
+
+@dataclass(frozen=True)
 class Bound:
-    """What Bind granted: the session token and the idle timeout in seconds."""
+    """What Bind granted: the session token and the idle timeout in seconds;
+    the replica that holds it (with --peers); after a restore, what did not
+    come back and the error __pyexec_restore__() raised."""
     session: str
     idle_timeout: int
+    owner: str = ""
+    restore_lost: Tuple[LostName, ...] = ()
+    restore_error: Optional[PythonError] = None
 
 
 def _read(path_or_bytes: Optional[Any]) -> Optional[bytes]:
@@ -88,6 +120,16 @@ class Options:
     on_stdout, on_stderr: default output callbacks of every call (see
         OutputCallback and the README); a call's own on_stdout= / on_stderr=
         take precedence.
+    lease: lease the sessions the client binds (sessions, `with` blocks,
+        shared contexts): an Attach stream held open while the client lives;
+        when it ends (the client closes, the process dies, the connection is
+        lost) the server unbinds the session after its --lease_grace. False:
+        sessions only expire when idle. A session may say otherwise
+        (client.session(lease=...)).
+    route_to_owner: send a session's calls straight to the replica that holds
+        it (BindResponse.owner, x-pyexec-owner) once a channel to it has
+        connected; the target stays the fallback. Without --peers on the
+        server there is no owner and nothing changes.
     channel_options: extra grpc channel arguments.
     """
 
@@ -101,6 +143,7 @@ class Options:
                  max_reconnect_backoff: Optional[float] = None,
                  on_stdout: Optional[OutputCallback] = None,
                  on_stderr: Optional[OutputCallback] = None,
+                 lease: bool = True, route_to_owner: bool = True,
                  channel_options: Sequence[Tuple[str, Any]] = ()) -> None:
         if not target:
             raise InvalidArgument("pyexec_client: empty target address")
@@ -119,6 +162,8 @@ class Options:
         self.timeout = timeout
         self.num_contexts = num_contexts or os.cpu_count() or 1
         self.wait_for_ready = bool(wait_for_ready)
+        self.lease = bool(lease)
+        self.route_to_owner = bool(route_to_owner)
         self.output = Output(_callback("on_stdout", on_stdout),
                              _callback("on_stderr", on_stderr))
         self.channel_options = list(_DEFAULT_CHANNEL_OPTIONS)
@@ -157,15 +202,83 @@ class Options:
     def call_kwargs(self, timeout: Optional[float], wait_for_ready: bool = True) -> Dict[str, Any]:
         """The grpc stub arguments of one call; wait_for_ready=False opts a
         call out of the client's wait_for_ready (cleanup)."""
+        return self.rpc_kwargs(self.metadata, deadline(self.call_timeout(timeout)),
+                               wait_for_ready)
+
+    def rpc_kwargs(self, metadata: Metadata, at: Optional[float],
+                   wait_for_ready: bool = True) -> Dict[str, Any]:
+        """The grpc stub arguments of one attempt of a call whose deadline is
+        `at` (time.monotonic(); None: none)."""
         kw: Dict[str, Any] = {}
-        if self.metadata:
-            kw["metadata"] = self.metadata
-        deadline = self.call_timeout(timeout)
-        if deadline is not None:
-            kw["timeout"] = deadline
+        if metadata:
+            kw["metadata"] = metadata
+        if at is not None:
+            kw["timeout"] = max(0.0, at - time.monotonic())
         if self.wait_for_ready and wait_for_ready:
             kw["wait_for_ready"] = True
         return kw
+
+    def call_metadata(self, call_id: str) -> Metadata:
+        """The metadata of an Eval/Exec/Call/stream/Run: the client's, the
+        call's name (x-pyexec-call-id, for an Interrupt that names it), and
+        the callback being run, if any (x-pyexec-callback: the call runs
+        nested on the interpreter that waits for it)."""
+        md = self.metadata + ((CALL_ID_HEADER, call_id),)
+        return nested_metadata(md)
+
+
+CALL_ID_HEADER = "x-pyexec-call-id"
+# A pause before a session call that failed UNAVAILABLE through the target is
+# sent again (a draining replica's GOAWAY has then reached the channel).
+RETRY_PAUSE = 0.05
+# Lease streams that fail are opened again after a back-off that starts here
+# and doubles up to a third of the server's grace (at most 1 s), so that the
+# lease is back before the grace runs out.
+LEASE_BACKOFF_MIN = 0.05
+LEASE_BACKOFF_MAX = 1.0
+
+
+def lease_backoff_cap(grace_seconds: int) -> float:
+    return max(LEASE_BACKOFF_MIN, min(LEASE_BACKOFF_MAX, grace_seconds / 3.0))
+
+
+def nested_metadata(md: Metadata) -> Metadata:
+    """md, plus x-pyexec-callback when called from a running callback."""
+    callback = current_callback.get()
+    if callback is not None:
+        return md + ((CALLBACK_HEADER, callback),)
+    return md
+
+
+def deadline(timeout: Optional[float]) -> Optional[float]:
+    """The time.monotonic() deadline of a call of `timeout` seconds."""
+    return None if timeout is None else time.monotonic() + timeout
+
+
+class CallIds:
+    """Unique names for the calls of one client: a random prefix and a counter."""
+
+    def __init__(self) -> None:
+        self._prefix = secrets.token_hex(8)
+        self._next = itertools.count(1)
+
+    def new(self) -> str:
+        return "%s.%x" % (self._prefix, next(self._next))
+
+
+# The name a started call (start_eval/start_exec/start_call) gives the call it
+# makes: set in its thread or task before the call, taken by the call.
+pending_call_id: "contextvars.ContextVar[Optional[str]]" = contextvars.ContextVar(
+    "pyexec_client_pending_call_id", default=None)
+
+
+def take_call_id(ids: CallIds) -> str:
+    """The call's name: the one a started call set, else a new one."""
+    named = pending_call_id.get()
+    if named is not None:
+        pending_call_id.set(None)  # callbacks and nested calls get their own
+        return named
+    return ids.new()
 
 
 def _backoff_ms(name: str, seconds: Optional[float]) -> Optional[int]:
@@ -332,12 +445,48 @@ def stats(resp: Any) -> Stats:
     return Stats(**{f.name: getattr(resp, f.name) for f in fields(Stats)})
 
 
+def lost_names(items: Any) -> Tuple[LostName, ...]:
+    return tuple(LostName(x.name, x.type, x.reason) for x in items)
+
+
 def bound(resp: Any) -> Bound:
-    return Bound(resp.session, resp.idle_timeout_seconds)
+    error = None
+    if resp.HasField("restore_error"):
+        e = resp.restore_error
+        error = PythonError(e.type, e.message, e.traceback)
+    return Bound(resp.session, resp.idle_timeout_seconds, resp.owner,
+                 lost_names(resp.restore_lost), error)
 
 
-def bind_request(idle_timeout: Optional[int]) -> Any:
-    return pb.BindRequest(idle_timeout_seconds=int(idle_timeout or 0))
+def bind_request(idle_timeout: Optional[int], restore: Optional[bytes] = None) -> Any:
+    if restore is not None and not isinstance(restore, (bytes, bytearray, memoryview)):
+        raise InvalidArgument("pyexec_client: restore= takes a Snapshot's blob (bytes) or a "
+                              "Snapshot, got %s" % type(restore).__qualname__)
+    return pb.BindRequest(idle_timeout_seconds=int(idle_timeout or 0),
+                          restore=bytes(restore) if restore is not None else b"")
+
+
+def restore_blob(restore: Union[Snapshot, bytes, None]) -> Optional[bytes]:
+    return restore.blob if isinstance(restore, Snapshot) else restore
+
+
+def snapshot(resp: Any) -> Snapshot:
+    return Snapshot(resp.blob, lost_names(resp.lost), tuple(resp.modules), resp.refs)
+
+
+def run_request(method: str, request: Any) -> Any:
+    """The first message of a Run: the Eval/Exec/Call request."""
+    return pb.RunRequest(**{method.lower(): request})
+
+
+def run_response(ev: Any) -> Optional[Any]:
+    """A RunEvent's Eval/Exec/Call response, or None for a callback request."""
+    kind = ev.WhichOneof("event")
+    if kind == "callback":
+        return None
+    if kind is None:
+        raise PyExecError("pyexec_client: Run event with no kind")
+    return getattr(ev, kind)
 
 
 def context_index(n: Optional[int], num_contexts: int, fallback: int) -> int:

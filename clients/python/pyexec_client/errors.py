@@ -74,7 +74,9 @@ class RefLimitExceeded(PyExecError):
 
 
 class Unavailable(PyExecError):
-    """UNAVAILABLE: the server is unreachable, draining or shutting down."""
+    """UNAVAILABLE: the server is unreachable, draining or shutting down (also
+    a bare CANCELLED that gRPC core gives a call the server never accepted
+    while it shut down). Session calls are retried once before it is raised."""
     code = grpc.StatusCode.UNAVAILABLE
 
 
@@ -118,8 +120,23 @@ _BY_DETAILS: Dict[grpc.StatusCode, Tuple[Tuple[str, Type[PyExecError]], ...]] = 
 }
 
 
+# What gRPC core says when it ends a call itself: a server that shuts down
+# may end calls it never accepted as a bare CANCELLED (grpc/grpc#41785). The
+# server's own CANCELLED statuses (an Interrupt, a broken stream) always say
+# why, and a call the client cancels ends with grpcio's "Locally cancelled by
+# application!" (sync) or asyncio.CancelledError (asyncio), so a bare one is
+# the server going away: Unavailable, which callers retry.
+_BARE_CANCELLED = ("", "CANCELLED", "Cancelled", "cancelled")
+
+
 def from_status(code: grpc.StatusCode, details: str) -> PyExecError:
-    """The typed error for a non-OK status; PyExecError for other codes."""
+    """The typed error for a non-OK status; PyExecError for other codes.
+    A bare CANCELLED (no reason given: the server shutting down, not an
+    Interrupt nor the client's own cancel) is Unavailable."""
+    if code == grpc.StatusCode.CANCELLED and details.strip() in _BARE_CANCELLED:
+        return Unavailable("UNAVAILABLE: the server ended the call (%s)"
+                           % (details.strip() or "CANCELLED"),
+                           code=grpc.StatusCode.UNAVAILABLE, details=details)
     cls = _BY_CODE.get(code, PyExecError)
     for needle, special in _BY_DETAILS.get(code, ()):
         if needle in details:
