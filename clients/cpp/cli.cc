@@ -41,15 +41,21 @@ const char kCliUsage[] =
     "                                  (hello, 1.2.3); --str ARG (or --str=ARG)\n"
     "                                  sends that one ARG as a str, whatever\n"
     "                                  it looks like\n"
-    "  bind [--idle_timeout=10m]       bind a session, print its token\n"
+    "  bind [--idle_timeout=10m]       bind a session, print its token (no lease:\n"
+    "                                  it lives until unbind or its idle timeout)\n"
     "  unbind TOKEN                    release a session\n"
     "  interrupt TOKEN                 interrupt the code running on a session\n"
     "                                  (KeyboardInterrupt; state kept)\n"
     "  release TOKEN REF_ID...         drop object references the session holds\n"
+    "  snapshot TOKEN FILE             save the session's state to FILE (- for\n"
+    "                                  stdout); names it could not save are listed\n"
+    "  restore FILE                    bind a new session with the state saved in\n"
+    "                                  FILE (- for stdin), print its token\n"
     "  stats                           print pool figures\n"
-    "  repl                            interactive session: bound at start,\n"
-    "                                  unbound at exit; Ctrl-C interrupts the\n"
-    "                                  running code, Tab completes, Ctrl-D exits\n"
+    "  repl                            interactive session: bound and leased at\n"
+    "                                  start, unbound at exit (and by the server\n"
+    "                                  soon after the REPL dies); Ctrl-C interrupts\n"
+    "                                  the running code, Tab completes, Ctrl-D exits\n"
     "--json prints one JSON object per command on stdout, errors included:\n"
     "  {\"value\": TAGGED, \"stdout\", \"stderr\"} or {\"error\": {\"kind\", ...}}\n"
     "Put -- before arguments that start with '-' (e.g. negative numbers).\n"
@@ -270,6 +276,52 @@ absl::StatusOr<std::string> ReadCode(const std::string& arg, std::istream& in) {
   return code;
 }
 
+// Writes `contents` to the file at `path` (created or truncated, mode 0600:
+// a snapshot is user data). INVALID_ARGUMENT naming the path on failure.
+absl::Status WriteFile(const std::string& path, const std::string& contents) {
+  const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot write ", path, ": ", std::strerror(errno)));
+  }
+  size_t done = 0;
+  while (done < contents.size()) {
+    const ssize_t n = write(fd, contents.data() + done, contents.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      const int saved = errno;
+      close(fd);
+      return absl::InvalidArgumentError(
+          absl::StrCat("cannot write ", path, ": ", std::strerror(saved)));
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (close(fd) != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot write ", path, ": ", std::strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
+template <typename Names>
+nlohmann::json LostJson(const Names& lost) {
+  nlohmann::json json = nlohmann::json::array();
+  for (const v1::LostName& name : lost) {
+    json.push_back({{"name", name.name()}, {"type", name.type()}, {"reason", name.reason()}});
+  }
+  return json;
+}
+
+// One "pyexec: WHAT: NAME (TYPE): REASON" line per lost name.
+template <typename Names>
+void PrintLost(std::ostream& err, absl::string_view what, const Names& lost) {
+  for (const v1::LostName& name : lost) {
+    err << "pyexec: " << what << ": " << name.name();
+    if (!name.type().empty()) err << " (" << name.type() << ")";
+    if (!name.reason().empty()) err << ": " << name.reason();
+    err << "\n";
+  }
+}
+
 }  // namespace
 
 absl::StatusOr<std::string> ResolveToken(const std::string& flag_token,
@@ -347,8 +399,11 @@ int RunCli(const CliOptions& options, const std::vector<std::string>& args,
   }
   if (command == "bind") {
     if (nargs != 0) return Usage(o, "bind takes no arguments");
-    absl::StatusOr<BindResult> bound =
-        client->Bind(options.idle_timeout, call_options);
+    // The token outlives this process: no lease.
+    BindOptions bind;
+    bind.idle_timeout = options.idle_timeout;
+    bind.lease = false;
+    absl::StatusOr<BindResult> bound = client->Bind(bind, call_options);
     if (!bound.ok()) return RpcError(o, bound.status());
     if (o.json) {
       PrintJson(o, {{"session", bound->session},
@@ -385,6 +440,71 @@ int RunCli(const CliOptions& options, const std::vector<std::string>& args,
       PrintJson(o, {{"released", *released}});
     } else {
       out << *released << "\n";
+    }
+    return kExitOk;
+  }
+  if (command == "snapshot") {
+    if (nargs != 2) return Usage(o, "snapshot takes TOKEN FILE");
+    const std::string& file = args[2];
+    if (file == "-" && o.json) return Usage(o, "snapshot to stdout (-) cannot print --json");
+    absl::StatusOr<v1::SnapshotResponse> snap = client->Snapshot(args[1], call_options);
+    if (!snap.ok()) return RpcError(o, snap.status());
+    if (file == "-") {
+      out.write(snap->blob().data(), static_cast<std::streamsize>(snap->blob().size()));
+      out.flush();
+    } else if (absl::Status written = WriteFile(file, snap->blob()); !written.ok()) {
+      return Usage(o, written.message());
+    }
+    if (o.json) {
+      PrintJson(o, {{"bytes", snap->blob().size()},
+                    {"modules", std::vector<std::string>(snap->modules().begin(),
+                                                         snap->modules().end())},
+                    {"refs", snap->refs()},
+                    {"lost", LostJson(snap->lost())}});
+      return kExitOk;
+    }
+    // With FILE "-" stdout holds the blob alone: the summary goes to stderr.
+    std::ostream& summary = file == "-" ? err : out;
+    summary << snap->blob().size() << " bytes, " << snap->modules_size() << " modules, "
+            << snap->refs() << " refs\n";
+    PrintLost(err, "not saved", snap->lost());
+    return kExitOk;
+  }
+  if (command == "restore") {
+    if (nargs != 1) return Usage(o, "restore takes FILE");
+    std::string blob;
+    if (args[1] == "-") {
+      std::stringstream contents;
+      contents << in.rdbuf();
+      blob = contents.str();
+    } else {
+      absl::StatusOr<std::string> contents = ReadFile(args[1]);
+      if (!contents.ok()) return Usage(o, contents.status().message());
+      blob = *std::move(contents);
+    }
+    if (blob.empty()) return Usage(o, absl::StrCat(args[1], " holds no snapshot"));
+    BindOptions bind;
+    bind.idle_timeout = options.idle_timeout;
+    bind.lease = false;
+    bind.restore = std::move(blob);
+    absl::StatusOr<BindResult> bound = client->Bind(bind, call_options);
+    if (!bound.ok()) return RpcError(o, bound.status());
+    if (o.json) {
+      nlohmann::json json = {{"session", bound->session},
+                             {"idle_timeout_seconds", absl::ToInt64Seconds(bound->idle_timeout)},
+                             {"restore_lost", LostJson(bound->restore_lost)}};
+      if (bound->restore_error.has_value()) {
+        json["restore_error"] = {{"type", bound->restore_error->type()},
+                                 {"message", bound->restore_error->message()}};
+      }
+      PrintJson(o, json);
+      return kExitOk;
+    }
+    out << bound->session << "\n";
+    PrintLost(err, "not restored", bound->restore_lost);
+    if (bound->restore_error.has_value()) {
+      err << "pyexec: __pyexec_restore__() raised " << bound->restore_error->type() << ": "
+          << bound->restore_error->message() << " (the state is restored)\n";
     }
     return kExitOk;
   }

@@ -66,11 +66,21 @@ extern const char kCliUsage[];
 //                                    no newline) is FILE's contents
 //   call MODULE FUNCTION [ARG...]    ARGs parsed by ParseCallArgs (Python
 //                                    literals, bare words, --str ARG)
-//   bind                             prints the token
+//   bind                             prints the token (bound without a
+//                                    lease: the token outlives the process)
 //   unbind TOKEN                     prints nothing
 //   interrupt TOKEN                  prints "interrupted" or "nothing was
 //                                    running"
 //   release TOKEN REF_ID...          prints how many refs were live
+//   snapshot TOKEN FILE              writes the session's snapshot blob to
+//                                    FILE ("-": `out`, the summary then goes
+//                                    to `err`); prints "N bytes, M modules,
+//                                    R refs"; each name it could not carry
+//                                    goes to `err`
+//   restore FILE                     binds a session (no lease) restored
+//                                    from FILE ("-": `in`); prints its token;
+//                                    lost modules and a __pyexec_restore__
+//                                    error go to `err`
 //   stats                            prints "name: value" per GetStats field
 // With options.json, `out` gets exactly one JSON object on one line instead:
 //   eval/call  {"value": TAGGED, "stdout": "...", "stderr": "..."}
@@ -79,6 +89,10 @@ extern const char kCliUsage[];
 //   unbind     {}
 //   interrupt  {"interrupted": true|false}
 //   release    {"released": N}
+//   snapshot   {"bytes": N, "modules": [...], "refs": N, "lost": [{"name",
+//              "type", "reason"}]} (not with FILE "-")
+//   restore    {"session": "...", "idle_timeout_seconds": N,
+//              "restore_lost": [...], "restore_error": {"type", "message"}}
 //   stats      {"num_workers": N, ...}
 //   errors     {"error": {"kind": "python_error", "type", "message",
 //              "traceback"}, "stdout", "stderr"}, {"error": {"kind": "status",

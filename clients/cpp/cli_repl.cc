@@ -124,7 +124,7 @@ class Repl {
       return kExitRpcError;
     }
     std::cerr << "pyexec repl on " << options_.addr << ", session " << token_
-              << (options_.session.empty() ? "" : " (attached)")
+              << (options_.session.empty() ? " (leased)" : " (attached)")
               << ". Ctrl-C interrupts, Tab completes, Ctrl-D exits.\n";
     int code = Loop();
     if (options_.session.empty() && !token_.empty()) {
@@ -199,9 +199,13 @@ class Repl {
   }
 
  private:
+  // Binds a session leased to this REPL: the server unbinds it soon after
+  // the REPL dies, however it dies.
   absl::Status BindNew() {
-    absl::StatusOr<BindResult> bound =
-        client_.Bind(options_.idle_timeout, CallOptions{options_.timeout});
+    BindOptions bind;
+    bind.idle_timeout = options_.idle_timeout;
+    bind.lease = true;
+    absl::StatusOr<BindResult> bound = client_.Bind(bind, CallOptions{options_.timeout});
     if (!bound.ok()) return bound.status();
     token_ = bound->session;
     return absl::OkStatus();

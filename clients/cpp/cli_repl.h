@@ -15,8 +15,11 @@ namespace pyexec {
 // Runs the REPL on the terminal (stdin/stdout/stderr) until end of input
 // (Ctrl-D) or SystemExit, and returns a kExit* code (or SystemExit's code).
 //
-// - Binds a session at start and unbinds it at exit; with options.session
-//   set, uses that session instead and leaves it bound.
+// - Binds a session at start, leased to the REPL, and unbinds it at exit.
+//   The lease (an Attach stream) also ends when the REPL dies without
+//   unbinding (SIGKILL, a closed terminal, a lost connection): the server
+//   then unbinds the session after its --lease_grace. With options.session
+//   set, uses that session instead, neither leases nor unbinds it.
 // - Lines are read with libedit (line editing; history in `history_file`
 //   when not empty). Tab completes names and attributes (`math.p`) from the
 //   session's namespace, as python3 -i does (rlcompleter, asked through an
@@ -37,7 +40,7 @@ namespace pyexec {
 //   code; the session and its state are kept. Ctrl-C at the prompt drops the
 //   pending input.
 // - If the server loses the session (NOT_FOUND, ABORTED), a bound-here
-//   session is replaced by a fresh one and the REPL says so; an attached one
+//   session is replaced by a fresh (leased) one and the REPL says so; an attached one
 //   (options.session) ends the REPL with kExitRpcError.
 // options.json is not supported (kExitUsage).
 int RunRepl(const CliOptions& options, const std::string& history_file);

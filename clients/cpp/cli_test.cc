@@ -1,6 +1,7 @@
 #include "clients/cpp/cli.h"
 
 #include <fstream>
+#include <iterator>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -192,6 +193,53 @@ TEST_F(CliTest, BindPrintsTokenAndUnbindSendsIt) {
   EXPECT_EQ(Run({"unbind", "s1"}), kExitOk);
   EXPECT_EQ(out_.str(), "");
   EXPECT_THAT(server_.service().unbound(), ElementsAre("s1"));
+}
+
+TEST_F(CliTest, BindDoesNotLeaseTheSession) {
+  // The printed token is for later commands: the CLI process ends at once.
+  EXPECT_EQ(Run({"bind"}), kExitOk);
+  EXPECT_EQ(server_.service().attaches("s1"), 0);
+}
+
+TEST_F(CliTest, SnapshotToAFileAndRestore) {
+  const std::string file = TmpFile("snap.bin", "");
+  EXPECT_EQ(Run({"snapshot", "s4", file}), kExitOk);
+  EXPECT_EQ(out_.str(), "7 bytes, 1 modules, 0 refs\n");
+  EXPECT_EQ(err_.str(), "pyexec: not saved: sock (socket.socket): cannot pickle 'socket' object\n");
+  std::ifstream saved(file);
+  std::string blob((std::istreambuf_iterator<char>(saved)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(blob, "snap:s4");
+  EXPECT_EQ(Run({"restore", file}), kExitOk);
+  EXPECT_EQ(out_.str(), "s1\n");
+  EXPECT_EQ(err_.str(), "pyexec: not restored: gone_module\n");
+  EXPECT_EQ(server_.service().attaches("s1"), 0) << "a restored session is not leased either";
+  // Through stdin and stdout.
+  EXPECT_EQ(Run({"snapshot", "s4", "-"}), kExitOk);
+  EXPECT_EQ(out_.str(), "snap:s4");
+  EXPECT_THAT(err_.str(), StartsWith("7 bytes"));
+  EXPECT_EQ(Run({"restore", "-"}, "snap:s4"), kExitOk);
+  EXPECT_EQ(out_.str(), "s2\n");
+  // A bad blob is the server's INVALID_ARGUMENT; an unknown session NOT_FOUND.
+  EXPECT_EQ(Run({"restore", "-"}, "forged"), kExitRpcError);
+  EXPECT_EQ(err_.str(), "pyexec: INVALID_ARGUMENT: not a snapshot\n");
+  EXPECT_EQ(Run({"snapshot", "gone1", file}), kExitRpcError);
+  EXPECT_EQ(Run({"restore", "-"}, ""), kExitUsage);
+  EXPECT_EQ(Run({"restore", "/nonexistent/snap"}), kExitUsage);
+  EXPECT_EQ(Run({"snapshot", "s4"}), kExitUsage);
+  EXPECT_EQ(Run({"snapshot", "s4", "/nonexistent/dir/x"}), kExitUsage);
+}
+
+TEST_F(CliTest, JsonSnapshotAndRestore) {
+  options_.json = true;
+  const std::string file = TmpFile("snap.json.bin", "");
+  EXPECT_EQ(Run({"snapshot", "s4", file}), kExitOk);
+  EXPECT_EQ(out_.str(),
+            R"({"bytes":7,"lost":[{"name":"sock","reason":"cannot pickle 'socket' object",)"
+            R"("type":"socket.socket"}],"modules":["json"],"refs":0})" "\n");
+  EXPECT_EQ(Run({"restore", file}), kExitOk);
+  EXPECT_EQ(out_.str(), R"({"idle_timeout_seconds":600,"restore_lost":[{"name":"gone_module",)"
+                        R"("reason":"","type":""}],"session":"s1"})" "\n");
+  EXPECT_EQ(Run({"snapshot", "s4", "-"}), kExitUsage);
 }
 
 TEST_F(CliTest, StatsPrintsEveryField) {
