@@ -7,29 +7,29 @@ import (
 	"testing"
 )
 
-// proxy is a TCP proxy on 127.0.0.1:0 in front of one upstream, standing
-// for a balancer or a network path in the tests: it counts the bytes
+// proxy is a TCP proxy on 127.0.0.1:0 in front of upstreams (the first
+// that accepts), standing for a balancer or a network path in the tests: it counts the bytes
 // clients send through it, and can break its connections or refuse new
 // ones.
 type proxy struct {
-	Addr     string
-	upstream string
-	ln       net.Listener
-	sent     atomic.Int64 // client -> upstream bytes
-	accepted atomic.Int64
-	refuse   atomic.Bool
+	Addr      string
+	upstreams []string // the first that accepts a connection is used
+	ln        net.Listener
+	sent      atomic.Int64 // client -> upstream bytes
+	accepted  atomic.Int64
+	refuse    atomic.Bool
 
 	mu    sync.Mutex
 	conns map[net.Conn]bool
 }
 
-func startProxy(t testing.TB, upstream string) *proxy {
+func startProxy(t testing.TB, upstreams ...string) *proxy {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &proxy{Addr: ln.Addr().String(), upstream: upstream, ln: ln, conns: map[net.Conn]bool{}}
+	p := &proxy{Addr: ln.Addr().String(), upstreams: upstreams, ln: ln, conns: map[net.Conn]bool{}}
 	go p.serve()
 	t.Cleanup(p.Close)
 	return p
@@ -46,7 +46,12 @@ func (p *proxy) serve() {
 			continue
 		}
 		p.accepted.Add(1)
-		out, err := net.Dial("tcp", p.upstream)
+		var out net.Conn
+		for _, u := range p.upstreams {
+			if out, err = net.Dial("tcp", u); err == nil {
+				break
+			}
+		}
 		if err != nil {
 			in.Close()
 			continue

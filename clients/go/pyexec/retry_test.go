@@ -154,6 +154,16 @@ func TestBareCancelledIsUnavailableAndSessionCallsRetryOnce(t *testing.T) {
 	if ids, _ := f.seen(); !errors.Is(err, pyexec.ErrUnavailable) || len(ids) != 2 {
 		t.Fatalf("twice UNAVAILABLE: %v after %d attempts", err, len(ids))
 	}
+	// While the server says the session is moving, the call is retried
+	// until the move is done.
+	moving := status.Error(codes.Unavailable, "the session is moving to another replica (this one is draining); retry the call")
+	f.script(moving, moving, moving, moving)
+	if v, err := c.Attach("tok").Eval(ctx, "1"); err != nil || v != "ok" {
+		t.Fatalf("session Eval during a move: %v, %v", v, err)
+	}
+	if ids, _ := f.seen(); len(ids) != 5 || ids[0] != ids[4] {
+		t.Fatalf("during a move: %d attempts (%q), want 5 under one id", len(ids), ids)
+	}
 	// A stateless call is not retried, and its bare CANCELLED is
 	// ErrUnavailable (status UNAVAILABLE).
 	f.script(bare)

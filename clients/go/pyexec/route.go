@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,9 +33,55 @@ const (
 	// this long (its sessions' calls go through the dial target).
 	ownerCooldown = 10 * time.Second
 	// retryPause is the pause before the one transparent retry of a session
-	// call that failed UNAVAILABLE (a session moving between replicas).
+	// call that failed UNAVAILABLE (a draining replica, a lost connection).
 	retryPause = 100 * time.Millisecond
+	// A session that is moving to another replica (its replica drains)
+	// answers UNAVAILABLE "is moving" until the move is done (about a
+	// second): such calls did not run and are retried, with back-off from
+	// retryPause up to moveRetryMaxPause, for up to moveRetryFor.
+	moveRetryMaxPause = time.Second
+	moveRetryFor      = 15 * time.Second
 )
+
+// retrier decides whether a session call that failed UNAVAILABLE through
+// the dial target is sent again, and after which pause.
+type retrier struct {
+	start time.Time
+	tries int
+	pause time.Duration
+}
+
+func (r *retrier) next(err error) (time.Duration, bool) {
+	if r.start.IsZero() {
+		r.start, r.pause = time.Now(), retryPause
+	}
+	r.tries++
+	var se *StatusError
+	moving := errors.As(err, &se) && strings.Contains(se.Message, "is moving to another replica")
+	if !moving && r.tries > 1 {
+		return 0, false
+	}
+	if moving && time.Since(r.start) > moveRetryFor {
+		return 0, false
+	}
+	p := r.pause
+	if r.pause *= 2; r.pause > moveRetryMaxPause {
+		r.pause = moveRetryMaxPause
+	}
+	return p, true
+}
+
+// sleepCtx sleeps for d unless ctx ends first; it reports whether it slept.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
 
 type ctxKey int
 
@@ -225,14 +272,16 @@ type attemptFunc func(ctx context.Context, stub pb.PyExecClient, hdr *metadata.M
 //     dial target; an UNAVAILABLE from the owner (or an owner that cannot be
 //     reached) sends it to the dial target instead, at once;
 //   - a session call that fails UNAVAILABLE through the dial target (a
-//     session moving between replicas, a draining replica; the call did not
-//     run) is retried once after a short pause, with the same call id.
+//     draining replica; the call did not run) is retried once after a short
+//     pause, with the same call id; while the server says the session is
+//     moving to another replica, it is retried with back-off until the
+//     move is done (see retrier).
 //
 // named: the call carries x-pyexec-call-id. The error is a *StatusError,
 // with a bare CANCELLED the client did not cause mapped to ErrUnavailable.
 func (c *Client) do(ctx context.Context, s *Session, named bool, f attemptFunc) error {
 	mctx := callMetadata(ctx, named)
-	retried := false
+	var retry retrier
 	for {
 		stub, owner := c.route(ctx, s)
 		var hdr metadata.MD
@@ -259,16 +308,9 @@ func (c *Client) do(ctx context.Context, s *Session, named bool, f attemptFunc) 
 			s.forgetOwner(owner)
 			continue
 		}
-		if retried {
+		pause, ok := retry.next(err)
+		if !ok || !sleepCtx(ctx, pause) {
 			return err
-		}
-		retried = true
-		t := time.NewTimer(retryPause)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return err
-		case <-t.C:
 		}
 	}
 }

@@ -2,7 +2,12 @@ package pyexec_test
 
 import (
 	"context"
+	"fmt"
 	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -189,5 +194,103 @@ func TestRouteToOwnerDeadAdvertisedAddress(t *testing.T) {
 		t.Fatalf("Bind and 21 calls took %v; leased %v", d, s.Leased())
 	} else {
 		t.Logf("Bind and 21 calls with a dead owner address: %v", d)
+	}
+}
+
+// TestSessionMovedOnDrain: replica A drains (SIGTERM) and moves its
+// sessions to B; clients behind a balancer that fails over from A to B
+// (one of them routing to owners) keep calling without an error, the one
+// UNAVAILABLE of a move being retried, and their leases are taken again on
+// B.
+func TestSessionMovedOnDrain(t *testing.T) {
+	addrA, addrB := freeAddr(t), freeAddr(t)
+	peers := "--peers=" + addrA + "," + addrB
+	// Replicas move sessions under a shared peer secret.
+	secret := filepath.Join(t.TempDir(), "peer-secret")
+	if err := os.WriteFile(secret, []byte(pyexec.NewCallID()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a := startReplica(t, "--listen="+addrA, peers, "--peer_secret_file="+secret)
+	startReplica(t, "--listen="+addrB, peers, "--peer_secret_file="+secret)
+	lb := startProxy(t, addrA, addrB)
+	ctx := testCtx(t)
+	type client struct {
+		name    string
+		s       *pyexec.Session
+		errs    []error
+		n       int
+		slowest time.Duration
+	}
+	var clients []*client
+	for _, route := range []bool{false, true} {
+		opts := []pyexec.Option{pyexec.WithInsecure()}
+		name := "balancer only"
+		if route {
+			opts = append(opts, pyexec.WithRouteToOwner())
+			name = "routing to owners"
+		}
+		c, err := pyexec.Dial(lb.Addr, opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		s, err := c.Bind(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mustExec(t, s, "x = 1")
+		clients = append(clients, &client{name: name, s: s})
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, cl := range clients {
+		wg.Add(1)
+		go func(cl *client) {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				start := time.Now()
+				v, err := cl.s.Eval(ctx, "x")
+				if d := time.Since(start); d > cl.slowest {
+					cl.slowest = d
+				}
+				cl.n++
+				if err == nil && v != int64(1) {
+					err = fmt.Errorf("x = %v", v)
+				}
+				if err != nil {
+					cl.errs = append(cl.errs, err)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		}(cl)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if err := a.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-a.done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("replica A did not exit within 20 s of SIGTERM")
+	}
+	// Past the lease grace after A is gone: the sessions live on B only if
+	// their leases were taken again there.
+	time.Sleep(1500 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	for _, cl := range clients {
+		if len(cl.errs) > 0 {
+			t.Errorf("%s: %d of %d calls failed during the move; first: %v", cl.name, len(cl.errs), cl.n, cl.errs[0])
+		}
+		if v := mustEval(t, cl.s, "x"); v != int64(1) || !cl.s.Leased() {
+			t.Errorf("%s: x = %v, leased %v (%v)", cl.name, v, cl.s.Leased(), cl.s.LeaseErr())
+		}
+		t.Logf("%s: %d calls across the move, %d failed, the slowest took %v", cl.name, cl.n,
+			len(cl.errs), cl.slowest)
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"io"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -72,7 +71,8 @@ type Stream struct {
 	rpc   streamRPC
 	owner string // the owner the RPC went to; "": the dial target
 	// Before the first event, an UNAVAILABLE reopens the stream (see do).
-	gotEvent, retried bool
+	gotEvent bool
+	retry    retrier
 
 	mu             sync.Mutex // guards cancelAttempt, for Close
 	cancelAttempt  context.CancelFunc
@@ -121,17 +121,8 @@ func (st *Stream) reopen(err error) bool {
 	if st.owner != "" {
 		st.c.ownerFailed(st.owner)
 		st.s.forgetOwner(st.owner)
-	} else if st.retried {
+	} else if pause, ok := st.retry.next(err); !ok || !sleepCtx(st.ctx, pause) {
 		return false
-	} else {
-		st.retried = true
-		t := time.NewTimer(retryPause)
-		select {
-		case <-st.ctx.Done():
-			t.Stop()
-			return false
-		case <-t.C:
-		}
 	}
 	st.mu.Lock()
 	st.cancelAttempt()
