@@ -112,3 +112,93 @@ func ExampleSession_CallMethod() {
 		log.Fatal(err)
 	}
 }
+
+func ExampleClient_Bind_lease() {
+	c, err := pyexec.Dial("127.0.0.1:50051", pyexec.WithInsecure())
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close() // ends the leases of the sessions this client bound
+	// The session is leased to ctx: once ctx is done (or this process dies),
+	// the server unbinds it after its --lease_grace.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s, err := c.Bind(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(s.Leased(), s.LeaseGrace()) // true 5s
+	// A session that outlives this program: no lease.
+	kept, err := c.Bind(ctx, pyexec.WithoutLease())
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(kept.Token())
+}
+
+func ExampleClient_RegisterFunction() {
+	c, err := pyexec.Dial("127.0.0.1:50051", pyexec.WithInsecure())
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	users := map[string]string{"u1": "Ada"}
+	c.RegisterFunction("user_name", func(ctx context.Context, args []any, kwargs map[string]any) (any, error) {
+		id, _ := args[0].(string)
+		name, ok := users[id]
+		if !ok {
+			return nil, &pyexec.PythonError{Type: "KeyError", Message: id}
+		}
+		return name, nil
+	})
+	ctx := context.Background()
+	v, err := c.Eval(ctx, "pyexec.call('user_name', 'u1').upper()")
+	fmt.Println(v, err) // ADA <nil>
+}
+
+func ExampleSession_GoExec() {
+	c, err := pyexec.Dial("127.0.0.1:50051", pyexec.WithInsecure())
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	err = c.Session(ctx, func(s *pyexec.Session) error {
+		r := s.GoExec(ctx, "while True: pass")
+		// Names that very call: never lost, even if sent before the call.
+		interrupted, err := r.Interrupt(ctx)
+		fmt.Println(interrupted, err) // true <nil>
+		_, err = r.Wait()
+		fmt.Println(errors.Is(err, pyexec.ErrCancelled)) // true
+		return nil
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+}
+
+func ExampleSession_Snapshot() {
+	c, err := pyexec.Dial("127.0.0.1:50051", pyexec.WithInsecure())
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	s, err := c.Bind(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := s.Exec(ctx, "model = {'w': [1, 2]}"); err != nil {
+		log.Fatal(err)
+	}
+	snap, err := s.Snapshot(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	restored, err := c.Bind(ctx, pyexec.WithRestore(snap.Blob))
+	if err != nil {
+		log.Fatal(err)
+	}
+	v, err := restored.Eval(ctx, "model['w']")
+	fmt.Println(v, err, snap.Lost) // [1 2] <nil> []
+}

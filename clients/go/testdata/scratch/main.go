@@ -1,7 +1,8 @@
 // Command scratch is the program that run_tests.sh builds in a module of its
 // own, outside the repository, which requires the client module through a
 // replace directive, as a user's program would. It evaluates one expression
-// on the pyexecd at HOST:PORT and prints the result and its Go type.
+// that calls back into a Go function on the pyexecd at HOST:PORT and prints
+// the result and its Go type.
 package main
 
 import (
@@ -19,9 +20,16 @@ func run(addr string) error {
 		return err
 	}
 	defer c.Close()
+	c.RegisterFunction("add", func(_ context.Context, args []any, _ map[string]any) (any, error) {
+		var sum int64
+		for _, a := range args {
+			sum += a.(int64)
+		}
+		return sum, nil
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	v, err := c.Eval(ctx, "sum(x) * 2", pyexec.WithLocals(map[string]any{"x": []any{1, 2, 18}}))
+	v, err := c.Eval(ctx, "pyexec.call('add', *x) * 2", pyexec.WithLocals(map[string]any{"x": []any{1, 2, 18}}))
 	if err != nil {
 		return err
 	}
