@@ -11,12 +11,15 @@ import contextlib
 import json
 import math
 import os
+import threading
+import time
 from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Tuple
 
 import server  # noqa: F401  (puts the client package on sys.path)
 import pyexec_client
-from pyexec_client import (InvalidArgument, Opaque, PoolExhausted, PythonError, SessionNotFound,
-                           Timeout)
+import pyexec_client.aio
+from pyexec_client import (Cancelled, InvalidArgument, Opaque, PoolExhausted, PythonError, Ref,
+                           SessionNotFound, Timeout)
 
 VECTORS = os.environ.get("PYEXEC_CONFORMANCE") or os.path.join(
     server.REPO, "clients", "conformance", "vectors.json")
@@ -121,13 +124,77 @@ class SyncApi:
 
     def __init__(self, client: pyexec_client.Client) -> None:
         self.client = client
+        self.races: List[str] = []
 
     async def eval(self, target: Any, code: str, locals: Any = None,
-                   timeout: Optional[float] = None) -> Any:
-        return target.eval(code, locals, timeout=timeout)
+                   timeout: Optional[float] = None, functions: Any = None) -> Any:
+        return target.eval(code, locals, timeout=timeout, functions=functions)
 
-    async def exec(self, target: Any, code: str, locals: Any = None) -> None:
-        target.exec(code, locals)
+    async def exec(self, target: Any, code: str, locals: Any = None,
+                   timeout: Optional[float] = None, functions: Any = None) -> None:
+        target.exec(code, locals, timeout=timeout, functions=functions)
+
+    async def stream(self, target: Any, module: str, function: str, args: Any,
+                     kwargs: Any) -> List[Any]:
+        return list(target.call_stream(module, function, args, kwargs).items())
+
+    async def release(self, s: Any, ref: Any) -> int:
+        return int(s.release(ref))
+
+    @contextlib.asynccontextmanager
+    async def behaviours(self, functions: Dict[str, Any], session: Any) -> AsyncIterator[None]:
+        """Registers the case's functions (callback behaviours) for its span."""
+        release = threading.Event()  # lets "never" callbacks go at the end
+
+        def make(behaviour: Any) -> Callable[..., Any]:
+            if behaviour == "return_args":
+                return lambda *args: list(args)
+            if behaviour == "never":
+                return lambda *args: release.wait(60)
+            if behaviour == "reenter":
+                return lambda n: session.call("__main__", "down", [n]) + 1
+            if isinstance(behaviour, dict) and "return" in behaviour:
+                value = to_native(behaviour["return"])
+                return lambda *args: value
+            if isinstance(behaviour, dict) and "raise" in behaviour:
+                message = behaviour["raise"]
+
+                def fail(*args: Any) -> Any:
+                    raise LookupError(message)
+                return fail
+            raise CaseFailure("unknown callback behaviour %r" % (behaviour,))
+        for name, behaviour in functions.items():
+            self.client.register_function(name, make(behaviour))
+        try:
+            yield
+        finally:
+            release.set()
+            for name in functions:
+                self.client.unregister_function(name)
+
+    @contextlib.asynccontextmanager
+    async def other_client(self) -> AsyncIterator[Any]:
+        c = pyexec_client.Client(self.client.options.target, timeout=30)
+        try:
+            yield c
+        finally:
+            c.close()
+
+    async def interrupt_race(self, s: Any, rounds: int) -> Tuple[int, float]:
+        """(lost rounds, seconds): start_exec, then at once interrupt() it."""
+        lost = 0
+        start = time.monotonic()
+        for _ in range(rounds):
+            running = s.start_exec("while True: pass", timeout=10)
+            interrupted = running.interrupt()
+            try:
+                running.result()
+                lost += 1
+            except Cancelled:
+                lost += 0 if interrupted else 1
+            except pyexec_client.PyExecError:
+                lost += 1
+        return lost, time.monotonic() - start
 
     async def call(self, target: Any, module: str, function: str, args: Any, kwargs: Any) -> Any:
         return target.call(module, function, args, kwargs)
@@ -140,6 +207,9 @@ class SyncApi:
     async def bind(self) -> Any:
         return self.client.session().bind()
 
+    async def bind_on(self, client: Any) -> Any:
+        return client.session().bind()
+
     async def unbind(self, s: Any) -> None:
         s.unbind()
 
@@ -149,13 +219,83 @@ class AsyncApi:
 
     def __init__(self, client: Any) -> None:
         self.client = client
+        self.races: List[str] = []
 
     async def eval(self, target: Any, code: str, locals: Any = None,
-                   timeout: Optional[float] = None) -> Any:
-        return await target.eval(code, locals, timeout=timeout)
+                   timeout: Optional[float] = None, functions: Any = None) -> Any:
+        return await target.eval(code, locals, timeout=timeout, functions=functions)
 
-    async def exec(self, target: Any, code: str, locals: Any = None) -> None:
-        await target.exec(code, locals)
+    async def exec(self, target: Any, code: str, locals: Any = None,
+                   timeout: Optional[float] = None, functions: Any = None) -> None:
+        await target.exec(code, locals, timeout=timeout, functions=functions)
+
+    async def stream(self, target: Any, module: str, function: str, args: Any,
+                     kwargs: Any) -> List[Any]:
+        stream = await target.call_stream(module, function, args, kwargs)
+        return [v async for v in stream.items()]
+
+    async def release(self, s: Any, ref: Any) -> int:
+        return int(await s.release(ref))
+
+    @contextlib.asynccontextmanager
+    async def behaviours(self, functions: Dict[str, Any], session: Any) -> AsyncIterator[None]:
+        """Registers the case's functions as coroutine functions."""
+        def make(behaviour: Any) -> Callable[..., Any]:
+            if behaviour == "return_args":
+                async def return_args(*args: Any) -> Any:
+                    return list(args)
+                return return_args
+            if behaviour == "never":
+                async def never(*args: Any) -> Any:
+                    await asyncio.sleep(60)  # cancelled when the call ends
+                return never
+            if behaviour == "reenter":
+                async def reenter(n: int) -> Any:
+                    return await session.call("__main__", "down", [n]) + 1
+                return reenter
+            if isinstance(behaviour, dict) and "return" in behaviour:
+                value = to_native(behaviour["return"])
+
+                async def give(*args: Any) -> Any:
+                    return value
+                return give
+            if isinstance(behaviour, dict) and "raise" in behaviour:
+                message = behaviour["raise"]
+
+                async def fail(*args: Any) -> Any:
+                    raise LookupError(message)
+                return fail
+            raise CaseFailure("unknown callback behaviour %r" % (behaviour,))
+        for name, behaviour in functions.items():
+            self.client.register_function(name, make(behaviour))
+        try:
+            yield
+        finally:
+            for name in functions:
+                self.client.unregister_function(name)
+
+    @contextlib.asynccontextmanager
+    async def other_client(self) -> AsyncIterator[Any]:
+        c = pyexec_client.aio.Client(self.client.options.target, timeout=30)
+        try:
+            yield c
+        finally:
+            await c.close()
+
+    async def interrupt_race(self, s: Any, rounds: int) -> Tuple[int, float]:
+        lost = 0
+        start = time.monotonic()
+        for _ in range(rounds):
+            running = await s.start_exec("while True: pass", timeout=10)
+            interrupted = await running.interrupt()
+            try:
+                await running
+                lost += 1
+            except Cancelled:
+                lost += 0 if interrupted else 1
+            except pyexec_client.PyExecError:
+                lost += 1
+        return lost, time.monotonic() - start
 
     async def call(self, target: Any, module: str, function: str, args: Any, kwargs: Any) -> Any:
         return await target.call(module, function, args, kwargs)
@@ -167,6 +307,9 @@ class AsyncApi:
 
     async def bind(self) -> Any:
         return await self.client.session().bind()
+
+    async def bind_on(self, client: Any) -> Any:
+        return await client.session().bind()
 
     async def unbind(self, s: Any) -> None:
         await s.unbind()
@@ -233,8 +376,118 @@ async def run_case(api: Any, case: Dict[str, Any]) -> None:
             raise CaseFailure("no PythonError; got %r" % (got,))
     elif kind == "status":
         await run_status(api, case)
+    elif kind == "stream":
+        await run_stream(api, case)
+    elif kind == "ref":
+        await run_ref(api, case)
+    elif kind == "callback":
+        await run_callback(api, case)
+    elif kind == "lease":
+        await run_lease(api, case)
+    elif kind == "interrupt_race":
+        async with api.session() as s:
+            lost, seconds = await api.interrupt_race(s, int(case["rounds"]))
+        line = ("interrupt_race (%s): %d rounds, %d lost, %.2f s"
+                % (type(api).__name__, case["rounds"], lost, seconds))
+        print("conformance " + line)
+        api.races.append(line)
+        if lost:
+            raise CaseFailure("%d of %d interrupts lost" % (lost, case["rounds"]))
     else:
         raise CaseFailure("unknown kind %r" % kind)
+
+
+def _check_items(got: List[Any], want: List[Any]) -> None:
+    if len(got) != len(want) or not all(matches(g, w) for g, w in zip(got, want)):
+        raise CaseFailure("items %r, want %s" % (got, json.dumps(want)))
+
+
+async def run_stream(api: Any, case: Dict[str, Any]) -> None:
+    args = [to_native(a) for a in case["args"]]
+    kwargs = {k: to_native(v) for k, v in case.get("kwargs", {}).items()}
+    if "setup" in case:
+        async with api.session() as s:
+            await api.exec(s, case["setup"])
+            got = await api.stream(s, case["module"], case["function"], args, kwargs)
+    else:
+        got = await api.stream(api.client, case["module"], case["function"], args, kwargs)
+    _check_items(got, case["expect_items"])
+
+
+async def run_ref(api: Any, case: Dict[str, Any]) -> None:
+    async with api.session() as s:
+        await api.exec(s, case["setup"])
+        ref = await api.eval(s, case["code"])
+        if not isinstance(ref, Ref) or ref.type != case["type"]:
+            raise CaseFailure("got %r, want a ref of type %s" % (ref, case["type"]))
+        got = await api.eval(s, case["use"], {"r": ref})
+        if not matches(got, case["expect"]):
+            raise CaseFailure("use gave %r, want %s" % (got, json.dumps(case["expect"])))
+        released = await api.release(s, ref)
+        if released != 1:
+            raise CaseFailure("release gave %r, want 1" % (released,))
+        await _expect_error({"expect": case["after_release"]},
+                            api.eval(s, case["use"], {"r": ref}))
+
+
+async def run_callback(api: Any, case: Dict[str, Any]) -> None:
+    """The case's functions registered with register_function; a case that
+    registers none asks for Run with an empty per-call set (functions={}),
+    since a client with no functions sends plain calls."""
+    op = case.get("op", "eval")
+    if op not in ("eval", "exec_then_eval"):
+        raise CaseFailure("unknown op %r" % op)
+    timeout = float(case.get("timeout_seconds", 10))
+    per_call = None if case["functions"] else {}
+    bound = "setup" in case or op == "exec_then_eval"
+    async with contextlib.AsyncExitStack() as stack:
+        s = await stack.enter_async_context(api.session()) if bound else None
+        target = s if s is not None else api.client
+        await stack.enter_async_context(api.behaviours(case["functions"], s))
+        if case.get("setup"):
+            await api.exec(s, case["setup"])
+        try:
+            if op == "eval":
+                got = await api.eval(target, case["code"], timeout=timeout, functions=per_call)
+            else:
+                await api.exec(target, case["code"], timeout=timeout, functions=per_call)
+                got = await api.eval(target, case["eval"], timeout=timeout)
+        except PythonError as err:
+            want = case.get("error")
+            if want is None:
+                raise CaseFailure("unexpected %s: %s" % (err.type, err.message))
+            if err.type != want["type"] or want["message_contains"] not in err.message:
+                raise CaseFailure("error %s: %r, want %s containing %r"
+                                  % (err.type, err.message, want["type"],
+                                     want["message_contains"]))
+            return
+        if "error" in case:
+            raise CaseFailure("no error; got %r" % (got,))
+        if not matches(got, case["expect"]):
+            raise CaseFailure("got %r, want %s" % (got, json.dumps(case["expect"])))
+
+
+async def run_lease(api: Any, case: Dict[str, Any]) -> None:
+    """Another client binds with its default lease and closes without
+    unbinding; the session must then be gone within the grace + 3 s."""
+    async with api.other_client() as other:
+        s = await api.bind_on(other)
+        token = s.token
+        if await api.eval(s, "1") != 1:
+            raise CaseFailure("eval on the leased session")
+    # The other client is closed: its lease ended, and nobody unbound.
+    cls = ERROR_CLASSES.get(case["expect"])
+    if cls is None:
+        raise CaseFailure("unknown error class %r" % case["expect"])
+    deadline = time.monotonic() + float(case["grace_seconds"]) + 3
+    while True:
+        try:
+            await api.eval(api.client.attach(token), "1")
+        except cls:
+            return
+        if time.monotonic() > deadline:
+            raise CaseFailure("the session outlived its lease by more than 3 s")
+        await asyncio.sleep(0.05)
 
 
 async def run_status(api: Any, case: Dict[str, Any]) -> None:
@@ -273,7 +526,7 @@ async def run_all(api: Any) -> Tuple[int, List[str]]:
     passed, failures = 0, []
     for case in cases:
         try:
-            await asyncio.wait_for(run_case(api, case), 60)
+            await asyncio.wait_for(run_case(api, case), 120)
             passed += 1
         except (CaseFailure, pyexec_client.PyExecError, asyncio.TimeoutError, KeyError) as err:
             failures.append("%s: %s: %s" % (case.get("name"), type(err).__name__, err))

@@ -1,5 +1,6 @@
-"""`conformance`: clients/conformance/vectors.json through the sync and the
-asyncio client, against a real pyexecd started here."""
+"""`conformance`: clients/conformance/vectors.json (or $PYEXEC_CONFORMANCE)
+through the sync and the asyncio client, against a real pyexecd started here
+with --lease_grace=1s (the lease cases wait for it to pass)."""
 
 import asyncio
 import unittest
@@ -14,7 +15,7 @@ class ConformanceTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls) -> None:
-        cls.server = server.Pyexecd(workers=2, max_workers=4).start()
+        cls.server = server.Pyexecd("--lease_grace=1s", workers=2, max_workers=4).start()
 
     @classmethod
     def tearDownClass(cls) -> None:

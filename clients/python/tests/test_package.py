@@ -110,7 +110,8 @@ class PackageTest(unittest.TestCase):
             "eval": 42, "live": "live\n", "warnings": "careful\n", "attr": 2,
             "stream": [0, 1, 4, 9], "events": ["ev\n"], "released": 1, "divmod": [3, 1],
             "error": "ZeroDivisionError", "workers": True, "aio_live": "0\n1\n2\n",
-            "aio_items": [[1, 2, 3]], "aio_eval": 6}))
+            "aio_items": [1, 2, 3], "aio_eval": 6, "callback": 42, "interrupted": True,
+            "restored": 2, "aio_callback": "K", "aio_interrupted": True}))
         return report
 
     def test_installed_from_the_checkout(self) -> None:

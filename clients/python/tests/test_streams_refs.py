@@ -3,8 +3,6 @@ against a real pyexecd."""
 
 import asyncio
 import gc
-import os
-import tempfile
 import threading
 import time
 import unittest
@@ -26,11 +24,10 @@ MODEL = ("class Model:\n    def __init__(self):\n        self.w = 3\n"
          "    def predict(self, x, bias=0):\n        return x * self.w + bias\n")
 
 
-def touch_then_spin(path: str) -> str:
-    # The marker says Python is running: an Interrupt that arrives before the
-    # worker starts the call is dropped by the worker (it clears SIGINTs left
-    # over from the previous call), so the tests interrupt only after it.
-    return "open(%r, 'w').close()\nwhile True: pass" % path
+# The first line out says Python is running: these tests check the Interrupt
+# that names no call, which stops whatever runs on the session. (Interrupts
+# that name their call, sent at once, are test_interrupts'.)
+PRINT_THEN_SPIN = "print('started', flush=True)\nwhile True: pass"
 
 
 # A stream of many events, so that the server's backpressure (8 unwritten
@@ -72,22 +69,6 @@ def mixed_output_events(n: int) -> list:
     return merged([(Stderr if i % 7 == 3 else Stdout)("out %d\n" % i) for i in range(n)])
 
 
-def marker_dir(test: unittest.TestCase) -> str:
-    tmp = tempfile.TemporaryDirectory()
-    test.addCleanup(tmp.cleanup)
-    # Workers run as an unprivileged user (--worker_user) when the tests run
-    # as root: they must be able to write here.
-    os.chmod(tmp.name, 0o777)
-    return tmp.name
-
-
-def wait_file(test: unittest.TestCase, path: str) -> None:
-    deadline = time.monotonic() + 10
-    while not os.path.exists(path):  # polled: no other signal exists
-        test.assertLess(time.monotonic(), deadline, "the call never started")
-        time.sleep(0.02)
-
-
 class SyncStreamsRefsTest(unittest.TestCase):
 
     @classmethod
@@ -102,7 +83,6 @@ class SyncStreamsRefsTest(unittest.TestCase):
     def setUp(self) -> None:
         self.client = Client(self.server.address, timeout=30, num_contexts=1)
         self.addCleanup(self.client.close)
-        self.tmp = marker_dir(self)
 
     def test_output_arrives_before_the_call_ends(self) -> None:
         with self.client.session() as s:
@@ -148,9 +128,15 @@ class SyncStreamsRefsTest(unittest.TestCase):
             self.assertLess(time.monotonic() - start, 0.9)
             self.assertEqual(list(stream.items()), [2])
             self.assertGreaterEqual(time.monotonic() - start, 1.0)
-            # A result that is not an iterator is one Item; stateless works.
+            # A list is iterated (each element an Item); a str, a mapping or
+            # a scalar is one Item; stateless works.
             self.assertEqual(list(self.client.call_stream("builtins", "sorted", [[3, 1, 2]])),
-                             [Item([1, 2, 3])])
+                             [Item(1), Item(2), Item(3)])
+            self.assertEqual(list(self.client.call_stream("builtins", "str", ["ab"])),
+                             [Item("ab")])
+            self.assertEqual(list(self.client.call_stream("builtins", "dict", [], {"a": 1})),
+                             [Item({"a": 1})])
+            self.assertEqual(list(self.client.call_stream("builtins", "abs", [-3])), [Item(3)])
 
     def test_cancel_mid_stream_interrupts_and_keeps_state(self) -> None:
         with self.client.session() as s:
@@ -317,16 +303,16 @@ class SyncStreamsRefsTest(unittest.TestCase):
             self.assertFalse(s.interrupt())  # nothing running
             errors = []
 
-            started = os.path.join(self.tmp, "started")
+            started = threading.Event()
 
             def spin() -> None:
                 try:
-                    s.exec(touch_then_spin(started), timeout=30)
+                    s.exec(PRINT_THEN_SPIN, timeout=30, on_stdout=lambda text: started.set())
                 except Exception as e:  # noqa: BLE001 (checked below)
                     errors.append(e)
             t = threading.Thread(target=spin)
             t.start()
-            wait_file(self, started)
+            self.assertTrue(started.wait(10), "the call never started")
             self.assertTrue(s.interrupt())
             t.join(10)
             self.assertFalse(t.is_alive())
@@ -454,11 +440,13 @@ class AsyncStreamsRefsTest(unittest.TestCase):
                 with self.assertRaises(UnknownRef):
                     await s.getattr(m, "w")
                 # Interrupt from another task.
-                started = os.path.join(marker_dir(self), "started")
-                task = asyncio.ensure_future(s.exec(touch_then_spin(started)))
-                while not os.path.exists(started):  # polled: no other signal exists
-                    self.assertFalse(task.done(), "the call ended early")
-                    await asyncio.sleep(0.02)
+                started = asyncio.Event()
+
+                async def on_stdout(text: str) -> None:
+                    started.set()
+                task = asyncio.ensure_future(s.exec(PRINT_THEN_SPIN, on_stdout=on_stdout))
+                await asyncio.wait_for(started.wait(), 10)
+                self.assertFalse(task.done(), "the call ended early")
                 self.assertTrue(await s.interrupt())
                 with self.assertRaises(Cancelled):
                     await task

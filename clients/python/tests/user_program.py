@@ -12,7 +12,8 @@ from typing import Dict, List, Optional
 
 import pyexec_client
 import pyexec_client.aio
-from pyexec_client import Client, Item, PyExecError, PythonError, Ref, Result, Stats, Stdout
+from pyexec_client import (Cancelled, Client, Item, PyExecError, PythonError, Ref, Result,
+                           RunningCall, Snapshot, Stats, Stdout)
 
 
 def run_sync(target: str) -> Dict[str, object]:
@@ -21,6 +22,12 @@ def run_sync(target: str) -> Dict[str, object]:
     with Client(target, timeout=30, wait_for_ready=True, initial_reconnect_backoff=0.1,
                 max_reconnect_backoff=1.0, on_stderr=warnings.append) as client:
         answer: int = client.eval("6*7")
+
+        @client.register_function
+        def double(x: int) -> int:
+            return 2 * x
+        doubled: int = client.eval("pyexec.call('double', 21)")
+        client.unregister_function("double")
         with client.session() as s:
             s.exec("import sys\nclass Box:\n    def __init__(self): self.n = 2\n"
                    "def squares(n):\n    for i in range(n): yield i * i\n")
@@ -31,6 +38,16 @@ def run_sync(target: str) -> Dict[str, object]:
             squares: List[int] = list(s.call_stream("__main__", "squares", [4]).items())
             events = [ev.text for ev in s.exec_stream("print('ev')") if isinstance(ev, Stdout)]
             released: int = s.release(box)
+            running: RunningCall = s.start_exec("while True: pass")
+            stopped = running.interrupt()
+            try:
+                running.result()
+                stopped = False  # it ran on: the interrupt was lost
+            except Cancelled:
+                pass
+            snap: Snapshot = s.snapshot()
+        with client.session(restore=snap) as restored:
+            restored_attr: int = restored.eval("Box().n")
         result: Result = client.call_result("builtins", "divmod", [7, 2])
         error: Optional[str] = None
         try:
@@ -43,7 +60,8 @@ def run_sync(target: str) -> Dict[str, object]:
         return {"eval": answer, "live": "".join(live), "warnings": "".join(warnings),
                 "attr": n, "stream": squares, "events": events, "released": released,
                 "divmod": list(result.value), "error": error,
-                "workers": stats.num_workers > 0}
+                "workers": stats.num_workers > 0, "callback": doubled, "interrupted": stopped,
+                "restored": restored_attr}
 
 
 async def run_async(target: str) -> Dict[str, object]:
@@ -52,12 +70,24 @@ async def run_async(target: str) -> Dict[str, object]:
     async def on_stdout(text: str) -> None:
         chunks.append(text)
     async with pyexec_client.aio.Client(target, timeout=30) as client:
+        @client.register_function("fetch")
+        async def fetch(key: str) -> str:
+            return key.upper()
         async with client.session() as s:
+            fetched: str = await s.eval("pyexec.call('fetch', 'k')")
+            running = await s.start_exec("while True: pass")
+            stopped = await running.interrupt()
+            try:
+                await running
+                stopped = False
+            except Cancelled:
+                pass
             await s.exec("for i in range(3): print(i)", on_stdout=on_stdout)
             stream = await s.call_stream("builtins", "sorted", [[3, 1, 2]])
             items = [ev.value async for ev in stream if isinstance(ev, Item)]
             value: int = await s.eval("sum(x)", {"x": (1, 2, 3)})
-    return {"aio_live": "".join(chunks), "aio_items": items, "aio_eval": value}
+    return {"aio_live": "".join(chunks), "aio_items": items, "aio_eval": value,
+            "aio_callback": fetched, "aio_interrupted": stopped}
 
 
 def main(argv: List[str]) -> int:
