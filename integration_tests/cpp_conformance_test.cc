@@ -1,11 +1,16 @@
 // `conformance` for the C++ client: runs every case of
 // clients/conformance/vectors.json (or $PYEXEC_CONFORMANCE) through the public
-// API of clients/cpp/client.h against a real pyexecd started on port 0, as
+// API of clients/cpp/client.h against a real pyexecd (the runfile, or
+// $PYEXECD) started on port 0 with --lease_grace=1s, as
 // clients/conformance/README.md describes. The C++ client's native value is
 // v1::Value itself, so the tagged JSON is built with the Make* builders of
-// value.h and results are compared kind by kind.
+// value.h and results are compared kind by kind. Callback cases register
+// their functions on a Client of their own (Client::RegisterFunction); the
+// lease case destroys the Client that bound the session; the interrupt race
+// starts each call as a PendingCall and interrupts it by name.
 
 #include <cmath>
+#include <atomic>
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
@@ -37,6 +42,9 @@ std::string Runfile(const std::string& path) {
   const char* srcdir = std::getenv("TEST_SRCDIR");
   return absl::StrCat(srcdir != nullptr ? srcdir : ".", "/pyexec/", path);
 }
+
+// The server's address, for cases that need a Client of their own.
+std::string g_address;
 
 // A failed case: the runner records the message and goes on.
 struct CaseError {
@@ -234,6 +242,261 @@ void RunStatus(const Client& client, const json& c) {
   }
 }
 
+
+std::vector<v1::Value> Args(const json& c) {
+  std::vector<v1::Value> args;
+  for (const json& a : c.at("args")) args.push_back(ToValue(a));
+  return args;
+}
+
+ValueMap Kwargs(const json& c) {
+  ValueMap kwargs;
+  if (c.contains("kwargs")) {
+    for (const auto& [k, v] : c.at("kwargs").items()) kwargs[k] = ToValue(v);
+  }
+  return kwargs;
+}
+
+// Runs `setup` on the session; an empty setup runs nothing (the server
+// refuses empty code).
+void Setup(const Session& s, const json& c) {
+  if (!c.contains("setup")) return;
+  const std::string setup = c.at("setup").get<std::string>();
+  if (setup.empty()) return;
+  Result keep;
+  Ok(s.Exec(setup), &keep);
+}
+
+// `stream`: the values CallStream yields, in order, then a clean end.
+void RunStream(const Client& client, const json& c) {
+  std::optional<Session> s;
+  if (c.contains("setup")) {
+    s.emplace(MustBind(client));
+    Setup(*s, c);
+  }
+  auto stream = client.CallStream(s ? s->token() : "", c.at("module").get<std::string>(),
+                                  c.at("function").get<std::string>(), Args(c), Kwargs(c),
+                                  CallOptions{absl::Seconds(30)});
+  std::vector<v1::Value> items;
+  bool ended = false;
+  v1::CallEvent event;
+  while (stream->Next(&event)) {
+    if (ended) throw CaseError{"an event after `end`"};
+    if (event.has_value()) items.push_back(event.value());
+    if (event.has_end()) {
+      if (event.end().has_error()) {
+        throw CaseError{absl::StrCat("stream ended with ", event.end().error().type(), ": ",
+                                     event.end().error().message())};
+      }
+      ended = true;
+    }
+  }
+  if (absl::Status st = stream->Finish(); !st.ok()) throw CaseError{st.ToString()};
+  if (!ended) throw CaseError{"no `end` event"};
+  const json& want = c.at("expect_items");
+  std::vector<std::string> got;
+  for (const v1::Value& v : items) got.push_back(FormatValue(v));
+  if (items.size() != want.size()) {
+    throw CaseError{absl::StrCat("items [", absl::StrJoin(got, ", "), "], want ", want.dump())};
+  }
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (!Matches(items[i], want[i])) {
+      throw CaseError{absl::StrCat("item ", i, " is ", got[i], ", want ", want[i].dump())};
+    }
+  }
+}
+
+// `ref`: a result with no kind is a Ref that goes back as an argument and
+// is released.
+void RunRef(const Client& client, const json& c) {
+  Session s = MustBind(client);
+  Setup(s, c);
+  Result keep;
+  const v1::Value& made = Ok(s.Eval(c.at("code").get<std::string>()), &keep);
+  std::optional<Ref> ref = Ref::From(made);
+  if (!ref.has_value()) throw CaseError{absl::StrCat("not a ref: ", FormatValue(made))};
+  if (ref->type != c.at("type").get<std::string>()) {
+    throw CaseError{absl::StrCat("ref type ", ref->type)};
+  }
+  const std::string use = c.at("use").get<std::string>();
+  Result keep2;
+  const v1::Value& used = Ok(s.Eval(use, {{"r", ref->ToValue()}}), &keep2);
+  if (!Matches(used, c.at("expect"))) {
+    throw CaseError{absl::StrCat("use gave ", FormatValue(used))};
+  }
+  absl::StatusOr<uint32_t> released = client.ReleaseRefs(s.token(), {ref->id});
+  if (!released.ok()) throw CaseError{released.status().ToString()};
+  if (*released != 1) throw CaseError{absl::StrCat("released ", *released)};
+  absl::StatusOr<Result> after = s.Eval(use, {{"r", ref->ToValue()}});
+  absl::StatusCode want = ExpectedCode(c.at("after_release").get<std::string>());
+  if (after.ok() || after.status().code() != want) {
+    throw CaseError{absl::StrCat("after release: ", after.ok() ? "ok" : after.status().ToString())};
+  }
+  if (absl::Status st = s.Unbind(); !st.ok()) throw CaseError{st.ToString()};
+}
+
+// A callback behaviour of the vectors as a registered function. "reenter"
+// calls down(n) on the case's session through `client` from the callback's
+// own thread: the client names the callback (x-pyexec-callback) by itself.
+CallbackFunction Behaviour(const json& b, const Client& client, const std::string* session) {
+  if (b.is_string() && b.get<std::string>() == "return_args") {
+    return [](CallbackContext&, const std::vector<v1::Value>& args,
+              const ValueMap&) -> absl::StatusOr<v1::Value> { return MakeList(args); };
+  }
+  if (b.is_string() && b.get<std::string>() == "never") {
+    return [](CallbackContext& ctx, const std::vector<v1::Value>&,
+              const ValueMap&) -> absl::StatusOr<v1::Value> {
+      ctx.WaitForCancellation(absl::Seconds(60));
+      return absl::CancelledError("never answers");
+    };
+  }
+  if (b.is_string() && b.get<std::string>() == "reenter") {
+    return [&client, session](CallbackContext&, const std::vector<v1::Value>& args,
+                              const ValueMap&) -> absl::StatusOr<v1::Value> {
+      if (args.size() != 1 || !args[0].has_int_()) {
+        return absl::InvalidArgumentError("reenter takes [n]");
+      }
+      absl::StatusOr<Result> down =
+          client.Call(*session, "__main__", "down", {args[0]}, {}, CallOptions{absl::Seconds(30)});
+      if (!down.ok()) return down.status();
+      if (!down->ok()) {
+        return absl::UnknownError(absl::StrCat(down->error->type(), ": ", down->error->message()));
+      }
+      if (!down->value.has_int_()) return absl::InternalError("down() gave no int");
+      return MakeInt(down->value.int_() + 1);
+    };
+  }
+  if (b.is_object() && b.contains("return")) {
+    v1::Value value = ToValue(b.at("return"));
+    return [value](CallbackContext&, const std::vector<v1::Value>&,
+                   const ValueMap&) -> absl::StatusOr<v1::Value> { return value; };
+  }
+  if (b.is_object() && b.contains("raise")) {
+    std::string message = b.at("raise").get<std::string>();
+    return [message](CallbackContext&, const std::vector<v1::Value>&,
+                     const ValueMap&) -> absl::StatusOr<v1::Value> {
+      return absl::UnknownError(message);
+    };
+  }
+  throw CaseError{absl::StrCat("unknown callback behaviour ", b.dump())};
+}
+
+// `callback`: functions registered on a Client of the case's own (a Client
+// with registered functions sends every call over Run).
+void RunCallback(const Client& base, const json& c) {
+  (void)base;
+  absl::StatusOr<Client> connected = Client::Connect(g_address);
+  if (!connected.ok()) throw CaseError{connected.status().ToString()};
+  const Client client = *std::move(connected);
+  std::string session;
+  for (const auto& [name, behaviour] : c.at("functions").items()) {
+    client.RegisterFunction(name, Behaviour(behaviour, client, &session));
+  }
+  const std::string op = c.value("op", "eval");
+  if (op != "eval" && op != "exec_then_eval") throw CaseError{absl::StrCat("unknown op ", op)};
+  CallOptions options;
+  options.timeout = absl::Seconds(c.value("timeout_seconds", 10.0));
+  // With no function registered a call is a plain one (pyexec.call raises
+  // RuntimeError); an empty map of per-call functions sends it as a Run.
+  if (c.at("functions").empty()) options.functions.emplace();
+  std::optional<Session> s;
+  if (c.contains("setup") || op == "exec_then_eval") {
+    s.emplace(MustBind(client));
+    session = s->token();
+    Setup(*s, c);
+  }
+  absl::StatusOr<Result> r;
+  if (op == "eval") {
+    r = client.Eval(session, c.at("code").get<std::string>(), {}, options);
+  } else {
+    Result keep;
+    Ok(client.Exec(session, c.at("code").get<std::string>(), {}, options), &keep);
+    r = client.Eval(session, c.at("eval").get<std::string>(), {}, options);
+  }
+  if (!r.ok()) throw CaseError{absl::StrCat("status ", r.status().ToString())};
+  if (c.contains("error")) {
+    const json& want = c.at("error");
+    if (r->ok()) throw CaseError{absl::StrCat("no Python error, got ", FormatValue(r->value))};
+    if (r->error->type() != want.at("type").get<std::string>()) {
+      throw CaseError{absl::StrCat("error ", r->error->type(), ": ", r->error->message())};
+    }
+    if (r->error->message().find(want.at("message_contains").get<std::string>()) ==
+        std::string::npos) {
+      throw CaseError{absl::StrCat("message ", r->error->message())};
+    }
+    return;
+  }
+  if (!r->ok()) {
+    throw CaseError{absl::StrCat("Python error ", r->error->type(), ": ", r->error->message())};
+  }
+  if (!Matches(r->value, c.at("expect"))) {
+    throw CaseError{absl::StrCat("got ", FormatValue(r->value), ", want ", c.at("expect").dump())};
+  }
+}
+
+// `lease`: the Client that bound the session (with its default lease) is
+// destroyed without Unbind; the session must be gone within grace + 3 s.
+void RunLease(const Client& client, const json& c) {
+  const double grace = c.at("grace_seconds").get<double>();
+  const absl::StatusCode want = ExpectedCode(c.at("expect").get<std::string>());
+  std::string token;
+  {
+    absl::StatusOr<Client> holder = Client::Connect(g_address);
+    if (!holder.ok()) throw CaseError{holder.status().ToString()};
+    absl::StatusOr<BindResult> bound = holder->Bind();
+    if (!bound.ok()) throw CaseError{absl::StrCat("bind: ", bound.status().ToString())};
+    if (!bound->leased) throw CaseError{"Bind did not lease the session"};
+    token = bound->session;
+    Result keep;
+    Ok(holder->Eval(token, "1"), &keep);
+  }  // the holder goes: its lease ends
+  const absl::Time ended = absl::Now();
+  const absl::Time limit = ended + absl::Seconds(grace + 3);
+  while (true) {
+    absl::StatusOr<Result> r = client.Eval(token, "1", {}, CallOptions{absl::Seconds(5)});
+    if (!r.ok() && r.status().code() == want) break;
+    if (absl::Now() > limit) {
+      throw CaseError{absl::StrCat("session still there ", absl::FormatDuration(absl::Now() - ended),
+                                   " after its client went: ",
+                                   r.ok() ? "ok" : r.status().ToString())};
+    }
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  std::cout << "conformance lease: session gone " << absl::FormatDuration(absl::Now() - ended)
+            << " after its client was destroyed (grace " << grace << " s)" << std::endl;
+}
+
+// `interrupt_race`: start a spinning call and interrupt that very call at
+// once, `rounds` times; none may be lost.
+void RunInterruptRace(const Client& client, const json& c) {
+  const int rounds = c.at("rounds").get<int>();
+  Session s = MustBind(client);
+  int lost = 0;
+  std::string first_loss;
+  const absl::Time start = absl::Now();
+  for (int i = 0; i < rounds; ++i) {
+    PendingCall call = s.StartExec("while True: pass", {}, CallOptions{absl::Seconds(10)});
+    absl::StatusOr<bool> interrupted = call.Interrupt(CallOptions{absl::Seconds(10)});
+    absl::StatusOr<Result> outcome = call.Wait();
+    const bool ok = interrupted.ok() && *interrupted && !outcome.ok() &&
+                    outcome.status().code() == absl::StatusCode::kCancelled;
+    if (!ok) {
+      ++lost;
+      if (first_loss.empty()) {
+        first_loss = absl::StrCat(
+            "round ", i, ": interrupt ",
+            interrupted.ok() ? (*interrupted ? "true" : "false") : interrupted.status().ToString(),
+            ", call ", outcome.ok() ? "ran to its end" : outcome.status().ToString());
+      }
+    }
+  }
+  std::cout << "conformance interrupt_race: " << rounds << " rounds, " << lost << " lost, "
+            << absl::FormatDuration(absl::Now() - start) << std::endl;
+  if (lost > 0) throw CaseError{absl::StrCat(lost, " of ", rounds, " lost; first: ", first_loss)};
+  Result keep;
+  Ok(s.Eval("1"), &keep);  // the session is fine
+}
+
 void RunCase(const Client& client, const json& c) {
   const std::string kind = c.at("kind").get<std::string>();
   Result keep;
@@ -292,6 +555,16 @@ void RunCase(const Client& client, const json& c) {
     }
   } else if (kind == "status") {
     RunStatus(client, c);
+  } else if (kind == "stream") {
+    RunStream(client, c);
+  } else if (kind == "ref") {
+    RunRef(client, c);
+  } else if (kind == "callback") {
+    RunCallback(client, c);
+  } else if (kind == "lease") {
+    RunLease(client, c);
+  } else if (kind == "interrupt_race") {
+    RunInterruptRace(client, c);
   } else {
     throw CaseError{absl::StrCat("unknown kind ", kind)};
   }
@@ -322,11 +595,14 @@ class ConformanceTest : public ::testing::Test {
  protected:
   void SetUp() override {
     const char* tmp = std::getenv("TEST_TMPDIR");
+    const char* pyexecd = std::getenv("PYEXECD");
     auto server = bench::ServerProcess::Start(
-        {Runfile("server/pyexecd"), "--listen=127.0.0.1:0", "--workers=2", "--max_workers=4"},
+        {pyexecd != nullptr && *pyexecd != '\0' ? pyexecd : Runfile("server/pyexecd"),
+         "--listen=127.0.0.1:0", "--workers=2", "--max_workers=4", "--lease_grace=1s"},
         absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/pyexecd.log"), absl::Seconds(60));
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = std::move(*server);
+    g_address = server_->address();
     auto client = Client::Connect(server_->address());
     ASSERT_TRUE(client.ok()) << client.status();
     client_ = std::make_unique<Client>(std::move(*client));
@@ -358,15 +634,26 @@ TEST_F(ConformanceTest, RunnerReportsFailures) {
     {"name": "float_is_not_int", "kind": "eval", "code": "3.0", "expect": {"int": "3"}},
     {"name": "bytes_is_not_str", "kind": "eval", "code": "b'a'", "expect": {"str": "a"}},
     {"name": "wrong_error", "kind": "status", "scenario": "empty_code", "expect": "timeout"},
-    {"name": "new_kind", "kind": "stream", "code": "1"},
-    {"name": "new_scenario", "kind": "status", "scenario": "interrupt", "expect": "timeout"}
+    {"name": "new_kind", "kind": "telepathy", "code": "1"},
+    {"name": "new_scenario", "kind": "status", "scenario": "interrupt", "expect": "timeout"},
+    {"name": "stream_out_of_order", "kind": "stream", "module": "builtins", "function": "range",
+     "args": [{"int": "2"}], "expect_items": [{"int": "1"}, {"int": "0"}]},
+    {"name": "stream_one_missing", "kind": "stream", "module": "builtins", "function": "range",
+     "args": [{"int": "2"}], "expect_items": [{"int": "0"}]},
+    {"name": "callback_wrong_value", "kind": "callback", "functions": {"f": {"return": {"int": "1"}}},
+     "code": "pyexec.call('f')", "expect": {"int": "2"}},
+    {"name": "callback_error_expected", "kind": "callback", "functions": {"f": "return_args"},
+     "code": "pyexec.call('f')", "error": {"type": "CallbackError", "message_contains": "x"}},
+    {"name": "unknown_behaviour", "kind": "callback", "functions": {"f": "dance"},
+     "code": "pyexec.call('f')", "expect": {"none": null}}
   ])json");
   int passed = 0;
   std::vector<std::string> failures = RunAll(*client_, cases, &passed);
   EXPECT_EQ(passed, 1);
-  ASSERT_EQ(failures.size(), 6u) << absl::StrJoin(failures, "\n");
+  ASSERT_EQ(failures.size(), 11u) << absl::StrJoin(failures, "\n");
   EXPECT_EQ(failures[0].substr(0, failures[0].find(':')), "tuple_is_not_list");
   EXPECT_EQ(failures[5].substr(0, failures[5].find(':')), "new_scenario");
+  EXPECT_EQ(failures[10].substr(0, failures[10].find(':')), "unknown_behaviour");
 }
 
 }  // namespace

@@ -450,11 +450,20 @@ struct RunShared {
 
   // Runs the function `request` names on this thread and sends its answer.
   static void Serve(std::shared_ptr<RunShared> run, std::shared_ptr<ClientState> state,
-                    std::string session, v1::CallbackRequest request) {
+                    std::string session, const FunctionMap* call_functions,
+                    v1::CallbackRequest request) {
     v1::RunRequest answer;
     v1::CallbackResult* result = answer.mutable_callback_result();
     result->set_id(request.id());
-    std::shared_ptr<const CallbackFunction> function = state->Function(request.name());
+    std::shared_ptr<const CallbackFunction> function;
+    if (call_functions != nullptr) {
+      auto it = call_functions->find(request.name());
+      // The call's own map outlives this thread (the call joins it).
+      if (it != call_functions->end()) {
+        function = std::shared_ptr<const CallbackFunction>(std::shared_ptr<void>(), &it->second);
+      }
+    }
+    if (function == nullptr) function = state->Function(request.name());
     if (function == nullptr) {
       result->mutable_error()->set_type("LookupError");
       result->mutable_error()->set_message(
@@ -563,7 +572,8 @@ absl::Status Unary(ClientState& state, UnaryMethod<Request, Response> method,
 // asks for, until the response; then the half-close and the status.
 grpc::Status RunAttempt(const std::shared_ptr<ClientState>& state, const Route& route,
                         grpc::ClientContext* context, const v1::RunRequest& request,
-                        const std::string& session, v1::RunEvent* response, bool* started) {
+                        const std::string& session, const FunctionMap* call_functions,
+                        v1::RunEvent* response, bool* started) {
   std::unique_ptr<RunShared::Stream> stream = route.stub->Run(context);
   auto run = std::make_shared<RunShared>();
   {
@@ -577,7 +587,7 @@ grpc::Status RunAttempt(const std::shared_ptr<ClientState>& state, const Route& 
     while (stream->Read(&event)) {
       *started = true;
       if (event.has_callback()) {
-        callbacks.emplace_back(RunShared::Serve, run, state, session,
+        callbacks.emplace_back(RunShared::Serve, run, state, session, call_functions,
                                std::move(*event.mutable_callback()));
         continue;
       }
@@ -742,15 +752,17 @@ absl::StatusOr<Result> Client::Perform(absl::string_view session,
   const absl::Time deadline = DeadlineOf(options);
   const std::string call_id = options.call_id.empty() ? state.NewCallId() : options.call_id;
   const std::string callback_id = CallbackId();
-  if (state.has_functions.load()) {
+  if (state.has_functions.load() || options.functions.has_value()) {
+    const FunctionMap* call_functions =
+        options.functions.has_value() ? &*options.functions : nullptr;
     v1::RunEvent response;
     const std::string session_copy(session);
     absl::Status status = internal::WithRetry(
         state, session, deadline, call_id, callback_id, control,
         [&](const Route& route, grpc::ClientContext* context, bool* started) {
           response.Clear();
-          return internal::RunAttempt(state_, route, context, request, session_copy, &response,
-                                      started);
+          return internal::RunAttempt(state_, route, context, request, session_copy,
+                                      call_functions, &response, started);
         });
     if (!status.ok()) return status;
     switch (response.event_case()) {

@@ -68,6 +68,22 @@ namespace pyexec {
 // Names bound for one call (Eval/Exec `locals`, Call `kwargs`).
 using ValueMap = std::map<std::string, v1::Value>;
 
+class CallbackContext;
+
+// A function that Python code calls as pyexec.call(name, *args, **kwargs)
+// (or erlang.call). It runs on a thread of its own, one per callback, so
+// callbacks of one call may run concurrently. Its value is what
+// pyexec.call returns; an error status (or a C++ exception) makes
+// pyexec.call raise pyexec.CallbackError with the status code's name (or
+// the exception's type) as `type` and the message as `message`. A function
+// that may block should watch ctx.cancelled(): the call that asked for it
+// returns only once every callback it started has returned.
+using CallbackFunction = std::function<absl::StatusOr<v1::Value>(
+    CallbackContext& ctx, const std::vector<v1::Value>& args, const ValueMap& kwargs)>;
+
+// Functions by the name Python calls them.
+using FunctionMap = std::map<std::string, CallbackFunction>;
+
 // Per-call options.
 struct CallOptions {
   // Sent as the gRPC deadline. Zero or infinite sends no deadline, and the
@@ -82,6 +98,11 @@ struct CallOptions {
   // if the Interrupt reaches the server before the call does. Empty: the
   // client makes up a unique one (every call carries one).
   std::string call_id;
+  // Eval/Exec/Call: functions for this call only, looked up before the
+  // ones registered on the client. When set (even empty), the call goes as
+  // a Run stream, so that pyexec.call works (an unknown name is then a
+  // pyexec.CallbackError, where a plain call raises RuntimeError).
+  std::optional<FunctionMap> functions;
 };
 
 namespace internal {
@@ -293,17 +314,6 @@ class CallbackContext {
   const Client* client_;
   std::shared_ptr<internal::RunShared> run_;
 };
-
-// A function that Python code calls as pyexec.call(name, *args, **kwargs)
-// (or erlang.call). It runs on a thread of its own, one per callback, so
-// callbacks of one call may run concurrently. Its value is what
-// pyexec.call returns; an error status (or a C++ exception) makes
-// pyexec.call raise pyexec.CallbackError with the status code's name (or
-// the exception's type) as `type` and the message as `message`. A function
-// that may block should watch ctx.cancelled(): the call that asked for it
-// returns only once every callback it started has returned.
-using CallbackFunction = std::function<absl::StatusOr<v1::Value>(
-    CallbackContext& ctx, const std::vector<v1::Value>& args, const ValueMap& kwargs)>;
 
 class PendingCall;
 

@@ -560,6 +560,30 @@ TEST_F(ClientTest, RegisteredFunctionsAnswerCallbacksOverRun) {
   EXPECT_EQ(service_.calls().back().method, "Eval");
 }
 
+TEST_F(ClientTest, PerCallFunctionsGoFirstAndForceRun) {
+  auto constant = [](std::string text) {
+    return [text](CallbackContext&, const std::vector<v1::Value>&,
+                  const ValueMap&) -> absl::StatusOr<v1::Value> { return MakeStr(text); };
+  };
+  CallOptions options;
+  options.functions.emplace();
+  // No function anywhere, but a Run all the same: the name is unknown.
+  absl::StatusOr<Result> r = client_->Eval("", "cb f", {}, options);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_THAT(FormatValue(r->value), HasSubstr("LookupError"));
+  client_->RegisterFunction("f", constant("registered"));
+  client_->RegisterFunction("g", constant("registered g"));
+  (*options.functions)["f"] = constant("per call");
+  r = client_->Eval("", "cb f g", {}, options);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(FormatValue(r->value), "['per call', 'registered g']");
+  // Started calls keep their functions.
+  PendingCall call = client_->StartEval("", "cb f", {}, options);
+  r = call.Wait();
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(FormatValue(r->value), "['per call']");
+}
+
 TEST_F(ClientTest, CallbacksRunConcurrently) {
   absl::Notification second_ran;
   client_->RegisterFunction("first", [&](CallbackContext&, const std::vector<v1::Value>&,
