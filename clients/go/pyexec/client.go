@@ -14,7 +14,12 @@
 //
 // Every call takes a context.Context first: its deadline is sent as the
 // gRPC deadline (the server interrupts the Python code when it passes) and
-// cancelling it interrupts the code too. A Python exception comes back as a
+// cancelling it interrupts the code too. A bound session is leased to the
+// context given to Bind: when that context is done, or the process dies,
+// the server unbinds it after a short grace (see Client.Bind). Python can
+// call Go functions registered with Client.RegisterFunction, as
+// pyexec.call(name, ...). A call started with Session.GoExec (GoEval,
+// GoCall) can be interrupted by name, never too early. A Python exception comes back as a
 // *PythonError; every other failure is a *StatusError wrapping one sentinel
 // (ErrSessionNotFound, ErrTimeout, ErrPoolExhausted, ...).
 package pyexec
@@ -391,9 +396,9 @@ func (c *Client) Bind(ctx context.Context, opts ...BindOption) (*Session, error)
 // holds no lease: Session.Lease takes one.
 func (c *Client) Attach(token string) *Session { return &Session{c: c, token: token} }
 
-// Session binds a session, runs f on it and unbinds it when f returns, also
-// when f returns an error, panics, or ctx is cancelled (the Unbind then gets
-// its own few-second deadline). It returns f's error, or the Bind error; an
+// Session binds a session leased to ctx, runs f on it and unbinds it when f
+// returns, also when f returns an error, panics, or ctx is cancelled (the
+// Unbind then gets its own few-second deadline). It returns f's error, or the Bind error; an
 // Unbind failure is returned only when f succeeded.
 func (c *Client) Session(ctx context.Context, f func(s *Session) error, opts ...BindOption) (err error) {
 	s, err := c.Bind(ctx, opts...)
