@@ -3,7 +3,8 @@
 # Kubernetes manifests run it, then runs Python test modules against it.
 #
 #   integration_tests/container/run_container_tests.sh [unittest args]
-#   (default: test_isolation, when it exists, container.test_container_mtls and
+#   (default: test_isolation, when it exists, container.test_container_mtls,
+#   container.test_container_rolling and
 #   container.test_container_smoke)
 #
 # 1. base_images.sh: the Debian 12 base images, bootstrapped from this
@@ -50,7 +51,7 @@ else
     echo "run_container_tests: integration_tests/test_isolation.py not found; smoke test only" >&2
   fi
   # Last: it restarts the container, which moves the private-directory root.
-  suites+=(container.test_container_mtls container.test_container_smoke)
+  suites+=(container.test_container_mtls container.test_container_rolling container.test_container_smoke)
 fi
 
 work="$(mktemp -d -t pyexec_container.XXXXXX)"
