@@ -40,7 +40,8 @@ if (($#)); then
 fi
 timeout --signal=TERM --kill-after=30 900 "$python" -B -m unittest -v \
   test_core test_robustness test_drain test_chaos test_repl test_confinement test_security \
-  test_isolation test_zygote test_streams_refs test_callbacks test_leases test_async test_snapshots
+  test_isolation test_zygote test_streams_refs test_callbacks test_leases test_async test_snapshots \
+  test_docs
 # The security and confinement suites again in the non-root form: pyexecd
 # as uid 10001 (the container image's user), its test files handed to it.
 PYEXEC_TEST_SERVER_UID=10001 timeout --signal=TERM --kill-after=30 600 \
