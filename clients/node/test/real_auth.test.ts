@@ -31,11 +31,38 @@ describe('real pyexecd with TLS and bearer tokens', { skip }, () => {
       `--auth_tokens_file=${certs.file('tokens')}`,
       `--tls_cert_file=${certs.file('server.pem')}`,
       `--tls_key_file=${certs.file('server.key')}`,
+      '--lease_grace=1s',
     ]);
   });
   after(async () => {
     await server?.stop();
     certs?.remove();
+  });
+
+  test('leases over TLS with a token: held, ended with the client; another principal cannot lease', async () => {
+    // By IP (the certificate names 127.0.0.1), and by name (SNI pyexec.test).
+    for (const t of [tls(), { ...tls(), serverNameOverride: 'pyexec.test' }]) {
+      const c = new Client(server.address, { tls: t, token: 'tok-alice' });
+      const other = new Client(server.address, { tls: tls(), token: 'tok-alice', lease: false });
+      const bob = new Client(server.address, { tls: tls(), token: 'tok-bob' });
+      try {
+        const s = await c.bind();
+        assert.equal(s.leased, true);
+        await s.exec('x = 1');
+        const h = bob.session(s.token, { lease: true });
+        for (let i = 0; i < 200 && h.leaseInfo?.state !== 'ended'; i++) await new Promise((r) => setTimeout(r, 10));
+        assert.equal(h.leaseInfo?.state, 'ended');
+        assert.match(h.leaseInfo?.endReason ?? '', /NOT_FOUND/);
+        await c.close();
+        const limit = Date.now() + 4000;
+        while (await other.session(s.token).eval('x').then(() => true, (e) => !(e instanceof SessionNotFoundError))) {
+          assert.ok(Date.now() < limit, 'the session outlived its lease');
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      } finally {
+        await Promise.all([c.close(), other.close(), bob.close()]);
+      }
+    }
   });
 
   test('a valid token over TLS works', async () => {
@@ -108,6 +135,9 @@ describe('real pyexecd with mTLS', { skip }, () => {
     });
     try {
       assert.equal(await c.eval('6*7'), 42);
+      const s = await c.bind(); // its lease over mTLS too
+      assert.equal(s.leased, true);
+      await s.unbind();
     } finally {
       await c.close();
     }
