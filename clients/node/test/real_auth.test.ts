@@ -8,7 +8,7 @@ import * as assert from 'node:assert/strict';
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 
-import { Client, SessionNotFoundError, UnauthenticatedError, UnavailableError } from '../src';
+import { Client, InvalidArgumentError, SessionNotFoundError, UnauthenticatedError, UnavailableError } from '../src';
 import { Certs, makeCerts } from './certs';
 import { RunningServer, pyexecdPath, startPyexecd } from './server';
 
@@ -62,6 +62,22 @@ describe('real pyexecd with TLS and bearer tokens', { skip }, () => {
       } finally {
         await Promise.all([c.close(), other.close(), bob.close()]);
       }
+    }
+  });
+
+  test("a snapshot restores for its principal only: another's bind({ restore }) is InvalidArgumentError", async () => {
+    const alice = new Client(server.address, { tls: tls(), token: 'tok-alice' });
+    const bob = new Client(server.address, { tls: tls(), token: 'tok-bob' });
+    try {
+      const snap = await alice.withSession(async (s) => (await s.exec("x = 'alice data'"), s.snapshot()));
+      await assert.rejects(bob.bind({ restore: snap }), (e: unknown) => {
+        assert.ok(e instanceof InvalidArgumentError, String(e));
+        assert.match(e.message, /another principal/);
+        return true;
+      });
+      assert.equal(await alice.withSession((r) => r.eval('x'), { restore: snap }), 'alice data');
+    } finally {
+      await Promise.all([alice.close(), bob.close()]);
     }
   });
 
