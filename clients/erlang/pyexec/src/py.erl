@@ -28,7 +28,8 @@
 -export([call/3, call/4, call/5,
          eval/1, eval/2, eval/3,
          exec/1, exec/2, exec/3,
-         bind/0, bind/1, unbind/0, unbind/1, is_bound/0,
+         bind/0, bind/1, bind/2, unbind/0, unbind/1, is_bound/0,
+         snapshot/0, snapshot/1, snapshot/2, restore/1, restore/2,
          with_context/1,
          ctx_call/4, ctx_call/5, ctx_call/6,
          ctx_eval/2, ctx_eval/3, ctx_eval/4,
@@ -44,7 +45,8 @@
          is_ref/1, call_method/3, call_method/4, getattr/2, to_term/1, release/1,
          last_traceback/0, last_output/0]).
 
--export_type([ctx/0, code/0, name/0, value/0, py_result/0, py_ref/0]).
+-export_type([ctx/0, code/0, name/0, value/0, py_result/0, py_ref/0, bind_opts/0,
+              lost_name/0]).
 
 -include("pyexec_ctx.hrl").
 
@@ -62,6 +64,20 @@
 %% the same session.
 -type py_ref() :: pyexec_value:py_ref().
 -type py_result() :: {ok, value()} | {error, py_error()}.
+%% Options of bind/1,2 and restore/2:
+%%   lease         lease the session (an Attach stream: the server unbinds it
+%%                 --lease_grace after this node is gone); default: the
+%%                 `lease' key (true). false: only the idle timeout ends a
+%%                 session whose owner never unbinds it (its node died).
+%%   idle_timeout  seconds; default the `session_idle_timeout' key
+%%   restore       bind(new, _) only: a snapshot/0,1,2 blob (see restore/2)
+-type bind_opts() :: #{lease => boolean(), idle_timeout => non_neg_integer(),
+                       restore => binary()}.
+%% What a snapshot left out (a name of `__main__', or "ref <id>"), or what
+%% a restore could not bring back (a module that no longer imports, or
+%% `__pyexec_restore__' when that hook raised: type and message of the
+%% exception).
+-type lost_name() :: #{name := binary(), type := binary(), reason := binary()}.
 
 %% async_gather/1,2: the helper is defined in a dict of its own (nothing
 %% lands in the session's namespace); its result is a coroutine, which the
@@ -198,10 +214,32 @@ bind() ->
             end
     end.
 
--spec bind(new) -> {ok, ctx()} | {error, py_error()}.
+-spec bind(new | bind_opts()) -> ok | {ok, ctx()} | {error, py_error()}.
 bind(new) ->
-    case pyexec_registry:bind(self(), explicit) of
+    bind(new, #{});
+bind(Opts) when is_map(Opts) ->
+    %% bind/0 with options (`lease', `idle_timeout'); binding twice does
+    %% nothing, as bind/0.
+    is_map_key(restore, Opts) andalso error({badarg, {restore, use_restore_2}}),
+    case is_bound() of
+        true -> ok;
+        false ->
+            case pyexec_registry:bind(self(), implicit, bind_opts(Opts)) of
+                {ok, _Id} -> ok;
+                {error, _} = E -> E
+            end
+    end.
+
+%% @doc `bind(new, Opts)': bind(new) with options (see bind_opts()):
+%% `#{lease => false}' binds without a lease; `#{restore => Blob}' starts
+%% the session from a snapshot (restore/2 also returns what was lost).
+-spec bind(new, bind_opts()) -> {ok, ctx()} | {error, py_error()}.
+bind(new, #{restore := <<>>}) ->
+    restore(<<>>);
+bind(new, Opts) when is_map(Opts) ->
+    case pyexec_registry:bind(self(), explicit, bind_opts(Opts)) of
         {ok, Id} -> {ok, #py_ctx{id = Id}};
+        {ok, Id, _Report} -> {ok, #py_ctx{id = Id}};
         {error, _} = E -> E
     end.
 
@@ -248,6 +286,98 @@ with_context(Fun) when is_function(Fun, 1) ->
         {ok, Ctx} -> try Fun(Ctx) after unbind(Ctx) end;
         {error, _} = E -> E
     end.
+
+%%====================================================================
+%% Snapshot and restore
+%%====================================================================
+
+%% @doc Snapshots the calling process's session (bind/0,
+%% py_context_router:bind_context/1): see snapshot/1. `{error, not_bound}'
+%% if the process is not bound.
+-spec snapshot() -> {ok, binary(), [lost_name()]} | {error, py_error() | not_bound}.
+snapshot() ->
+    case bound_id() of
+        none -> {error, not_bound};
+        Id -> do_snapshot({bound, Id}, default_timeout())
+    end.
+
+%% @doc Serializes the state of a context's session (its `__main__'
+%% namespace, functions, classes and lambdas included, its imported modules
+%% by name, its live refs) into `{ok, Blob, Lost}'. Blob is opaque and
+%% sealed by the server (at most its --max_snapshot_bytes); restore/1,2
+%% makes a new session from it, for the same principal only. Lost lists
+%% what could not be carried (sockets, threads, generators in flight, C
+%% objects): those names are missing after a restore. The session itself
+%% is unchanged and stays usable.
+-spec snapshot(ctx()) -> {ok, binary(), [lost_name()]} | {error, py_error()}.
+snapshot(Ctx) ->
+    snapshot(Ctx, default_timeout()).
+
+-spec snapshot(ctx(), timeout()) -> {ok, binary(), [lost_name()]} | {error, py_error()}.
+snapshot(#py_ctx{id = Id}, Timeout) ->
+    do_snapshot({ctx, Id}, Timeout).
+
+%% @doc A new context whose session starts with the state of a snapshot
+%% blob: `{ok, Ctx, Lost}', owned by the caller as bind(new) (unbind/1
+%% releases it; bind it to a process with
+%% py_context_router:bind_context/1). The server runs the state's
+%% `__pyexec_restore__()' if it defines one, to reopen what a snapshot
+%% cannot carry. Lost lists the modules that no longer import here, and
+%% `__pyexec_restore__' if that hook raised (the state is restored all the
+%% same). A blob that is not this deployment's (forged, altered, sealed
+%% with another peer secret) or is another principal's is refused:
+%% `{error, {grpc, invalid_argument, Message}}'.
+-spec restore(binary()) -> {ok, ctx(), [lost_name()]} | {error, py_error()}.
+restore(Blob) ->
+    restore(Blob, #{}).
+
+%% @doc restore/1 with the options of bind(new, Opts): `lease', `idle_timeout'.
+-spec restore(binary(), bind_opts()) -> {ok, ctx(), [lost_name()]} | {error, py_error()}.
+restore(<<>>, Opts) when is_map(Opts) ->
+    %% On the wire an empty `restore' is no restore at all: a new, empty
+    %% session would be bound. Refused as the server refuses a bad blob.
+    {error, {grpc, invalid_argument, <<"restore: an empty blob is not a snapshot">>}};
+restore(Blob, Opts) when is_binary(Blob), is_map(Opts) ->
+    case pyexec_registry:bind(self(), explicit, bind_opts(Opts#{restore => Blob})) of
+        {ok, Id, Report} ->
+            Hook = case Report of
+                       #{restore_error := #{type := T, message := M}} ->
+                           [#{name => <<"__pyexec_restore__">>, type => T, reason => M}];
+                       _ -> []
+                   end,
+            {ok, #py_ctx{id = Id}, lost_names(maps:get(restore_lost, Report, [])) ++ Hook};
+        {error, _} = E ->
+            E
+    end;
+restore(Blob, Opts) ->
+    error({badarg, {Blob, Opts}}).
+
+do_snapshot(Target, Timeout) when Timeout =:= infinity; is_integer(Timeout), Timeout >= 0 ->
+    case session(Target) of
+        {ok, Session, Id} ->
+            case pyexec_rpc:call(snapshot, #{session => Session}, Timeout,
+                                 #{session => Session}) of
+                {ok, #{blob := Blob, lost := Lost}} ->
+                    {ok, Blob, lost_names(Lost)};
+                {error, _} = E ->
+                    result(snapshot, E, Target, Id, Session)
+            end;
+        {error, _} = E ->
+            E
+    end;
+do_snapshot(_Target, Timeout) ->
+    error({badarg, {timeout, Timeout}}).
+
+lost_names(Lost) ->
+    [maps:with([name, type, reason], L) || L <- Lost].
+
+bind_opts(Opts) ->
+    maps:foreach(fun(lease, V) when is_boolean(V) -> ok;
+                    (idle_timeout, V) when is_integer(V), V >= 0 -> ok;
+                    (restore, V) when is_binary(V) -> ok;
+                    (K, V) -> error({badarg, {K, V}})
+                 end, Opts),
+    Opts.
 
 %%====================================================================
 %% Explicit contexts (1.x ctx_*)

@@ -22,7 +22,7 @@
 -module(pyexec_registry).
 -behaviour(gen_server).
 
--export([start_link/0, bind/2, release/1, bind_process/2, unbind_process/1,
+-export([start_link/0, bind/2, bind/3, release/1, bind_process/2, unbind_process/1,
          ensure_shared/1, lost/2]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
 
@@ -33,11 +33,14 @@
           owned = #{} :: #{pid() => [term()]},
           %% Bind in flight: helper monitor -> {Id, Kind, Owner, Waiters}.
           binds = #{} :: #{reference() => {term(), atom(), pid() | shared, [gen_server:from()]}},
+          %% Options of the Binds in flight that have any (bind/3).
+          bind_opts = #{} :: #{reference() => map()},
           %% Shared context id -> helper monitor of its Bind in flight.
           shared_binds = #{} :: #{term() => reference()},
-          %% Binds waiting for their lease: lease pid -> what bind_done had.
+          %% Binds waiting for their lease: lease pid -> what bind_done had
+          %% (the last element: the restore report, see bind/3).
           pending = #{} :: #{pid() => {term(), atom(), pid() | shared, [gen_server:from()],
-                                       binary()}},
+                                       binary(), map() | none}},
           %% Context id -> the lease process of its session, and back.
           leases = #{} :: #{term() => pid()},
           lease_ids = #{} :: #{pid() => term()}
@@ -55,7 +58,17 @@ start_link() ->
 %% binds Owner to it (py:bind/0); `explicit' only returns the id (py:bind(new)).
 -spec bind(pid(), implicit | explicit) -> {ok, reference()} | {error, term()}.
 bind(Owner, Kind) ->
-    gen_server:call(?MODULE, {bind, Owner, Kind}, infinity).
+    bind(Owner, Kind, #{}).
+
+%% @doc bind/2 with options: `lease' (boolean, default the `lease' key),
+%% `idle_timeout' (seconds, default `session_idle_timeout'), `restore' (a
+%% Snapshot blob: Bind{restore}). With `restore' the reply is
+%% `{ok, Id, Report}', Report the BindResponse's `restore_lost' and
+%% `restore_error' (when set).
+-spec bind(pid(), implicit | explicit, map()) ->
+          {ok, reference()} | {ok, reference(), map()} | {error, term()}.
+bind(Owner, Kind, Opts) ->
+    gen_server:call(?MODULE, {bind, Owner, Kind, Opts}, infinity).
 
 %% @doc Forgets a private context and returns its session for the caller to
 %% Unbind. Shared contexts are not released.
@@ -104,9 +117,9 @@ init([]) ->
     ets:new(?STREAM_TABLE, [named_table, public, set]),
     {ok, #s{}}.
 
-handle_call({bind, Owner, Kind}, From, S) ->
+handle_call({bind, Owner, Kind, Opts}, From, S) ->
     Id = make_ref(),
-    {noreply, start_bind(Id, Kind, Owner, [From], monitor_pid(Owner, S))};
+    {noreply, start_bind(Id, Kind, Owner, [From], Opts, monitor_pid(Owner, S))};
 handle_call({release, Id}, _From, S) ->
     case ets:lookup(?CTX_TABLE, Id) of
         [{_, Session, Owner, Kind}] when Kind =/= shared ->
@@ -140,7 +153,7 @@ handle_call({ensure_shared, Id}, From, #s{shared_binds = SB, binds = Binds} = S)
                     #{Ref := {Id, shared, shared, Waiters}} = Binds,
                     {noreply, S#s{binds = Binds#{Ref := {Id, shared, shared, [From | Waiters]}}}};
                 _ ->
-                    {noreply, start_bind(Id, shared, shared, [From], S)}
+                    {noreply, start_bind(Id, shared, shared, [From], #{}, S)}
             end
     end;
 handle_call({lost, Id, Session}, _From, S) ->
@@ -156,13 +169,14 @@ handle_cast(_Msg, S) ->
 
 handle_info({'DOWN', Ref, process, _, Result}, #s{binds = Binds} = S) when is_map_key(Ref, Binds) ->
     #{Ref := {Id, Kind, Owner, Waiters}} = Binds,
-    S1 = S#s{binds = maps:remove(Ref, Binds),
+    Opts = maps:get(Ref, S#s.bind_opts, #{}),
+    S1 = S#s{binds = maps:remove(Ref, Binds), bind_opts = maps:remove(Ref, S#s.bind_opts),
              shared_binds = maps:remove(Id, S#s.shared_binds)},
-    {noreply, bind_done(Id, Kind, Owner, Waiters, Result, S1)};
+    {noreply, bind_done(Id, Kind, Owner, Waiters, Opts, Result, S1)};
 handle_info({'DOWN', _Mon, process, Pid, _Reason}, S) ->
     {noreply, owner_down(Pid, S)};
 handle_info({pyexec_lease, Pid, Event}, #s{pending = Pending} = S) when is_map_key(Pid, Pending) ->
-    #{Pid := {Id, Kind, Owner, Waiters, Session}} = Pending,
+    #{Pid := {Id, Kind, Owner, Waiters, Session, Report}} = Pending,
     S1 = S#s{pending = maps:remove(Pid, Pending)},
     case Event of
         {ended, _} ->
@@ -170,9 +184,9 @@ handle_info({pyexec_lease, Pid, Event}, #s{pending = Pending} = S) when is_map_k
             [gen_server:reply(W, {error, session_lost}) || W <- Waiters],
             {noreply, case Owner of shared -> S1; _ -> maybe_demonitor(Owner, S1) end};
         unsupported ->
-            {noreply, complete_bind(Id, Kind, Owner, Waiters, Session, S1)};
+            {noreply, complete_bind(Id, Kind, Owner, Waiters, Session, Report, S1)};
         _ ->
-            S2 = complete_bind(Id, Kind, Owner, Waiters, Session, S1),
+            S2 = complete_bind(Id, Kind, Owner, Waiters, Session, Report, S1),
             {noreply, S2#s{leases = (S2#s.leases)#{Id => Pid},
                            lease_ids = (S2#s.lease_ids)#{Pid => Id}}}
     end;
@@ -180,8 +194,8 @@ handle_info({pyexec_lease_down, _, process, Pid, _}, #s{pending = Pending} = S)
   when is_map_key(Pid, Pending) ->
     %% A lease process that crashed before its first outcome: the session
     %% is bound without a lease.
-    #{Pid := {Id, Kind, Owner, Waiters, Session}} = Pending,
-    {noreply, complete_bind(Id, Kind, Owner, Waiters, Session,
+    #{Pid := {Id, Kind, Owner, Waiters, Session, Report}} = Pending,
+    {noreply, complete_bind(Id, Kind, Owner, Waiters, Session, Report,
                             S#s{pending = maps:remove(Pid, Pending)})};
 handle_info({pyexec_lease_down, _, process, Pid, _}, #s{lease_ids = LeaseIds} = S) ->
     case LeaseIds of
@@ -227,33 +241,47 @@ terminate(_Reason, _S) ->
 %% Internals
 %%====================================================================
 
-start_bind(Id, Kind, Owner, Waiters, #s{binds = Binds, shared_binds = SB} = S) ->
-    Req = #{idle_timeout_seconds => pyexec_config:get(session_idle_timeout)},
+start_bind(Id, Kind, Owner, Waiters, Opts, #s{binds = Binds, shared_binds = SB} = S) ->
+    Req0 = #{idle_timeout_seconds => maps:get(idle_timeout, Opts,
+                                              pyexec_config:get(session_idle_timeout))},
+    Req = case Opts of
+              #{restore := Blob} -> Req0#{restore => Blob};
+              _ -> Req0
+          end,
     Timeout = pyexec_config:get(default_timeout),
     %% The helper's exit reason carries the result, so a crash of the
     %% helper is reported the same way as an RPC error.
     {_, Ref} = spawn_monitor(fun() -> exit({bind_result, pyexec_rpc:call(bind, Req, Timeout)}) end),
     S#s{binds = Binds#{Ref => {Id, Kind, Owner, Waiters}},
+        bind_opts = case map_size(Opts) of
+                        0 -> S#s.bind_opts;
+                        _ -> (S#s.bind_opts)#{Ref => Opts}
+                    end,
         shared_binds = case Kind of shared -> SB#{Id => Ref}; _ -> SB end}.
 
-bind_done(Id, Kind, Owner, Waiters, {bind_result, {ok, #{session := Session} = Resp}}, S) ->
+bind_done(Id, Kind, Owner, Waiters, Opts, {bind_result, {ok, #{session := Session} = Resp}}, S) ->
     case Owner =:= shared orelse is_map_key(Owner, S#s.mons) of
         true ->
             pyexec_rpc:set_owner(Session, maps:get(owner, Resp, <<>>)),
-            case pyexec_config:get(lease) of
+            Report = case Opts of
+                         #{restore := _} -> maps:with([restore_lost, restore_error], Resp);
+                         _ -> none
+                     end,
+            case maps:get(lease, Opts, pyexec_config:get(lease)) of
                 true ->
                     Pid = pyexec_lease:start(Session, pyexec_config:get(default_timeout)),
                     erlang:monitor(process, Pid, [{tag, pyexec_lease_down}]),
-                    S#s{pending = (S#s.pending)#{Pid => {Id, Kind, Owner, Waiters, Session}}};
+                    S#s{pending = (S#s.pending)#{Pid => {Id, Kind, Owner, Waiters, Session,
+                                                         Report}}};
                 false ->
-                    complete_bind(Id, Kind, Owner, Waiters, Session, S)
+                    complete_bind(Id, Kind, Owner, Waiters, Session, Report, S)
             end;
         false ->
             %% The owner died while Bind was in flight.
             async_unbind(Session),
             S
     end;
-bind_done(_Id, _Kind, Owner, Waiters, Result, S) ->
+bind_done(_Id, _Kind, Owner, Waiters, _Opts, Result, S) ->
     Reply = case Result of
                 {bind_result, {error, Err}} -> {error, bind_error(Err)};
                 Crash -> {error, {bind_failed, Crash}}
@@ -264,7 +292,7 @@ bind_done(_Id, _Kind, Owner, Waiters, Result, S) ->
         _ -> maybe_demonitor(Owner, S)
     end.
 
-complete_bind(Id, Kind, Owner, Waiters, Session, S) ->
+complete_bind(Id, Kind, Owner, Waiters, Session, Report, S) ->
     case Owner =:= shared orelse is_map_key(Owner, S#s.mons) of
         true ->
             ets:insert(?CTX_TABLE, {Id, Session, Owner, Kind}),
@@ -275,7 +303,11 @@ complete_bind(Id, Kind, Owner, Waiters, Session, S) ->
                          S2;
                      _ -> S
                  end,
-            Reply = case Kind of shared -> {ok, Session}; _ -> {ok, Id} end,
+            Reply = case {Kind, Report} of
+                        {shared, _} -> {ok, Session};
+                        {_, none} -> {ok, Id};
+                        {_, _} -> {ok, Id, Report}
+                    end,
             [gen_server:reply(W, Reply) || W <- Waiters],
             add_owned(Owner, Id, S1);
         false ->
@@ -344,7 +376,7 @@ owner_down(Pid, #s{owned = Owned, mons = Mons} = S0) ->
                   stop_lease(Id, Acc)
           end, S0, maps:get(Pid, Owned, [])),
     %% Binds of this process still waiting for their lease.
-    Pending = maps:filter(fun(LeasePid, {_, _, Owner, _, Session}) when Owner =:= Pid ->
+    Pending = maps:filter(fun(LeasePid, {_, _, Owner, _, Session, _}) when Owner =:= Pid ->
                                   pyexec_lease:stop(LeasePid),
                                   async_unbind(Session),
                                   false;
@@ -379,7 +411,7 @@ maybe_demonitor(Pid, #s{mons = Mons, owned = Owned, binds = Binds} = S) ->
     Busy = is_map_key(Pid, Owned)
         orelse ets:member(?BOUND_TABLE, Pid)
         orelse lists:any(fun({_, _, O, _}) -> O =:= Pid end, maps:values(Binds))
-        orelse lists:any(fun({_, _, O, _, _}) -> O =:= Pid end, maps:values(S#s.pending)),
+        orelse lists:any(fun({_, _, O, _, _, _}) -> O =:= Pid end, maps:values(S#s.pending)),
     case {Busy, Mons} of
         {false, #{Pid := Mon}} ->
             erlang:demonitor(Mon, [flush]),

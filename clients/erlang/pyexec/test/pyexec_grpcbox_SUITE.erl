@@ -35,7 +35,7 @@ groups() ->
        no_stray_messages_after_timeouts, server_death_fails_calls_at_once,
        caller_death_cancels_its_call, app_stop_tears_down_the_channel,
        callbacks_over_grpcbox, leases_over_grpcbox, interrupt_race_over_grpcbox,
-       unsupported_config_refused]}].
+       snapshot_restore_over_grpcbox, unsupported_config_refused]}].
 
 init_per_suite(Config) ->
     {ok, Srv} = pyexec_test_util:start_server(pyexec_test_util:pyexecd_path(),
@@ -452,6 +452,23 @@ leases_over_grpcbox(_Config) ->
                                 marked_lost),
     ?assertEqual({error, session_lost}, py:eval(<<"1">>)),
     ?assertNot(py:is_bound()).
+
+%% Snapshot and Bind{restore} over grpcbox: the blob (bytes) both ways, a
+%% lost name, a tampered blob refused.
+snapshot_restore_over_grpcbox(_Config) ->
+    Before = calls(),
+    {ok, Ctx} = py:bind(new),
+    ok = py:exec(Ctx, <<"import threading\ndef f(v):\n    return v * 3\nlock = threading.Lock()">>),
+    {ok, Blob, [#{name := <<"lock">>}]} = py:snapshot(Ctx),
+    {ok, R, []} = py:restore(Blob),
+    ?assertEqual({ok, 21}, py:call(R, '__main__', f, [7])),
+    <<H:10/binary, B, T/binary>> = Blob,
+    ?assertMatch({error, {grpc, invalid_argument, _}}, py:restore(<<H/binary, (B bxor 1), T/binary>>)),
+    ok = py:unbind(R),
+    ok = py:unbind(Ctx),
+    %% Bind, Exec, Snapshot, Bind{restore}, Call, the refused Bind, two
+    %% Unbinds, and the two sessions' leases.
+    stand_ins_only(fun() -> ?assertEqual(10, calls() - Before) end).
 
 %% The interrupt race over grpcbox: the call's id travels in the ctx
 %% metadata, so an Interrupt that comes first still names it.
