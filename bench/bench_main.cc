@@ -201,10 +201,11 @@ int RunHopMode(int workers, const std::string& log_path) {
   const absl::Duration d = absl::GetFlag(FLAGS_duration);
   if (d > absl::ZeroDuration()) options.phase.duration = d;
   options.concurrency = absl::GetFlag(FLAGS_concurrency);
-  std::cout << "owner " << a << ", forwarder " << b << "; 4 phases x ("
+  std::cout << "owner " << a << ", forwarder " << b
+            << "; 1 client making direct, forwarded and client-routed calls in turn, then "
+            << options.concurrency << " clients (a channel each) for each way; phases of "
             << absl::FormatDuration(options.phase.warmup) << " warmup + "
-            << absl::FormatDuration(options.phase.duration) << "), "
-            << options.concurrency << " clients, a channel each" << std::endl;
+            << absl::FormatDuration(options.phase.duration) << std::endl;
   absl::StatusOr<pyexec::bench::HopReport> report =
       pyexec::bench::RunHop(a, b, options);
   if (!report.ok()) {

@@ -20,14 +20,19 @@ PhaseResult Phase(int p50_us, int p99_us, double throughput) {
 }
 
 TEST(FormatHopTableTest, RatiosAndExtraHop) {
-  HopReport r{Phase(100, 200, 0), Phase(150, 300, 0), Phase(80, 0, 1000),
-              Phase(120, 0, 800)};
+  HopReport r{Phase(100, 200, 0),  Phase(150, 300, 0),   Phase(105, 210, 0),
+              Phase(80, 0, 1000), Phase(120, 0, 800), Phase(84, 0, 970)};
   r.forwarded_latency.errors["UNAVAILABLE"] = 2;
+  r.routed_throughput.errors["DEADLINE_EXCEEDED"] = 1;
   std::string table = FormatHopTable(r, HopOptions());
   EXPECT_THAT(table, HasSubstr("1.50x"));
   EXPECT_THAT(table, HasSubstr("0.80x"));
+  EXPECT_THAT(table, HasSubstr("1.05x"));
+  EXPECT_THAT(table, HasSubstr("0.97x"));
   EXPECT_THAT(table, HasSubstr("extra hop, p50 of 1 client: 50"));
   EXPECT_THAT(table, HasSubstr("errors in forwarded, 1 client: UNAVAILABLE x2"));
+  EXPECT_THAT(table,
+              HasSubstr("errors in client-routed, N clients: DEADLINE_EXCEEDED x1"));
 }
 
 // Plumbing only: both "replicas" are one fake PyExec (whose Eval of "1+1"
@@ -42,6 +47,7 @@ TEST(RunHopTest, RunsAllPhasesAndUnbinds) {
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_GT(r->direct_latency.errors["INTERNAL"], 0);
   EXPECT_GT(r->forwarded_throughput.errors["INTERNAL"], 0);
+  EXPECT_GT(r->routed_throughput.errors["INTERNAL"], 0);
   EXPECT_EQ(pyexec.service().unbound().size(), 4u);
 }
 

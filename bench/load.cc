@@ -1,6 +1,8 @@
 #include "bench/load.h"
 
+#include <algorithm>
 #include <atomic>
+#include <random>
 #include <thread>
 
 #include "absl/strings/str_format.h"
@@ -69,6 +71,56 @@ PhaseResult RunPhase(const std::vector<CallFn>& calls,
   result.throughput =
       static_cast<double>(result.ok) / absl::ToDoubleSeconds(elapsed);
   return result;
+}
+
+std::vector<PhaseResult> RunInterleaved(const std::vector<CallFn>& variants,
+                                        const PhaseOptions& options) {
+  const size_t n = variants.size();
+  std::vector<CallerTally> tallies(n);
+  const absl::Time warm_until = absl::Now() + options.warmup;
+  while (absl::Now() < warm_until) {
+    for (const CallFn& call : variants) (void)call();
+  }
+  if (options.on_measure_begin) options.on_measure_begin();
+  const absl::Time t0 = absl::Now();
+  const absl::Time until = t0 + options.duration;
+  // Whole rounds only, so every variant gets the same number of calls, each
+  // round in a new order: a call runs faster right after another on the same
+  // server (its threads and caches are warm), and a fixed order would hand
+  // that to the same variant every time.
+  std::vector<size_t> round(n);
+  for (size_t i = 0; i < n; ++i) round[i] = i;
+  std::mt19937 shuffle(0x5eed);
+  while (n > 0 && absl::Now() < until) {
+    std::shuffle(round.begin(), round.end(), shuffle);
+    for (size_t i : round) {
+      const absl::Time c0 = absl::Now();
+      absl::Status status = variants[i]();
+      const absl::Duration latency = absl::Now() - c0;
+      if (status.ok()) {
+        tallies[i].samples.push_back(latency);
+      } else {
+        ++tallies[i].errors[absl::StatusCodeToString(status.code())];
+      }
+    }
+  }
+  const absl::Duration elapsed = absl::Now() - t0;
+  if (options.on_measure_end) options.on_measure_end();
+
+  std::vector<PhaseResult> results(n);
+  for (size_t i = 0; i < n; ++i) {
+    PhaseResult& r = results[i];
+    r.elapsed = elapsed;
+    r.errors = std::move(tallies[i].errors);
+    r.ok = static_cast<int64_t>(tallies[i].samples.size());
+    absl::Duration busy;
+    for (absl::Duration d : tallies[i].samples) busy += d;
+    r.latency = Summarize(tallies[i].samples);
+    if (busy > absl::ZeroDuration()) {
+      r.throughput = static_cast<double>(r.ok) / absl::ToDoubleSeconds(busy);
+    }
+  }
+  return results;
 }
 
 void AppendPhaseErrors(

@@ -53,6 +53,16 @@ struct PhaseResult {
 PhaseResult RunPhase(const std::vector<CallFn>& calls,
                      const PhaseOptions& options);
 
+// Runs the `variants` in rounds on one thread, one call after another, each
+// variant once per round in a shuffled order, through the warmup and the
+// measured window, and returns one result per variant, in order. Their calls come from the same moments, so a machine whose speed
+// drifts (other work, frequency steps, a noisy VM neighbour) moves every
+// variant alike and their latency ratios hold, where phases run one after
+// another would compare different moments. A variant's `throughput` is the
+// sequential rate it would have alone: its calls over the time they took.
+std::vector<PhaseResult> RunInterleaved(const std::vector<CallFn>& variants,
+                                        const PhaseOptions& options);
+
 // Appends an "errors in NAME: CODE xN" line per failure code of each named
 // phase, for the tables the bench modes print.
 void AppendPhaseErrors(
