@@ -164,6 +164,21 @@ func TestBareCancelledIsUnavailableAndSessionCallsRetryOnce(t *testing.T) {
 	if ids, _ := f.seen(); len(ids) != 5 || ids[0] != ids[4] {
 		t.Fatalf("during a move: %d attempts (%q), want 5 under one id", len(ids), ids)
 	}
+	// A move waited out, then the old replica ends the call as it shuts
+	// down (a bare CANCELLED): that is still worth its one retry; a second
+	// one is not.
+	f.script(moving, moving, bare)
+	if v, err := c.Attach("tok").Eval(ctx, "1"); err != nil || v != "ok" {
+		t.Fatalf("session Eval: moving, moving, bare CANCELLED: %v, %v", v, err)
+	}
+	if ids, _ := f.seen(); len(ids) != 4 || ids[0] != ids[3] {
+		t.Fatalf("moving, moving, bare CANCELLED: %d attempts (%q), want 4 under one id", len(ids), ids)
+	}
+	f.script(moving, bare, moving, bare, bare)
+	_, err = c.Attach("tok").Eval(ctx, "1")
+	if ids, _ := f.seen(); !errors.Is(err, pyexec.ErrUnavailable) || len(ids) != 4 {
+		t.Fatalf("moving, bare, moving, bare: %v after %d attempts, want ErrUnavailable after 4", err, len(ids))
+	}
 	// A stateless call is not retried, and its bare CANCELLED is
 	// ErrUnavailable (status UNAVAILABLE).
 	f.script(bare)

@@ -44,24 +44,29 @@ const (
 )
 
 // retrier decides whether a session call that failed UNAVAILABLE through
-// the dial target is sent again, and after which pause.
+// the dial target is sent again, and after which pause. The "is moving"
+// answers and the other UNAVAILABLEs are counted apart: a call that waited
+// out a move still has its one retry when the old replica then ends it as
+// it shuts down (a bare CANCELLED).
 type retrier struct {
-	start time.Time
-	tries int
-	pause time.Duration
+	start  time.Time
+	others int // UNAVAILABLEs other than "is moving"
+	pause  time.Duration
 }
 
 func (r *retrier) next(err error) (time.Duration, bool) {
 	if r.start.IsZero() {
 		r.start, r.pause = time.Now(), retryPause
 	}
-	r.tries++
 	var se *StatusError
 	moving := errors.As(err, &se) && strings.Contains(se.Message, "is moving to another replica")
-	if !moving && r.tries > 1 {
-		return 0, false
+	if !moving {
+		if r.others++; r.others > 1 {
+			return 0, false
+		}
+		return retryPause, true
 	}
-	if moving && time.Since(r.start) > moveRetryFor {
+	if time.Since(r.start) > moveRetryFor {
 		return 0, false
 	}
 	p := r.pause

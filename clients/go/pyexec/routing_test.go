@@ -210,8 +210,12 @@ func TestSessionMovedOnDrain(t *testing.T) {
 	if err := os.WriteFile(secret, []byte(pyexec.NewCallID()+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	a := startReplica(t, "--listen="+addrA, peers, "--peer_secret_file="+secret)
-	startReplica(t, "--listen="+addrB, peers, "--peer_secret_file="+secret)
+	// The move must finish within A's --drain_timeout: 5 s rather than 1 s,
+	// and B keeps 3 warm workers so that restoring needs no spawn, because
+	// on a loaded machine (CI, 2 cores) a restore that spawns a worker can
+	// take over a second and the session then stays on A and dies with it.
+	a := startReplica(t, "--listen="+addrA, peers, "--peer_secret_file="+secret, "--drain_timeout=5s")
+	startReplica(t, "--listen="+addrB, peers, "--peer_secret_file="+secret, "--workers=3")
 	lb := startProxy(t, addrA, addrB)
 	ctx := testCtx(t)
 	type client struct {
