@@ -14,7 +14,7 @@ import grpc
 
 from ._callbacks import CALLBACK_HEADER, current_callback
 from ._stubs import pb
-from .errors import InvalidArgument, PyExecError, PythonError
+from .errors import InvalidArgument, PyExecError, PythonError, Unavailable
 from .values import Ref, from_value, to_value, to_value_map
 
 Metadata = Tuple[Tuple[str, str], ...]
@@ -231,6 +231,50 @@ CALL_ID_HEADER = "x-pyexec-call-id"
 # A pause before a session call that failed UNAVAILABLE through the target is
 # sent again (a draining replica's GOAWAY has then reached the channel).
 RETRY_PAUSE = 0.05
+# A session whose replica drains is moved to another one; until the move is
+# done (about a second) its calls fail UNAVAILABLE with this in the message.
+# They did not run: they are sent again with back-off from RETRY_PAUSE up to
+# MOVE_RETRY_MAX_PAUSE, for up to MOVE_RETRY_FOR seconds (within the call's
+# deadline).
+MOVING = "is moving to another replica"
+MOVE_RETRY_MAX_PAUSE = 1.0
+MOVE_RETRY_FOR = 15.0
+
+
+class Retrier:
+    """Whether a session call that failed is sent again, and after which
+    pause. Only UNAVAILABLE is retried (the server did not run the call; the
+    same call id goes again). From an owner replica: at once, through the
+    target (the owner is suspended by the caller). Through the target: once
+    after RETRY_PAUSE, or, while the session is moving, with back-off until
+    the move is done. Never past the call's deadline `at`."""
+
+    def __init__(self, at: Optional[float]) -> None:
+        self._at = at
+        self._start: Optional[float] = None
+        self._tries = 0
+        self._pause = RETRY_PAUSE
+
+    def pause(self, err: PyExecError, via_owner: bool = False) -> Optional[float]:
+        """Seconds to wait before the call goes again, or None: raise err."""
+        if not isinstance(err, Unavailable):
+            return None
+        if via_owner:
+            return 0.0
+        now = time.monotonic()
+        if self._start is None:
+            self._start = now
+        self._tries += 1
+        if MOVING in err.details:
+            if now - self._start > MOVE_RETRY_FOR:
+                return None
+        elif self._tries > 1:
+            return None
+        pause = self._pause
+        self._pause = min(self._pause * 2, MOVE_RETRY_MAX_PAUSE)
+        if self._at is not None and now + pause >= self._at:
+            return None
+        return pause
 # Lease streams that fail are opened again after a back-off that starts here
 # and doubles up to a third of the server's grace (at most 1 s), so that the
 # lease is back before the grace runs out.

@@ -57,7 +57,7 @@ class Stream:
 
     def __init__(self, call: Any, on_error: Callable[[PyExecError], None],
                  output: _core.Output = _core.Output(),
-                 retry: Optional[Callable[[], Awaitable[Any]]] = None,
+                 retry: Optional[Callable[[PyExecError], Awaitable[Any]]] = None,
                  on_first: Optional[Callable[[Any], Awaitable[None]]] = None) -> None:
         self._call = call  # a grpc.aio.UnaryStreamCall
         self._on_error = on_error
@@ -79,9 +79,10 @@ class Stream:
             if self._done:  # cancel() from another task: end quietly
                 raise StopAsyncIteration from None
             err = from_rpc_error(rpc_err)
-            retry, self._retry = self._retry, None
-            if retry is not None and not self._started and isinstance(err, Unavailable):
-                self._call = await retry()
+            again = (await self._retry(err) if self._retry is not None and not self._started
+                     else None)
+            if again is not None:
+                self._call = again
                 if self._done:
                     self._call.cancel()
                 return await self.__anext__()
@@ -769,7 +770,7 @@ class Client(_Calls):
         else:
             md = self.options.metadata
         at = _core.deadline(self.options.call_timeout(timeout))
-        retried = False
+        retrier = _core.Retrier(at)
         while True:
             owner = self._owners.route(token) if token else None
             stub = owner.stub if owner is not None else self._stub
@@ -782,13 +783,12 @@ class Client(_Calls):
                 return resp
             except grpc.RpcError as rpc_err:
                 err = from_rpc_error(rpc_err)
-            if not token or retried or not isinstance(err, Unavailable):
+            pause = retrier.pause(err, owner is not None) if token else None
+            if pause is None:
                 raise err
-            retried = True
             if owner is not None:
                 self._owners.failed(token, owner)
-            else:
-                await asyncio.sleep(_core.RETRY_PAUSE)
+            await asyncio.sleep(pause)
 
     def _open_stream(self, method: str, request: Any, token: str, timeout: Optional[float],
                      output: _core.Output, on_error: Callable[[PyExecError], None]) -> Stream:
@@ -801,12 +801,17 @@ class Client(_Calls):
             stub = owner.stub if owner is not None else self._stub
             return getattr(stub, method)(request, **self.options.rpc_kwargs(md, at))
 
-        async def retry() -> Any:
+        retrier = _core.Retrier(at)
+
+        async def retry(err: PyExecError) -> Any:
+            """The stream started again, or None (raise err)."""
+            pause = retrier.pause(err, sent_to[0] is not None)
+            if pause is None:
+                return None
             if sent_to[0] is not None:
                 self._owners.failed(token, sent_to[0])
-            else:
-                await asyncio.sleep(_core.RETRY_PAUSE)
-            return start(None)
+            await asyncio.sleep(pause)
+            return start(self._owners.route(token))
 
         async def on_first(call: Any) -> None:
             if sent_to[0] is None and self._owners.enabled:
@@ -825,7 +830,7 @@ class Client(_Calls):
         Callbacks still running when the response comes are cancelled."""
         md = self.options.call_metadata(call_id)
         at = _core.deadline(self.options.call_timeout(timeout))
-        retried = False
+        retrier = _core.Retrier(at)
         while True:
             owner = self._owners.route(token) if token else None
             stub = owner.stub if owner is not None else self._stub
@@ -858,13 +863,13 @@ class Client(_Calls):
                 raise
             finally:
                 run.end()
-            if not token or retried or run.served or not isinstance(err, Unavailable):
+            # A callback served means the call ran: it is not sent again.
+            pause = retrier.pause(err, owner is not None) if token and not run.served else None
+            if pause is None:
                 raise err
-            retried = True
             if owner is not None:
                 self._owners.failed(token, owner)
-            else:
-                await asyncio.sleep(_core.RETRY_PAUSE)
+            await asyncio.sleep(pause)
 
     def _track(self, token: str, call_id: str) -> None:
         if token:

@@ -55,15 +55,16 @@ class Stream:
 
     def __init__(self, call: Any, on_error: Callable[[PyExecError], None],
                  output: _core.Output = _core.Output(),
-                 retry: Optional[Callable[[], Any]] = None,
+                 retry: Optional[Callable[[PyExecError], Any]] = None,
                  on_first: Optional[Callable[[Any], None]] = None) -> None:
         self._call = call  # the grpc response iterator (also a grpc.Call)
         self._on_error = on_error
         self._output = output
         self._done = False
-        # A session stream that fails UNAVAILABLE before its first event is
-        # started once more (through the target); on_first sees the call
-        # once its first event came (owner routing).
+        # A session stream that fails before its first event is given to
+        # retry(err), which starts it again or returns None (see
+        # _core.Retrier); on_first sees the call once its first event came
+        # (owner routing).
         self._retry = retry
         self._on_first = on_first
         self._started = False
@@ -83,9 +84,9 @@ class Stream:
             if self._done:  # cancel() from another thread: end quietly
                 raise StopIteration from None
             err = from_rpc_error(rpc_err)
-            retry, self._retry = self._retry, None
-            if retry is not None and not self._started and isinstance(err, Unavailable):
-                self._call = retry()
+            again = self._retry(err) if self._retry is not None and not self._started else None
+            if again is not None:
+                self._call = again
                 if self._done:
                     self._call.cancel()
                 return self.__next__()
@@ -827,7 +828,7 @@ class Client(_Calls):
             md = self.options.metadata
         at = _core.deadline(self.options.call_timeout(timeout))
         rpc_method = method
-        retried = False
+        retrier = _core.Retrier(at)
         while True:
             owner = self._owners.route(token) if token else None
             stub = owner.stub if owner is not None else self._stub
@@ -840,13 +841,12 @@ class Client(_Calls):
                 return getattr(stub, rpc_method)(request, **kw)
             except grpc.RpcError as rpc_err:
                 err = from_rpc_error(rpc_err)
-            if not token or retried or not isinstance(err, Unavailable):
+            pause = retrier.pause(err, owner is not None) if token else None
+            if pause is None:
                 raise err
-            retried = True
             if owner is not None:
                 self._owners.failed(token, owner)
-            else:
-                time.sleep(_core.RETRY_PAUSE)
+            time.sleep(pause)
 
     def _open_stream(self, method: str, request: Any, token: str, timeout: Optional[float],
                      output: _core.Output, on_error: Callable[[PyExecError], None]) -> Stream:
@@ -859,12 +859,17 @@ class Client(_Calls):
             stub = owner.stub if owner is not None else self._stub
             return getattr(stub, method)(request, **self.options.rpc_kwargs(md, at))
 
-        def retry() -> Any:
+        retrier = _core.Retrier(at)
+
+        def retry(err: PyExecError) -> Any:
+            """The stream started again, or None (raise err)."""
+            pause = retrier.pause(err, sent_to[0] is not None)
+            if pause is None:
+                return None
             if sent_to[0] is not None:
                 self._owners.failed(token, sent_to[0])
-            else:
-                time.sleep(_core.RETRY_PAUSE)
-            return start(None)
+            time.sleep(pause)
+            return start(self._owners.route(token))
 
         def on_first(call: Any) -> None:
             if sent_to[0] is None and self._owners.enabled:
@@ -883,7 +888,7 @@ class Client(_Calls):
         status follows."""
         md = self.options.call_metadata(call_id)
         at = _core.deadline(self.options.call_timeout(timeout))
-        retried = False
+        retrier = _core.Retrier(at)
         while True:
             owner = self._owners.route(token) if token else None
             stub = owner.stub if owner is not None else self._stub
@@ -912,13 +917,13 @@ class Client(_Calls):
                 if response is not None:
                     return response  # the answer came; how the stream closed does not matter
                 err = from_rpc_error(rpc_err)
-            if not token or retried or served or not isinstance(err, Unavailable):
+            # A callback served means the call ran: it is not sent again.
+            pause = retrier.pause(err, owner is not None) if token and not served else None
+            if pause is None:
                 raise err
-            retried = True
             if owner is not None:
                 self._owners.failed(token, owner)
-            else:
-                time.sleep(_core.RETRY_PAUSE)
+            time.sleep(pause)
 
     def _callbacks(self) -> concurrent.futures.ThreadPoolExecutor:
         pool = self._callback_pool
