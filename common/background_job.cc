@@ -9,7 +9,7 @@
 namespace pyexec {
 
 BackgroundJob::BackgroundJob(std::string name, absl::Duration interval,
-                             std::function<absl::Time()> run)
+                             std::function<absl::Duration()> run)
     : name_(std::move(name)), interval_(interval), run_(std::move(run)),
       thread_([this] { Loop(); }) {}
 
@@ -29,19 +29,18 @@ void BackgroundJob::Wake() {
 void BackgroundJob::Loop() {
   // pthread names hold 15 characters.
   NameThisThread(name_.substr(0, 15).c_str());
-  absl::Time next = absl::Now() + interval_;
+  absl::Duration wait = interval_;
   while (true) {
     {
       absl::MutexLock lock(&mu_);
       auto stopped_or_woken = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
         return stop_ || woken_;
       };
-      mu_.AwaitWithDeadline(absl::Condition(&stopped_or_woken), next);
+      mu_.AwaitWithTimeout(absl::Condition(&stopped_or_woken), wait);
       if (stop_) return;
       woken_ = false;
     }
-    const absl::Time asked = run_();
-    next = std::min(asked, absl::Now() + interval_);
+    wait = std::clamp(run_(), absl::ZeroDuration(), interval_);
   }
 }
 

@@ -15,16 +15,20 @@ namespace pyexec {
 // restart, a credentials file on a slow volume) never delays another (a
 // session's expiry).
 //
-// `run` runs first `interval` after construction, then again when the time it
-// returned comes, at most `interval` later, and at once after Wake(). It
-// returns absl::InfiniteFuture() to keep the plain interval. The destructor
+// `run` runs first `interval` after construction, then again after the
+// duration it returned, at most `interval` later, and at once after Wake().
+// It returns absl::InfiniteDuration() to keep the plain interval. A duration
+// and not a time, so that a job keeping its own clock (the session table's
+// is CLOCK_MONOTONIC) cannot hand back a deadline on another clock: a
+// monotonic time read as a wall-clock one lies decades in the past and made
+// the job run back to back. The destructor
 // stops the thread and waits for a run in progress.
 //
 // Wake() only takes the job's own mutex, which is never held while `run`
 // runs: it may be called from under any lock, including one that `run` takes.
 class BackgroundJob {
  public:
-  BackgroundJob(std::string name, absl::Duration interval, std::function<absl::Time()> run);
+  BackgroundJob(std::string name, absl::Duration interval, std::function<absl::Duration()> run);
   ~BackgroundJob();
   BackgroundJob(const BackgroundJob&) = delete;
   BackgroundJob& operator=(const BackgroundJob&) = delete;
@@ -36,7 +40,7 @@ class BackgroundJob {
 
   const std::string name_;
   const absl::Duration interval_;
-  const std::function<absl::Time()> run_;
+  const std::function<absl::Duration()> run_;
   absl::Mutex mu_;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   bool woken_ ABSL_GUARDED_BY(mu_) = false;

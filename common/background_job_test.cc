@@ -18,7 +18,7 @@ TEST(BackgroundJobTest, WakeRunsTheJobAtOnce) {
   absl::Notification ran;
   BackgroundJob job("test-job", kLong, [&] {
     if (++runs == 1) ran.Notify();
-    return absl::InfiniteFuture();
+    return absl::InfiniteDuration();
   });
   job.Wake();
   EXPECT_TRUE(ran.WaitForNotificationWithTimeout(absl::Seconds(30)));
@@ -31,7 +31,7 @@ TEST(BackgroundJobTest, RunsAgainWhenTheTimeItAskedForComes) {
   BackgroundJob job("test-job", kLong, [&] {
     if (++runs == 2) second.Notify();
     // Asks for the next run 10 ms from now, far sooner than the interval.
-    return absl::Now() + absl::Milliseconds(10);
+    return absl::Milliseconds(10);
   });
   job.Wake();
   EXPECT_TRUE(second.WaitForNotificationWithTimeout(absl::Seconds(30)));
@@ -42,7 +42,7 @@ TEST(BackgroundJobTest, IntervalBoundsWhatTheJobAsks) {
   absl::Notification second;
   BackgroundJob job("test-job", absl::Milliseconds(10), [&] {
     if (++runs == 2) second.Notify();
-    return absl::InfiniteFuture();
+    return absl::InfiniteDuration();
   });
   EXPECT_TRUE(second.WaitForNotificationWithTimeout(absl::Seconds(30)));
 }
@@ -50,7 +50,7 @@ TEST(BackgroundJobTest, IntervalBoundsWhatTheJobAsks) {
 TEST(BackgroundJobTest, DestructorStopsWithoutWaitingForTheInterval) {
   const absl::Time start = absl::Now();
   {
-    BackgroundJob job("test-job", kLong, [] { return absl::InfiniteFuture(); });
+    BackgroundJob job("test-job", kLong, [] { return absl::InfiniteDuration(); });
   }
   EXPECT_LT(absl::Now() - start, kLong);
 }
@@ -64,12 +64,27 @@ TEST(BackgroundJobTest, WakeFromInsideTheJobRunsItAgain) {
     ready.WaitForNotification();
     if (++runs == 3) third.Notify();
     if (runs < 3) self->Wake();  // its own mutex is not held while it runs
-    return absl::InfiniteFuture();
+    return absl::InfiniteDuration();
   });
   self = &job;
   ready.Notify();
   job.Wake();
   EXPECT_TRUE(third.WaitForNotificationWithTimeout(absl::Seconds(30)));
+}
+
+// The regression of a job that asked for a time on another clock and ran back
+// to back: a job that asks for a pause gets it.
+TEST(BackgroundJobTest, RunsNoSoonerThanItAsked) {
+  std::atomic<int> runs{0};
+  absl::Notification first;
+  BackgroundJob job("test-job", kLong, [&] {
+    if (++runs == 1) first.Notify();
+    return absl::Seconds(30);
+  });
+  job.Wake();
+  ASSERT_TRUE(first.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  absl::SleepFor(absl::Milliseconds(200));
+  EXPECT_EQ(runs.load(), 1);
 }
 
 }  // namespace

@@ -231,6 +231,27 @@ class SessionsTest(fx.ServerTestCase):
             self.assertEqual(self.ev("y", busy), 2)
             time.sleep(0.25)
 
+    def test_idle_server_with_sessions_sleeps(self):
+        # A session that can expire puts an entry in the expiry job's queue.
+        # The job once took the table's CLOCK_MONOTONIC due time for a
+        # wall-clock one, decades past, and ran back to back: a whole core
+        # while any such session lived. Idle, pyexecd must sleep.
+        s = self.stub.Bind(pb.BindRequest(idle_timeout_seconds=600), timeout=10).session
+        self.addCleanup(self.unbind_quietly, s)
+        self.assertEqual(self.ev("1 + 1", s), 2)
+        tick = os.sysconf("SC_CLK_TCK")
+
+        def cpu_seconds():
+            with open("/proc/%d/stat" % self.server.pid) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+
+        before, t0 = cpu_seconds(), time.monotonic()
+        time.sleep(2.0)
+        used, wall = cpu_seconds() - before, time.monotonic() - t0
+        self.assertLess(used / wall, 0.1,
+                        "idle pyexecd used %.0f%% of a core" % (100 * used / wall))
+
     def test_stats_fields(self):
         st = self.server.stats()
         self.assertEqual(st.max_workers, 4)

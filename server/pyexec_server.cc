@@ -288,7 +288,7 @@ void PyExecServer::StartBackgroundJobs() {
   // and wakes the job when a sooner one appears (a lease that ends).
   session_expiry_ = std::make_unique<BackgroundJob>("session-expiry", kTick, [this] {
     core_->ReapExpiredSessions();
-    return sessions_->NextExpiry();
+    return sessions_->TimeToNextExpiry();
   });
   BackgroundJob* expiry = session_expiry_.get();
   sessions_->SetExpiryWake([expiry] { expiry->Wake(); });
@@ -296,19 +296,19 @@ void PyExecServer::StartBackgroundJobs() {
   // a container; see context_pool/orphan_reaper.h).
   jobs_.push_back(std::make_unique<BackgroundJob>("orphan-reaper", kTick, [this] {
     ReapOrphanedChildren();
-    return absl::InfiniteFuture();
+    return absl::InfiniteDuration();
   }));
   // A zygote that died is replaced, so that its workers are guarded again.
   if (zygote_ != nullptr) {
     jobs_.push_back(std::make_unique<BackgroundJob>("zygote-watch", kTick, [this] {
       zygote_->RestartIfDead();
-      return absl::InfiniteFuture();
+      return absl::InfiniteDuration();
     }));
   }
   if (options_.worker.cgroups != nullptr) {
     jobs_.push_back(std::make_unique<BackgroundJob>("cgroup-sweep", kTick, [this] {
       options_.worker.cgroups->Sweep();
-      return absl::InfiniteFuture();
+      return absl::InfiniteDuration();
     }));
   }
   // Credential files are re-read when they change (a rotated Secret).
@@ -322,7 +322,7 @@ void PyExecServer::StartBackgroundJobs() {
       LogInfo(absl::StrCat("credentials reloaded after a change (",
                            auth_->token_count(), " tokens)"));
     }
-    return absl::InfiniteFuture();
+    return absl::InfiniteDuration();
   }));
 }
 

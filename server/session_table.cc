@@ -84,9 +84,10 @@ void SessionTable::ScheduleLocked(const std::string& token, Session& session,
   if (earliest && wake_) wake_();
 }
 
-absl::Time SessionTable::NextExpiry() const {
+absl::Duration SessionTable::TimeToNextExpiry() const {
   absl::MutexLock lock(&mu_);
-  return due_.empty() ? absl::InfiniteFuture() : due_.top().when;
+  if (due_.empty()) return absl::InfiniteDuration();
+  return std::max(due_.top().when - now_(), absl::ZeroDuration());
 }
 
 void SessionTable::SetExpiryWake(std::function<void()> wake) {

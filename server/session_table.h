@@ -105,9 +105,10 @@ class SessionTable {
   // Removes and returns the sessions idle past their timeout, or past the
   // grace after their last lease ended, with no call in flight.
   std::vector<Expired> TakeExpired();
-  // When TakeExpired may next have something to take (InfiniteFuture if
-  // nothing is due): the expiry job sleeps until then.
-  absl::Time NextExpiry() const;
+  // How long until TakeExpired may have something to take, by the table's
+  // own clock (InfiniteDuration if nothing is due, zero if something is due
+  // now): the expiry job sleeps that long.
+  absl::Duration TimeToNextExpiry() const;
   // Called (under the table's lock, so it must not call back into the table)
   // whenever a session may now expire sooner than anything due before, for
   // example when its last lease ends: the expiry job wakes up for it instead

@@ -120,10 +120,10 @@ TEST_F(SessionTableTest, TheLastLeaseEndingWakesTheExpiryForItsGrace) {
   SessionTable table([this] { return now_; }, "", absl::Seconds(5));
   int wakes = 0;
   table.SetExpiryWake([&wakes] { ++wakes; });
-  EXPECT_EQ(table.NextExpiry(), absl::InfiniteFuture());
+  EXPECT_EQ(table.TimeToNextExpiry(), absl::InfiniteDuration());
   std::string leased = table.Add(1, absl::Minutes(10), "alice");
   // The idle timeout is the only thing due: the table woke the job for it.
-  EXPECT_EQ(table.NextExpiry(), now_ + absl::Minutes(10));
+  EXPECT_EQ(table.TimeToNextExpiry(), absl::Minutes(10));
   EXPECT_EQ(wakes, 1);
   ASSERT_TRUE(table.AddLease(leased, "alice").ok());
   now_ += absl::Seconds(30);
@@ -131,12 +131,23 @@ TEST_F(SessionTableTest, TheLastLeaseEndingWakesTheExpiryForItsGrace) {
   // The grace ends long before the idle timeout: the job is woken for it and
   // sleeps until then, not until its next tick.
   EXPECT_EQ(wakes, 2);
-  EXPECT_EQ(table.NextExpiry(), now_ + absl::Seconds(5));
+  EXPECT_EQ(table.TimeToNextExpiry(), absl::Seconds(5));
   // A later due time does not wake it again.
   table.Add(2, absl::Minutes(20), "alice");
   EXPECT_EQ(wakes, 2);
   now_ += absl::Seconds(5);
+  // Due now: no wait, never a negative one.
+  EXPECT_EQ(table.TimeToNextExpiry(), absl::ZeroDuration());
+  now_ += absl::Seconds(1);
+  EXPECT_EQ(table.TimeToNextExpiry(), absl::ZeroDuration());
   ASSERT_EQ(table.TakeExpired().size(), 1u);
+  // What is left is due by the table's clock, whatever the wall clock says:
+  // the first session's old idle entry (it is gone; the job wakes for it and
+  // drops it), then the second session's.
+  EXPECT_EQ(table.TimeToNextExpiry(), absl::Minutes(10) - absl::Seconds(36));
+  now_ += absl::Minutes(10);
+  EXPECT_TRUE(table.TakeExpired().empty());
+  EXPECT_EQ(table.TimeToNextExpiry(), absl::Minutes(10) - absl::Seconds(6));
 }
 
 TEST_F(SessionTableTest, ExpiryLooksOnlyAtDueSessions) {
