@@ -506,9 +506,15 @@ class Session(_SessionCalls):
 
     @property
     def owner(self) -> Optional[str]:
-        """The address of the replica known to hold the session; None if unknown."""
+        """The address of the replica known to hold the session (see
+        pyexec_client.Session.owner); None if unknown."""
         token = self.token
-        return self._client._owners.owner_of(token) if token else None
+        if not token:
+            return None
+        known = self._client._owners.owner_of(token)
+        if known is None and self._bound is not None:
+            known = self._bound.owner or None
+        return known
 
     @property
     def leased(self) -> bool:

@@ -513,9 +513,16 @@ class Session(_SessionCalls):
     @property
     def owner(self) -> Optional[str]:
         """The address of the replica known to hold the session (with
-        --peers), where its calls go once connected; None if unknown."""
+        --peers: BindResponse.owner, or x-pyexec-owner of a forwarded call);
+        calls go there once connected, unless it is the target itself. None
+        if unknown."""
         token = self.token
-        return self._client._owners.owner_of(token) if token else None
+        if not token:
+            return None
+        known = self._client._owners.owner_of(token)
+        if known is None and self._bound is not None:
+            known = self._bound.owner or None
+        return known
 
     @property
     def leased(self) -> bool:

@@ -8,6 +8,8 @@ succeeds when the script is empty) and is recorded with its x-pyexec-call-id.
   call id; a second UNAVAILABLE is raised. Stateless calls are not retried.
 - While the server says the session "is moving to another replica", the call
   is sent again with back-off until the move is done, within its deadline.
+- A session call sent to its owner replica (x-pyexec-owner) that answers
+  UNAVAILABLE goes to the target at once, without using up the retry.
 - Through Run (registered functions): retried only if no callback was served
   (a served callback means the call ran). Streams: only before their first
   event.
@@ -47,6 +49,8 @@ class Scripted(pb_grpc.PyExecServicer):
         self.attempts: List[Tuple[str, str, str]] = []
         # Run: fail after serving one callback (the call ran).
         self.fail_after_callback: Optional[Status] = None
+        # Sent as x-pyexec-owner (the replica that holds the session).
+        self.owner = ""
 
     def script(self, *statuses: Status) -> None:
         with self.lock:
@@ -63,6 +67,9 @@ class Scripted(pb_grpc.PyExecServicer):
         with self.lock:
             self.attempts.append((method, session, md.get("x-pyexec-call-id", "")))
             status = self.statuses.pop(0) if self.statuses else None
+            owner = self.owner
+        if owner:
+            context.send_initial_metadata((("x-pyexec-owner", owner),))
         if status is not None:
             context.abort(*status)
 
@@ -103,20 +110,72 @@ class Scripted(pb_grpc.PyExecServicer):
         return pb.InterruptResponse(interrupted=False)
 
 
+def serve(fake: Scripted) -> Tuple[Any, str]:
+    srv = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    pb_grpc.add_PyExecServicer_to_server(fake, srv)
+    port = srv.add_insecure_port("127.0.0.1:0")
+    srv.start()
+    return srv, "127.0.0.1:%d" % port
+
+
 class RetryTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls) -> None:
         cls.fake = Scripted()
-        cls.server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
-        pb_grpc.add_PyExecServicer_to_server(cls.fake, cls.server)
-        port = cls.server.add_insecure_port("127.0.0.1:0")
-        cls.server.start()
-        cls.address = "127.0.0.1:%d" % port
+        cls.server, cls.address = serve(cls.fake)
+        # The "owner replica" of the owner-routing case: always UNAVAILABLE.
+        cls.owner_fake = Scripted()
+        cls.owner_server, cls.owner_address = serve(cls.owner_fake)
 
     @classmethod
     def tearDownClass(cls) -> None:
         cls.server.stop(None).wait()
+        cls.owner_server.stop(None).wait()
+
+    def test_an_owner_that_fails_falls_back_to_the_target(self) -> None:
+        def wait_routed(c: Any) -> None:
+            deadline = time.monotonic() + 10
+            while c._owners.route("tok") is None:
+                self.assertLess(time.monotonic(), deadline, "never connected to the owner")
+                time.sleep(0.02)
+        self.fake.script()
+        self.fake.owner = self.owner_address
+        self.addCleanup(setattr, self.fake, "owner", "")
+        with Client(self.address, timeout=10) as c:
+            s = c.attach("tok")
+            self.assertEqual(s.eval("1"), "ok")  # learns the owner
+            self.assertEqual(s.owner, self.owner_address)
+            wait_routed(c)
+            # The owner answers UNAVAILABLE: at once to the target, which
+            # fails once too (draining) and then answers; one call id.
+            self.owner_fake.script(*[DRAINING] * 10)
+            self.fake.script(DRAINING)
+            self.assertEqual(s.eval("2"), "ok")
+            to_owner, to_target = self.owner_fake.seen(), self.fake.seen()
+            self.assertEqual(len(to_owner), 1)
+            self.assertEqual(len(to_target), 2)
+            self.assertEqual({i for _, _, i in to_owner + to_target}, {to_owner[0][2]})
+            # The owner is left alone for a while: calls go to the target.
+            self.fake.script()
+            self.assertEqual(s.eval("3"), "ok")
+            self.assertEqual(len(self.owner_fake.seen()), 1)
+
+        async def main() -> None:
+            async with pyexec_client.aio.Client(self.address, timeout=10) as c:
+                s = c.attach("tok")
+                self.fake.script()
+                self.assertEqual(await s.eval("1"), "ok")
+                deadline = time.monotonic() + 10
+                while c._owners.route("tok") is None:
+                    self.assertLess(time.monotonic(), deadline)
+                    await asyncio.sleep(0.02)
+                self.owner_fake.script(*[BARE] * 10)
+                self.fake.script()
+                self.assertEqual(await s.eval("2"), "ok")
+                self.assertEqual(len(self.owner_fake.seen()), 1)
+                self.assertEqual(len(self.fake.seen()), 1)
+        asyncio.run(main())
 
     def assert_attempts(self, n: int, method: str = "Eval") -> None:
         seen = self.fake.seen()
