@@ -10,6 +10,8 @@
 #   clients/go/run_tests.sh          # stubs current, gofmt, vet, go test (conformance
 #                                    # included), then a scratch module that requires this one
 #   clients/go/run_tests.sh bench    # the bench: Go client vs the echo baseline
+#   clients/go/run_tests.sh race     # go test -race of the client package only
+#                                    # (not in the default run: it doubles its time)
 #
 # PYEXECD: the pyexecd binary; default <repo>/bazel-bin/server/pyexecd.
 # ECHO_SERVER (bench): default <repo>/bazel-bin/bench/echo_server_main.
@@ -81,6 +83,11 @@ if [ "$what" = "bench" ]; then
   go build -o "$tmp/bench" ./bench
   "$tmp/bench" -pyexecd "$PYEXECD" \
     -echo_server "${ECHO_SERVER:-$root/bazel-bin/bench/echo_server_main}" "${@:2}"
+  exit
+fi
+
+if [ "$what" = "race" ]; then
+  go test -race -count=1 -timeout=600s ./pyexec
   exit
 fi
 
