@@ -4,7 +4,7 @@
 # streams (exact order and completeness), TLS/mTLS/bearer token against a fake
 # server, leases (a SIGKILLed client's sessions end), callbacks (register_function),
 # the interrupt race (1000 rounds), status mapping and retries (scripted fake),
-# owner routing (two replicas with --peers), the `conformance` runner (clients/conformance/vectors.json, sync +
+# owner routing (two replicas with --peers), snapshot/restore, the `conformance` runner (clients/conformance/vectors.json, sync +
 # aio), the README's python examples, and the package as users get it
 # (test_package: pip install into a --system-site-packages venv, the sdist, a
 # program outside the repo, mypy --strict on user code, a read-only checkout).
@@ -32,7 +32,7 @@ if (($#)); then
   tests=("$@")
 else
   tests=(test_values test_client test_options test_retry test_streams_refs test_tls_auth test_leases
-         test_callbacks test_interrupts test_owner_routing test_conformance test_readme
+         test_callbacks test_interrupts test_owner_routing test_snapshot test_conformance test_readme
          test_package)
 fi
 if ((! $#)); then
