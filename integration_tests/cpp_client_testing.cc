@@ -227,6 +227,16 @@ void TcpProxy::Stop() {
   fds_.clear();
 }
 
+int64_t TcpProxy::SettledBytes() const {
+  int64_t n = bytes();
+  while (true) {
+    absl::SleepFor(absl::Milliseconds(150));
+    const int64_t m = bytes();
+    if (m == n) return n;
+    n = m;
+  }
+}
+
 void TcpProxy::AcceptLoop() {
   while (!stopped_) {
     const int client = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
@@ -267,6 +277,7 @@ void TcpProxy::Pipe(int from, int to) {
         return;
       }
       done += w;
+      bytes_ += w;
     }
   }
   // One direction ended: end both, as a balancer closes the pair.

@@ -8,6 +8,7 @@
 #include <sys/types.h>
 
 #include <atomic>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <thread>
@@ -96,6 +97,11 @@ class TcpProxy {
   void DropConnections();
   // Stops accepting and closes everything: the balancer is gone.
   void Stop();
+  // Bytes carried so far, both directions.
+  int64_t bytes() const { return bytes_.load(); }
+  // Waits until bytes() stops moving for 150 ms (HTTP/2 acks and pings
+  // after the last call) and returns it.
+  int64_t SettledBytes() const;
 
  private:
   void AcceptLoop();
@@ -104,6 +110,7 @@ class TcpProxy {
   std::string address_;
   int listen_fd_ = -1;
   std::atomic<bool> stopped_{false};
+  std::atomic<int64_t> bytes_{0};
   std::thread accept_thread_;
   absl::Mutex mu_;
   std::string backend_ ABSL_GUARDED_BY(mu_);
