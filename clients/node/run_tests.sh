@@ -4,9 +4,11 @@
 # the proto). Then two `node --test` runs:
 #  1. dist/test/*.test.js: value-mapping unit tests (and the compile-time
 #     typing checks in them), the client against a real pyexecd (streams,
-#     refs and Interrupt included), the `conformance` runner
-#     (clients/conformance/vectors.json), and TLS/mTLS/bearer against a fake
-#     server with certificates made by openssl;
+#     refs, named interrupts: 1000-round race, leases, callbacks, snapshots,
+#     two replicas for owner routing and a drain), the `conformance` runner
+#     (clients/conformance/vectors.json, or $PYEXEC_CONFORMANCE), retries
+#     and TLS/mTLS/bearer against fake servers, and TLS/tokens/leases on the
+#     real pyexecd with certificates made by openssl;
 #  2. dist/test/package.check.js, alone because npm and tsc are heavy and
 #     the stream tests measure time: `npm pack` from a fresh copy of the
 #     sources, the tarball and the directory installed in scratch projects
