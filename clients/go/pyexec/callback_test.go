@@ -200,6 +200,41 @@ def down(n):
 	}
 }
 
+// TestCallbackReentryStateless: a callback of a stateless Eval makes
+// stateless calls with its ctx; they run on the interpreter that waits for
+// it (x-pyexec-callback), 5 Go and 5 Python levels deep, as erlang_python's
+// erlang.call from py:eval does.
+func TestCallbackReentryStateless(t *testing.T) {
+	var c *pyexec.Client
+	c = dialFuncs(t, map[string]pyexec.Func{
+		"down": func(ctx context.Context, args []any, _ map[string]any) (any, error) {
+			n := args[0].(int64)
+			code := "(__import__('os').getpid(), 0)"
+			if n > 0 {
+				code = "(lambda p: (__import__('os').getpid(), p[1] + 1) if p[0] == __import__('os').getpid() else (p[0], -100))(pyexec.call('down', n - 1))"
+			}
+			v, err := c.Eval(ctx, code, pyexec.WithLocals(map[string]any{"n": n}))
+			if err != nil {
+				return nil, err
+			}
+			pair := v.(pyexec.Tuple)
+			return pyexec.Tuple{pair[0], pair[1].(int64) + 1}, nil
+		},
+	})
+	ctx := testCtx(t)
+	v, err := c.Eval(ctx, "(lambda p: (__import__('os').getpid() == p[0], p[1]))(pyexec.call('down', 4))")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The outer Eval -> Go(4) -> Eval -> Go(3) ... -> Go(0) -> Eval: every
+	// Eval on the outer one's interpreter (a different pid makes the depth
+	// negative), 5 Go levels each adding 1 and 4 Python levels adding 1.
+	pair := v.(pyexec.Tuple)
+	if pair[0] != true || pair[1] != int64(9) {
+		t.Fatalf("(same interpreter, depth) = %v, want (true, 9)", pair)
+	}
+}
+
 func TestCallbacksConcurrent(t *testing.T) {
 	var running, peak atomic.Int32
 	c := dialFuncs(t, map[string]pyexec.Func{
