@@ -48,6 +48,16 @@ main([PortArg]) ->
     {ok, _} = application:ensure_all_started(scratch),
     {ok, 2} = py:eval(<<"1 + 1">>),
     {ok, 4.0} = py:call(math, sqrt, [16]),
+    %% A leased context, a callback into this program, snapshot and restore.
+    {ok, Ctx} = py:bind(new),
+    ok = py:register_function(double, fun([X]) -> 2 * X end),
+    ok = py:exec(Ctx, <<"def f(x):\n    return erlang.call('double', x) + 1">>),
+    {ok, 21} = py:call(Ctx, '__main__', f, [10]),
+    {ok, Blob, []} = py:snapshot(Ctx),
+    {ok, Ctx2, []} = py:restore(Blob, #{lease => false}),
+    {ok, 41} = py:call(Ctx2, '__main__', f, [20]),
+    ok = py:unbind(Ctx2),
+    ok = py:unbind(Ctx),
     io:format("scratch: ok~n"),
     halt(0).
 EOF
