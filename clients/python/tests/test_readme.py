@@ -52,6 +52,21 @@ class ReadmeTest(unittest.TestCase):
         for line in ("live: step 0", "live: step 2", "epoch 1", "[0.0, 0.5]", "remote: 0",
                      "remote: side effect", "42", "ZeroDivisionError division by zero"):
             self.assertIn(line, joined)
+        # Leases, callbacks, interrupts, routing and snapshots: what each
+        # block's comments promise, in order.
+        promised = {
+            "s.leased)": ["True", "42"],
+            "def lookup(": ["ada!", "5", "('PermissionError', 'no disk')", "720", "40"],
+            "async def fetch(": ["42"],
+            "while True: x += 1": ["True", "interrupted", "True", "45"],
+            "await running.interrupt()": ["True", "interrupted"],
+            "route_to_owner=True": ["None"],
+            "s.snapshot()": ["['conn']", "3 False"],
+        }
+        for marker, lines in promised.items():
+            with self.subTest(block=marker):
+                (i,) = [i for i, code in enumerate(blocks) if marker in code]
+                self.assertEqual(outputs[i].splitlines(), lines)
 
 
 if __name__ == "__main__":
