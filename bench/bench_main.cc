@@ -534,9 +534,10 @@ int main(int argc, char** argv) {
   options.concurrency = concurrency;
   options.shared_channel = absl::GetFlag(FLAGS_shared_channel);
   options.echo_payload_bytes = absl::GetFlag(FLAGS_echo_payload_bytes);
-  std::cout << "4 phases x (" << absl::FormatDuration(options.phase.warmup)
-            << " warmup + " << absl::FormatDuration(options.phase.duration)
-            << "), " << concurrency << " clients with "
+  std::cout << "1 client calling echo and Eval in turn, then echo and Eval with "
+            << concurrency << " clients; phases of "
+            << absl::FormatDuration(options.phase.warmup) << " warmup + "
+            << absl::FormatDuration(options.phase.duration) << "; the N clients with "
             << (options.shared_channel ? "one shared channel" : "a channel each")
             << std::endl;
   absl::StatusOr<pyexec::bench::CompareReport> report =

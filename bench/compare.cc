@@ -72,44 +72,50 @@ CallFn EvalCall(const Client& client, const std::string& session,
   };
 }
 
-// Binds one session per client, runs the phase, unbinds.
-absl::StatusOr<PhaseResult> RunEvalPhase(
-    const std::vector<std::shared_ptr<grpc::Channel>>& channels,
-    const CompareOptions& options) {
+// One session bound per channel, and the Eval calls on them; unbound when
+// destroyed.
+struct EvalCallers {
   std::vector<Client> clients;
   std::vector<Session> sessions;
   std::vector<CallFn> calls;
+};
+
+absl::StatusOr<std::unique_ptr<EvalCallers>> BindEvalCallers(
+    const std::vector<std::shared_ptr<grpc::Channel>>& channels,
+    const CompareOptions& options) {
+  auto callers = std::make_unique<EvalCallers>();
+  callers->clients.reserve(channels.size());
   for (const auto& channel : channels) {
-    clients.emplace_back(channel);
+    callers->clients.emplace_back(channel);
     absl::StatusOr<Session> session =
-        Session::Bind(clients.back(), absl::ZeroDuration(),
+        Session::Bind(callers->clients.back(), absl::ZeroDuration(),
                       CallOptions{options.call_timeout});
     if (!session.ok()) return session.status();
-    calls.push_back(EvalCall(clients.back(), session->token(), options));
-    sessions.push_back(*std::move(session));
+    callers->calls.push_back(EvalCall(callers->clients.back(), session->token(), options));
+    callers->sessions.push_back(*std::move(session));
   }
-  return RunPhase(calls, options.phase);
+  return callers;
 }
 
 std::string Ratio(double r) { return absl::StrFormat("%.2fx", r); }
 
-// Phase options that read `pid`'s counters, in all and by thread, around
-// the measured window.
-PhaseOptions Counted(const PhaseOptions& base, int pid, ProcessTreeCounters* before,
-                     ProcessTreeCounters* after, ThreadCosts* threads_before,
-                     ThreadCosts* threads_after) {
-  PhaseOptions o = base;
-  if (pid <= 0) return o;
-  o.on_measure_begin = [pid, before, threads_before] {
-    *threads_before = ReadThreadCosts(pid);
-    *before = ReadProcessTreeCounters(pid);
-  };
-  o.on_measure_end = [pid, after, threads_after] {
-    *after = ReadProcessTreeCounters(pid);
-    *threads_after = ReadThreadCosts(pid);
-  };
-  return o;
-}
+// What one server spent over a measured window, in all and by thread.
+struct Counters {
+  int pid = 0;
+  ProcessTreeCounters before, after;
+  ThreadCosts threads_before, threads_after;
+
+  void Begin() {
+    if (pid <= 0) return;
+    threads_before = ReadThreadCosts(pid);
+    before = ReadProcessTreeCounters(pid);
+  }
+  void End() {
+    if (pid <= 0) return;
+    after = ReadProcessTreeCounters(pid);
+    threads_after = ReadThreadCosts(pid);
+  }
+};
 
 ServerCost PerCall(const ProcessTreeCounters& before, const ProcessTreeCounters& after,
                    int64_t calls) {
@@ -148,24 +154,36 @@ absl::StatusOr<CompareReport> RunCompare(const std::string& pyexec_address,
       Channels(pyexec_address, options.concurrency, options.shared_channel);
   if (!eval_n.ok()) return eval_n.status();
 
-  ProcessTreeCounters before, after;
-  ThreadCosts threads_before, threads_after;
-  report.echo_latency =
-      RunPhase({EchoCall((*echo1)[0], options)},
-               Counted(options.phase, options.echo_pid, &before, &after, &threads_before,
-                       &threads_after));
-  report.echo_cost = PerCall(before, after, report.echo_latency.ok);
-  report.echo_threads = FormatThreadCosts(threads_before, threads_after, report.echo_latency.ok);
-  before = after = ProcessTreeCounters{};
-  threads_before = threads_after = ThreadCosts{};
-  CompareOptions counted = options;
-  counted.phase = Counted(options.phase, options.pyexec_pid, &before, &after, &threads_before,
-                          &threads_after);
-  absl::StatusOr<PhaseResult> eval = RunEvalPhase(*eval1, counted);
-  if (!eval.ok()) return eval.status();
-  report.eval_latency = *std::move(eval);
-  report.eval_cost = PerCall(before, after, report.eval_latency.ok);
-  report.eval_threads = FormatThreadCosts(threads_before, threads_after, report.eval_latency.ok);
+  // One client, echo and Eval in turn call by call (RunInterleaved), so the
+  // ratio compares the same moments of a machine whose speed drifts; each
+  // server's CPU and switches over the window are divided by its own calls.
+  absl::StatusOr<std::unique_ptr<EvalCallers>> one = BindEvalCallers(*eval1, options);
+  if (!one.ok()) return one.status();
+  Counters echo_counters{options.echo_pid}, eval_counters{options.pyexec_pid};
+  PhaseOptions counted = options.phase;
+  counted.on_measure_begin = [&] {
+    echo_counters.Begin();
+    eval_counters.Begin();
+  };
+  counted.on_measure_end = [&] {
+    echo_counters.End();
+    eval_counters.End();
+  };
+  std::vector<PhaseResult> latency =
+      RunInterleaved({EchoCall((*echo1)[0], options), (*one)->calls[0]}, counted);
+  report.echo_latency = std::move(latency[0]);
+  report.eval_latency = std::move(latency[1]);
+  if (options.echo_pid > 0) {
+    report.echo_cost = PerCall(echo_counters.before, echo_counters.after, report.echo_latency.ok);
+    report.echo_threads = FormatThreadCosts(echo_counters.threads_before,
+                                            echo_counters.threads_after, report.echo_latency.ok);
+  }
+  if (options.pyexec_pid > 0) {
+    report.eval_cost = PerCall(eval_counters.before, eval_counters.after, report.eval_latency.ok);
+    report.eval_threads = FormatThreadCosts(eval_counters.threads_before,
+                                            eval_counters.threads_after, report.eval_latency.ok);
+  }
+  one->reset();  // unbinds
   if (options.traced_calls > 0) {
     absl::StatusOr<StageBreakdown> stages =
         TraceEvalStages((*eval1)[0], options.traced_calls, options.call_timeout);
@@ -176,9 +194,9 @@ absl::StatusOr<CompareReport> RunCompare(const std::string& pyexec_address,
   std::vector<CallFn> echo_calls;
   for (const auto& channel : *echo_n) echo_calls.push_back(EchoCall(channel, options));
   report.echo_throughput = RunPhase(echo_calls, options.phase);
-  eval = RunEvalPhase(*eval_n, options);
-  if (!eval.ok()) return eval.status();
-  report.eval_throughput = *std::move(eval);
+  absl::StatusOr<std::unique_ptr<EvalCallers>> many = BindEvalCallers(*eval_n, options);
+  if (!many.ok()) return many.status();
+  report.eval_throughput = RunPhase((*many)->calls, options.phase);
   return report;
 }
 
