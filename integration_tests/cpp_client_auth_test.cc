@@ -18,6 +18,7 @@
 #include "clients/cpp/test_certs.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "integration_tests/cpp_client_testing.h"
 
 namespace pyexec {
 namespace {
@@ -28,15 +29,8 @@ using ::testing::Not;
 constexpr char kAliceToken[] = "alice-token-0123456789";
 constexpr char kBobToken[] = "bob-token-9876543210";
 
-std::string Runfile(const std::string& path) {
-  const char* srcdir = std::getenv("TEST_SRCDIR");
-  return absl::StrCat(srcdir != nullptr ? srcdir : ".", "/pyexec/", path);
-}
-
-std::string TmpPath(const std::string& name) {
-  const char* tmp = std::getenv("TEST_TMPDIR");
-  return absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/", name);
-}
+using testing_util::Runfile;
+using testing_util::TmpPath;
 
 std::string WriteTmp(const std::string& name, const std::string& contents) {
   const std::string path = TmpPath(name);
@@ -59,14 +53,10 @@ class CppClientAuthTest : public ::testing::Test {
 
   // Starts pyexecd with authentication and `extra` flags.
   void Start(std::vector<std::string> extra) {
-    std::vector<std::string> argv = {Runfile("server/pyexecd"),
-                                     "--listen=127.0.0.1:0", "--workers=1",
-                                     "--max_workers=4"};
-    argv.insert(argv.end(), extra.begin(), extra.end());
-    auto server = bench::ServerProcess::Start(argv, TmpPath("pyexecd.log"),
-                                              absl::Seconds(60));
-    ASSERT_TRUE(server.ok()) << server.status();
-    server_ = *std::move(server);
+    std::vector<std::string> flags = {"--workers=1", "--max_workers=4"};
+    flags.insert(flags.end(), extra.begin(), extra.end());
+    server_ = testing_util::StartPyexecd(flags, "pyexecd.log");
+    ASSERT_NE(server_, nullptr);
   }
 
   std::string TokensFlag() const {

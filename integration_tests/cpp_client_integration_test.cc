@@ -20,29 +20,17 @@
 #include "common/procfs.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "integration_tests/cpp_client_testing.h"
 
 namespace pyexec {
 namespace {
 
 using ::testing::HasSubstr;
 
-std::string Runfile(const std::string& path) {
-  const char* srcdir = std::getenv("TEST_SRCDIR");
-  return absl::StrCat(srcdir != nullptr ? srcdir : ".", "/pyexec/", path);
-}
+using testing_util::Runfile;
 
-std::unique_ptr<bench::ServerProcess> StartServer(
-    std::vector<std::string> extra = {}) {
-  std::vector<std::string> argv = {Runfile("server/pyexecd"),
-                                   "--listen=127.0.0.1:0", "--workers=2",
-                                   "--max_workers=3"};
-  argv.insert(argv.end(), extra.begin(), extra.end());
-  const char* tmp = std::getenv("TEST_TMPDIR");
-  auto server = bench::ServerProcess::Start(
-      argv, absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/pyexecd.log"),
-      absl::Seconds(60));
-  EXPECT_TRUE(server.ok()) << server.status();
-  return server.ok() ? std::move(*server) : nullptr;
+std::unique_ptr<bench::ServerProcess> StartServer() {
+  return testing_util::StartPyexecd({"--workers=2", "--max_workers=3"}, "pyexecd.log");
 }
 
 v1::Value Int(int64_t n) {

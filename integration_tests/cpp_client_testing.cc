@@ -33,6 +33,11 @@ std::string Runfile(const std::string& path) {
   return absl::StrCat(srcdir != nullptr ? srcdir : ".", "/pyexec/", path);
 }
 
+std::string TmpPath(const std::string& name) {
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  return absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/", name);
+}
+
 std::string PyexecdPath() {
   const char* pyexecd = std::getenv("PYEXECD");
   return pyexecd != nullptr && *pyexecd != '\0' ? pyexecd : Runfile("server/pyexecd");
@@ -45,9 +50,7 @@ std::unique_ptr<bench::ServerProcess> StartPyexecd(const std::vector<std::string
   for (const std::string& flag : flags) has_listen |= absl::StartsWith(flag, "--listen=");
   if (!has_listen) argv.push_back("--listen=127.0.0.1:0");
   argv.insert(argv.end(), flags.begin(), flags.end());
-  const char* tmp = std::getenv("TEST_TMPDIR");
-  auto server = bench::ServerProcess::Start(
-      argv, absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/", log_name), absl::Seconds(60));
+  auto server = bench::ServerProcess::Start(argv, TmpPath(log_name), absl::Seconds(60));
   EXPECT_TRUE(server.ok()) << server.status();
   return server.ok() ? std::move(*server) : nullptr;
 }

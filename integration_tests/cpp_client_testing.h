@@ -27,6 +27,9 @@ namespace testing_util {
 // A runfile of this workspace.
 std::string Runfile(const std::string& path);
 
+// `name` in $TEST_TMPDIR (else /tmp).
+std::string TmpPath(const std::string& name);
+
 // $PYEXECD when set, else the runfile server/pyexecd.
 std::string PyexecdPath();
 

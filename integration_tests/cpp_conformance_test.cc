@@ -31,6 +31,7 @@
 #include "clients/cpp/client.h"
 #include "clients/cpp/value.h"
 #include "gtest/gtest.h"
+#include "integration_tests/cpp_client_testing.h"
 #include "nlohmann/json.hpp"
 
 namespace pyexec {
@@ -38,10 +39,7 @@ namespace {
 
 using json = nlohmann::json;
 
-std::string Runfile(const std::string& path) {
-  const char* srcdir = std::getenv("TEST_SRCDIR");
-  return absl::StrCat(srcdir != nullptr ? srcdir : ".", "/pyexec/", path);
-}
+using testing_util::Runfile;
 
 // The server's address, for cases that need a Client of their own.
 std::string g_address;
@@ -594,14 +592,9 @@ std::vector<std::string> RunAll(const Client& client, const json& cases, int* pa
 class ConformanceTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    const char* tmp = std::getenv("TEST_TMPDIR");
-    const char* pyexecd = std::getenv("PYEXECD");
-    auto server = bench::ServerProcess::Start(
-        {pyexecd != nullptr && *pyexecd != '\0' ? pyexecd : Runfile("server/pyexecd"),
-         "--listen=127.0.0.1:0", "--workers=2", "--max_workers=4", "--lease_grace=1s"},
-        absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/pyexecd.log"), absl::Seconds(60));
-    ASSERT_TRUE(server.ok()) << server.status();
-    server_ = std::move(*server);
+    server_ = testing_util::StartPyexecd({"--workers=2", "--max_workers=4", "--lease_grace=1s"},
+                                         "pyexecd.log");
+    ASSERT_NE(server_, nullptr);
     g_address = server_->address();
     auto client = Client::Connect(server_->address());
     ASSERT_TRUE(client.ok()) << client.status();
