@@ -59,9 +59,10 @@ CallFn EchoCall(const std::shared_ptr<grpc::Channel>& channel,
   };
 }
 
-CallFn EvalCall(const Client& client, const std::string& session,
-                const CompareOptions& options) {
-  const CallOptions call_options{options.call_timeout};
+}  // namespace
+
+CallFn EvalCall(const Client& client, const std::string& session, absl::Duration timeout) {
+  const CallOptions call_options{timeout};
   return [client, session, call_options]() -> absl::Status {
     absl::StatusOr<Result> r = client.Eval(session, "1+1", {}, call_options);
     if (!r.ok()) return r.status();
@@ -71,6 +72,8 @@ CallFn EvalCall(const Client& client, const std::string& session,
     return absl::OkStatus();
   };
 }
+
+namespace {
 
 // One session bound per channel, and the Eval calls on them; unbound when
 // destroyed.
@@ -91,7 +94,8 @@ absl::StatusOr<std::unique_ptr<EvalCallers>> BindEvalCallers(
         Session::Bind(callers->clients.back(), absl::ZeroDuration(),
                       CallOptions{options.call_timeout});
     if (!session.ok()) return session.status();
-    callers->calls.push_back(EvalCall(callers->clients.back(), session->token(), options));
+    callers->calls.push_back(
+        EvalCall(callers->clients.back(), session->token(), options.call_timeout));
     callers->sessions.push_back(*std::move(session));
   }
   return callers;

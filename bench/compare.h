@@ -11,6 +11,7 @@
 #include "absl/time/time.h"
 #include "bench/load.h"
 #include "bench/stage_trace.h"
+#include "clients/cpp/client.h"
 #include "grpcpp/channel.h"
 
 namespace pyexec {
@@ -65,6 +66,10 @@ struct CompareReport {
   // Where an Eval's time goes (the server's per-call trace).
   StageBreakdown stages;
 };
+
+// Eval("1+1") on `session`, an error unless it returns 2: the call every
+// mode measures.
+CallFn EvalCall(const Client& client, const std::string& session, absl::Duration timeout);
 
 // Creates an insecure channel to `address`. With `own_connection` the
 // channel gets a private subchannel pool, so it opens its own TCP connection

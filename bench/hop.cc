@@ -21,19 +21,6 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> Connected(const std::string& addr
   return channel;
 }
 
-CallFn EvalOn(const Client& client, const std::string& session,
-              absl::Duration timeout) {
-  const CallOptions call_options{timeout};
-  return [client, session, call_options]() -> absl::Status {
-    absl::StatusOr<Result> r = client.Eval(session, "1+1", {}, call_options);
-    if (!r.ok()) return r.status();
-    if (!r->ok() || r->value.int_() != 2) {
-      return absl::InternalError("Eval(\"1+1\") did not return 2");
-    }
-    return absl::OkStatus();
-  };
-}
-
 // `n` sessions bound on the owner, and for each a client on the owner, one
 // on the other replica, and one on the other replica that routes to owners
 // (own channels, own connections).
@@ -61,8 +48,8 @@ absl::StatusOr<std::unique_ptr<Callers>> MakeCallers(const std::string& owner,
         callers->owner_clients.back(), absl::ZeroDuration(), CallOptions{timeout});
     if (!session.ok()) return session.status();
     callers->direct.push_back(
-        EvalOn(callers->owner_clients.back(), session->token(), timeout));
-    callers->forwarded.push_back(EvalOn(Client(*to_other), session->token(), timeout));
+        EvalCall(callers->owner_clients.back(), session->token(), timeout));
+    callers->forwarded.push_back(EvalCall(Client(*to_other), session->token(), timeout));
     // Its first call is forwarded and names the owner (x-pyexec-owner); the
     // warmup makes it, so the measured calls go to the owner directly.
     ChannelOptions routing;
@@ -70,7 +57,7 @@ absl::StatusOr<std::unique_ptr<Callers>> MakeCallers(const std::string& owner,
     routing.owner_connect_timeout = options.connect_timeout;
     absl::StatusOr<Client> router = Client::Connect(other, routing);
     if (!router.ok()) return router.status();
-    callers->routed.push_back(EvalOn(*router, session->token(), timeout));
+    callers->routed.push_back(EvalCall(*router, session->token(), timeout));
     callers->sessions.push_back(*std::move(session));
   }
   return callers;

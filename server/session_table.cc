@@ -27,14 +27,8 @@ std::string NewSessionToken() {
 
 std::string SessionTable::Add(WorkerId worker, absl::Duration idle_timeout,
                               absl::string_view owner) {
-  std::string token = token_prefix_ + NewSessionToken();
-  absl::MutexLock lock(&mu_);
-  Session& session = sessions_[token];
-  session = Session{worker, idle_timeout, now_(), 0, std::string(owner)};
-  by_worker_[worker] = token;
-  ++owned_[owner];
-  ScheduleLocked(token, session, ExpiresAt(session));
-  return token;
+  // 128 random bits: a clash is not a case to handle.
+  return AddWithToken(token_prefix_ + NewSessionToken(), worker, idle_timeout, owner);
 }
 
 std::string SessionTable::AddWithToken(const std::string& token, WorkerId worker,
