@@ -2,15 +2,20 @@
 // two real pyexecd replicas with --peers, A and B. B advertises the address
 // of a TCP proxy in front of it (`owner`), so the test sees, and can cut,
 // what the client sends B as a session's owner; the balancers in front of
-// A and B are TCP proxies too, and count what they carry.
+// A and B are TCP proxies too, and count what they carry. And calls refused
+// by a draining server are UNAVAILABLE, never CANCELLED.
 
+#include <atomic>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "clients/cpp/client.h"
 #include "clients/cpp/value.h"
@@ -176,6 +181,52 @@ TEST(RoutingDeadOwnerTest, ADeadAdvertisedAddressFallsBackToTheTarget) {
                                       absl::Seconds(5)));
   std::cout << "Bind and 21 calls with a dead owner address: " << absl::FormatDuration(took)
             << std::endl;
+}
+
+// A server that drains (SIGTERM) refuses new calls; the client reports each
+// refusal as UNAVAILABLE, never as the bare CANCELLED gRPC core may give
+// (grpc/grpc#41785), so retry logic keyed on UNAVAILABLE sees them all.
+TEST(DrainTest, CallsRefusedWhileDrainingAreUnavailableNeverCancelled) {
+  auto server = testing_util::StartPyexecd(
+      {"--workers=2", "--max_workers=4", "--drain_timeout=2s", "--kill_grace=1s"},
+      "pyexecd_drain.log");
+  ASSERT_NE(server, nullptr);
+  const std::string address = server->address();
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> threads;
+  absl::Mutex mu;
+  std::map<absl::StatusCode, int> outcomes;
+  for (int t = 0; t < 3; ++t) {
+    threads.emplace_back([&] {
+      Client client = Client::Connect(address).value();
+      while (!stop) {
+        absl::StatusOr<Result> r = client.Eval("", "1", {}, CallOptions{absl::Seconds(5)});
+        {
+          absl::MutexLock lock(&mu);
+          ++outcomes[r.status().code()];
+        }
+        absl::SleepFor(absl::Milliseconds(2));
+      }
+    });
+  }
+  absl::SleepFor(absl::Milliseconds(300));
+  EXPECT_EQ(server->Stop(absl::Seconds(20)), "exit 0");
+  absl::SleepFor(absl::Milliseconds(300));
+  stop = true;
+  for (std::thread& t : threads) t.join();
+  absl::MutexLock lock(&mu);
+  std::string summary;
+  for (const auto& [code, n] : outcomes) {
+    absl::StrAppend(&summary, absl::StatusCodeToString(code), " ", n, "; ");
+  }
+  std::cout << "stateless Evals across a drain: " << summary << std::endl;
+  int others = 0;  // neither OK nor UNAVAILABLE: CANCELLED, say
+  for (const auto& [code, n] : outcomes) {
+    if (code != absl::StatusCode::kOk && code != absl::StatusCode::kUnavailable) others += n;
+  }
+  EXPECT_EQ(others, 0) << summary;
+  EXPECT_GT(outcomes[absl::StatusCode::kOk], 0);
+  EXPECT_GT(outcomes[absl::StatusCode::kUnavailable], 0);
 }
 
 }  // namespace
