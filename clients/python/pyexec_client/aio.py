@@ -751,6 +751,8 @@ class Client(_Calls):
         self._owners = _AioOwners(self)
         self._leases: Set[_Lease] = set()
         self._inflight: Dict[str, Dict[str, None]] = {}
+        # Run calls whose response came and whose OK status is on its way.
+        self._ending_runs: Set[Any] = set()
         self._closed = False
 
     def _make_channel(self, target: str) -> Any:
@@ -852,13 +854,18 @@ class Client(_Calls):
                     got = _core.run_response(ev)
                     if got is None:
                         run.serve(ev.callback, functions)
-                    elif response is None:
+                    else:
                         response = got
                         await run.half_close()
+                        break
                 if response is None:
                     raise PyExecError("pyexec_client: Run ended without its response")
                 if token and owner is None and self._owners.enabled:
                     self._owners.learn_metadata(token, await call.initial_metadata())
+                # The OK status comes in the background; the call is kept
+                # referenced until then (a dropped call would be cancelled).
+                self._ending_runs.add(call)
+                call.add_done_callback(self._ending_runs.discard)
                 return response
             except grpc.RpcError as rpc_err:
                 if response is not None:

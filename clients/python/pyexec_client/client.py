@@ -809,6 +809,8 @@ class Client(_Calls):
         self._leases: Set[_Lease] = set()
         self._inflight: Dict[str, Dict[str, None]] = {}
         self._callback_pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
+        # Run calls whose response came and whose OK status is on its way.
+        self._ending_runs: Set[Any] = set()
         self._closed = False
 
     def _make_channel(self, target: str) -> Any:
@@ -892,7 +894,9 @@ class Client(_Calls):
         """Eval/Exec/Call through Run: the callbacks Python asks for are run
         on the client's callback threads and answered on the same stream;
         the response comes last, then the client half-closes and the OK
-        status follows."""
+        status follows. The response is returned as soon as it comes: the
+        stream ends in the background (the call is kept referenced until
+        then, so that it is not cancelled when dropped)."""
         md = self.options.call_metadata(call_id)
         at = _core.deadline(self.options.call_timeout(timeout))
         retrier = _core.Retrier(at)
@@ -911,13 +915,16 @@ class Client(_Calls):
                         served = True
                         self._callbacks().submit(self._serve_callback, ev.callback, functions,
                                                  requests)
-                    elif response is None:
+                    else:
                         response = got
                         requests.put(_HALF_CLOSE)
+                        break
                 if response is None:
                     raise PyExecError("pyexec_client: Run ended without its response")
                 if token and owner is None and self._owners.enabled:
                     self._owners.learn_metadata(token, call.initial_metadata())
+                self._ending_runs.add(call)
+                call.add_done_callback(self._ending_runs.discard)
                 return response
             except grpc.RpcError as rpc_err:
                 requests.put(_HALF_CLOSE)
