@@ -159,6 +159,24 @@ int Child::Kill(int sig) {
   return status;
 }
 
+std::optional<int> Child::Wait(absl::Duration timeout) {
+  if (reaped_) return std::nullopt;
+  int status = 0;
+  const bool exited = WaitUntil(
+      [&] {
+        pid_t r;
+        while ((r = waitpid(pid_, &status, WNOHANG)) < 0 && errno == EINTR) {
+        }
+        return r != 0;
+      },
+      timeout);
+  if (!exited) return std::nullopt;
+  reaped_ = true;
+  if (out_thread_.joinable()) out_thread_.join();
+  if (err_thread_.joinable()) err_thread_.join();
+  return status;
+}
+
 std::string Child::Output(bool from_stderr) const {
   absl::MutexLock lock(&mu_);
   return from_stderr ? err_ : out_;

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -69,6 +70,9 @@ class Child {
   bool Write(const std::string& text);
   // Sends `sig` and reaps the child; returns its wait status.
   int Kill(int sig);
+  // Waits up to `timeout` for the child to exit, then for the end of its
+  // output; returns its wait status, or nothing if it is still running.
+  std::optional<int> Wait(absl::Duration timeout);
   // All output so far.
   std::string Output(bool from_stderr = true) const;
 
