@@ -544,7 +544,7 @@ class HealthAndReflectionTest(fx.ServerTestCase):
             self.assertEqual({m.name for m in svc.methods},
                              {"Bind", "Unbind", "Eval", "Exec", "Call", "GetStats",
                               "ExecStream", "CallStream", "Release", "Interrupt", "Attach",
-                              "Run"})
+                              "Run", "Snapshot"})
             self.assertEqual(pool.FindMessageTypeByName("pyexec.v1.Value").oneofs[0].name, "kind")
 
         fds = files(resps[2])

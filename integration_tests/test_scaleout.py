@@ -886,7 +886,7 @@ class BalancerTestBase(unittest.TestCase):
         self.assertGreaterEqual(calls, 60 * 6)
         self.assertGreater(forwarded, 0)
 
-    def test_2_kill9_costs_only_its_sessions_then_sigterm_drains(self):
+    def test_2_kill9_costs_only_its_sessions_sigterm_moves_them(self):
         tokens = [self.bind() for _ in range(15)]
         for t in tokens:
             self.stub.Exec(pb.ExecRequest(session=t, code="n = 7"), timeout=CALL_TIMEOUT)
@@ -925,6 +925,11 @@ class BalancerTestBase(unittest.TestCase):
             code="(open(%r, 'w').close(), __import__('time').sleep(2), n * 6)[2]" % marker),
             timeout=CALL_TIMEOUT)
         fx.wait_until(lambda: os.path.exists(marker), 10, what="the in-flight call to start")
+        # The replica left takes as many as it has room for (Peer.Room: its
+        # --max_workers less the workers bound).
+        left = next(r for r in survivors if r is not drained)
+        st = left.stats()
+        room = st.max_workers - st.checked_out
         drained.signal(signal.SIGTERM)
         self.assertEqual(in_flight.result().value.int, 42)
         self.assertEqual(drained.wait_exit(30), 0)
@@ -935,11 +940,26 @@ class BalancerTestBase(unittest.TestCase):
             r, err = self.eval_code(t)
             self.assertIsNone(err, err and err.details())
             self.assertEqual(r.value.int, 7)
+        # Its sessions were moved to the replica left (--migrate_on_drain, the
+        # default with --peers), as many as it had room for, and answer with
+        # their state through the balancer; the others ended, as a SIGKILLed
+        # replica's do.
+        answered = 0
         for t in mine:
-            _, err = self.eval_code(t)
-            self.assertIsNotNone(err)
-            self.assertIn(err.code(), (SC.UNAVAILABLE, SC.NOT_FOUND), err.details())
-        # New sessions go to the one replica left.
+            r, err = self.eval_code(t)
+            if err is None:
+                self.assertEqual(r.value.int, 7)
+                answered += 1
+            else:
+                self.assertIn(err.code(), (SC.UNAVAILABLE, SC.NOT_FOUND), err.details())
+        self.assertEqual(answered, min(len(mine), room), "moved sessions (room %d)" % room)
+        # New sessions go to the one replica left, once the sessions it holds
+        # leave room.
+        for t in tokens + mine:
+            try:
+                self.stub.Unbind(pb.UnbindRequest(session=t), timeout=CALL_TIMEOUT)
+            except grpc.RpcError:
+                pass  # ended with its replica
         last = self.bind()
         self.assertEqual(self.session_calls(last, 20), 7 * 1 + 6 * 2)
 

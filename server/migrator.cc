@@ -81,6 +81,8 @@ MigrationReport Migrator::MoveAll(absl::Time deadline) {
       }
     }
     if (target == nullptr) {
+      LogWarning(absl::StrCat("session ", TokenForLog(session.token),
+                              " stays: no peer has room for it"));
       record(MigrationOutcome::kFailed, 0, absl::ZeroDuration());
       return;
     }
