@@ -193,6 +193,54 @@ class CallbackTest(fx.ServerTestCase):
             t.join(60)
         self.assertEqual(errors, [])
 
+    def test_threads_of_one_call_wait_on_callbacks_at_once(self):
+        # Four Python threads of one call wait in pyexec.call together and
+        # the client answers them in a shuffled order, the last one before
+        # the others are asked: each thread gets its own answer. (Each
+        # waiting thread once read the socket itself: frames were split
+        # between readers and answers lost.)
+        import queue
+        import random
+        s = self.bind()
+        self.ex("import threading\n"
+                "def fan_out(n):\n"
+                "    out = [None] * n\n"
+                "    def one(i):\n"
+                "        try:\n"
+                "            out[i] = pyexec.call('f', i)\n"
+                "        except Exception as e:\n"
+                "            out[i] = repr(e)\n"
+                "    ts = [threading.Thread(target=one, args=(i,)) for i in range(n)]\n"
+                "    for t in ts: t.start()\n"
+                "    for t in ts: t.join()\n"
+                "    return out\n", s)
+        rng = random.Random(7)
+        for _ in range(20):
+            outbox = queue.Queue()
+            outbox.put(pb.RunRequest(eval=pb.EvalRequest(session=s, code="fan_out(4)")))
+
+            def requests():
+                while (item := outbox.get()) is not None:
+                    yield item
+
+            events = self.stub.Run(requests(), timeout=20)
+            asked = []
+            response = None
+            for event in events:
+                if event.WhichOneof("event") == "callback":
+                    asked.append(event.callback)
+                    if len(asked) == 4:
+                        rng.shuffle(asked)
+                        for cb in asked:
+                            result = pb.CallbackResult(id=cb.id)
+                            result.value.CopyFrom(fx.to_value(10 * fx.from_value(cb.args[0])))
+                            outbox.put(pb.RunRequest(callback_result=result))
+                    continue
+                response = event.eval
+                outbox.put(None)
+            self.assertIsNotNone(response)
+            self.assertEqual(self.value_of(response), [0, 10, 20, 30])
+
     def test_an_unanswered_callback_times_out_and_the_session_goes_on(self):
         session = self.bind()
         cb = self.callbacks()

@@ -7,8 +7,10 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -928,51 +930,95 @@ PyObject* PythonRunner::CallClient(PyObject* name, PyObject* args, PyObject* kwa
     PyErr_SetString(PyExc_OSError, "pyexec.call: the connection to pyexecd is closed");
     return nullptr;
   }
+  {
+    absl::MutexLock lock(&callback_mu_);
+    callback_waiting_.insert(seq);
+  }
+  struct StopWaiting {
+    PythonRunner* runner;
+    uint32_t seq;
+    ~StopWaiting() {
+      absl::MutexLock lock(&runner->callback_mu_);
+      runner->callback_waiting_.erase(seq);
+      runner->callback_answers_.erase(seq);
+    }
+  } stop_waiting{this, seq};
+  // Waits are cut into slices so that a signal meant for the main thread
+  // (an interrupt) is seen even while another thread's read holds the
+  // socket or this thread waits for that reader.
+  constexpr absl::Duration kSlice = absl::Milliseconds(100);
   while (true) {
     // An interrupt (deadline, cancel, Interrupt) ends the wait at once.
     if (PyErr_CheckSignals() < 0) return nullptr;
+    if (absl::Now() >= call.deadline) {
+      PyErr_Format(PyExc_TimeoutError,
+                   "pyexec.call('%U'): the client did not answer before the call's deadline",
+                   name);
+      return nullptr;
+    }
+    // This call's answer, if another thread read it, or the reader's role.
+    std::optional<internal::CallbackAnswer> mine;
+    bool reader = false;
+    Py_BEGIN_ALLOW_THREADS
+    {
+      absl::MutexLock lock(&callback_mu_);
+      auto answered_or_free = [this, seq]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(callback_mu_) {
+        return callback_answers_.contains(seq) || !callback_reading_;
+      };
+      callback_mu_.AwaitWithDeadline(absl::Condition(&answered_or_free),
+                                     std::min(call.deadline, absl::Now() + kSlice));
+      if (auto it = callback_answers_.find(seq); it != callback_answers_.end()) {
+        mine = std::move(it->second);
+        callback_answers_.erase(it);
+      } else if (!callback_reading_) {
+        callback_reading_ = reader = true;
+      }
+    }
+    Py_END_ALLOW_THREADS
+    if (mine.has_value()) return CallbackResult(*mine, call);
+    if (!reader) continue;
     absl::StatusOr<std::string> payload;
     Py_BEGIN_ALLOW_THREADS
-    payload = receive_(call.deadline);
+    payload = receive_(std::min(call.deadline, absl::Now() + kSlice));
     Py_END_ALLOW_THREADS
+    internal::WorkerRequest request;
+    const bool parsed = payload.ok() && ParseFramePayload(*payload, &request);
+    const bool answer = parsed && request.op_case() == internal::WorkerRequest::kCallbackAnswer;
+    {
+      // The role goes before anything runs: a nested call run below may
+      // itself wait in pyexec.call and must be able to read.
+      absl::MutexLock lock(&callback_mu_);
+      callback_reading_ = false;
+      if (answer && request.callback_answer().seq() != seq &&
+          callback_waiting_.contains(request.callback_answer().seq())) {
+        callback_answers_[request.callback_answer().seq()] = request.callback_answer();
+      }
+    }
     if (!payload.ok()) {
-      if (payload.status().code() == absl::StatusCode::kCancelled) continue;  // a signal
-      if (payload.status().code() == absl::StatusCode::kDeadlineExceeded) {
-        PyErr_Format(PyExc_TimeoutError,
-                     "pyexec.call('%U'): the client did not answer before the call's deadline",
-                     name);
-        return nullptr;
+      const absl::StatusCode code = payload.status().code();
+      // A signal, or the end of a slice: look at signals and the deadline.
+      if (code == absl::StatusCode::kCancelled || code == absl::StatusCode::kDeadlineExceeded) {
+        continue;
       }
       PyErr_Format(PyExc_OSError, "pyexec.call: %s",
                    std::string(payload.status().message()).c_str());
       return nullptr;
     }
-    internal::WorkerRequest request;
-    if (!ParseFramePayload(*payload, &request)) {
+    if (!parsed) {
       PyErr_SetString(PyExc_RuntimeError, "pyexec.call: pyexecd sent a frame that does not parse");
       return nullptr;
     }
-    if (request.op_case() == internal::WorkerRequest::kCallbackAnswer) {
-      const internal::CallbackAnswer& answer = request.callback_answer();
-      if (answer.seq() != seq) continue;  // a callback that gave up earlier
-      if (answer.has_error()) {
-        PyRef error(PyObject_CallFunction(helpers_->callback_error_type, "ss",
-                                          answer.error().type().c_str(),
-                                          answer.error().message().c_str()));
-        if (error) PyErr_SetObject(helpers_->callback_error_type, error.get());
-        return nullptr;
+    if (answer) {
+      // Another thread's answer was handed over above; one to a callback
+      // that gave up is dropped.
+      if (request.callback_answer().seq() == seq) {
+        return CallbackResult(request.callback_answer(), call);
       }
-      absl::StatusOr<PyObject*> result = ValueToPython(answer.value(), depth, call.refs);
-      if (!result.ok()) {
-        PyErr_Format(PyExc_ValueError, "pyexec.call: the client's answer: %s",
-                     std::string(result.status().message()).c_str());
-        return nullptr;
-      }
-      return *result;
+      continue;
     }
     if (request.op_case() == internal::WorkerRequest::OP_NOT_SET) continue;
-    // A call the client made while it runs this callback: it runs now, on
-    // top of this one, and is answered before the wait goes on.
+    // A call the client made while it runs a callback: it runs now, on top
+    // of this one, and is answered before the wait goes on.
     internal::WorkerResponse response;
     Handle(request, &response);
     CapResponse(limits_.max_response_bytes, &response);
@@ -984,6 +1030,25 @@ PyObject* PythonRunner::CallClient(PyObject* name, PyObject* args, PyObject* kwa
       return nullptr;
     }
   }
+}
+
+PyObject* PythonRunner::CallbackResult(const internal::CallbackAnswer& answer,
+                                       const Active& call) {
+  if (answer.has_error()) {
+    PyRef error(PyObject_CallFunction(helpers_->callback_error_type, "ss",
+                                      answer.error().type().c_str(),
+                                      answer.error().message().c_str()));
+    if (error) PyErr_SetObject(helpers_->callback_error_type, error.get());
+    return nullptr;
+  }
+  absl::StatusOr<PyObject*> result =
+      ValueToPython(answer.value(), limits_.max_value_depth, call.refs);
+  if (!result.ok()) {
+    PyErr_Format(PyExc_ValueError, "pyexec.call: the client's answer: %s",
+                 std::string(result.status().message()).c_str());
+    return nullptr;
+  }
+  return *result;
 }
 
 }  // namespace pyexec

@@ -7,8 +7,12 @@
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/limits.h"
 #include "pyexec/v1/worker.pb.h"
@@ -129,6 +133,20 @@ class PythonRunner {
   std::vector<Active> active_;
   // Numbers the callbacks of this worker.
   uint32_t callback_seq_ = 0;
+  // Several threads of one call may wait in pyexec.call at once. One of them
+  // at a time reads the socket (callback_reading_): a frame read half by one
+  // thread and half by another would break the framing. The reader keeps the
+  // answers that belong to the others in callback_answers_, for as long as
+  // their callers wait (callback_waiting_); an answer to a callback that gave
+  // up is dropped. Its own mutex, never held while taking the GIL: waiters
+  // release the GIL before they block on it.
+  absl::Mutex callback_mu_;
+  bool callback_reading_ ABSL_GUARDED_BY(callback_mu_) = false;
+  absl::flat_hash_set<uint32_t> callback_waiting_ ABSL_GUARDED_BY(callback_mu_);
+  absl::flat_hash_map<uint32_t, internal::CallbackAnswer> callback_answers_
+      ABSL_GUARDED_BY(callback_mu_);
+  // Turns a client's answer into pyexec.call's result, or sets its error.
+  PyObject* CallbackResult(const internal::CallbackAnswer& answer, const Active& call);
   // The live refs of this worker's session.
   std::unique_ptr<class RefTable> refs_;
   // The id of the request running now, for its partial responses.
