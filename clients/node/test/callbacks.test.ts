@@ -205,8 +205,8 @@ describe('callbacks', () => {
   });
 
   test('concurrent callbacks: calls in flight at once, stateless and on sessions, each with its callbacks', async () => {
-    // (Several Python threads of ONE call calling pyexec.call at once break
-    // the worker's framing today: a server-side issue, not tested here.)
+    // (Several Python threads of ONE call waiting in pyexec.call at once are
+    // the server's to sort out: integration_tests/test_callbacks.py.)
     let inFlight = 0;
     let most = 0;
     await withFunctions(
