@@ -944,15 +944,15 @@ class BalancerTestBase(unittest.TestCase):
         # default with --peers), as many as it had room for, and answer with
         # their state through the balancer; the others ended, as a SIGKILLed
         # replica's do.
-        answered = 0
+        answered = []
         for t in mine:
             r, err = self.eval_code(t)
             if err is None:
                 self.assertEqual(r.value.int, 7)
-                answered += 1
+                answered.append(t)
             else:
                 self.assertIn(err.code(), (SC.UNAVAILABLE, SC.NOT_FOUND), err.details())
-        self.assertEqual(answered, min(len(mine), room), "moved sessions (room %d)" % room)
+        self.assertEqual(len(answered), min(len(mine), room), "moved sessions (room %d)" % room)
         # New sessions go to the one replica left, once the sessions it holds
         # leave room.
         for t in tokens + mine:
@@ -960,6 +960,13 @@ class BalancerTestBase(unittest.TestCase):
                 self.stub.Unbind(pb.UnbindRequest(session=t), timeout=CALL_TIMEOUT)
             except grpc.RpcError:
                 pass  # ended with its replica
+        # A moved session that ended where it moved to is NOT_FOUND there,
+        # not UNAVAILABLE from a trip to the replica its token names.
+        self.assertTrue(answered)
+        for t in answered:
+            _, err = self.eval_code(t)
+            self.assertIsNotNone(err)
+            self.assertEqual(err.code(), SC.NOT_FOUND, err.details())
         last = self.bind()
         self.assertEqual(self.session_calls(last, 20), 7 * 1 + 6 * 2)
 

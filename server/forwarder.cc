@@ -146,7 +146,9 @@ absl::StatusOr<std::shared_ptr<const Peer>> Forwarder::Route(
 absl::StatusOr<std::shared_ptr<const Peer>> Forwarder::Owner(
     grpc::CallbackServerContext* context, absl::string_view session, Rpc rpc) const {
   if (session.empty()) return nullptr;
-  if (holds_ != nullptr && holds_(session)) {
+  // Held here, or ended here (NOT_FOUND from this replica's own table).
+  if ((holds_ != nullptr && holds_(session)) ||
+      (directory_ != nullptr && directory_->EndedHere(session))) {
     if (IsForwarded(*context)) context->AddTrailingMetadata(kServedByTrailer, peers_->self_id());
     return nullptr;
   }

@@ -611,6 +611,7 @@ void PyExecCore::SessionEnded(const std::string& session, const std::string& rea
   }
   for (auto& [lease, on_end] : watchers) on_end(reason, moved);
   named_calls_.ForgetSession(session);
+  if (!moved && gone_listener_) gone_listener_(session);
 }
 
 void PyExecCore::EndAllLeases(const std::string& reason) {

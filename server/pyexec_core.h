@@ -207,6 +207,13 @@ class PyExecCore {
   // --peers), which Bind then returns as the session's owner.
   void SetReplica(std::string replica, bool clients_may_dial = false)
       ABSL_LOCKS_EXCLUDED(replica_mu_);
+  // Told the token of every session that ends here (unbound, expired, its
+  // worker died; not one that moved away), so that routing answers its later
+  // calls here instead of at the replica its token names. Set before
+  // serving.
+  void SetSessionGoneListener(std::function<void(const std::string& token)> listener) {
+    gone_listener_ = std::move(listener);
+  }
 
   // Moving sessions off a draining replica (server/migrator.h):
   // Marks the session as moving (new calls on it get UNAVAILABLE) and seals
@@ -258,6 +265,7 @@ class PyExecCore {
   std::string owner_address_ ABSL_GUARDED_BY(replica_mu_);
   // Who hears when a leased session ends, by session.
   absl::Mutex leases_mu_;
+  std::function<void(const std::string& token)> gone_listener_;
   absl::flat_hash_map<std::string, absl::flat_hash_map<Lease*, std::function<void(std::string, bool)>>>
       lease_watchers_ ABSL_GUARDED_BY(leases_mu_);
 };

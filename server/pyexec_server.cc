@@ -173,6 +173,8 @@ absl::StatusOr<std::string> PyExecServer::Start() {
           if (pool->draining()) return 0;  // a draining replica takes no sessions
           return static_cast<uint32_t>(std::max(0, pool->max_workers() - pool->GetStats().checked_out));
         });
+    SessionDirectory* directory = directory_.get();
+    core_->SetSessionGoneListener([directory](const std::string& token) { directory->Ended(token); });
     migrator_ = std::make_unique<Migrator>(core_.get(), sessions_.get(), peers_.get(),
                                            directory_.get(), auth_.get(), metrics_.get());
   }

@@ -31,6 +31,17 @@ void SessionDirectory::Moved(const std::string& token, const std::string& peer_i
   ++moved_;
 }
 
+void SessionDirectory::Ended(const std::string& token) {
+  absl::MutexLock lock(&mu_);
+  Remember(token, Entry{"", absl::Now() + kRemember, false, true});
+}
+
+bool SessionDirectory::EndedHere(absl::string_view token) const {
+  absl::MutexLock lock(&mu_);
+  auto it = entries_.find(token);
+  return it != entries_.end() && it->second.ended_here && it->second.until >= absl::Now();
+}
+
 size_t SessionDirectory::moved_count() const {
   absl::MutexLock lock(&mu_);
   return moved_;

@@ -42,6 +42,13 @@ class SessionDirectory {
   // remembers the answer. Null if none does.
   std::shared_ptr<const Peer> Locate(absl::string_view token, absl::Duration timeout);
 
+  // `token` ended on this replica (unbound, expired, its worker died).
+  void Ended(const std::string& token);
+  // True if `token` ended on this replica (within kRemember): its calls
+  // get NOT_FOUND here, instead of a trip to the replica its token names,
+  // which may be gone (the session moved here when that one drained).
+  bool EndedHere(absl::string_view token) const;
+
   // Sessions this replica moved away (for metrics and tests).
   size_t moved_count() const;
 
@@ -50,6 +57,7 @@ class SessionDirectory {
     std::string peer_id;  // "" for a recent miss
     absl::Time until;
     bool moved_by_us = false;
+    bool ended_here = false;
   };
   void Remember(const std::string& token, Entry entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
