@@ -417,12 +417,22 @@ const char* PythonRunner::PythonVersion() { return Py_GetVersion(); }
 bool PythonRunner::SendPartial(internal::WorkerResponse* partial) {
   partial->set_id(current_id_);
   partial->set_partial(true);
+  return SendUnlocked(*partial);
+}
+
+bool PythonRunner::SendUnlocked(const internal::WorkerResponse& frame) {
   bool sent;
   if (!send_) return false;
   Py_BEGIN_ALLOW_THREADS
-  sent = send_(*partial);
+  sent = send_(frame);
   Py_END_ALLOW_THREADS
   return sent;
+}
+
+bool PythonRunner::SendFromCallback(const internal::WorkerResponse& frame) {
+  if (SendUnlocked(frame)) return true;
+  PyErr_SetString(PyExc_OSError, "pyexec.call: the connection to pyexecd is closed");
+  return false;
 }
 
 bool PythonRunner::SendText(int kind, PyObject* text) {
@@ -922,14 +932,7 @@ PyObject* PythonRunner::CallClient(PyObject* name, PyObject* args, PyObject* kwa
   }
   partial.set_id(call.id);
   partial.set_partial(true);
-  bool sent;
-  Py_BEGIN_ALLOW_THREADS
-  sent = send_(partial);
-  Py_END_ALLOW_THREADS
-  if (!sent) {
-    PyErr_SetString(PyExc_OSError, "pyexec.call: the connection to pyexecd is closed");
-    return nullptr;
-  }
+  if (!SendFromCallback(partial)) return nullptr;
   {
     absl::MutexLock lock(&callback_mu_);
     callback_waiting_.insert(seq);
@@ -1022,13 +1025,7 @@ PyObject* PythonRunner::CallClient(PyObject* name, PyObject* args, PyObject* kwa
     internal::WorkerResponse response;
     Handle(request, &response);
     CapResponse(limits_.max_response_bytes, &response);
-    Py_BEGIN_ALLOW_THREADS
-    sent = send_(response);
-    Py_END_ALLOW_THREADS
-    if (!sent) {
-      PyErr_SetString(PyExc_OSError, "pyexec.call: the connection to pyexecd is closed");
-      return nullptr;
-    }
+    if (!SendFromCallback(response)) return nullptr;
   }
 }
 

@@ -126,6 +126,10 @@ class PythonRunner {
   };
   // Sends one partial response (GIL held; released while writing).
   bool SendPartial(internal::WorkerResponse* partial);
+  // Sends a frame as it is (GIL held; released while writing).
+  bool SendUnlocked(const internal::WorkerResponse& frame);
+  // The same for pyexec.call, which sets OSError when the socket is closed.
+  bool SendFromCallback(const internal::WorkerResponse& frame);
 
   const RunnerLimits limits_;
   FrameSender send_;
