@@ -1,6 +1,7 @@
 #include "context_pool/worker_cgroups.h"
 
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <string.h>
@@ -8,6 +9,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -106,11 +109,51 @@ absl::StatusOr<std::string> TryV2() {
   return base;
 }
 
+// The names of the directories in `dir` that start with `prefix` and go on
+// with digits only, with that number.
+std::vector<std::pair<std::string, long>> NumberedDirs(const std::string& dir,
+                                                       absl::string_view prefix) {
+  std::vector<std::pair<std::string, long>> found;
+  DIR* d = opendir(dir.c_str());
+  if (d == nullptr) return found;
+  while (dirent* e = readdir(d)) {
+    absl::string_view name = e->d_name;
+    long n;
+    if (e->d_type == DT_DIR && absl::ConsumePrefix(&name, prefix) && absl::SimpleAtoi(name, &n)) {
+      found.emplace_back(e->d_name, n);
+    }
+  }
+  closedir(d);
+  return found;
+}
+
+// Removes the workers' cgroups below `dir` that no process uses any more
+// (rmdir refuses the others).
+void RemoveEmptyWorkerCgroups(const std::string& dir) {
+  for (const auto& [name, n] : NumberedDirs(dir, "w-")) rmdir(absl::StrCat(dir, "/", name).c_str());
+}
+
+// A pyexecd that was SIGKILLed (or crashed) could not remove its cgroups:
+// the next one to start removes those of every pyexecd that is gone, so that
+// they do not pile up on the node (each restart left one per worker).
+void RemoveCgroupsOfDeadPyexecds(const std::string& parent) {
+  for (const auto& [name, pid] : NumberedDirs(parent, "pyexecd-")) {
+    if (pid <= 0 || pid == getpid() || kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) {
+      continue;  // ours, alive, or not ours to judge
+    }
+    const std::string dir = absl::StrCat(parent, "/", name);
+    RemoveEmptyWorkerCgroups(dir);
+    rmdir(dir.c_str());
+  }
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<WorkerCgroups>> WorkerCgroups::Create(uint64_t max_processes) {
   absl::StatusOr<std::string> v2 = TryV2();
   if (v2.ok()) {
+    // Left by an earlier pyexecd in this same cgroup that could not clean up.
+    RemoveEmptyWorkerCgroups(*v2);
     return std::unique_ptr<WorkerCgroups>(
         new WorkerCgroups(*v2, false, max_processes, absl::StrCat("cgroup v2 ", *v2)));
   }
@@ -125,6 +168,7 @@ absl::StatusOr<std::unique_ptr<WorkerCgroups>> WorkerCgroups::Create(uint64_t ma
     return absl::FailedPreconditionError(absl::StrCat(
         v2.status().message(), "; cgroup v1: ", parent, " is not writable by pyexecd"));
   }
+  RemoveCgroupsOfDeadPyexecds(parent);
   const std::string base = absl::StrCat(parent, "/pyexecd-", getpid());
   if (mkdir(base.c_str(), 0755) != 0 && errno != EEXIST) {
     return absl::FailedPreconditionError(absl::StrCat("mkdir ", base, ": ", strerror(errno)));
@@ -141,12 +185,16 @@ WorkerCgroups::~WorkerCgroups() {
 absl::StatusOr<std::string> WorkerCgroups::Place(pid_t pid) {
   Sweep();
   std::string path;
-  {
-    absl::MutexLock lock(&mu_);
-    path = absl::StrCat(base_, "/w-", next_++);
-  }
-  if (mkdir(path.c_str(), 0755) != 0) {
-    return absl::InternalError(absl::StrCat("mkdir ", path, ": ", strerror(errno)));
+  // A name still taken (a cgroup an earlier pyexecd left in use) is skipped.
+  for (int tries = 0;; ++tries) {
+    {
+      absl::MutexLock lock(&mu_);
+      path = absl::StrCat(base_, "/w-", next_++);
+    }
+    if (mkdir(path.c_str(), 0755) == 0) break;
+    if (errno != EEXIST || tries >= 1000) {
+      return absl::InternalError(absl::StrCat("mkdir ", path, ": ", strerror(errno)));
+    }
   }
   absl::Status s;
   if (max_processes_ > 0) s = WriteFile(path + "/pids.max", absl::StrCat(max_processes_));

@@ -6,6 +6,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -80,6 +82,60 @@ TEST(WorkerCgroupsTest, CapsAWorkersProcessesInItsOwnCgroup) {
   waitpid(tester, nullptr, 0);
   if (out.rfind("SKIP ", 0) == 0) GTEST_SKIP() << "no delegated cgroup here: " << out.substr(5);
   EXPECT_EQ(out, "");
+}
+
+// What a child process reports through a pipe: runs `body` in a fork (a v2
+// set-up moves the calling process into a leaf) and returns what it wrote.
+std::string InChild(std::function<std::string()> body) {
+  int verdict[2];
+  if (pipe(verdict) != 0) return "pipe failed";
+  pid_t child = fork();
+  if (child == 0) {
+    close(verdict[0]);
+    std::string out = body();
+    if (write(verdict[1], out.data(), out.size()) < 0) _exit(5);
+    _exit(0);  // no destructors: as if SIGKILLed, nothing is cleaned up
+  }
+  close(verdict[1]);
+  std::string out;
+  char buf[512];
+  ssize_t n;
+  while ((n = read(verdict[0], buf, sizeof(buf))) > 0) out.append(buf, n);
+  close(verdict[0]);
+  waitpid(child, nullptr, 0);
+  return out;
+}
+
+// A pyexecd that dies without cleaning up leaves its cgroups (v1: its
+// pyexecd-PID directory and a w-N per worker): the next pyexecd removes
+// them, and they no longer pile up on the node.
+TEST(WorkerCgroupsTest, TheNextPyexecdRemovesTheCgroupsOfOneThatDied) {
+  // The first one makes a worker cgroup and dies without removing anything.
+  std::string left = InChild([] {
+    absl::StatusOr<std::unique_ptr<WorkerCgroups>> cgroups = WorkerCgroups::Create(8);
+    if (!cgroups.ok()) return "SKIP " + std::string(cgroups.status().message());
+    pid_t worker = fork();
+    if (worker == 0) _exit(0);
+    absl::StatusOr<std::string> path = (*cgroups)->Place(worker);
+    waitpid(worker, nullptr, 0);
+    if (!path.ok()) return "Place: " + std::string(path.status().message());
+    (void)cgroups->release();  // never destroyed
+    return *path;
+  });
+  if (left.rfind("SKIP ", 0) == 0) GTEST_SKIP() << "no delegated cgroup here: " << left.substr(5);
+  ASSERT_EQ(left.rfind("/w-", std::string::npos) != std::string::npos, true) << left;
+  ASSERT_EQ(access(left.c_str(), F_OK), 0) << left << " should be left behind";
+  // The next one to start clears it.
+  std::string out = InChild([] {
+    absl::StatusOr<std::unique_ptr<WorkerCgroups>> cgroups = WorkerCgroups::Create(8);
+    return cgroups.ok() ? std::string() : std::string(cgroups.status().message());
+  });
+  EXPECT_EQ(out, "");
+  EXPECT_NE(access(left.c_str(), F_OK), 0) << left << " was not removed";
+  if (left.find("/pyexecd-") != std::string::npos) {  // v1: its pyexecd's directory too
+    const std::string base = left.substr(0, left.rfind('/'));
+    EXPECT_NE(access(base.c_str(), F_OK), 0) << base << " was not removed";
+  }
 }
 
 }  // namespace
