@@ -239,6 +239,9 @@ class SessionsTest(fx.ServerTestCase):
         s = self.stub.Bind(pb.BindRequest(idle_timeout_seconds=600), timeout=10).session
         self.addCleanup(self.unbind_quietly, s)
         self.assertEqual(self.ev("1 + 1", s), 2)
+        # The warm worker that Bind took is replaced first: spawning is work.
+        self.server.wait_pool_size(sessions=1)
+        time.sleep(0.2)
         tick = os.sysconf("SC_CLK_TCK")
 
         def cpu_seconds():
