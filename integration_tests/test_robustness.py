@@ -148,7 +148,9 @@ class DeadlineTest(RobustBase):
     def test_client_cancel_interrupts_bound_call(self):
         s, pid = self.bound_with_state()
         path = self.marker()
-        code = (self.touch_code(path) + "try:\n    while True:\n        pass\n"
+        # The marker is made inside the try: a cancel that lands right after
+        # it (the client sees the file at once) must still be caught.
+        code = ("try:\n    " + self.touch_code(path) + "    while True:\n        pass\n"
                 "except KeyboardInterrupt:\n    cancelled_seen = True\n    raise\n")
         fut = self.stub.Exec.future(pb.ExecRequest(session=s, code=code), timeout=30)
         self.wait_file(path)
