@@ -62,6 +62,9 @@ ABSL_FLAG(std::string, server_log, "",
           "file for the started servers' stderr; default "
           "/tmp/pyexec_bench.<pid>.log");
 ABSL_FLAG(absl::Duration, warmup, absl::Seconds(1), "compare: warmup per phase");
+ABSL_FLAG(int, traced_calls, 2000,
+          "compare: traced Evals for the stage breakdown after the phases; 0 for "
+          "none (a pyexecd older than the per-call trace)");
 ABSL_FLAG(absl::Duration, duration, absl::ZeroDuration(),
           "compare: measured time per phase (default 5s); soak: total time "
           "(default 300s)");
@@ -534,6 +537,7 @@ int main(int argc, char** argv) {
   options.concurrency = concurrency;
   options.shared_channel = absl::GetFlag(FLAGS_shared_channel);
   options.echo_payload_bytes = absl::GetFlag(FLAGS_echo_payload_bytes);
+  options.traced_calls = absl::GetFlag(FLAGS_traced_calls);
   std::cout << "1 client calling echo and Eval in turn, then echo and Eval with "
             << concurrency << " clients; phases of "
             << absl::FormatDuration(options.phase.warmup) << " warmup + "
