@@ -17,6 +17,15 @@ namespace {
 struct CallerTally {
   std::vector<absl::Duration> samples;
   std::map<std::string, int64_t> errors;
+
+  // A measured call: its latency if it succeeded, else its status code.
+  void Record(const absl::Status& status, absl::Duration latency) {
+    if (status.ok()) {
+      samples.push_back(latency);
+    } else {
+      ++errors[absl::StatusCodeToString(status.code())];
+    }
+  }
 };
 
 }  // namespace
@@ -42,11 +51,7 @@ PhaseResult RunPhase(const std::vector<CallFn>& calls,
         absl::Status status = calls[i]();
         const absl::Duration latency = absl::Now() - t0;
         if (stop.load(std::memory_order_relaxed)) break;  // Past the window.
-        if (status.ok()) {
-          tally.samples.push_back(latency);
-        } else {
-          ++tally.errors[absl::StatusCodeToString(status.code())];
-        }
+        tally.Record(status, latency);
       }
     });
   }
@@ -96,12 +101,7 @@ std::vector<PhaseResult> RunInterleaved(const std::vector<CallFn>& variants,
     for (size_t i : round) {
       const absl::Time c0 = absl::Now();
       absl::Status status = variants[i]();
-      const absl::Duration latency = absl::Now() - c0;
-      if (status.ok()) {
-        tallies[i].samples.push_back(latency);
-      } else {
-        ++tallies[i].errors[absl::StatusCodeToString(status.code())];
-      }
+      tallies[i].Record(status, absl::Now() - c0);
     }
   }
   const absl::Duration elapsed = absl::Now() - t0;
