@@ -21,7 +21,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <malloc.h>
 #include <poll.h>
 #include <sched.h>
 #include <pthread.h>
@@ -64,6 +63,7 @@
 #include "worker/python_runner.h"
 #include "worker/worker_guard.h"
 #include "worker/worker_settings.h"
+#include "worker/zygote_heap.h"
 
 ABSL_FLAG(int, socket_fd, 3, "Inherited socket connected to pyexecd.");
 ABSL_FLAG(int, parent_pid, 0,
@@ -494,18 +494,6 @@ struct ForkedConfinement {
   _exit(code);
 }
 
-// glibc's malloc consolidates its fastbins (merges each free chunk there
-// with its free neighbours) on every mallopt() and before the first request
-// too large for a small bin. In a worker just forked, that walk writes to
-// free chunks all over the heap it shares with the zygote: about 90 pages,
-// a third of a spare worker's private memory, copied for nothing (ConfineWorker's
-// mallopt, or the first call, would do it). So the zygote keeps no fastbins:
-// M_MXFAST 0 consolidates the ones it has and makes no more. Each worker
-// turns them back on at glibc's default size, with none to consolidate.
-constexpr int kGlibcDefaultMaxFast = 64 * sizeof(size_t) / 4;
-void StopMallocFastbins() { mallopt(M_MXFAST, 0); }
-void RestoreMallocFastbins() { mallopt(M_MXFAST, kGlibcDefaultMaxFast); }
-
 // Forks one worker for `request` and returns its pid, or -errno.
 //
 // clone(CLONE_PARENT) makes the worker pyexecd's child, not the zygote's:
@@ -667,7 +655,11 @@ int RunZygote(const internal::WorkerSettings& settings) {
     return 2;
   }
   if (!ready.ok()) return 2;  // pyexecd reports it and stops
+  // Each worker's first allocations would otherwise take the zygote's free
+  // chunks and blocks, copying the pages they lie in (zygote_heap.h).
+  FillObjectPools();
   StopMallocFastbins();
+  FillMallocHoles();
   while (true) {
     absl::StatusOr<ZygoteRequest> request = ReceiveZygoteRequest(control);
     if (!request.ok()) {
