@@ -73,6 +73,10 @@ ABSL_FLAG(bool, shared_channel, false,
           "compare: all concurrent clients share one channel (one HTTP/2 "
           "connection) instead of one channel each");
 ABSL_FLAG(int, echo_payload_bytes, 48, "compare: echo payload size");
+ABSL_FLAG(bool, relay_floor, true,
+          "compare: also measure echo relayed through helper processes (a second "
+          "echo server with --relay_helpers), the floor of a call run in another "
+          "process; not with --echo_addr");
 ABSL_FLAG(int, bound_threads, 3, "soak: threads with bound sessions");
 ABSL_FLAG(int, stateless_threads, 3, "soak: threads of stateless calls");
 ABSL_FLAG(absl::Duration, kill_interval, absl::Seconds(1),
@@ -420,8 +424,9 @@ int RunSessionsMode(const std::string& log_path) {
   std::cout << absl::StrFormat("target Bind p50 <= 2 ms: %s (%s)\n",
                                verdict(z.churn_result.bind.p50 <= absl::Milliseconds(2)),
                                pyexec::bench::FormatMicros(z.churn_result.bind.p50));
-  std::cout << absl::StrFormat("target %d sessions at <= 3 MiB USS each: %s (%d bound, %s)\n",
-                               n, verdict(z.density.bound >= n && z.density.uss_mean_mib <= 3.0),
+  // Issue 9 asked for 3 MiB; issue 18 holds density to 1 MiB.
+  std::cout << absl::StrFormat("target %d sessions at <= 1 MiB USS each: %s (%d bound, %s)\n",
+                               n, verdict(z.density.bound >= n && z.density.uss_mean_mib <= 1.0),
                                z.density.bound, Mib(z.density.uss_mean_mib));
   if (runs.size() > 3) {
     const double delta = runs[3].density.uss_mean_mib - z.density.uss_mean_mib;
@@ -527,10 +532,25 @@ int main(int argc, char** argv) {
     echo_addr = echo->address();
   }
   std::cout << "echo server at " << echo_addr << std::endl;
+  std::unique_ptr<ServerProcess> relay;
+  if (echo && absl::GetFlag(FLAGS_relay_floor)) {
+    auto started = ServerProcess::Start(
+        {FindEchoServer(), "--listen=127.0.0.1:0",
+         absl::StrCat("--relay_helpers=", concurrency + 1)},
+        log_path, absl::Seconds(30));
+    if (!started.ok()) {
+      std::cerr << "pyexec_bench: " << started.status() << "\n";
+      return 1;
+    }
+    relay = *std::move(started);
+    std::cout << "relay echo server at " << relay->address() << std::endl;
+  }
 
   pyexec::bench::CompareOptions options;
   options.pyexec_pid = server_pid;
   options.echo_pid = echo ? echo->pid() : 0;
+  options.relay_address = relay ? relay->address() : "";
+  options.relay_pid = relay ? relay->pid() : 0;
   options.phase.warmup = absl::GetFlag(FLAGS_warmup);
   const absl::Duration d = absl::GetFlag(FLAGS_duration);
   if (d > absl::ZeroDuration()) options.phase.duration = d;
@@ -538,7 +558,8 @@ int main(int argc, char** argv) {
   options.shared_channel = absl::GetFlag(FLAGS_shared_channel);
   options.echo_payload_bytes = absl::GetFlag(FLAGS_echo_payload_bytes);
   options.traced_calls = absl::GetFlag(FLAGS_traced_calls);
-  std::cout << "1 client calling echo and Eval in turn, then echo and Eval with "
+  std::cout << "1 client calling echo, Eval" << (relay ? " and relay" : "")
+            << " in turn, then each with "
             << concurrency << " clients; phases of "
             << absl::FormatDuration(options.phase.warmup) << " warmup + "
             << absl::FormatDuration(options.phase.duration) << "; the N clients with "

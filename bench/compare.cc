@@ -59,6 +59,21 @@ CallFn EchoCall(const std::shared_ptr<grpc::Channel>& channel,
   };
 }
 
+// The same call relayed through the relay server's helper processes.
+CallFn RelayCall(const std::shared_ptr<grpc::Channel>& channel,
+                 const CompareOptions& options) {
+  std::shared_ptr<Echo::Stub> stub = Echo::NewStub(channel);
+  auto request = std::make_shared<EchoRequest>();
+  request->set_payload(std::string(options.echo_payload_bytes, 'x'));
+  const absl::Duration timeout = options.call_timeout;
+  return [stub, request, timeout] {
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+    EchoResponse response;
+    return FromGrpcStatus(stub->Relay(&context, *request, &response));
+  };
+}
+
 }  // namespace
 
 CallFn EvalCall(const Client& client, const std::string& session, absl::Duration timeout) {
@@ -157,26 +172,52 @@ absl::StatusOr<CompareReport> RunCompare(const std::string& pyexec_address,
   absl::StatusOr<std::vector<std::shared_ptr<grpc::Channel>>> eval_n =
       Channels(pyexec_address, options.concurrency, options.shared_channel);
   if (!eval_n.ok()) return eval_n.status();
+  const bool relay = !options.relay_address.empty();
+  std::vector<std::shared_ptr<grpc::Channel>> relay1, relay_n;
+  if (relay) {
+    absl::StatusOr<std::vector<std::shared_ptr<grpc::Channel>>> one =
+        Channels(options.relay_address, 1, false);
+    if (!one.ok()) return one.status();
+    absl::StatusOr<std::vector<std::shared_ptr<grpc::Channel>>> n =
+        Channels(options.relay_address, options.concurrency, options.shared_channel);
+    if (!n.ok()) return n.status();
+    relay1 = *std::move(one);
+    relay_n = *std::move(n);
+  }
 
   // One client, echo and Eval in turn call by call (RunInterleaved), so the
   // ratio compares the same moments of a machine whose speed drifts; each
   // server's CPU and switches over the window are divided by its own calls.
   absl::StatusOr<std::unique_ptr<EvalCallers>> one = BindEvalCallers(*eval1, options);
   if (!one.ok()) return one.status();
-  Counters echo_counters{options.echo_pid}, eval_counters{options.pyexec_pid};
+  Counters echo_counters{options.echo_pid}, eval_counters{options.pyexec_pid},
+      relay_counters{relay ? options.relay_pid : 0};
   PhaseOptions counted = options.phase;
   counted.on_measure_begin = [&] {
     echo_counters.Begin();
     eval_counters.Begin();
+    relay_counters.Begin();
   };
   counted.on_measure_end = [&] {
     echo_counters.End();
     eval_counters.End();
+    relay_counters.End();
   };
-  std::vector<PhaseResult> latency =
-      RunInterleaved({EchoCall((*echo1)[0], options), (*one)->calls[0]}, counted);
+  std::vector<CallFn> ways = {EchoCall((*echo1)[0], options), (*one)->calls[0]};
+  if (relay) ways.push_back(RelayCall(relay1[0], options));
+  std::vector<PhaseResult> latency = RunInterleaved(ways, counted);
   report.echo_latency = std::move(latency[0]);
   report.eval_latency = std::move(latency[1]);
+  if (relay) {
+    report.relay_latency = std::move(latency[2]);
+    if (options.relay_pid > 0) {
+      report.relay_cost =
+          PerCall(relay_counters.before, relay_counters.after, report.relay_latency.ok);
+      report.relay_threads = FormatThreadCosts(relay_counters.threads_before,
+                                               relay_counters.threads_after,
+                                               report.relay_latency.ok);
+    }
+  }
   if (options.echo_pid > 0) {
     report.echo_cost = PerCall(echo_counters.before, echo_counters.after, report.echo_latency.ok);
     report.echo_threads = FormatThreadCosts(echo_counters.threads_before,
@@ -198,6 +239,11 @@ absl::StatusOr<CompareReport> RunCompare(const std::string& pyexec_address,
   std::vector<CallFn> echo_calls;
   for (const auto& channel : *echo_n) echo_calls.push_back(EchoCall(channel, options));
   report.echo_throughput = RunPhase(echo_calls, options.phase);
+  if (relay) {
+    std::vector<CallFn> relay_calls;
+    for (const auto& channel : relay_n) relay_calls.push_back(RelayCall(channel, options));
+    report.relay_throughput = RunPhase(relay_calls, options.phase);
+  }
   absl::StatusOr<std::unique_ptr<EvalCallers>> many = BindEvalCallers(*eval_n, options);
   if (!many.ok()) return many.status();
   report.eval_throughput = RunPhase((*many)->calls, options.phase);
@@ -263,10 +309,47 @@ std::string FormatCompareTable(const CompareReport& r,
   if (r.stages.calls > 0) {
     absl::StrAppend(&out, "\n", FormatStageTable(r.stages, r.echo_latency.latency.p50));
   }
+  if (r.relay_latency.ok > 0) {
+    // The floor: what any design that runs the call in another process pays
+    // here, and how far Eval is above it.
+    const double relay_p50 = absl::ToDoubleMicroseconds(r.relay_latency.latency.p50);
+    const double echo_p50 = absl::ToDoubleMicroseconds(r.echo_latency.latency.p50);
+    const double eval_p50 = absl::ToDoubleMicroseconds(r.eval_latency.latency.p50);
+    absl::StrAppend(&out,
+                    "\nthe floor of a call run in another process (Relay: echo's payload through a "
+                    "helper process\nover a Unix socket, answered from an I/O thread), same run:\n");
+    static constexpr char floor_row[] = "%-30s %16s %10s %14s\n";
+    absl::StrAppendFormat(&out, floor_row, "", "relay", "x echo", "Eval x relay");
+    absl::StrAppendFormat(&out, floor_row, "p50 latency, 1 client",
+                          FormatMicros(r.relay_latency.latency.p50),
+                          Ratio(relay_p50 / std::max(echo_p50, 1e-9)),
+                          Ratio(eval_p50 / std::max(relay_p50, 1e-9)));
+    if (r.relay_throughput.throughput > 0) {
+      absl::StrAppendFormat(
+          &out, floor_row, absl::StrCat("throughput, ", options.concurrency, " clients"),
+          absl::StrFormat("%.0f/s", r.relay_throughput.throughput),
+          Ratio(r.relay_throughput.throughput / std::max(r.echo_throughput.throughput, 1e-9)),
+          Ratio(r.eval_throughput.throughput / r.relay_throughput.throughput));
+    }
+    if (r.relay_cost.cpu > absl::ZeroDuration() && r.echo_cost.cpu > absl::ZeroDuration()) {
+      absl::StrAppendFormat(&out, floor_row, "server CPU per call, 1 client",
+                            FormatMicros(r.relay_cost.cpu),
+                            Ratio(absl::FDivDuration(r.relay_cost.cpu, r.echo_cost.cpu)),
+                            Ratio(absl::FDivDuration(r.eval_cost.cpu, r.relay_cost.cpu)));
+      absl::StrAppendFormat(&out, floor_row, "context switches per call",
+                            absl::StrFormat("%.1f", r.relay_cost.context_switches), "", "");
+    }
+    if (!r.relay_threads.empty()) {
+      absl::StrAppend(&out, "relay server and its helpers, by thread, 1 client:\n",
+                      r.relay_threads);
+    }
+  }
   AppendPhaseErrors({{"echo, 1 client", &r.echo_latency},
                      {"eval, 1 client", &r.eval_latency},
                      {"echo, N clients", &r.echo_throughput},
-                     {"eval, N clients", &r.eval_throughput}},
+                     {"eval, N clients", &r.eval_throughput},
+                     {"relay, 1 client", &r.relay_latency},
+                     {"relay, N clients", &r.relay_throughput}},
                     &out);
   return out;
 }

@@ -1,5 +1,7 @@
 // The pyexec-vs-echo comparison: Eval("1+1") on bound sessions against a
-// bare gRPC echo, 1 client for latency and N clients for throughput.
+// bare gRPC echo, 1 client for latency and N clients for throughput; and
+// against the same echo relayed through a helper process (the floor of any
+// design that runs calls in another process).
 
 #ifndef PYEXEC_BENCH_COMPARE_H_
 #define PYEXEC_BENCH_COMPARE_H_
@@ -40,6 +42,11 @@ struct CompareOptions {
   // call in the 1-client phases (pyexecd with its workers); 0 skips it.
   int pyexec_pid = 0;
   int echo_pid = 0;
+  // An echo server with relay helpers (echo_server_main --relay_helpers):
+  // its Relay calls take part in every phase, as the floor of a call that
+  // runs in another process. Empty: none.
+  std::string relay_address;
+  int relay_pid = 0;
   // Traced Evals after the phases (0: no stage breakdown).
   int traced_calls = 2000;
 };
@@ -65,6 +72,11 @@ struct CompareReport {
   std::string eval_threads;
   // Where an Eval's time goes (the server's per-call trace).
   StageBreakdown stages;
+  // The relay floor, when options.relay_address is set.
+  PhaseResult relay_latency;
+  PhaseResult relay_throughput;
+  ServerCost relay_cost;
+  std::string relay_threads;
 };
 
 // Eval("1+1") on `session`, an error unless it returns 2: the call every

@@ -20,9 +20,43 @@ grpc::ServerUnaryReactor* EchoService::Echo(grpc::CallbackServerContext* context
   return reactor;
 }
 
-absl::StatusOr<EchoServer> StartEchoServer(absl::string_view listen) {
+namespace {
+
+// As pyexecd's PoolCallReactor: finished from the relay's I/O thread, and
+// inlineable, so gRPC runs OnDone there instead of on its executor.
+class RelayReactor final : public grpc::ServerUnaryReactor {
+ public:
+  void OnDone() override { delete this; }
+  bool InternalInlineable() override { return true; }
+};
+
+}  // namespace
+
+grpc::ServerUnaryReactor* EchoService::Relay(grpc::CallbackServerContext* context,
+                                             const EchoRequest* request,
+                                             EchoResponse* response) {
+  auto* reactor = new RelayReactor();
+  if (relay_ == nullptr) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
+                                 "this echo server has no relay helpers (--relay_helpers)"));
+    return reactor;
+  }
+  relay_->Send(request->payload(), [reactor, response](absl::StatusOr<std::string> answer) {
+    if (!answer.ok()) {
+      reactor->Finish(grpc::Status(static_cast<grpc::StatusCode>(answer.status().code()),
+                                   std::string(answer.status().message())));
+      return;
+    }
+    response->set_payload(*std::move(answer));
+    reactor->Finish(grpc::Status::OK);
+  });
+  return reactor;
+}
+
+absl::StatusOr<EchoServer> StartEchoServer(absl::string_view listen,
+                                           std::unique_ptr<ProcessRelay> relay) {
   EchoServer echo;
-  echo.service = std::make_unique<EchoService>();
+  echo.service = std::make_unique<EchoService>(std::move(relay));
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(std::string(listen),

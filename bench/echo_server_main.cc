@@ -1,4 +1,5 @@
-// echo_server: the bench baseline as its own process, like pyexecd.
+// echo_server: the bench baseline as its own process, like pyexecd; with
+// --relay_helpers, also the relay floor (Relay through helper processes).
 // Prints "listening on HOST:PORT" once serving; stops on SIGTERM/SIGINT.
 
 #include <signal.h>
@@ -13,6 +14,8 @@
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:0",
           "address to serve on; port 0 picks a free port");
+ABSL_FLAG(int, relay_helpers, 0,
+          "helper processes for the Relay RPC (one per call in flight); 0: none");
 
 int main(int argc, char** argv) {
   // As pyexecd does (server/main.cc): the baseline must not pay Debian
@@ -27,8 +30,19 @@ int main(int argc, char** argv) {
   sigaddset(&stop, SIGINT);
   pthread_sigmask(SIG_BLOCK, &stop, nullptr);
 
+  // Forked before gRPC starts any thread.
+  std::unique_ptr<pyexec::bench::ProcessRelay> relay;
+  if (const int helpers = absl::GetFlag(FLAGS_relay_helpers); helpers > 0) {
+    absl::StatusOr<std::unique_ptr<pyexec::bench::ProcessRelay>> started =
+        pyexec::bench::ProcessRelay::Start(helpers);
+    if (!started.ok()) {
+      std::cerr << "echo_server: " << started.status() << "\n";
+      return 1;
+    }
+    relay = *std::move(started);
+  }
   absl::StatusOr<pyexec::bench::EchoServer> echo =
-      pyexec::bench::StartEchoServer(absl::GetFlag(FLAGS_listen));
+      pyexec::bench::StartEchoServer(absl::GetFlag(FLAGS_listen), std::move(relay));
   if (!echo.ok()) {
     std::cerr << "echo_server: " << echo.status() << "\n";
     return 1;

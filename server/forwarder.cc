@@ -147,8 +147,10 @@ absl::StatusOr<std::shared_ptr<const Peer>> Forwarder::Owner(
     grpc::CallbackServerContext* context, absl::string_view session, Rpc rpc) const {
   if (session.empty()) return nullptr;
   // Held here, or ended here (NOT_FOUND from this replica's own table).
-  if ((holds_ != nullptr && holds_(session)) ||
-      (directory_ != nullptr && directory_->EndedHere(session))) {
+  const bool held = holds_ != nullptr && holds_(session);
+  SessionDirectory::Whereabouts known;
+  if (!held && directory_ != nullptr) known = directory_->Lookup(session);
+  if (held || known.ended_here) {
     if (IsForwarded(*context)) context->AddTrailingMetadata(kServedByTrailer, peers_->self_id());
     return nullptr;
   }
@@ -156,9 +158,7 @@ absl::StatusOr<std::shared_ptr<const Peer>> Forwarder::Owner(
   // even when a peer forwarded the call here: its holder serves it itself,
   // so a call crosses at most two hops, and that only while the replica
   // that moved it is still up.
-  if (directory_ != nullptr) {
-    if (std::shared_ptr<const Peer> holder = directory_->Known(session)) return holder;
-  }
+  if (known.holder != nullptr) return known.holder;
   if (IsForwarded(*context)) {
     // Forward at most once otherwise: whatever our table says is the answer.
     context->AddTrailingMetadata(kServedByTrailer, peers_->self_id());

@@ -36,26 +36,23 @@ void SessionDirectory::Ended(const std::string& token) {
   Remember(token, Entry{"", absl::Now() + kRemember, false, true});
 }
 
-bool SessionDirectory::EndedHere(absl::string_view token) const {
-  absl::MutexLock lock(&mu_);
-  auto it = entries_.find(token);
-  return it != entries_.end() && it->second.ended_here && it->second.until >= absl::Now();
-}
-
 size_t SessionDirectory::moved_count() const {
   absl::MutexLock lock(&mu_);
   return moved_;
 }
 
-std::shared_ptr<const Peer> SessionDirectory::Known(absl::string_view token) {
+SessionDirectory::Whereabouts SessionDirectory::Lookup(absl::string_view token) {
+  Whereabouts known;
   std::string peer_id;
   {
     absl::MutexLock lock(&mu_);
     auto it = entries_.find(token);
-    if (it == entries_.end() || it->second.until < absl::Now()) return nullptr;
+    if (it == entries_.end() || it->second.until < absl::Now()) return known;
+    known.ended_here = it->second.ended_here;
     peer_id = it->second.peer_id;
   }
-  return peer_id.empty() ? nullptr : peers_->Find(peer_id);
+  if (!peer_id.empty()) known.holder = peers_->Find(peer_id);
+  return known;
 }
 
 std::shared_ptr<const Peer> SessionDirectory::Locate(absl::string_view token,

@@ -35,19 +35,23 @@ class SessionDirectory {
 
   // This replica moved `token` to the peer `peer_id`.
   void Moved(const std::string& token, const std::string& peer_id);
-  // The peer holding `token` if this replica moved it there or learned it,
-  // else null (also while the peer is not among the current peers).
-  std::shared_ptr<const Peer> Known(absl::string_view token);
+  // What this replica knows of `token`, read under one lock: that it ended
+  // here (within kRemember; its calls then get NOT_FOUND here, instead of a
+  // trip to the replica its token names, which may be gone: the session
+  // moved here when that one drained), or the peer holding it if this
+  // replica moved it there or learned it (null while that peer is not among
+  // the current peers), or neither.
+  struct Whereabouts {
+    bool ended_here = false;
+    std::shared_ptr<const Peer> holder;
+  };
+  Whereabouts Lookup(absl::string_view token);
   // Asks the other peers whether they hold `token` (within `timeout`), and
   // remembers the answer. Null if none does.
   std::shared_ptr<const Peer> Locate(absl::string_view token, absl::Duration timeout);
 
   // `token` ended on this replica (unbound, expired, its worker died).
   void Ended(const std::string& token);
-  // True if `token` ended on this replica (within kRemember): its calls
-  // get NOT_FOUND here, instead of a trip to the replica its token names,
-  // which may be gone (the session moved here when that one drained).
-  bool EndedHere(absl::string_view token) const;
 
   // Sessions this replica moved away (for metrics and tests).
   size_t moved_count() const;
