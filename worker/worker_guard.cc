@@ -57,7 +57,15 @@ int WorkerGuard::KillAll() {
   for (const Watched& w : workers_) {
     uint64_t ticks;
     bool zombie;
-    if (!StartTicks(w.pid, &ticks, &zombie)) continue;
+    if (!StartTicks(w.pid, &ticks, &zombie)) {
+      // Gone and reaped: once pyexecd is dead, init reaps a worker that left
+      // on its own (its socket closed), maybe before this runs. Its user
+      // code's processes may still run in its group. The kernel gives no
+      // process the worker's pid while that group lives, so a group with
+      // its id is the worker's.
+      if (kill(-w.pid, SIGKILL) == 0) ++killed;
+      continue;
+    }
     if (ticks < w.started_after || ticks > w.started_before) continue;  // reused pid
     // A zombie leader still holds its group id, so its group (what its user
     // code left running) is still the worker's.
@@ -72,7 +80,9 @@ void WorkerGuard::PruneIfGrown() {
   if (workers_.size() < std::max<size_t>(64, 2 * pruned_size_)) return;
   workers_.erase(std::remove_if(workers_.begin(), workers_.end(),
                                 [](const Watched& w) {
-                                  return kill(w.pid, 0) != 0 && errno == ESRCH;
+                                  // Neither the worker nor its group.
+                                  return kill(w.pid, 0) != 0 && errno == ESRCH &&
+                                         kill(-w.pid, 0) != 0 && errno == ESRCH;
                                 }),
                  workers_.end());
   pruned_size_ = workers_.size();

@@ -35,8 +35,9 @@ class WorkerGuard {
   // a zygote that died, which this one takes over. Returns how many.
   int AdoptChildrenOf(pid_t parent, pid_t self);
 
-  // Kills, with its process group, every watched worker that still runs.
-  // Returns how many it killed.
+  // Kills, with its process group, every watched worker that still runs,
+  // and the group of one that has exited while processes of its group run
+  // on. Returns how many workers or groups it killed.
   int KillAll();
 
   // Watched entries, exited workers included until the next prune.
@@ -48,7 +49,7 @@ class WorkerGuard {
     uint64_t started_after;
     uint64_t started_before;
   };
-  // Drops the entries of workers that have exited, once the list has
+  // Drops the entries of workers that have exited with their groups, once the list has
   // doubled since the last time: amortised O(1) per fork.
   void PruneIfGrown();
 

@@ -70,6 +70,44 @@ TEST_F(WorkerGuardTest, KillsAGuardedWorkerWithItsGroup) {
   EXPECT_TRUE(GoneWithin5s(grandchild)) << "the worker's group survived";
 }
 
+TEST_F(WorkerGuardTest, KillsTheGroupOfAWorkerAlreadyReaped) {
+  // Once pyexecd is dead, a worker whose socket closed may exit and be
+  // reaped by init before the zygote kills it; what its user code started
+  // still runs in its group (found by test_zygote under load in CI).
+  WorkerGuard guard;
+  const uint64_t before = WorkerGuard::BootTicksNow();
+  pid_t worker = ForkGroupLeader(pipe_[1]);
+  ASSERT_GT(worker, 0);
+  guard.Add(worker, before, WorkerGuard::BootTicksNow());
+  pid_t grandchild = ReadGrandchild();
+  ASSERT_EQ(kill(worker, SIGKILL), 0);
+  ASSERT_EQ(waitpid(worker, nullptr, 0), worker);
+  ASSERT_TRUE(Alive(grandchild));
+
+  EXPECT_EQ(guard.KillAll(), 1);
+  EXPECT_TRUE(GoneWithin5s(grandchild)) << "the reaped worker's group survived";
+}
+
+TEST_F(WorkerGuardTest, KeepsWatchingAnExitedWorkerWhileItsGroupLives) {
+  WorkerGuard guard;
+  const uint64_t before = WorkerGuard::BootTicksNow();
+  pid_t worker = ForkGroupLeader(pipe_[1]);
+  ASSERT_GT(worker, 0);
+  guard.Add(worker, before, WorkerGuard::BootTicksNow());
+  pid_t grandchild = ReadGrandchild();
+  ASSERT_EQ(kill(worker, SIGKILL), 0);
+  ASSERT_EQ(waitpid(worker, nullptr, 0), worker);
+  // Enough adds of workers gone with their groups to prune the list.
+  pid_t gone = fork();
+  if (gone == 0) _exit(0);
+  ASSERT_EQ(waitpid(gone, nullptr, 0), gone);
+  const uint64_t now = WorkerGuard::BootTicksNow();
+  for (int i = 0; i < 64; ++i) guard.Add(gone, now, now);
+  EXPECT_EQ(guard.size(), 2u);  // the group's worker and the 65th add
+  EXPECT_EQ(guard.KillAll(), 1);
+  EXPECT_TRUE(GoneWithin5s(grandchild));
+}
+
 TEST_F(WorkerGuardTest, LeavesAPidAloneThatStartedOutsideItsWindow) {
   // As if the worker had exited long ago and the kernel had given its pid to
   // this process since.
