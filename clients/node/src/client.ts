@@ -973,6 +973,11 @@ export abstract class Executor {
     return undefined;
   }
 
+  /** @internal The call `id`, if this handle has it in flight, is about to be interrupted: its rejection is expected, not unhandled. */
+  protected expectRejection(id: string): void {
+    this.inflight.get(id)?.pending?.then(undefined, () => {});
+  }
+
   /** @internal The call id of a stream this handle made. */
   protected streamId(gen: object): string | undefined {
     return this.streamIds.get(gen);
@@ -1261,6 +1266,7 @@ export abstract class BoundExecutor extends Executor {
     let id: string | undefined;
     if (typeof call === 'string') {
       id = call;
+      this.expectRejection(id);
     } else if (call !== undefined && typeof (call as AsyncGenerator<unknown>)[Symbol.asyncIterator] === 'function') {
       id = this.streamId(call);
       if (id === undefined) throw new TypeError('pyexec: interrupt() got a stream that this handle did not start');

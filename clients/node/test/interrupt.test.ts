@@ -80,6 +80,27 @@ describe('interrupts that are never lost', () => {
     });
   });
 
+  test('an interrupted call may be awaited late: its rejection is expected, not unhandled', async () => {
+    // Interrupting by PendingCall, by id or the oldest call marks the call's
+    // rejection as expected; node:test fails on an unhandled one (and a
+    // program run with Node's defaults would stop on it).
+    await client.withSession(async (s) => {
+      const late = () => new Promise((r) => setTimeout(r, 200));
+      const a = s.exec('while True: pass');
+      assert.equal(await a.interrupt(), true);
+      await late();
+      assert.equal(await outcome(a), 'cancelled');
+      const b = s.exec('while True: pass');
+      assert.equal(await s.interrupt(b.id), true);
+      await late();
+      assert.equal(await outcome(b), 'cancelled');
+      const c = s.exec('while True: pass');
+      assert.equal(await s.interrupt(), true);
+      await late();
+      assert.equal(await outcome(c), 'cancelled');
+    });
+  });
+
   test('a Context that binds on the interrupted call itself', async () => {
     const ctx = client.context(3);
     for (let i = 0; i < 10; i++) {

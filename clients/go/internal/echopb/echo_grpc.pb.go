@@ -19,6 +19,10 @@ const _ = grpc.SupportPackageIsVersion7
 type EchoClient interface {
 	// Returns the request's payload unchanged.
 	Echo(ctx context.Context, in *EchoRequest, opts ...grpc.CallOption) (*EchoResponse, error)
+	// The same, relayed through a helper process and answered from an I/O
+	// thread (bench/process_relay.h): the floor of a call that runs in
+	// another process. UNIMPLEMENTED unless the server has relay helpers.
+	Relay(ctx context.Context, in *EchoRequest, opts ...grpc.CallOption) (*EchoResponse, error)
 }
 
 type echoClient struct {
@@ -38,12 +42,25 @@ func (c *echoClient) Echo(ctx context.Context, in *EchoRequest, opts ...grpc.Cal
 	return out, nil
 }
 
+func (c *echoClient) Relay(ctx context.Context, in *EchoRequest, opts ...grpc.CallOption) (*EchoResponse, error) {
+	out := new(EchoResponse)
+	err := c.cc.Invoke(ctx, "/pyexec.bench.Echo/Relay", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // EchoServer is the server API for Echo service.
 // All implementations must embed UnimplementedEchoServer
 // for forward compatibility
 type EchoServer interface {
 	// Returns the request's payload unchanged.
 	Echo(context.Context, *EchoRequest) (*EchoResponse, error)
+	// The same, relayed through a helper process and answered from an I/O
+	// thread (bench/process_relay.h): the floor of a call that runs in
+	// another process. UNIMPLEMENTED unless the server has relay helpers.
+	Relay(context.Context, *EchoRequest) (*EchoResponse, error)
 	mustEmbedUnimplementedEchoServer()
 }
 
@@ -53,6 +70,9 @@ type UnimplementedEchoServer struct {
 
 func (UnimplementedEchoServer) Echo(context.Context, *EchoRequest) (*EchoResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Echo not implemented")
+}
+func (UnimplementedEchoServer) Relay(context.Context, *EchoRequest) (*EchoResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Relay not implemented")
 }
 func (UnimplementedEchoServer) mustEmbedUnimplementedEchoServer() {}
 
@@ -85,6 +105,24 @@ func _Echo_Echo_Handler(srv interface{}, ctx context.Context, dec func(interface
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Echo_Relay_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EchoRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(EchoServer).Relay(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/pyexec.bench.Echo/Relay",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(EchoServer).Relay(ctx, req.(*EchoRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 var _Echo_serviceDesc = grpc.ServiceDesc{
 	ServiceName: "pyexec.bench.Echo",
 	HandlerType: (*EchoServer)(nil),
@@ -92,6 +130,10 @@ var _Echo_serviceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Echo",
 			Handler:    _Echo_Echo_Handler,
+		},
+		{
+			MethodName: "Relay",
+			Handler:    _Echo_Relay_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
