@@ -18,6 +18,18 @@ std::string ReadProcFile(const std::string& path) {
   return text.str();
 }
 
+std::vector<pid_t> AllPids() {
+  std::vector<pid_t> pids;
+  DIR* proc = opendir("/proc");
+  if (proc == nullptr) return pids;
+  while (dirent* entry = readdir(proc)) {
+    pid_t pid = 0;
+    if (absl::SimpleAtoi(entry->d_name, &pid) && pid > 0) pids.push_back(pid);
+  }
+  closedir(proc);
+  return pids;
+}
+
 std::vector<pid_t> ChildPids(pid_t pid) {
   std::vector<pid_t> children;
   const std::string task_dir = absl::StrCat("/proc/", pid, "/task");

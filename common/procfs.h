@@ -11,6 +11,9 @@
 
 namespace pyexec {
 
+// Every process id listed in /proc (a snapshot: processes come and go).
+std::vector<pid_t> AllPids();
+
 // The whole text of a small file such as /proc/<pid>/stat; "" if unreadable.
 std::string ReadProcFile(const std::string& path);
 

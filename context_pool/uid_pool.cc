@@ -1,13 +1,11 @@
 #include "context_pool/uid_pool.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <string.h>
 
 #include <string>
 
-#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -18,25 +16,21 @@ namespace {
 
 // Whether any process runs with `uid` as its real, effective or saved uid.
 bool AnyProcessOf(uint32_t uid) {
-  DIR* proc = opendir("/proc");
-  if (proc == nullptr) return true;  // cannot tell: assume so
-  bool found = false;
-  while (dirent* entry = readdir(proc)) {
-    if (!absl::ascii_isdigit(entry->d_name[0])) continue;
-    for (absl::string_view line : absl::StrSplit(
-             ReadProcFile(absl::StrCat("/proc/", entry->d_name, "/status")), '\n')) {
+  const std::vector<pid_t> pids = AllPids();
+  if (pids.empty()) return true;  // /proc unreadable (it lists us, at least): assume so
+  for (pid_t pid : pids) {
+    for (absl::string_view line :
+         absl::StrSplit(ReadProcFile(absl::StrCat("/proc/", pid, "/status")), '\n')) {
       if (!absl::ConsumePrefix(&line, "Uid:")) continue;
       for (absl::string_view field : absl::StrSplit(line, absl::ByAnyChar(" \t"),
                                                     absl::SkipEmpty())) {
         uint32_t id;
-        if (absl::SimpleAtoi(field, &id) && id == uid) found = true;
+        if (absl::SimpleAtoi(field, &id) && id == uid) return true;
       }
       break;
     }
-    if (found) break;
   }
-  closedir(proc);
-  return found;
+  return false;
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <string>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/numbers.h"
 #include "common/procfs.h"
 
@@ -53,36 +54,50 @@ int WorkerGuard::AdoptChildrenOf(pid_t parent, pid_t self) {
 }
 
 int WorkerGuard::KillAll() {
-  int killed = 0;
+  // The groups led by a watched worker that still holds its pid (running,
+  // or a zombie, which keeps its group id). One that is gone and reaped
+  // ended its own group as it left (KillOwnProcessGroup in worker_main.cc);
+  // its pid, and so its group id, may be anyone's by now.
+  std::vector<pid_t> groups;
   for (const Watched& w : workers_) {
     uint64_t ticks;
     bool zombie;
-    if (!StartTicks(w.pid, &ticks, &zombie)) {
-      // Gone and reaped: once pyexecd is dead, init reaps a worker that left
-      // on its own (its socket closed), maybe before this runs. Its user
-      // code's processes may still run in its group. The kernel gives no
-      // process the worker's pid while that group lives, so a group with
-      // its id is the worker's.
-      if (kill(-w.pid, SIGKILL) == 0) ++killed;
-      continue;
-    }
+    if (!StartTicks(w.pid, &ticks, &zombie)) continue;
     if (ticks < w.started_after || ticks > w.started_before) continue;  // reused pid
-    // A zombie leader still holds its group id, so its group (what its user
-    // code left running) is still the worker's.
-    kill(-w.pid, SIGKILL);
-    if (!zombie) kill(w.pid, SIGKILL);
-    ++killed;
+    groups.push_back(w.pid);
   }
-  return killed;
+  KillProcessGroups(groups);
+  return static_cast<int>(groups.size());
+}
+
+void KillProcessGroups(const std::vector<pid_t>& groups) {
+  if (groups.empty()) return;
+  for (pid_t group : groups) kill(-group, SIGKILL);
+  // Under its workers' seccomp filter (which the zygote may put itself
+  // under) a negative pid is refused: each member is found in /proc and
+  // killed by its pid, the group's leader, the worker, among them. Passes
+  // repeat until one finds nobody left, since a member may fork meanwhile.
+  const absl::flat_hash_set<pid_t> wanted(groups.begin(), groups.end());
+  for (int pass = 0; pass < 20; ++pass) {
+    int found = 0;
+    for (pid_t pid : AllPids()) {
+      const std::vector<std::string> f = ProcStatFields(pid);
+      pid_t pgid;
+      // Fields from 3 (state): 5 (pgrp) is [2].
+      if (f.size() < 3 || f[0] == "Z" || !absl::SimpleAtoi(f[2], &pgid)) continue;
+      if (!wanted.contains(pgid)) continue;
+      kill(pid, SIGKILL);
+      ++found;
+    }
+    if (found == 0) return;
+  }
 }
 
 void WorkerGuard::PruneIfGrown() {
   if (workers_.size() < std::max<size_t>(64, 2 * pruned_size_)) return;
   workers_.erase(std::remove_if(workers_.begin(), workers_.end(),
                                 [](const Watched& w) {
-                                  // Neither the worker nor its group.
-                                  return kill(w.pid, 0) != 0 && errno == ESRCH &&
-                                         kill(-w.pid, 0) != 0 && errno == ESRCH;
+                                  return kill(w.pid, 0) != 0 && errno == ESRCH;
                                 }),
                  workers_.end());
   pruned_size_ = workers_.size();

@@ -35,9 +35,8 @@ class WorkerGuard {
   // a zygote that died, which this one takes over. Returns how many.
   int AdoptChildrenOf(pid_t parent, pid_t self);
 
-  // Kills, with its process group, every watched worker that still runs,
-  // and the group of one that has exited while processes of its group run
-  // on. Returns how many workers or groups it killed.
+  // Kills, with its process group, every watched worker that still holds
+  // its pid (running, or a zombie). Returns how many.
   int KillAll();
 
   // Watched entries, exited workers included until the next prune.
@@ -49,13 +48,18 @@ class WorkerGuard {
     uint64_t started_after;
     uint64_t started_before;
   };
-  // Drops the entries of workers that have exited with their groups, once the list has
+  // Drops the entries of workers that have exited, once the list has
   // doubled since the last time: amortised O(1) per fork.
   void PruneIfGrown();
 
   std::vector<Watched> workers_;
   size_t pruned_size_ = 0;
 };
+
+// SIGKILLs every process of these process groups: with kill(-pgid), and,
+// as a zygote under its workers' seccomp filter may not signal a group,
+// member by member as found in /proc.
+void KillProcessGroups(const std::vector<pid_t>& groups);
 
 }  // namespace pyexec
 
