@@ -43,6 +43,8 @@ timeout --signal=TERM --kill-after=30 900 "$python" -B -m unittest -v \
   test_isolation test_zygote test_streams_refs test_callbacks test_leases test_async test_snapshots \
   test_docs
 # The security and confinement suites again in the non-root form: pyexecd
-# as uid 10001 (the container image's user), its test files handed to it.
+# as uid 10001 (the container image's user), its test files handed to it;
+# and that nothing a session started outlives a SIGKILLed pyexecd there too.
 PYEXEC_TEST_SERVER_UID=10001 timeout --signal=TERM --kill-after=30 600 \
-  "$python" -B -m unittest -v test_security test_confinement
+  "$python" -B -m unittest -v test_security test_confinement test_core.OrphanTest \
+  test_zygote.ZygoteDeathTest
