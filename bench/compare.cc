@@ -45,32 +45,20 @@ absl::StatusOr<std::vector<std::shared_ptr<grpc::Channel>>> Channels(
   return channels;
 }
 
-CallFn EchoCall(const std::shared_ptr<grpc::Channel>& channel,
-                const CompareOptions& options) {
+// Echo, or with `relayed` the same call through the relay server's helper
+// processes (Relay).
+CallFn EchoCall(const std::shared_ptr<grpc::Channel>& channel, const CompareOptions& options,
+                bool relayed = false) {
   std::shared_ptr<Echo::Stub> stub = Echo::NewStub(channel);
   auto request = std::make_shared<EchoRequest>();
   request->set_payload(std::string(options.echo_payload_bytes, 'x'));
   const absl::Duration timeout = options.call_timeout;
-  return [stub, request, timeout] {
+  return [stub, request, timeout, relayed] {
     grpc::ClientContext context;
     context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
     EchoResponse response;
-    return FromGrpcStatus(stub->Echo(&context, *request, &response));
-  };
-}
-
-// The same call relayed through the relay server's helper processes.
-CallFn RelayCall(const std::shared_ptr<grpc::Channel>& channel,
-                 const CompareOptions& options) {
-  std::shared_ptr<Echo::Stub> stub = Echo::NewStub(channel);
-  auto request = std::make_shared<EchoRequest>();
-  request->set_payload(std::string(options.echo_payload_bytes, 'x'));
-  const absl::Duration timeout = options.call_timeout;
-  return [stub, request, timeout] {
-    grpc::ClientContext context;
-    context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
-    EchoResponse response;
-    return FromGrpcStatus(stub->Relay(&context, *request, &response));
+    return FromGrpcStatus(relayed ? stub->Relay(&context, *request, &response)
+                                  : stub->Echo(&context, *request, &response));
   };
 }
 
@@ -204,7 +192,7 @@ absl::StatusOr<CompareReport> RunCompare(const std::string& pyexec_address,
     relay_counters.End();
   };
   std::vector<CallFn> ways = {EchoCall((*echo1)[0], options), (*one)->calls[0]};
-  if (relay) ways.push_back(RelayCall(relay1[0], options));
+  if (relay) ways.push_back(EchoCall(relay1[0], options, /*relayed=*/true));
   std::vector<PhaseResult> latency = RunInterleaved(ways, counted);
   report.echo_latency = std::move(latency[0]);
   report.eval_latency = std::move(latency[1]);
@@ -241,7 +229,9 @@ absl::StatusOr<CompareReport> RunCompare(const std::string& pyexec_address,
   report.echo_throughput = RunPhase(echo_calls, options.phase);
   if (relay) {
     std::vector<CallFn> relay_calls;
-    for (const auto& channel : relay_n) relay_calls.push_back(RelayCall(channel, options));
+    for (const auto& channel : relay_n) {
+      relay_calls.push_back(EchoCall(channel, options, /*relayed=*/true));
+    }
     report.relay_throughput = RunPhase(relay_calls, options.phase);
   }
   absl::StatusOr<std::unique_ptr<EvalCallers>> many = BindEvalCallers(*eval_n, options);

@@ -72,6 +72,16 @@ TEST(FormatCompareTableTest, NoRelayNoFloorSection) {
   EXPECT_THAT(FormatCompareTable(r, CompareOptions()), Not(HasSubstr("Eval x relay")));
 }
 
+// Short phases and no trace (the fake sends none), for the plumbing tests.
+CompareOptions QuickOptions() {
+  CompareOptions options;
+  options.phase.warmup = absl::Milliseconds(10);
+  options.phase.duration = absl::Milliseconds(100);
+  options.concurrency = 3;
+  options.traced_calls = 0;
+  return options;
+}
+
 // The whole comparison against the in-process echo server and a fake PyExec
 // (whose Eval of "1+1" does not return 2, so every Eval call counts as an
 // error): checks the plumbing, binding and unbinding, not the figures.
@@ -79,11 +89,7 @@ TEST(RunCompareTest, RunsAllPhases) {
   absl::StatusOr<EchoServer> echo = StartEchoServer("127.0.0.1:0");
   ASSERT_TRUE(echo.ok()) << echo.status();
   fakes::FakePyExecServer pyexec;
-  CompareOptions options;
-  options.phase.warmup = absl::Milliseconds(10);
-  options.phase.duration = absl::Milliseconds(100);
-  options.concurrency = 3;
-  options.traced_calls = 0;  // the fake sends no trace
+  CompareOptions options = QuickOptions();
   absl::StatusOr<CompareReport> r =
       RunCompare(pyexec.address(), echo->address, options);
   ASSERT_TRUE(r.ok()) << r.status();
@@ -104,11 +110,7 @@ TEST(RunCompareTest, RelayTakesPartInEveryPhase) {
   absl::StatusOr<EchoServer> relay = StartEchoServer("127.0.0.1:0", *std::move(helpers));
   ASSERT_TRUE(relay.ok()) << relay.status();
   fakes::FakePyExecServer pyexec;
-  CompareOptions options;
-  options.phase.warmup = absl::Milliseconds(10);
-  options.phase.duration = absl::Milliseconds(100);
-  options.concurrency = 3;
-  options.traced_calls = 0;
+  CompareOptions options = QuickOptions();
   options.relay_address = relay->address;
   absl::StatusOr<CompareReport> r = RunCompare(pyexec.address(), echo->address, options);
   ASSERT_TRUE(r.ok()) << r.status();

@@ -40,6 +40,22 @@ bool GoneWithin5s(pid_t pid) {
   return false;
 }
 
+// `leader`, our child, died of SIGKILL, and so did `grandchild`, of its group.
+void ExpectKilledWithItsGroup(pid_t leader, pid_t grandchild) {
+  int status = 0;
+  ASSERT_EQ(waitpid(leader, &status, 0), leader);
+  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+  EXPECT_TRUE(GoneWithin5s(grandchild)) << "the group of " << leader << " survived";
+}
+
+// `leader` and `grandchild`, of its group, still run; ends them.
+void ExpectLeftAliveThenEnd(pid_t leader, pid_t grandchild) {
+  EXPECT_TRUE(Alive(leader));
+  EXPECT_TRUE(Alive(grandchild));
+  kill(-leader, SIGKILL);
+  waitpid(leader, nullptr, 0);
+}
+
 class WorkerGuardTest : public ::testing::Test {
  protected:
   void SetUp() override { ASSERT_EQ(pipe(pipe_), 0); }
@@ -66,10 +82,7 @@ TEST_F(WorkerGuardTest, KillsAGuardedWorkerWithItsGroup) {
   ASSERT_TRUE(Alive(grandchild));
 
   EXPECT_EQ(guard.KillAll(), 1);
-  int status = 0;
-  ASSERT_EQ(waitpid(worker, &status, 0), worker);
-  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
-  EXPECT_TRUE(GoneWithin5s(grandchild)) << "the worker's group survived";
+  ExpectKilledWithItsGroup(worker, grandchild);
 }
 
 TEST_F(WorkerGuardTest, KillsTheGroupMemberByMemberWhenGroupSignalsAreRefused) {
@@ -118,14 +131,8 @@ TEST_F(WorkerGuardTest, KillProcessGroupsEndsEveryMember) {
   pid_t b = ForkGroupLeader(pipe_[1]);
   pid_t grandchild_b = ReadGrandchild();
   KillProcessGroups({a});
-  int status = 0;
-  ASSERT_EQ(waitpid(a, &status, 0), a);
-  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
-  EXPECT_TRUE(GoneWithin5s(grandchild_a));
-  EXPECT_TRUE(Alive(b));
-  EXPECT_TRUE(Alive(grandchild_b));
-  kill(-b, SIGKILL);
-  waitpid(b, nullptr, 0);
+  ExpectKilledWithItsGroup(a, grandchild_a);
+  ExpectLeftAliveThenEnd(b, grandchild_b);
 }
 
 TEST_F(WorkerGuardTest, LeavesAPidAloneThatStartedOutsideItsWindow) {
@@ -141,10 +148,7 @@ TEST_F(WorkerGuardTest, LeavesAPidAloneThatStartedOutsideItsWindow) {
 
   EXPECT_EQ(guard.KillAll(), 0);
   usleep(50000);
-  EXPECT_TRUE(Alive(other));
-  EXPECT_TRUE(Alive(grandchild));
-  kill(-other, SIGKILL);
-  waitpid(other, nullptr, 0);
+  ExpectLeftAliveThenEnd(other, grandchild);
 }
 
 TEST_F(WorkerGuardTest, AdoptsTheLiveChildrenOfAProcess) {
@@ -159,14 +163,8 @@ TEST_F(WorkerGuardTest, AdoptsTheLiveChildrenOfAProcess) {
   // `b` plays the adopting zygote itself: not adopted.
   EXPECT_EQ(guard.AdoptChildrenOf(getpid(), b), 1);
   EXPECT_EQ(guard.KillAll(), 1);
-  int status = 0;
-  ASSERT_EQ(waitpid(a, &status, 0), a);
-  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
-  EXPECT_TRUE(GoneWithin5s(grandchild_a));
-  EXPECT_TRUE(Alive(b));
-  EXPECT_TRUE(Alive(grandchild_b));
-  kill(-b, SIGKILL);
-  waitpid(b, nullptr, 0);
+  ExpectKilledWithItsGroup(a, grandchild_a);
+  ExpectLeftAliveThenEnd(b, grandchild_b);
 }
 
 TEST_F(WorkerGuardTest, ForgetsExitedWorkersAsTheListGrows) {

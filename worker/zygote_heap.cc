@@ -24,18 +24,19 @@ void* MallocKept(size_t size) {
   return chunk;
 }
 
+// Bytes in free chunks below the top of the heap.
+size_t HoleBytes(const struct mallinfo2& info) { return info.fordblks - info.keepcost; }
+
 // Where a malloc found its chunk, told from mallinfo2 taken around it.
-enum class Source { kHoleOrTcache, kTopOrMmap };
+enum class Source { kHole, kTcache, kTopOrMmap };
 
 Source SourceOf(const struct mallinfo2& before, const struct mallinfo2& after) {
-  const size_t holes_before = before.fordblks - before.keepcost;
-  const size_t holes_after = after.fordblks - after.keepcost;
-  if (holes_after < holes_before) return Source::kHoleOrTcache;
+  if (HoleBytes(after) < HoleBytes(before)) return Source::kHole;
   // A tcache chunk counts as in use already: taking one changes nothing.
   // Splitting the top shrinks it (or grows the heap); mmap counts apart.
   if (after.keepcost == before.keepcost && after.arena == before.arena &&
       after.hblkhd == before.hblkhd) {
-    return Source::kHoleOrTcache;
+    return Source::kTcache;
   }
   return Source::kTopOrMmap;
 }
@@ -103,7 +104,7 @@ size_t FillObjectPools() {
       if (block == nullptr) return taken;
       ++taken;  // kept for good, as the malloc'd holes are
       const ObjectPoolHeader& pool = PoolOf(block);
-      // A header that does not fit the block is another obmalloc than 3.11's
+      // A header that does not fit the block is another obmalloc than 3.10-3.12's
       // (or Python's debug allocator): take nothing more.
       if (pool.szidx != size / kObjectClassStep - 1) return taken;
       if (pool.ref.count == 1) break;  // a fresh pool: no partly used one is left
@@ -112,10 +113,7 @@ size_t FillObjectPools() {
   return taken;
 }
 
-size_t MallocHoleBytes() {
-  const struct mallinfo2 info = mallinfo2();
-  return info.fordblks - info.keepcost;
-}
+size_t MallocHoleBytes() { return HoleBytes(mallinfo2()); }
 
 bool GlibcMallocInUse() {
   // A request past the tcache's sizes and under the mmap threshold comes
@@ -142,10 +140,9 @@ size_t FillMallocHoles() {
       const struct mallinfo2 before = mallinfo2();
       void* chunk = MallocKept(request);
       if (chunk == nullptr) return taken;
-      const struct mallinfo2 after = mallinfo2();
-      const bool hole = after.fordblks - after.keepcost < before.fordblks - before.keepcost;
-      unseen = hole ? 0 : unseen + 1;
-      if (SourceOf(before, after) == Source::kTopOrMmap) {
+      const Source source = SourceOf(before, mallinfo2());
+      unseen = source == Source::kHole ? 0 : unseen + 1;
+      if (source == Source::kTopOrMmap) {
         // No hole of this size is left. A chunk past the tcache's sizes
         // goes straight back to the top (fastbins are off) or is unmapped;
         // a smaller one would wait in the tcache for a worker's malloc, so
