@@ -88,9 +88,8 @@ TEST_F(WorkerGuardTest, KillsAGuardedWorkerWithItsGroup) {
 TEST_F(WorkerGuardTest, KillsTheGroupMemberByMemberWhenGroupSignalsAreRefused) {
   // The zygote may run under its workers' seccomp filter, which refuses
   // kill() of a negative pid: the guard must still end what the worker's
-  // user code started (found by test_core's orphan test, about 1 run in 8:
-  // a `sleep` outlived a SIGKILLed pyexecd whenever the zygote killed the
-  // worker before the worker, seeing pyexecd gone, ended its own group).
+  // user code started, also when it kills the worker before the worker,
+  // seeing pyexecd gone, ends its own group.
   int grandchild_pipe[2];
   ASSERT_EQ(pipe(grandchild_pipe), 0);
   pid_t zygote = fork();
