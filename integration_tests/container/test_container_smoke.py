@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 
 import pyexecd_fixture as fx
@@ -127,6 +128,32 @@ class ContainerSmokeTest(unittest.TestCase):
                                metadata=self.auth(), timeout=TIMEOUT)
             self.assertTrue(r.HasField("error"), path)
             self.assertEqual(r.error.type, "PermissionError", path)
+
+    def test_y_sigkilled_pyexecd_leaves_nothing_a_session_started(self):
+        # pyexecd is the container's PID 1: when it dies, the kernel ends its
+        # pid namespace, and every process a session started with it.
+        marker = "pyexec-orphan-%d-%d" % (os.getpid(), time.monotonic_ns())
+        s = self.bind()
+        self.exec(s, "import subprocess, sys\n"
+                     "child = subprocess.Popen([sys.executable, '-c', "
+                     "'import time; time.sleep(1000)', %r])" % marker)
+
+        def holders():
+            found = []
+            for pid in filter(str.isdigit, os.listdir("/proc")):
+                try:
+                    with open("/proc/%s/cmdline" % pid, "rb") as f:
+                        if marker.encode() in f.read():
+                            found.append(int(pid))
+                except OSError:
+                    pass
+            return found
+
+        fx.wait_until(lambda: holders(), 10.0, what="the session's child, seen from the host")
+        self.target.kill()
+        fx.wait_until(lambda: not holders(), 10.0,
+                      what="the session's child gone with the container's PID 1")
+        self.target.start()
 
     def test_z_restart_is_a_new_pod(self):
         s = self.bind("bob")
